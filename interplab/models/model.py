@@ -1,0 +1,308 @@
+"""``Model``: one object over a Hugging Face causal LM or an interplab toy transformer."""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from interplab import hooks as H
+from interplab.models.adapters import Adapter, ModelConfig, adapter_for
+
+
+class RunOutput(NamedTuple):
+    logits: torch.Tensor
+    cache: H.Cache
+
+
+CacheSpec = None | bool | str | Iterable[str] | Callable[[str], bool]
+
+
+class Model:
+    """A model with TransformerLens-named hook points.
+
+    >>> model = interplab.load("smollm2-135m")
+    >>> logits, cache = model.run("When Mary and John went to the store,", cache=["blocks.3.hook_resid_post"])
+    """
+
+    def __init__(self, hf: nn.Module, tokenizer=None, name: str = "", source: str = "", load_seconds: float = 0.0):
+        H.register_attention()
+        self.hf = hf.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.source = source
+        self.load_seconds = load_seconds
+        self.adapter: Adapter = adapter_for(hf)
+        self.cfg: ModelConfig = self.adapter.cfg
+        self._names = H.hook_names(
+            self.cfg.n_layers,
+            has_mlp=self.cfg.d_mlp > 0,
+            parallel=self.cfg.parallel_attn_mlp,
+            pos_embed=self.adapter.pos_embed_path is not None,
+        )
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return f"Model({self.name!r}, family={c.family}, layers={c.n_layers}, heads={c.n_heads}/{c.n_kv_heads}kv, d_model={c.d_model})"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def n_params(self) -> int:
+        seen, total = set(), 0
+        for p in self.hf.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        return total
+
+    # ------------------------------------------------------------------ hook names
+    def hook_names(self) -> list[str]:
+        return list(self._names)
+
+    def _resolve_cache(self, cache: CacheSpec) -> list[str]:
+        if cache is None or cache is False:
+            return []
+        if cache is True or cache == "all":
+            return self.hook_names()
+        if isinstance(cache, str):
+            return [cache]
+        if callable(cache):
+            return [n for n in self._names if cache(n)]
+        return list(cache)
+
+    # ------------------------------------------------------------------ tokens
+    def _need_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(
+                f"Model {self.name!r} has no tokenizer; pass token ids (a LongTensor [batch, pos]) instead of text."
+            )
+        return self.tokenizer
+
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool | None = None, padding_side: str = "right",
+                  return_mask: bool = False):
+        """Token ids ``[batch, pos]``. ``prepend_bos=None`` follows the tokenizer's own convention
+        (SmolLM2 adds none); True/False force it. Lists are padded (right by default); with
+        ``return_mask=True`` also returns the attention mask."""
+        tok = self._need_tokenizer()
+        texts = [text] if isinstance(text, str) else list(text)
+        if prepend_bos is None:
+            ids = [tok(t, add_special_tokens=True)["input_ids"] for t in texts]
+        else:
+            ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+            if prepend_bos:
+                if tok.bos_token_id is None:
+                    raise ValueError(f"Model {self.name!r}'s tokenizer has no BOS token; use prepend_bos=False.")
+                ids = [[tok.bos_token_id] + x for x in ids]
+        n = max(len(x) for x in ids)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        out = torch.full((len(ids), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), n), dtype=torch.long)
+        for i, x in enumerate(ids):
+            if padding_side == "right":
+                out[i, : len(x)] = torch.tensor(x)
+                mask[i, : len(x)] = 1
+            else:
+                out[i, n - len(x):] = torch.tensor(x)
+                mask[i, n - len(x):] = 1
+        return (out, mask) if return_mask else out
+
+    def to_str_tokens(self, x: str | torch.Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str]:
+        tok = self._need_tokenizer()
+        if isinstance(x, str):
+            x = self.to_tokens(x, prepend_bos=prepend_bos)[0]
+        ids = x.tolist() if isinstance(x, torch.Tensor) else list(x)
+        if ids and isinstance(ids[0], list):
+            raise ValueError("to_str_tokens takes one sequence; index the batch first (tokens[0]).")
+        return [tok.decode([i]) for i in ids]
+
+    def to_string(self, tokens) -> str:
+        return self._need_tokenizer().decode(tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)
+
+    def to_single_token(self, s: str) -> int:
+        ids = self._need_tokenizer()(s, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"{s!r} is {len(ids)} tokens for this tokenizer ({ids}), not one.")
+        return ids[0]
+
+    def chat(self, messages: str | list[dict], add_generation_prompt: bool = True) -> str:
+        """Prompt text for an instruct model through its chat template (a str is one user turn)."""
+        tok = self._need_tokenizer()
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(f"Model {self.name!r} has no chat template; it is not an instruct model.")
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def _as_tokens(self, tokens) -> torch.Tensor:
+        if isinstance(tokens, (str, list)) and (isinstance(tokens, str) or (tokens and isinstance(tokens[0], str))):
+            tokens = self.to_tokens(tokens)
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        if tokens.ndim != 2 or tokens.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
+            raise ValueError(f"tokens must be integer ids of shape [batch, pos], got {tuple(tokens.shape)} {tokens.dtype}.")
+        if tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(
+                f"{tokens.shape[1]} tokens exceed this model's context of n_ctx={self.cfg.n_ctx}; "
+                f"truncate to the last {self.cfg.n_ctx} tokens (tokens[:, -{self.cfg.n_ctx}:]) or split the text."
+            )
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
+            raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}); got {int(tokens.min())}..{int(tokens.max())}.")
+        return tokens.to(self.device, torch.long)
+
+    # ------------------------------------------------------------------ running
+    def run(self, tokens, cache: CacheSpec = None, interventions: Sequence[H.Intervention] = (),
+            attention_mask: torch.Tensor | None = None, grad: bool = False) -> RunOutput:
+        """Forward pass: returns ``(logits [b, p, vocab], Cache)``.
+
+        ``cache``: None, True/"all", a name, a list of names, or a predicate on names.
+        ``interventions``: Patch / Ablate / AddVector / Apply objects, applied in order at their hook
+        points. ``grad=True`` keeps autograd (for attribution methods); otherwise runs under no_grad."""
+        tokens = self._as_tokens(tokens)
+        names = self._resolve_cache(cache)
+        with H.HookSession(self, names, interventions, grad=grad) as store:
+            with torch.set_grad_enabled(grad):
+                kwargs = {"input_ids": tokens}
+                if attention_mask is not None:
+                    kwargs["attention_mask"] = attention_mask.to(self.device)
+                out = self.hf(**kwargs, **({"use_cache": False} if self.cfg.family != "toy" else {}))
+        return RunOutput(out.logits, store)
+
+    def __call__(self, tokens, **kw) -> torch.Tensor:
+        return self.run(tokens, **kw).logits
+
+    @contextlib.contextmanager
+    def hooks(self, interventions: Sequence[H.Intervention] = (), cache: CacheSpec = None, grad: bool = False):
+        """Apply interventions (and record a cache) during any code in the block, e.g. ``generate``:
+
+        >>> with model.hooks([AddVector("blocks.10.hook_resid_post", v)]):
+        ...     text = model.generate("I think", max_new_tokens=20)
+
+        During generation with a KV cache each forward sees only the new tokens, so position-
+        restricted interventions index positions of that chunk."""
+        with H.HookSession(self, self._resolve_cache(cache), interventions, grad=grad) as store:
+            yield store
+
+    def generate(self, prompt: str | torch.Tensor, max_new_tokens: int = 20, do_sample: bool = False,
+                 interventions: Sequence[H.Intervention] = (), **kw) -> str:
+        """Greedy (default) generation; returns the generated continuation as text."""
+        tokens = self._as_tokens(prompt)
+        with self.hooks(interventions), torch.no_grad():
+            if self.cfg.family == "toy":
+                out = tokens
+                for _ in range(max_new_tokens):
+                    logits = self.hf(input_ids=out[:, -self.cfg.n_ctx:]).logits[:, -1]
+                    nxt = torch.multinomial(logits.softmax(-1), 1) if do_sample else logits.argmax(-1, keepdim=True)
+                    out = torch.cat([out, nxt], dim=1)
+            else:
+                tok = self.tokenizer
+                pad = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else None
+                out = self.hf.generate(input_ids=tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=max_new_tokens,
+                                       do_sample=do_sample, pad_token_id=pad, **kw)
+        new = out[0, tokens.shape[1]:]
+        return self.to_string(new) if self.tokenizer is not None else new
+
+    # ------------------------------------------------------------------ weights
+    def head_results(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """Per-head writes into the residual stream: z [b, p, h, e] @ W_O -> [b, p, h, d]."""
+        w_o = self.adapter.w_o(layer)
+        return torch.einsum("bphe,hed->bphd", z, w_o.to(z.dtype))
+
+    def _stack(self, fn) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.stack([fn(i) for i in range(self.cfg.n_layers)]).detach()
+
+    @property
+    def W_Q(self) -> torch.Tensor:
+        """[n_layers, n_heads, d_model, d_head]"""
+        return self._stack(lambda i: self.adapter.qkv(i)[0])
+
+    @property
+    def W_K(self) -> torch.Tensor:
+        """[n_layers, n_heads, d_model, d_head], expanded per query head for GQA"""
+        return self._stack(lambda i: self.adapter.qkv(i)[1])
+
+    @property
+    def W_V(self) -> torch.Tensor:
+        """[n_layers, n_heads, d_model, d_head], expanded per query head for GQA"""
+        return self._stack(lambda i: self.adapter.qkv(i)[2])
+
+    @property
+    def W_O(self) -> torch.Tensor:
+        """[n_layers, n_heads, d_head, d_model]"""
+        return self._stack(self.adapter.w_o)
+
+    @property
+    def b_Q(self) -> torch.Tensor:
+        return self._stack(lambda i: self.adapter.qkv_bias(i)[0])
+
+    @property
+    def b_K(self) -> torch.Tensor:
+        return self._stack(lambda i: self.adapter.qkv_bias(i)[1])
+
+    @property
+    def b_V(self) -> torch.Tensor:
+        return self._stack(lambda i: self.adapter.qkv_bias(i)[2])
+
+    @property
+    def b_O(self) -> torch.Tensor:
+        """[n_layers, d_model] (zeros where the model has no out-projection bias)"""
+        def f(i):
+            b = self.adapter.b_o(i)
+            return b if b is not None else torch.zeros(self.cfg.d_model, device=self.device)
+        return self._stack(f)
+
+    def _mlp(self, key: str) -> torch.Tensor:
+        if self.cfg.d_mlp == 0:
+            raise ValueError(f"Model {self.name!r} is attention-only; it has no MLP weights.")
+        if key == "W_gate" and not self.cfg.gated_mlp:
+            raise ValueError(f"Model {self.name!r} has no gated MLP (no W_gate).")
+        return self._stack(lambda i: self.adapter.mlp_weights(i)[key])
+
+    @property
+    def W_in(self) -> torch.Tensor:
+        """[n_layers, d_model, d_mlp]"""
+        return self._mlp("W_in")
+
+    @property
+    def W_gate(self) -> torch.Tensor:
+        """[n_layers, d_model, d_mlp] (gated MLPs only)"""
+        return self._mlp("W_gate")
+
+    @property
+    def W_out(self) -> torch.Tensor:
+        """[n_layers, d_mlp, d_model]"""
+        return self._mlp("W_out")
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """[d_vocab, d_model]"""
+        with torch.no_grad():
+            return self.adapter.w_e().detach()
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """[d_model, d_vocab]"""
+        with torch.no_grad():
+            return self.adapter.w_u().detach()
+
+    # ------------------------------------------------------------------ saving
+    def save(self, directory: str | Path) -> None:
+        """Save weights (safetensors), config and tokenizer so that ``interplab.load(directory)`` reads them back."""
+        self.hf.save_pretrained(str(directory))
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(directory))
+
+
+def from_hf(hf: nn.Module, tokenizer=None, name: str = "", source: str = "") -> Model:
+    t = time.perf_counter()
+    m = Model(hf, tokenizer, name=name or getattr(hf.config, "_name_or_path", "") or hf.config.model_type, source=source)
+    m.load_seconds = time.perf_counter() - t
+    return m

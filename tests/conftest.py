@@ -1,0 +1,76 @@
+"""Tiny random-weight models of every supported family, written to local directories by the tests."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import interplab
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+FAMILIES = ["llama", "qwen2", "mistral", "gemma3", "gpt2", "gpt_neox", "gpt_neox_seq", "toy", "toy_attn_only"]
+
+
+def _hf_config(family: str):
+    import transformers as T
+
+    common = dict(vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+                  max_position_embeddings=64)
+    if family == "llama":
+        return T.LlamaConfig(num_key_value_heads=2, **common), T.LlamaForCausalLM
+    if family == "qwen2":
+        return T.Qwen2Config(num_key_value_heads=2, **common), T.Qwen2ForCausalLM
+    if family == "mistral":
+        return T.MistralConfig(num_key_value_heads=1, sliding_window=None, **common), T.MistralForCausalLM
+    if family == "gemma3":
+        cfg = T.Gemma3TextConfig(num_key_value_heads=2, head_dim=8, sliding_window=6, query_pre_attn_scalar=8,
+                                 layer_types=["sliding_attention", "sliding_attention", "full_attention"], **common)
+        return cfg, T.Gemma3ForCausalLM
+    if family == "gpt2":
+        return T.GPT2Config(vocab_size=97, n_embd=32, n_layer=3, n_head=4, n_positions=64, n_inner=48), T.GPT2LMHeadModel
+    if family in ("gpt_neox", "gpt_neox_seq"):
+        cfg = T.GPTNeoXConfig(use_parallel_residual=family == "gpt_neox", rotary_pct=0.5, **common)
+        return cfg, T.GPTNeoXForCausalLM
+    raise KeyError(family)
+
+
+def make_model_dir(family: str, directory) -> str:
+    torch.manual_seed(0)
+    if family.startswith("toy"):
+        cfg = interplab.ToyConfig(n_layers=3, d_model=32, n_heads=4, d_head=8, d_mlp=0 if family == "toy_attn_only" else 48,
+                                  d_vocab=97, n_ctx=64, normalization="LN" if family == "toy" else None)
+        model = interplab.ToyTransformer(cfg)
+        with torch.no_grad():  # non-trivial biases and norm weights
+            for p in model.parameters():
+                if p.ndim == 1:
+                    p.add_(torch.randn_like(p) * 0.1)
+    else:
+        cfg, cls = _hf_config(family)
+        model = cls(cfg)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.ndim == 1:  # make biases and norm weights non-trivial so bugs show
+                    p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(str(directory))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    return {f: make_model_dir(f, tmp_path_factory.mktemp(f)) for f in FAMILIES}
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def tiny(request, tiny_dirs):
+    return interplab.load(tiny_dirs[request.param])
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    return interplab.load("smollm2-135m")
+
+
+def pytest_report_header(config):
+    return f"torch {torch.__version__}, threads {torch.get_num_threads()}, INTERPLAB_CACHE={os.environ.get('INTERPLAB_CACHE', '~/.cache/interplab')}"
