@@ -311,3 +311,26 @@ def test_hooks_context_for_generate(tiny_dirs):
         model.hf(t)
     assert c["blocks.0.hook_resid_post"].shape == (1, 5, model.cfg.d_model)
     no_hooks_left(model)
+
+
+def test_padded_batch_matches_unpadded(tiny):
+    """Right padding with an attention mask: valid positions equal the unpadded run, patterns included."""
+    full = toks(tiny, 4, b=1, p=9)
+    short = full[:, :6]
+    batch = torch.cat([full, torch.cat([short, torch.zeros(1, 3, dtype=torch.long)], 1)])
+    mask = torch.ones_like(batch)
+    mask[1, 6:] = 0
+    logits, c = tiny.run(batch, attention_mask=mask, cache=lambda n: n.endswith(("hook_pattern", "hook_resid_post")))
+    ref_logits, rc = tiny.run(short, cache=lambda n: n.endswith(("hook_pattern", "hook_resid_post")))
+    torch.testing.assert_close(logits[1, :6], ref_logits[0], rtol=1e-4, atol=1e-4)
+    last = tiny.cfg.n_layers - 1
+    torch.testing.assert_close(c[f"blocks.{last}.attn.hook_pattern"][1, :, :6, :6], rc[f"blocks.{last}.attn.hook_pattern"][0], rtol=1e-4, atol=1e-5)
+    assert torch.all(c[f"blocks.{last}.attn.hook_pattern"][1, :, :, 6:] == 0)
+
+
+def test_embed_and_unembed_weights(tiny):
+    """W_E[tokens] is hook_embed (Gemma's scale folded in); ln_final.hook_normalized @ W_U gives the logits."""
+    t = toks(tiny)
+    logits, c = tiny.run(t, cache=["hook_embed", "ln_final.hook_normalized"])
+    torch.testing.assert_close(c["hook_embed"], tiny.W_E[t], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(c["ln_final.hook_normalized"] @ tiny.W_U, logits, rtol=1e-4, atol=1e-4)
