@@ -104,8 +104,10 @@ def report(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Mode
 
         with err.status("building report …"):
             path = build_report(m, run.dir)
-        run.artefacts.append(path.name)
-        run.headline.update({"model": m.name, "report": str(path.resolve()), "run_dir": str(run.dir.resolve())})
+        run.artefacts += sorted(p.name for p in run.dir.iterdir() if p.suffix in (".html", ".json") and p.name != "run.json")
+        lens = {p.stem.removeprefix("lens_"): json.loads(p.read_text())["headline"] for p in sorted(run.dir.glob("lens_*.json"))}
+        run.headline.update({"model": m.name, "report": str(path.resolve()), "run_dir": str(run.dir.resolve()),
+                             "load_seconds": round(m.load_seconds, 2), "logit_lens": lens})
     if as_json:
         _print_json(run.headline)
     else:

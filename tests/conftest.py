@@ -29,7 +29,7 @@ def _hf_config(family: str):
                                  layer_types=["sliding_attention", "sliding_attention", "full_attention"], **common)
         return cfg, T.Gemma3ForCausalLM
     if family == "gpt2":
-        return T.GPT2Config(vocab_size=97, n_embd=32, n_layer=3, n_head=4, n_positions=64, n_inner=48), T.GPT2LMHeadModel
+        return T.GPT2Config(vocab_size=97, bos_token_id=0, eos_token_id=0, n_embd=32, n_layer=3, n_head=4, n_positions=64, n_inner=48), T.GPT2LMHeadModel
     if family in ("gpt_neox", "gpt_neox_seq"):
         cfg = T.GPTNeoXConfig(use_parallel_residual=family == "gpt_neox", rotary_pct=0.5, **common)
         return cfg, T.GPTNeoXForCausalLM

@@ -1,0 +1,177 @@
+"""The model report: model card, logit lens on a few prompts, attention-pattern viewer.
+
+``build_report(model, out_dir)`` writes ``out_dir/report.html`` (self-contained, works offline) and
+the logit-lens data as JSON next to it (``out_dir/lens_<name>.json``). The report only assembles
+results; the numbers come from :mod:`interplab.analyses`.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from interplab.analyses.lens import LogitLensResult, display_token, logit_lens
+from interplab.report.html import Report, attention_viewer, figure, heading, table, text
+
+__all__ = ["build_report", "ReportPrompt", "DEFAULT_PROMPTS"]
+
+
+@dataclass(frozen=True)
+class ReportPrompt:
+    name: str
+    prompt: str
+    answer: str | None = None  # None: the model's own top prediction
+
+
+DEFAULT_PROMPTS: tuple[ReportPrompt, ...] = (
+    ReportPrompt("ioi", "When Mary and John went to the store, John gave a drink to", " Mary"),
+    ReportPrompt("factual", "The Eiffel Tower is located in the city of", " Paris"),
+    ReportPrompt("induction", "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy", " dog"),
+)
+
+
+def _prompts(prompts) -> list[ReportPrompt]:
+    if prompts is None:
+        return list(DEFAULT_PROMPTS)
+    if isinstance(prompts, (str, ReportPrompt, Mapping)):
+        prompts = [prompts]
+    out: list[ReportPrompt] = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, ReportPrompt):
+            out.append(p)
+        elif isinstance(p, str):
+            out.append(ReportPrompt(f"prompt{i + 1}", p))
+        elif isinstance(p, Mapping):
+            out.append(ReportPrompt(str(p.get("name") or f"prompt{i + 1}"), p["prompt"], p.get("answer")))
+        elif isinstance(p, (tuple, list)) and 1 <= len(p) <= 2:
+            out.append(ReportPrompt(f"prompt{i + 1}", p[0], p[1] if len(p) > 1 else None))
+        else:
+            raise TypeError(f"prompt {i}: expected a str, (prompt, answer), a dict with 'prompt' or a ReportPrompt, got {p!r}.")
+    if not out:
+        raise ValueError("prompts is empty; pass None for the built-in prompts.")
+    return out
+
+
+def _file_stem(name: str, taken: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "prompt"
+    base, i = stem, 2
+    while stem in taken:
+        stem, i = f"{base}_{i}", i + 1
+    taken.add(stem)
+    return stem
+
+
+def _human(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n:,} ({n / div:.1f}{unit})"
+    return f"{n:,}"
+
+
+def _model_card(model) -> list:
+    info = {
+        "name": model.name,
+        "family": model.cfg.family,
+        "parameters": _human(model.n_params),
+        "load time": f"{model.load_seconds:.2f} s",
+        "source": model.source or "(in memory)",
+        "device": str(model.device),
+        "dtype": str(next(model.hf.parameters()).dtype).replace("torch.", ""),
+    }
+    return [table(info), heading("Config (model.cfg)"), table(model.cfg.to_dict())]
+
+
+def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list:
+    h = res.headline()
+    first = h["first_layer_top1"]
+    summary = (
+        f"Prompt: {res.prompt}\n"
+        f"Answer tracked: {display_token(res.answer)!r}"
+        + ("" if p.answer is not None else " (the model's own top prediction)")
+        + f" — final p = {h['answer_prob_final']:.3f}, rank {h['answer_rank_final']}; "
+        + (f"first ranked top-1 at layer {first}, top-1 from layer {h['stable_top1_from_layer']} on."
+           if first is not None else "never ranked top-1 by the lens.")
+        + f"\nData: {json_name}"
+    )
+    return [heading(f"{p.name}"), text(summary), figure(res.plot()),
+            heading("Top tokens at the last position, per layer", 4), table(_display_frame(res.to_frame("last")))]
+
+
+def _display_frame(df):
+    for c in df.columns:
+        if str(c).startswith("top"):
+            df[c] = df[c].map(display_token)
+    return df
+
+
+def build_report(model, out_dir: str | Path, prompts: Iterable | None = None, top_k: int = 5,
+                 attention_prompt: int = 0) -> Path:
+    """Write ``out_dir/report.html`` for ``model`` and return its path.
+
+    Sections: model card (name, family, config, parameters, load time, source); logit lens over the
+    layers for each prompt (figure and top-token table; data saved as ``lens_<name>.json``); an
+    attention-pattern viewer (every layer and head) for ``prompts[attention_prompt]``.
+
+    ``prompts``: None for the built-in IOI / factual-recall / induction prompts, or a list of
+    strings, ``(prompt, answer)`` pairs, dicts ``{"name", "prompt", "answer"}`` or :class:`ReportPrompt`.
+    The model needs a tokenizer (the report is about text)."""
+    if model.tokenizer is None:
+        raise ValueError(
+            f"build_report needs a model with a tokenizer, and {model.name!r} has none: the report runs text "
+            "prompts. Load a model directory that includes its tokenizer, or attach one (model.tokenizer = ...)."
+        )
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ps = _prompts(prompts)
+    if not 0 <= attention_prompt < len(ps):
+        raise ValueError(f"attention_prompt={attention_prompt} but there are {len(ps)} prompts.")
+
+    report = Report(f"interplab report — {model.name}", subtitle=f"{model.cfg.family}, {model.cfg.n_layers} layers, "
+                    f"{model.cfg.n_heads} heads ({model.cfg.n_kv_heads} key/value), d_model {model.cfg.d_model}")
+    report.section("Model card", *_model_card(model), id="model-card")
+
+    timings: dict[str, float] = {}
+    lens_parts: list = [text(
+        "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) passed through the "
+        "model's final norm and unembedding. Cells: the lens's top-1 next-token prediction and its probability; right: "
+        "the tracked answer's probability at the last position. The last layer's lens is the model's own output.")]
+    taken: set[str] = set()
+    for p in ps:
+        t = time.perf_counter()
+        res = logit_lens(model, p.prompt, answer=p.answer, top_k=top_k)
+        json_name = f"lens_{_file_stem(p.name, taken)}.json"
+        res.save(out, name=json_name)
+        lens_parts += _lens_parts(res, p, json_name)
+        timings[f"lens:{p.name}"] = time.perf_counter() - t
+    report.section("Logit lens", *lens_parts, id="logit-lens")
+
+    t = time.perf_counter()
+    ap = ps[attention_prompt]
+    tokens = model.to_tokens(ap.prompt)
+    with torch.no_grad():
+        _, cache = model.run(tokens, cache=lambda n: n.endswith("attn.hook_pattern"))
+    patterns = cache.stack("attn.hook_pattern", range(model.cfg.n_layers))[:, 0]  # [L, H, Q, K]
+    str_tokens = model.to_str_tokens(tokens[0])
+    viewer = attention_viewer(str_tokens, patterns.round(decimals=3),
+                              layer_names=[f"layer {i}" for i in range(model.cfg.n_layers)],
+                              head_names=[f"head {h}" for h in range(model.cfg.n_heads)])
+    timings["attention"] = time.perf_counter() - t
+    report.section("Attention patterns", text(
+        f"Prompt: {ap.prompt}\nblocks.L.attn.hook_pattern for every layer and head (rows: query, columns: key; "
+        "click a row to pick the query shown coloured above the grid)."), viewer, id="attention")
+
+    timings["total"] = time.perf_counter() - t0
+    import platform
+
+    import interplab
+
+    report.section("About this report", table({
+        "interplab": interplab.__version__, "torch": torch.__version__, "python": platform.python_version(),
+        "prompts": len(ps), **{f"time {k}": f"{v:.2f} s" for k, v in timings.items()},
+    }), id="about")
+    return report.save(out / "report.html")
