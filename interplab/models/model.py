@@ -62,6 +62,15 @@ class Model:
                 total += p.numel()
         return total
 
+    @property
+    def default_prepend_bos(self) -> bool:
+        """Whether the tokenizer puts a BOS token in front by default (SmolLM2: no; Gemma: yes)."""
+        tok = self.tokenizer
+        if tok is None or tok.bos_token_id is None:
+            return False
+        ids = tok("a", add_special_tokens=True)["input_ids"]
+        return bool(ids) and ids[0] == tok.bos_token_id
+
     # ------------------------------------------------------------------ hook names
     def hook_names(self) -> list[str]:
         return list(self._names)

@@ -1,0 +1,44 @@
+"""Repeated random tokens: the standard probe for induction heads (Olsson et al. 2022)."""
+from __future__ import annotations
+
+import torch
+
+
+def repeated_tokens(model, batch: int = 8, seq_len: int = 32, repeats: int = 2, seed: int = 0, prepend_bos: bool | None = None,
+                    vocab: tuple[int, int] | None = None) -> tuple[torch.Tensor, int]:
+    """``[batch, offset + repeats*seq_len]`` token ids: a random sequence of ``seq_len`` tokens repeated
+    ``repeats`` times, with a BOS token in front when ``prepend_bos`` is True (None: when the
+    model's tokenizer adds one by default, see ``Model.default_prepend_bos``). Returns ``(tokens, offset)`` where ``offset`` is 1 with
+    a BOS and 0 without. Tokens within one sequence are distinct when the vocabulary allows, so every
+    token of the second copy has exactly one earlier occurrence.
+
+    ``vocab``: ``(low, high)`` range to draw from (default: all ids except the tokenizer's special ids)."""
+    d_vocab = model.cfg.d_vocab
+    total = repeats * seq_len
+    tok = getattr(model, "tokenizer", None)
+    bos = getattr(tok, "bos_token_id", None) if tok is not None else None
+    use_bos = model.default_prepend_bos if prepend_bos is None else prepend_bos
+    if use_bos and bos is None:
+        raise ValueError(f"Model {model.name!r} has no BOS token; use prepend_bos=False.")
+    offset = 1 if use_bos else 0
+    if total + offset > model.cfg.n_ctx:
+        raise ValueError(f"{repeats} x {seq_len} tokens (+{offset} BOS) exceed the model's context n_ctx={model.cfg.n_ctx}; "
+                         "use a shorter seq_len.")
+    low, high = vocab if vocab is not None else (0, d_vocab)
+    special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
+    allowed = torch.tensor([i for i in range(low, high) if i not in special])
+    if len(allowed) < 2:
+        raise ValueError(f"vocabulary range {low}..{high} leaves fewer than 2 usable tokens.")
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(batch):
+        if len(allowed) >= seq_len:
+            idx = torch.randperm(len(allowed), generator=g)[:seq_len]
+        else:
+            idx = torch.randint(0, len(allowed), (seq_len,), generator=g)
+        rows.append(allowed[idx])
+    seq = torch.stack(rows)
+    tokens = seq.repeat(1, repeats)
+    if use_bos:
+        tokens = torch.cat([torch.full((batch, 1), bos, dtype=torch.long), tokens], dim=1)
+    return tokens.long(), offset
