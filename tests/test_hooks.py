@@ -334,3 +334,27 @@ def test_embed_and_unembed_weights(tiny):
     logits, c = tiny.run(t, cache=["hook_embed", "ln_final.hook_normalized"])
     torch.testing.assert_close(c["hook_embed"], tiny.W_E[t], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(c["ln_final.hook_normalized"] @ tiny.W_U, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_start_and_stop_at_layer(tiny):
+    """Splitting the forward at any layer reproduces the full run (the basis of fast ablation sweeps)."""
+    t = toks(tiny)
+    n = tiny.cfg.n_layers
+    full, c = tiny.run(t, cache=lambda name: name.endswith("hook_resid_pre") or name.endswith("hook_resid_post"))
+    for layer in range(1, n):
+        resid, sc = tiny.run(t, stop_at_layer=layer, cache=lambda name: "hook_resid_post" in name)
+        torch.testing.assert_close(resid, c[f"blocks.{layer}.hook_resid_pre"], rtol=0, atol=0)
+        assert f"blocks.{layer}.hook_resid_post" not in sc and f"blocks.{layer - 1}.hook_resid_post" in sc
+        logits, rc = tiny.run(resid, start_at_layer=layer, cache=[f"blocks.{n - 1}.hook_resid_post"])
+        torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(rc[f"blocks.{n - 1}.hook_resid_post"], c[f"blocks.{n - 1}.hook_resid_post"], rtol=1e-5, atol=1e-5)
+    # an ablation applied in the second half equals the same ablation in a full run
+    iv = [Ablate(f"blocks.{n - 1}.attn.hook_z", heads=[0])]
+    resid = tiny.run(t, stop_at_layer=n - 1).logits
+    torch.testing.assert_close(tiny.run(resid, start_at_layer=n - 1, interventions=iv).logits,
+                               tiny.run(t, interventions=iv).logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="residual stream"):
+        tiny.run(t, start_at_layer=1)
+    no_hooks_left(tiny)
+    assert isinstance(getattr(*tiny.adapter.layers_slot()), torch.nn.ModuleList)
+    assert all(not isinstance(m, type(None)) and type(m).__name__ != "_Skip" for m in getattr(*tiny.adapter.layers_slot()))

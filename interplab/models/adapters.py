@@ -93,6 +93,11 @@ class Adapter:
     def layer(self, i: int) -> nn.Module:
         return self._layers[i]
 
+    def layers_slot(self) -> tuple[nn.Module, str]:
+        """(parent module, attribute name) holding the decoder-layer ModuleList."""
+        parent, _, attr = self.layers_path.rpartition(".")
+        return (_get(self.hf, parent) if parent else self.hf), attr
+
     def attn(self, i: int) -> nn.Module:
         return _get(self._layers[i], self.attn_path)
 

@@ -14,6 +14,18 @@ from interplab import hooks as H
 from interplab.models.adapters import Adapter, ModelConfig, adapter_for
 
 
+class _Skip(nn.Module):
+    """Stands in for a decoder layer outside the requested window: returns the residual unchanged."""
+
+    def forward(self, hidden_states=None, *args, **kwargs):
+        return hidden_states
+
+
+class _Stop(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
 class RunOutput(NamedTuple):
     logits: torch.Tensor
     cache: H.Cache
@@ -168,21 +180,70 @@ class Model:
 
     # ------------------------------------------------------------------ running
     def run(self, tokens, cache: CacheSpec = None, interventions: Sequence[H.Intervention] = (),
-            attention_mask: torch.Tensor | None = None, grad: bool = False) -> RunOutput:
+            attention_mask: torch.Tensor | None = None, grad: bool = False,
+            start_at_layer: int | None = None, stop_at_layer: int | None = None) -> RunOutput:
         """Forward pass: returns ``(logits [b, p, vocab], Cache)``.
 
         ``cache``: None, True/"all", a name, a list of names, or a predicate on names.
         ``interventions``: Patch / Ablate / AddVector / Apply objects, applied in order at their hook
-        points. ``grad=True`` keeps autograd (for attribution methods); otherwise runs under no_grad."""
-        tokens = self._as_tokens(tokens)
+        points. ``grad=True`` keeps autograd (for attribution methods); otherwise runs under no_grad.
+
+        ``start_at_layer=L``: ``tokens`` is instead the residual stream entering block L
+        (``blocks.L.hook_resid_pre``, float ``[b, p, d_model]``); earlier blocks are skipped.
+        ``stop_at_layer=S``: blocks S.. and the unembedding are skipped and the first element returned
+        is the residual stream entering block S (``[b, p, d_model]``) instead of logits. Together they
+        let a sweep compute everything before a layer once and rerun only what follows."""
+        n = self.cfg.n_layers
+        start = start_at_layer or 0
+        stop = n if stop_at_layer is None else stop_at_layer
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"need 0 <= start_at_layer <= stop_at_layer <= n_layers={n}; got {start_at_layer}, {stop_at_layer}.")
+        if start_at_layer is not None:
+            resid = torch.as_tensor(tokens)
+            if resid.ndim != 3 or resid.shape[-1] != self.cfg.d_model or not resid.is_floating_point():
+                raise ValueError(f"with start_at_layer, pass the residual stream [batch, pos, {self.cfg.d_model}] "
+                                 f"(blocks.{start}.hook_resid_pre), not {tuple(resid.shape)} {resid.dtype}.")
+            if resid.shape[1] > self.cfg.n_ctx:
+                raise ValueError(f"{resid.shape[1]} positions exceed n_ctx={self.cfg.n_ctx}.")
+            kwargs = {"inputs_embeds": resid.to(self.device)}
+        else:
+            kwargs = {"input_ids": self._as_tokens(tokens)}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.to(self.device)
+        if self.cfg.family != "toy":
+            kwargs["use_cache"] = False
         names = self._resolve_cache(cache)
-        with H.HookSession(self, names, interventions, grad=grad) as store:
+        with H.HookSession(self, names, interventions, grad=grad) as store, self._layer_window(start, stop, start_at_layer is not None):
             with torch.set_grad_enabled(grad):
-                kwargs = {"input_ids": tokens}
-                if attention_mask is not None:
-                    kwargs["attention_mask"] = attention_mask.to(self.device)
-                out = self.hf(**kwargs, **({"use_cache": False} if self.cfg.family != "toy" else {}))
-        return RunOutput(out.logits, store)
+                try:
+                    out = self.hf(**kwargs).logits
+                except _Stop as s:
+                    out = s.value
+        return RunOutput(out, store)
+
+    @contextlib.contextmanager
+    def _layer_window(self, start: int, stop: int, from_resid: bool):
+        n = self.cfg.n_layers
+        if start == 0 and stop == n and not from_resid:
+            yield
+            return
+        parent, attr = self.adapter.layers_slot()
+        orig = getattr(parent, attr)
+        handles = []
+        try:
+            setattr(parent, attr, nn.ModuleList([orig[i] if start <= i < stop else _Skip() for i in range(n)]))
+            pos = self.adapter.pos_embed()
+            if from_resid and pos is not None and self.cfg.family != "toy":  # GPT-2 adds positions to inputs_embeds
+                handles.append(pos.register_forward_hook(lambda m, a, o: torch.zeros_like(o)))
+            if stop < n:
+                def halt(m, args, kwargs):
+                    raise _Stop(args[0] if args else kwargs["hidden_states"])
+                handles.append(self.adapter.ln_final().register_forward_pre_hook(halt, with_kwargs=True))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            setattr(parent, attr, orig)
 
     def __call__(self, tokens, **kw) -> torch.Tensor:
         return self.run(tokens, **kw).logits

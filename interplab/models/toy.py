@@ -123,14 +123,20 @@ class ToyTransformer(nn.Module):
     def device(self) -> torch.device:
         return self.embed.weight.device
 
-    def forward(self, input_ids, attention_mask=None, **_):
-        b, p = input_ids.shape
-        x = self.embed(input_ids)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed(torch.arange(p, device=input_ids.device))[None]
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **_):
+        """``inputs_embeds`` (``[b, p, d_model]``) is taken as the residual stream entering block 0
+        (positions are *not* added again)."""
+        if inputs_embeds is None:
+            b, p = input_ids.shape
+            x = self.embed(input_ids)
+            if self.pos_embed is not None:
+                x = x + self.pos_embed(torch.arange(p, device=input_ids.device))[None]
+        else:
+            x = inputs_embeds
+            b, p = x.shape[:2]
         mask4 = None
         if attention_mask is not None and not bool(attention_mask.all()):
-            causal = torch.ones(p, p, dtype=torch.bool, device=input_ids.device).tril()
+            causal = torch.ones(p, p, dtype=torch.bool, device=x.device).tril()
             mask4 = causal[None, None] & attention_mask.bool()[:, None, None, :]
         for block in self.blocks:
             x = block(x, mask4)
