@@ -1,0 +1,582 @@
+"""Head detectors: score every attention head for a few well-known behaviours, each with a null baseline.
+
+Every score is a number per ``(layer, head)``, computed from attention patterns read through the one
+hook mechanism (``model.run(tokens, cache=<predicate on attn.hook_pattern>)``) or, for the copying
+scores, from the weights. ``A[b, h, i, j]`` is the attention of query position ``i`` to key position
+``j`` (``blocks.L.attn.hook_pattern``; patterns are per *query* head, so grouped-query attention plays
+no role). ``o`` is 1 when a BOS token is put in front of the input, else 0 (SmolLM2 adds none).
+Scores are averaged over query rows, then over sequences; ``stderr`` is the standard error over sequences.
+
+Inputs
+------
+* **repeated**: ``repeated_tokens``: ``o`` BOS + a random sequence of ``L = seq_len`` distinct tokens,
+  repeated twice (``x_0..x_{L-1} x_0..x_{L-1}``), so each token of the second copy, at ``i in
+  [o+L, o+2L)``, has exactly one earlier occurrence, at ``i - L``.
+* **deranged** (the null input for the two classes above): the same sequences, but the second copy is
+  permuted by a random *derangement* ``pi`` (no fixed point): position ``o+L+k`` holds ``x_pi(k)``, whose
+  earlier occurrence is at ``o+pi(k) != o+k``. Same tokens, same positions, same token statistics;
+  only the alignment that the scores look for is gone.
+* **text**: ``token_chunks`` of a natural-text corpus (default ``pydoc_data.topics``), or, for a model
+  without a tokenizer (or ``text="random"``), random distinct tokens (``repeated_tokens(repeats=1)``).
+
+Classes and their scores
+------------------------
+``induction`` (prefix matching) — Olsson et al. (2022), "In-context Learning and Induction Heads",
+    and Elhage et al. (2021), "A Mathematical Framework for Transformer Circuits"; the convention of
+    TransformerLens's ``induction_score`` / ``head_detector``. On *repeated*::
+
+        induction = mean_{i in [o+L, o+2L)} A[i, i - L + 1]
+
+    (attention from a second-copy token to the token right *after* its earlier occurrence).
+    Null baseline: the same expression on *deranged*.
+``duplicate_token`` — Wang et al. (2022), "Interpretability in the Wild" (IOI); TransformerLens's
+    ``duplicate_token_head``. On *repeated*: ``mean_{i in [o+L, o+2L)} A[i, i - L]`` (attention to the
+    earlier occurrence of the same token). Null: the same on *deranged*.
+``previous_token`` — Elhage et al. (2021); Olsson et al. (2022) (the first half of the induction
+    circuit). On *text*: ``mean_{i in [o+1, n)} A[i, i - 1]`` (the BOS is never a target).
+    Previous-token attention is positional, so no input destroys it; the null baseline is a *control
+    key* instead: the expected attention on a randomly chosen other earlier key,
+    ``mean_{i in [3, n)} mean_{j in [1, i-2]} A[i, j]`` (neither position 0, nor the target, nor the
+    query itself) — what the score would be if the head did not single out ``i - 1``.
+``sink`` (first token / attention sink) — Xiao et al. (2023), "Efficient Streaming Language Models
+    with Attention Sinks". On *text*: ``mean_{i in [1, n)} A[i, 0]`` (position 0 is the BOS when there
+    is one, else the first token). Null (control key): ``mean_{i in [2, n)} mean_{j in [1, i-1]} A[i, j]``.
+``copying`` — Elhage et al. (2021), section "Summarizing OV/QK matrices", used by Olsson et al.
+    (2022) as the copying half of their induction-head definition. From the weights: the direct-path
+    OV circuit of head ``(L, h)`` through embedding and unembedding, ``M = W_E' W_V W_O W_U'`` ``[vocab,
+    vocab]``, and the ratio of its eigenvalues ``(sum_k lambda_k) / (sum_k |lambda_k|)`` in ``[-1, 1]``: +1
+    when every eigenvalue is positive (the head raises the logit of the token it attends to), -1 when
+    every one is negative. The non-zero eigenvalues of ``M`` are those of the ``d_head x d_head`` matrix
+    ``K = W_O W_U' W_E' W_V`` (cyclic permutation), which is what is computed. Norms: the pre-attention
+    norm of layer ``L`` is folded into ``W_E' = W_E C g_L`` and the final norm into ``W_U' = C g_f W_U``,
+    where ``g`` is the norm's per-channel gain (``diag(weight)``; Gemma's ``1 + weight``) and ``C`` the
+    centring matrix for LayerNorm (identity for RMSNorm); Gemma 3's post-attention norm gain is folded
+    into ``W_O``. ``W_U'`` is also centred over the vocabulary (TransformerLens's ``center_unembed``: the
+    softmax ignores a shift shared by all logits; without it the mean embedding direction, SmolLM2's
+    largest singular direction by a factor of 5, dominates ``M``). The per-token ``1/rms`` scale, norm
+    biases, positional embeddings and every layer between the embedding and head ``(L, h)`` are ignored
+    (the direct-path approximation of both papers).
+    Null baseline: the same ratio with a random rotation ``Q`` (Haar orthogonal, ``d_head x d_head``)
+    inserted between ``W_V`` and ``W_O`` (``eig(Q K)``), averaged over ``n_null_rotations`` draws: it keeps
+    the singular values of ``W_V`` and ``W_O`` and destroys their alignment (``E[tr(Q K)] = 0`` for Haar
+    ``Q``, so the null sits near 0; on SmolLM2 its spread over draws is ~0.05 per head).
+``copy_suppression`` — McDougall et al. (2023), "Copy Suppression: Comprehensively Understanding an
+    Attention Head": heads whose OV circuit *lowers* the logit of the attended token. Score ``= -copying``
+    (null ``= -copying null``). This is only the OV (negative-eigenvalue) half of their definition; the
+    QK half (attending to tokens the model is predicting) is not checked.
+
+Membership rule
+---------------
+A head belongs to class ``c`` when ``score >= THRESHOLDS[c]`` **and** ``score - baseline >= MARGINS[c]``
+(both can be overridden). Defaults: the head puts at least 40 % (previous token), 30 % (duplicate
+token, induction) or 50 % (sink) of its attention, averaged over query rows, on the target, and at least
+0.2 more than on the null input / control key; for copying and copy suppression the eigenvalue ratio is
+at least 0.5 and 0.2 above its rotation null. :meth:`HeadScores.headline` lists only members.
+
+Relation to TransformerLens (tested): ``transformer_lens.head_detector`` with ``error_measure="mul"``,
+``exclude_bos=False``, ``exclude_current_token=False`` and its ``previous_token`` / ``duplicate_token``
+/ ``induction`` detection patterns gives, per sequence of ``n`` tokens without BOS,
+``sum_{i in R} A[i, t(i)] / n`` where ``R`` are the rows with a target; the scores here average over
+``R`` instead, so ``score = TL * n / |R|`` exactly (``|R| = L`` on repeated tokens, ``n - 1`` for the
+previous token). Their ``"abs"`` measure and the ``exclude_*`` variants are different definitions.
+
+Not included: successor heads (Gould et al. 2023) need ordinal token families (numbers, days, months)
+of a real tokenizer and an MLP0-extended embedding; they cannot be planted in a token-id model, so
+there is no ground truth to validate them against here.
+
+>>> res = head_scores(model)
+>>> res.headline()["induction"]        # [[layer, head, score], ...] of the members, best first
+>>> res.to_frame()                       # one row per layer, head and class
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from interplab.models.model import Model
+
+__all__ = ["head_scores", "HeadScores", "CLASSES", "THRESHOLDS", "MARGINS", "repeated_pattern_scores",
+           "text_pattern_scores", "ov_copying_scores", "deranged", "head_inputs"]
+
+RESULT_FILE = "heads.json"
+CLASSES = ("previous_token", "duplicate_token", "induction", "sink", "copying", "copy_suppression")
+ATTENTION_CLASSES = ("previous_token", "duplicate_token", "induction", "sink")
+THRESHOLDS: dict[str, float] = {"previous_token": 0.4, "duplicate_token": 0.3, "induction": 0.3, "sink": 0.5,
+                                "copying": 0.5, "copy_suppression": 0.5}
+MARGINS: dict[str, float] = {c: 0.2 for c in CLASSES}
+PAPERS = {
+    "previous_token": "Elhage et al. 2021; Olsson et al. 2022",
+    "duplicate_token": "Wang et al. 2022 (IOI)",
+    "induction": "Olsson et al. 2022 (prefix matching); Elhage et al. 2021",
+    "sink": "Xiao et al. 2023 (attention sinks)",
+    "copying": "Elhage et al. 2021; Olsson et al. 2022 (OV eigenvalues)",
+    "copy_suppression": "McDougall et al. 2023 (OV half only)",
+}
+_PATTERN = "attn.hook_pattern"
+
+
+# --------------------------------------------------------------------------------------------- scores
+def repeated_pattern_scores(pattern: torch.Tensor, seq_len: int, offset: int = 0) -> dict[str, torch.Tensor]:
+    """Per-sequence ``induction`` and ``duplicate_token`` scores ``[batch, head]`` from attention patterns
+    ``[batch, head, query, key]`` of ``offset`` BOS tokens + a sequence of ``seq_len`` tokens repeated twice
+    (rows ``i in [offset+L, offset+2L)``, targets ``i-L+1`` and ``i-L``)."""
+    L, o = seq_len, offset
+    if pattern.shape[-1] < o + 2 * L:
+        raise ValueError(f"pattern has {pattern.shape[-1]} positions; {o} + 2 x {L} are needed.")
+    p = pattern.float()
+    rows = torch.arange(o + L, o + 2 * L, device=p.device)
+    return {"induction": p[..., rows, rows - L + 1].mean(-1), "duplicate_token": p[..., rows, rows - L].mean(-1)}
+
+
+@functools.lru_cache(maxsize=16)
+def _control_weights_cpu(n: int, first_row: int, last_key_offset: int) -> torch.Tensor:
+    w = torch.zeros(n, n)
+    rows = range(first_row, n)
+    for i in rows:
+        k = i - last_key_offset  # keys 1..k
+        w[i, 1:k + 1] = 1.0 / k
+    return w / max(1, len(rows))
+
+
+def _control_weights(n: int, first_row: int, last_key_offset: int, device) -> torch.Tensor:
+    """``[n, n]`` weights averaging, over rows ``i in [first_row, n)``, the mean of ``A[i, 1..i-last_key_offset]``."""
+    return _control_weights_cpu(n, first_row, last_key_offset).to(device)
+
+
+def text_pattern_scores(pattern: torch.Tensor, offset: int = 0) -> dict[str, torch.Tensor]:
+    """Per-sequence positional scores ``[batch, head]`` on any input (natural text or random tokens):
+    ``previous_token`` (rows ``i >= offset+1``, target ``i-1``), ``sink`` (rows ``i >= 1``, target 0) and their
+    control-key nulls ``previous_token_null`` and ``sink_null`` (see the module docstring)."""
+    n = pattern.shape[-1]
+    if n < 4 + offset:
+        raise ValueError(f"positional scores need at least {4 + offset} positions, got {n}.")
+    p = pattern.float()
+    rows = torch.arange(offset + 1, n, device=p.device)
+    return {
+        "previous_token": p[..., rows, rows - 1].mean(-1),
+        "previous_token_null": torch.einsum("bhqk,qk->bh", p, _control_weights(n, 3, 2, p.device)),
+        "sink": p[..., 1:, 0].mean(-1),
+        "sink_null": torch.einsum("bhqk,qk->bh", p, _control_weights(n, 2, 1, p.device)),
+    }
+
+
+def _norm_fold(module) -> tuple[torch.Tensor | None, bool]:
+    """(per-channel gain or None, centres?) of a norm module, as folded into the copying circuit."""
+    if module is None or isinstance(module, torch.nn.Identity):
+        return None, False
+    w = getattr(module, "weight", None)
+    centre = isinstance(module, torch.nn.LayerNorm)
+    if w is None:
+        return None, centre
+    w = w.detach().float()
+    if "Gemma" in type(module).__name__:  # Gemma's RMSNorm multiplies by (1 + weight)
+        w = 1.0 + w
+    return w, centre
+
+
+def _pre_attn_norm(model: Model, layer: int):
+    blk = model.adapter.layer(layer)
+    for name in ("input_layernorm", "ln_1", "ln1"):
+        if hasattr(blk, name):
+            return getattr(blk, name)
+    return None
+
+
+def _random_rotations(n: int, e: int, g: torch.Generator) -> torch.Tensor:
+    """``[n, e, e]`` Haar-distributed orthogonal matrices (QR of a Gaussian with the sign fix)."""
+    a = torch.randn(n, e, e, generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
+def _eig_ratio(k: torch.Tensor) -> torch.Tensor:
+    """``sum(lambda) / sum(|lambda|)`` of square matrices ``[..., e, e]`` (0 for an all-zero spectrum)."""
+    lam = torch.linalg.eigvals(k.double())
+    num, den = lam.sum(-1).real, lam.abs().sum(-1)
+    return torch.where(den > 1e-12, num / den.clamp_min(1e-300), torch.zeros_like(num))
+
+
+def ov_copying_scores(model: Model, n_null_rotations: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copying score ``[n_layers, n_heads]`` of every head (positive-eigenvalue ratio of its direct-path OV
+    circuit, Elhage et al. 2021) and its rotation null baseline (mean over ``n_null_rotations`` draws).
+    See the module docstring for the exact circuit and how norms are folded in."""
+    cfg = model.cfg
+    with torch.no_grad():
+        W_E, W_U = model.W_E.float(), model.W_U.float()  # [V, d], [d, V]
+        gf, centre_f = _norm_fold(model.adapter.ln_final())
+        out = W_U if gf is None else gf[:, None] * W_U
+        if centre_f:  # C g W_U: centre over d_model
+            out = out - out.mean(0, keepdim=True)
+        out = out - out.mean(1, keepdim=True)  # centre over the vocabulary (softmax ignores a shared shift)
+        P0 = out @ W_E  # [d, d]
+        W_V, W_O = model.W_V.float(), model.W_O.float()  # [L, H, d, e], [L, H, e, d]
+        g = torch.Generator().manual_seed(seed)
+        Q = _random_rotations(n_null_rotations, cfg.d_head, g) if n_null_rotations > 0 else None
+        scores, nulls = [], []
+        for layer in range(cfg.n_layers):
+            g1, centre_1 = _norm_fold(_pre_attn_norm(model, layer))
+            P = P0 - P0.mean(1, keepdim=True) if centre_1 else P0  # W_E C: centre the embedding over d_model
+            if g1 is not None:
+                P = P * g1[None, :]
+            wo = W_O[layer]
+            if cfg.family == "gemma3":  # sandwich norm after attention, before the residual stream
+                gp, _ = _norm_fold(model.adapter.layer(layer).post_attention_layernorm)
+                wo = wo * gp
+            K = (wo @ P @ W_V[layer]).double()  # [H, e, e]
+            scores.append(_eig_ratio(K))
+            if Q is not None:
+                nulls.append(_eig_ratio(Q[:, None] @ K[None]).mean(0))  # [H]
+            else:
+                nulls.append(torch.zeros(cfg.n_heads, dtype=torch.float64))
+    return torch.stack(scores).float(), torch.stack(nulls).float()
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def _derangement(n: int, g: torch.Generator) -> torch.Tensor:
+    if n < 2:
+        raise ValueError("a derangement needs at least 2 elements (seq_len >= 2).")
+    while True:
+        p = torch.randperm(n, generator=g)
+        if not (p == torch.arange(n)).any():
+            return p
+
+
+def deranged(tokens: torch.Tensor, seq_len: int, offset: int = 0, seed: int = 0) -> torch.Tensor:
+    """Copy of repeated-token inputs whose second copy is permuted by a random derangement per row."""
+    g = torch.Generator().manual_seed(seed)
+    out = tokens.clone()
+    start = offset + seq_len
+    for b in range(tokens.shape[0]):
+        out[b, start:start + seq_len] = tokens[b, start + _derangement(seq_len, g)]
+    return out
+
+
+def head_inputs(model: Model, n_seqs: int = 32, seq_len: int | None = None, text: str | Path | None = None,
+                text_len: int | None = None, prepend_bos: bool | None = None, seed: int = 0) -> dict[str, Any]:
+    """The three token sets of :func:`head_scores` (``repeated``, ``deranged``, ``text``) with their offsets,
+    lengths and the text source actually used — so anyone can recompute the scores on the same tokens."""
+    from interplab.tasks import repeated_tokens, token_chunks
+
+    use_bos = model.default_prepend_bos if prepend_bos is None else prepend_bos
+    o = 1 if use_bos else 0
+    n_ctx = model.cfg.n_ctx
+    if seq_len is None:
+        seq_len = min(50, (n_ctx - o) // 2)
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2, got {seq_len}.")
+    if text_len is None:
+        text_len = min(128, n_ctx)
+    if n_seqs < 1:
+        raise ValueError(f"n_seqs must be at least 1, got {n_seqs}.")
+    rep, off = repeated_tokens(model, batch=n_seqs, seq_len=seq_len, seed=seed, prepend_bos=use_bos)
+    null = deranged(rep, seq_len, off, seed=seed + 1)
+    if text is None:
+        text = "pydoc" if model.tokenizer is not None else "random"
+    if str(text) == "random":  # distinct tokens when the vocabulary allows, else drawn with replacement
+        txt, toff = repeated_tokens(model, batch=n_seqs, seq_len=text_len - o, repeats=1, seed=seed + 2, prepend_bos=use_bos)
+    else:
+        if model.tokenizer is None:
+            raise ValueError(f"Model {model.name!r} has no tokenizer; use text='random' (CLI: --text random) for random token ids.")
+        txt = token_chunks(model, text, n_chunks=n_seqs, chunk_len=text_len, prepend_bos=use_bos)
+        toff = 1 if use_bos else 0
+    return {"repeated": rep, "deranged": null, "text": txt, "offset": off, "text_offset": toff,
+            "seq_len": seq_len, "text_len": int(txt.shape[1]), "text_source": str(text)}
+
+
+# --------------------------------------------------------------------------------------------- result
+def _mask(scores: torch.Tensor, base: torch.Tensor, threshold: float, margin: float) -> torch.Tensor:
+    return (scores >= threshold) & (scores - base >= margin)
+
+
+@dataclass
+class HeadScores:
+    """Per-class head scores ``[n_layers, n_heads]`` with their null baselines.
+
+    ``scores[c]``, ``baselines[c]``: tensors for each class ``c`` of :data:`CLASSES` (see the module
+    docstring for the definitions); ``stderr[c]``: the standard error over sequences (attention classes
+    only); ``thresholds`` / ``margins``: the membership rule ``score >= threshold and score - baseline >=
+    margin``; ``settings``: what produced them (inputs, lengths, seeds, timings)."""
+
+    scores: dict[str, torch.Tensor]
+    baselines: dict[str, torch.Tensor]
+    stderr: dict[str, torch.Tensor] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
+    margins: dict[str, float] = field(default_factory=lambda: dict(MARGINS))
+    model_name: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def classes(self) -> list[str]:
+        return [c for c in CLASSES if c in self.scores] + [c for c in self.scores if c not in CLASSES]
+
+    @property
+    def n_layers(self) -> int:
+        return int(next(iter(self.scores.values())).shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        return int(next(iter(self.scores.values())).shape[1])
+
+    def is_member(self, cls: str) -> torch.Tensor:
+        """Boolean ``[n_layers, n_heads]``: which heads pass the membership rule of class ``cls``."""
+        self._check(cls)
+        return _mask(self.scores[cls], self.baselines[cls], self.thresholds[cls], self.margins[cls])
+
+    def members(self, cls: str) -> list[tuple[int, int, float]]:
+        """``[(layer, head, score), ...]`` of the heads in class ``cls``, highest score first."""
+        m = self.is_member(cls)
+        s = self.scores[cls]
+        out = [(int(layer), int(head), float(s[layer, head])) for layer, head in m.nonzero().tolist()]
+        return sorted(out, key=lambda t: (-t[2], t[0], t[1]))
+
+    def top(self, cls: str, k: int = 5) -> list[tuple[int, int, float, float]]:
+        """The ``k`` highest-scoring heads of class ``cls`` whether members or not: ``(layer, head, score, baseline)``."""
+        self._check(cls)
+        s, b = self.scores[cls], self.baselines[cls]
+        flat = s.flatten().argsort(descending=True)[:k].tolist()
+        return [(i // self.n_heads, i % self.n_heads, float(s.flatten()[i]), float(b.flatten()[i])) for i in flat]
+
+    def _check(self, cls: str) -> None:
+        if cls not in self.scores:
+            raise ValueError(f"unknown head class {cls!r}; this result has {', '.join(self.classes)}.")
+
+    def headline(self, digits: int = 4) -> dict[str, Any]:
+        """Per class, the member heads sorted by score (descending) as ``[layer, head, score]``; and under
+        ``"null_baseline"``, per class, ``[layer, head, baseline]`` for the same heads in the same order."""
+        out: dict[str, Any] = {}
+        nulls: dict[str, Any] = {}
+        for c in self.classes:
+            mem = self.members(c)
+            out[c] = [[layer, head, round(score, digits)] for layer, head, score in mem]
+            nulls[c] = [[layer, head, round(float(self.baselines[c][layer, head]), digits)] for layer, head, _ in mem]
+        out["null_baseline"] = nulls
+        return out
+
+    def to_frame(self, kind: str = "long") -> pd.DataFrame:
+        """``kind="long"``: one row per layer, head and class — ``score``, ``baseline``, ``stderr``,
+        ``threshold``, ``member``. ``"wide"``: one row per head with ``<class>``, ``<class>_baseline`` and
+        ``<class>_member`` columns, plus ``olsson_induction`` (induction member with a positive copying
+        score: Olsson et al.'s prefix matching *and* copying)."""
+        import pandas as pd
+
+        L, H = self.n_layers, self.n_heads
+        if kind == "long":
+            rows = []
+            for c in self.classes:
+                s, b, m = self.scores[c].tolist(), self.baselines[c].tolist(), self.is_member(c).tolist()
+                se = self.stderr[c].tolist() if c in self.stderr else None
+                for layer in range(L):
+                    for head in range(H):
+                        rows.append({"layer": layer, "head": head, "class": c, "score": s[layer][head],
+                                     "baseline": b[layer][head], "stderr": se[layer][head] if se else float("nan"),
+                                     "threshold": self.thresholds[c], "member": m[layer][head]})
+            return pd.DataFrame(rows)
+        if kind == "wide":
+            d: dict[str, Any] = {"layer": [layer for layer in range(L) for _ in range(H)],
+                                 "head": [head for _ in range(L) for head in range(H)]}
+            for c in self.classes:
+                d[c] = self.scores[c].flatten().tolist()
+                d[f"{c}_baseline"] = self.baselines[c].flatten().tolist()
+                d[f"{c}_member"] = self.is_member(c).flatten().tolist()
+            if "induction" in self.scores and "copying" in self.scores:
+                d["olsson_induction"] = (self.is_member("induction") & (self.scores["copying"] > 0)).flatten().tolist()
+            return pd.DataFrame(d)
+        raise ValueError(f"kind must be 'long' or 'wide', not {kind!r}.")
+
+    def plot(self, classes: list[str] | None = None) -> go.Figure:
+        """Plotly heatmaps, layers (rows) x heads (columns), one panel per class; members are marked ●.
+        Attention classes share a 0..1 colour scale, copying classes a -1..1 diverging one."""
+        import html
+
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        classes = classes or self.classes
+        for c in classes:
+            self._check(c)
+        ncols = min(3, len(classes))
+        nrows = math.ceil(len(classes) / ncols)
+        titles = [f"{c.replace('_', ' ')} ({int(self.is_member(c).sum())})" for c in classes]
+        fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.06,
+                            vertical_spacing=0.12 if nrows > 1 else 0.0)
+        layers, heads = list(range(self.n_layers)), list(range(self.n_heads))
+        for k, c in enumerate(classes):
+            r, col = k // ncols + 1, k % ncols + 1
+            s, b, m = self.scores[c].tolist(), self.baselines[c].tolist(), self.is_member(c).tolist()
+            text = [["●" if m[i][j] else "" for j in heads] for i in layers]
+            diverging = c in ("copying", "copy_suppression")
+            fig.add_trace(go.Heatmap(
+                z=s, x=heads, y=layers, customdata=b, text=text, texttemplate="%{text}", textfont={"size": 9},
+                coloraxis="coloraxis2" if diverging else "coloraxis", name=html.escape(c),
+                hovertemplate=(f"{html.escape(c)}<br>layer %{{y}}, head %{{x}}<br>score %{{z:.3f}}"
+                               "<br>null %{customdata:.3f}<extra></extra>")), row=r, col=col)
+            fig.update_xaxes(title_text="head" if r == nrows else None, dtick=1, row=r, col=col)
+            fig.update_yaxes(title_text="layer" if col == 1 else None, autorange="reversed", row=r, col=col)
+        title = f"Head detectors — {html.escape(self.model_name)}" if self.model_name else "Head detectors"
+        fig.update_layout(
+            title={"text": title + " (● = member)"},
+            coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": 1.0,
+                       "colorbar": {"title": {"text": "attention"}, "x": 1.02, "len": 0.45, "y": 0.78}},
+            coloraxis2={"colorscale": "RdBu", "cmin": -1.0, "cmax": 1.0,
+                        "colorbar": {"title": {"text": "eig ratio"}, "x": 1.02, "len": 0.45, "y": 0.22}},
+            height=max(360, nrows * (14 * self.n_layers + 120)), margin={"l": 60, "r": 90, "t": 80, "b": 50})
+        return fig
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "head_scores",
+            "format_version": 1,
+            "model": self.model_name,
+            "classes": self.classes,
+            "scores": {c: self.scores[c].tolist() for c in self.classes},
+            "baselines": {c: self.baselines[c].tolist() for c in self.classes},
+            "stderr": {c: v.tolist() for c, v in self.stderr.items()},
+            "thresholds": self.thresholds,
+            "margins": self.margins,
+            "papers": {c: PAPERS.get(c, "") for c in self.classes},
+            "settings": self.settings,
+            "headline": self.headline(),
+        }
+
+    def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
+        """Write the result as JSON (``directory/heads.json`` by default; never pickle). Returns the path."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / name
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HeadScores:
+        """Read a result written by :meth:`save` (the JSON file or the directory holding ``heads.json``)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / RESULT_FILE
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if d.get("kind") != "head_scores":
+            raise ValueError(f"{p} is not a saved head-scores result (kind={d.get('kind')!r}).")
+        return cls(scores={c: torch.tensor(v) for c, v in d["scores"].items()},
+                   baselines={c: torch.tensor(v) for c, v in d["baselines"].items()},
+                   stderr={c: torch.tensor(v) for c, v in d.get("stderr", {}).items()},
+                   thresholds=d["thresholds"], margins=d["margins"], model_name=d.get("model", ""),
+                   settings=d.get("settings", {}))
+
+
+# --------------------------------------------------------------------------------------------- driver
+class _Acc:
+    """Running sums over sequences of per-sequence ``[batch, heads]`` scores, one row per layer."""
+
+    def __init__(self, n_layers: int, n_heads: int):
+        self.sum: dict[str, torch.Tensor] = {}
+        self.sq: dict[str, torch.Tensor] = {}
+        self.n = 0
+        self.shape = (n_layers, n_heads)
+
+    def add(self, layer: int, vals: dict[str, torch.Tensor]) -> None:
+        for k, v in vals.items():
+            v = v.double().cpu()
+            if k not in self.sum:
+                self.sum[k] = torch.zeros(self.shape, dtype=torch.float64)
+                self.sq[k] = torch.zeros(self.shape, dtype=torch.float64)
+            self.sum[k][layer] += v.sum(0)
+            self.sq[k][layer] += (v * v).sum(0)
+
+    def mean(self, k: str) -> torch.Tensor:
+        return (self.sum[k] / self.n).float()
+
+    def stderr(self, k: str) -> torch.Tensor:
+        if self.n < 2:
+            return torch.zeros(self.shape)
+        m = self.sum[k] / self.n
+        var = ((self.sq[k] - self.n * m * m) / (self.n - 1)).clamp_min(0)
+        return (var / self.n).sqrt().float()
+
+
+def _scan(model: Model, tokens: torch.Tensor, batch: int, fn) -> _Acc:
+    """Run ``tokens`` in batches, caching only the attention patterns, and accumulate ``fn(pattern)``."""
+    cfg = model.cfg
+    acc = _Acc(cfg.n_layers, cfg.n_heads)
+    for start in range(0, tokens.shape[0], batch):
+        chunk = tokens[start:start + batch]
+        _, cache = model.run(chunk, cache=lambda name: name.endswith(_PATTERN))
+        for layer in range(cfg.n_layers):
+            acc.add(layer, fn(cache[f"blocks.{layer}.{_PATTERN}"]))
+        acc.n += chunk.shape[0]
+        del cache
+    return acc
+
+
+def head_scores(model: Model, n_seqs: int = 32, batch: int = 8, seq_len: int | None = None, text: str | Path | None = None,
+                text_len: int | None = None, prepend_bos: bool | None = None, seed: int = 0, copying: bool = True,
+                n_null_rotations: int = 4, thresholds: dict[str, float] | None = None,
+                margins: dict[str, float] | None = None) -> HeadScores:
+    """Score every head of ``model`` for each class of :data:`CLASSES`, with null baselines.
+
+    ``n_seqs`` sequences per input set, run ``batch`` at a time (memory holds one batch's patterns of every
+    layer: ``n_layers x batch x n_heads x pos^2`` floats). ``seq_len``: the length of the random sequence
+    that is repeated (default 50, or what fits the context); ``text``: ``"pydoc"`` (default with a
+    tokenizer), a text file, or ``"random"`` (default without one); ``text_len``: tokens per text sequence
+    (default 128 or the context). ``copying=False`` skips the weight-based classes. ``thresholds`` /
+    ``margins`` override :data:`THRESHOLDS` / :data:`MARGINS` per class."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}.")
+    for name, over in (("thresholds", thresholds), ("margins", margins)):
+        bad = set(over or {}) - set(CLASSES)
+        if bad:
+            raise ValueError(f"unknown classes in {name}: {sorted(bad)}; valid: {', '.join(CLASSES)}.")
+    t0 = time.perf_counter()
+    inp = head_inputs(model, n_seqs=n_seqs, seq_len=seq_len, text=text, text_len=text_len, prepend_bos=prepend_bos, seed=seed)
+    L, o = inp["seq_len"], inp["offset"]
+    rep = _scan(model, inp["repeated"], batch, lambda p: repeated_pattern_scores(p, L, o))
+    nul = _scan(model, inp["deranged"], batch, lambda p: repeated_pattern_scores(p, L, o))
+    txt = _scan(model, inp["text"], batch, lambda p: text_pattern_scores(p, inp["text_offset"]))
+    t_attn = time.perf_counter() - t0
+
+    scores: dict[str, torch.Tensor] = {}
+    base: dict[str, torch.Tensor] = {}
+    se: dict[str, torch.Tensor] = {}
+    scores["previous_token"], base["previous_token"] = txt.mean("previous_token"), txt.mean("previous_token_null")
+    for c in ("duplicate_token", "induction"):
+        scores[c], base[c], se[c] = rep.mean(c), nul.mean(c), rep.stderr(c)
+    scores["sink"], base["sink"] = txt.mean("sink"), txt.mean("sink_null")
+    se["previous_token"], se["sink"] = txt.stderr("previous_token"), txt.stderr("sink")
+    t1 = time.perf_counter()
+    if copying:
+        cp, cp_null = ov_copying_scores(model, n_null_rotations=n_null_rotations, seed=seed)
+        scores["copying"], base["copying"] = cp, cp_null
+        scores["copy_suppression"], base["copy_suppression"] = -cp, -cp_null
+    t_copy = time.perf_counter() - t1
+    ordered = {c: scores[c] for c in CLASSES if c in scores}
+    return HeadScores(
+        scores=ordered, baselines={c: base[c] for c in ordered}, stderr=se,
+        thresholds={c: float((thresholds or {}).get(c, THRESHOLDS[c])) for c in ordered},
+        margins={c: float((margins or {}).get(c, MARGINS[c])) for c in ordered},
+        model_name=model.name,
+        settings={
+            "method": "head detectors (attention scores on repeated random tokens and text; OV eigenvalue copying)",
+            "hook": f"blocks.{{L}}.{_PATTERN}",
+            "n_seqs": n_seqs, "batch": batch, "seq_len": L, "offset": o, "prepend_bos": bool(o),
+            "text_source": inp["text_source"], "text_len": inp["text_len"], "seed": seed,
+            "null_inputs": {"duplicate_token": "deranged second copy", "induction": "deranged second copy",
+                            "previous_token": "control key (mean attention to one other earlier key)",
+                            "sink": "control key (mean attention to one other earlier key)",
+                            "copying": f"random d_head rotation between W_V and W_O (mean of {n_null_rotations})",
+                            "copy_suppression": "minus the copying null"},
+            "n_null_rotations": n_null_rotations if copying else 0,
+            "attention_seconds": round(t_attn, 3), "copying_seconds": round(t_copy, 3),
+            "n_layers": model.cfg.n_layers, "n_heads": model.cfg.n_heads,
+        },
+    )
