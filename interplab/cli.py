@@ -156,6 +156,117 @@ def bench_hooks_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"),
         Console().print(t)
 
 
+@app.command()
+def diff(model_a: Optional[str] = typer.Option(None, "--model-a", "-a", help="Model A: registry name, .gguf path, local directory or hub id."),
+         model_b: Optional[str] = typer.Option(None, "--model-b", "-b", help="Model B (diff = loss B - loss A; > 0: A better)."),
+         checkpoint: Optional[list[str]] = typer.Option(
+             None, "--checkpoint", "-c",
+             help="A checkpoint of a training run, in training order; repeat (-c ckpt0 -c ckpt1 -c ckpt2). "
+                  "Replaces --model-a/--model-b: finds abrupt per-token loss changes and diffs the first against the last."),
+         text_file: Optional[str] = typer.Option(None, "--text", help="UTF-8 text file (default: the standard library's pydoc topics)."),
+         n_chunks: int = typer.Option(16, "--n-chunks", help="Number of text chunks."),
+         chunk_len: int = typer.Option(128, "--chunk-len", help="Tokens per chunk (a BOS token included where the tokenizer adds one)."),
+         alignment: str = typer.Option("auto", "--alignment", help="auto | tokens | text: 'tokens' refuses different tokenizers, "
+                                       "'auto' compares them on aligned text units."),
+         threshold: float = typer.Option(1.0, "--threshold", help="Checkpoint series: a loss change (nats) between consecutive "
+                                         "checkpoints that counts as abrupt."),
+         top: int = typer.Option(10, "--top", help="Token types and contexts listed."),
+         out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-diff)."),
+         as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON.")):
+    """Per-token loss of two models (or a series of checkpoints) on the same text, and where they differ."""
+    from interplab.runs import Run
+
+    args = {"model_a": model_a, "model_b": model_b, "checkpoints": checkpoint, "text": text_file, "n_chunks": n_chunks,
+            "chunk_len": chunk_len, "alignment": alignment, "threshold": threshold, "top": top}
+    with _Guard(), Run("diff", args, out=out) as run:
+        from interplab.analyses.diffing import diff_checkpoints, diff_models
+        from interplab.report.html import Report
+
+        if checkpoint:
+            if model_a or model_b:
+                raise ValueError("give either --model-a/--model-b or --checkpoint (a series), not both.")
+            if len(checkpoint) < 2:
+                raise ValueError("a checkpoint series needs at least 2 --checkpoint values (3 or more to see a phase change).")
+            with err.status(f"per-token losses of {len(checkpoint)} checkpoints …"):
+                series = diff_checkpoints(checkpoint, source=text_file, n_chunks=n_chunks, chunk_len=chunk_len, threshold=threshold)
+            res = series.pair(0, -1)
+        else:
+            if not (model_a and model_b):
+                raise ValueError("give both --model-a and --model-b (or a series with --checkpoint).")
+            series = None
+            a, b = _load(model_a), _load(model_b)
+            run.timings["load_seconds"] = round(a.load_seconds + b.load_seconds, 2)
+            with err.status("per-token losses …"):
+                res = diff_models(a, b, source=text_file, n_chunks=n_chunks, chunk_len=chunk_len, alignment=alignment)
+            res.model_a, res.model_b = model_a, model_b
+        res.save(run.dir)
+        run.artefacts += ["diff.json", "diff_units.parquet"]
+        report = Report(f"interplab diff — {res.model_a} vs {res.model_b}")
+        if series is not None:
+            series.save(run.dir)
+            run.artefacts += ["checkpoints.json", "checkpoint_losses.parquet"]
+            report.section("Checkpoint series: abrupt per-token loss changes", *series.report_parts(top), id="checkpoints")
+        report.section("Two-model diff" if series is None else "First checkpoint vs last", *res.report_parts(top), id="diff")
+        path = report.save(run.path("report.html"))
+        run.headline.update(res.headline(top))
+        if series is not None:
+            run.headline["checkpoints"] = series.headline(top)
+        run.headline.update({"report": str(path.resolve()), "run_dir": str(run.dir.resolve())})
+    if as_json:
+        _print_json(run.headline)
+    else:
+        h = run.headline
+        t = Table("token", "count", "loss A", "loss B", "mean diff", title=f"mean loss A {h['mean_loss_a']}, B {h['mean_loss_b']} "
+                  f"(diff = B - A; > 0: A better)")
+        for r in h["top_tokens"]:
+            t.add_row(repr(r["token"]), str(r["count"]), str(r["mean_loss_a"]), str(r["mean_loss_b"]), str(r["mean_diff"]))
+        Console().print(t)
+        err.print(f"report written to [bold]{path.resolve()}[/]")
+
+
+@app.command()
+def heads(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model whose heads to score."),
+          batch: int = typer.Option(8, "--batch", help="Sequences per forward pass (bounds memory)."),
+          seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Length of the repeated random sequence (default 50, or what fits)."),
+          n_seqs: int = typer.Option(32, "--n-seqs", help="Sequences per input set."),
+          text: Optional[str] = typer.Option(None, "--text", help="Text for previous-token and sink scores: 'pydoc', a text file or 'random' (default: pydoc, or random without a tokenizer)."),
+          seed: int = typer.Option(0, "--seed", help="Seed of the random tokens and null inputs."),
+          out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-heads)."),
+          as_json: bool = typer.Option(False, "--json", help="Print the headline (per class [layer, head, score]) as JSON.")):
+    """Head detectors: previous-token, duplicate-token, induction, sink, copying, copy-suppression heads, with null baselines."""
+    from interplab.runs import Run
+
+    args = {"model": model, "batch": batch, "seq_len": seq_len, "n_seqs": n_seqs, "text": text}
+    with _Guard(), Run("heads", args, out=out, seed=seed) as run:
+        m = _load(model)
+        run.timings["load_seconds"] = round(m.load_seconds, 2)
+        from interplab.analyses.heads import head_scores
+        from interplab.report.html import Report, table
+
+        with err.status("scoring heads …"):
+            res = head_scores(m, n_seqs=n_seqs, batch=batch, seq_len=seq_len, text=text, seed=seed)
+        run.timings.update({k: res.settings[k] for k in ("attention_seconds", "copying_seconds")})
+        res.save(run.dir)
+        wide = res.to_frame("wide")
+        wide.to_parquet(run.dir / "heads.parquet", index=False)
+        rep = Report(f"Head detectors — {m.name}")
+        rep.section("Head detectors", res.plot(),
+                    table([{"class": c, "members": len(res.members(c)), "threshold": res.thresholds[c], "margin": res.margins[c],
+                            "top (layer.head score / null)": ", ".join(f"{a}.{b} {s:.2f} / {n:.2f}" for a, b, s, n in res.top(c, 5))}
+                           for c in res.classes]))
+        rep.save(run.dir / "report.html")
+        run.artefacts += ["heads.json", "heads.parquet", "report.html"]
+        run.headline.update({"model": m.name, **res.headline()})
+    if as_json:
+        _print_json(run.headline)
+    else:
+        t = Table("class", "members", "top heads (layer.head score / null)")
+        for c in res.classes:
+            t.add_row(c, str(len(res.members(c))), ", ".join(f"{a}.{b} {s:.2f}/{n:.2f}" for a, b, s, n in res.top(c, 5)))
+        Console().print(t)
+        err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
