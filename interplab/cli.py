@@ -108,17 +108,19 @@ def info(name: str = typer.Argument(..., help="Registry name, .gguf path, local 
 @app.command()
 def report(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to report on."),
            out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-report)."),
+           sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated analysis sections to add (default: all; 'none': only model card, lens, attention)."),
            as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON.")):
-    """Build the HTML report (model card, logit lens, attention viewer) into a run directory."""
+    """Build the HTML report (model card, logit lens, attention viewer, analyses) into a run directory."""
     from interplab.runs import Run
 
-    with _Guard(), Run("report", {"model": model}, out=out) as run:
+    chosen = None if sections is None else ([] if sections.strip() == "none" else [x.strip() for x in sections.split(",") if x.strip()])
+    with _Guard(), Run("report", {"model": model, "sections": sections}, out=out) as run:
         m = _load(model)
         run.timings["load_seconds"] = round(m.load_seconds, 2)
         from interplab.report.main import build_report
 
         with err.status("building report …"):
-            path = build_report(m, run.dir)
+            path = build_report(m, run.dir, sections=chosen)
         run.artefacts += sorted(p.name for p in run.dir.iterdir() if p.suffix in (".html", ".json") and p.name != "run.json")
         lens = {p.stem.removeprefix("lens_"): json.loads(p.read_text())["headline"] for p in sorted(run.dir.glob("lens_*.json"))}
         run.headline.update({"model": m.name, "report": str(path.resolve()), "run_dir": str(run.dir.resolve()),

@@ -41,7 +41,7 @@ def tok_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report_dir(tok_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    build_report(tok_model, out, prompts=XSS_PROMPTS)
+    build_report(tok_model, out, prompts=XSS_PROMPTS, sections=())  # core sections only
     return out
 
 
@@ -167,8 +167,20 @@ def test_report_escapes_token_strings(report_dir):
             assert body[:m.start()].endswith(("\\u003e", "\\u0026gt;")), body[m.start() - 40:m.end() + 40]
 
 
+def test_report_analysis_sections(tok_model, tmp_path):
+    from interplab.report.main import EXTRA_SECTIONS
+
+    path = build_report(tok_model, tmp_path, prompts=["a b c"])
+    html = path.read_text(encoding="utf-8")
+    for sid in [*SECTIONS, *EXTRA_SECTIONS]:
+        assert f'<section class="ipl-section" id="{sid}">' in html
+    assert (tmp_path / "heads.json").exists()
+    with pytest.raises(ValueError, match="unknown report section"):
+        build_report(tok_model, tmp_path, sections=["nope"])
+
+
 def test_report_default_prompts(tok_model, tmp_path):
-    path = build_report(tok_model, tmp_path)
+    path = build_report(tok_model, tmp_path, sections=())
     assert path == tmp_path / "report.html"
     assert sorted(p.name for p in tmp_path.glob("lens_*.json")) == ["lens_factual.json", "lens_induction.json", "lens_ioi.json"]
     assert "The Eiffel Tower is located in the city of" in path.read_text(encoding="utf-8")
@@ -292,7 +304,6 @@ def test_report_smollm2(smol, tmp_path):
     path = build_report(smol, tmp_path)
     seconds = time.perf_counter() - t
     print(f"build_report(smollm2-135m): {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB")
-    assert seconds < 120
     html = path.read_text(encoding="utf-8")
     for sid in SECTIONS:
         assert f'<section class="ipl-section" id="{sid}">' in html

@@ -108,8 +108,29 @@ def _display_frame(df):
     return df
 
 
+def _heads_section(model, out: Path, timings: dict) -> list:
+    """Head detectors (interplab.analyses.heads) on a small input set, with their null baselines."""
+    from interplab.analyses.heads import head_scores
+
+    t = time.perf_counter()
+    res = head_scores(model, n_seqs=8, batch=8)
+    res.save(out)
+    timings["heads"] = time.perf_counter() - t
+    rows = [{"class": c, "members": len(res.members(c)), "threshold": res.thresholds[c],
+             "top (layer.head score / null)": ", ".join(f"{a}.{b} {s:.2f} / {n:.2f}" for a, b, s, n in res.top(c, 5))}
+            for c in res.classes]
+    return [text("Head detectors on 8 repeated random sequences and 8 text chunks (interplab heads for more): each "
+                 "score next to its null baseline; a head is a member of a class when it passes the threshold and beats "
+                 "the null by the margin. Data: heads.json"), figure(res.plot()), table(rows)]
+
+
+# Optional sections after the core ones: name -> (title, builder(model, out_dir, timings) -> parts)
+EXTRA_SECTIONS: dict = {"heads": ("Attention heads", _heads_section)}
+DEFAULT_SECTIONS: tuple[str, ...] = tuple(EXTRA_SECTIONS)
+
+
 def build_report(model, out_dir: str | Path, prompts: Iterable | None = None, top_k: int = 5,
-                 attention_prompt: int = 0) -> Path:
+                 attention_prompt: int = 0, sections: Iterable[str] | None = None) -> Path:
     """Write ``out_dir/report.html`` for ``model`` and return its path.
 
     Sections: model card (name, family, config, parameters, load time, source); logit lens over the
@@ -118,7 +139,12 @@ def build_report(model, out_dir: str | Path, prompts: Iterable | None = None, to
 
     ``prompts``: None for the built-in IOI / factual-recall / induction prompts, or a list of
     strings, ``(prompt, answer)`` pairs, dicts ``{"name", "prompt", "answer"}`` or :class:`ReportPrompt`.
+    ``sections``: which of the analysis sections in ``EXTRA_SECTIONS`` to add (default: all; ``()``: none).
     The model needs a tokenizer (the report is about text)."""
+    extra = list(DEFAULT_SECTIONS if sections is None else sections)
+    unknown = [x for x in extra if x not in EXTRA_SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown report section(s) {unknown}; choose from {', '.join(EXTRA_SECTIONS)}.")
     if model.tokenizer is None:
         raise ValueError(
             f"build_report needs a model with a tokenizer, and {model.name!r} has none: the report runs text "
@@ -164,6 +190,10 @@ def build_report(model, out_dir: str | Path, prompts: Iterable | None = None, to
     report.section("Attention patterns", text(
         f"Prompt: {ap.prompt}\nblocks.L.attn.hook_pattern for every layer and head (rows: query, columns: key; "
         "click a row to pick the query shown coloured above the grid)."), viewer, id="attention")
+
+    for name in extra:
+        title, builder = EXTRA_SECTIONS[name]
+        report.section(title, *builder(model, out, timings), id=name)
 
     timings["total"] = time.perf_counter() - t0
     import platform
