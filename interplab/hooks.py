@@ -8,7 +8,7 @@ Hook points follow TransformerLens names and shapes (``b`` batch, ``p`` position
 ``h`` query head, ``d`` d_model, ``e`` d_head, ``n`` MLP neurons)::
 
     hook_embed                      [b, p, d]   token embedding (Gemma: after its sqrt(d) scale)
-    hook_pos_embed                  [b, p, d]   learned positions (GPT-2, toy models only)
+    hook_pos_embed                  [1, p, d]   learned positions (GPT-2, toy models only)
     blocks.L.hook_resid_pre         [b, p, d]   input of block L
     blocks.L.attn.hook_q            [b, p, h, e] queries as they enter the score (after rotary and q-norm)
     blocks.L.attn.hook_k            [b, p, h, e] keys, likewise; GQA expanded per query head

@@ -130,7 +130,7 @@ class ToyTransformer(nn.Module):
             b, p = input_ids.shape
             x = self.embed(input_ids)
             if self.pos_embed is not None:
-                x = x + self.pos_embed(torch.arange(p, device=input_ids.device))[None]
+                x = x + self.pos_embed(torch.arange(p, device=input_ids.device)[None])  # [1, p, d], as GPT-2
         else:
             x = inputs_embeds
             b, p = x.shape[:2]
