@@ -124,8 +124,51 @@ def _heads_section(model, out: Path, timings: dict) -> list:
                  "the null by the margin. Data: heads.json"), figure(res.plot()), table(rows)]
 
 
+def _weights_section(model, out: Path, timings: dict) -> list:
+    """Composition scores and per-head OV copying scores (interplab.analyses.weights)."""
+    from interplab.analyses.weights import composition_scores, head_circuits
+
+    t = time.perf_counter()
+    comp = composition_scores(model)
+    comp.save(out)
+    circ = head_circuits(model, n_directions=1, top_k=5)
+    circ.save(out)
+    timings["weights"] = time.perf_counter() - t
+    rows = []
+    for kind in comp.kinds:
+        for l1, h1, l2, h2, score, z in comp.top_pairs(kind, 5):
+            rows.append({"kind": kind, "writer": f"{l1}.{h1}", "reader": f"{l2}.{h2}", "score": score, "z vs random": z,
+                         "random baseline": f"{comp.baseline_mean[kind]:.4f} ± {comp.baseline_std[kind]:.4f}"})
+    cop = [{"head": f"{a}.{b}", "copying": c, "reads": ", ".join(map(display_token, circ.tokens(a, b)["read+"][:5])),
+            "writes": ", ".join(map(display_token, circ.tokens(a, b)["write+"][:5]))} for a, b, c in circ.top_copying(8)]
+    return [text("Composition (Elhage et al. 2021): ||W_OV(writer) · W_QK/OV(reader)||_F normalised, next to the same "
+                 "score for random matrices of the same shapes; norm weights folded in, K/V expanded per query head."),
+            figure(comp.plot("K")), table(rows),
+            heading("Copying scores of the OV circuits (Σλ / Σ|λ| of W_E W_OV W_U)"), figure(circ.plot("copying")), table(cop)]
+
+
+def _dla_section(model, out: Path, timings: dict) -> list:
+    """Direct logit attribution of the IOI answer (interplab.analyses.attribution)."""
+    from interplab.analyses.attribution import direct_logit_attribution
+
+    t = time.perf_counter()
+    p = DEFAULT_PROMPTS[0]
+    res = direct_logit_attribution(model, p.prompt, answer=" Mary", distractor=" John")
+    res.save(out)
+    timings["dla"] = time.perf_counter() - t
+    return [text(f"Direct logit attribution of logit(' Mary') − logit(' John') on: {p.prompt}\n"
+                 f"Components (heads, MLPs, embeddings, biases; final norm scale frozen) sum to "
+                 f"{float(res.total):.4f}; the model's logit difference is {float(res.logit_diff):.4f}."),
+            figure(res.plot()),
+            table([{"head": f"{a}.{b}", "contribution": c} for a, b, c in res.top_heads(10, "abs")])]
+
+
 # Optional sections after the core ones: name -> (title, builder(model, out_dir, timings) -> parts)
-EXTRA_SECTIONS: dict = {"heads": ("Attention heads", _heads_section)}
+EXTRA_SECTIONS: dict = {
+    "heads": ("Attention heads", _heads_section),
+    "weights": ("Composition and copying (weights)", _weights_section),
+    "dla": ("Direct logit attribution", _dla_section),
+}
 DEFAULT_SECTIONS: tuple[str, ...] = tuple(EXTRA_SECTIONS)
 
 
