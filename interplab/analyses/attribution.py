@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from interplab.results import read_json, write_json
+
 from interplab.analyses.weights import NormInfo, norm_info
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,24 +79,6 @@ def apply_final_norm_to_stack(model: Model, stack: torch.Tensor, resid_final: to
                          "direct logit attribution needs one of those (or none).")
     scale = ni.scale(resid_final.to(stack.dtype))
     return _apply_frozen(ni, stack, scale)
-
-
-def _token_id(model: Model, tok, what: str) -> tuple[int, int]:
-    """(token id, number of tokens the string had)."""
-    if not isinstance(tok, str) and hasattr(tok, "__index__"):
-        i, n = tok.__index__(), 1
-    elif isinstance(tok, str):
-        if model.tokenizer is None:
-            raise ValueError(f"Model {model.name!r} has no tokenizer; give the {what} as a token id.")
-        ids = model.tokenizer(tok, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError(f"The {what} {tok!r} is no tokens for this tokenizer.")
-        i, n = int(ids[0]), len(ids)
-    else:
-        raise TypeError(f"{what} must be a str or a token id, not {type(tok).__name__}.")
-    if not 0 <= i < model.cfg.d_vocab:
-        raise ValueError(f"{what} token id {i} is outside the vocabulary [0, {model.cfg.d_vocab}).")
-    return i, n
 
 
 def logit_direction(model: Model, answer_id: int, distractor_id: int | None = None) -> torch.Tensor:
@@ -281,19 +265,11 @@ class DLAResult:
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         """Write the result as JSON (``directory/dla.json``; never pickle). Returns the path."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / name
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False), encoding="utf-8")
-        return path
+        return write_json(directory, name, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> DLAResult:
-        p = Path(path)
-        p = p / RESULT_FILE if p.is_dir() else p
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("kind") != "direct_logit_attribution":
-            raise ValueError(f"{p} is not a saved direct-logit-attribution result (kind={d.get('kind')!r}).")
+        d, p = read_json(path, RESULT_FILE, "direct_logit_attribution")
         return cls(
             prompt=d["prompt"], str_tokens=d["str_tokens"], position=d["position"], answer=d["answer"],
             answer_id=d["answer_id"], distractor=d["distractor"], distractor_id=d["distractor_id"],
@@ -329,8 +305,8 @@ def direct_logit_attribution(model: Model, prompt: str | torch.Tensor | list[int
     if not -n_pos <= position < n_pos:
         raise IndexError(f"position {position} is out of range for a prompt of {n_pos} tokens.")
     pos = position % n_pos
-    a_id, a_n = _token_id(model, answer, "answer")
-    d_id, d_n = _token_id(model, distractor, "distractor") if distractor is not None else (None, 0)
+    a_id, a_n = model.first_token_id(answer, "answer")
+    d_id, d_n = model.first_token_id(distractor, "distractor") if distractor is not None else (None, 0)
 
     cfg = model.cfg
     L = cfg.n_layers

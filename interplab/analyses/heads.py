@@ -100,6 +100,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from interplab.results import read_json, write_json
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
@@ -453,21 +455,12 @@ class HeadScores:
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         """Write the result as JSON (``directory/heads.json`` by default; never pickle). Returns the path."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / name
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False), encoding="utf-8")
-        return path
+        return write_json(directory, name, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> HeadScores:
         """Read a result written by :meth:`save` (the JSON file or the directory holding ``heads.json``)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / RESULT_FILE
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("kind") != "head_scores":
-            raise ValueError(f"{p} is not a saved head-scores result (kind={d.get('kind')!r}).")
+        d, p = read_json(path, RESULT_FILE, "head_scores")
         return cls(scores={c: torch.tensor(v) for c, v in d["scores"].items()},
                    baselines={c: torch.tensor(v) for c, v in d["baselines"].items()},
                    stderr={c: torch.tensor(v) for c, v in d.get("stderr", {}).items()},

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from interplab.results import read_json, write_json
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
@@ -233,21 +235,12 @@ class LogitLensResult:
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         """Write the result as JSON (``directory/logit_lens.json`` by default; never pickle). Returns the path."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / name
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False), encoding="utf-8")
-        return path
+        return write_json(directory, name, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> LogitLensResult:
         """Read a result written by :meth:`save` (a JSON file, or the directory holding ``logit_lens.json``)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / RESULT_FILE
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("kind") != "logit_lens":
-            raise ValueError(f"{p} is not a saved logit-lens result (kind={d.get('kind')!r}).")
+        d, p = read_json(path, RESULT_FILE, "logit_lens")
         return cls(
             prompt=d["prompt"], str_tokens=d["str_tokens"], layers=d["layers"], top_tokens=d["top_tokens"],
             top_ids=torch.tensor(d["top_ids"], dtype=torch.long), top_probs=torch.tensor(d["top_probs"]),
@@ -294,22 +287,10 @@ def logit_lens(model: Model, prompt: str | torch.Tensor | list[int], answer: str
         logits, cache = model.run(tokens, cache=list(names.values()))
         final_lp = logits[0, -1].float().log_softmax(-1)
 
-        n_answer_tokens = 1
         if answer is None:
-            answer_id = int(final_lp.argmax())
-        elif not isinstance(answer, str) and hasattr(answer, "__index__"):  # int, numpy / 0-d torch integers
-            answer_id = answer.__index__()
-        elif isinstance(answer, str):
-            if model.tokenizer is None:
-                raise ValueError(f"Model {model.name!r} has no tokenizer; give the answer as a token id.")
-            ids = model.tokenizer(answer, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise ValueError(f"The answer {answer!r} is no tokens for this tokenizer.")
-            answer_id, n_answer_tokens = int(ids[0]), len(ids)
+            answer_id, n_answer_tokens = int(final_lp.argmax()), 1
         else:
-            raise TypeError(f"answer must be a str, a token id or None, not {type(answer).__name__}.")
-        if not 0 <= answer_id < model.cfg.d_vocab:
-            raise ValueError(f"answer token id {answer_id} is outside the vocabulary [0, {model.cfg.d_vocab}).")
+            answer_id, n_answer_tokens = model.first_token_id(answer, "answer")
 
         # Unembed several layers per matmul: for short prompts reading W_U dominates, so batching layers
         # is much faster than one matmul per layer; chunks keep the [layers, pos, vocab] block <= ~256 MB.

@@ -53,6 +53,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from interplab.results import read_json, write_json
+
 from interplab.analyses.lens import unembed_resid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -382,20 +384,11 @@ class LogitPCAResult:
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         """Write ``logit_pca.json`` (never pickle). Returns the path."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        p = d / name
-        p.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False), encoding="utf-8")
-        return p
+        return write_json(directory, name, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> LogitPCAResult:
-        p = Path(path)
-        if p.is_dir():
-            p = p / RESULT_FILE
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("kind") != "logit_pca":
-            raise ValueError(f"{p} is not a saved logit PCA result (kind={d.get('kind')!r}).")
+        d, p = read_json(path, RESULT_FILE, "logit_pca")
         return cls(coords=torch.tensor(d["coords"], dtype=torch.float64),
                    explained_variance_ratio=torch.tensor(d["explained_variance_ratio"], dtype=torch.float64),
                    step_length=_from_nan_list(d["step_length"]), turn_angle=_from_nan_list(d["turn_angle"]),

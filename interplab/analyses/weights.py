@@ -101,6 +101,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from interplab.results import read_json, write_json
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -542,19 +544,13 @@ class CompositionResult:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.scores.items()}, str(d / COMPOSITION_TENSORS))
-        path = d / COMPOSITION_FILE
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False), encoding="utf-8")
-        return path
+        return write_json(d, COMPOSITION_FILE, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> CompositionResult:
         from safetensors.torch import load_file
 
-        p = Path(path)
-        p = p / COMPOSITION_FILE if p.is_dir() else p
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("kind") != "composition_scores":
-            raise ValueError(f"{p} is not a saved composition result (kind={d.get('kind')!r}).")
+        d, p = read_json(path, COMPOSITION_FILE, "composition_scores")
         t = load_file(str(p.parent / COMPOSITION_TENSORS))
         return cls(scores={k: t[k] for k in d["kinds"]}, baseline_mean=d["baseline_mean"], baseline_std=d["baseline_std"],
                    n_layers=d["n_layers"], n_heads=d["n_heads"], model_name=d.get("model", ""), settings=d.get("settings", {}))
@@ -788,19 +784,13 @@ class HeadCircuitsResult:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         save_file(self._tensors(), str(d / CIRCUITS_TENSORS))
-        path = d / CIRCUITS_FILE
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False), encoding="utf-8")
-        return path
+        return write_json(d, CIRCUITS_FILE, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> HeadCircuitsResult:
         from safetensors.torch import load_file
 
-        p = Path(path)
-        p = p / CIRCUITS_FILE if p.is_dir() else p
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("kind") != "head_circuits":
-            raise ValueError(f"{p} is not a saved head-circuits result (kind={d.get('kind')!r}).")
+        d, p = read_json(path, CIRCUITS_FILE, "head_circuits")
         t = load_file(str(p.parent / CIRCUITS_TENSORS))
         ids: dict[str, dict[str, torch.Tensor]] = {}
         for k, v in t.items():

@@ -152,6 +152,24 @@ class Model:
             raise ValueError(f"{s!r} is {len(ids)} tokens for this tokenizer ({ids}), not one.")
         return ids[0]
 
+    def first_token_id(self, tok: str | int, what: str = "token") -> tuple[int, int]:
+        """``(id, n_tokens)``: a token id as given, or the first token of a string (and how many tokens the
+        string has, so callers can record when an answer was longer than one token)."""
+        if not isinstance(tok, str) and hasattr(tok, "__index__"):  # int, numpy / 0-d torch integers
+            i, n = tok.__index__(), 1
+        elif isinstance(tok, str):
+            if self.tokenizer is None:
+                raise ValueError(f"Model {self.name!r} has no tokenizer; give the {what} as a token id.")
+            ids = self.tokenizer(tok, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"The {what} {tok!r} is no tokens for this tokenizer.")
+            i, n = int(ids[0]), len(ids)
+        else:
+            raise TypeError(f"{what} must be a str or a token id, not {type(tok).__name__}.")
+        if not 0 <= i < self.cfg.d_vocab:
+            raise ValueError(f"{what} token id {i} is outside the vocabulary [0, {self.cfg.d_vocab}).")
+        return i, n
+
     def chat(self, messages: str | list[dict], add_generation_prompt: bool = True) -> str:
         """Prompt text for an instruct model through its chat template (a str is one user turn)."""
         tok = self._need_tokenizer()

@@ -1,0 +1,30 @@
+"""Shared persistence for analysis Results: JSON written atomically (never pickle), read back with a kind check."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_json(directory: str | Path, name: str, data: dict[str, Any]) -> Path:
+    """Write ``data`` as ``directory/name`` (UTF-8 JSON; NaN refused) atomically; returns the path."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / name
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: str | Path, default_name: str, kind: str) -> tuple[dict[str, Any], Path]:
+    """Read a saved result (the JSON file, or the directory holding ``default_name``) and check its ``kind``.
+    Returns ``(data, path of the file)``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / default_name
+    d = json.loads(p.read_text(encoding="utf-8"))
+    if d.get("kind") != kind:
+        raise ValueError(f"{p} is not a saved {kind.replace('_', ' ')} result (kind={d.get('kind')!r}).")
+    return d, p
