@@ -269,6 +269,95 @@ def heads(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model
         err.print(f"run directory [bold]{run.dir.resolve()}[/]")
 
 
+@app.command()
+def ablate(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model whose heads to ablate."),
+           how: str = typer.Option("zero", "--how", help="zero | mean | resample (see interplab.analyses.ablation)."),
+           text: Optional[str] = typer.Option(None, "--text", help="UTF-8 text file (default: the standard library's pydoc topics)."),
+           n_chunks: int = typer.Option(16, "--n-chunks", help="Number of text chunks (the CI is over chunks; at least 2)."),
+           chunk_len: int = typer.Option(128, "--chunk-len", help="Tokens per chunk."),
+           mean_over: str = typer.Option("all", "--mean-over", help="Mean ablation: 'all' (chunks and positions) or 'position'."),
+           layers: Optional[list[int]] = typer.Option(None, "--layer", "-l", help="Only these layers (repeat); default all."),
+           method: str = typer.Option("fast", "--method", help="fast (prefix reuse, batched variants) | naive (one forward per head)."),
+           ci: str = typer.Option("t", "--ci", help="Confidence interval over chunks: t | bootstrap."),
+           top_k: int = typer.Option(10, "--top-k", help="Heads in the headline; 'important' means top-k."),
+           no_induction: bool = typer.Option(False, "--no-induction", help="Skip the induction scores (no flagging)."),
+           seed: int = typer.Option(0, "--seed", help="Seed of resample ablation, bootstrap and induction inputs."),
+           out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-ablate)."),
+           as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON.")):
+    """Ablation importance of every attention head on text: loss increase, CI over chunks, important non-induction heads."""
+    from interplab.runs import Run
+
+    args = {"model": model, "how": how, "text": text, "n_chunks": n_chunks, "chunk_len": chunk_len, "mean_over": mean_over,
+            "layers": layers, "method": method, "ci": ci, "top_k": top_k, "induction": not no_induction}
+    with _Guard(), Run("ablate", args, out=out, seed=seed) as run:
+        from interplab.analyses.ablation import head_ablation_importance
+        from interplab.report.html import Report, table
+
+        m = _load(model)
+        run.timings["load_seconds"] = round(m.load_seconds, 2)
+        with err.status("ablating heads …"):
+            res = head_ablation_importance(m, text=text, n_chunks=n_chunks, chunk_len=chunk_len, how=how, mean_over=mean_over,
+                                           layers=layers or None, method=method, ci=ci, top_k=top_k, seed=seed,
+                                           induction_score=None if no_induction else "auto")
+        run.timings.update(res.settings["seconds"])
+        res.save(run.dir)
+        res.to_frame().to_parquet(run.dir / "head_ablation.parquet", index=False)
+        run.artefacts += ["head_ablation.json", "head_ablation.safetensors", "head_ablation.parquet", "report.html"]
+        h = res.headline()
+        rep = Report(f"Head ablation importance — {m.name}",
+                     f"{how} ablation of hook_z, {res.settings['n_chunks']} chunks × {res.settings['chunk_len']} tokens of "
+                     f"{res.settings['source']}; baseline loss {h['baseline_loss']}")
+        rep.section("Loss increase per head", res.plot(), table(res.to_frame().head(max(top_k, 20))), id="ablation")
+        path = rep.save(run.dir / "report.html")
+        run.headline.update({**h, "report": str(path.resolve()), "run_dir": str(run.dir.resolve())})
+    if as_json:
+        _print_json(run.headline)
+    else:
+        t = Table("layer", "head", "Δ loss", "CI", "induction", title=f"{how} ablation, baseline loss {h['baseline_loss']}")
+        flagged = {(a, b) for a, b, *_ in h.get("important_non_induction_heads", [])}
+        for a, b, d, lo, hi in h["top_heads"]:
+            s = res.induction_score[a, b] if res.induction_score is not None else None
+            t.add_row(str(a), str(b), f"{d:.4f}", f"[{lo:.4f}, {hi:.4f}]",
+                      ("n/a" if s is None else f"{float(s):.2f}") + (" (not induction)" if (a, b) in flagged else ""))
+        Console().print(t)
+        err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+
+
+@bench_app.command("ablation")
+def bench_ablation_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"),
+                       layers: Optional[list[int]] = typer.Option(None, "--layer", "-l",
+                                                                  help="Layers timed (repeat); default 3 at the centres of equal bins."),
+                       n_chunks: int = typer.Option(4, "--n-chunks", help="Text chunks."),
+                       chunk_len: int = typer.Option(128, "--chunk-len", help="Tokens per chunk."),
+                       how: str = typer.Option("zero", "--how", help="zero | mean | resample."),
+                       rounds: int = typer.Option(3, "--rounds", help="Rounds of (naive, fast) pairs per layer (medians over rounds)."),
+                       threads: int = typer.Option(2, "--threads", help="torch threads."),
+                       all_heads: bool = typer.Option(False, "--all-heads", help="Also time the fast path on every head "
+                                                      "(the naive all-head time is then extrapolated, and labelled so)."),
+                       out: Optional[str] = typer.Option(None, "--out"),
+                       as_json: bool = typer.Option(False, "--json")):
+    """Head-ablation importance: naive (one forward per head) vs fast (prefix reuse, batched variants), same heads and chunks."""
+    from interplab.bench import bench_ablation
+    from interplab.runs import Run
+
+    args = {"model": model, "layers": layers, "n_chunks": n_chunks, "chunk_len": chunk_len, "how": how, "rounds": rounds,
+            "threads": threads, "all_heads": all_heads}
+    with _Guard(), Run("bench-ablation", args, out=out) as run:
+        m = _load(model)
+        with err.status("benchmarking head ablation …"):
+            res = bench_ablation(m, layers=layers or None, n_chunks=n_chunks, chunk_len=chunk_len, how=how, rounds=rounds,
+                                 threads=threads, all_heads=all_heads)
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    if as_json:
+        _print_json(res)
+    else:
+        t = Table("metric", "value")
+        for k, v in res.items():
+            t.add_row(k, str(v))
+        Console().print(t)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
