@@ -108,7 +108,7 @@ def info(name: str = typer.Argument(..., help="Registry name, .gguf path, local 
 @app.command()
 def report(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to report on."),
            out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-report)."),
-           sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated analysis sections to add (default: all; 'none': only model card, lens, attention)."),
+           sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated analysis sections: heads, weights, dla, logit-pca (default), ablation (opt-in, slower); 'none': only model card, lens, attention."),
            as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON.")):
     """Build the HTML report (model card, logit lens, attention viewer, analyses) into a run directory."""
     from interplab.runs import Run
