@@ -17,15 +17,41 @@ these variants:
 
 Timing is interleaved: every round runs each variant once in the order above;
 ``--warmup`` rounds (default 2) are discarded, then ``--rounds`` (default 7)
-are kept.  For each variant the reported ratio is the median over rounds of
-(variant time / plain HF time in the same round), so slow drifts of the
-machine cancel out.  The first warm-up round also records the max absolute
-logit difference of each variant against the plain HF forward and the number
-of tensors each variant keeps.  After timing, one extra call per variant
-measures the extra peak resident memory (Linux VmHWM after resetting it via
-/proc/self/clear_refs, minus VmRSS before the call; approximate, allocator
-caching can hide part of it).  ``*_wrap_mb`` is the RSS growth caused by
-building the peer's wrapper (e.g. HookedTransformer's own weight copy).
+are kept.  For each variant ``<variant>_ratio`` is the median over rounds of
+(variant wall time / plain HF wall time in the same round), so slow drifts of
+the machine cancel out.  Other processes on the same 2 cores can slow single
+calls several-fold, so every call also records how many cores other processes
+used meanwhile (from /proc/stat, ``rounds_foreign_cores``):
+``<variant>_ratio_quiet`` is the median ratio over the rounds in which both
+calls were quiet (``--quiet``, default at most 0.25 foreign cores;
+``<variant>_quiet_rounds`` of them), and ``<variant>_ratio_of_min`` is fastest
+variant call / fastest plain call.  Before each timed call the script waits
+(``--max-wait`` per call, ``--max-wait-total`` in all) until the other
+processes are quiet, and while fewer than ``--rounds`` whole rounds were quiet
+it adds rounds (up to ``--max-rounds`` timed rounds, or until ``--budget``
+seconds have passed); ``timed_rounds`` and ``quiet_rounds`` say how it went.
+On a quiet machine that is exactly ``--rounds`` rounds and ``_ratio`` equals
+``_ratio_quiet``; otherwise prefer ``_ratio_quiet``.  A timed call ends when the variant returns its logits and what
+it keeps (cache or saved list); freeing those is not timed.  The first warm-up
+round records the max absolute logit difference of each variant against the
+plain HF forward (``max_abs_diff_<variant>``) and the number of tensors it
+keeps (``<variant>_n_tensors``).
+
+After timing, one extra call per variant measures ``<variant>_extra_peak_mb``:
+Linux VmHWM (reset through /proc/self/clear_refs) minus VmRSS before the call,
+with the kept tensors still alive; approximate, allocator caching can hide a
+part of it.  ``*_wrap_mb`` is the RSS growth from building a peer's wrapper,
+``*_own_weights_mb`` the parameter storage it does not share with the HF model
+(HookedTransformer converts the weights into its own copy; the bridge and
+nnsight get a deep copy of the HF model here, the bridge because it rewrites
+the model it is given, nnsight so that it cannot alter the baseline).
+
+Wrapping details: HookedTransformer comes from
+``from_pretrained_no_processing`` (no LayerNorm folding or unembed centring, so
+its logits compare directly), with the local model directory as its name; its
+official-name check is bypassed for that call only.  The bridge is booted with
+``TransformerBridge.boot_transformers(model_dir, hf_model=...)`` and used as is
+(no ``enable_compatibility_mode``).
 
 Every peer is optional: if it cannot be imported, wrapped or run, its error
 string is recorded under ``errors`` (and ``<variant>_error``) in the JSON and
@@ -56,7 +82,8 @@ bridge too, install it beside the venv's 3.9 and point ``--tl-path`` at it::
 The first run converts the GGUF to a safetensors directory (``--model-dir``,
 default /work/peers-cache/smollm2, about 35 s); later runs reload it in ~3 s.
 Nothing is downloaded: HF_HUB_OFFLINE=1 is set.  A full run takes about
-5 minutes on 2 cores.
+5 minutes on 2 idle cores; when other processes share them, waiting and
+extra rounds can stretch it to ``--budget`` (15 minutes) and a little more.
 """
 
 from __future__ import annotations
@@ -148,6 +175,44 @@ def rss_mb() -> float | None:
     return None if kb is None else kb / 1024
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy ticks of the whole machine, ticks used by this process)."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(vals[:8]) - vals[3] - vals[4]  # minus idle and iowait; steal counts
+    with open("/proc/self/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return busy, int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def timed_call(fn, *args):
+    """Run fn(*args); return (result, wall ms, cores used by other processes)."""
+    b0, o0 = _cpu_ticks()
+    t0 = time.perf_counter()
+    result = fn(*args)
+    wall = time.perf_counter() - t0
+    b1, o1 = _cpu_ticks()
+    foreign = max(0.0, (b1 - b0) - (o1 - o0)) / os.sysconf("SC_CLK_TCK") / wall
+    return result, wall * 1000, foreign
+
+
+def foreign_cores(seconds: float = 0.5) -> float:
+    """Cores used by other processes over a short idle sample."""
+    b0, o0 = _cpu_ticks()
+    time.sleep(seconds)
+    b1, o1 = _cpu_ticks()
+    return max(0.0, (b1 - b0) - (o1 - o0)) / os.sysconf("SC_CLK_TCK") / seconds
+
+
+def wait_until_quiet(threshold: float, max_wait: float) -> float:
+    """Sleep until other processes use at most ``threshold`` cores; return seconds waited."""
+    t0 = time.perf_counter()
+    while foreign_cores() > threshold and time.perf_counter() - t0 < max_wait:
+        pass
+    return time.perf_counter() - t0
+
+
 def settle_memory() -> None:
     gc.collect()
     if _LIBC is not None:
@@ -188,6 +253,22 @@ def ensure_model_dir(model_dir: str, gguf: str) -> None:
     tok.save_pretrained(model_dir)
 
 
+def own_weights_mb(module, base) -> float:
+    """MB of parameter/buffer storage in ``module`` not shared with ``base``."""
+    import itertools
+
+    def tensors(m):
+        return itertools.chain(m.parameters(), m.buffers())
+
+    shared = {t.untyped_storage().data_ptr() for t in tensors(base)}
+    own = {}
+    for t in tensors(module):
+        st = t.untyped_storage()
+        if st.data_ptr() not in shared:
+            own[st.data_ptr()] = st.nbytes()
+    return round(sum(own.values()) / 2**20, 1)
+
+
 def first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -198,13 +279,17 @@ def resid_filter(name: str) -> bool:
 
 # --------------------------------------------------------------- variants ---
 def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
-    """Return {variant: callable(tokens) -> (logits, n_tensors_kept)}."""
+    """Return {variant: callable(tokens) -> (logits, kept)}.
+
+    ``kept`` is what the variant keeps (cache or list of saved tensors); it is
+    returned so that freeing it happens outside the timed region.
+    """
     import torch
 
     runners: dict = {}
 
     def hf_run(x):
-        return hf(x).logits, 0
+        return hf(x).logits, ()
 
     runners["hf"] = hf_run
 
@@ -213,9 +298,10 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
         settle_memory()
         before = rss_mb()
         import transformer_lens
-        import transformer_lens.loading_from_pretrained as tl_loading
 
         HookedTransformer = transformer_lens.HookedTransformer  # ImportError on 4.x
+        import transformer_lens.loading_from_pretrained as tl_loading
+
         # HookedTransformer.from_pretrained looks the name up among official
         # names before it would accept a local directory; let local dirs pass.
         orig = tl_loading.get_official_model_name
@@ -236,17 +322,16 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
         ht.eval()
         settle_memory()
         out["tl_hooked_wrap_mb"] = round(rss_mb() - before, 1)
+        out["tl_hooked_own_weights_mb"] = own_weights_mb(ht, hf)
         out["tl_hooked_loader"] = (
             "HookedTransformer.from_pretrained_no_processing(local dir, hf_model=...)"
         )
 
         def tl_all(x):
-            logits, cache = ht.run_with_cache(x)
-            return logits, len(cache)
+            return ht.run_with_cache(x)
 
         def tl_resid(x):
-            logits, cache = ht.run_with_cache(x, names_filter=resid_filter)
-            return logits, len(cache)
+            return ht.run_with_cache(x, names_filter=resid_filter)
 
         runners["tl_cache_all"] = tl_all
         runners["tl_cache_resid"] = tl_resid
@@ -267,18 +352,17 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
         br.eval()
         settle_memory()
         out["bridge_wrap_mb"] = round(rss_mb() - before, 1)
+        out["bridge_own_weights_mb"] = own_weights_mb(br, hf)
         try:
             out["bridge_attn_implementation"] = br.original_model.config._attn_implementation
         except Exception:  # noqa: BLE001
             pass
 
         def br_resid(x):
-            logits, cache = br.run_with_cache(x, names_filter=resid_filter)
-            return logits, len(cache)
+            return br.run_with_cache(x, names_filter=resid_filter)
 
         def br_all(x):
-            logits, cache = br.run_with_cache(x)
-            return logits, len(cache)
+            return br.run_with_cache(x)
 
         runners["bridge_resid"] = br_resid
         runners["bridge_all"] = br_all
@@ -306,7 +390,7 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
                     saved.append(layer.mlp.output.save())
                     saved.append(layer.output.save())
                 logits = nm.output.logits.save()
-            return logits, len(saved)
+            return logits, saved
 
         runners["nnsight"] = nn_run
     except Exception as e:  # noqa: BLE001
@@ -329,7 +413,7 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
         finally:
             for h in handles:
                 h.remove()
-        return logits, len(saved)
+        return logits, saved
 
     runners["torch_hooks"] = hooks_run
     return {v: runners[v] for v in VARIANTS if v in runners}
@@ -349,7 +433,42 @@ def main() -> int:
         "put first on sys.path",
     )
     ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
+    ap.add_argument(
+        "--max-wait",
+        type=float,
+        default=30.0,
+        help="before each call wait up to this many seconds for the other processes "
+        "to go quiet (default 30)",
+    )
+    ap.add_argument(
+        "--max-wait-total",
+        type=float,
+        default=180.0,
+        help="stop waiting for quiet once this many seconds were spent waiting (default 180)",
+    )
+    ap.add_argument(
+        "--max-rounds",
+        type=int,
+        default=None,
+        help="while fewer than --rounds rounds were quiet, keep adding rounds up to "
+        "this many timed rounds (default 2 * rounds) ...",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=900.0,
+        help="... or until this many seconds have passed since the start (default 900)",
+    )
+    ap.add_argument(
+        "--quiet",
+        type=float,
+        default=0.25,
+        help="a call counts as quiet when other processes used at most this many "
+        "cores on average during it (default 0.25)",
+    )
     args = ap.parse_args()
+    if args.max_rounds is None:
+        args.max_rounds = 2 * args.rounds
     if args.warmup < 1:
         ap.error("--warmup must be >= 1 (the first warm-up round checks logits)")
     if args.tl_path:
@@ -363,7 +482,12 @@ def main() -> int:
         "threads": THREADS,
         "rounds": args.rounds,
         "warmup_rounds": args.warmup,
-        "ratio": "median over rounds of variant_ms / plain_hf_ms of the same round",
+        "max_rounds": args.max_rounds,
+        "budget_s": args.budget,
+        "ratio": "median over rounds of variant_ms / plain_hf_ms of the same round "
+        "(wall clock); *_ratio_quiet: the same over the rounds in which other "
+        f"processes used at most {args.quiet} cores during both calls; "
+        "*_ratio_of_min: fastest variant call / fastest plain call",
         "errors": {},
     }
 
@@ -402,21 +526,29 @@ def main() -> int:
     log(f"variants: {', '.join(runners)}; setup {time.time() - t_start:.0f} s")
 
     times: dict[str, list[float]] = {v: [] for v in runners}
+    foreign: dict[str, list[float]] = {v: [] for v in runners}
     ref_logits = None
+    waited = 0.0
     with torch.no_grad():
-        for r in range(args.warmup + args.rounds):
+        r = 0
+        n_timed = n_quiet = 0
+        while True:
             timed = r >= args.warmup
+            round_ms: dict[str, tuple[float, float]] = {}
             for v in list(runners):
-                settle_memory()
+                gc.collect()
+                if timed and waited < args.max_wait_total:
+                    waited += wait_until_quiet(
+                        args.quiet, min(args.max_wait, args.max_wait_total - waited)
+                    )
                 try:
-                    t0 = time.perf_counter()
-                    logits, n_kept = runners[v](tokens)
-                    dt = (time.perf_counter() - t0) * 1000
+                    (logits, kept), dt, busy = timed_call(runners[v], tokens)
                 except Exception as e:  # noqa: BLE001
                     out["errors"][v] = err_str(e)
                     log(f"{v} failed in round {r}:\n{traceback.format_exc()}")
                     del runners[v]
                     times.pop(v, None)
+                    foreign.pop(v, None)
                     continue
                 if r == 0:
                     logits = logits.float()
@@ -424,19 +556,38 @@ def main() -> int:
                         ref_logits = logits
                     else:
                         out[f"max_abs_diff_{v}"] = float((logits - ref_logits).abs().max())
-                    out[f"{v}_n_tensors"] = n_kept
-                del logits
+                    out[f"{v}_n_tensors"] = len(kept)
+                del logits, kept
+                round_ms[v] = (dt, busy)
                 if timed:
                     times[v].append(dt)
+                    foreign[v].append(busy)
             if "hf" not in runners:
                 break
-            per_variant = " ".join(f"{v}={times[v][-1] / 1000:.2f}s" for v in runners) if timed else ""
-            log(
-                f"round {r + 1}/{args.warmup + args.rounds} ({'timed' if timed else 'warm-up'}, "
-                f"{time.time() - t_start:.0f} s elapsed) {per_variant}"
+            round_quiet = all(b <= args.quiet for _ms, b in round_ms.values())
+            if timed:
+                n_timed += 1
+                n_quiet += round_quiet
+            per_variant = " ".join(
+                f"{v}={ms / 1000:.2f}s" + ("" if busy <= args.quiet else f"(busy {busy:.1f})")
+                for v, (ms, busy) in round_ms.items()
             )
+            kind = "warm-up" if not timed else "timed, quiet" if round_quiet else "timed, busy"
+            log(
+                f"round {r + 1} ({kind}, {time.time() - t_start:.0f} s elapsed) {per_variant}"
+            )
+            r += 1
+            if n_timed >= args.rounds and (
+                n_quiet >= args.rounds
+                or n_timed >= args.max_rounds
+                or time.time() - t_start > args.budget
+            ):
+                break
+    out["timed_rounds"] = n_timed
+    out["quiet_rounds"] = n_quiet
 
     out["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    out["waited_for_quiet_s"] = round(waited, 1)
     if "hf" not in runners:
         out["errors"]["hf"] = out["errors"].get("hf", "baseline failed")
         print(json.dumps(out, indent=2))
@@ -445,6 +596,13 @@ def main() -> int:
     base = times["hf"]
     out["plain_ms"] = round(statistics.median(base), 1)
     out["rounds_ms"] = {v: [round(t, 1) for t in ts] for v, ts in times.items()}
+    out["rounds_foreign_cores"] = {
+        v: [round(c, 2) for c in cs] for v, cs in foreign.items()
+    }
+    quiet = {v: [c <= args.quiet for c in cs] for v, cs in foreign.items()}
+    quiet_base = [t for t, q in zip(base, quiet["hf"]) if q]
+    out["plain_ms_quiet"] = round(statistics.median(quiet_base), 1) if quiet_base else None
+    out["plain_quiet_rounds"] = len(quiet_base)
     for v, ts in times.items():
         if v == "hf":
             continue
@@ -452,21 +610,26 @@ def main() -> int:
         out[f"{v}_ms"] = round(statistics.median(ts), 1)
         out[f"{v}_ratio"] = round(statistics.median(ratios), 3)
         out[f"{v}_ratio_min_max"] = [round(min(ratios), 3), round(max(ratios), 3)]
+        out[f"{v}_ratio_of_min"] = round(min(ts) / min(base), 3)
+        q = [x for x, qv, qb in zip(ratios, quiet[v], quiet["hf"]) if qv and qb]
+        out[f"{v}_ratio_quiet"] = round(statistics.median(q), 3) if q else None
+        out[f"{v}_quiet_rounds"] = len(q)
 
     # Memory pass: one call per variant, peak RSS over RSS before the call.
     if not args.no_memory and reset_peak():
+        log(f"memory pass ({time.time() - t_start:.0f} s elapsed)")
         with torch.no_grad():
             for v in runners:
                 settle_memory()
                 before = rss_mb()
                 reset_peak()
                 try:
-                    result = runners[v](tokens)
+                    logits, kept = runners[v](tokens)
                 except Exception as e:  # noqa: BLE001
                     out["errors"][f"{v}_memory"] = err_str(e)
                     continue
                 out[f"{v}_extra_peak_mb"] = round(peak_mb() - before, 1)
-                del result
+                del logits, kept
 
     for v in VARIANTS:
         if v != "hf" and v in out["errors"]:
@@ -480,8 +643,8 @@ def main() -> int:
 
 
 def print_table(out: dict) -> None:
-    rows = [("variant", "tensors", "median ms", "× HF (min–max)", "max|Δlogit|",
-             "+peak MB", "wrap MB")]
+    rows = [("variant", "tensors", "median ms", "× HF (min–max)", "× HF quiet (n)",
+             "min/min", "max|Δlogit|", "+peak MB", "wrap MB")]
     wrap = {"tl_cache_all": "tl_hooked_wrap_mb", "tl_cache_resid": "tl_hooked_wrap_mb",
             "bridge_resid": "bridge_wrap_mb", "bridge_all": "bridge_wrap_mb",
             "nnsight": "nnsight_wrap_mb"}
@@ -491,20 +654,27 @@ def print_table(out: dict) -> None:
 
     for v in VARIANTS:
         if v in out["errors"]:
-            rows.append((LABELS[v], "failed: " + out["errors"][v][:70], "", "", "", "", ""))
+            rows.append((LABELS[v], "failed") + ("",) * (len(rows[0]) - 2))
             continue
         if v == "hf":
-            ms, ratio = out.get("plain_ms"), "1.00"
+            ms, ratio, of_min = out.get("plain_ms"), "1.00", "1.00"
+            quiet = f"1.00 ({out.get('plain_quiet_rounds')})"
+            diff = "0 (ref)"
         else:
             ms = out.get(f"{v}_ms")
-            mm = out.get(f"{v}_ratio_min_max") or [None, None]
-            ratio = f"{fmt(out.get(f'{v}_ratio'), '.2f')} ({fmt(mm[0], '.2f')}–{fmt(mm[1], '.2f')})"
+            lo, hi = out.get(f"{v}_ratio_min_max") or [None, None]
+            ratio = f"{fmt(out.get(f'{v}_ratio'), '.2f')} ({fmt(lo, '.2f')}–{fmt(hi, '.2f')})"
+            quiet = f"{fmt(out.get(f'{v}_ratio_quiet'), '.2f')} ({out.get(f'{v}_quiet_rounds')})"
+            of_min = fmt(out.get(f"{v}_ratio_of_min"), ".2f")
+            diff = fmt(out.get(f"max_abs_diff_{v}"), ".2e")
         rows.append((
             LABELS[v],
             fmt(out.get(f"{v}_n_tensors"), "d"),
             fmt(ms, ".0f"),
             ratio,
-            "0 (ref)" if v == "hf" else fmt(out.get(f"max_abs_diff_{v}"), ".2e"),
+            quiet,
+            of_min,
+            diff,
             fmt(out.get(f"{v}_extra_peak_mb"), ".0f"),
             fmt(out.get(wrap.get(v, "")), ".0f"),
         ))
@@ -514,6 +684,9 @@ def print_table(out: dict) -> None:
         log("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             log("  ".join("-" * w for w in widths))
+    for v in VARIANTS:
+        if v in out["errors"]:
+            log(f"{v} failed: {out['errors'][v]}")
     log(f"versions: {out['versions']}")
     log(f"load average start {out['loadavg_start']} end {out['loadavg_end']}; "
         f"total {out['total_s']} s")
