@@ -78,6 +78,25 @@ def bench_hooks(model, batch: int = 8, seq: int = 128, rounds: int = 7, warmup: 
     }
 
 
+def ablation_work_ratio(cfg, layers: list[int], chunk_len: int, one_call: bool = False) -> float:
+    """Arithmetic (multiply-add) model of naive / fast for the heads of ``layers``: per call both paths
+    run one clean forward; then the naive path runs one full forward per head, the fast one a suffix from
+    layer L per head. ``one_call=False``: one call per layer (the protocol of :func:`bench_ablation`);
+    ``True``: one call for all of ``layers``. A block costs its projections, MLP and causal attention
+    scores; a full forward adds the unembedding.
+    What the wall-clock speedup tends to on an otherwise idle machine, where batching adds no per-token
+    efficiency (measured on 2 CPU cores)."""
+    d, e = cfg.d_model, cfg.d_head
+    block = (d * cfg.n_heads * e * 2 + d * cfg.n_kv_heads * e * 2 + d * cfg.d_mlp * (3 if cfg.gated_mlp else 2)
+             + cfg.n_heads * e * chunk_len)  # per token; q.k and attn.v over ~chunk_len/2 keys each
+    unembed = d * cfg.d_vocab
+    full = cfg.n_layers * block + unembed
+    clean = full * (1 if one_call else len(layers))
+    naive = clean + len(layers) * cfg.n_heads * full
+    fast = clean + sum(cfg.n_heads * ((cfg.n_layers - layer) * block + unembed) for layer in layers)
+    return naive / fast
+
+
 def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int = 3, n_chunks: int = 4, chunk_len: int = 128,
                    how: str = "zero", rounds: int = 1, threads: int = 2, all_heads: bool = False,
                    max_batch_tokens: int | None = None) -> dict:
@@ -92,7 +111,11 @@ def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int =
     and for the fast path the cached ``resid_pre``). ``naive_s`` / ``fast_s`` sum the per-layer
     medians over rounds; ``speedup = naive_s / fast_s``; ``pair_ratios`` lists naive/fast of every
     pair. Nothing is extrapolated unless ``all_heads`` asks for it, and such fields say so in their
-    names. ``max_abs_diff``: largest |fast − naive| over the per-chunk loss increases of the timed heads."""
+    names. ``max_abs_diff``: largest |fast − naive| over the per-chunk loss increases of the timed heads.
+    ``speedup_arithmetic_model`` (and ``_all_heads``, one call over every head): :func:`ablation_work_ratio`, the ratio of
+    multiply-adds — the speedup to expect on an idle machine. On a loaded shared machine the measured
+    ``speedup`` can be far higher: many small forwards suffer more from CPU contention than a few
+    batched ones."""
     from interplab.analyses.ablation import head_ablation_importance
     from interplab.tasks import token_chunks
 
@@ -151,6 +174,8 @@ def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int =
         "max_batch_tokens": max_batch_tokens or "auto",
         "max_abs_diff": max_diff,
         "max_abs_diff_delta_loss": max_diff_delta,
+        "speedup_arithmetic_model": round(ablation_work_ratio(model.cfg, layers, tokens.shape[1]), 3),
+        "speedup_arithmetic_model_all_heads": round(ablation_work_ratio(model.cfg, list(range(n)), tokens.shape[1], one_call=True), 3),
         "extrapolated": False,
     }
     if all_heads:

@@ -245,6 +245,20 @@ def test_bench_ablation_small(tok_model):
     res = bench_ablation(tok_model, n_chunks=3, chunk_len=16, layers=[0, 1])
     assert res["max_abs_diff"] <= 1e-4 and res["heads_timed"] == 2 * tok_model.cfg.n_heads
     assert res["naive_s"] > 0 and res["fast_s"] > 0 and res["speedup"] > 0 and res["extrapolated"] is False
+    assert 1 < res["speedup_arithmetic_model"] < 2
+
+
+def test_ablation_work_ratio_smollm2_shape():
+    """The multiply-add model for SmolLM2's shapes (no weights needed): prefix reuse alone stays below 2x."""
+    from types import SimpleNamespace
+
+    from interplab.bench import ablation_work_ratio
+
+    cfg = SimpleNamespace(n_layers=30, n_heads=9, n_kv_heads=3, d_model=576, d_head=64, d_mlp=1536, gated_mlp=True, d_vocab=49152)
+    assert ablation_work_ratio(cfg, [5, 15, 25], 128) == pytest.approx(1.555, abs=1e-3)
+    assert ablation_work_ratio(cfg, list(range(30)), 128, one_call=True) == pytest.approx(1.618, abs=1e-3)
+    free_unembed = SimpleNamespace(**{**vars(cfg), "d_vocab": 0})
+    assert ablation_work_ratio(free_unembed, list(range(30)), 128, one_call=True) < 30 / 15.5
 
 
 # ------------------------------------------------------------------ SmolLM2

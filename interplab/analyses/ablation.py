@@ -52,9 +52,16 @@ in the batch dimension — copy ``v`` of the chunks has head ``heads[v]`` replac
 on ``hook_z`` with a boolean ``[variant, head]`` mask — so blocks ``0..L-1`` are computed once
 instead of once per head. At most ``max_batch_tokens`` tokens go through one forward, which bounds
 memory (logits are ``[batch, pos, vocab]``; default: at most 1 GiB of them). Both methods give the
-same numbers (tested to 1e-4). On a 2-core CPU the fast path gains twice: the prefix is skipped
-(on average about half the blocks), and a forward over several variants at once costs less per
-token than one over a single batch of chunks (see BENCHMARKS.md).
+same numbers (tested to 1e-4; on SmolLM2 they are bit-identical). The clean run keeps
+``resid_pre`` (and ``z``) of every ablated layer for all chunks: ``n_chunks x chunk_len x d_model``
+floats per layer (SmolLM2, 16 x 128: 4.7 MB).
+
+What it buys: every variant still pays the blocks from ``L`` on and the unembedding, so the saving is
+the prefix only — about half the blocks on average. On an idle 2-core CPU, where a forward over
+several variants costs the same per token as separate ones, that is 1.5-1.6x for SmolLM2 (multiply-add
+model: 1.62x for all 270 heads, below 2x even with a free unembedding); on a loaded machine the few
+large batched forwards lose much less to contention than many small ones (3-4.5x measured); on a GPU,
+which small batches underuse, the batching should pay as well (not measured here). See ``interplab bench ablation`` and BENCHMARKS.md.
 """
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ def _ablation_section(model, out: Path, timings: dict) -> list:
     timings["ablation"] = time.perf_counter() - t
     return [text("Zero-ablation of each head's output (hook_z) on 4 chunks of 64 tokens of the pydoc corpus "
                  "(interplab ablate for more): increase of the mean next-token loss, with 95% confidence intervals over "
-                 "chunks; heads that matter but are not induction heads are flagged in ablation.json."),
+                 "chunks; heads that matter but are not induction heads are flagged in head_ablation.json."),
             figure(res.plot())]
 
 
