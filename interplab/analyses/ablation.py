@@ -74,6 +74,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from interplab.results import read_json, write_json
 import torch.nn.functional as F
 
 from interplab.hooks import Ablate, Apply, Patch
@@ -466,10 +468,8 @@ class HeadAblationResult:
     def save(self, directory: str | Path, name: str = RESULT_FILE, tensors: bool = True) -> Path:
         """Write ``directory/head_ablation.json`` (everything; NaN as null) and, with ``tensors``, the
         tensors as ``head_ablation.safetensors``. Never pickle. Returns the JSON path."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / name
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False), encoding="utf-8")
+        path = write_json(directory, name, self.to_dict())
+        d = path.parent
         if tensors:
             from safetensors.torch import save_file
 
@@ -483,12 +483,7 @@ class HeadAblationResult:
     @classmethod
     def load(cls, path: str | Path) -> HeadAblationResult:
         """Read a result written by :meth:`save` (the JSON file or its directory)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / RESULT_FILE
-        d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("kind") != "head_ablation":
-            raise ValueError(f"{p} is not a saved head-ablation result (kind={d.get('kind')!r}).")
+        d, p = read_json(path, RESULT_FILE, "head_ablation")
         t = lambda k: torch.tensor(_none_to_nan(d[k]), dtype=torch.float32)  # noqa: E731
         return cls(delta_loss=t("delta_loss"), ci_low=t("ci_low"), ci_high=t("ci_high"), per_chunk=t("per_chunk"),
                    baseline_loss=d["baseline_loss"], baseline_per_chunk=t("baseline_per_chunk"),

@@ -64,6 +64,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from interplab.results import read_json, write_json
 import torch.nn.functional as F
 
 from interplab.analyses.lens import display_token
@@ -470,10 +472,6 @@ def _units_frame(u_chunk, u_pos, u_id, u_tok, u_ctx) -> dict[str, Any]:
     return {"chunk": u_chunk, "position": u_pos, "token_id": u_id, "token": u_tok, "context": u_ctx}
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-
-
 # ---------------------------------------------------------------------------------- pair result
 
 
@@ -711,7 +709,7 @@ class DiffResult:
         d.mkdir(parents=True, exist_ok=True)
         self.to_frame("units").to_parquet(d / units_name, index=False)
         obj = self.to_dict() | {"units_file": units_name}
-        _write_json(d / name, obj)
+        write_json(d, name, obj)
         return d / name
 
     @classmethod
@@ -719,12 +717,7 @@ class DiffResult:
         """Read a result written by :meth:`save` (the JSON file or its directory)."""
         import pandas as pd
 
-        p = Path(path)
-        if p.is_dir():
-            p = p / DIFF_FILE
-        meta = json.loads(p.read_text(encoding="utf-8"))
-        if meta.get("kind") != "model_diff":
-            raise ValueError(f"{p} is not a saved model diff (kind={meta.get('kind')!r}).")
+        meta, p = read_json(path, DIFF_FILE, "model_diff")
         df = pd.read_parquet(p.parent / meta.get("units_file", DIFF_UNITS_FILE))
         return cls(model_a=meta["model_a"], model_b=meta["model_b"], mode=meta["mode"],
                    chunk=torch.tensor(df["chunk"].to_numpy(), dtype=torch.long),
@@ -956,19 +949,14 @@ class CheckpointSeriesResult:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.to_frame("losses").to_parquet(d / units_name, index=False)
-        _write_json(d / name, self.to_dict() | {"units_file": units_name})
+        write_json(d, name, self.to_dict() | {"units_file": units_name})
         return d / name
 
     @classmethod
     def load(cls, path: str | Path) -> CheckpointSeriesResult:
         import pandas as pd
 
-        p = Path(path)
-        if p.is_dir():
-            p = p / SERIES_FILE
-        meta = json.loads(p.read_text(encoding="utf-8"))
-        if meta.get("kind") != "checkpoint_series":
-            raise ValueError(f"{p} is not a saved checkpoint series (kind={meta.get('kind')!r}).")
+        meta, p = read_json(path, SERIES_FILE, "checkpoint_series")
         df = pd.read_parquet(p.parent / meta.get("units_file", SERIES_UNITS_FILE))
         losses = torch.tensor(df[[f"loss_{c}" for c in range(len(meta["names"]))]].to_numpy().T.copy(), dtype=torch.float32)
         return cls(names=meta["names"], chunk=torch.tensor(df["chunk"].to_numpy(), dtype=torch.long),
