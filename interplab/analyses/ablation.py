@@ -65,7 +65,6 @@ which small batches underuse, the batching should pay as well (not measured here
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterable, Sequence

@@ -56,7 +56,6 @@ single-step change over the summed absolute changes along the series (1: everyth
 from __future__ import annotations
 
 import gc
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
