@@ -192,3 +192,106 @@ def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int =
                             "per timed head to all heads; every other number is measured",
         })
     return out
+
+
+def _timed_s(fn) -> tuple[float, object]:
+    ms, out = _timed(fn)
+    return ms / 1000, out
+
+
+def bench_patching(model, n: int = 20, rounds: int = 1, threads: int = 2, seed: int = 0, peer: bool = False) -> dict:
+    """Activation patching of every head's ``hook_z`` at the final position (END) on ``n`` IOI pairs
+    (denoising): the naive path (one full forward per head) against the fast one (per layer, the
+    heads' variants stacked into one forward that starts at that layer from the cached residual stream
+    and unembeds only END), and attribution patching (one forward + backward) on the same grid.
+
+    Protocol: ``rounds`` (naive, fast) pairs, alternating which goes first; each call includes its own
+    clean and corrupt runs. ``naive_s``/``fast_s`` are medians over rounds, ``speedup`` their ratio
+    (``pair_ratios``: naive/fast per pair). ``max_abs_diff``: largest difference between the two paths'
+    per-prompt patched logit differences; ``max_abs_diff_normalised``: on the normalised grid.
+    ``attribution_corr``: Pearson correlation of the attribution grid with the exact one."""
+    from interplab.analyses.patching import activation_patching, attribution_patching, correlation
+    from interplab.tasks.ioi import ioi
+
+    torch.set_num_threads(threads)
+    pairs = ioi(model, n=n, seed=seed)
+    naive_t, fast_t, ratios = [], [], []
+    res_n = res_f = None
+    for r in range(rounds):
+        order = ("naive", "fast") if r % 2 == 0 else ("fast", "naive")
+        times = {}
+        for meth in order:
+            t, res = _timed_s(lambda meth=meth: activation_patching(model, pairs, grid="heads", position="END", method=meth, n_boot=100))
+            times[meth] = t
+            if meth == "naive":
+                res_n = res
+            else:
+                res_f = res
+        naive_t.append(times["naive"])
+        fast_t.append(times["fast"])
+        ratios.append(times["naive"] / times["fast"])
+    t_att, att = _timed_s(lambda: attribution_patching(model, pairs, grid="heads", position="END", n_boot=100))
+    naive_s, fast_s = statistics.median(naive_t), statistics.median(fast_t)
+    out = {
+        "model": model.name, "task": "ioi", "n_pairs": len(pairs), "cells": int(res_f.values.numel()),
+        "position": "END", "rounds": rounds, "threads": threads,
+        "naive_s": round(naive_s, 3), "fast_s": round(fast_s, 3), "speedup": round(naive_s / fast_s, 3),
+        "pair_ratios": [round(x, 3) for x in ratios],
+        "max_abs_diff": float((res_n.per_prompt - res_f.per_prompt).abs().max()),
+        "max_abs_diff_normalised": float((res_n.values - res_f.values).abs().max()),
+        "n_forward_naive": res_n.settings["n_forward"], "n_forward_fast": res_f.settings["n_forward"],
+        "attribution_s": round(t_att, 3), "attribution_speedup_vs_naive": round(naive_s / t_att, 2),
+        "attribution_corr": round(correlation(att, res_f), 4),
+    }
+    if peer:
+        out.update(_tl_patching(model, pairs, res_f))
+    return out
+
+
+def _tl_patching(model, pairs, reference) -> dict:
+    """TransformerLens's patching module (``transformer_lens.patching.generic_activation_patch``) on the
+    same pairs and cells, with the HF model wrapped by ``HookedTransformer.from_pretrained(hf_model=...)``.
+    TL patching needs one token length for the whole batch, so it is timed on the pairs of the most
+    common length (reported as ``tl_n_pairs``); the interplab fast path is re-timed on that subset."""
+    from collections import Counter
+
+    import transformer_lens as tl
+    from transformer_lens import patching
+
+    from interplab.analyses.patching import activation_patching
+
+    lengths = pairs.mask.sum(1)
+    common = Counter(lengths.tolist()).most_common(1)[0][0]
+    sub = pairs.subset((lengths == common).nonzero().reshape(-1))
+    try:
+        hooked = tl.HookedTransformer.from_pretrained_no_processing(
+            "HuggingFaceTB/SmolLM2-135M-Instruct" if "smollm2" in model.name else model.name, hf_model=model.hf,
+            tokenizer=model.tokenizer, device="cpu", dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - report why the peer could not run
+        return {"tl_error": f"{type(e).__name__}: {e}"[:300]}
+    clean, corrupt = sub.clean[:, :common], sub.corrupt[:, :common]
+    ans, wrong = sub.answer_ids, sub.wrong_ids
+    end = common - 1
+
+    def metric(logits):
+        lg = logits[:, end]
+        return (lg[torch.arange(len(ans)), ans] - lg[torch.arange(len(ans)), wrong]).mean()
+
+    import pandas as pd
+
+    cfg = model.cfg
+    index = pd.DataFrame([(L, h) for L in range(cfg.n_layers) for h in range(cfg.n_heads)], columns=["layer", "head"])
+
+    def setter(corrupted, index_row, clean_act):
+        corrupted[:, end, index_row[1]] = clean_act[:, end, index_row[1]]
+        return corrupted
+
+    with torch.no_grad():
+        _, clean_cache = hooked.run_with_cache(clean)
+        t_tl, tl_out = _timed_s(lambda: patching.generic_activation_patch(
+            hooked, corrupt, clean_cache, metric, setter, "z", index_df=index))
+    t_ip, ip = _timed_s(lambda: activation_patching(model, sub, grid="heads", position="END", n_boot=100))
+    ip_raw = ip.per_prompt.mean(-1).reshape(-1)
+    return {"tl_n_pairs": len(sub), "tl_s": round(t_tl, 3), "interplab_fast_s_same_pairs": round(t_ip, 3),
+            "tl_over_fast": round(t_tl / t_ip, 3),
+            "tl_max_abs_diff": float((tl_out.reshape(-1).float() - ip_raw).abs().max())}

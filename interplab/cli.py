@@ -358,6 +358,11 @@ def bench_ablation_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"
         Console().print(t)
 
 
+from interplab.cli_causal import register as _register_causal  # noqa: E402
+
+_register_causal(app, bench_app)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -199,7 +199,7 @@ class Model:
     # ------------------------------------------------------------------ running
     def run(self, tokens, cache: CacheSpec = None, interventions: Sequence[H.Intervention] = (),
             attention_mask: torch.Tensor | None = None, grad: bool = False,
-            start_at_layer: int | None = None, stop_at_layer: int | None = None) -> RunOutput:
+            start_at_layer: int | None = None, stop_at_layer: int | None = None, return_resid: bool = False) -> RunOutput:
         """Forward pass: returns ``(logits [b, p, vocab], Cache)``.
 
         ``cache``: None, True/"all", a name, a list of names, or a predicate on names.
@@ -210,7 +210,9 @@ class Model:
         (``blocks.L.hook_resid_pre``, float ``[b, p, d_model]``); earlier blocks are skipped.
         ``stop_at_layer=S``: blocks S.. and the unembedding are skipped and the first element returned
         is the residual stream entering block S (``[b, p, d_model]``) instead of logits. Together they
-        let a sweep compute everything before a layer once and rerun only what follows."""
+        let a sweep compute everything before a layer once and rerun only what follows.
+        ``return_resid=True``: return the residual stream entering the final norm (after the last block)
+        instead of logits, skipping the unembedding (callers unembed only the positions they need)."""
         n = self.cfg.n_layers
         start = start_at_layer or 0
         stop = n if stop_at_layer is None else stop_at_layer
@@ -231,7 +233,7 @@ class Model:
         if self.cfg.family != "toy":
             kwargs["use_cache"] = False
         names = self._resolve_cache(cache)
-        with H.HookSession(self, names, interventions, grad=grad) as store, self._layer_window(start, stop, start_at_layer is not None):
+        with H.HookSession(self, names, interventions, grad=grad) as store, self._layer_window(start, stop, start_at_layer is not None, return_resid):
             with torch.set_grad_enabled(grad):
                 try:
                     out = self.hf(**kwargs).logits
@@ -240,9 +242,9 @@ class Model:
         return RunOutput(out, store)
 
     @contextlib.contextmanager
-    def _layer_window(self, start: int, stop: int, from_resid: bool):
+    def _layer_window(self, start: int, stop: int, from_resid: bool, halt_final: bool = False):
         n = self.cfg.n_layers
-        if start == 0 and stop == n and not from_resid:
+        if start == 0 and stop == n and not from_resid and not halt_final:
             yield
             return
         parent, attr = self.adapter.layers_slot()
@@ -253,7 +255,7 @@ class Model:
             pos = self.adapter.pos_embed()
             if from_resid and pos is not None and self.cfg.family != "toy":  # GPT-2 adds positions to inputs_embeds
                 handles.append(pos.register_forward_hook(lambda m, a, o: torch.zeros_like(o)))
-            if stop < n:
+            if stop < n or halt_final:
                 def halt(m, args, kwargs):
                     raise _Stop(args[0] if args else kwargs["hidden_states"])
                 handles.append(self.adapter.ln_final().register_forward_pre_hook(halt, with_kwargs=True))

@@ -42,3 +42,24 @@ def repeated_tokens(model, batch: int = 8, seq_len: int = 32, repeats: int = 2, 
     if use_bos:
         tokens = torch.cat([torch.full((batch, 1), bos, dtype=torch.long), tokens], dim=1)
     return tokens.long(), offset
+
+
+def induction_pairs(model, n: int = 16, seq_len: int = 10, seed: int = 0):
+    """Clean/corrupt pairs for patching an induction circuit (works without a tokenizer).
+
+    Clean: a random sequence ``t_0 … t_{s-1}`` followed by its first ``i + 1`` tokens again, so the
+    prompt ends on a repeat of ``t_i`` and induction predicts ``t_{i+1}``. Corrupt: the same, with
+    ``t_{i+1}`` in the first copy replaced by a fresh token ``c`` (induction now predicts ``c``).
+    Metric: logit(t_{i+1}) − logit(c) at END. Named positions: ``A1`` (first ``t_i``), ``B1``
+    (the changed token), ``END`` (the repeated ``t_i``). Every prompt has length ``s + i + 1`` with
+    ``i = s // 2``."""
+    from interplab.tasks.pairs import pairs_from_tokens
+
+    tokens, offset = repeated_tokens(model, batch=n, seq_len=seq_len + 1, repeats=1, seed=seed, prepend_bos=False)
+    seq, fresh = tokens[:, :seq_len], tokens[:, seq_len]
+    i = seq_len // 2
+    clean = torch.cat([seq, seq[:, : i + 1]], dim=1)
+    corrupt = clean.clone()
+    corrupt[:, i + 1] = fresh
+    return pairs_from_tokens("induction", clean, corrupt, answer_ids=seq[:, i + 1], wrong_ids=fresh,
+                             positions={"A1": i, "B1": i + 1, "END": seq_len + i})

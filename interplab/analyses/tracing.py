@@ -1,0 +1,406 @@
+"""Causal tracing of factual recall, after Meng et al. (2022), "Locating and Editing Factual
+Associations in GPT" (ROME), §2.1, with the resampling corruption of Zhang & Nanda (2023), "Towards
+Best Practices of Activation Patching in Language Models: Metrics and Methods".
+
+For a fact prompt ("The Eiffel Tower is located in the city of" → " Paris"):
+
+1. *clean run*: p(answer) = p*;
+2. *corrupted run*: the subject is made uninformative —
+   ``corruption="noise"``: Gaussian noise N(0, ν²) added to the subject tokens' embeddings
+   (``hook_embed``), ν = ``noise_scale`` (3, as ROME) × the standard deviation of subject-token
+   embeddings over the fact set, ``n_samples`` draws per fact (ROME: 10);
+   ``corruption="resample"`` (symmetric token replacement): the subject's tokens are replaced by
+   another subject's of the same token length and relation with a different answer, one run per such
+   subject (up to ``n_samples``);
+3. *corrupted-with-restoration runs*: the corrupted run with one clean state restored — the residual
+   stream after layer L (``hook_resid_post``) at one token, or the MLP / attention output at one token
+   over a *window* of ``window`` layers centred on L (ROME: 10, clipped at the ends).
+
+The indirect effect of a state is IE = p_restored − p_corrupted; averaged over facts (AIE) per
+layer and per token class: first / middle / last subject token, first subsequent token, further
+tokens, last token (ROME's Figure 2 categories). The peak of the MLP map at the last subject token
+in middle layers and of the attention map at the last token in late layers is ROME's GPT-2 XL
+finding. :func:`refine` then patches single heads (``hook_z``) and scores single MLP neurons
+(``mlp.hook_post``: attribution patching to rank, exact restoration of the top ones) at the peaks.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interplab.analyses.patching import Cell, run_cells
+from interplab.hooks import Apply, Patch
+from interplab.models.model import Model
+from interplab.results import read_json, write_json
+from interplab.tasks.facts import Fact
+from interplab.tasks.pairs import pairs_from_tokens
+
+BUCKETS = ("subject_first", "subject_middle", "subject_last", "first_subsequent", "further", "last")
+KINDS = ("resid", "mlp", "attn")
+_KIND_HOOK = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
+RESULT_FILE = "tracing.json"
+
+
+def subject_span(model: Model, prompt: str, subject: str) -> tuple[list[int], int, int]:
+    """(token ids, first, last) subject token indices of ``prompt`` (the subject's first occurrence)."""
+    tok = model._need_tokenizer()
+    at = prompt.find(subject)
+    if at < 0:
+        raise ValueError(f"subject {subject!r} does not occur in the prompt {prompt!r}.")
+    ids = tok(prompt, add_special_tokens=True)["input_ids"]
+    first = len(tok(prompt[: at + 1], add_special_tokens=True)["input_ids"]) - 1
+    last = len(tok(prompt[: at + len(subject)], add_special_tokens=True)["input_ids"]) - 1
+    return ids, first, last
+
+
+def bucket_of(pos: int, first: int, last: int, end: int) -> str:
+    if pos == end:
+        return "last"
+    if pos == first:
+        return "subject_first"
+    if pos == last:
+        return "subject_last"
+    if first < pos < last:
+        return "subject_middle"
+    if pos == last + 1:
+        return "first_subsequent"
+    if pos > last + 1:
+        return "further"
+    return "before"
+
+
+@dataclass
+class FactTrace:
+    prompt: str
+    subject: str
+    answer: str
+    str_tokens: list[str]
+    subject_range: tuple[int, int]
+    p_clean: float
+    p_corrupt: float
+    effects: dict[str, torch.Tensor]  # kind -> [layer, pos] p_restored (not minus corrupt)
+
+    def ie(self, kind: str) -> torch.Tensor:
+        return self.effects[kind] - self.p_corrupt
+
+
+@dataclass
+class TracingResult:
+    """Per-fact traces and the average indirect effect ``aie[kind]`` ``[layer, bucket]``."""
+
+    traces: list[FactTrace]
+    aie: dict[str, torch.Tensor]
+    corruption: str
+    model_name: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def peak(self, kind: str) -> dict[str, Any]:
+        a = torch.nan_to_num(self.aie[kind], nan=-math.inf)
+        i = int(a.argmax())
+        layer, b = divmod(i, a.shape[1])
+        return {"component": kind, "layer": layer, "position": BUCKETS[b], "aie": float(self.aie[kind][layer, b])}
+
+    def headline(self) -> dict[str, Any]:
+        peaks = {k: self.peak(k) for k in self.aie}
+        best = max(peaks.values(), key=lambda d: d["aie"]) if peaks else None
+        pc = [t.p_clean for t in self.traces]
+        px = [t.p_corrupt for t in self.traces]
+        return {"n_facts": len(self.traces), "corruption": self.corruption,
+                "p_clean_mean": sum(pc) / max(1, len(pc)), "p_corrupt_mean": sum(px) / max(1, len(px)),
+                "peak": best, "peaks": peaks}
+
+    def to_frame(self):
+        import pandas as pd
+
+        rows = []
+        for kind, a in self.aie.items():
+            for layer in range(a.shape[0]):
+                for b, name in enumerate(BUCKETS):
+                    rows.append({"component": kind, "layer": layer, "position": name, "aie": float(a[layer, b])})
+        return pd.DataFrame(rows)
+
+    def plot(self):
+        from plotly.subplots import make_subplots
+        import plotly.graph_objects as go
+
+        kinds = list(self.aie)
+        fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"{k} (AIE)" for k in kinds], shared_yaxes=True)
+        for j, k in enumerate(kinds, start=1):
+            a = self.aie[k]
+            fig.add_trace(go.Heatmap(z=[[None if math.isnan(v) else v for v in row] for row in a.T.tolist()],
+                                     x=list(range(a.shape[0])), y=list(BUCKETS), colorscale="Purples",
+                                     showscale=j == len(kinds),
+                                     hovertemplate="layer %{x}, %{y}: AIE %{z:.4f}<extra></extra>"), row=1, col=j)
+            fig.update_xaxes(title_text="layer", row=1, col=j)
+        fig.update_yaxes(autorange="reversed")
+        fig.update_layout(title={"text": f"Causal tracing ({self.corruption}) — {self.model_name}, {len(self.traces)} facts"},
+                          height=360)
+        return fig
+
+    def fact_plot(self, i: int = 0):
+        """ROME-style per-fact map for one fact: layers × tokens, one panel per component."""
+        from plotly.subplots import make_subplots
+        import plotly.graph_objects as go
+
+        t = self.traces[i]
+        kinds = list(t.effects)
+        fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=kinds, shared_yaxes=True)
+        labels = [f"{j}:{s!r}" for j, s in enumerate(t.str_tokens)]
+        for j, k in enumerate(kinds, start=1):
+            fig.add_trace(go.Heatmap(z=t.effects[k].T.tolist(), x=list(range(t.effects[k].shape[0])), y=labels,
+                                     colorscale="Purples", showscale=j == len(kinds)), row=1, col=j)
+        fig.update_yaxes(autorange="reversed")
+        fig.update_layout(title={"text": f"p({t.answer!r}) restored — {t.prompt!r}"}, height=max(300, 22 * len(labels) + 120))
+        return fig
+
+    def to_dict(self) -> dict[str, Any]:
+        nn = lambda t: [[None if math.isnan(x) else x for x in r] for r in t.tolist()]  # noqa: E731
+        return {"kind": "causal_tracing", "format_version": 1, "model": self.model_name, "corruption": self.corruption,
+                "aie": {k: nn(v) for k, v in self.aie.items()}, "settings": self.settings, "headline": self.headline(),
+                "traces": [{"prompt": t.prompt, "subject": t.subject, "answer": t.answer, "str_tokens": t.str_tokens,
+                            "subject_range": list(t.subject_range), "p_clean": t.p_clean, "p_corrupt": t.p_corrupt,
+                            "effects": {k: v.tolist() for k, v in t.effects.items()}} for t in self.traces]}
+
+    def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
+        return write_json(directory, name, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TracingResult:
+        d, _ = read_json(path, RESULT_FILE, "causal_tracing")
+        f = lambda x: torch.tensor([[float("nan") if v is None else v for v in r] for r in x])  # noqa: E731
+        traces = [FactTrace(t["prompt"], t["subject"], t["answer"], t["str_tokens"], tuple(t["subject_range"]),
+                            t["p_clean"], t["p_corrupt"], {k: torch.tensor(v) for k, v in t["effects"].items()})
+                  for t in d["traces"]]
+        return cls(traces=traces, aie={k: f(v) for k, v in d["aie"].items()}, corruption=d["corruption"],
+                   model_name=d["model"], settings=d["settings"])
+
+
+def embedding_noise_std(model: Model, facts: Sequence[Fact]) -> float:
+    """Standard deviation of the subject tokens' embeddings over ``facts`` (ROME's ν / 3)."""
+    vals = []
+    for f in facts:
+        ids, a, b = subject_span(model, f.prompt, f.subject)
+        _, cache = model.run(torch.tensor([ids]), cache=["hook_embed"], stop_at_layer=0)
+        vals.append(cache["hook_embed"][0, a:b + 1].reshape(-1))
+    return float(torch.cat(vals).float().std())
+
+
+def _window(layer: int, n_layers: int, window: int) -> list[int]:
+    lo = max(0, layer - window // 2)
+    hi = min(n_layers, layer - window // 2 + window)
+    return list(range(lo, hi))
+
+
+@torch.no_grad()
+def trace_fact(model: Model, fact: Fact, corruption: str = "noise", noise_std: float | None = None,
+               noise_scale: float = 3.0, n_samples: int = 10, window: int = 10, kinds: Sequence[str] = KINDS,
+               partners: Sequence[Fact] = (), seed: int = 0, method: str = "fast") -> FactTrace:
+    """Trace one fact (see the module docstring). ``partners``: same-relation facts for resampling."""
+    for k in kinds:
+        if k not in KINDS:
+            raise ValueError(f"kind {k!r}: choose from {KINDS}.")
+    ids, a, b = subject_span(model, fact.prompt, fact.subject)
+    ans, _ = model.first_token_id(fact.answer, "answer")
+    p = len(ids)
+    clean_row = torch.tensor([ids])
+    extra = []
+    if corruption == "noise":
+        if noise_std is None:
+            raise ValueError("corruption='noise' needs noise_std (see embedding_noise_std).")
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(n_samples, b - a + 1, model.cfg.d_model, generator=g) * (noise_scale * noise_std)
+        corrupt = clean_row.repeat(n_samples, 1)
+
+        def add_noise(x, ctx, _noise=noise):
+            x = x.clone()
+            x[:, a:b + 1] += _noise.to(x.dtype)
+            return x
+
+        extra = [Apply("hook_embed", fn=add_noise)]
+    elif corruption == "resample":
+        rows = []
+        tok = model._need_tokenizer()
+        for g_ in partners:
+            if g_.template != fact.template or g_.answer == fact.answer or g_.subject == fact.subject:
+                continue
+            alt = tok(fact.prompt.replace(fact.subject, g_.subject, 1), add_special_tokens=True)["input_ids"]
+            if len(alt) == p and alt[:a] == ids[:a] and alt[b + 1:] == ids[b + 1:]:
+                rows.append(alt)
+        if not rows:
+            raise ValueError(f"no same-length subject with another answer to resample for {fact.prompt!r}; "
+                             "add facts of the same relation or use corruption='noise'.")
+        random.Random(seed).shuffle(rows)
+        corrupt = torch.tensor(rows[:n_samples])
+    else:
+        raise ValueError(f"corruption must be 'noise' or 'resample', not {corruption!r}.")
+    n = corrupt.shape[0]
+    pairs = pairs_from_tokens("fact", clean_row.repeat(n, 1), corrupt, answer_ids=ans, wrong_ids=ans, metric="prob")
+    names = [f"blocks.{layer}.{_KIND_HOOK[k]}" for k in kinds for layer in range(model.cfg.n_layers)]
+    resids = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
+    lc, cc = model.run(clean_row, cache=names)
+    p_clean = float(pairs.metric_from_final(lc[:, -1].expand(n, -1))[0])
+    lx, cx = model.run(corrupt, cache=resids, interventions=extra)
+    p_corrupt = float(pairs.metric_from_final(lx[:, -1]).mean())
+    L = model.cfg.n_layers
+    effects = {}
+    for k in kinds:
+        cells = []
+        for layer in range(L):
+            hooks = [f"blocks.{layer}.{_KIND_HOOK[k]}"] if k == "resid" else \
+                    [f"blocks.{x}.{_KIND_HOOK[k]}" for x in _window(layer, L, window)]
+            first = int(hooks[0].split(".")[1])
+            for pos in range(p):
+                cells.append(Cell(hooks[0], first, position=pos, also=tuple(hooks[1:])))
+        per, _ = run_cells(model, pairs, cells, corrupt, cc, cx, method=method,
+                           extra_interventions=extra if method == "naive" else ())
+        effects[k] = per.mean(-1).view(L, p)
+    return FactTrace(fact.prompt, fact.subject, fact.answer, model.to_str_tokens(clean_row[0]), (a, b), p_clean,
+                     p_corrupt, effects)
+
+
+def causal_tracing(model: Model, facts: Sequence[Fact], corruption: str = "noise", noise_scale: float = 3.0,
+                   n_samples: int = 10, window: int = 10, kinds: Sequence[str] = KINDS, seed: int = 0,
+                   method: str = "fast", partners: Sequence[Fact] | None = None, progress=None) -> TracingResult:
+    """Causal tracing over ``facts`` (they should be facts the model knows, see
+    :func:`interplab.tasks.facts.known_facts`); returns per-fact maps and the AIE by token class."""
+    facts = list(facts)
+    if not facts:
+        raise ValueError("causal tracing needs at least one fact.")
+    t0 = time.perf_counter()
+    std = embedding_noise_std(model, facts) if corruption == "noise" else None
+    partners = list(partners if partners is not None else facts)
+    traces, skipped = [], []
+    for i, f in enumerate(facts):
+        try:
+            traces.append(trace_fact(model, f, corruption, std, noise_scale, n_samples, window, kinds, partners,
+                                     seed=seed + i, method=method))
+        except ValueError as e:
+            if corruption != "resample":
+                raise
+            skipped.append(str(e))
+        if progress:
+            progress(i + 1, len(facts))
+    if not traces:
+        raise ValueError(f"no fact could be traced: {skipped[0] if skipped else ''}")
+    L = model.cfg.n_layers
+    aie = {}
+    for k in kinds:
+        tot = torch.zeros(L, len(BUCKETS), dtype=torch.float64)
+        cnt = torch.zeros(len(BUCKETS), dtype=torch.float64)
+        for t in traces:
+            ie = t.ie(k).double()
+            end = ie.shape[1] - 1
+            per_b: dict[str, list[int]] = {}
+            for pos in range(ie.shape[1]):
+                per_b.setdefault(bucket_of(pos, *t.subject_range, end), []).append(pos)
+            for j, name in enumerate(BUCKETS):
+                if name in per_b:
+                    tot[:, j] += ie[:, per_b[name]].mean(-1)
+                    cnt[j] += 1
+        aie[k] = (tot / cnt.clamp_min(1)).float()
+        aie[k][:, cnt == 0] = float("nan")
+    return TracingResult(traces=traces, aie=aie, corruption=corruption, model_name=model.name,
+                         settings={"noise_scale": noise_scale, "noise_std": std, "n_samples": n_samples,
+                                   "window": window, "seed": seed, "method": method, "skipped": skipped,
+                                   "seconds": round(time.perf_counter() - t0, 3)})
+
+
+@torch.no_grad()
+def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples: int = 10, top_k: int = 10,
+           seed: int = 0) -> dict[str, Any]:
+    """Refine the peaks to single components: the indirect effect of restoring one attention head
+    (``hook_z``) at the attention peak's token class, for every head of every layer, and of single
+    MLP neurons (``mlp.hook_post``) at the MLP peak's token class in the peak layer (all neurons ranked
+    by attribution patching, the top ``top_k`` restored exactly). Noise corruption as in ``result``."""
+    std = result.settings.get("noise_std") or embedding_noise_std(model, facts)
+    scale = result.settings.get("noise_scale", 3.0)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    out: dict[str, Any] = {}
+    head_ie = torch.zeros(L, H)
+    have_mlp = "mlp" in result.aie and model.cfg.d_mlp
+    mlp_peak = result.peak("mlp") if have_mlp else None
+    attn_peak = result.peak("attn") if "attn" in result.aie else {"position": "last"}
+    neuron_scores = torch.zeros(model.cfg.d_mlp) if have_mlp else None
+    for i, f in enumerate(facts):
+        ids, a, b = subject_span(model, f.prompt, f.subject)
+        ans, _ = model.first_token_id(f.answer, "answer")
+        p = len(ids)
+        pos_of = {bk: [x for x in range(p) if bucket_of(x, a, b, p - 1) == bk] for bk in BUCKETS}
+        hpos = (pos_of.get(attn_peak["position"]) or [p - 1])[-1]
+        g = torch.Generator().manual_seed(seed + i)
+        noise = torch.randn(n_samples, b - a + 1, model.cfg.d_model, generator=g) * (scale * std)
+
+        def add_noise(x, ctx, _noise=noise, _a=a, _b=b):
+            x = x.clone()
+            x[:, _a:_b + 1] += _noise.to(x.dtype)
+            return x
+
+        extra = [Apply("hook_embed", fn=add_noise)]
+        clean = torch.tensor([ids])
+        corrupt = clean.repeat(n_samples, 1)
+        pairs = pairs_from_tokens("fact", clean.repeat(n_samples, 1), corrupt, answer_ids=ans, wrong_ids=ans, metric="prob")
+        zs = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
+        _, cc = model.run(clean, cache=zs + ([f"blocks.{mlp_peak['layer']}.mlp.hook_post"] if have_mlp else []))
+        lx, cx = model.run(corrupt, cache=[f"blocks.{layer}.hook_resid_pre" for layer in range(L)], interventions=extra)
+        p_corrupt = pairs.metric_from_final(lx[:, -1]).mean()
+        cells = [Cell(zs[layer], layer, head=h, position=hpos) for layer in range(L) for h in range(H)]
+        per, _ = run_cells(model, pairs, cells, corrupt, cc, cx)
+        head_ie += (per.mean(-1) - p_corrupt).view(L, H) / len(facts)
+        if have_mlp:
+            npos = (pos_of.get(mlp_peak["position"]) or [b])[-1]
+            hk = f"blocks.{mlp_peak['layer']}.mlp.hook_post"
+            vals = {}
+
+            def probe(x, ctx, _v=vals):
+                d = torch.zeros_like(x, requires_grad=True)
+                _v["d"], _v["x"] = d, x.detach()
+                return x + d
+
+            with torch.enable_grad():
+                lg, _ = model.run(corrupt, grad=True, interventions=[*extra, Apply(hk, fn=probe)])
+                m = pairs.metric_from_final(lg[:, -1]).sum()
+                (grad,) = torch.autograd.grad(m, [vals["d"]])
+            delta = (cc[hk][:, npos] - vals["x"][:, npos])  # [n, neurons]
+            neuron_scores += (delta * grad[:, npos]).mean(0) / len(facts)
+    flat = head_ie.reshape(-1).argsort(descending=True)[:top_k]
+    out["heads"] = [[int(i // H), int(i % H), round(float(head_ie.reshape(-1)[i]), 5)] for i in flat]
+    out["head_ie"] = head_ie
+    out["head_position"] = attn_peak["position"]
+    if have_mlp:
+        top = neuron_scores.argsort(descending=True)[:top_k].tolist()
+        exact = torch.zeros(len(top))
+        for i, f in enumerate(facts):
+            ids, a, b = subject_span(model, f.prompt, f.subject)
+            ans, _ = model.first_token_id(f.answer, "answer")
+            p = len(ids)
+            npos = ([x for x in range(p) if bucket_of(x, a, b, p - 1) == mlp_peak["position"]] or [b])[-1]
+            g = torch.Generator().manual_seed(seed + i)
+            noise = torch.randn(n_samples, b - a + 1, model.cfg.d_model, generator=g) * (scale * std)
+
+            def add_noise2(x, ctx, _noise=noise, _a=a, _b=b):
+                x = x.clone()
+                x[:, _a:_b + 1] += _noise.to(x.dtype)
+                return x
+
+            extra = [Apply("hook_embed", fn=add_noise2)]
+            clean = torch.tensor([ids])
+            hk = f"blocks.{mlp_peak['layer']}.mlp.hook_post"
+            _, cc = model.run(clean, cache=[hk])
+            base = pairs_from_tokens("fact", clean.repeat(n_samples, 1), clean.repeat(n_samples, 1), answer_ids=ans,
+                                     wrong_ids=ans, metric="prob")
+            p0 = base.metric_from_final(model.run(clean.repeat(n_samples, 1), interventions=extra).logits[:, -1]).mean()
+            for j, nidx in enumerate(top):
+                iv = Patch(hk, positions=npos, neurons=[nidx], source=cc)
+                pr = base.metric_from_final(model.run(clean.repeat(n_samples, 1), interventions=[*extra, iv]).logits[:, -1]).mean()
+                exact[j] += float(pr - p0) / len(facts)
+        out["neurons"] = [[mlp_peak["layer"], int(nidx), round(float(neuron_scores[nidx]), 6), round(float(e), 6)]
+                          for nidx, e in zip(top, exact)]
+        out["neuron_layer"], out["neuron_position"] = mlp_peak["layer"], mlp_peak["position"]
+    return out

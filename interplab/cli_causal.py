@@ -1,0 +1,229 @@
+"""CLI commands for causal analysis: ``interplab patch``, ``ioi``, ``trace`` and ``bench patching``.
+
+Registered on the main app by :func:`register`; each command is a thin shell over
+:mod:`interplab.analyses.patching`, :mod:`~interplab.analyses.circuits` and
+:mod:`~interplab.analyses.tracing`, writes a run directory with the results and a report.html.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    from interplab.cli import _Guard, _load, _print_json, err
+
+    @app.command()
+    def patch(task: str = typer.Argument(..., help="ioi | facts | pronouns | capitalisation | acronyms"),
+              model: str = typer.Option("smollm2-135m", "--model", "-m"),
+              grid: str = typer.Option("resid", "--grid", help="resid | attn_out | mlp_out | heads | heads_by_pos | q | k | v | pattern"),
+              direction: str = typer.Option("denoise", "--direction", help="denoise (corrupt run, clean patched in) | noise."),
+              position: Optional[str] = typer.Option(None, "--position", help="For head grids: a named position (e.g. END); default all positions."),
+              n: int = typer.Option(20, "--n", help="Prompt pairs."),
+              method: str = typer.Option("fast", "--method", help="fast | naive."),
+              attribution: bool = typer.Option(False, "--attribution", help="Also run attribution patching and report its correlation."),
+              seed: int = typer.Option(0, "--seed"),
+              out: Optional[str] = typer.Option(None, "--out"),
+              as_json: bool = typer.Option(False, "--json")):
+        """Activation patching of a task over a grid (normalised: 0 = corrupt, 1 = clean; bootstrap CIs over prompts)."""
+        from interplab.analyses.patching import activation_patching, attribution_patching, correlation
+        from interplab.report.html import Report, table, text
+        from interplab.runs import Run
+        from interplab.tasks import get_task
+
+        args = {"task": task, "model": model, "grid": grid, "direction": direction, "position": position, "n": n,
+                "method": method, "attribution": attribution}
+        with _Guard(), Run("patch", args, out=out, seed=seed) as run:
+            m = _load(model)
+            pairs = get_task(m, task, n=n, seed=seed)
+            with err.status(f"patching {grid} on {len(pairs)} {task} pairs …"):
+                res = activation_patching(m, pairs, grid=grid, direction=direction, position=position, method=method, seed=seed)
+            res.save(run.dir)
+            h = res.headline()
+            rep = Report(f"Activation patching — {task} — {m.name}",
+                         f"{direction}, grid {grid}, {len(pairs)} pairs; clean metric {h['clean_metric']:.3f}, "
+                         f"corrupt {h['corrupt_metric']:.3f}")
+            rep.section("Patching", res.plot(), table(res.to_frame().head(60)), id="patching")
+            if attribution:
+                with err.status("attribution patching …"):
+                    att = attribution_patching(m, pairs, grid=grid, direction=direction, position=position, seed=seed)
+                att.save(run.dir, "attribution.json")
+                h["attribution_corr"] = round(correlation(att, res), 4)
+                rep.section("Attribution patching", att.plot(),
+                            text(f"Pearson correlation with exact patching: {h['attribution_corr']}"), id="attribution")
+            rep.save(run.dir / "report.html")
+            run.artefacts += ["patching.json", "report.html"]
+            run.headline.update({**h, "run_dir": str(run.dir.resolve())})
+        if as_json:
+            _print_json(run.headline)
+        else:
+            t = Table(*res.axis_names, "value", title=f"{task}: top cells ({direction})")
+            for coords, v in res.top(10, "abs" if direction == "denoise" else "effect"):
+                t.add_row(*coords, f"{v:.3f}")
+            Console().print(t)
+            err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+
+    @app.command()
+    def ioi(model: str = typer.Option("smollm2-135m", "--model", "-m"),
+            n: int = typer.Option(40, "--n", help="IOI prompt pairs (ABBA and BABA, Wang et al.'s templates)."),
+            threshold: float = typer.Option(0.02, "--threshold", help="Circuit pruning threshold (fraction of the full metric)."),
+            no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip the circuit search."),
+            seed: int = typer.Option(0, "--seed"),
+            out: Optional[str] = typer.Option(None, "--out"),
+            as_json: bool = typer.Option(False, "--json")):
+        """The IOI procedure (Wang et al. 2022): logit difference, head classes, circuit and its faithfulness."""
+        from interplab.analyses.circuits import ioi_circuit
+        from interplab.report.html import Report, table
+        from interplab.runs import Run
+        from interplab.tasks.ioi import ioi as ioi_task
+
+        args = {"model": model, "n": n, "threshold": threshold, "circuit": not no_circuit}
+        with _Guard(), Run("ioi", args, out=out, seed=seed) as run:
+            m = _load(model)
+            pairs = ioi_task(m, n=n, seed=seed)
+            with err.status(f"IOI on {len(pairs)} prompts …"):
+                res = ioi_circuit(m, pairs, threshold=threshold, circuit=not no_circuit)
+            res.save(run.dir)
+            h = res.headline()
+            rep = Report(f"IOI — {m.name}", f"{len(pairs)} prompts; logit diff {h['logit_diff_mean']} "
+                                            f"(IO preferred {h['io_preferred_frac']:.0%})")
+            _ioi_sections(rep, res, table)
+            rep.save(run.dir / "report.html")
+            run.artefacts += ["ioi.json", "report.html"]
+            run.headline.update({**h, "run_dir": str(run.dir.resolve())})
+        if as_json:
+            _print_json(run.headline)
+        else:
+            t = Table("quantity", "value", title=f"IOI on {m.name}")
+            for k in ("logit_diff_mean", "io_preferred_frac", "corrupt_logit_diff_mean"):
+                t.add_row(k, str(h[k]))
+            for c, heads in h["heads"].items():
+                t.add_row(c, " ".join(f"{a}.{b}" for a, b in heads) or "—")
+            if "circuit" in h:
+                t.add_row("circuit", f"{h['circuit']['n_nodes']} nodes, faithfulness {h['circuit']['faithfulness']}")
+            Console().print(t)
+            err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+
+    @app.command()
+    def trace(model: str = typer.Option("smollm2-135m", "--model", "-m"),
+              prompt: Optional[str] = typer.Option(None, "--prompt", help="Fact prompt, e.g. 'The Eiffel Tower is located in the city of'."),
+              subject: Optional[str] = typer.Option(None, "--subject", help="Subject as it appears in the prompt."),
+              answer: Optional[str] = typer.Option(None, "--answer", help="Answer (its first token is scored), e.g. ' Paris'."),
+              facts: int = typer.Option(0, "--facts", help="Instead of one prompt: trace this many built-in facts the model knows."),
+              corruption: str = typer.Option("noise", "--corruption", help="noise (Gaussian, 3x embedding std) | resample."),
+              samples: int = typer.Option(10, "--samples", help="Noise draws / resampled subjects per fact."),
+              window: int = typer.Option(10, "--window", help="Layers restored together for MLP/attention (ROME: 10)."),
+              refine_peaks: bool = typer.Option(True, "--refine/--no-refine", help="Refine the peaks to heads and neurons."),
+              seed: int = typer.Option(0, "--seed"),
+              out: Optional[str] = typer.Option(None, "--out"),
+              as_json: bool = typer.Option(False, "--json")):
+        """Causal tracing (Meng et al. 2022): where is a fact recalled? Peak component/layer/position, top heads and neurons."""
+        from interplab.analyses.tracing import causal_tracing, refine
+        from interplab.report.html import Report, table
+        from interplab.runs import Run
+        from interplab.tasks.facts import Fact, all_facts, known_facts
+
+        args = {"model": model, "prompt": prompt, "subject": subject, "answer": answer, "facts": facts,
+                "corruption": corruption, "samples": samples, "window": window}
+        with _Guard(), Run("trace", args, out=out, seed=seed) as run:
+            if facts <= 0 and not (prompt and subject and answer):
+                raise ValueError("give --prompt, --subject and --answer for one fact, or --facts N for the built-in set.")
+            m = _load(model)
+            if facts > 0:
+                with err.status("finding the facts the model knows …"):
+                    kept, summary = known_facts(m)
+                run.save_json("known_facts.json", summary)
+                chosen = kept[:facts]
+                partners = kept
+            else:
+                if subject not in prompt:
+                    raise ValueError(f"--subject {subject!r} does not occur in --prompt {prompt!r}.")
+                chosen = [Fact(prompt.replace(subject, "{}", 1), subject, answer)]
+                partners = chosen + [f for f in all_facts() if f.template == chosen[0].template]
+                summary = None
+            with err.status(f"tracing {len(chosen)} fact(s) …"):
+                res = causal_tracing(m, chosen, corruption=corruption, n_samples=samples, window=window, seed=seed,
+                                     partners=partners)
+            res.save(run.dir)
+            h = res.headline()
+            if summary:
+                h["facts_known"] = f"{summary['n_known']}/{summary['n_total']}"
+            rep = Report(f"Causal tracing — {m.name}", f"{len(res.traces)} fact(s), corruption {corruption}")
+            rep.section("Average indirect effect", res.plot(), id="aie")
+            rep.section("One fact", res.fact_plot(0), id="fact")
+            if refine_peaks and corruption == "noise":
+                with err.status("refining the peaks to heads and neurons …"):
+                    ref = refine(m, chosen, res, n_samples=samples, seed=seed)
+                h["top_heads"] = ref["heads"]
+                h["top_neurons"] = ref.get("neurons", [])
+                run.save_json("refine.json", {k: v for k, v in ref.items() if k != "head_ie"})
+                import pandas as pd
+
+                parts = [table(pd.DataFrame(ref["heads"], columns=["layer", "head", "IE"]))]
+                if h["top_neurons"]:
+                    parts.append(table(pd.DataFrame(h["top_neurons"], columns=["layer", "neuron", "attribution", "IE"])))
+                rep.section("Heads and neurons", *parts, id="refine")
+            rep.save(run.dir / "report.html")
+            run.artefacts += ["tracing.json", "report.html"]
+            run.headline.update({**h, "run_dir": str(run.dir.resolve())})
+        if as_json:
+            _print_json(run.headline)
+        else:
+            t = Table("component", "layer", "position", "AIE", title=f"causal tracing peaks ({corruption})")
+            for d in h["peaks"].values():
+                t.add_row(d["component"], str(d["layer"]), d["position"], f"{d['aie']:.4f}")
+            Console().print(t)
+            err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+
+    @bench_app.command("patching")
+    def bench_patching_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"),
+                           n: int = typer.Option(20, "--n", help="IOI pairs."),
+                           rounds: int = typer.Option(1, "--rounds", help="(naive, fast) pairs timed; medians reported."),
+                           threads: int = typer.Option(2, "--threads"),
+                           peer: bool = typer.Option(False, "--peer", help="Also time TransformerLens's patching module."),
+                           out: Optional[str] = typer.Option(None, "--out"),
+                           as_json: bool = typer.Option(False, "--json")):
+        """Patching every head's z at the final position on IOI pairs: naive vs fast vs attribution patching."""
+        from interplab.bench import bench_patching
+        from interplab.runs import Run
+
+        with _Guard(), Run("bench-patching", {"model": model, "n": n, "rounds": rounds, "peer": peer}, out=out) as run:
+            m = _load(model)
+            with err.status("benchmarking patching …"):
+                res = bench_patching(m, n=n, rounds=rounds, threads=threads, peer=peer)
+            run.save_json("bench.json", res)
+            run.headline.update(res)
+        if as_json:
+            _print_json(res)
+        else:
+            t = Table("metric", "value")
+            for k, v in res.items():
+                t.add_row(k, str(v))
+            Console().print(t)
+
+
+def _ioi_sections(rep, res, table) -> None:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    ld = res.logit_diff
+    fig = go.Figure(go.Histogram(x=ld.tolist(), nbinsx=30))
+    fig.update_layout(title={"text": "IOI logit difference logit(IO) − logit(S), clean prompts"}, height=320,
+                      xaxis_title="logit difference", yaxis_title="prompts")
+    rows = [{"class": c, "heads": " ".join(f"{a}.{b}" for a, b in hs) or "—"} for c, hs in res.classes.items()]
+    rep.section("Logit difference and head classes", fig, table(pd.DataFrame(rows)), id="ioi")
+    if res.patching is not None:
+        rep.section("Head patching at END (denoising, p_ABC)", res.patching.plot(), id="ioi-patching")
+    if res.dla is not None:
+        d = res.dla
+        heat = go.Figure(go.Heatmap(z=d.tolist(), colorscale="RdBu", zmid=0.0,
+                                    hovertemplate="layer %{y} head %{x}: %{z:.3f}<extra></extra>"))
+        heat.update_layout(title={"text": "Direct logit attribution per head (IO − S)"}, xaxis_title="head",
+                           yaxis_title="layer", height=520)
+        heat.update_yaxes(autorange="reversed")
+        rep.section("Direct effect per head", heat, id="ioi-dla")
+    if res.circuit is not None:
+        rep.section("Circuit", res.circuit.plot(), table(res.circuit.to_frame()), id="ioi-circuit")
