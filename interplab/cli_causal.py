@@ -67,7 +67,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             err.print(f"run directory [bold]{run.dir.resolve()}[/]")
 
     @app.command()
-    def ioi(model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    def ioi(model: list[str] = typer.Option(["smollm2-135m"], "--model", "-m",
+                                            help="Model(s); repeat for a side-by-side replication (e.g. -m smollm2-135m -m gemma3-270m)."),
             n: int = typer.Option(40, "--n", help="IOI prompt pairs (ABBA and BABA, Wang et al.'s templates)."),
             threshold: float = typer.Option(0.02, "--threshold", help="Circuit pruning threshold (fraction of the full metric)."),
             no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip the circuit search."),
@@ -81,30 +82,39 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from interplab.tasks.ioi import ioi as ioi_task
 
         args = {"model": model, "n": n, "threshold": threshold, "circuit": not no_circuit}
+        results = {}
         with _Guard(), Run("ioi", args, out=out, seed=seed) as run:
-            m = _load(model)
-            pairs = ioi_task(m, n=n, seed=seed)
-            with err.status(f"IOI on {len(pairs)} prompts …"):
-                res = ioi_circuit(m, pairs, threshold=threshold, circuit=not no_circuit)
-            res.save(run.dir)
-            h = res.headline()
-            rep = Report(f"IOI — {m.name}", f"{len(pairs)} prompts; logit diff {h['logit_diff_mean']} "
-                                            f"(IO preferred {h['io_preferred_frac']:.0%})")
-            _ioi_sections(rep, res, table)
+            for name in model:
+                m = _load(name)
+                pairs = ioi_task(m, n=n, seed=seed)
+                with err.status(f"IOI on {len(pairs)} prompts, {m.name} …"):
+                    res = ioi_circuit(m, pairs, threshold=threshold, circuit=not no_circuit)
+                res.save(run.dir / m.name if len(model) > 1 else run.dir)
+                results[m.name] = res
+                del m
+            heads = {k: r.headline() for k, r in results.items()}
+            title = "IOI — " + " vs ".join(results)
+            rep = Report(title, f"{n} prompt pairs per model (Wang et al.'s templates, p_ABC corruption)")
+            if len(results) > 1:
+                _ioi_comparison(rep, results, table)
+            for name, res in results.items():
+                _ioi_sections(rep, res, table, prefix=f"{name}: " if len(results) > 1 else "")
             rep.save(run.dir / "report.html")
             run.artefacts += ["ioi.json", "report.html"]
+            h = next(iter(heads.values())) if len(heads) == 1 else {"models": heads}
             run.headline.update({**h, "run_dir": str(run.dir.resolve())})
         if as_json:
             _print_json(run.headline)
         else:
-            t = Table("quantity", "value", title=f"IOI on {m.name}")
-            for k in ("logit_diff_mean", "io_preferred_frac", "corrupt_logit_diff_mean"):
-                t.add_row(k, str(h[k]))
-            for c, heads in h["heads"].items():
-                t.add_row(c, " ".join(f"{a}.{b}" for a, b in heads) or "—")
-            if "circuit" in h:
-                t.add_row("circuit", f"{h['circuit']['n_nodes']} nodes, faithfulness {h['circuit']['faithfulness']}")
-            Console().print(t)
+            for name, hh in heads.items():
+                t = Table("quantity", "value", title=f"IOI on {name}")
+                for k in ("logit_diff_mean", "io_preferred_frac", "corrupt_logit_diff_mean"):
+                    t.add_row(k, str(hh[k]))
+                for c, hs in hh["heads"].items():
+                    t.add_row(c, " ".join(f"{a}.{b}" for a, b in hs) or "—")
+                if "circuit" in hh:
+                    t.add_row("circuit", f"{hh['circuit']['n_nodes']} nodes, faithfulness {hh['circuit']['faithfulness']}")
+                Console().print(t)
             err.print(f"run directory [bold]{run.dir.resolve()}[/]")
 
     @app.command()
@@ -119,6 +129,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
               refine_peaks: bool = typer.Option(True, "--refine/--no-refine", help="Refine the peaks to heads and neurons."),
               seed: int = typer.Option(0, "--seed"),
               out: Optional[str] = typer.Option(None, "--out"),
+              resume: Optional[str] = typer.Option(None, "--resume", help="Run directory of a killed trace run: finished facts are reused."),
               as_json: bool = typer.Option(False, "--json")):
         """Causal tracing (Meng et al. 2022): where is a fact recalled? Peak component/layer/position, top heads and neurons."""
         from interplab.analyses.tracing import causal_tracing, refine
@@ -128,6 +139,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         args = {"model": model, "prompt": prompt, "subject": subject, "answer": answer, "facts": facts,
                 "corruption": corruption, "samples": samples, "window": window}
+        if resume:
+            from pathlib import Path
+
+            if not (Path(resume) / "traces.jsonl").exists():
+                raise typer.BadParameter(f"{resume} holds no traces.jsonl: it is not a trace run directory.")
+            out = resume
         with _Guard(), Run("trace", args, out=out, seed=seed) as run:
             if facts <= 0 and not (prompt and subject and answer):
                 raise ValueError("give --prompt, --subject and --answer for one fact, or --facts N for the built-in set.")
@@ -146,7 +163,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 summary = None
             with err.status(f"tracing {len(chosen)} fact(s) …"):
                 res = causal_tracing(m, chosen, corruption=corruption, n_samples=samples, window=window, seed=seed,
-                                     partners=partners)
+                                     partners=partners, checkpoint=run.dir / "traces.jsonl")
             res.save(run.dir)
             h = res.headline()
             if summary:
@@ -205,7 +222,28 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             Console().print(t)
 
 
-def _ioi_sections(rep, res, table) -> None:
+def _ioi_comparison(rep, results, table) -> None:
+    """Side-by-side replication: one table row per model and overlaid logit-difference histograms."""
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    rows = []
+    fig = go.Figure()
+    for name, res in results.items():
+        h = res.headline()
+        c = h.get("circuit", {})
+        rows.append({"model": name, "n_layers x heads": f"{res.dla.shape[0]} x {res.dla.shape[1]}" if res.dla is not None else "",
+                     "logit diff": h["logit_diff_mean"], "IO preferred": h["io_preferred_frac"],
+                     "name movers": len(h["heads"]["name_movers"]), "S-inhibition": len(h["heads"]["s_inhibition"]),
+                     "induction": len(h["heads"]["induction"]), "circuit nodes": c.get("n_nodes"),
+                     "faithfulness": c.get("faithfulness")})
+        fig.add_trace(go.Histogram(x=res.logit_diff.tolist(), name=name, opacity=0.6, nbinsx=30))
+    fig.update_layout(barmode="overlay", title={"text": "IOI logit difference per model"}, height=320,
+                      xaxis_title="logit(IO) − logit(S)")
+    rep.section("Replication across models", table(pd.DataFrame(rows)), fig, id="ioi-compare")
+
+
+def _ioi_sections(rep, res, table, prefix: str = "") -> None:
     import pandas as pd
     import plotly.graph_objects as go
 
@@ -214,9 +252,9 @@ def _ioi_sections(rep, res, table) -> None:
     fig.update_layout(title={"text": "IOI logit difference logit(IO) − logit(S), clean prompts"}, height=320,
                       xaxis_title="logit difference", yaxis_title="prompts")
     rows = [{"class": c, "heads": " ".join(f"{a}.{b}" for a, b in hs) or "—"} for c, hs in res.classes.items()]
-    rep.section("Logit difference and head classes", fig, table(pd.DataFrame(rows)), id="ioi")
+    rep.section(prefix + "Logit difference and head classes", fig, table(pd.DataFrame(rows)), id=prefix + "ioi")
     if res.patching is not None:
-        rep.section("Head patching at END (denoising, p_ABC)", res.patching.plot(), id="ioi-patching")
+        rep.section(prefix + "Head patching at END (denoising, p_ABC)", res.patching.plot(), id=prefix + "ioi-patching")
     if res.dla is not None:
         d = res.dla
         heat = go.Figure(go.Heatmap(z=d.tolist(), colorscale="RdBu", zmid=0.0,
@@ -224,6 +262,6 @@ def _ioi_sections(rep, res, table) -> None:
         heat.update_layout(title={"text": "Direct logit attribution per head (IO − S)"}, xaxis_title="head",
                            yaxis_title="layer", height=520)
         heat.update_yaxes(autorange="reversed")
-        rep.section("Direct effect per head", heat, id="ioi-dla")
+        rep.section(prefix + "Direct effect per head", heat, id=prefix + "ioi-dla")
     if res.circuit is not None:
-        rep.section("Circuit", res.circuit.plot(), table(res.circuit.to_frame()), id="ioi-circuit")
+        rep.section(prefix + "Circuit", res.circuit.plot(), table(res.circuit.to_frame()), id=prefix + "ioi-circuit")

@@ -19,15 +19,17 @@ SENTENCES = [
 ]
 
 
-def make_tiny_tokenized_model(directory: str | Path, vocab_size: int = 400, n_layers: int = 2) -> str:
+def make_tiny_tokenized_model(directory: str | Path, vocab_size: int = 400, n_layers: int = 2,
+                              extra_text: list[str] | None = None) -> str:
     """Write a tiny LlamaForCausalLM (2 layers, d_model 32, 4 heads / 2 KV heads) and its tokenizer
-    to ``directory``; return the directory for ``interplab.load``."""
+    to ``directory``; return the directory for ``interplab.load``. ``extra_text``: sentences repeated in
+    the tokenizer's training text (so their words become single tokens)."""
     import torch
     from pydoc_data.topics import topics
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    corpus = SENTENCES * 20 + [topics[k] for k in sorted(topics)[:40]]
+    corpus = SENTENCES * 20 + [topics[k] for k in sorted(topics)[:40]] + list(extra_text or []) * 50
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

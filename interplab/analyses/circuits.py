@@ -187,12 +187,53 @@ def circuit_metric(model: Model, pairs: PromptPairs, removed: Sequence[Node], re
     return float(_end_metric(model, pairs, final).mean())
 
 
+def _attribution_node_effects(model: Model, pairs: PromptPairs, nodes: Sequence[Node],
+                              ref: dict[str, torch.Tensor]) -> dict[Node, float]:
+    """First-order estimate of the mean-metric change when each node alone is mean-ablated:
+    ``sum over positions of (ref − clean) · dM/d(activation)``, averaged over prompts."""
+    from interplab.hooks import Apply
+
+    hooks = sorted({_node_hook(nd) for nd in nodes})
+    probes: dict[str, torch.Tensor] = {}
+    vals: dict[str, torch.Tensor] = {}
+
+    def probe(x, ctx):
+        d = torch.zeros_like(x, requires_grad=True)
+        probes[ctx.name], vals[ctx.name] = d, x.detach()
+        return x + d
+
+    with torch.enable_grad():
+        final = model.run(pairs.clean, attention_mask=pairs.run_mask(), grad=True, return_resid=True,
+                          interventions=[Apply(h, fn=probe) for h in hooks]).logits
+        m = _end_metric(model, pairs, final).mean()
+        grads = dict(zip(hooks, torch.autograd.grad(m, [probes[h] for h in hooks])))
+    mask = pairs.mask.to(torch.float32)
+    out = {}
+    for nd in nodes:
+        h = _node_hook(nd)
+        t = (ref[h] - vals[h]) * grads[h]
+        if nd[0] == "head":
+            t = t[:, :, nd[2]]
+        t = t.reshape(t.shape[0], t.shape[1], -1).sum(-1) * mask
+        out[nd] = float(t.sum(1).mean())
+    return out
+
+
 @torch.no_grad()
 def discover_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, mlps: bool = True,
-                     candidates: Sequence[Node] | None = None, edge_scores: bool = False) -> CircuitResult:
+                     candidates: Sequence[Node] | None = None, edge_scores: bool = False,
+                     screen: float | None = 0.25) -> CircuitResult:
     """ACDC-style node pruning (see the module docstring). ``threshold``: a node is removed when removing
     it changes the mean metric by less than ``threshold × |full-model metric|``. ``candidates``: the
-    nodes that may be pruned (default: every head and MLP); others stay in."""
+    nodes that may be pruned (default: every head and MLP); others stay in.
+
+    ``screen``: before the exact pass, every node's ablation effect is estimated by attribution
+    patching (Nanda 2023; one forward and backward pass) and nodes whose estimated |effect| is below
+    ``screen × threshold × |full metric|`` are removed together (the exact pass then starts from that
+    state; the final metric and faithfulness are always exact). If removing the screened nodes together
+    moves the metric by ``threshold × |full metric|`` or more, the screen is discarded and every node is
+    visited exactly (attribution misses effects through saturated attention — Kramár et al. 2024).
+    ``None`` disables screening."""
     if not 0 <= threshold < 1:
         raise ValueError(f"threshold must lie in [0, 1), got {threshold}.")
     t0 = time.perf_counter()
@@ -210,11 +251,23 @@ def discover_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, 
     full = circuit_metric(model, pairs, [], ref)
     empty = circuit_metric(model, pairs, nodes, ref)
     scale = abs(full) if full != 0 else 1.0
-    order = sorted(nodes, key=lambda n: (n[1], n[0] == "mlp", n[2] or 0), reverse=True)
     removed: list[Node] = []
-    current = full
     effects: dict[str, float] = {}
     n_eval = 2
+    pool = nodes
+    screen_ok = True
+    if screen is not None and screen > 0:
+        est = _attribution_node_effects(model, pairs, nodes, ref)
+        removed = [nd for nd in nodes if abs(est[nd]) < screen * threshold * scale]
+        pool = [nd for nd in nodes if nd not in removed]
+        if removed:  # the residual stream with the screened nodes ablated (valid for every unvisited layer)
+            _, cc = model.run(pairs.clean, cache=resids, attention_mask=mask, interventions=_ablations(removed, ref))
+    current = circuit_metric(model, pairs, removed, ref) if removed else full
+    screen_ok = abs(current - full) < threshold * scale
+    if removed and not screen_ok:  # the estimate missed real effects (e.g. saturated attention): no screening
+        removed, pool, current = [], nodes, full
+        _, cc = model.run(pairs.clean, cache=resids, attention_mask=mask)
+    order = sorted(pool, key=lambda n: (n[1], n[0] == "mlp", n[2] or 0), reverse=True)
     for node in order:
         layer = node[1]
         trial = circuit_metric(model, pairs, removed + [node], ref, start=layer, resid_cache=cc)
@@ -247,7 +300,8 @@ def discover_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, 
                          faithfulness=final / full if full else float("nan"), n_candidates=len(nodes),
                          threshold=threshold, removed_effects=effects, model_name=model.name, task=pairs.task,
                          settings={"ablation": "mean over corrupt prompts of the same template, per position",
-                                   "n_evaluations": n_eval + 1, "seconds": round(time.perf_counter() - t0, 3)})
+                                   "n_evaluations": n_eval + 1, "screened_out": len(nodes) - len(pool), "screen": screen,
+                                   "screen_discarded": bool(screen) and not screen_ok, "seconds": round(time.perf_counter() - t0, 3)})
 
 
 # ====================================================================================== IOI

@@ -63,10 +63,10 @@ def subject_span(model: Model, prompt: str, subject: str) -> tuple[list[int], in
 def bucket_of(pos: int, first: int, last: int, end: int) -> str:
     if pos == end:
         return "last"
+    if pos == last:  # a one-token subject counts as its last token (ROME's key position)
+        return "subject_last"
     if pos == first:
         return "subject_first"
-    if pos == last:
-        return "subject_last"
     if first < pos < last:
         return "subject_middle"
     if pos == last + 1:
@@ -164,9 +164,7 @@ class TracingResult:
         nn = lambda t: [[None if math.isnan(x) else x for x in r] for r in t.tolist()]  # noqa: E731
         return {"kind": "causal_tracing", "format_version": 1, "model": self.model_name, "corruption": self.corruption,
                 "aie": {k: nn(v) for k, v in self.aie.items()}, "settings": self.settings, "headline": self.headline(),
-                "traces": [{"prompt": t.prompt, "subject": t.subject, "answer": t.answer, "str_tokens": t.str_tokens,
-                            "subject_range": list(t.subject_range), "p_clean": t.p_clean, "p_corrupt": t.p_corrupt,
-                            "effects": {k: v.tolist() for k, v in t.effects.items()}} for t in self.traces]}
+                "traces": [_trace_to_json(t) for t in self.traces]}
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         return write_json(directory, name, self.to_dict())
@@ -175,9 +173,7 @@ class TracingResult:
     def load(cls, path: str | Path) -> TracingResult:
         d, _ = read_json(path, RESULT_FILE, "causal_tracing")
         f = lambda x: torch.tensor([[float("nan") if v is None else v for v in r] for r in x])  # noqa: E731
-        traces = [FactTrace(t["prompt"], t["subject"], t["answer"], t["str_tokens"], tuple(t["subject_range"]),
-                            t["p_clean"], t["p_corrupt"], {k: torch.tensor(v) for k, v in t["effects"].items()})
-                  for t in d["traces"]]
+        traces = [_trace_from_json(t) for t in d["traces"]]
         return cls(traces=traces, aie={k: f(v) for k, v in d["aie"].items()}, corruption=d["corruption"],
                    model_name=d["model"], settings=d["settings"])
 
@@ -256,20 +252,38 @@ def trace_fact(model: Model, fact: Fact, corruption: str = "noise", noise_std: f
             hooks = [f"blocks.{layer}.{_KIND_HOOK[k]}"] if k == "resid" else \
                     [f"blocks.{x}.{_KIND_HOOK[k]}" for x in _window(layer, L, window)]
             first = int(hooks[0].split(".")[1])
-            for pos in range(p):
+            for pos in range(a, p):  # states before the subject are identical in both runs: IE = 0
                 cells.append(Cell(hooks[0], first, position=pos, also=tuple(hooks[1:])))
         per, _ = run_cells(model, pairs, cells, corrupt, cc, cx, method=method,
                            extra_interventions=extra if method == "naive" else ())
-        effects[k] = per.mean(-1).view(L, p)
+        eff = torch.full((L, p), p_corrupt)
+        eff[:, a:] = per.mean(-1).view(L, p - a)
+        effects[k] = eff
     return FactTrace(fact.prompt, fact.subject, fact.answer, model.to_str_tokens(clean_row[0]), (a, b), p_clean,
                      p_corrupt, effects)
 
 
+def _trace_to_json(t: FactTrace) -> dict:
+    return {"prompt": t.prompt, "subject": t.subject, "answer": t.answer, "str_tokens": t.str_tokens,
+            "subject_range": list(t.subject_range), "p_clean": t.p_clean, "p_corrupt": t.p_corrupt,
+            "effects": {k: v.tolist() for k, v in t.effects.items()}}
+
+
+def _trace_from_json(t: dict) -> FactTrace:
+    return FactTrace(t["prompt"], t["subject"], t["answer"], t["str_tokens"], tuple(t["subject_range"]), t["p_clean"],
+                     t["p_corrupt"], {k: torch.tensor(v) for k, v in t["effects"].items()})
+
+
 def causal_tracing(model: Model, facts: Sequence[Fact], corruption: str = "noise", noise_scale: float = 3.0,
                    n_samples: int = 10, window: int = 10, kinds: Sequence[str] = KINDS, seed: int = 0,
-                   method: str = "fast", partners: Sequence[Fact] | None = None, progress=None) -> TracingResult:
+                   method: str = "fast", partners: Sequence[Fact] | None = None, progress=None,
+                   checkpoint: str | Path | None = None) -> TracingResult:
     """Causal tracing over ``facts`` (they should be facts the model knows, see
-    :func:`interplab.tasks.facts.known_facts`); returns per-fact maps and the AIE by token class."""
+    :func:`interplab.tasks.facts.known_facts`); returns per-fact maps and the AIE by token class.
+
+    ``checkpoint``: a JSON-lines file; each finished fact is appended to it, and facts already in it
+    (same prompt, subject, answer and settings) are read back instead of recomputed, so a killed run
+    resumes where it stopped."""
     facts = list(facts)
     if not facts:
         raise ValueError("causal tracing needs at least one fact.")
@@ -277,10 +291,37 @@ def causal_tracing(model: Model, facts: Sequence[Fact], corruption: str = "noise
     std = embedding_noise_std(model, facts) if corruption == "noise" else None
     partners = list(partners if partners is not None else facts)
     traces, skipped = [], []
+    key = {"model": model.name, "corruption": corruption, "noise_scale": noise_scale, "n_samples": n_samples,
+           "window": window, "kinds": list(kinds), "seed": seed}
+    done: dict[tuple, FactTrace] = {}
+    ck = Path(checkpoint) if checkpoint else None
+    if ck is not None and ck.exists():
+        import json
+
+        for line in ck.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if rec.get("key") == key:
+                t = _trace_from_json(rec["trace"])
+                done[(t.prompt, t.subject, t.answer, rec.get("index"))] = t
     for i, f in enumerate(facts):
+        old = done.get((f.prompt, f.subject, f.answer, i))
+        if old is not None:
+            traces.append(old)
+            if progress:
+                progress(i + 1, len(facts))
+            continue
         try:
             traces.append(trace_fact(model, f, corruption, std, noise_scale, n_samples, window, kinds, partners,
                                      seed=seed + i, method=method))
+            if ck is not None:
+                import json
+
+                ck.parent.mkdir(parents=True, exist_ok=True)
+                with ck.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"key": key, "index": i, "trace": _trace_to_json(traces[-1])}) + "\n")
         except ValueError as e:
             if corruption != "resample":
                 raise

@@ -1,0 +1,62 @@
+"""Integration: IOI, facts, patching and tracing on the real SmolLM2-135M."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interplab.analyses.patching import activation_patching, attribution_patching, correlation
+from interplab.tasks import get_task
+from interplab.tasks.ioi import ioi, single_token_names
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ioi_pairs(smollm2):
+    return ioi(smollm2, n=16, seed=0)
+
+
+def test_ioi_task_on_smollm2(smollm2, ioi_pairs):
+    assert len(single_token_names(smollm2)) >= 30
+    pr = ioi_pairs
+    with torch.no_grad():
+        ld = pr.metric_from_logits(smollm2.run(pr.clean, attention_mask=pr.run_mask()).logits)
+        ldx = pr.metric_from_logits(smollm2.run(pr.corrupt, attention_mask=pr.run_mask()).logits)
+    assert (ld > 0).float().mean() >= 0.8  # the model prefers IO (measured: 0.98 on 40 pairs)
+    assert ld.mean() > 2.0 and ldx.abs().mean() < ld.mean() / 2  # p_ABC carries no IO information
+
+
+def test_heads_patching_fast_equals_naive_and_attribution(smollm2, ioi_pairs):
+    pr = ioi_pairs.head(6)
+    f = activation_patching(smollm2, pr, grid="heads", position="END", layers=[20, 23, 24], n_boot=50)
+    n = activation_patching(smollm2, pr, grid="heads", position="END", layers=[20, 23, 24], method="naive", n_boot=50)
+    assert (f.per_prompt - n.per_prompt).abs().max() <= 1e-3  # logit units (~5); normalised below
+    assert (f.values - n.values).abs().max() <= 1e-4
+    a = attribution_patching(smollm2, pr, grid="heads", position="END", layers=[20, 23, 24], n_boot=50)
+    assert correlation(a, f) > 0.8
+
+
+def test_small_tasks_and_facts_on_smollm2(smollm2):
+    for name in ("pronouns", "capitalisation", "acronyms", "facts"):
+        pr = get_task(smollm2, name, n=12)
+        with torch.no_grad():
+            m = pr.metric_from_logits(smollm2.run(pr.clean, attention_mask=pr.run_mask()).logits)
+        assert (m > 0).float().mean() >= 0.7, name
+
+
+def test_cli_trace_one_fact(tmp_path):
+    from typer.testing import CliRunner
+
+    from interplab.cli import app
+
+    r = CliRunner().invoke(app, ["trace", "--prompt", "The Eiffel Tower is located in the city of", "--subject",
+                                 "Eiffel Tower", "--answer", " Paris", "--samples", "3", "--no-refine", "--json",
+                                 "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    assert h["peak"]["component"] in ("resid", "mlp", "attn") and h["p_clean_mean"] > h["p_corrupt_mean"]
+    assert (tmp_path / "t" / "report.html").exists()
+    r = CliRunner().invoke(app, ["trace", "--prompt", "The Eiffel Tower", "--subject", "Louvre", "--answer", " Paris"])
+    assert r.exit_code == 2 and "does not occur" in r.output
