@@ -121,3 +121,37 @@ def test_tracing_checkpoint_resumes(tm, tmp_path, monkeypatch):
     assert len(calls) == 1  # only the unfinished fact was recomputed
     for k in full.aie:
         assert torch.allclose(full.aie[k], again.aie[k], equal_nan=True)
+
+
+def test_cli_patch_ioi_and_bench_on_tiny(tm, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from interplab.cli import app
+
+    d = str(tmp_path / "model")
+    tm.save(d)
+    run = CliRunner()
+    r = run.invoke(app, ["patch", "ioi", "--model", d, "--grid", "heads", "--position", "END", "--n", "6",
+                         "--attribution", "--json", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    assert h["grid"] == "heads" and -1 <= h["attribution_corr"] <= 1 and (tmp_path / "p" / "report.html").exists()
+    r = run.invoke(app, ["ioi", "--model", d, "--n", "6", "--json", "--out", str(tmp_path / "i")])
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    for k in ("logit_diff_mean", "io_preferred_frac", "heads", "circuit"):
+        assert k in h
+    assert set(h["heads"]) >= {"name_movers", "s_inhibition", "induction", "duplicate_token", "previous_token"}
+    assert "faithfulness" in h["circuit"] and isinstance(h["circuit"]["heads"], list)
+    html = (tmp_path / "i" / "report.html").read_text()
+    assert "Circuit" in html
+    r = run.invoke(app, ["bench", "patching", "--model", d, "--n", "4", "--json", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    assert h["max_abs_diff"] <= 1e-4 and h["cells"] == tm.cfg.n_layers * tm.cfg.n_heads
+    for k in ("naive_s", "fast_s", "speedup", "attribution_s", "attribution_corr"):
+        assert k in h
+    r = run.invoke(app, ["patch", "ioi", "--model", d, "--grid", "bogus"])
+    assert r.exit_code == 2 and "grid must be" in r.output
