@@ -19,10 +19,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command()
     def patch(task: str = typer.Argument(..., help="ioi | facts | pronouns | capitalisation | acronyms"),
               model: str = typer.Option("smollm2-135m", "--model", "-m"),
-              grid: str = typer.Option("resid", "--grid", help="resid | attn_out | mlp_out | heads | heads_by_pos | q | k | v | pattern"),
+              grid: str = typer.Option("resid", "--grid", help="resid | attn_out | mlp_out | heads | heads_by_pos | q | k | v | pattern | neurons"),
               direction: str = typer.Option("denoise", "--direction", help="denoise (corrupt run, clean patched in) | noise."),
               position: Optional[str] = typer.Option(None, "--position", help="For head grids: a named position (e.g. END); default all positions."),
               n: int = typer.Option(20, "--n", help="Prompt pairs."),
+              neuron: Optional[list[str]] = typer.Option(None, "--neuron", help="For --grid neurons: LAYER:NEURON (repeat)."),
               method: str = typer.Option("fast", "--method", help="fast | naive."),
               attribution: bool = typer.Option(False, "--attribution", help="Also run attribution patching and report its correlation."),
               seed: int = typer.Option(0, "--seed"),
@@ -37,10 +38,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         args = {"task": task, "model": model, "grid": grid, "direction": direction, "position": position, "n": n,
                 "method": method, "attribution": attribution}
         with _Guard(), Run("patch", args, out=out, seed=seed) as run:
+            try:
+                neurons = [tuple(int(x) for x in s.split(":")) for s in (neuron or [])]
+                if any(len(t) != 2 for t in neurons):
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"--neuron takes LAYER:NEURON, e.g. 12:345; got {neuron}.") from None
             m = _load(model)
             pairs = get_task(m, task, n=n, seed=seed)
             with err.status(f"patching {grid} on {len(pairs)} {task} pairs …"):
-                res = activation_patching(m, pairs, grid=grid, direction=direction, position=position, method=method, seed=seed)
+                res = activation_patching(m, pairs, grid=grid, direction=direction, position=position, method=method, seed=seed,
+                                          neurons=neurons or None)
             res.save(run.dir)
             h = res.headline()
             rep = Report(f"Activation patching — {task} — {m.name}",
@@ -49,7 +57,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             rep.section("Patching", res.plot(), table(res.to_frame().head(60)), id="patching")
             if attribution:
                 with err.status("attribution patching …"):
-                    att = attribution_patching(m, pairs, grid=grid, direction=direction, position=position, seed=seed)
+                    att = attribution_patching(m, pairs, grid=grid, direction=direction, position=position, seed=seed,
+                                               neurons=neurons or None)
                 att.save(run.dir, "attribution.json")
                 h["attribution_corr"] = round(correlation(att, res), 4)
                 rep.section("Attribution patching", att.plot(),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model
+from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model, task_text
 
 import interplab
 from interplab.analyses import LogitLensResult
@@ -35,7 +35,8 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 
 @pytest.fixture(scope="session")
 def tok_model(tmp_path_factory):
-    return interplab.load(make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_tokenized_report")))
+    return interplab.load(make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_tokenized_report"), vocab_size=1200,
+                                                    extra_text=task_text()))
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +176,8 @@ def test_report_analysis_sections(tok_model, tmp_path):
     for sid in [*SECTIONS, *EXTRA_SECTIONS]:
         assert f'<section class="ipl-section" id="{sid}">' in html
     assert (tmp_path / "heads.json").exists()
+    assert (tmp_path / "patching_ioi_heads.json").exists() and (tmp_path / "ioi" / "ioi.json").exists()
+    assert "cannot be built" not in html
     with pytest.raises(ValueError, match="unknown report section"):
         build_report(tok_model, tmp_path, sections=["nope"])
 

@@ -9,17 +9,13 @@ from interplab.analyses.tracing import BUCKETS, TracingResult, bucket_of, causal
 from interplab.tasks import get_task
 from interplab.tasks.facts import Fact, all_facts
 from interplab.tasks.ioi import BABA_TEMPLATES, _segments, ioi_specs
-from tiny_tokenized import make_tiny_tokenized_model
+from tiny_tokenized import make_tiny_tokenized_model, task_text
 
 
 @pytest.fixture(scope="module")
 def tm(tmp_path_factory):
-    from interplab.tasks.ioi import NAMES, OBJECTS, PLACES
-    from interplab.tasks.small import _FEMALE, _MALE, _WORDS
-
-    words = " ".join(NAMES + _MALE + _FEMALE + _WORDS + PLACES + OBJECTS + ["he", "she", "The", "the", "gave", "to"])
     return interplab.load(make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_tok_tracing"), vocab_size=1200,
-                                                    extra_text=[" " + words, words]))
+                                                    extra_text=task_text()))
 
 
 def test_ioi_segments_follow_wang_et_al():

@@ -53,3 +53,12 @@ def make_tiny_tokenized_model(directory: str | Path, vocab_size: int = 400, n_la
     model.save_pretrained(str(d))
     fast.save_pretrained(str(d))
     return str(d)
+
+
+def task_text() -> list[str]:
+    """Sentences that make the built-in tasks' names and words single tokens (IOI needs that)."""
+    from interplab.tasks.ioi import NAMES, OBJECTS, PLACES
+    from interplab.tasks.small import _FEMALE, _MALE, _WORDS
+
+    words = " ".join(NAMES + _MALE + _FEMALE + _WORDS + PLACES + OBJECTS + ["he", "she", "The", "the", "gave", "to"])
+    return [" " + words, words]
