@@ -57,6 +57,7 @@ from torch import nn
 from interplab.acts import ActivationDataset, Stats
 
 KINDS = ("topk", "relu")
+_SPARSE_TOPK = [True]  # False: the dense TopK training path (tests check both give the same SAE)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -372,7 +373,7 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
     with torch.no_grad():
         sae.b_dec.data = (st.mean * sae.scale).to(torch.float32)
     params = [p for p in sae.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), fused=True)
     state = TrainState(0, torch.zeros(cfg.n_features, dtype=torch.long), [])
     ck = Path(checkpoint_dir) if checkpoint_dir else None
     if ck is not None:
@@ -391,14 +392,29 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
     for step in range(start, end):
         x = next(it)
         xs = x * sae.scale
-        pre = sae.pre(x)
-        f = sae.activate(pre)
-        rec = sae.decode_scaled(f)
+        if cfg.kind == "topk" and _SPARSE_TOPK[0]:
+            # sparse path (Gao et al. 2024 use sparse kernels too): the dense pre-activations are computed without
+            # autograd only to choose the top k; the chosen ones are recomputed from gathered encoder rows and
+            # decoded from gathered decoder rows, so the backward pass touches k rows per token instead of all features
+            with torch.no_grad():
+                pre = sae.pre(x)
+                idx = pre.topk(cfg.k, dim=-1).indices
+            xin = xs - sae.b_dec
+            pre_sel = torch.einsum("bkd,bd->bk", F.embedding(idx, sae.W_enc.t()), xin) + sae.b_enc[idx]
+            acts = F.relu(pre_sel)
+            rec = torch.einsum("bk,bkd->bd", acts, F.embedding(idx, sae.W_dec)) + sae.b_dec
+            fired = torch.zeros(cfg.n_features, dtype=torch.bool).index_fill_(0, idx[acts > 0], True)
+            nnz = (acts > 0).sum(-1).float()
+        else:
+            pre = sae.pre(x)
+            f = sae.activate(pre)
+            rec = sae.decode_scaled(f)
+            fired = (f > 0).any(0)
+            nnz = (f > 0).sum(-1).float()
         err = rec - xs
         mse = (err**2).sum(-1).mean()
         loss = mse
         logs = {"step": step}
-        fired = (f > 0).any(0)
         state.tokens_since_fired += x.shape[0]
         state.tokens_since_fired[fired] = 0
         dead = state.tokens_since_fired >= dead_window
@@ -408,15 +424,15 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
             loss = loss + lam * l1
             logs["l1"] = float(l1.detach())
         elif dead.any() and cfg.aux_coeff > 0:
-            dpre = pre.masked_fill(~dead, float("-inf"))
             kk = min(k_aux, int(dead.sum()))
-            v, i = dpre.topk(kk, dim=-1)
-            fa = torch.zeros_like(pre).scatter(-1, i, F.relu(v))
-            e_hat = fa @ sae.W_dec
+            with torch.no_grad():
+                i = pre.masked_fill(~dead, float("-inf")).topk(kk, dim=-1).indices
+            a_sel = F.relu(torch.einsum("bkd,bd->bk", F.embedding(i, sae.W_enc.t()), xin) + sae.b_enc[i])
+            e_hat = torch.einsum("bk,bkd->bd", a_sel, F.embedding(i, sae.W_dec))
             target = -err.detach()
             aux = ((e_hat - target) ** 2).sum(-1).mean() / (target**2).sum(-1).mean().clamp_min(1e-12)
             loss = loss + cfg.aux_coeff * aux
-            logs["aux"] = float(aux)
+            logs["aux"] = float(aux.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if not cfg.freeze_decoder:
@@ -432,7 +448,7 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
             with torch.no_grad():
                 tv = ((xs - xs.mean(0)) ** 2).sum(-1).mean()
                 logs.update({"loss": float(loss), "mse": float(mse), "ev": float(1 - mse / tv) if tv > 0 else float("nan"),
-                             "l0": float((f > 0).sum(-1).float().mean()), "dead_frac": float(dead.float().mean())})
+                             "l0": float(nnz.mean()), "dead_frac": float(dead.float().mean())})
             state.history.append(logs)
             if progress is not None:
                 progress(step + 1, steps, logs)
@@ -618,3 +634,241 @@ def browser_html(contexts: dict[int, list[dict]], density: dict[int, float] | No
         parts.append("</table>")
     parts.append("</div>")
     return Html("".join(parts))
+
+
+# ------------------------------------------------------------------------------------------ experiment + result
+
+
+def _ev_gap(sae: SAE, pca: PCA, m: int, data) -> dict:
+    """EV(SAE) - EV(PCA top-m coefficients) on ``data`` and its standard error over rows (the sampling noise)."""
+    if isinstance(data, torch.Tensor):
+        data = TensorData(data)
+    st, diffs = Stats(), []
+    with torch.no_grad():
+        for x in data.batches(8192, shuffle=False):
+            st.update(x)
+            e_s = ((x - sae(x)) ** 2).double().sum(-1)
+            e_p = ((x - pca.reconstruct(x, m, "topk")) ** 2).double().sum(-1)
+            diffs.append(e_p - e_s)
+    dd = torch.cat(diffs)
+    tv = st.total_var
+    return {"ev_gap_vs_pca_topk": float(dd.mean() / tv), "ev_gap_se": float(dd.std() / math.sqrt(len(dd)) / tv)}
+
+
+def _brief(m: dict) -> dict:
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items() if k not in ("density", "n")}
+
+
+def fit_and_score(train, test, cfg: SAEConfig, atoms: torch.Tensor | None = None, checkpoint_dir=None,
+                  progress=None) -> tuple[SAE, dict]:
+    """Train on ``train``; score on train and test; PCA at equal L0 (and the SAE-PCA gap); recovery if ``atoms``."""
+    sae, info = train_sae(train, cfg, checkpoint_dir=checkpoint_dir, progress=progress)
+    tr, te = evaluate(sae, train), evaluate(sae, test)
+    p = PCA(train)
+    m = max(1, int(round(te["l0"])))
+    out = {"train": _brief(tr), "test": _brief(te), "pca_m": m,
+           "pca_top_ev": evaluate(lambda x: p.reconstruct(x, m, "top"), test)["explained_variance"],
+           "pca_topk_ev": evaluate(lambda x: p.reconstruct(x, m, "topk"), test)["explained_variance"],
+           **_ev_gap(sae, p, m, test), "tokens_per_s": info["tokens_per_s"], "train_seconds": info["seconds"],
+           "steps": info["steps"], "train_dead_frac_window": info["train_dead_frac"], "history": info["history"],
+           "density_test": te["density"]}
+    if atoms is not None:
+        out.update(recovery(sae, atoms))
+    return sae, out
+
+
+def control_config(cfg: SAEConfig, d: int) -> SAEConfig:
+    """The SAE used on a synthetic control of dimension ``d``: same kind, λ and seed, ``k = max(1, min(k, d // 8))``,
+    ``n_features = max(64, 8 d)``, 4 epochs of 32k rows."""
+    return SAEConfig(d_in=d, n_features=max(64, 8 * d), kind=cfg.kind, k=max(1, min(cfg.k, d // 8)), l1_coeff=cfg.l1_coeff,
+                     lr=1e-3, batch_size=512, epochs=4, seed=cfg.seed)
+
+
+@dataclass
+class SAEResult:
+    """An SAE run: metrics on training and held-out rows, CE score, controls and the feature browser."""
+
+    settings: dict
+    main: dict
+    ce: dict | None = None
+    controls: dict = field(default_factory=dict)
+    browser: dict | None = None
+
+    def headline(self) -> dict:
+        m = self.main
+        h = {"l0": m["train"]["l0"], "test_l0": m["test"]["l0"],
+             "explained_variance": m["train"]["explained_variance"], "test_explained_variance": m["test"]["explained_variance"],
+             "mse": m["train"]["mse"], "test_mse": m["test"]["mse"],
+             "dead_frac": m["train"]["dead_frac"], "test_dead_frac": m["test"]["dead_frac"],
+             "pca_top_ev": m["pca_top_ev"], "pca_topk_ev": m["pca_topk_ev"], "pca_m": m["pca_m"],
+             "tokens_per_s": m["tokens_per_s"]}
+        if self.ce:
+            h.update({"ce_score": self.ce["train"]["ce_score"], "test_ce_score": self.ce["test"]["ce_score"],
+                      "ce_clean": self.ce["test"]["ce_clean"], "ce_sae": self.ce["test"]["ce_sae"],
+                      "ce_zero_ablation": self.ce["test"]["ce_zero_ablation"], "ce_baseline": "zero ablation"})
+        if "recovery" in m:
+            h.update({"recovery": m["recovery"], "mmcs": m["mmcs"]})
+        if self.controls:
+            h["controls"] = {k: {kk: v[kk] for kk in ("test_explained_variance", "l0", "pca_topk_ev", "pca_top_ev",
+                                                     "ev_gap_vs_pca_topk", "ev_gap_se", "test_dead_frac", "recovery", "ce_score")
+                                 if kk in v} for k, v in self.controls.items()}
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
+
+    def to_frame(self):
+        import pandas as pd
+
+        rows = [{"data": "main", "split": s, **{k: v for k, v in self.main[s].items()}} for s in ("train", "test")]
+        for name, c in self.controls.items():
+            rows.append({"data": name, "split": "test", "l0": c.get("l0"), "explained_variance": c.get("test_explained_variance"),
+                         "dead_frac": c.get("test_dead_frac"), "pca_topk_ev": c.get("pca_topk_ev"), "pca_top_ev": c.get("pca_top_ev"),
+                         "recovery": c.get("recovery")})
+        return pd.DataFrame(rows)
+
+    def plot(self):
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("training (batch EV, L0)", "held-out EV: SAE vs PCA at equal L0"))
+        hist = self.main["history"]
+        fig.add_trace(go.Scatter(x=[h["step"] for h in hist], y=[h["ev"] for h in hist], name="batch EV"), 1, 1)
+        names = ["main"] + list(self.controls)
+        sae_ev = [self.main["test"]["explained_variance"]] + [self.controls[n].get("test_explained_variance") for n in self.controls]
+        pca_ev = [self.main["pca_topk_ev"]] + [self.controls[n].get("pca_topk_ev") for n in self.controls]
+        fig.add_trace(go.Bar(x=names, y=sae_ev, name="SAE"), 1, 2)
+        fig.add_trace(go.Bar(x=names, y=pca_ev, name="PCA top-L0 coefficients"), 1, 2)
+        fig.update_layout(barmode="group", height=420)
+        return fig
+
+    def save(self, directory: str | Path) -> Path:
+        from interplab.results import write_json
+
+        main = {k: v for k, v in self.main.items() if k != "density_test"}
+        ctrl = {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "density_test")} for k, v in self.controls.items()}
+        return write_json(directory, "sae_result.json", {"kind": "sae_result", "settings": self.settings, "main": main, "ce": self.ce,
+                                                           "controls": ctrl, "browser": {str(k): v for k, v in (self.browser or {}).items()}})
+
+    @classmethod
+    def load(cls, path: str | Path) -> SAEResult:
+        from interplab.results import read_json
+
+        d, _ = read_json(path, "sae_result.json", "sae_result")
+        return cls(d["settings"], d["main"], d["ce"], d["controls"], {int(k): v for k, v in d["browser"].items()} or None)
+
+    def report_parts(self):
+        from interplab.report.html import figure, table, text
+
+        h = self.headline()
+        rows = [{"metric": k, "train": self.main["train"].get(k), "held-out": self.main["test"].get(k)}
+                for k in ("l0", "explained_variance", "mse", "dead_frac")]
+        if self.ce:
+            for k in ("ce_clean", "ce_sae", "ce_zero_ablation", "ce_score"):
+                rows.append({"metric": k, "train": self.ce["train"][k], "held-out": self.ce["test"][k]})
+        parts = [text(f"{self.settings.get('kind')} SAE, {self.settings.get('n_features')} features on {self.settings.get('data')} "
+                      f"(hook {self.settings.get('hook')}); explained variance is measured against the mean of the evaluated rows; "
+                      "CE score = (CE_zero_ablation - CE_sae) / (CE_zero_ablation - CE_clean)."),
+                 table(rows), figure(self.plot()),
+                 text(f"PCA at equal L0 (m = {h['pca_m']}, fitted on training rows, held-out EV): top-m components "
+                      f"{h['pca_top_ev']:.4f}; top-m coefficients per token {h['pca_topk_ev']:.4f}.")]
+        if self.controls:
+            parts.append(table([{"control": k, **{kk: v.get(kk) for kk in ("l0", "test_explained_variance", "pca_topk_ev", "pca_top_ev",
+                                                                            "ev_gap_vs_pca_topk", "ev_gap_se", "test_dead_frac",
+                                                                            "recovery", "mmcs", "ce_score")}}
+                                for k, v in self.controls.items()]))
+        return parts
+
+
+def _control_entry(sc: dict) -> dict:
+    return {"l0": sc["test"]["l0"], "explained_variance": sc["train"]["explained_variance"],
+            "test_explained_variance": sc["test"]["explained_variance"], "test_dead_frac": sc["test"]["dead_frac"],
+            **{k: sc[k] for k in ("pca_m", "pca_top_ev", "pca_topk_ev", "ev_gap_vs_pca_topk", "ev_gap_se", "recovery", "mmcs",
+                                  "train_seconds") if k in sc}}
+
+
+def run_synthetic_controls(cfg: SAEConfig, names=SYNTHETIC, n_train: int = 32768, n_test: int = 8192, log=None) -> dict:
+    """Train and score the control SAE (:func:`control_config`) on each synthetic data set."""
+    out = {}
+    for name in names:
+        data = make_synthetic(name, n_train=n_train, n_test=n_test, seed=cfg.seed)
+        c = control_config(cfg, data["d"])
+        _, sc = fit_and_score(data["train"], data["test"], c, atoms=data["atoms"])
+        out[name] = _control_entry(sc) | {"d": data["d"], "k": c.k, "n_features": c.n_features}
+        if log:
+            log(f"control {name}: held-out EV {sc['test']['explained_variance']:.3f} vs PCA {sc['pca_topk_ev']:.3f}")
+    return out
+
+
+def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: SAEConfig | None = None, run_dir: str | Path,
+            test_frac: float = 0.1, n_train: int = 65536, n_test: int = 16384, controls: bool = True, ce_seqs: int = 16,
+            control_rows: int = 32768,
+            browser_features: int = 16, log: Callable[[str], None] | None = None, **cfg_kw) -> tuple[SAE, SAEResult]:
+    """The ``interplab sae train`` experiment.
+
+    ``data``: ``"acts"`` (the activation directory ``acts_dir``; a model enables the CE score and the layer-0
+    control) or a synthetic set (:data:`SYNTHETIC`). Controls (``controls=True``): every synthetic set, and for
+    model activations also layer-0 (``hook_embed``) activations of the same tokens and a frozen random decoder."""
+    log = log or (lambda s: None)
+    run_dir = Path(run_dir)
+    atoms = None
+    if data == "acts":
+        ds = ActivationDataset(acts_dir)
+        train, test = ds.split(test_frac, by="shard") if len(ds.shards) >= 2 else ds.split(test_frac, by="row")
+        d = ds.d
+        desc = {"data": f"activations {acts_dir}", "hook": ds.hook, "model": ds.model_name, "rows": len(ds),
+                "train_rows": len(train), "test_rows": len(test)}
+    elif data in SYNTHETIC:
+        sd = make_synthetic(data, n_train=n_train, n_test=n_test, seed=(cfg.seed if cfg else cfg_kw.get("seed", 0)))
+        train, test, atoms, d = TensorData(sd["train"]), TensorData(sd["test"]), sd["atoms"], sd["d"]
+        ds = None
+        desc = {"data": data, "hook": None, "model": None, "train_rows": n_train, "test_rows": n_test}
+    else:
+        raise ValueError(f"--data must be 'acts DIR' or one of {', '.join(SYNTHETIC)}, not {data!r}.")
+    if cfg is None:
+        cfg = SAEConfig(d_in=d, **cfg_kw)
+    elif cfg.d_in != d:
+        raise ValueError(f"the SAE config has d_in={cfg.d_in} but the data has d={d}.")
+    settings = {**asdict(cfg), **desc, "test_frac": test_frac}
+    log(f"training {cfg.kind} SAE ({cfg.n_features} features) on {len(train)} rows …")
+    sae, main = fit_and_score(train, test, cfg, atoms=atoms, checkpoint_dir=run_dir / "checkpoint",
+                              progress=lambda s, n, lg: log(f"step {s}/{n}: batch EV {lg.get('ev', float('nan')):.3f}, L0 {lg.get('l0', 0):.1f}"))
+    sae.save(run_dir)
+    res = SAEResult(settings, main)
+    skip_first = bool(ds.manifest["settings"].get("skipped_bos")) if ds is not None else False
+    can_ce = model is not None and ds is not None and ds.manifest["settings"].get("positions") == "all"
+    if can_ce:
+        log("CE score (clean / SAE spliced / zero-ablated) …")
+        res.ce = {}
+        for split, part in (("train", train), ("test", test)):
+            seqs = part.sequences()[:ce_seqs]
+            res.ce[split] = ce_score(model, sae, ds.hook, ds.tokens[seqs], skip_first=skip_first) | {"n_seqs": len(seqs)}
+    if controls:
+        res.controls.update(run_synthetic_controls(cfg, n_train=control_rows, n_test=max(256, control_rows // 4), log=log))
+        if ds is not None:
+            log("control: frozen random decoder …")
+            rc = SAEConfig(**{**asdict(cfg), "freeze_decoder": True, "resample_at": cfg.resample_at})
+            rsae, rsc = fit_and_score(train, test, rc)
+            res.controls["random-decoder"] = _control_entry(rsc)
+            if res.ce:
+                seqs = test.sequences()[:ce_seqs]
+                res.controls["random-decoder"]["ce_score"] = ce_score(model, rsae, ds.hook, ds.tokens[seqs], skip_first=skip_first)["ce_score"]
+            if model is not None and ds.hook != "hook_embed":
+                from interplab.acts import extract_activations
+
+                log("control: layer-0 (hook_embed) activations of the same tokens …")
+                s = ds.manifest["settings"]
+                l0dir = run_dir / "acts_layer0"
+                ds0 = extract_activations(model, "hook_embed", l0dir, tokens=ds.tokens, positions=s["positions"],
+                                          keep_bos=s["keep_bos"], shard_rows=ds.manifest["shard_rows"], batch=s["batch"])
+                tr0, te0 = ds0.split(test_frac, by="shard") if len(ds0.shards) >= 2 else ds0.split(test_frac, by="row")
+                lc = SAEConfig(**{**asdict(cfg), "d_in": ds0.d})
+                _, l0sc = fit_and_score(tr0, te0, lc)
+                res.controls["layer0-embed"] = _control_entry(l0sc)
+    if ds is not None and browser_features > 0:
+        dens = main["density_test"]
+        alive = (dens > 0).nonzero().flatten()
+        g = torch.Generator().manual_seed(cfg.seed)
+        pick = alive[torch.randperm(len(alive), generator=g)[:browser_features]].sort().values.tolist()
+        tok = getattr(model, "tokenizer", None) if model is not None else None
+        res.browser = top_contexts(sae, test, pick, tokenizer=tok)
+        res.settings["browser_density"] = {int(f): float(dens[f]) for f in pick}
+    res.save(run_dir)
+    return sae, res
