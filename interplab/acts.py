@@ -9,8 +9,10 @@
 (:func:`interplab.tasks.corpus.token_chunks`; default the standard library's ``pydoc_data.topics``, or a UTF-8
 text file), or a built-in task (``"induction"``: repeated random tokens, :func:`interplab.tasks.repeated_tokens`).
 
-**Positions.** ``"all"`` (every position; a BOS token in front is skipped unless ``keep_bos=True``, since its
-activations are outliers that dominate any training), ``"last"`` (the last position of each sequence) or an int
+**Positions.** ``"all"`` (every position; with ``skip_first`` the first position of each sequence is left
+out — by default (None) when it is a BOS token, whose activations are outliers that dominate any training;
+``skip_first=True`` also drops a first position without BOS, which in models such as SmolLM2 is an
+attention-sink outlier with a residual norm several times the others), ``"last"`` (the last position of each sequence) or an int
 (that position of each sequence, negative counting from the end). Every sequence gives the same number of rows,
 so row ``r`` maps to ``(seq, pos)`` without a lookup; each shard stores ``seq`` and ``pos`` anyway.
 
@@ -154,7 +156,7 @@ def _positions(seq_len: int, positions: str | int, bos: bool) -> list[int]:
 
 def extract_activations(model, hook: str, out: str | Path, *, text: str | Path | None = None, task: str | None = None,
                         tokens: torch.Tensor | None = None, n_tokens: int = 100_000, chunk_len: int = 128,
-                        positions: str | int = "all", keep_bos: bool = False, batch: int = 8, shard_rows: int = 16384,
+                        positions: str | int = "all", skip_first: bool | None = None, batch: int = 8, shard_rows: int = 16384,
                         dtype: str = "float32", seed: int = 0, progress=None) -> ActivationDataset:
     """Run ``model`` over sequences and write the activations at ``hook`` to ``out`` in shards (see the module doc).
 
@@ -177,11 +179,12 @@ def extract_activations(model, hook: str, out: str | Path, *, text: str | Path |
     n_seq, seq_len = toks.shape
     tok = getattr(model, "tokenizer", None)
     bos_id = getattr(tok, "bos_token_id", None) if tok is not None else None
-    has_bos = (not keep_bos and bos_id is not None and bool((toks[:, 0] == bos_id).all()))
-    pos_list = _positions(seq_len, positions, has_bos)
+    has_bos = bos_id is not None and bool((toks[:, 0] == bos_id).all())
+    skip = has_bos if skip_first is None else bool(skip_first)
+    pos_list = _positions(seq_len, positions, skip)
     per_seq = len(pos_list)
     n_rows = n_seq * per_seq
-    settings = {"hook": hook, "model": model.name, "positions": positions, "keep_bos": keep_bos, "skipped_bos": has_bos,
+    settings = {"hook": hook, "model": model.name, "positions": positions, "skip_first": skip_first, "skipped_first": skip,
                 "seq_len": int(seq_len), "n_seq": int(n_seq), "batch": batch, "shard_rows": shard_rows, "dtype": dtype,
                 **desc}
     out.mkdir(parents=True, exist_ok=True)

@@ -30,20 +30,22 @@ def acts(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model 
          batch: int = typer.Option(8, "--batch", help="Sequences per forward pass."),
          shard_rows: int = typer.Option(16384, "--shard-rows", help="Rows per shard file."),
          dtype: str = typer.Option("float32", "--dtype", help="float32 | float16 | bfloat16 on disk."),
+         skip_first: Optional[bool] = typer.Option(None, "--skip-first/--keep-first", help="Leave out position 0 of each sequence "
+                                                   "(default: only when it is a BOS token)."),
          as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON.")):
     """Extract activations at a hook point over a corpus or task into safetensors shards (resumable)."""
     cli = _cli()
     from interplab.runs import Run
 
     args = {"model": model, "hook": hook, "text": text, "task": task, "tokens": tokens, "positions": positions,
-            "chunk_len": chunk_len, "batch": batch, "shard_rows": shard_rows, "dtype": dtype}
+            "chunk_len": chunk_len, "batch": batch, "shard_rows": shard_rows, "dtype": dtype, "skip_first": skip_first}
     with cli._Guard(), Run("acts", args, out=out) as run:
         from interplab.acts import extract_activations
 
         m = cli._load(model)
         pos = positions if positions in ("all", "last") else int(positions) if positions.lstrip("-").isdigit() else positions
         with cli.err.status("extracting activations …") as status:
-            ds = extract_activations(m, hook, out, text=text, task=task, n_tokens=tokens, chunk_len=chunk_len, positions=pos,
+            ds = extract_activations(m, hook, out, text=text, task=task, n_tokens=tokens, chunk_len=chunk_len, positions=pos, skip_first=skip_first,
                                      batch=batch, shard_rows=shard_rows, dtype=dtype,
                                      progress=lambda d, n: status.update(f"extracting activations … {d}/{n} rows"))
         run.headline.update({"out": str(Path(out).resolve()), "hook": ds.hook, "model": ds.model_name, "d": ds.d,
@@ -61,6 +63,8 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
                                                                    "(default: activations of --model at --hook)."),
               data_dir: Optional[str] = typer.Argument(None, help="With --data acts: the activation directory."),
               tokens: int = typer.Option(100_000, "--tokens", help="Tokens of text to extract (with --model/--hook)."),
+              keep_first: bool = typer.Option(False, "--keep-first", help="Train on the first position of each chunk too "
+                                              "(default: left out, and left unchanged when splicing for the CE score: an outlier)."),
               text: Optional[str] = typer.Option(None, "--text", help="Text file for extraction (default pydoc topics)."),
               kind: str = typer.Option("topk", "--kind", help="topk | relu"),
               k: int = typer.Option(32, "--k", help="TopK: active features per token."),
@@ -81,7 +85,7 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
     cli = _cli()
     from interplab.runs import Run
 
-    args = {"model": model, "hook": hook, "data": data, "data_dir": data_dir, "tokens": tokens, "text": text, "kind": kind, "k": k,
+    args = {"model": model, "hook": hook, "data": data, "data_dir": data_dir, "tokens": tokens, "keep_first": keep_first, "text": text, "kind": kind, "k": k,
             "n_features": n_features, "l1": l1, "lr": lr, "batch_size": batch_size, "epochs": epochs, "test_frac": test_frac,
             "controls": controls, "control_rows": control_rows, "threads": threads}
     import torch
@@ -112,7 +116,8 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
             m = cli._load(model)
             acts_dir = run.dir / "acts"
             with cli.err.status("extracting activations …"):
-                extract_activations(m, hook, acts_dir, text=text, n_tokens=tokens, shard_rows=8192)
+                extract_activations(m, hook, acts_dir, text=text, n_tokens=tokens, skip_first=not keep_first,
+                                    shard_rows=max(128, min(8192, tokens // 10)))
             data = "acts"
         if hook and acts_dir is not None:
             from interplab.acts import ActivationDataset

@@ -832,7 +832,7 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
                               progress=lambda s, n, lg: log(f"step {s}/{n}: batch EV {lg.get('ev', float('nan')):.3f}, L0 {lg.get('l0', 0):.1f}"))
     sae.save(run_dir)
     res = SAEResult(settings, main)
-    skip_first = bool(ds.manifest["settings"].get("skipped_bos")) if ds is not None else False
+    skip_first = bool(ds.manifest["settings"].get("skipped_first")) if ds is not None else False
     can_ce = model is not None and ds is not None and ds.manifest["settings"].get("positions") == "all"
     if can_ce:
         log("CE score (clean / SAE spliced / zero-ablated) …")
@@ -857,7 +857,7 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
                 s = ds.manifest["settings"]
                 l0dir = run_dir / "acts_layer0"
                 ds0 = extract_activations(model, "hook_embed", l0dir, tokens=ds.tokens, positions=s["positions"],
-                                          keep_bos=s["keep_bos"], shard_rows=ds.manifest["shard_rows"], batch=s["batch"])
+                                          skip_first=s["skip_first"], shard_rows=ds.manifest["shard_rows"], batch=s["batch"])
                 tr0, te0 = ds0.split(test_frac, by="shard") if len(ds0.shards) >= 2 else ds0.split(test_frac, by="row")
                 lc = SAEConfig(**{**asdict(cfg), "d_in": ds0.d})
                 _, l0sc = fit_and_score(tr0, te0, lc)
