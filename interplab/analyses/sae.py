@@ -373,7 +373,7 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
     with torch.no_grad():
         sae.b_dec.data = (st.mean * sae.scale).to(torch.float32)
     params = [p for p in sae.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), fused=True)
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
     state = TrainState(0, torch.zeros(cfg.n_features, dtype=torch.long), [])
     ck = Path(checkpoint_dir) if checkpoint_dir else None
     if ck is not None:
