@@ -837,8 +837,12 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
     if can_ce:
         log("CE score (clean / SAE spliced / zero-ablated) …")
         res.ce = {}
-        for split, part in (("train", train), ("test", test)):
-            seqs = part.sequences()[:ce_seqs]
+        train_seqs = train.sequences()
+        test_seqs = test.sequences()
+        unseen = test_seqs[~torch.isin(test_seqs, train_seqs)]  # a sequence cut by the split counts as training text
+        res.settings["ce_test_unseen_text"] = len(unseen) > 0  # False: split by row, test rows share sequences with training
+        test_seqs = unseen if len(unseen) else test_seqs
+        for split, seqs in (("train", train_seqs[:ce_seqs]), ("test", test_seqs[:ce_seqs])):
             res.ce[split] = ce_score(model, sae, ds.hook, ds.tokens[seqs], skip_first=skip_first) | {"n_seqs": len(seqs)}
     if controls:
         res.controls.update(run_synthetic_controls(cfg, n_train=control_rows, n_test=max(256, control_rows // 4), log=log))
@@ -848,8 +852,8 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
             rsae, rsc = fit_and_score(train, test, rc)
             res.controls["random-decoder"] = _control_entry(rsc)
             if res.ce:
-                seqs = test.sequences()[:ce_seqs]
-                res.controls["random-decoder"]["ce_score"] = ce_score(model, rsae, ds.hook, ds.tokens[seqs], skip_first=skip_first)["ce_score"]
+                res.controls["random-decoder"]["ce_score"] = ce_score(model, rsae, ds.hook, ds.tokens[test_seqs[:ce_seqs]],
+                                                                      skip_first=skip_first)["ce_score"]
             if model is not None and ds.hook != "hook_embed":
                 from interplab.acts import extract_activations
 
