@@ -162,3 +162,12 @@ def test_cli_acts(tiny_dir, tmp_path):
     r = CliRunner().invoke(app, ["acts", "--model", tiny_dir, "--hook", "blocks.7.hook_resid_post", "--out", str(tmp_path / "p"),
                                  "--tokens", "64", "--chunk-len", "32"])
     assert r.exit_code == 2 and "Unknown hook point" in r.output
+
+
+def test_task_induction_source(tiny, tmp_path):
+    ds = extract_activations(tiny, "blocks.0.hook_resid_post", tmp_path / "ind", task="induction", n_tokens=4 * 32, chunk_len=32,
+                             positions="last")
+    t = ds.tokens
+    assert t.shape == (4, 32) and torch.equal(t[:, :16], t[:, 16:]) and len(ds) == 4
+    with pytest.raises(ValueError, match="either a text"):
+        extract_activations(tiny, "blocks.0.hook_resid_post", tmp_path / "z", task="induction", text="pydoc")

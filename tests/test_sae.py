@@ -207,3 +207,19 @@ def test_bench_sae_keys():
     assert res["tokens_per_s"] > 0 and "config" in res
     if res["saelens_version"]:
         assert res["saelens_tokens_per_s"] > 0 and res["speed_ratio_median"] > 0
+
+
+def test_cli_sae_on_an_activation_directory(tiny_dir, tmp_path):
+    from interplab.acts import extract_activations
+    from interplab.cli import app
+
+    model = interplab.load(tiny_dir)
+    extract_activations(model, "blocks.0.hook_resid_post", tmp_path / "acts", n_tokens=1024, chunk_len=32, shard_rows=128)
+    r = CliRunner().invoke(app, ["sae", "train", "--data", "acts", str(tmp_path / "acts"), "--features", "64", "--k", "4",
+                                 "--epochs", "1", "--batch-size", "128", "--no-controls", "--out", str(tmp_path / "r"), "--json"])
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    assert h["l0"] <= 4 and "ce_score" not in h  # no --model: no CE score
+    assert 'id="browser"' in (tmp_path / "r" / "report.html").read_text()
+    r = CliRunner().invoke(app, ["sae", "train", "--data", "acts", "--no-controls"])
+    assert r.exit_code == 2 and "activation directory" in r.output

@@ -94,9 +94,8 @@ def gaussian(n: int, d: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def mixture(n: int, d: int = 64, n_components: int = 12, spread: float = 0.1, seed: int = 0) -> torch.Tensor:
-    """A mixture of ``n_components`` Gaussians: centres N(0, I_d), each cluster isotropic with std ``spread``
-    (the centres fixed by ``seed`` alone, so train and test sets drawn with other ``seed + i`` share them is NOT
-    assumed: use :func:`make_synthetic`, which draws both from one generator)."""
+    """A mixture of ``n_components`` Gaussians: centres N(0, I_d), each cluster isotropic with std ``spread``.
+    Draw train and test rows in one call (as :func:`make_synthetic` does) so they share the centres."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(n_components, d, generator=g)
     lab = torch.randint(0, n_components, (n,), generator=g)
