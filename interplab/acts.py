@@ -418,16 +418,19 @@ class ActivationDataset:
 
     # ---- splitting
     def split(self, test_frac: float = 0.1, by: str = "shard", seed: int = 0) -> tuple[ActivationDataset, ActivationDataset]:
-        """``(train, test)`` views. ``by="shard"``: the last ``ceil(test_frac * n_shards)`` shards (at least one,
-        and never all) are the test set, so test rows come from later text; ``by="row"``: a seeded random
-        ``test_frac`` of the rows of every shard."""
+        """``(train, test)`` views. ``by="shard"``: the last shards are the test set (so test rows come from later
+        text) — as many as bring the test rows closest to ``test_frac`` of all rows (at least one, never all);
+        ``by="row"``: a seeded random ``test_frac`` of the rows of every shard."""
         if not 0 < test_frac < 1:
             raise ValueError(f"test_frac must lie in (0, 1), not {test_frac}.")
         sel = self._select
         if by == "shard":
             if len(sel) < 2:
                 raise ValueError("a split by shard needs at least 2 shards; use by='row' or a smaller shard_rows.")
-            n_test = min(len(sel) - 1, max(1, math.ceil(test_frac * len(sel))))
+            rows = [self.shards[i]["rows"] if idx is None else len(idx) for i, idx in sel]
+            target = test_frac * sum(rows)
+            tail = [sum(rows[len(rows) - j:]) for j in range(1, len(rows))]  # rows in the last j shards
+            n_test = 1 + min(range(len(tail)), key=lambda j: abs(tail[j] - target))
             return ActivationDataset(self.dir, sel[:-n_test]), ActivationDataset(self.dir, sel[-n_test:])
         if by in ("row", "rows"):
             g = torch.Generator().manual_seed(seed)
