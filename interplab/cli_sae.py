@@ -66,10 +66,11 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
               keep_first: bool = typer.Option(False, "--keep-first", help="Train on the first position of each chunk too "
                                               "(default: left out, and left unchanged when splicing for the CE score: an outlier)."),
               text: Optional[str] = typer.Option(None, "--text", help="Text file for extraction (default pydoc topics)."),
-              kind: str = typer.Option("topk", "--kind", help="topk | relu"),
+              kind: str = typer.Option("topk", "--kind", help="topk | relu | jumprelu"),
               k: int = typer.Option(32, "--k", help="TopK: active features per token."),
               n_features: int = typer.Option(4096, "--features", help="Dictionary size."),
               l1: float = typer.Option(5.0, "--l1", help="ReLU: L1 coefficient (inputs scaled to E||x||^2 = d)."),
+              l0: float = typer.Option(0.5, "--l0", help="JumpReLU: L0 coefficient."),
               lr: float = typer.Option(4e-4, "--lr", help="Adam learning rate."),
               batch_size: int = typer.Option(1024, "--batch-size", help="Rows per training step."),
               epochs: float = typer.Option(4.0, "--epochs", help="Passes over the training rows."),
@@ -86,7 +87,7 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
     from interplab.runs import Run
 
     args = {"model": model, "hook": hook, "data": data, "data_dir": data_dir, "tokens": tokens, "keep_first": keep_first, "text": text, "kind": kind, "k": k,
-            "n_features": n_features, "l1": l1, "lr": lr, "batch_size": batch_size, "epochs": epochs, "test_frac": test_frac,
+            "n_features": n_features, "l1": l1, "l0": l0, "lr": lr, "batch_size": batch_size, "epochs": epochs, "test_frac": test_frac,
             "controls": controls, "control_rows": control_rows, "threads": threads}
     import torch
 
@@ -125,7 +126,7 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
             if ActivationDataset(acts_dir).hook != hook:
                 raise ValueError(f"{acts_dir} holds {ActivationDataset(acts_dir).hook}, not --hook {hook}.")
         sae, res = run_sae(data, model=m, acts_dir=acts_dir, run_dir=run.dir, controls=controls, control_rows=control_rows, n_features=n_features, kind=kind,
-                           k=k, l1_coeff=l1, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed, test_frac=test_frac,
+                           k=k, l1_coeff=l1, l0_coeff=l0, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed, test_frac=test_frac,
                            log=lambda s: cli.err.print(s, highlight=False))
         rep = Report(f"Sparse autoencoder — {res.settings.get('model') or data}", f"{kind}, {n_features} features, hook {res.settings.get('hook')}")
         rep.section("SAE metrics and controls", *res.report_parts(), id="sae")

@@ -223,3 +223,25 @@ def test_cli_sae_on_an_activation_directory(tiny_dir, tmp_path):
     assert 'id="browser"' in (tmp_path / "r" / "report.html").read_text()
     r = CliRunner().invoke(app, ["sae", "train", "--data", "acts", "--no-controls"])
     assert r.exit_code == 2 and "activation directory" in r.output
+
+
+def test_jumprelu_estimator_and_training():
+    """JumpReLU (Rajamanoharan et al. 2024): forward z·H(z-θ); straight-through θ-gradients -(θ/ε)K and -(1/ε)K."""
+    z = torch.tensor([[0.1, 0.49, 0.52, 0.9]], requires_grad=True)
+    theta = torch.full((4,), 0.5, requires_grad=True)
+    out = S._JumpReLU.apply(z, theta, 0.1)
+    assert out.tolist() == [[0.0, 0.0, pytest.approx(0.52), pytest.approx(0.9)]]
+    out.sum().backward()
+    assert z.grad.tolist() == [[0.0, 0.0, 1.0, 1.0]]
+    torch.testing.assert_close(theta.grad, torch.tensor([0.0, -5.0, -5.0, 0.0]))  # -(0.5/0.1) inside |z-θ| < ε/2
+    theta.grad = None
+    S._Step.apply(z, theta, 0.1).sum().backward()
+    torch.testing.assert_close(theta.grad, torch.tensor([0.0, -10.0, -10.0, 0.0]))
+    x, atoms = known_dictionary(12288, 32, n_atoms=128, active=3, seed=0)
+    l0 = []
+    for lam in (0.1, 5.0):
+        sae, _ = train_sae(x, SAEConfig(d_in=32, n_features=256, kind="jumprelu", l0_coeff=lam, threshold_init=0.5,
+                                        batch_size=256, epochs=2, lr=2e-3))
+        l0.append(evaluate(sae, x)["l0"])
+        assert recovery(sae, atoms)["recovery"] >= 0.9
+    assert l0[1] < l0[0]
