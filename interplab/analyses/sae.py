@@ -57,7 +57,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
