@@ -369,3 +369,9 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# --- activation datasets and sparse autoencoders (interplab/cli_sae.py)
+from interplab import cli_sae as _cli_sae  # noqa: E402
+
+_cli_sae.register(app, bench_app)
