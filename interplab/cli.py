@@ -358,9 +358,12 @@ def bench_ablation_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"
         Console().print(t)
 
 
+# commands defined in their own modules (causal analysis; activation datasets and SAEs; ...)
+from interplab import cli_sae as _cli_sae  # noqa: E402
 from interplab.cli_causal import register as _register_causal  # noqa: E402
 
 _register_causal(app, bench_app)
+_cli_sae.register(app, bench_app)
 
 
 def main() -> None:  # pragma: no cover
@@ -369,9 +372,3 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-
-# --- activation datasets and sparse autoencoders (interplab/cli_sae.py)
-from interplab import cli_sae as _cli_sae  # noqa: E402
-
-_cli_sae.register(app, bench_app)
