@@ -135,6 +135,11 @@ def test_circuit_discovery_finds_the_planted_circuit(planted, pairs):
     assert c.faithfulness == pytest.approx(1.0, abs=0.02)
     assert c.metric_empty < 0.2 * c.metric_full
     assert c.edges and c.edges[0][:2] == ("0.0", "1.0")
+    # attribution screening misses the previous-token head (its attention is saturated, so its gradient is
+    # ~0: the failure mode AtP* addresses); the exact check notices and the screen is discarded
+    assert c.settings["screen_discarded"] is True
+    exact = discover_circuit(planted, pairs, screen=None)
+    assert exact.heads == c.heads and exact.faithfulness == pytest.approx(c.faithfulness)
 
 
 def test_result_roundtrip(planted, pairs, tmp_path):

@@ -407,7 +407,12 @@ def ioi_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, n_nam
         eff = (1 - pp.values).sum(-1)  # summed effect over the name movers
         s_inhib = [[a, b] for (a, b), e in zip(cand, eff.tolist()) if e > 0.05]
     hs = head_scores_result or head_scores(model, n_seqs=detector_seqs, copying=False)
-    classes = {"name_movers": name_movers, "negative_name_movers": negative, "s_inhibition": s_inhib}
+    # strong direct effect without attending to IO (e.g. a head that attends to S2 and suppresses S)
+    floor = float(flat[nm[-1]]) if nm else 0.0
+    other = [[i // H, i % H] for i in flat.argsort(descending=True).tolist()[: 3 * n_name_movers]
+             if flat[i] > max(floor, 0.0) and not io_pref[i]]
+    classes = {"name_movers": name_movers, "negative_name_movers": negative, "s_inhibition": s_inhib,
+               "direct_not_io": other}
     for c in ("induction", "duplicate_token", "previous_token"):
         classes[c] = [[a, b] for a, b, _ in hs.members(c)] if c in hs.scores else []
     circ = discover_circuit(model, pairs, threshold=threshold, mlps=mlps) if circuit else None
@@ -415,4 +420,5 @@ def ioi_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, n_nam
                      attention=att, model_name=model.name,
                      settings={"threshold": threshold, "n": len(pairs), "seconds": round(time.perf_counter() - t0, 3),
                                "name_mover_rule": "top positive direct logit attribution with END->IO attention > END->S1 + END->S2",
+                               "direct_not_io_rule": "direct logit attribution above the weakest name mover, END->IO attention not dominant",
                                "s_inhibition_rule": "earlier head attending END->S2 more than IO, path-patching effect > 0.05 via name movers' queries"})
