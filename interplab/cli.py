@@ -358,6 +358,11 @@ def bench_ablation_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"
         Console().print(t)
 
 
+from interplab import cli_repr as _cli_repr  # noqa: E402  (issue 6: erase, ccs, bench leace)
+
+_cli_repr.register(app, bench_app)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
