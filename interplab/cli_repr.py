@@ -78,5 +78,61 @@ def erase(method: str = typer.Option("leace", "--method", help="leace | mean | i
         Console().print(t)
 
 
+def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to probe."),
+        dataset: str = typer.Option("numbers", "--dataset", help="numbers | arithmetic | capitals | negations (+neg mixes in negations)."),
+        layer: Optional[int] = typer.Option(None, "--layer", help="Layer (default: best supervised probe on an inner split of the training rows)."),
+        n: int = typer.Option(100, "--n", help="Statements (each rendered through every template)."),
+        restarts: int = typer.Option(10, "--restarts", help="CCS random restarts."),
+        epochs: int = typer.Option(1000, "--epochs", help="CCS full-batch optimisation steps."),
+        max_dirs: int = typer.Option(20, "--max-dirs", help="Truth-like directions: at most this many fit / project-out rounds."),
+        test_frac: float = typer.Option(0.3, "--test-frac", help="Held-out fraction of statements."),
+        batch: int = typer.Option(16, "--batch", help="Prompts per forward pass."),
+        seed: int = typer.Option(0, "--seed"),
+        out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-ccs)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON.")):
+    """Contrast-Consistent Search beside random, CRC-TPC, supervised and zero-shot baselines; truth-like directions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from interplab.cli import _Guard, _load, _print_json, err
+    from interplab.runs import Run
+
+    args = {"model": model, "dataset": dataset, "layer": layer, "n": n, "restarts": restarts, "epochs": epochs,
+            "max_dirs": max_dirs, "test_frac": test_frac}
+    with _Guard(), Run("ccs", args, out=out, seed=seed) as run:
+        from interplab.analyses.ccs import run_ccs
+        from interplab.report.html import Report, table, text
+        from interplab.tasks.truth import make_truth_dataset
+
+        m = _load(model)
+        run.timings["load_seconds"] = round(m.load_seconds, 2)
+        ds = make_truth_dataset(dataset, n=n, seed=seed, model=m)
+        run.save_frame("dataset.parquet", ds.to_frame())
+        with err.status(f"CCS on {len(ds)} contrast pairs …"):
+            res = run_ccs(m, ds, layer=layer, test_frac=test_frac, seed=seed, batch_size=batch, n_restarts=restarts,
+                          epochs=epochs, max_dirs=max_dirs)
+        res.save(run.dir)
+        run.artefacts.append("ccs.json")
+        h = res.headline()
+        rep = Report(f"CCS — {m.name} on {dataset}", f"{len(ds.statements)} statements × {res.settings['n_templates']} templates, "
+                     f"layer {h['layer']} ({res.settings['layer_chosen_by']}); accuracies on held-out statements")
+        rep.section("CCS and baselines", res.plot(), table(res.to_frame()),
+                    text("label-oriented: the sign of an unsupervised direction is chosen with the training labels (this uses "
+                         "labels); unoriented: max(acc, 1 - acc) on the test rows, as Burns et al. report."), id="ccs")
+        rep.section("Truth-like directions", table(res.to_frame("directions")), id="directions")
+        rep.section("Supervised probe and layer choice", table(res.to_frame("layers")), id="layers")
+        rep.section("Headline", table(h), id="headline")
+        path = rep.save(run.path("report.html"))
+        run.headline.update({"model": m.name, "dataset": dataset, **h, "report": str(path.resolve()), "run_dir": str(run.dir.resolve())})
+    if as_json:
+        _print_json(run.headline)
+    else:
+        t = Table("metric", "value", title=f"CCS — {m.name} on {dataset}")
+        for k, v in h.items():
+            t.add_row(k, str(v))
+        Console().print(t)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("erase")(erase)
+    app.command("ccs")(ccs)
