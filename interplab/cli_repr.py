@@ -133,6 +133,33 @@ def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model t
         Console().print(t)
 
 
+def bench_leace_cmd(n: int = typer.Option(8192, "--n", help="Rows."), d: int = typer.Option(576, "--d", help="Dimensions (576 = SmolLM2's d_model)."),
+                    classes: int = typer.Option(2, "--classes"), rounds: int = typer.Option(7, "--rounds"),
+                    threads: int = typer.Option(2, "--threads"), out: Optional[str] = typer.Option(None, "--out"),
+                    as_json: bool = typer.Option(False, "--json")):
+    """LEACE fit time: interplab vs EleutherAI's concept-erasure on the same data (interleaved rounds, medians)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from interplab.bench_repr import bench_leace
+    from interplab.cli import _Guard, _print_json, err
+    from interplab.runs import Run
+
+    with _Guard(), Run("bench-leace", {"n": n, "d": d, "classes": classes, "rounds": rounds, "threads": threads}, out=out) as run:
+        with err.status("benchmarking LEACE fits …"):
+            res = bench_leace(n=n, d=d, k=classes, rounds=rounds, threads=threads)
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    if as_json:
+        _print_json(res)
+    else:
+        t = Table("metric", "value")
+        for k, v in res.items():
+            t.add_row(k, str(v))
+        Console().print(t)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("erase")(erase)
     app.command("ccs")(ccs)
+    bench_app.command("leace")(bench_leace_cmd)

@@ -169,3 +169,11 @@ def test_cli_erase(tmp_path):
     assert "nonlinear_acc_after" in json.loads(r.stdout)
     r = CliRunner().invoke(app, ["erase", "--data", "acts", "--out", str(tmp_path / "run3")])
     assert r.exit_code == 2 and "needs a directory" in r.output
+
+
+def test_bench_leace_small():
+    from interplab.bench_repr import bench_leace
+
+    r = bench_leace(n=300, d=12, rounds=1, warmup=0, threads=1)
+    assert r["concept_erasure_installed"] and r["max_abs_diff_outputs"] < 1e-8
+    assert r["interplab_f64_ms"] > 0 and r["concept_erasure_f64_ms"] > 0
