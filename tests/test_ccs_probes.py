@@ -99,6 +99,7 @@ def test_ccs_on_tiny_model_and_cli(tiny, tmp_path):
     for k in ("ccs_acc", "lr_acc", "random_acc", "crc_acc", "zero_shot_acc", "n_truth_like_directions", "layer"):
         assert k in h
     assert len(res.layer_sweep) == 2 and 0 <= h["ccs_acc"] <= 1
+    assert 0 <= h["lr_easy_to_hard_acc"] <= 1 and "ccs_easy_to_hard_acc_unoriented" in h
     res.save(tmp_path)
     assert C.CCSResult.load(tmp_path).headline() == h
     from typer.testing import CliRunner

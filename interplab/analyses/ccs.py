@@ -307,6 +307,17 @@ def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, se
     layer = layer % model.cfg.n_layers
     res = ccs_evaluate(acts_p[layer], acts_n[layer], y, dataset.template, train, test, zero_shot=z, seed=seed, **kw)
     res.headline_ = {"layer": layer, **res.headline_}
+    diff_ = len(set(dataset.difficulty)) > 1
+    if diff_:  # easy -> hard: supervised probe and CCS trained on the easiest half of the statements, tested on the hardest 30%
+        from interplab.analyses.probes import easy_hard_split
+
+        easy, hard = easy_hard_split(dataset.difficulty, groups, 0.5, 0.3)
+        dp = normalize_by_template(acts_p[layer], dataset.template) - normalize_by_template(acts_n[layer], dataset.template)
+        res.headline_["lr_easy_to_hard_acc"] = round(float(LinearProbe().fit(dp[easy], y[easy]).score(dp[hard], y[hard])), 4)
+        hpn, hnn = normalize_by_template(acts_p[layer], dataset.template), normalize_by_template(acts_n[layer], dataset.template)
+        pr = fit_ccs(hpn[easy], hnn[easy], n_restarts=kw.get("n_restarts", 10), epochs=kw.get("epochs", 1000), seed=seed)
+        o, u, _ = _oriented(pr.predict_proba(hpn[easy], hnn[easy]) - 0.5, y[easy], pr.predict_proba(hpn[hard], hnn[hard]) - 0.5, y[hard])
+        res.headline_["ccs_easy_to_hard_acc"], res.headline_["ccs_easy_to_hard_acc_unoriented"] = round(o, 4), round(u, 4)
     res.layer_sweep = sweep
     res.settings.update({"dataset": dataset.name, "n_rows": len(dataset), "n_statements": len(dataset.statements),
                          "n_templates": len(set(dataset.template)), "test_frac": test_frac,
