@@ -109,9 +109,13 @@ def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model t
         ds = make_truth_dataset(dataset, n=n, seed=seed, model=m)
         run.save_frame("dataset.parquet", ds.to_frame())
         with err.status(f"CCS on {len(ds)} contrast pairs …"):
-            res = run_ccs(m, ds, layer=layer, test_frac=test_frac, seed=seed, batch_size=batch, n_restarts=restarts,
-                          epochs=epochs, max_dirs=max_dirs)
+            res, acts = run_ccs(m, ds, layer=layer, test_frac=test_frac, seed=seed, batch_size=batch, n_restarts=restarts,
+                                epochs=epochs, max_dirs=max_dirs, return_acts=True)
         res.save(run.dir)
+        import torch
+
+        (run.dir / "acts").mkdir(exist_ok=True)  # x⁺ residual streams at the chosen layer + truth labels: `interplab erase --data acts DIR/acts`
+        run.save_tensors("acts/acts.safetensors", {"x": torch.as_tensor(acts["pos"]), "y": torch.as_tensor(acts["y"])})
         run.artefacts.append("ccs.json")
         h = res.headline()
         rep = Report(f"CCS — {m.name} on {dataset}", f"{len(ds.statements)} statements × {res.settings['n_templates']} templates, "

@@ -114,3 +114,7 @@ def test_ccs_on_tiny_model_and_cli(tiny, tmp_path):
         assert k in out
     assert out["layer"] == 1
     assert (tmp_path / "run" / "report.html").exists()
+    acts = tmp_path / "run" / "acts"
+    r = CliRunner().invoke(app, ["erase", "--data", "acts", str(acts), "--no-nonlinear", "--out", str(tmp_path / "er"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["linear_acc_after"] <= 1

@@ -279,11 +279,12 @@ def zero_shot_scores(model, prompts: Sequence[str], answers: tuple[str, str] = (
 
 
 def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, seed: int = 0, batch_size: int = 16,
-            **kw) -> CCSResult:
+            return_acts: bool = False, **kw) -> CCSResult | tuple[CCSResult, dict[str, np.ndarray]]:
     """Collect last-token residual streams of x⁺ and x⁻ at every layer, split by statement (all templates
     of a statement on one side), choose the layer (``None``: the best supervised probe on an inner split of
     the *training* rows — the test rows are never used to choose), and run :func:`ccs_evaluate` there.
-    Also records a per-layer sweep of the supervised probe and of CRC-TPC (held-out)."""
+    Also records a per-layer sweep of the supervised probe (held-out) and an easy → hard split.
+    ``return_acts=True`` also returns ``{"pos", "neg", "y"}`` at the chosen layer."""
     from interplab.analyses.probes import LinearProbe, collect_activations, group_split
 
     acts_p = collect_activations(model, dataset.pos, batch_size=batch_size)
@@ -322,6 +323,8 @@ def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, se
     res.settings.update({"dataset": dataset.name, "n_rows": len(dataset), "n_statements": len(dataset.statements),
                          "n_templates": len(set(dataset.template)), "test_frac": test_frac,
                          "layer_chosen_by": "given" if given else "inner validation split of the training rows"})
+    if return_acts:
+        return res, {"pos": acts_p[layer], "neg": acts_n[layer], "y": y}
     return res
 
 
