@@ -473,18 +473,22 @@ class MedianEraser(_ProjectionEraser):
 
     Direction: the difference of class-wise coordinate medians (for k > 2 classes, the top left singular
     vector of the matrix of ``median_c − median``). It is projected out (orthogonally) and the procedure is
-    repeated on the projected data. With ``rank=None`` the number of directions is chosen honestly by sample
-    splitting: directions are estimated on one half of the data and kept only while a rank test
+    repeated on the projected data. With ``rank=None`` the number of median directions is chosen honestly by
+    sample splitting: directions are estimated on one half of the data and kept only while a rank test
     (Mann–Whitney U for two classes, Kruskal–Wallis otherwise) on the *other* half still separates the
     classes along the new direction at level ``alpha`` (at most ``max_rank``); the final directions are then
     re-estimated on all the data. With an integer ``rank`` exactly that many are removed.
 
-    Unlike mean-difference and LEACE this does not guarantee equal class means; it targets the bulk of
-    each class, which is what survives when a few outliers cancel the mean shift (:func:`make_outlier_data`).
-    The map fixes the coordinatewise median of the training data."""
+    ``with_mean=True`` (default) first removes the class-mean differences (as :class:`MeanDifferenceEraser`,
+    so the output is linearly guarded for convex losses) and then the median directions of what is left;
+    ``with_mean=False`` is the pure median variant, which targets the bulk of each class but does not
+    guarantee equal class means. The map fixes the training data's coordinatewise median (``with_mean=False``)
+    or mean (``with_mean=True``)."""
 
-    def __init__(self, rank: int | None = None, alpha: float = 1e-3, max_rank: int = 10, random_state: int = 0):
+    def __init__(self, rank: int | None = None, alpha: float = 1e-3, max_rank: int = 10, with_mean: bool = True,
+                 random_state: int = 0):
         self.rank = rank
+        self.with_mean = with_mean
         self.alpha = alpha
         self.max_rank = max_rank
         self.random_state = random_state
@@ -511,8 +515,14 @@ class MedianEraser(_ProjectionEraser):
             return float(stats.mannwhitneyu(groups[0], groups[1]).pvalue)
         return float(stats.kruskal(*groups).pvalue)
 
+    def _start(self, X, y, k) -> np.ndarray:
+        if not self.with_mean:
+            return np.zeros((X.shape[1], 0))
+        mu = X.mean(0)
+        return _orthonormal(np.stack([X[y == c].mean(0) - mu for c in range(k)], axis=1))
+
     def _directions(self, X, y, k, r) -> np.ndarray:
-        U = np.zeros((X.shape[1], 0))
+        U = self._start(X, y, k)
         for _ in range(r):
             Xp = X - (X @ U) @ U.T
             v = self._direction(Xp, y, k)
@@ -528,7 +538,7 @@ class MedianEraser(_ProjectionEraser):
         X, y, classes = _check_xy(X, y)
         k = len(classes)
         self.classes_ = classes
-        center = np.median(X, axis=0)
+        center = X.mean(0) if self.with_mean else np.median(X, axis=0)
         Xc = X - center
         if self.rank is not None:
             r = int(self.rank)
@@ -536,7 +546,7 @@ class MedianEraser(_ProjectionEraser):
             rng = np.random.default_rng(self.random_state)
             idx = rng.permutation(len(X))
             a, b = idx[: len(X) // 2], idx[len(X) // 2:]
-            U = np.zeros((X.shape[1], 0))
+            U = self._start(Xc[a], y[a], k)
             r, self.pvalues_ = 0, []
             for _ in range(min(self.max_rank, X.shape[1] - 1)):
                 Xa = Xc[a] - (Xc[a] @ U) @ U.T
