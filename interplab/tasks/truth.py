@@ -109,22 +109,28 @@ class ContrastDataset:
         return asdict(self)
 
 
-def number_statements(n: int = 200, seed: int = 0, lo: int = 1, hi: int = 99, negate: bool = False) -> list[Statement]:
-    """Balanced true/false number comparisons in words; half use "larger", half "smaller"."""
+def number_statements(n: int = 200, seed: int = 0, max_gap: int = 10, negate: bool = False,
+                      comparatives: tuple[str, ...] = ("larger",)) -> list[Statement]:
+    """Balanced true/false number comparisons in words: "Fifty-one is larger than fifty-two."
+
+    Design against a shortcut: if ``a`` and ``b`` were drawn independently, the second number alone would
+    predict the truth (a small ``b`` makes "a is larger than b" likely true), and a probe could read one
+    number's magnitude instead of the comparison. Here ``b`` is uniform on ``[max_gap + 1, 99 − max_gap]``
+    and ``a = b ± gap`` with ``gap`` uniform on ``1..max_gap`` and the sign alternating (balanced labels), so
+    either number alone says almost nothing about the truth. Difficulty = 1 / gap (adjacent numbers hardest).
+    ``comparatives``: "larger" and/or "smaller" (mixing them makes truth an XOR of the order and the word)."""
     rng = random.Random(seed)
     out: list[Statement] = []
     for g in range(n):
-        a, b = rng.sample(range(lo, hi + 1), 2)
-        word = rng.choice(["larger", "smaller"])
-        truth = (a > b) if word == "larger" else (a < b)
-        label = int(truth)
-        want = g % 2  # balance labels: swap a, b if needed
-        if label != want:
-            a, b = b, a
-            label = want
+        b = rng.randint(max_gap + 1, 99 - max_gap)
+        gap = rng.randint(1, max_gap)
+        word = comparatives[g % len(comparatives)] if len(comparatives) > 1 else comparatives[0]
+        want = (g // len(comparatives)) % 2 if len(comparatives) > 1 else g % 2
+        a_bigger = bool(want) if word == "larger" else not want
+        a = b + gap if a_bigger else b - gap
         neg = " not" if negate else ""
         text = f"{_cap(number_word(a))} is{neg} {word} than {number_word(b)}."
-        out.append(Statement(text, label ^ int(negate), "negation" if negate else "number", 1.0 / abs(a - b), g))
+        out.append(Statement(text, int(want) ^ int(negate), "negation" if negate else "number", 1.0 / gap, g))
     return out
 
 
