@@ -21,7 +21,8 @@ Given hidden states ``h⁺`` / ``h⁻`` of the contrast pair (statement answered
 * **truth-like directions** (Roger's critique, "What discovering latent knowledge did and did not find",
   2023, who found >20 orthogonal probes of similar accuracy): fit CCS, project its direction out of the
   (normalised) representations, refit, repeat; count the directions whose held-out unoriented accuracy is
-  within ``acc_tol`` of the first one's.
+  within ``acc_tol`` of the first one's (and, separately, those whose CCS loss is at most
+  ``max(2 × first, first + 0.01)``, whatever their accuracy).
 """
 from __future__ import annotations
 
@@ -150,7 +151,9 @@ def truth_like_directions(hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train: 
         U = np.concatenate([U, (u / np.linalg.norm(u))[:, None]], axis=1)
     first = recs[0]["acc_unoriented"] if recs else 0.5
     n = 0 if first < 0.5 + acc_tol else sum(r["acc_unoriented"] >= first - acc_tol for r in recs)
-    return {"directions": recs, "n_truth_like": int(n), "acc_tol": acc_tol, "max_dirs": max_dirs,
+    loss0 = recs[0]["ccs_loss"] if recs else 0.0
+    n_loss = sum(r["ccs_loss"] <= max(2 * loss0, loss0 + 0.01) for r in recs)
+    return {"directions": recs, "n_truth_like": int(n), "n_low_loss": int(n_loss), "acc_tol": acc_tol, "max_dirs": max_dirs,
             "hit_max": bool(recs and n == len(recs))}
 
 
@@ -252,6 +255,7 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
     tl = truth_like_directions(hp_n, hn_n, y, train, test, max_dirs=max_dirs, acc_tol=acc_tol, n_restarts=n_restarts,
                                epochs=epochs, seed=seed)
     h["n_truth_like_directions"] = tl["n_truth_like"]
+    h["n_low_ccs_loss_directions"] = tl["n_low_loss"]  # loss <= max(2 x first, first + 0.01), whatever their accuracy
     h["truth_like_hit_max"] = tl["hit_max"]
     _, c = np.unique(y[test], return_counts=True)
     h["majority_acc"] = float(c.max() / c.sum())
