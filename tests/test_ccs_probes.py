@@ -130,3 +130,11 @@ def test_smollm2_knows_number_comparisons(smollm2):
     tr, te = group_split(np.arange(len(st)), 0.3, 0)
     sweep = probe_layers(acts, y, tr, te)
     assert max(sweep.test_acc) > 0.75, sweep.to_frame()
+
+
+def test_capitals_filtered_by_the_models_own_answer(tiny):
+    ds = T.make_truth_dataset("capitals")  # no model: every country, one true and one false statement each
+    assert len(ds.statements) == 2 * len(T.CAPITALS) and sum(ds.labels) == len(ds) // 2
+    assert T.known_capitals(tiny) == []  # a random-weight model names no capital
+    with pytest.raises(ValueError, match="names only 0 capitals"):
+        T.make_truth_dataset("capitals", model=tiny)
