@@ -1,0 +1,351 @@
+"""Contrast-Consistent Search (Burns et al. 2022, "Discovering Latent Knowledge in Language Models Without
+Supervision"), its baselines on the same split, and the count of "truth-like" directions.
+
+Given hidden states ``h⁺`` / ``h⁻`` of the contrast pair (statement answered " Yes" / " No"):
+
+* **normalisation** per prompt template: each of ``h⁺`` and ``h⁻`` has its template's mean removed (and,
+  with ``var_normalize``, is divided by its per-dimension standard deviation), which removes the direction
+  that merely encodes which answer token was appended (Burns et al., §2.2);
+* **CCS**: a probe ``p(x) = σ(wᵀx + b)`` trained without labels on
+  ``L = mean[(p(x⁺) − (1 − p(x⁻)))²] + mean[min(p(x⁺), p(x⁻))²]`` (consistency + confidence), with
+  ``n_restarts`` random initialisations (all trained at once), keeping the lowest loss; the prediction is
+  ``½(p⁺ + 1 − p⁻) > ½``;
+* **sign handling**: CCS cannot know which end of its direction means "true". We report the accuracy
+  *oriented with the training labels* (the sign is flipped when the training accuracy is below ½ — this
+  uses labels, so we say so) and the *unoriented* accuracy ``max(acc, 1 − acc)`` on the test split (what
+  Burns et al. report); the same for every unsupervised baseline;
+* **baselines**: random directions (mean over many), CRC-TPC (top principal component of the normalised
+  contrast differences ``h⁺ − h⁻``, Burns et al.'s appendix; also CRC in their later work), supervised
+  logistic regression on the differences (a ceiling), and the model's zero-shot answer (logit of " Yes"
+  minus " No" on the bare prompt; also calibrated by thresholding at the median score, unsupervised);
+* **truth-like directions** (Roger's critique, "What discovering latent knowledge did and did not find",
+  2023, who found >20 orthogonal probes of similar accuracy): fit CCS, project its direction out of the
+  (normalised) representations, refit, repeat; count the directions whose held-out unoriented accuracy is
+  within ``acc_tol`` of the first one's (and, separately, those whose CCS loss is at most
+  ``max(2 × first, first + 0.01)``, whatever their accuracy).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["normalize_by_template", "ccs_loss", "fit_ccs", "CCSProbe", "truth_like_directions", "ccs_evaluate",
+           "CCSResult", "zero_shot_scores", "run_ccs", "planted_truth_data"]
+
+
+def normalize_by_template(h: np.ndarray, template: Sequence[int] | None = None, var_normalize: bool = True) -> np.ndarray:
+    """Subtract each template's mean (and divide by its per-dimension std) — separately for h⁺ and h⁻."""
+    h = np.asarray(h, dtype=np.float64)
+    t = np.zeros(len(h), dtype=int) if template is None else np.asarray(template)
+    out = np.empty_like(h)
+    for v in np.unique(t):
+        m = t == v
+        x = h[m] - h[m].mean(0)
+        if var_normalize:
+            x = x / (x.std(0) + 1e-8)
+        out[m] = x
+    return out
+
+
+def ccs_loss(p_pos, p_neg):
+    """Burns et al.'s loss: consistency ``(p⁺ − (1 − p⁻))²`` + confidence ``min(p⁺, p⁻)²`` (means over rows).
+    Works on numpy arrays and torch tensors; with a leading restart dimension it returns one loss per restart."""
+    import torch
+
+    if isinstance(p_pos, torch.Tensor):
+        return ((p_pos - (1 - p_neg)) ** 2).mean(-1) + (torch.minimum(p_pos, p_neg) ** 2).mean(-1)
+    p_pos, p_neg = np.asarray(p_pos), np.asarray(p_neg)
+    return ((p_pos - (1 - p_neg)) ** 2).mean(-1) + (np.minimum(p_pos, p_neg) ** 2).mean(-1)
+
+
+@dataclass
+class CCSProbe:
+    """A fitted CCS probe on normalised representations: ``p(x) = σ(w·x + b)``."""
+
+    w: np.ndarray
+    b: float
+    loss: float
+
+    def p(self, h: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(np.asarray(h) @ self.w + self.b)))
+
+    def predict_proba(self, hp: np.ndarray, hn: np.ndarray) -> np.ndarray:
+        """Probability that the statement is true: ``½(p⁺ + 1 − p⁻)``."""
+        return 0.5 * (self.p(hp) + 1 - self.p(hn))
+
+    def predict(self, hp, hn) -> np.ndarray:
+        return (self.predict_proba(hp, hn) > 0.5).astype(int)
+
+    @property
+    def direction(self) -> np.ndarray:
+        return self.w / (np.linalg.norm(self.w) + 1e-300)
+
+
+def fit_ccs(hp: np.ndarray, hn: np.ndarray, n_restarts: int = 10, epochs: int = 1000, lr: float = 1e-2,
+            weight_decay: float = 0.01, seed: int = 0) -> CCSProbe:
+    """Train ``n_restarts`` CCS probes at once (full batch, AdamW as in Burns et al.'s code) and keep the one
+    with the lowest final loss. Inputs should already be normalised (:func:`normalize_by_template`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = torch.Generator().manual_seed(seed)
+        Xp = torch.as_tensor(np.asarray(hp), dtype=torch.float32)
+        Xn = torch.as_tensor(np.asarray(hn), dtype=torch.float32)
+        d = Xp.shape[1]
+        W = (torch.randn(n_restarts, d, generator=g) / math.sqrt(d)).requires_grad_(True)
+        b = torch.zeros(n_restarts, 1, requires_grad=True)
+        opt = torch.optim.AdamW([W, b], lr=lr, weight_decay=weight_decay)
+        for _ in range(epochs):
+            opt.zero_grad()
+            pp = torch.sigmoid(W @ Xp.T + b)
+            pn = torch.sigmoid(W @ Xn.T + b)
+            loss = ccs_loss(pp, pn)
+            loss.sum().backward()
+            opt.step()
+        with torch.no_grad():
+            losses = ccs_loss(torch.sigmoid(W @ Xp.T + b), torch.sigmoid(W @ Xn.T + b))
+        i = int(losses.argmin())
+        return CCSProbe(W[i].detach().double().numpy(), float(b.detach()[i, 0]), float(losses[i]))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _acc(pred: np.ndarray, y: np.ndarray) -> float:
+    return float((np.asarray(pred).astype(int) == np.asarray(y).astype(int)).mean())
+
+
+def _oriented(score_tr, y_tr, score_te, y_te) -> tuple[float, float, int]:
+    """(label-oriented test accuracy, unoriented test accuracy, sign) for a score thresholded at 0."""
+    sign = 1 if _acc(score_tr > 0, y_tr) >= 0.5 else -1
+    a = _acc(sign * score_te > 0, y_te)
+    raw = _acc(score_te > 0, y_te)
+    return a, max(raw, 1 - raw), sign
+
+
+def truth_like_directions(hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                          max_dirs: int = 20, acc_tol: float = 0.05, **ccs_kw) -> dict[str, Any]:
+    """Iterate: fit CCS on the training rows, record its loss and held-out accuracy, project its direction
+    out of every row (orthogonally, in the normalised space), refit. Returns per-direction records and
+    ``n_truth_like``: directions whose unoriented held-out accuracy is ≥ the first one's − ``acc_tol``
+    (0 when the first is itself within ``acc_tol`` of chance)."""
+    hp, hn = np.array(hp, dtype=np.float64), np.array(hn, dtype=np.float64)
+    y = np.asarray(y)
+    U = np.zeros((hp.shape[1], 0))
+    recs = []
+    for i in range(min(max_dirs, hp.shape[1] - 1)):
+        pp = hp - (hp @ U) @ U.T
+        pn = hn - (hn @ U) @ U.T
+        probe = fit_ccs(pp[train], pn[train], **{**ccs_kw, "seed": ccs_kw.get("seed", 0) + i})
+        s_tr = probe.predict_proba(pp[train], pn[train]) - 0.5
+        s_te = probe.predict_proba(pp[test], pn[test]) - 0.5
+        oriented, unoriented, _ = _oriented(s_tr, y[train], s_te, y[test])
+        recs.append({"direction": i, "ccs_loss": probe.loss, "acc_oriented": oriented, "acc_unoriented": unoriented})
+        u = probe.direction - U @ (U.T @ probe.direction)
+        U = np.concatenate([U, (u / np.linalg.norm(u))[:, None]], axis=1)
+    first = recs[0]["acc_unoriented"] if recs else 0.5
+    n = 0 if first < 0.5 + acc_tol else sum(r["acc_unoriented"] >= first - acc_tol for r in recs)
+    loss0 = recs[0]["ccs_loss"] if recs else 0.0
+    n_loss = sum(r["ccs_loss"] <= max(2 * loss0, loss0 + 0.01) for r in recs)
+    return {"directions": recs, "n_truth_like": int(n), "n_low_loss": int(n_loss), "acc_tol": acc_tol, "max_dirs": max_dirs,
+            "hit_max": bool(recs and n == len(recs))}
+
+
+@dataclass
+class CCSResult:
+    """CCS and baselines on one split of one dataset at one layer (accuracies on the held-out rows)."""
+
+    headline_: dict[str, Any]
+    directions: list[dict]
+    layer_sweep: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    kind: str = "ccs"
+
+    def headline(self) -> dict[str, Any]:
+        return dict(self.headline_)
+
+    def to_frame(self, which: str = "methods"):
+        import pandas as pd
+
+        if which == "directions":
+            return pd.DataFrame(self.directions)
+        if which == "layers":
+            return pd.DataFrame(self.layer_sweep)
+        h = self.headline_
+        rows = []
+        for m, label in [("ccs", "CCS"), ("crc", "CRC-TPC"), ("random", "random direction"), ("lr", "logistic regression (supervised)"),
+                         ("zero_shot", "zero-shot")]:
+            if f"{m}_acc" in h:
+                rows.append({"method": label, "acc (label-oriented / supervised)": h[f"{m}_acc"],
+                             "acc unoriented max(a, 1-a)": h.get(f"{m}_acc_unoriented")})
+        return pd.DataFrame(rows)
+
+    def plot(self):
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        df = self.to_frame()
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("Held-out accuracy", "Truth-like directions (CCS, project out, refit)"))
+        fig.add_bar(x=df["method"], y=df["acc (label-oriented / supervised)"], name="label-oriented", row=1, col=1)
+        fig.add_bar(x=df["method"], y=df["acc unoriented max(a, 1-a)"], name="unoriented", row=1, col=1)
+        dd = self.to_frame("directions")
+        if len(dd):
+            fig.add_scatter(x=dd["direction"], y=dd["acc_unoriented"], mode="lines+markers", name="unoriented acc", row=1, col=2)
+            fig.add_scatter(x=dd["direction"], y=dd["ccs_loss"], mode="lines+markers", name="CCS loss", row=1, col=2)
+        fig.update_layout(barmode="group", yaxis_range=[0, 1])
+        return fig
+
+    def save(self, directory: str | Path) -> Path:
+        from interplab.results import write_json
+
+        return write_json(directory, "ccs.json", asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> CCSResult:
+        from interplab.results import read_json
+
+        d, _ = read_json(path, "ccs.json", "ccs")
+        return cls(**d)
+
+
+def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray, test: np.ndarray,
+                 zero_shot: np.ndarray | None = None, n_restarts: int = 10, epochs: int = 1000, n_random: int = 100,
+                 max_dirs: int = 20, acc_tol: float = 0.05, var_normalize: bool = True, seed: int = 0) -> CCSResult:
+    """CCS and its baselines on the same train/test rows. ``hp``/``hn`` raw hidden states ``[n, d]``;
+    ``zero_shot``: per-row score (logit Yes − logit No) or None."""
+    from interplab.analyses.probes import LinearProbe
+
+    y = np.asarray(y).astype(int)
+    hp_n = normalize_by_template(hp, template, var_normalize)
+    hn_n = normalize_by_template(hn, template, var_normalize)
+    h: dict[str, Any] = {}
+    probe = fit_ccs(hp_n[train], hn_n[train], n_restarts=n_restarts, epochs=epochs, seed=seed)
+    s_tr, s_te = probe.predict_proba(hp_n[train], hn_n[train]) - 0.5, probe.predict_proba(hp_n[test], hn_n[test]) - 0.5
+    h["ccs_acc"], h["ccs_acc_unoriented"], sign = _oriented(s_tr, y[train], s_te, y[test])
+    h["ccs_loss"] = probe.loss
+    h["ccs_sign_flipped_by_labels"] = sign < 0
+    diff = hp_n - hn_n
+    # random directions
+    rng = np.random.default_rng(seed)
+    R = rng.standard_normal((n_random, diff.shape[1]))
+    ro, ru = zip(*[_oriented(diff[train] @ r, y[train], diff[test] @ r, y[test])[:2] for r in R])
+    h["random_acc"], h["random_acc_unoriented"] = float(np.mean(ro)), float(np.mean(ru))
+    # CRC-TPC: top principal component of the contrast differences (training rows)
+    dc = diff[train] - diff[train].mean(0)
+    u = np.linalg.svd(dc, full_matrices=False)[2][0]
+    h["crc_acc"], h["crc_acc_unoriented"], _ = _oriented(diff[train] @ u, y[train], diff[test] @ u, y[test])
+    # supervised ceiling
+    lr = LinearProbe().fit(diff[train], y[train])
+    h["lr_acc"] = float(lr.score(diff[test], y[test]))
+    h["lr_acc_unoriented"] = max(h["lr_acc"], 1 - h["lr_acc"])
+    cos = lambda a, b: float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))  # noqa: E731
+    h["cos_ccs_lr"] = cos(probe.w, lr.lr_.coef_[0] / lr.scale_)
+    h["cos_ccs_crc"] = cos(probe.w, u)
+    if zero_shot is not None:
+        z = np.asarray(zero_shot, dtype=np.float64)
+        h["zero_shot_acc"] = _acc(z[test] > 0, y[test])
+        h["zero_shot_acc_unoriented"] = max(h["zero_shot_acc"], 1 - h["zero_shot_acc"])
+        h["zero_shot_calibrated_acc"] = _acc(z[test] > np.median(z[test]), y[test])
+    tl = truth_like_directions(hp_n, hn_n, y, train, test, max_dirs=max_dirs, acc_tol=acc_tol, n_restarts=n_restarts,
+                               epochs=epochs, seed=seed)
+    h["n_truth_like_directions"] = tl["n_truth_like"]
+    h["n_low_ccs_loss_directions"] = tl["n_low_loss"]  # loss <= max(2 x first, first + 0.01), whatever their accuracy
+    h["truth_like_hit_max"] = tl["hit_max"]
+    _, c = np.unique(y[test], return_counts=True)
+    h["majority_acc"] = float(c.max() / c.sum())
+    h["n_train"], h["n_test"] = int(len(train)), int(len(test))
+    h = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
+    return CCSResult(h, tl["directions"], settings={"n_restarts": n_restarts, "epochs": epochs, "n_random": n_random,
+                                                    "max_dirs": max_dirs, "acc_tol": acc_tol, "var_normalize": var_normalize,
+                                                    "seed": seed})
+
+
+def zero_shot_scores(model, prompts: Sequence[str], answers: tuple[str, str] = (" Yes", " No"), batch_size: int = 16) -> np.ndarray:
+    """logit(answer[0]) − logit(answer[1]) at each prompt's last token (right padding)."""
+    import torch
+
+    a, _ = model.first_token_id(answers[0])
+    b, _ = model.first_token_id(answers[1])
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        toks, mask = model.to_tokens(list(prompts[i:i + batch_size]), padding_side="right", return_mask=True)
+        logits = model.run(toks).logits
+        last = (mask.sum(1) - 1).to(logits.device)
+        row = logits[torch.arange(len(toks)), last]
+        out.append((row[:, a] - row[:, b]).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, seed: int = 0, batch_size: int = 16,
+            return_acts: bool = False, **kw) -> CCSResult | tuple[CCSResult, dict[str, np.ndarray]]:
+    """Collect last-token residual streams of x⁺ and x⁻ at every layer, split by statement (all templates
+    of a statement on one side), choose the layer (``None``: the best supervised probe on an inner split of
+    the *training* rows — the test rows are never used to choose), and run :func:`ccs_evaluate` there.
+    Also records a per-layer sweep of the supervised probe (held-out) and an easy → hard split.
+    ``return_acts=True`` also returns ``{"pos", "neg", "y"}`` at the chosen layer."""
+    from interplab.analyses.probes import LinearProbe, collect_activations, group_split
+
+    acts_p = collect_activations(model, dataset.pos, batch_size=batch_size)
+    acts_n = collect_activations(model, dataset.neg, batch_size=batch_size)
+    z = zero_shot_scores(model, dataset.prompts, batch_size=batch_size)
+    y = np.asarray(dataset.labels)
+    groups = np.asarray(dataset.groups)
+    train, test = group_split(groups, test_frac, seed)
+    itr, ival = group_split(groups[train], 0.3, seed + 1)
+    sweep = []
+    for l in sorted(acts_p):
+        dp = normalize_by_template(acts_p[l], dataset.template) - normalize_by_template(acts_n[l], dataset.template)
+        inner = LinearProbe().fit(dp[train][itr], y[train][itr]).score(dp[train][ival], y[train][ival])
+        held = LinearProbe().fit(dp[train], y[train]).score(dp[test], y[test])
+        sweep.append({"layer": l, "lr_inner_val_acc": float(inner), "lr_test_acc": float(held)})
+    given = layer is not None
+    if layer is None:
+        layer = max(sweep, key=lambda r: (r["lr_inner_val_acc"], -r["layer"]))["layer"]
+    elif not -model.cfg.n_layers <= layer < model.cfg.n_layers:
+        raise ValueError(f"layer {layer} is outside 0..{model.cfg.n_layers - 1}.")
+    layer = layer % model.cfg.n_layers
+    res = ccs_evaluate(acts_p[layer], acts_n[layer], y, dataset.template, train, test, zero_shot=z, seed=seed, **kw)
+    res.headline_ = {"layer": layer, **res.headline_}
+    diff_ = len(set(dataset.difficulty)) > 1
+    if diff_:  # easy -> hard: supervised probe and CCS trained on the easiest half of the statements, tested on the hardest 30%
+        from interplab.analyses.probes import easy_hard_split
+
+        easy, hard = easy_hard_split(dataset.difficulty, groups, 0.5, 0.3)
+        dp = normalize_by_template(acts_p[layer], dataset.template) - normalize_by_template(acts_n[layer], dataset.template)
+        res.headline_["lr_easy_to_hard_acc"] = round(float(LinearProbe().fit(dp[easy], y[easy]).score(dp[hard], y[hard])), 4)
+        hpn, hnn = normalize_by_template(acts_p[layer], dataset.template), normalize_by_template(acts_n[layer], dataset.template)
+        pr = fit_ccs(hpn[easy], hnn[easy], n_restarts=kw.get("n_restarts", 10), epochs=kw.get("epochs", 1000), seed=seed)
+        o, u, _ = _oriented(pr.predict_proba(hpn[easy], hnn[easy]) - 0.5, y[easy], pr.predict_proba(hpn[hard], hnn[hard]) - 0.5, y[hard])
+        res.headline_["ccs_easy_to_hard_acc"], res.headline_["ccs_easy_to_hard_acc_unoriented"] = round(o, 4), round(u, 4)
+    res.layer_sweep = sweep
+    res.settings.update({"dataset": dataset.name, "n_rows": len(dataset), "n_statements": len(dataset.statements),
+                         "n_templates": len(set(dataset.template)), "test_frac": test_frac,
+                         "layer_chosen_by": "given" if given else "inner validation split of the training rows"})
+    if return_acts:
+        return res, {"pos": acts_p[layer], "neg": acts_n[layer], "y": y}
+    return res
+
+
+def planted_truth_data(n: int = 400, d: int = 32, n_templates: int = 2, strength: float = 2.0, seed: int = 0):
+    """Synthetic contrast pairs with one planted truth direction ``t``:
+    ``h⁺ = base + yes_t + s·strength·t + ε``, ``h⁻ = base + no_t − s·strength·t + ε`` with ``s = ±1`` the truth,
+    ``base`` a large per-statement component shared by the pair, ``yes_t``/``no_t`` per-template answer offsets.
+    Returns ``(hp, hn, y, template, t)``."""
+    rng = np.random.default_rng(seed)
+    t = rng.standard_normal(d)
+    t /= np.linalg.norm(t)
+    y = rng.integers(0, 2, n)
+    s = 2 * y - 1
+    tmpl = np.arange(n) % n_templates
+    base = rng.standard_normal((n, d)) * 2.0
+    yes = rng.standard_normal((n_templates, d)) * 5
+    no = rng.standard_normal((n_templates, d)) * 5
+    hp = base + yes[tmpl] + strength * s[:, None] * t + rng.standard_normal((n, d))
+    hn = base + no[tmpl] - strength * s[:, None] * t + rng.standard_normal((n, d))
+    return hp, hn, y, tmpl, t
