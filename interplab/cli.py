@@ -364,3 +364,9 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ---- training lab (issue 5)
+from interplab.cli_train import train as _train_cmd  # noqa: E402
+
+app.command("train")(_train_cmd)
