@@ -372,9 +372,16 @@ def train(cfg: GrokkingConfig, run_dir: str | Path, resume: bool = False, progre
           callbacks: list | None = None) -> GrokkingResult:
     """Train (or resume) a grokking run in ``run_dir``; analyse it; write the model and ``grokking.json``."""
     cfg.validate()
-    run_dir = Path(run_dir)
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, Path(run_dir), resume, progress, callbacks)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, callbacks) -> GrokkingResult:
     data = make_data(cfg)
     model = make_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
