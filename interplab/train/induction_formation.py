@@ -9,7 +9,8 @@ Data (``data``):
 
 * ``"synthetic"``: ``n_ctx`` uniform random tokens in which one subsequence of random length
   ``[n_ctx/8, n_ctx/4]`` is copied from a random earlier place to a random later one (varying offset,
-  so no positional shortcut predicts the copy); only copying from context is learnable.
+  so no positional shortcut predicts the copy); only copying from context is learnable. The model's
+  vocabulary is then ``synthetic_vocab`` (so the head detectors' random probes use trained tokens only).
 * ``"text"``: **byte-level** tokens (vocabulary 256: the UTF-8 bytes) of the standard library's
   ``pydoc_data.topics`` (or ``text_file``); the last 10 % of the bytes is held out for evaluation.
 * ``"mixed"`` (default): each training sequence is text or synthetic with probability 1/2.
@@ -133,7 +134,7 @@ def icl_score(pos_loss: torch.Tensor) -> float:
 
 def make_model(cfg: AttnOnlyConfig, n_layers: int) -> ToyTransformer:
     return ToyTransformer(ToyConfig(n_layers=n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head, d_mlp=0,
-                                    d_vocab=256, n_ctx=cfg.n_ctx, normalization="LN", positional="learned",
+                                    d_vocab=cfg.synthetic_vocab if cfg.data == "synthetic" else 256, n_ctx=cfg.n_ctx, normalization="LN", positional="learned",
                                     attn_bias=True, seed=cfg.seed + n_layers))
 
 
