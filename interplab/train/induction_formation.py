@@ -26,7 +26,6 @@ et al. 2021) and head ablation importance on held-out data (:func:`interplab.ana
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
