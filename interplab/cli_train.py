@@ -21,7 +21,7 @@ def _parse_layers(spec: str) -> list[int]:
     return out
 
 
-def train(experiment: str = typer.Argument(..., help="grokking | superposition | attn-only"),
+def train(experiment: str = typer.Argument(..., help="grokking | superposition | addition | attn-only"),
           config: Optional[str] = typer.Option(None, "--config", help="TOML file overriding the experiment's defaults."),
           sets: Optional[list[str]] = typer.Option(None, "--set", help="key=value override (repeat)."),
           resume: Optional[str] = typer.Option(None, "--resume", help="Run directory to resume from its newest checkpoint."),

@@ -35,6 +35,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                            "modular arithmetic, Nanda et al. 2023 defaults (p=113, 1 layer, 30% train)"),
     "superposition": Experiment("superposition", "interplab.train.superposition", "SuperpositionConfig",
                                 "toy models of superposition, Elhage et al. 2022 (intro sweep, geometry, phase diagram)"),
+    "addition": Experiment("addition", "interplab.train.addition", "AdditionConfig",
+                           "n-digit addition with per-digit loss curves and phase changes (Nanda et al. 2023)"),
     "attn-only": Experiment("attn-only", "interplab.train.induction_formation", "AttnOnlyConfig",
                             "attention-only transformers and induction heads, Olsson et al. 2022"),
 }
