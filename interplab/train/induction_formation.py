@@ -215,6 +215,8 @@ def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> 
     }
     # phase change: first logged step where the max induction score exceeds 0.3 (heads.py's membership threshold)
     out["induction_step"] = next((r["step"] for r in metrics if r["max_induction_score"] >= 0.3), None)
+    # behavioural phase change: first logged step where the probe's repeated-half loss is below 1 nat
+    out["copy_step"] = next((r["step"] for r in metrics if r["synthetic_loss_second_half"] < 1.0), None)
     if L >= 2:
         from interplab.analyses.weights import composition_scores
 
@@ -305,11 +307,12 @@ def train(cfg: AttnOnlyConfig, run_dir, resume: bool = False, progress: bool = T
     finally:
         torch.set_num_threads(threads)
     head: dict[str, Any] = {k: {name: m[k] for name, m in models.items()} for k in
-                            ("final_loss", "icl_score", "synthetic_loss_second_half", "induction_step")}
+                            ("final_loss", "icl_score", "synthetic_loss_second_half", "induction_step", "copy_step")}
     head["max_induction_score"] = {name: [round(m["max_induction_score"], 4), m["max_induction_head"]] for name, m in models.items()}
     head["max_prev_token_score"] = {name: round(m["max_prev_token_score"], 4) for name, m in models.items()}
     head["max_k_composition"] = {name: m.get("max_k_composition") for name, m in models.items() if "max_k_composition" in m}
-    head["tokenizer"] = "bytes (UTF-8), vocabulary 256"
+    head["tokenizer"] = (f"synthetic token ids 0..{cfg.synthetic_vocab - 1}" if cfg.data == "synthetic"
+                         else "bytes (UTF-8), vocabulary 256")
     from interplab.train.config import config_dict
 
     res = AttnOnlyResult(config_dict(cfg), models, metrics, head,
@@ -325,6 +328,7 @@ def _answer(res: AttnOnlyResult) -> str:
                      f"{m['synthetic_loss_second_half']:.3f} (first half {m['synthetic_loss_first_half']:.3f}), max induction score "
                      f"{m['max_induction_score']:.3f} at head {m['max_induction_head']}"
                      + (f", first >= 0.3 at step {m['induction_step']}" if m["induction_step"] is not None else ", never >= 0.3")
+                     + (f"; repeated-half loss < 1 nat from step {m['copy_step']}" if m.get("copy_step") is not None else "")
                      + (f"; strongest K-composition {m['max_k_composition']}" if m.get("max_k_composition") else "") + ".")
     return " ".join(lines)
 
