@@ -1,7 +1,7 @@
 """Attention-only transformers (Olsson et al. 2022): trained on varied-offset repeated subsequences, a 2-layer
 model learns to copy from context (loss on the repeated half of the probe drops from ~4.2 to < 1 nat, a
 phase change at ~600 steps) and a 1-layer model does not (stays > 1.5 nats). One test of both models,
-900 steps each (~2 minutes on the shared 2-core CPU: the 2L phase change comes after ~600-700 steps).
+900 steps each (28-80 s on the shared 2-core CPU depending on load: the 2L phase change comes after ~600-700 steps).
 
 Not asserted, because it does not hold in this short run: the standard induction *score* (attention
 from a second-copy token to the token after its earlier occurrence) of the 2-layer model stays low
