@@ -358,7 +358,8 @@ def bench_ablation_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"
         Console().print(t)
 
 
-# commands defined in their own modules (causal analysis; representations; activation datasets and SAEs)
+# commands defined in their own modules (causal analysis; representations; activation datasets and SAEs;
+# training lab)
 from interplab import cli_repr as _cli_repr  # noqa: E402
 from interplab import cli_sae as _cli_sae  # noqa: E402
 from interplab.cli_causal import register as _register_causal  # noqa: E402
@@ -366,6 +367,9 @@ from interplab.cli_causal import register as _register_causal  # noqa: E402
 _register_causal(app, bench_app)
 _cli_repr.register(app, bench_app)
 _cli_sae.register(app, bench_app)
+from interplab.cli_train import train as _train_cmd  # noqa: E402
+
+app.command("train")(_train_cmd)
 
 
 def main() -> None:  # pragma: no cover

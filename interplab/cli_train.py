@@ -1,0 +1,56 @@
+"""``interplab train EXPERIMENT``: the training lab's command (registered at the end of ``interplab/cli.py``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def _parse_layers(spec: str) -> list[int]:
+    s = spec.strip()
+    try:
+        if ".." in s:
+            lo, hi = s.split("..", 1)
+            out = list(range(int(lo), int(hi) + 1))
+        else:
+            out = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--layers {spec!r}: use a range like 1..4 or a list like 1,2.") from None
+    if not out or min(out) < 1:
+        raise ValueError(f"--layers {spec!r}: layer counts must be at least 1.")
+    return out
+
+
+def train(experiment: str = typer.Argument(..., help="grokking | superposition | addition | attn-only"),
+          config: Optional[str] = typer.Option(None, "--config", help="TOML file overriding the experiment's defaults."),
+          sets: Optional[list[str]] = typer.Option(None, "--set", help="key=value override (repeat)."),
+          resume: Optional[str] = typer.Option(None, "--resume", help="Run directory to resume from its newest checkpoint."),
+          out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-train-EXPERIMENT)."),
+          layers: Optional[str] = typer.Option(None, "--layers", help="attn-only: layer counts, e.g. 1..4 or 1,2."),
+          no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+          as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON on stdout.")):
+    """Train a toy model (seeded, checkpointed, resumable) and analyse it; writes metrics, model and report.html."""
+    from interplab.cli import _Guard, _print_json, err
+    from interplab.runs import Run
+    from interplab.train import experiments as X
+
+    with _Guard():
+        X.get(experiment)
+        extra = None
+        if layers is not None:
+            if experiment != "attn-only":
+                raise ValueError("--layers applies to attn-only only; use --set for other experiments.")
+            extra = {"layers": tuple(_parse_layers(layers))}
+        cfg = X.make_config(experiment, file=config, sets=sets, resume_dir=resume, extra=extra)
+        args = {"experiment": experiment, "config_file": config, "set": sets, "resume": resume, "layers": layers}
+        with Run(f"train-{experiment}", args, out=resume or out, seed=getattr(cfg, "seed", None)) as run:
+            res = X.run(experiment, cfg, run.dir, resume=resume is not None, progress=not no_progress)
+            run.artefacts += sorted(p.name for p in run.dir.iterdir() if p.is_file() and p.name != "run.json")
+            run.headline.update(res.headline)
+            run.headline["report"] = str((run.dir / "report.html").resolve())
+            run.headline["run_dir"] = str(run.dir.resolve())
+    if as_json:
+        _print_json(run.headline)
+    else:
+        for k, v in run.headline.items():
+            err.print(f"{k}: {v}", highlight=False)
