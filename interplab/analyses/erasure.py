@@ -642,15 +642,26 @@ def make_outlier_data(n: int = 2000, d: int = 10, outlier_frac: float = 0.1, gap
 def load_acts_dir(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Activations and labels for ``interplab erase --data acts DIR``.
 
-    Current format (until the activation-dataset loader lands): ``DIR/acts.safetensors`` with tensors
-    ``x`` ``[n, d]`` (float) and ``y`` ``[n]`` (integer labels), or several ``*.safetensors`` shards in DIR
-    each holding ``x`` and ``y``, concatenated in sorted file-name order. Kept in this one function so that
-    it can be routed to the shared shard loader."""
+    Read through the shared loader :func:`interplab.acts.load_acts`: ``DIR/acts.safetensors`` with tensors
+    ``x`` ``[n, d]`` (float) and ``y`` ``[n]`` (integer labels) — what ``interplab ccs`` writes. A sharded
+    directory from ``interplab acts`` carries no labels and is refused with that reason. Several
+    ``*.safetensors`` files in DIR, each holding ``x`` and ``y``, are concatenated in sorted file-name order."""
     from safetensors.numpy import load_file
+
+    from interplab.acts import MANIFEST, PLAIN, load_acts
 
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"activation directory {p} does not exist (expected DIR/acts.safetensors with x [n, d] and y [n]).")
+    if (p / PLAIN).is_file() or (p / MANIFEST).is_file():
+        a = load_acts(p)
+        if a.y is None:
+            raise ValueError(f"{p} holds activations without labels (an `interplab acts` dataset); concept erasure needs "
+                             "a label per row: write DIR/acts.safetensors with x [n, d] and y [n] (interplab ccs does).")
+        X, y = a.x.double().numpy(), a.y.reshape(-1).numpy()
+        if len(X) != len(y):
+            raise ValueError(f"x must be [n, d] and y [n]; got {X.shape} and {y.shape}.")
+        return X, y
     files = [p / "acts.safetensors"] if (p / "acts.safetensors").is_file() else sorted(p.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no acts.safetensors (or *.safetensors shards) in {p}; write tensors x [n, d] and y [n].")
