@@ -47,6 +47,18 @@ def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _print_metrics(res: dict, as_json: bool, skip_suffix: str | None = None) -> None:
+    """A benchmark's result: JSON on stdout with ``--json``, else a two-column table."""
+    if as_json:
+        _print_json(res)
+        return
+    t = Table("metric", "value")
+    for k, v in res.items():
+        if not (skip_suffix and k.endswith(skip_suffix)):
+            t.add_row(k, str(v))
+    Console().print(t)
+
+
 def _load(name: str):
     import transformers
 
@@ -148,14 +160,7 @@ def bench_hooks_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"),
             res = bench_hooks(m, batch=batch, seq=seq, rounds=rounds, threads=threads)
         run.save_json("bench.json", res)
         run.headline.update(res)
-    if as_json:
-        _print_json(res)
-    else:
-        t = Table("metric", "value")
-        for k, v in res.items():
-            if not k.endswith("_rounds"):
-                t.add_row(k, str(v))
-        Console().print(t)
+    _print_metrics(res, as_json, skip_suffix="_rounds")
 
 
 @app.command()
@@ -349,13 +354,7 @@ def bench_ablation_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"
                                  threads=threads, all_heads=all_heads)
         run.save_json("bench.json", res)
         run.headline.update(res)
-    if as_json:
-        _print_json(res)
-    else:
-        t = Table("metric", "value")
-        for k, v in res.items():
-            t.add_row(k, str(v))
-        Console().print(t)
+    _print_metrics(res, as_json)
 
 
 # commands defined in their own modules (causal analysis; representations; activation datasets and SAEs;

@@ -14,7 +14,7 @@ from rich.table import Table
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    from interplab.cli import _Guard, _load, _print_json, err
+    from interplab.cli import _Guard, _load, _print_json, _print_metrics, err
 
     @app.command()
     def patch(task: str = typer.Argument(..., help="ioi | facts | pronouns | capitalisation | acronyms"),
@@ -222,13 +222,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 res = bench_patching(m, n=n, rounds=rounds, threads=threads, peer=peer)
             run.save_json("bench.json", res)
             run.headline.update(res)
-        if as_json:
-            _print_json(res)
-        else:
-            t = Table("metric", "value")
-            for k, v in res.items():
-                t.add_row(k, str(v))
-            Console().print(t)
+        _print_metrics(res, as_json)
 
 
 def _ioi_comparison(rep, results, table) -> None:

@@ -154,13 +154,9 @@ def bench_leace_cmd(n: int = typer.Option(8192, "--n", help="Rows."), d: int = t
             res = bench_leace(n=n, d=d, k=classes, rounds=rounds, threads=threads)
         run.save_json("bench.json", res)
         run.headline.update(res)
-    if as_json:
-        _print_json(res)
-    else:
-        t = Table("metric", "value")
-        for k, v in res.items():
-            t.add_row(k, str(v))
-        Console().print(t)
+    from interplab.cli import _print_metrics
+
+    _print_metrics(res, as_json)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -167,13 +167,7 @@ def bench_sae_cmd(rows: int = typer.Option(32768, "--rows", help="Activation row
             res = bench_sae(**args)
         run.save_json("bench.json", res)
         run.headline.update(res)
-    if as_json:
-        cli._print_json(res)
-    else:
-        t = Table("metric", "value")
-        for key, v in res.items():
-            t.add_row(key, str(v))
-        Console().print(t)
+    cli._print_metrics(res, as_json)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -188,6 +188,20 @@ def embedding_noise_std(model: Model, facts: Sequence[Fact]) -> float:
     return float(torch.cat(vals).float().std())
 
 
+def subject_noise(model: Model, a: int, b: int, n_samples: int, std: float, scale: float, seed: int) -> Apply:
+    """The Gaussian corruption: N(0, (scale·std)²) added to the ``hook_embed`` rows ``a..b`` of each of
+    ``n_samples`` copies of the prompt (one seeded draw per copy)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n_samples, b - a + 1, model.cfg.d_model, generator=g) * (scale * std)
+
+    def add_noise(x, ctx):
+        x = x.clone()
+        x[:, a:b + 1] += noise.to(x.dtype)
+        return x
+
+    return Apply("hook_embed", fn=add_noise)
+
+
 def _window(layer: int, n_layers: int, window: int) -> list[int]:
     lo = max(0, layer - window // 2)
     hi = min(n_layers, layer - window // 2 + window)
@@ -210,16 +224,8 @@ def trace_fact(model: Model, fact: Fact, corruption: str = "noise", noise_std: f
     if corruption == "noise":
         if noise_std is None:
             raise ValueError("corruption='noise' needs noise_std (see embedding_noise_std).")
-        g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(n_samples, b - a + 1, model.cfg.d_model, generator=g) * (noise_scale * noise_std)
         corrupt = clean_row.repeat(n_samples, 1)
-
-        def add_noise(x, ctx, _noise=noise):
-            x = x.clone()
-            x[:, a:b + 1] += _noise.to(x.dtype)
-            return x
-
-        extra = [Apply("hook_embed", fn=add_noise)]
+        extra = [subject_noise(model, a, b, n_samples, noise_std, noise_scale, seed)]
     elif corruption == "resample":
         rows = []
         tok = model._need_tokenizer()
@@ -375,15 +381,7 @@ def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples
         p = len(ids)
         pos_of = {bk: [x for x in range(p) if bucket_of(x, a, b, p - 1) == bk] for bk in BUCKETS}
         hpos = (pos_of.get(attn_peak["position"]) or [p - 1])[-1]
-        g = torch.Generator().manual_seed(seed + i)
-        noise = torch.randn(n_samples, b - a + 1, model.cfg.d_model, generator=g) * (scale * std)
-
-        def add_noise(x, ctx, _noise=noise, _a=a, _b=b):
-            x = x.clone()
-            x[:, _a:_b + 1] += _noise.to(x.dtype)
-            return x
-
-        extra = [Apply("hook_embed", fn=add_noise)]
+        extra = [subject_noise(model, a, b, n_samples, std, scale, seed + i)]
         clean = torch.tensor([ids])
         corrupt = clean.repeat(n_samples, 1)
         pairs = pairs_from_tokens("fact", clean.repeat(n_samples, 1), corrupt, answer_ids=ans, wrong_ids=ans, metric="prob")
@@ -422,15 +420,7 @@ def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples
             ans, _ = model.first_token_id(f.answer, "answer")
             p = len(ids)
             npos = ([x for x in range(p) if bucket_of(x, a, b, p - 1) == mlp_peak["position"]] or [b])[-1]
-            g = torch.Generator().manual_seed(seed + i)
-            noise = torch.randn(n_samples, b - a + 1, model.cfg.d_model, generator=g) * (scale * std)
-
-            def add_noise2(x, ctx, _noise=noise, _a=a, _b=b):
-                x = x.clone()
-                x[:, _a:_b + 1] += _noise.to(x.dtype)
-                return x
-
-            extra = [Apply("hook_embed", fn=add_noise2)]
+            extra = [subject_noise(model, a, b, n_samples, std, scale, seed + i)]
             clean = torch.tensor([ids])
             hk = f"blocks.{mlp_peak['layer']}.mlp.hook_post"
             _, cc = model.run(clean, cache=[hk])
