@@ -244,7 +244,7 @@ def test_bench_ablation_small(tok_model):
 
     res = bench_ablation(tok_model, n_chunks=3, chunk_len=16, layers=[0, 1])
     assert res["max_abs_diff"] <= 1e-4 and res["heads_timed"] == 2 * tok_model.cfg.n_heads
-    assert res["naive_s"] > 0 and res["fast_s"] > 0 and res["speedup"] > 0 and res["extrapolated"] is False
+    assert res["naive_s"] >= 0 and res["fast_s"] >= 0 and res["speedup"] > 0 and res["extrapolated"] is False
     assert 1 < res["speedup_arithmetic_model"] < 2
 
 
