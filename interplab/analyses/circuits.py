@@ -26,7 +26,6 @@ the circuit found by :func:`discover_circuit` with its faithfulness.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from typing import Any
 
 import torch
 
-from interplab.analyses.patching import _end_metric, activation_patching, path_patching
+from interplab.analyses.patching import _end_metric, activation_patching, path_patching, probe_gradients
 from interplab.hooks import Patch
 from interplab.models.model import Model
 from interplab.results import read_json, write_json
@@ -191,22 +190,9 @@ def _attribution_node_effects(model: Model, pairs: PromptPairs, nodes: Sequence[
                               ref: dict[str, torch.Tensor]) -> dict[Node, float]:
     """First-order estimate of the mean-metric change when each node alone is mean-ablated:
     ``sum over positions of (ref − clean) · dM/d(activation)``, averaged over prompts."""
-    from interplab.hooks import Apply
-
     hooks = sorted({_node_hook(nd) for nd in nodes})
-    probes: dict[str, torch.Tensor] = {}
-    vals: dict[str, torch.Tensor] = {}
-
-    def probe(x, ctx):
-        d = torch.zeros_like(x, requires_grad=True)
-        probes[ctx.name], vals[ctx.name] = d, x.detach()
-        return x + d
-
-    with torch.enable_grad():
-        final = model.run(pairs.clean, attention_mask=pairs.run_mask(), grad=True, return_resid=True,
-                          interventions=[Apply(h, fn=probe) for h in hooks]).logits
-        m = _end_metric(model, pairs, final).mean()
-        grads = dict(zip(hooks, torch.autograd.grad(m, [probes[h] for h in hooks])))
+    _, vals, grads = probe_gradients(model, pairs.clean, hooks, lambda final: _end_metric(model, pairs, final).mean(),
+                                     attention_mask=pairs.run_mask(), return_resid=True)
     mask = pairs.mask.to(torch.float32)
     out = {}
     for nd in nodes:

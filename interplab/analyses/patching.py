@@ -389,6 +389,29 @@ def activation_patching(model: Model, pairs: PromptPairs, grid: str = "resid", d
 # ====================================================================================== attribution patching
 
 
+def probe_gradients(model: Model, tokens, hooks: Sequence[str], metric, attention_mask: torch.Tensor | None = None,
+                    interventions: Sequence = (), return_resid: bool = False):
+    """One forward pass with a zero probe added at each of ``hooks`` and one backward pass of
+    ``metric(output).sum()`` (``output``: logits, or the residual stream entering the final norm with
+    ``return_resid``). Probes, not the activations themselves, carry the gradient, so every hook point
+    works (GQA keys/values expanded per query head, patterns). Returns ``(metric value detached,
+    {hook: activation}, {hook: d metric / d activation})`` — the ingredients of attribution patching."""
+    probes: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
+
+    def probe(x, ctx):
+        d = torch.zeros_like(x, requires_grad=True)
+        probes[ctx.name], values[ctx.name] = d, x.detach()
+        return x + d
+
+    with torch.enable_grad():
+        out = model.run(tokens, attention_mask=attention_mask, grad=True, return_resid=return_resid,
+                        interventions=[*interventions, *(Apply(h, fn=probe) for h in hooks)]).logits
+        m = metric(out)
+        grads = torch.autograd.grad(m.sum(), [probes[h] for h in hooks])
+    return m.detach(), values, dict(zip(hooks, grads))
+
+
 def attribution_patching(model: Model, pairs: PromptPairs, grid: str = "heads", direction: str = "denoise",
                          positions: str | Sequence | None = "named", position: str | int | None = None,
                          layers: Sequence[int] | None = None, neurons: Sequence[tuple[int, int]] | None = None,
@@ -401,20 +424,7 @@ def attribution_patching(model: Model, pairs: PromptPairs, grid: str = "heads", 
     base, src_tokens = (pairs.corrupt, pairs.clean) if direction == "denoise" else (pairs.clean, pairs.corrupt)
     mask = pairs.run_mask()
     src_logits, src_cache = model.run(src_tokens, cache=hooks, attention_mask=mask)
-    probes: dict[str, torch.Tensor] = {}
-    values: dict[str, torch.Tensor] = {}
-
-    def probe(x, ctx):
-        d = torch.zeros_like(x, requires_grad=True)
-        probes[ctx.name] = d
-        values[ctx.name] = x.detach()
-        return x + d
-
-    logits, _ = model.run(base, attention_mask=mask, grad=True, interventions=[Apply(h, fn=probe) for h in hooks])
-    m_base = pairs.metric_from_logits(logits)
-    grads = torch.autograd.grad(m_base.sum(), [probes[h] for h in hooks])
-    grad = dict(zip(hooks, grads))
-    m_base = m_base.detach()
+    m_base, values, grad = probe_gradients(model, base, hooks, pairs.metric_from_logits, attention_mask=mask)
     m_src = pairs.metric_from_logits(src_logits).detach()
     m_clean, m_corrupt = (m_src, m_base) if direction == "denoise" else (m_base, m_src)
     n = len(pairs)

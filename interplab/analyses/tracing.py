@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from interplab.analyses.patching import Cell, run_cells
-from interplab.hooks import Apply, Patch
+from interplab.analyses.patching import Cell, probe_gradients, run_cells
+from interplab.hooks import Apply
 from interplab.models.model import Model
 from interplab.results import read_json, write_json
 from interplab.tasks.facts import Fact
@@ -375,6 +375,7 @@ def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples
     mlp_peak = result.peak("mlp") if have_mlp else None
     attn_peak = result.peak("attn") if "attn" in result.aie else {"position": "last"}
     neuron_scores = torch.zeros(model.cfg.d_mlp) if have_mlp else None
+    runs = []  # per fact: what the exact neuron restorations reuse
     for i, f in enumerate(facts):
         ids, a, b = subject_span(model, f.prompt, f.subject)
         ans, _ = model.first_token_id(f.answer, "answer")
@@ -395,42 +396,23 @@ def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples
         if have_mlp:
             npos = (pos_of.get(mlp_peak["position"]) or [b])[-1]
             hk = f"blocks.{mlp_peak['layer']}.mlp.hook_post"
-            vals = {}
-
-            def probe(x, ctx, _v=vals):
-                d = torch.zeros_like(x, requires_grad=True)
-                _v["d"], _v["x"] = d, x.detach()
-                return x + d
-
-            with torch.enable_grad():
-                lg, _ = model.run(corrupt, grad=True, interventions=[*extra, Apply(hk, fn=probe)])
-                m = pairs.metric_from_final(lg[:, -1]).sum()
-                (grad,) = torch.autograd.grad(m, [vals["d"]])
-            delta = (cc[hk][:, npos] - vals["x"][:, npos])  # [n, neurons]
-            neuron_scores += (delta * grad[:, npos]).mean(0) / len(facts)
+            _, vals, grads = probe_gradients(model, corrupt, [hk], lambda lg: pairs.metric_from_final(lg[:, -1]),
+                                             interventions=extra)
+            delta = (cc[hk][:, npos] - vals[hk][:, npos])  # [n, neurons]
+            neuron_scores += (delta * grads[hk][:, npos]).mean(0) / len(facts)
+            runs.append((pairs, corrupt, cc, cx, p_corrupt, npos))
     flat = head_ie.reshape(-1).argsort(descending=True)[:top_k]
     out["heads"] = [[int(i // H), int(i % H), round(float(head_ie.reshape(-1)[i]), 5)] for i in flat]
     out["head_ie"] = head_ie
     out["head_position"] = attn_peak["position"]
     if have_mlp:
         top = neuron_scores.argsort(descending=True)[:top_k].tolist()
+        hk, layer = f"blocks.{mlp_peak['layer']}.mlp.hook_post", mlp_peak["layer"]
         exact = torch.zeros(len(top))
-        for i, f in enumerate(facts):
-            ids, a, b = subject_span(model, f.prompt, f.subject)
-            ans, _ = model.first_token_id(f.answer, "answer")
-            p = len(ids)
-            npos = ([x for x in range(p) if bucket_of(x, a, b, p - 1) == mlp_peak["position"]] or [b])[-1]
-            extra = [subject_noise(model, a, b, n_samples, std, scale, seed + i)]
-            clean = torch.tensor([ids])
-            hk = f"blocks.{mlp_peak['layer']}.mlp.hook_post"
-            _, cc = model.run(clean, cache=[hk])
-            base = pairs_from_tokens("fact", clean.repeat(n_samples, 1), clean.repeat(n_samples, 1), answer_ids=ans,
-                                     wrong_ids=ans, metric="prob")
-            p0 = base.metric_from_final(model.run(clean.repeat(n_samples, 1), interventions=extra).logits[:, -1]).mean()
-            for j, nidx in enumerate(top):
-                iv = Patch(hk, positions=npos, neurons=[nidx], source=cc)
-                pr = base.metric_from_final(model.run(clean.repeat(n_samples, 1), interventions=[*extra, iv]).logits[:, -1]).mean()
-                exact[j] += float(pr - p0) / len(facts)
+        for pairs, corrupt, cc, cx, p_corrupt, npos in runs:  # restore each top neuron exactly, batched
+            cells = [Cell(hk, layer, position=npos, neurons=(nidx,)) for nidx in top]
+            per, _ = run_cells(model, pairs, cells, corrupt, cc, cx)
+            exact += (per.mean(-1) - p_corrupt) / len(facts)
         out["neurons"] = [[mlp_peak["layer"], int(nidx), round(float(neuron_scores[nidx]), 6), round(float(e), 6)]
                           for nidx, e in zip(top, exact)]
         out["neuron_layer"], out["neuron_position"] = mlp_peak["layer"], mlp_peak["position"]

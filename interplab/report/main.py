@@ -193,18 +193,27 @@ def _logit_pca_section(model, out: Path, timings: dict) -> list:
             figure(res.plot())]
 
 
-def _patching_section(model, out: Path, timings: dict) -> list:
-    """IOI activation patching of every head at END (exact, fast path) and attribution patching beside it."""
-    from interplab.analyses.patching import activation_patching, attribution_patching, correlation
+def _ioi_pairs(model, n: int):
+    """IOI pairs for a report section, or the section's explanatory text when they cannot be built
+    (no tokenizer, too few single-token names)."""
     from interplab.tasks.ioi import ioi
 
     if model.tokenizer is None:
-        return [text("IOI patching needs a model with a tokenizer.")]
-    t = time.perf_counter()
+        return [text("IOI needs a model with a tokenizer.")]
     try:
-        pairs = ioi(model, n=8)
-    except ValueError as e:  # e.g. too few single-token names for this tokenizer
+        return ioi(model, n=n)
+    except ValueError as e:
         return [text(f"IOI prompts cannot be built for this model: {e}")]
+
+
+def _patching_section(model, out: Path, timings: dict) -> list:
+    """IOI activation patching of every head at END (exact, fast path) and attribution patching beside it."""
+    from interplab.analyses.patching import activation_patching, attribution_patching, correlation
+
+    t = time.perf_counter()
+    pairs = _ioi_pairs(model, 8)
+    if isinstance(pairs, list):
+        return pairs
     res = activation_patching(model, pairs, grid="heads", position="END", n_boot=200)
     att = attribution_patching(model, pairs, grid="heads", position="END", n_boot=200)
     res.save(out, "patching_ioi_heads.json")
@@ -220,15 +229,11 @@ def _patching_section(model, out: Path, timings: dict) -> list:
 def _ioi_section(model, out: Path, timings: dict) -> list:
     """The IOI procedure: logit difference, head classes and the circuit with its faithfulness."""
     from interplab.analyses.circuits import ioi_circuit
-    from interplab.tasks.ioi import ioi
 
-    if model.tokenizer is None:
-        return [text("IOI needs a model with a tokenizer.")]
     t = time.perf_counter()
-    try:
-        pairs = ioi(model, n=16)
-    except ValueError as e:
-        return [text(f"IOI prompts cannot be built for this model: {e}")]
+    pairs = _ioi_pairs(model, 16)
+    if isinstance(pairs, list):
+        return pairs
     res = ioi_circuit(model, pairs, detector_seqs=8)
     res.save(out / "ioi")
     timings["ioi"] = time.perf_counter() - t
