@@ -102,3 +102,51 @@ def test_config_overrides(tmp_path):
         build_config(G.GrokkingConfig, sets=["p=100"])
     with pytest.raises(ValueError, match="cannot read"):
         build_config(G.GrokkingConfig, sets=["epochs=many"])
+
+
+def _regression_trainer(run_dir, callbacks=(), stop_below=0.05):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(1)
+    w = torch.tensor([[1.0, -2.0, 0.5]])
+
+    def step_fn(step):
+        x = torch.randn(32, 3, generator=g)
+        return ((model(x) - x @ w.T) ** 2).mean()
+
+    def eval_fn(step):
+        x = torch.linspace(-1, 1, 30).reshape(10, 3)
+        return {"loss": float(((model(x) - x @ w.T) ** 2).mean())}
+
+    return Trainer(model, opt, step_fn, eval_fn, steps=400, run_dir=run_dir, log_every=10, ckpt_every=50, progress=False,
+                   generators={"data": g}, callbacks=list(callbacks), should_stop=lambda ms: ms[-1]["loss"] < stop_below)
+
+
+def test_stop_rule_ends_training_and_resume_stops_at_the_same_step(tmp_path):
+    full = _regression_trainer(tmp_path / "full")
+    ms = full.fit()
+    assert full.stopped_early and ms[-1]["step"] < 400 and ms[-1]["loss"] < 0.05
+    assert all(m["loss"] >= 0.05 for m in ms[:-1])  # stopped at the first log step that met the rule
+    assert latest_checkpoint(tmp_path / "full").name == f"step_{ms[-1]['step']:07d}"  # checkpoint at the stop
+    stop = ms[-1]["step"]
+    # killed before the stop, resumed: the same metrics and the same stop step
+    with pytest.raises(Killed):
+        _regression_trainer(tmp_path / "killed", callbacks=[_kill_at(stop - 5)]).fit()
+    resumed = _regression_trainer(tmp_path / "killed")
+    assert resumed.fit(resume=True) == ms and resumed.stopped_early
+    # resuming a run that already stopped trains no further
+    again = _regression_trainer(tmp_path / "full")
+    assert again.fit(resume=True) == ms and again.step == stop
+
+
+def test_clean_stop_rule_on_planted_curves():
+    def curve(ws, acc):
+        return [{"step": 100 * i, "test_acc": a, "weight_norm_sq": w} for i, (w, a) in enumerate(zip(ws, acc))]
+
+    falling = curve([3000 - 100 * i for i in range(20)], [1.0] * 20)  # still shrinking 3 %/window
+    assert not G.clean_stop(falling, window=1000, tol=0.01)
+    flat = curve([3000] * 5 + [1000 + 1 * i for i in range(15)][::-1], [0.5] * 5 + [1.0] * 15)
+    assert G.clean_stop(flat, window=1000, tol=0.01)
+    not_grokked = curve([1000] * 20, [0.5] * 20)  # flat weights but test accuracy < 0.99: memorised, keep going
+    assert not G.clean_stop(not_grokked, window=1000, tol=0.01)

@@ -13,7 +13,7 @@ from pathlib import Path
 from interplab.train.config import build_config, config_dict
 
 CONFIG_FILE = "train_config.json"
-RESUME_OVERRIDABLE = {"epochs", "steps", "threads", "log_every", "ckpt_every", "snapshot_every", "keep_snapshots", "parts"}
+RESUME_OVERRIDABLE = {"epochs", "steps", "threads", "log_every", "ckpt_every", "snapshot_every", "keep_snapshots", "parts", "stop_when_clean"}
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,10 @@ class GrokkingConfig:
     snapshot_every: int = 250
     keep_snapshots: bool = False
     fve_threshold: float = 0.5
-    threads: int = 1  # torch threads (1 was 12x faster than 2 on the shared 2-core machine); 0: torch default
+    stop_when_clean: bool = True  # stop once grokked and the weight norm has levelled off (see clean_stop)
+    clean_window: int = 1000
+    clean_tol: float = 0.01
+    threads: int = 0  # torch threads; 0: torch's default (2 threads: 1.6x faster than 1 on the quiet 2-core machine)
 
     def validate(self) -> None:
         if self.p < 3 or any(self.p % q == 0 for q in range(2, int(math.isqrt(self.p)) + 1)):
@@ -154,10 +157,11 @@ def forward_eq(model: ToyTransformer, a: torch.Tensor, b: torch.Tensor, eq: int)
     vt = attn.v_proj(torch.cat([x0, x1, x2[None]]))
     scale = dh**-0.5
     s = (kt.view(-1, H, dh) * q).sum(-1) * scale  # [2p+1, H]
-    sa, sb, se = s[:eq][a], s[eq:2 * eq][b], s[2 * eq].expand(a.shape[0], H)
+    # index_select, not v[a]: its backward is an index_add, ~10x faster than advanced indexing's index_put
+    sa, sb, se = s[:eq].index_select(0, a), s[eq:2 * eq].index_select(0, b), s[2 * eq].expand(a.shape[0], H)
     w = torch.softmax(torch.stack([sa, sb, se], -1), -1)  # [N, H, 3]
     v = vt.view(-1, H, dh)
-    z = w[..., 0, None] * v[:eq][a] + w[..., 1, None] * v[eq:2 * eq][b] + w[..., 2, None] * v[2 * eq]
+    z = w[..., 0, None] * v[:eq].index_select(0, a) + w[..., 1, None] * v[eq:2 * eq].index_select(0, b) + w[..., 2, None] * v[2 * eq]
     resid = x2 + attn.o_proj(z.reshape(a.shape[0], H * dh))
     acts = None
     mlp = model.blocks[0].mlp
@@ -169,6 +173,19 @@ def forward_eq(model: ToyTransformer, a: torch.Tensor, b: torch.Tensor, eq: int)
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, p: int) -> torch.Tensor:
     return F.cross_entropy(logits[:, :p].double(), labels)
+
+
+def clean_stop(metrics: list[dict], window: int, tol: float) -> bool:
+    """The end of clean-up, as a stopping rule: test accuracy >= 0.99 and the sum of squared weights fell by
+    less than ``tol`` (relative) over the last ``window`` epochs. Nanda et al. train 40,000 epochs, but the
+    three phases are over by ~13,000 in their run; later epochs only shrink the weights further."""
+    last = metrics[-1]
+    if last.get("test_acc", 0.0) < 0.99 or last["step"] < window:
+        return False
+    before = next((m for m in reversed(metrics) if m["step"] <= last["step"] - window), None)
+    if before is None or before.get("test_acc", 0.0) < 0.99:
+        return False
+    return (before["weight_norm_sq"] - last["weight_norm_sq"]) < tol * before["weight_norm_sq"]
 
 
 def weight_norm_sq(model) -> float:
@@ -384,7 +401,8 @@ def train(cfg: GrokkingConfig, run_dir: str | Path, resume: bool = False, progre
 def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, callbacks) -> GrokkingResult:
     data = make_data(cfg)
     model = make_model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
+                            fused=True)
     p = cfg.p
     tr, te = data["train"], data["test"]
     a_tr, b_tr, y_tr = data["a"][tr], data["b"][tr], data["labels"][tr]
@@ -417,7 +435,8 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
 
     trainer = Trainer(model, opt, step_fn, eval_fn, steps=cfg.epochs, run_dir=run_dir, log_every=cfg.log_every,
                       ckpt_every=cfg.ckpt_every, seed=cfg.seed, callbacks=[snapshot] + list(callbacks or []),
-                      progress=progress, description=f"grokking p={p} {cfg.operation}")
+                      progress=progress, description=f"grokking p={p} {cfg.operation}",
+                      should_stop=(lambda ms: clean_stop(ms, cfg.clean_window, cfg.clean_tol)) if cfg.stop_when_clean else None)
     if not resume:
         shutil.rmtree(snap_dir, ignore_errors=True)
         snap_dir.mkdir(parents=True, exist_ok=True)
@@ -441,6 +460,8 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
     if not cfg.keep_snapshots:
         shutil.rmtree(snap_dir, ignore_errors=True)
     head = summarise(cfg, metrics, analysis)
+    head["epochs_trained"] = metrics[-1]["step"]
+    head["stopped_at_clean_up_end"] = trainer.stopped_early
     head["steps_per_second"] = round(trainer.steps_per_second, 2)
     head["training_seconds"] = round(trainer.seconds_training, 1)
     from interplab.train.config import config_dict

@@ -111,7 +111,10 @@ class Trainer:
     ``step 0`` and every ``log_every`` steps and at the end (its output goes to ``metrics.jsonl``);
     ``model`` is saved with ``save_pretrained`` if it has one (ToyTransformer), else its ``state_dict``.
     ``callbacks``: ``fn(step, trainer)`` after each optimizer step (tests use one to simulate a kill).
-    ``extra_state`` / ``load_extra``: JSON-able experiment state saved in checkpoints."""
+    ``extra_state`` / ``load_extra``: JSON-able experiment state saved in checkpoints.
+    ``should_stop(metrics) -> bool``: asked after every logged evaluation; ``True`` ends training there
+    (a checkpoint is written at that step; :attr:`stopped_early` is set). It is a function of the logged
+    metrics only, so a resumed run stops at the same step as an uninterrupted one."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -130,6 +133,7 @@ class Trainer:
     grad_clip: float | None = None
     extra_state: Callable[[], dict] | None = None
     load_extra: Callable[[dict], None] | None = None
+    should_stop: Callable[[list[dict]], bool] | None = None
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -140,6 +144,7 @@ class Trainer:
         self.step = 0
         self.metrics: list[dict] = []
         self.seconds_training = 0.0
+        self.stopped_early = False
 
     # --------------------------------------------------------------------------- checkpoints
     def _save_model(self, directory: Path) -> None:
@@ -237,6 +242,8 @@ class Trainer:
             self._log(self._evaluate(None))
             self.save_checkpoint()
         last_good = latest_checkpoint(self.run_dir)
+        if self.should_stop is not None and self.step < self.steps and self.metrics and self.should_stop(self.metrics):
+            self.stopped_early = True  # resumed from the checkpoint written when the stop rule fired
         bad = torch.zeros((), dtype=torch.bool)
         first_bad_window = self.step
         bar = None
@@ -252,7 +259,7 @@ class Trainer:
         t0 = time.perf_counter()
         loss = None
         try:
-            while self.step < self.steps:
+            while self.step < self.steps and not self.stopped_early:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = self.step_fn(self.step)
                 bad |= ~torch.isfinite(loss.detach())
@@ -281,6 +288,9 @@ class Trainer:
                         if bar is not None:
                             info = " ".join(f"{k}={v:.4g}" for k, v in list(rec.items())[1:4] if isinstance(v, float))
                             bar.update(task, completed=self.step, info=info)
+                        if self.should_stop is not None and self.should_stop(self.metrics):
+                            self.stopped_early = True
+                            at_ckpt = True
                     if at_ckpt:
                         last_good = self.save_checkpoint()
                     t0 = time.perf_counter()
