@@ -366,9 +366,11 @@ from interplab.cli_causal import register as _register_causal  # noqa: E402
 _register_causal(app, bench_app)
 _cli_repr.register(app, bench_app)
 _cli_sae.register(app, bench_app)
+from interplab.cli_train import bench_grokking as _bench_grokking_cmd  # noqa: E402
 from interplab.cli_train import train as _train_cmd  # noqa: E402
 
 app.command("train")(_train_cmd)
+bench_app.command("grokking")(_bench_grokking_cmd)
 
 
 def main() -> None:  # pragma: no cover

@@ -54,3 +54,36 @@ def train(experiment: str = typer.Argument(..., help="grokking | superposition |
     else:
         for k, v in run.headline.items():
             err.print(f"{k}: {v}", highlight=False)
+
+
+def bench_grokking(steps: int = typer.Option(50, "--steps", help="Timed steps per round and thread count."),
+                   rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds."),
+                   threads: str = typer.Option("1,2", "--threads", help="Torch thread counts to compare, e.g. 1,2."),
+                   p: int = typer.Option(113, "--p", help="Prime (Nanda et al.: 113)."),
+                   out: Optional[str] = typer.Option(None, "--out", help="Run directory."),
+                   as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
+    """Grokking training-step speed (Nanda et al. defaults) per thread count, interleaved rounds, medians."""
+    from interplab.cli import _Guard, _print_json, err
+    from interplab.runs import Run
+    from interplab.train.grokking import GrokkingConfig, bench_step
+
+    with _Guard():
+        try:
+            ts = tuple(int(x) for x in threads.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"--threads {threads!r}: use thread counts like 1,2.") from None
+        if not ts or min(ts) < 1 or steps < 1 or rounds < 1:
+            raise ValueError("--threads, --steps and --rounds must be positive.")
+        cfg = GrokkingConfig(p=p)
+        cfg.validate()
+        args = {"steps": steps, "rounds": rounds, "threads": list(ts), "p": p}
+        with Run("bench-grokking", args, out=out) as run:
+            with err.status("timing grokking steps …"):
+                res = bench_step(cfg, steps=steps, rounds=rounds, threads=ts)
+            run.save_json("bench.json", res)
+            run.headline.update(res)
+    if as_json:
+        _print_json(res)
+    else:
+        for k, v in res.items():
+            err.print(f"{k}: {v}", highlight=False)

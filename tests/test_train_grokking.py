@@ -129,3 +129,17 @@ def test_resume_via_cli_rejects_config_changes(grok_run, tmp_path):
     assert r.exit_code == 2 and "only" in r.output
     r = CliRunner().invoke(app, ["train", "nope"])
     assert r.exit_code == 2 and "available" in r.output
+
+
+def test_bench_grokking_cli(tmp_path):
+    from interplab.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "grokking", "--p", "23", "--steps", "2", "--rounds", "2", "--threads", "1",
+                                 "--out", str(tmp_path / "b"), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert len(res["ms_per_step"]["1"]) == 2 and res["median_ms_per_step"]["1"] > 0 and res["train_pairs"] == int(0.3 * 23 * 23)
+    r = CliRunner().invoke(app, ["bench", "grokking", "--threads", "x"])
+    assert r.exit_code == 2 and "thread counts" in r.output
+    r = CliRunner().invoke(app, ["bench", "grokking", "--p", "24"])
+    assert r.exit_code == 2 and "prime" in r.output

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
-from interplab.train.trainer import Trainer, latest_checkpoint
+from interplab.train.trainer import Trainer, latest_checkpoint, torch_threads
 
 PLUS, EQ = 10, 11
 
@@ -132,10 +132,7 @@ class AdditionResult:
 
 def train(cfg: AdditionConfig, run_dir, resume: bool = False, progress: bool = True, callbacks: list | None = None) -> AdditionResult:
     cfg.validate()
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         run_dir = Path(run_dir)
         n_ctx = 3 * cfg.n_digits + 3
         model = ToyTransformer(ToyConfig(n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head,
@@ -154,8 +151,6 @@ def train(cfg: AdditionConfig, run_dir, resume: bool = False, progress: bool = T
                      callbacks=list(callbacks or []))
         metrics = tr.fit(resume=resume and latest_checkpoint(run_dir) is not None)
         model.save_pretrained(run_dir)
-    finally:
-        torch.set_num_threads(threads)
     phases = digit_phase_changes([m["step"] for m in metrics], [m["digit_loss"] for m in metrics], cfg.min_drop)
     head: dict[str, Any] = {"final_loss": metrics[-1]["loss"], "final_digit_loss": [round(x, 5) for x in metrics[-1]["digit_loss"]],
                             "phase_changes": phases, "steps_per_second": round(tr.steps_per_second, 2)}

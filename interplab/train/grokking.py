@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
 from interplab.train import fourier as fr
-from interplab.train.trainer import Trainer, read_metrics
+from interplab.train.trainer import Trainer, read_metrics, torch_threads
 
 OPS = {
     "add": lambda a, b, p: (a + b) % p,
@@ -389,13 +389,8 @@ def train(cfg: GrokkingConfig, run_dir: str | Path, resume: bool = False, progre
           callbacks: list | None = None) -> GrokkingResult:
     """Train (or resume) a grokking run in ``run_dir``; analyse it; write the model and ``grokking.json``."""
     cfg.validate()
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg, Path(run_dir), resume, progress, callbacks)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, callbacks) -> GrokkingResult:
@@ -495,3 +490,41 @@ def report(res: GrokkingResult, path) -> Path:
     rep.section("Fourier spectra of the final model", res.plot_spectra(),
                 f"Key frequencies (neuron clusters): {h['key_frequencies']}; from the embedding: {h['embedding_key_frequencies']}.")
     return rep.save(path)
+
+
+def bench_step(cfg: GrokkingConfig | None = None, steps: int = 50, rounds: int = 3,
+               threads: tuple[int, ...] = (1, 2)) -> dict:
+    """Milliseconds per training step (forward at ``=``, float64 loss, backward, fused AdamW) for each torch
+    thread count, the variants interleaved round by round (A B A B …) on one model; medians reported."""
+    import statistics
+    import time
+
+    cfg = cfg or GrokkingConfig()
+    data = make_data(cfg)
+    model = make_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), fused=True)
+    tr = data["train"]
+    a, b, y = data["a"][tr], data["b"][tr], data["labels"][tr]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits, _ = forward_eq(model, a, b, cfg.p)
+        _loss(logits, y, cfg.p).backward()
+        opt.step()
+
+    times: dict[int, list[float]] = {t: [] for t in threads}
+    for _ in range(rounds):
+        for t in threads:
+            with torch_threads(t):
+                for _ in range(3):
+                    step()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                times[t].append(1000 * (time.perf_counter() - t0) / steps)
+    med = {t: statistics.median(v) for t, v in times.items()}
+    return {"p": cfg.p, "train_pairs": int(tr.numel()), "steps_per_round": steps, "rounds": rounds,
+            "ms_per_step": {str(t): [round(x, 2) for x in v] for t, v in times.items()},
+            "median_ms_per_step": {str(t): round(m, 2) for t, m in med.items()},
+            "median_steps_per_s": {str(t): round(1000 / m, 1) for t, m in med.items()},
+            "minutes_for_epochs": {str(t): round(cfg.epochs * m / 60000, 1) for t, m in med.items()}, "epochs": cfg.epochs}

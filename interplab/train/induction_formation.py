@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
-from interplab.train.trainer import Trainer, read_metrics
+from interplab.train.trainer import Trainer, read_metrics, torch_threads
 
 
 @dataclass
@@ -295,17 +295,12 @@ class AttnOnlyResult:
 def train(cfg: AttnOnlyConfig, run_dir, resume: bool = False, progress: bool = True,
           callbacks: list | None = None) -> AttnOnlyResult:
     cfg.validate()
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        models, metrics = {}, {}
+    models, metrics = {}, {}
+    with torch_threads(cfg.threads):
         for n in cfg.layers:
             model, ms = train_one(cfg, n, Path(run_dir), resume, progress, callbacks)
             models[f"{n}L"] = analyse(model, cfg, ms)
             metrics[f"{n}L"] = ms
-    finally:
-        torch.set_num_threads(threads)
     head: dict[str, Any] = {k: {name: m[k] for name, m in models.items()} for k in
                             ("final_loss", "icl_score", "synthetic_loss_second_half", "induction_step", "copy_step")}
     head["max_induction_score"] = {name: [round(m["max_induction_score"], 4), m["max_induction_head"]] for name, m in models.items()}

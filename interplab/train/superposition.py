@@ -16,7 +16,8 @@ Parts (``parts`` config):
   (0.05) settles on two antipodal pairs (4 features, D_i = 1/2), while the sparser ones form the
   pentagon (D_i = 2/5, 72 degree angles); both are reported.
 * ``geometry``: 200 features, 20 dimensions, uniform importance, feature probability
-  ``10^-linspace(0, geometry_max_log10, geometry_instances)``; dimensions per feature
+  ``10^-linspace(0, geometry_max_log10, geometry_instances)`` — by default ``20^-linspace(0, 1, 20)``,
+  their Colab's "Feature geometry" sweep (10,000 steps, batch 1024); dimensions per feature
   ``D* = m / ||W||_F^2`` and per-feature dimensionality ``D_i = ||W_i||^2 / sum_j (W^_i . W_j)^2``
   (section "The Geometry of Superposition").
 * ``phase``: 2 features into 1 dimension over a grid of feature-2 importance (feature 1 has 1) x feature
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from interplab.train.trainer import Trainer, latest_checkpoint
+from interplab.train.trainer import Trainer, latest_checkpoint, torch_threads
 
 PARTS = ("intro", "geometry", "phase")
 
@@ -59,7 +60,8 @@ class SuperpositionConfig:
     geometry_features: int = 200
     geometry_hidden: int = 20
     geometry_instances: int = 20
-    geometry_max_log10: float = 3.0
+    geometry_max_log10: float = 1.3010299956639813  # log10(20): feature probability 1 ... 1/20, as their Colab
+    geometry_probabilities: tuple[float, ...] = ()  # explicit feature probabilities (replaces the sweep above)
     phase_grid: int = 11
     phase_importance_log10: float = 1.0  # feature-2 importance in 10^[-x, x]
     phase_density_min_log10: float = -2.0  # densities 10^[min, 0]
@@ -69,6 +71,8 @@ class SuperpositionConfig:
         bad = [p for p in self.parts if p not in PARTS]
         if bad or not self.parts:
             raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {list(self.parts)}.")
+        if any(not 0 < p <= 1 for p in self.geometry_probabilities):
+            raise ValueError(f"geometry_probabilities must be in (0, 1], got {list(self.geometry_probabilities)}.")
         if self.steps < 1 or self.batch < 1:
             raise ValueError("steps and batch must be at least 1.")
 
@@ -117,6 +121,27 @@ def feature_dimensionality(W: torch.Tensor) -> torch.Tensor:
     return torch.where(norms > 1e-6, norms**2 / inter.sum(-1).clamp_min(1e-30), torch.zeros_like(norms))
 
 
+STICKY = {"1": 1.0, "3/4": 0.75, "2/3": 2 / 3, "1/2": 0.5, "2/5": 0.4, "3/8": 0.375, "1/3": 1 / 3}
+
+
+def dimensionality_clusters(W: torch.Tensor, min_norm: float = 0.5, tol: float = 0.03) -> list[dict[str, int]]:
+    """Per instance: how many represented features (``||W_i|| >= min_norm``) have a per-feature dimensionality
+    within ``tol`` of each of the paper's sticky fractions (1, 3/4, 2/3, 1/2, 2/5, 3/8, 1/3), plus the rest."""
+    D, norms = feature_dimensionality(W), W.double().norm(dim=-1)
+    out = []
+    for i in range(W.shape[0]):
+        rep = D[i][norms[i] >= min_norm]
+        row = {"represented": int(rep.numel())}
+        used = torch.zeros(rep.numel(), dtype=torch.bool)
+        for name, v in STICKY.items():
+            hit = ((rep - v).abs() <= tol) & ~used
+            used |= hit
+            row[name] = int(hit.sum())
+        row["other"] = int((~used).sum())
+        out.append(row)
+    return out
+
+
 def superposition_score(W: torch.Tensor) -> torch.Tensor:
     """``sum_{j != i} (W^_i . W_j)^2`` ``[I, n]``: how much other features share feature ``i``'s direction."""
     W = W.double()
@@ -157,7 +182,9 @@ def _part_setup(cfg: SuperpositionConfig, part: str) -> tuple[ToyReLUModel, dict
     elif part == "geometry":
         n, m, k = cfg.geometry_features, cfg.geometry_hidden, cfg.geometry_instances
         imp = torch.ones(1, n, dtype=torch.float64)
-        prob = (10.0 ** -torch.linspace(0, cfg.geometry_max_log10, k, dtype=torch.float64))[:, None]
+        prob = (torch.tensor(list(cfg.geometry_probabilities), dtype=torch.float64) if cfg.geometry_probabilities else
+                10.0 ** -torch.linspace(0, cfg.geometry_max_log10, k, dtype=torch.float64))[:, None]
+        k = prob.shape[0]
         meta = {"feature_probability": prob.flatten().tolist(), "importance": [1.0]}
     else:
         g, R = cfg.phase_grid, cfg.phase_replicas
@@ -229,6 +256,8 @@ def analyse_part(part: str, model: ToyReLUModel, meta: dict) -> dict:
         out["cell_W"] = W[best].squeeze(-1).tolist()
         return out
     out["feature_probability"] = meta["feature_probability"]
+    if part == "geometry":
+        out["dimensionality_clusters"] = dimensionality_clusters(W)
     return out
 
 
@@ -324,17 +353,12 @@ class SuperpositionResult:
 def train(cfg: SuperpositionConfig, run_dir, resume: bool = False, progress: bool = True,
           callbacks: list | None = None) -> SuperpositionResult:
     cfg.validate()
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        parts, metrics = {}, {}
+    parts, metrics = {}, {}
+    with torch_threads(cfg.threads):
         for part in cfg.parts:
             model, meta, m = train_part(cfg, part, Path(run_dir), resume, progress, callbacks)
             parts[part] = analyse_part(part, model, meta)
             metrics[part] = m
-    finally:
-        torch.set_num_threads(threads)
     head: dict[str, Any] = {}
     if "intro" in parts:
         a = parts["intro"]
@@ -353,6 +377,7 @@ def train(cfg: SuperpositionConfig, run_dir, resume: bool = False, progress: boo
         head["feature_dimensionality_highest_sparsity"] = [round(x, 4) for x in a["feature_dimensionality"][-1]]
         near_half = [p for p, v in zip(a["feature_probability"], a["d_star"]) if abs(v - 0.5) <= 0.05]
         head["d_star_near_half_feature_probability"] = [min(near_half), max(near_half)] if near_half else None
+        head["feature_dimensionality_clusters"] = {f"{p:.4g}": c for p, c in zip(a["feature_probability"], a["dimensionality_clusters"])}
     if "phase" in parts:
         from collections import Counter
 

@@ -24,6 +24,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,10 +36,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["Trainer", "TrainingDiverged", "save_optimizer", "load_optimizer", "read_metrics", "latest_checkpoint"]
+__all__ = ["torch_threads", "Trainer", "TrainingDiverged", "save_optimizer", "load_optimizer", "read_metrics", "latest_checkpoint"]
 
 CKPT_DIR = "checkpoints"
 METRICS = "metrics.jsonl"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads (0: leave torch's setting) and restore the previous count after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class TrainingDiverged(ValueError):
