@@ -1,15 +1,24 @@
 """Attention-only transformers and the formation of induction heads — Olsson et al. (2022), "In-context
 Learning and Induction Heads"; Elhage et al. (2021), "A Mathematical Framework for Transformer Circuits".
 
-Models: :class:`~interplab.models.toy.ToyTransformer` with ``d_mlp = 0`` (attention only), LayerNorm,
-learned positions, one model per layer count in ``layers`` (``interplab train attn-only --layers 1..4``),
-each in ``RUN_DIR/L<n>/`` and loadable with ``interplab.load(RUN_DIR/"L<n>")``.
+Models: :class:`~interplab.models.toy.ToyTransformer` with ``d_mlp = 0`` (attention only), learned
+positions, **no LayerNorm by default** (``normalization``: ``"none"``, ``"LN"`` or ``"RMS"``), one model per
+layer count in ``layers`` (``interplab train attn-only --layers 1..4``), each in ``RUN_DIR/L<n>/`` and
+loadable with ``interplab.load(RUN_DIR/"L<n>")``.
+
+Why no LayerNorm: measured here, 2-layer models *with* LayerNorm learn to copy from context just as well,
+but through a shifted circuit — a layer-0 head two tokens back feeds the keys, a previous-token head feeds
+the values, and the layer-1 heads attend to the token *two* after the earlier occurrence (``i - S + 2`` on
+the repeated probe) and read the answer from the previous-token head's output. Olsson et al.'s induction
+score (attention to ``i - S + 1``) misses that circuit; :func:`induction_offset_profile` shows it. Without
+LayerNorm the same data and steps give classic induction heads (score ~0.8).
 
 Data (``data``):
 
 * ``"synthetic"``: ``n_ctx`` uniform random tokens in which one subsequence of random length
-  ``[n_ctx/8, n_ctx/4]`` is copied from a random earlier place to a random later one (varying offset,
-  so no positional shortcut predicts the copy); only copying from context is learnable. The model's
+  ``[n_ctx/8, n_ctx/4]`` (``[n_ctx/4, n_ctx/2)`` below 64 tokens) is copied from a random earlier place
+  anywhere in the context to a random later one (varying offset and source, so no positional shortcut
+  predicts the copy); only copying from context is learnable. The model's
   vocabulary is then ``synthetic_vocab`` (so the head detectors' random probes use trained tokens only).
 * ``"text"``: **byte-level** tokens (vocabulary 256: the UTF-8 bytes) of the standard library's
   ``pydoc_data.topics`` (or ``text_file``); the last 10 % of the bytes is held out for evaluation.
@@ -56,6 +65,7 @@ class AttnOnlyConfig:
     log_every: int = 100
     ckpt_every: int = 500
     eval_seqs: int = 16
+    normalization: str = "none"  # none | LN | RMS (see the module docstring for why none is the default)
     threads: int = 1
 
     def validate(self) -> None:
@@ -67,6 +77,8 @@ class AttnOnlyConfig:
             raise ValueError("n_ctx must be an even number >= 16.")
         if not 2 <= self.synthetic_vocab <= 256:
             raise ValueError("synthetic_vocab must be in [2, 256] (the byte vocabulary).")
+        if self.normalization not in ("none", "LN", "RMS"):
+            raise ValueError(f"normalization must be none, LN or RMS, not {self.normalization!r}.")
         if self.synthetic_vocab < self.n_ctx // 2:
             raise ValueError(f"synthetic_vocab ({self.synthetic_vocab}) must be >= n_ctx/2 ({self.n_ctx // 2}) for distinct tokens.")
 
@@ -90,12 +102,13 @@ def repeated_probe(n: int, cfg: AttnOnlyConfig, g: torch.Generator) -> torch.Ten
 
 def synthetic(n: int, cfg: AttnOnlyConfig, g: torch.Generator) -> torch.Tensor:
     """Training sequences: uniform random tokens with one repeated subsequence of random length
-    ``[n_ctx/8, n_ctx/4]`` copied from a random earlier place to a random later place, so the offset
-    between the copies varies and a purely positional attention head cannot predict the repeat."""
+    ``[n_ctx/8, n_ctx/4]`` copied from a random earlier place (anywhere the copy still fits after it) to a
+    random later place, so the offset between the copies and the source position vary and a purely
+    positional attention head cannot predict the repeat."""
     T = cfg.n_ctx
     x = torch.randint(0, cfg.synthetic_vocab, (n, T), generator=g)
     seg = torch.randint(T // 8, T // 4 + 1, (n, 1), generator=g) if T >= 64 else torch.randint(T // 4, T // 2 - 1, (n, 1), generator=g)
-    s1 = (torch.rand(n, 1, generator=g) * (T // 2 - seg + 1)).long()
+    s1 = (torch.rand(n, 1, generator=g) * (T - 2 * seg + 1)).long()
     s2 = s1 + seg + (torch.rand(n, 1, generator=g) * (T - 2 * seg - s1 + 1)).long()
     j = torch.arange(T)[None]
     idx = torch.where((j >= s2) & (j < s2 + seg), j - (s2 - s1), j)
@@ -133,7 +146,8 @@ def icl_score(pos_loss: torch.Tensor) -> float:
 
 def make_model(cfg: AttnOnlyConfig, n_layers: int) -> ToyTransformer:
     return ToyTransformer(ToyConfig(n_layers=n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head, d_mlp=0,
-                                    d_vocab=cfg.synthetic_vocab if cfg.data == "synthetic" else 256, n_ctx=cfg.n_ctx, normalization="LN", positional="learned",
+                                    d_vocab=cfg.synthetic_vocab if cfg.data == "synthetic" else 256, n_ctx=cfg.n_ctx,
+                                    normalization=None if cfg.normalization == "none" else cfg.normalization, positional="learned",
                                     attn_bias=True, seed=cfg.seed + n_layers))
 
 
@@ -198,6 +212,28 @@ def train_one(cfg: AttnOnlyConfig, n_layers: int, run_dir: Path, resume: bool, p
     return model, metrics
 
 
+OFFSETS = (-1, 0, 1, 2, 3)
+
+
+def induction_offset_profile(model: ToyTransformer, cfg: AttnOnlyConfig, n: int = 32, seed: int = 5) -> torch.Tensor:
+    """Mean attention ``[layer, head, k]`` from each second-half token ``i`` of the repeated probe to key
+    ``i - S + 1 + k`` for ``k`` in :data:`OFFSETS` (``S = n_ctx/2``): ``k = 0`` is Olsson et al.'s induction
+    score, ``k = -1`` the duplicate-token target, ``k = 1, 2`` shifted induction circuits (see the module docstring)."""
+    from interplab.models.model import Model
+
+    probe = repeated_probe(n, cfg, torch.Generator().manual_seed(seed))
+    L, S = model.config.n_layers, cfg.n_ctx // 2
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
+    _, cache = Model(model).run(probe, cache=names)
+    out = torch.zeros(L, model.config.n_heads, len(OFFSETS))
+    rows = torch.arange(S, 2 * S)  # keys rows - S + 1 + k lie in [0, row] for every k in OFFSETS
+    for layer, name in enumerate(names):
+        pat = cache[name].float()  # [b, h, q, k]
+        for j, k in enumerate(OFFSETS):
+            out[layer, :, j] = pat[:, :, rows, rows - S + 1 + k].mean((0, 2))
+    return out
+
+
 def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> dict:
     from interplab.models.model import Model
 
@@ -213,6 +249,10 @@ def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> 
         "synthetic_loss_first_half": last["synthetic_loss_first_half"],
         "synthetic_loss_second_half": last["synthetic_loss_second_half"],
     }
+    prof = induction_offset_profile(model, cfg)
+    out["induction_offset_profile"] = {"offsets": list(OFFSETS), "attention": [[[round(float(x), 4) for x in h] for h in layer] for layer in prof]}
+    best = prof.flatten(0, 1).max(0).values
+    out["max_attention_by_offset"] = {str(k): round(float(v), 4) for k, v in zip(OFFSETS, best)}
     # phase change: first logged step where the max induction score exceeds 0.3 (heads.py's membership threshold)
     out["induction_step"] = next((r["step"] for r in metrics if r["max_induction_score"] >= 0.3), None)
     # behavioural phase change: first logged step where the probe's repeated-half loss is below 1 nat
@@ -276,6 +316,19 @@ class AttnOnlyResult:
             fig.add_scatter(x=s, y=[r["max_induction_score"] for r in ms], name=f"{name} induction", row=1, col=3)
         return fig.update_layout(height=380, title="Attention-only models: loss and induction score over training")
 
+    def plot_offsets(self):
+        """Per model: the largest attention any head pays from token i of the repeated probe to key i-S+1+k."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for name, m in self.models.items():
+            prof = m.get("max_attention_by_offset")
+            if prof:
+                fig.add_bar(x=[f"k={k}" for k in prof], y=list(prof.values()), name=name)
+        return fig.update_layout(barmode="group", height=350, yaxis_title="max attention over heads",
+                                 title="Where the heads look on the repeated probe: key i-S+1+k "
+                                       "(k=0: induction; k=-1: duplicate token; k=1,2: shifted circuits)")
+
     def plot_heads(self, name: str):
         from plotly.subplots import make_subplots
 
@@ -305,6 +358,7 @@ def train(cfg: AttnOnlyConfig, run_dir, resume: bool = False, progress: bool = T
                             ("final_loss", "icl_score", "synthetic_loss_second_half", "induction_step", "copy_step")}
     head["max_induction_score"] = {name: [round(m["max_induction_score"], 4), m["max_induction_head"]] for name, m in models.items()}
     head["max_prev_token_score"] = {name: round(m["max_prev_token_score"], 4) for name, m in models.items()}
+    head["max_attention_by_offset"] = {name: m["max_attention_by_offset"] for name, m in models.items()}
     head["max_k_composition"] = {name: m.get("max_k_composition") for name, m in models.items() if "max_k_composition" in m}
     head["tokenizer"] = (f"synthetic token ids 0..{cfg.synthetic_vocab - 1}" if cfg.data == "synthetic"
                          else "bytes (UTF-8), vocabulary 256")
@@ -324,7 +378,10 @@ def _answer(res: AttnOnlyResult) -> str:
                      f"{m['max_induction_score']:.3f} at head {m['max_induction_head']}"
                      + (f", first >= 0.3 at step {m['induction_step']}" if m["induction_step"] is not None else ", never >= 0.3")
                      + (f"; repeated-half loss < 1 nat from step {m['copy_step']}" if m.get("copy_step") is not None else "")
-                     + (f"; strongest K-composition {m['max_k_composition']}" if m.get("max_k_composition") else "") + ".")
+                     + (f"; strongest K-composition {m['max_k_composition']}" if m.get("max_k_composition") else "")
+                     + ("; max attention from i to i-S+1+k on the repeated probe: "
+                        + ", ".join(f"k={k}: {v:.2f}" for k, v in m["max_attention_by_offset"].items())
+                        if m.get("max_attention_by_offset") else "") + ".")
     return " ".join(lines)
 
 
@@ -336,6 +393,8 @@ def report(res: AttnOnlyResult, path) -> Path:
     rep = Report("Attention-only transformers: induction-head formation", "Olsson et al. 2022 — byte-level tokens")
     rep.section("Answer", _answer(res), table([{"quantity": k, "value": json.dumps(v)} for k, v in res.headline.items()]))
     rep.section("Curves", res.plot())
+    if any(m.get("max_attention_by_offset") for m in res.models.values()):
+        rep.section("Induction offset profile", res.plot_offsets())
     for name in res.metrics:
         rep.section(f"{name} heads", res.plot_heads(name),
                     table([{"layer": a, "head": b, "delta_loss": d, "ci_low": lo, "ci_high": hi}
