@@ -7,11 +7,12 @@ layer count in ``layers`` (``interplab train attn-only --layers 1..4``), each in
 loadable with ``interplab.load(RUN_DIR/"L<n>")``.
 
 Why no LayerNorm: measured here, 2-layer models *with* LayerNorm learn to copy from context just as well,
-but through a shifted circuit — a layer-0 head two tokens back feeds the keys, a previous-token head feeds
-the values, and the layer-1 heads attend to the token *two* after the earlier occurrence (``i - S + 2`` on
-the repeated probe) and read the answer from the previous-token head's output. Olsson et al.'s induction
-score (attention to ``i - S + 1``) misses that circuit; :func:`induction_offset_profile` shows it. Without
-LayerNorm the same data and steps give classic induction heads (score ~0.8).
+but through shifted circuits — layer-0 heads copy earlier tokens forward by a fixed distance (one of them
+1 back, another 2 back; or 8-10 back), and the layer-1 heads attend to a key *after* the token that follows
+the earlier occurrence (``i - S + 2`` up to ``i - S + 10`` on the repeated probe), reading the answer from
+the layer-0 heads' output (V-composition) instead of from the key's own token. Olsson et al.'s induction
+score (attention to ``i - S + 1``) misses those circuits; :func:`induction_offset_profile` shows where the
+heads look. Without LayerNorm the same data and steps give classic induction heads (score ~0.8).
 
 Data (``data``):
 
