@@ -16,14 +16,14 @@ heads look. Without LayerNorm the same data and steps give classic induction hea
 
 Data (``data``):
 
-* ``"synthetic"``: ``n_ctx`` uniform random tokens in which one subsequence of random length
+* ``"synthetic"`` (default): ``n_ctx`` uniform random tokens in which one subsequence of random length
   ``[n_ctx/8, n_ctx/4]`` (``[n_ctx/4, n_ctx/2)`` below 64 tokens) is copied from a random earlier place
   anywhere in the context to a random later one (varying offset and source, so no positional shortcut
   predicts the copy); only copying from context is learnable. The model's
   vocabulary is then ``synthetic_vocab`` (so the head detectors' random probes use trained tokens only).
 * ``"text"``: **byte-level** tokens (vocabulary 256: the UTF-8 bytes) of the standard library's
   ``pydoc_data.topics`` (or ``text_file``); the last 10 % of the bytes is held out for evaluation.
-* ``"mixed"`` (default): each training sequence is text or synthetic with probability 1/2.
+* ``"mixed"``: each training sequence is text or synthetic with probability 1/2.
 
 Tracked at every log step (``metrics.jsonl``): loss on held-out text and on the repeated-random-tokens
 probe (``n_ctx/2`` distinct tokens repeated twice; first and second half separately), the **ICL score** (Olsson et al.: loss late in the context minus
@@ -50,22 +50,23 @@ from interplab.train.trainer import Trainer, read_metrics, torch_threads
 @dataclass
 class AttnOnlyConfig:
     layers: tuple[int, ...] = (1, 2)
-    data: str = "mixed"  # synthetic | text | mixed
+    # defaults: the synthetic recipe measured in the README (induction heads at ~700 steps, 2.5 min for 1..4)
+    data: str = "synthetic"  # synthetic | text | mixed
     text_file: str = ""  # default: pydoc_data.topics
     d_model: int = 64
     n_heads: int = 4
     d_head: int = 16
-    n_ctx: int = 64
-    synthetic_vocab: int = 256  # synthetic tokens are drawn from [0, synthetic_vocab)
-    steps: int = 3000
-    batch: int = 32
-    lr: float = 1e-3
+    n_ctx: int = 32
+    synthetic_vocab: int = 64  # synthetic tokens are drawn from [0, synthetic_vocab)
+    steps: int = 1500
+    batch: int = 128
+    lr: float = 1e-2
     weight_decay: float = 0.01
-    warmup: int = 100
+    warmup: int = 50
     seed: int = 0
     log_every: int = 100
     ckpt_every: int = 500
-    eval_seqs: int = 16
+    eval_seqs: int = 8
     normalization: str = "none"  # none | LN | RMS (see the module docstring for why none is the default)
     threads: int = 1
 
@@ -391,7 +392,7 @@ def report(res: AttnOnlyResult, path) -> Path:
 
     from interplab.report.html import Report, table
 
-    rep = Report("Attention-only transformers: induction-head formation", "Olsson et al. 2022 — byte-level tokens")
+    rep = Report("Attention-only transformers: induction-head formation", f"Olsson et al. 2022 — {res.headline.get('tokenizer', '')}, normalization {res.config.get('normalization', 'none')}")
     rep.section("Answer", _answer(res), table([{"quantity": k, "value": json.dumps(v)} for k, v in res.headline.items()]))
     rep.section("Curves", res.plot())
     if any(m.get("max_attention_by_offset") for m in res.models.values()):
