@@ -28,8 +28,8 @@ def test_measures_on_planted_geometry():
     ortho = torch.eye(2)[None]
     torch.testing.assert_close(S.feature_dimensionality(ortho), torch.ones(1, 2, dtype=torch.float64))
     torch.testing.assert_close(S.superposition_score(ortho), torch.zeros(1, 2, dtype=torch.float64))
-    W = torch.tensor([[[1.0], [0.0]], [[0.0], [1.0]], [[1.0], [-1.0]], [[0.1], [0.0]]])
-    assert S.classify_phase(W) == ["feature 1 only", "feature 2 only", "superposition", "none"]
+    W = torch.tensor([[[1.0], [0.0]], [[0.0], [1.0]], [[1.0], [-1.0]], [[0.1], [0.0]], [[-0.6], [-0.8]]])
+    assert S.classify_phase(W) == ["feature 1 only", "feature 2 only", "superposition", "none", "both, same sign"]
 
 
 @pytest.fixture(scope="module")

@@ -161,11 +161,18 @@ def polygon_angles(W2: torch.Tensor, min_norm: float = 0.5) -> list[float]:
 
 
 def classify_phase(W: torch.Tensor, threshold: float = 0.5) -> list[str]:
-    """2-in-1 instances ``[I, 2, 1]`` -> 'feature 1 only' / 'feature 2 only' / 'superposition' / 'none'."""
-    n = W.double().norm(dim=-1)
+    """2-in-1 instances ``[I, 2, 1]`` -> 'feature 1 only' / 'feature 2 only' / 'superposition' (both
+    represented, antipodal: ``W_1 . W_2 < 0``) / 'both, same sign' (both represented in one direction, the
+    degenerate dense solution at equal importance — not the paper's superposition) / 'none'."""
+    W = W.double()
+    n = W.norm(dim=-1)
+    dot = (W[:, 0] * W[:, 1]).sum(-1)
     out = []
-    for a, b in (n >= threshold).tolist():
-        out.append("superposition" if a and b else "feature 1 only" if a else "feature 2 only" if b else "none")
+    for (a, b), d in zip((n >= threshold).tolist(), dot.tolist()):
+        if a and b:
+            out.append("superposition" if d < 0 else "both, same sign")
+        else:
+            out.append("feature 1 only" if a else "feature 2 only" if b else "none")
     return out
 
 
@@ -340,13 +347,15 @@ class SuperpositionResult:
 
         a = self.parts["phase"]
         g = len(a["importance_2"])
-        code = {"feature 1 only": 0, "superposition": 1, "feature 2 only": 2, "none": 3}
+        code = {"feature 1 only": 0, "superposition": 1, "feature 2 only": 2, "none": 3, "both, same sign": 4}
         z = [[code[a["phase"][i * g + j]] for j in range(g)] for i in range(g)]
         fig = go.Figure(go.Heatmap(z=z, x=[f"{d:.3g}" for d in a["density"]], y=[f"{r:.3g}" for r in a["importance_2"]],
-                                   zmin=0, zmax=3, colorscale=[[0, "#4c78a8"], [0.33, "#f58518"], [0.66, "#54a24b"], [1, "#bbbbbb"]],
+                                   zmin=0, zmax=4, colorscale=[[0, "#4c78a8"], [0.25, "#f58518"], [0.5, "#54a24b"],
+                                                               [0.75, "#bbbbbb"], [1, "#b279a2"]],
                                    text=[[a["phase"][i * g + j] for j in range(g)] for i in range(g)], hoverinfo="text+x+y"))
-        return fig.update_layout(title="2 features in 1 dimension: blue = feature 1 only, orange = superposition, "
-                                       "green = feature 2 only", xaxis_title="feature density 1-S",
+        return fig.update_layout(title="2 features in 1 dimension: blue = feature 1 only, orange = superposition (antipodal), "
+                                       "green = feature 2 only, purple = both in one direction, grey = none",
+                                 xaxis_title="feature density 1-S",
                                  yaxis_title="relative importance of feature 2", height=420)
 
 
