@@ -62,3 +62,16 @@ def test_2l_forms_induction_head_and_1l_does_not(tmp_path):
     m = interplab.load(str(out / "L2"))
     assert m.cfg.n_layers == 2 and m.cfg.d_mlp == 0
     assert (out / "report.html").exists()
+
+
+def test_offset_profile_on_the_planted_induction_circuit():
+    """Planted ground truth: head (1, 0) attends from i to the token after i's earlier occurrence (k = 0)."""
+    from interplab.models.planted import induction_model
+
+    m = induction_model(d_vocab=64, n_ctx=48)
+    prof = I.induction_offset_profile(m.hf, I.AttnOnlyConfig(n_ctx=48, synthetic_vocab=64))
+    assert prof.shape == (2, 2, len(I.OFFSETS))
+    k0 = I.OFFSETS.index(0)
+    assert prof[1, 0, k0] > 0.9 and int(prof[1, 0].argmax()) == k0
+    assert prof[1, 0].sum() - prof[1, 0, k0] < 0.1  # nothing at the duplicate token or shifted keys
+    assert prof[0, :, k0].max() < 0.2  # the previous-token head does not look there
