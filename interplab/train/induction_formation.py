@@ -12,7 +12,9 @@ but through shifted circuits — layer-0 heads copy earlier tokens forward by a 
 the earlier occurrence (``i - S + 2`` up to ``i - S + 10`` on the repeated probe), reading the answer from
 the layer-0 heads' output (V-composition) instead of from the key's own token. Olsson et al.'s induction
 score (attention to ``i - S + 1``) misses those circuits; :func:`induction_offset_profile` shows where the
-heads look. Without LayerNorm the same data and steps give classic induction heads (score ~0.8).
+heads look. Without LayerNorm the same data and steps give classic induction heads (score ~0.8); it is
+the normalisation before attention that matters (LayerNorm only before the unembedding: classic heads;
+only before attention: shifted; RMSNorm: shifted).
 
 Data (``data``):
 
