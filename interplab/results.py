@@ -1,10 +1,11 @@
 """Shared persistence for analysis Results: JSON written atomically (never pickle), read back with a kind check."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 def write_json(directory: str | Path, name: str, data: dict[str, Any]) -> Path:
@@ -28,3 +29,19 @@ def read_json(path: str | Path, default_name: str, kind: str) -> tuple[dict[str,
     if d.get("kind") != kind:
         raise ValueError(f"{p} is not a saved {kind.replace('_', ' ')} result (kind={d.get('kind')!r}).")
     return d, p
+
+
+class JsonResult:
+    """Mixin for dataclass Results whose fields are all JSON-able: ``save(dir)`` writes every field plus
+    ``kind`` to ``FILE``; ``load(path)`` reads it back (fields missing from older files take their defaults)."""
+
+    FILE: ClassVar[str]
+    KIND: ClassVar[str]
+
+    def save(self, directory: str | Path) -> Path:
+        return write_json(directory, self.FILE, {"kind": self.KIND, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}})
+
+    @classmethod
+    def load(cls, path: str | Path):
+        d, _ = read_json(path, cls.FILE, cls.KIND)
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})

@@ -108,7 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from interplab.models.model import Model
 
-__all__ = ["head_scores", "HeadScores", "CLASSES", "THRESHOLDS", "MARGINS", "repeated_pattern_scores",
+__all__ = ["head_scores", "HeadScores", "CLASSES", "THRESHOLDS", "MARGINS", "repeated_pattern_scores", "repeated_offset_scores",
            "text_pattern_scores", "ov_copying_scores", "deranged", "head_inputs"]
 
 RESULT_FILE = "heads.json"
@@ -129,16 +129,27 @@ _PATTERN = "attn.hook_pattern"
 
 
 # --------------------------------------------------------------------------------------------- scores
+def repeated_offset_scores(pattern: torch.Tensor, seq_len: int, shifts, offset: int = 0) -> torch.Tensor:
+    """Mean attention ``[batch, head, len(shifts)]`` from each second-copy row ``i in [offset+L, offset+2L)``
+    to key ``i - L + 1 + k`` for each ``k`` in ``shifts`` (patterns ``[batch, head, query, key]`` of ``offset``
+    BOS tokens + ``seq_len`` tokens repeated twice): ``k = 0`` is Olsson et al.'s induction target, ``k = -1``
+    the duplicate token, ``k >= 1`` keys past the induction target (shifted induction circuits)."""
+    L, o = seq_len, offset
+    if pattern.shape[-1] < o + 2 * L:
+        raise ValueError(f"pattern has {pattern.shape[-1]} positions; {o} + 2 x {L} are needed.")
+    if any(not -L <= k < L for k in shifts):
+        raise ValueError(f"shifts must lie in [-{L}, {L}), got {list(shifts)}.")
+    p = pattern.float()
+    rows = torch.arange(o + L, o + 2 * L, device=p.device)
+    return torch.stack([p[..., rows, rows - L + 1 + k].mean(-1) for k in shifts], -1)
+
+
 def repeated_pattern_scores(pattern: torch.Tensor, seq_len: int, offset: int = 0) -> dict[str, torch.Tensor]:
     """Per-sequence ``induction`` and ``duplicate_token`` scores ``[batch, head]`` from attention patterns
     ``[batch, head, query, key]`` of ``offset`` BOS tokens + a sequence of ``seq_len`` tokens repeated twice
     (rows ``i in [offset+L, offset+2L)``, targets ``i-L+1`` and ``i-L``)."""
-    L, o = seq_len, offset
-    if pattern.shape[-1] < o + 2 * L:
-        raise ValueError(f"pattern has {pattern.shape[-1]} positions; {o} + 2 x {L} are needed.")
-    p = pattern.float()
-    rows = torch.arange(o + L, o + 2 * L, device=p.device)
-    return {"induction": p[..., rows, rows - L + 1].mean(-1), "duplicate_token": p[..., rows, rows - L].mean(-1)}
+    s = repeated_offset_scores(pattern, seq_len, (0, -1), offset)
+    return {"induction": s[..., 0], "duplicate_token": s[..., 1]}
 
 
 @functools.lru_cache(maxsize=16)

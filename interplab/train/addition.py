@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
+from interplab.results import JsonResult
 from interplab.train.trainer import Trainer, latest_checkpoint, torch_threads
 
 PLUS, EQ = 10, 11
@@ -91,29 +92,19 @@ def digit_phase_changes(steps: list[int], losses: list[list[float]], min_drop: f
 
 
 @dataclass
-class AdditionResult:
+class AdditionResult(JsonResult):
     config: dict
     metrics: list[dict]
     headline: dict
     settings: dict = field(default_factory=dict)
 
+    FILE: ClassVar[str] = "addition.json"
+    KIND: ClassVar[str] = "addition"
+
     def to_frame(self):
         import pandas as pd
 
         return pd.DataFrame([{"step": m["step"], **{f"digit_{k}": v for k, v in enumerate(m["digit_loss"])}} for m in self.metrics])
-
-    def save(self, directory) -> Path:
-        from interplab.results import write_json
-
-        return write_json(directory, "addition.json", {"kind": "addition", "config": self.config, "metrics": self.metrics,
-                                                       "headline": self.headline, "settings": self.settings})
-
-    @classmethod
-    def load(cls, path) -> AdditionResult:
-        from interplab.results import read_json
-
-        d, _ = read_json(path, "addition.json", "addition")
-        return cls(d["config"], d["metrics"], d["headline"], d.get("settings", {}))
 
     def plot(self):
         import plotly.graph_objects as go

@@ -37,12 +37,13 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
+from interplab.results import JsonResult
 from interplab.train import fourier as fr
 from interplab.train.trainer import Trainer, read_metrics, torch_threads
 
@@ -121,6 +122,12 @@ def make_model(cfg: GrokkingConfig) -> ToyTransformer:
             else:
                 prm.copy_(torch.randn(prm.shape, generator=g) / math.sqrt(cfg.d_model))
     return model
+
+
+def make_optimizer(cfg: GrokkingConfig, model: torch.nn.Module) -> torch.optim.AdamW:
+    """Nanda et al.'s full-batch AdamW (fused: one kernel per step over all parameters)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
+                             fused=True)
 
 
 def tokens(cfg: GrokkingConfig, data: dict, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -203,7 +210,7 @@ def _gini_terms(model: ToyTransformer, p: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ analysis
 @dataclass
-class GrokkingResult:
+class GrokkingResult(JsonResult):
     """Curves (``metrics``: one dict per logged epoch), the Fourier analysis of the final model, the
     restricted/excluded loss curves on snapshots, the phases and the headline numbers."""
 
@@ -214,6 +221,9 @@ class GrokkingResult:
     headline: dict
     settings: dict = field(default_factory=dict)
 
+    FILE: ClassVar[str] = "grokking.json"
+    KIND: ClassVar[str] = "grokking"
+
     def to_frame(self):
         import pandas as pd
 
@@ -221,20 +231,6 @@ class GrokkingResult:
         if self.progress:
             df = df.merge(pd.DataFrame(self.progress), on="step", how="left")
         return df
-
-    def save(self, directory) -> Path:
-        from interplab.results import write_json
-
-        return write_json(directory, "grokking.json", {"kind": "grokking", "config": self.config, "metrics": self.metrics,
-                                                       "analysis": self.analysis, "progress": self.progress,
-                                                       "headline": self.headline, "settings": self.settings})
-
-    @classmethod
-    def load(cls, path) -> GrokkingResult:
-        from interplab.results import read_json
-
-        d, _ = read_json(path, "grokking.json", "grokking")
-        return cls(d["config"], d["metrics"], d["analysis"], d["progress"], d["headline"], d.get("settings", {}))
 
     def plot(self):
         """Loss curves (log scale) with restricted/excluded loss and the phase boundaries."""
@@ -396,8 +392,7 @@ def train(cfg: GrokkingConfig, run_dir: str | Path, resume: bool = False, progre
 def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, callbacks) -> GrokkingResult:
     data = make_data(cfg)
     model = make_model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
-                            fused=True)
+    opt = make_optimizer(cfg, model)
     p = cfg.p
     tr, te = data["train"], data["test"]
     a_tr, b_tr, y_tr = data["a"][tr], data["b"][tr], data["labels"][tr]
@@ -421,12 +416,15 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
         rec.update(_gini_terms(model, p))
         return rec
 
+    def save_snapshot(step: int) -> None:
+        from safetensors.torch import save_file
+
+        snap_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(snap_dir / f"step_{step:07d}.safetensors"))
+
     def snapshot(step: int, trainer: Trainer) -> None:
         if step % cfg.snapshot_every == 0 or step == cfg.epochs:
-            from safetensors.torch import save_file
-
-            snap_dir.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(snap_dir / f"step_{step:07d}.safetensors"))
+            save_snapshot(step)
 
     trainer = Trainer(model, opt, step_fn, eval_fn, steps=cfg.epochs, run_dir=run_dir, log_every=cfg.log_every,
                       ckpt_every=cfg.ckpt_every, seed=cfg.seed, callbacks=[snapshot] + list(callbacks or []),
@@ -434,10 +432,7 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
                       should_stop=(lambda ms: clean_stop(ms, cfg.clean_window, cfg.clean_tol)) if cfg.stop_when_clean else None)
     if not resume:
         shutil.rmtree(snap_dir, ignore_errors=True)
-        snap_dir.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(snap_dir / "step_0000000.safetensors"))
+        save_snapshot(0)
     metrics = trainer.fit(resume=resume)
     model.save_pretrained(run_dir)
     analysis = analyse_model(model, cfg, data)
@@ -502,7 +497,7 @@ def bench_step(cfg: GrokkingConfig | None = None, steps: int = 50, rounds: int =
     cfg = cfg or GrokkingConfig()
     data = make_data(cfg)
     model = make_model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), fused=True)
+    opt = make_optimizer(cfg, model)
     tr = data["train"]
     a, b, y = data["a"][tr], data["b"][tr], data["labels"][tr]
 

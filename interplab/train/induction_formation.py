@@ -40,12 +40,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
+from interplab.results import JsonResult
 from interplab.train.trainer import Trainer, read_metrics, torch_threads
 
 
@@ -223,19 +224,13 @@ def induction_offset_profile(model: ToyTransformer, cfg: AttnOnlyConfig, n: int 
     """Mean attention ``[layer, head, k]`` from each second-half token ``i`` of the repeated probe to key
     ``i - S + 1 + k`` for ``k`` in :data:`OFFSETS` (``S = n_ctx/2``): ``k = 0`` is Olsson et al.'s induction
     score, ``k = -1`` the duplicate-token target, ``k = 1, 2`` shifted induction circuits (see the module docstring)."""
+    from interplab.analyses.heads import repeated_offset_scores
     from interplab.models.model import Model
 
     probe = repeated_probe(n, cfg, torch.Generator().manual_seed(seed))
-    L, S = model.config.n_layers, cfg.n_ctx // 2
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.config.n_layers)]
     _, cache = Model(model).run(probe, cache=names)
-    out = torch.zeros(L, model.config.n_heads, len(OFFSETS))
-    rows = torch.arange(S, 2 * S)  # keys rows - S + 1 + k lie in [0, row] for every k in OFFSETS
-    for layer, name in enumerate(names):
-        pat = cache[name].float()  # [b, h, q, k]
-        for j, k in enumerate(OFFSETS):
-            out[layer, :, j] = pat[:, :, rows, rows - S + 1 + k].mean((0, 2))
-    return out
+    return torch.stack([repeated_offset_scores(cache[name], cfg.n_ctx // 2, OFFSETS).mean(0) for name in names])
 
 
 def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> dict:
@@ -279,12 +274,15 @@ def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> 
 
 
 @dataclass
-class AttnOnlyResult:
+class AttnOnlyResult(JsonResult):
     config: dict
     models: dict[str, dict]
     metrics: dict[str, list[dict]]
     headline: dict
     settings: dict = field(default_factory=dict)
+
+    FILE: ClassVar[str] = "attn_only.json"
+    KIND: ClassVar[str] = "attn-only"
 
     def to_frame(self):
         import pandas as pd
@@ -294,20 +292,6 @@ class AttnOnlyResult:
             for r in ms:
                 rows.append({"model": name, **{k: v for k, v in r.items() if not isinstance(v, list)}})
         return pd.DataFrame(rows)
-
-    def save(self, directory) -> Path:
-        from interplab.results import write_json
-
-        return write_json(directory, "attn_only.json", {"kind": "attn-only", "config": self.config, "models": self.models,
-                                                         "metrics": self.metrics, "headline": self.headline,
-                                                         "settings": self.settings})
-
-    @classmethod
-    def load(cls, path) -> AttnOnlyResult:
-        from interplab.results import read_json
-
-        d, _ = read_json(path, "attn_only.json", "attn-only")
-        return cls(d["config"], d["models"], d["metrics"], d["headline"], d.get("settings", {}))
 
     def plot(self):
         from plotly.subplots import make_subplots

@@ -33,11 +33,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from interplab.results import JsonResult
 from interplab.train.trainer import Trainer, latest_checkpoint, torch_threads
 
 PARTS = ("intro", "geometry", "phase")
@@ -269,12 +270,15 @@ def analyse_part(part: str, model: ToyReLUModel, meta: dict) -> dict:
 
 
 @dataclass
-class SuperpositionResult:
+class SuperpositionResult(JsonResult):
     config: dict
     parts: dict[str, dict]
     metrics: dict[str, list[dict]]
     headline: dict
     settings: dict = field(default_factory=dict)
+
+    FILE: ClassVar[str] = "superposition.json"
+    KIND: ClassVar[str] = "superposition"
 
     def to_frame(self):
         import pandas as pd
@@ -286,20 +290,6 @@ class SuperpositionResult:
                              "n_represented": sum(x >= 0.5 for x in a["feature_norms"][i]),
                              **({"phase": a["phase"][i]} if "phase" in a else {})})
         return pd.DataFrame(rows)
-
-    def save(self, directory) -> Path:
-        from interplab.results import write_json
-
-        return write_json(directory, "superposition.json", {"kind": "superposition", "config": self.config, "parts": self.parts,
-                                                            "metrics": self.metrics, "headline": self.headline,
-                                                            "settings": self.settings})
-
-    @classmethod
-    def load(cls, path) -> SuperpositionResult:
-        from interplab.results import read_json
-
-        d, _ = read_json(path, "superposition.json", "superposition")
-        return cls(d["config"], d["parts"], d["metrics"], d["headline"], d.get("settings", {}))
 
     # ---- figures
     def plot_wtw(self):
