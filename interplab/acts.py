@@ -54,6 +54,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from interplab.results import write_json
+
 MANIFEST = "manifest.json"
 TOKENS = "tokens.safetensors"
 PLAIN = "acts.safetensors"
@@ -66,12 +68,6 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
 
 
@@ -191,7 +187,7 @@ def extract_activations(model, hook: str, out: str | Path, *, text: str | Path |
     mpath = out / MANIFEST
     settings["tokens_sha256"] = hashlib.sha256(toks.to(torch.int64).numpy().tobytes()).hexdigest()
     if mpath.exists():
-        man = json.loads(mpath.read_text())
+        man = json.loads(mpath.read_text(encoding="utf-8"))
         old = man.get("settings", {})
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
@@ -213,7 +209,7 @@ def extract_activations(model, hook: str, out: str | Path, *, text: str | Path |
 
     n_shards = math.ceil(n_rows / shard_rows)
     done = len(shards)
-    _atomic_json(manifest("running" if done < n_shards else "complete"), mpath)
+    write_json(out, MANIFEST, manifest("running" if done < n_shards else "complete"))
     if done == n_shards:
         return ActivationDataset(out)
     pos_t = torch.tensor(pos_list)
@@ -246,7 +242,7 @@ def extract_activations(model, hook: str, out: str | Path, *, text: str | Path |
             shards.append({"file": fname, "rows": int(take), "start": int(k * shard_rows), "d": d})
             rest = x[take:]
             buf_x, buf_n = ([rest] if rest.shape[0] else []), int(rest.shape[0])
-            _atomic_json(manifest("running" if len(shards) < n_shards else "complete"), mpath)
+            write_json(out, MANIFEST, manifest("running" if len(shards) < n_shards else "complete"))
             if progress is not None:
                 progress(sum(s["rows"] for s in shards), n_rows)
     return ActivationDataset(out)
@@ -299,7 +295,7 @@ class ActivationDataset:
         if not mpath.exists():
             raise FileNotFoundError(f"{self.dir} has no {MANIFEST}; it is not an activation directory "
                                     "(make one with `interplab acts`).")
-        self.manifest = json.loads(mpath.read_text())
+        self.manifest = json.loads(mpath.read_text(encoding="utf-8"))
         if self.manifest.get("status") != "complete":
             raise ValueError(f"{self.dir} is incomplete ({len(self.manifest['shards'])}/{self.manifest['n_shards']} shards); "
                              "rerun the same `interplab acts` command to resume it.")
@@ -420,10 +416,13 @@ class ActivationDataset:
     def split(self, test_frac: float = 0.1, by: str = "shard", seed: int = 0) -> tuple[ActivationDataset, ActivationDataset]:
         """``(train, test)`` views. ``by="shard"``: the last shards are the test set (so test rows come from later
         text) — as many as bring the test rows closest to ``test_frac`` of all rows (at least one, never all);
-        ``by="row"``: a seeded random ``test_frac`` of the rows of every shard."""
+        ``by="row"``: a seeded random ``test_frac`` of the rows of every shard; ``by="auto"``: by shard when
+        there are at least 2 shards, else by row."""
         if not 0 < test_frac < 1:
             raise ValueError(f"test_frac must lie in (0, 1), not {test_frac}.")
         sel = self._select
+        if by == "auto":
+            by = "shard" if len(sel) >= 2 else "row"
         if by == "shard":
             if len(sel) < 2:
                 raise ValueError("a split by shard needs at least 2 shards; use by='row' or a smaller shard_rows.")
@@ -443,7 +442,7 @@ class ActivationDataset:
                 te.append((i, base[perm[:k]].sort().values))
                 tr.append((i, base[perm[k:]].sort().values))
             return ActivationDataset(self.dir, tr), ActivationDataset(self.dir, te)
-        raise ValueError(f"split by must be 'shard' or 'row', not {by!r}.")
+        raise ValueError(f"split by must be 'shard', 'row' or 'auto', not {by!r}.")
 
     # ---- contexts
     def context(self, seq: int, pos: int, tokenizer=None, before: int = 12, after: int = 3) -> dict:

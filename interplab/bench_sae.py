@@ -63,17 +63,19 @@ def saelens_version() -> str | None:
 
 def bench_sae(rows: int = 32768, d: int = 512, n_features: int = 4096, k: int = 32, batch_size: int = 1024, steps: int = 24,
               rounds: int = 3, threads: int = 2) -> dict:
-    torch.set_num_threads(threads)
-    x = torch.randn(rows, d, generator=torch.Generator().manual_seed(0))
-    ver = saelens_version()
-    ours, theirs = [], []
-    _ours(x, d, n_features, k, batch_size, 2)  # warm-up
-    if ver:
-        _saelens(x, d, n_features, k, batch_size, 2)
-    for _ in range(rounds):
-        ours.append(_ours(x, d, n_features, k, batch_size, steps))
+    from interplab.train.trainer import torch_threads
+
+    with torch_threads(threads):
+        x = torch.randn(rows, d, generator=torch.Generator().manual_seed(0))
+        ver = saelens_version()
+        ours, theirs = [], []
+        _ours(x, d, n_features, k, batch_size, 2)  # warm-up
         if ver:
-            theirs.append(_saelens(x, d, n_features, k, batch_size, steps))
+            _saelens(x, d, n_features, k, batch_size, 2)
+        for _ in range(rounds):
+            ours.append(_ours(x, d, n_features, k, batch_size, steps))
+            if ver:
+                theirs.append(_saelens(x, d, n_features, k, batch_size, steps))
     out = {"config": f"TopK d={d} n_features={n_features} k={k} batch={batch_size} steps={steps} float32 CPU threads={threads}",
            "tokens_per_s": round(statistics.median(ours), 1), "tokens_per_s_rounds": [round(v, 1) for v in ours],
            "saelens_version": ver}

@@ -89,10 +89,9 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
     args = {"model": model, "hook": hook, "data": data, "data_dir": data_dir, "tokens": tokens, "keep_first": keep_first, "text": text, "kind": kind, "k": k,
             "n_features": n_features, "l1": l1, "l0": l0, "lr": lr, "batch_size": batch_size, "epochs": epochs, "test_frac": test_frac,
             "controls": controls, "control_rows": control_rows, "threads": threads}
-    import torch
+    from interplab.train.trainer import torch_threads
 
-    torch.set_num_threads(threads)
-    with cli._Guard(), Run("sae-train", args, out=out, seed=seed) as run:
+    with torch_threads(threads), cli._Guard(), Run("sae-train", args, out=out, seed=seed) as run:
         from interplab.analyses.sae import SYNTHETIC, browser_html, run_sae
         from interplab.report.html import Report
 

@@ -391,7 +391,8 @@ class AddVector(Intervention):
 
 @dataclass
 class Apply(Intervention):
-    """Any function ``fn(x, ctx) -> tensor | None`` (None keeps ``x``). ``ctx`` is a :class:`HookContext`."""
+    """Any function ``fn(x, ctx) -> tensor | None`` (None keeps ``x``). ``ctx`` is a :class:`HookContext`.
+    With ``heads=`` / ``positions=`` / ``neurons=`` the function's output is used only there (``x`` elsewhere)."""
 
     fn: Callable = None
 
@@ -401,7 +402,8 @@ class Apply(Intervention):
             return x
         if out.shape != x.shape:
             raise ValueError(f"function on {ctx.name} returned shape {tuple(out.shape)}, expected {tuple(x.shape)}.")
-        return out
+        m = self.mask(x, ctx)
+        return out if m is None else torch.where(m, out, x)
 
 
 # --------------------------------------------------------------------------------------

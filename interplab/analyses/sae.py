@@ -55,6 +55,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -316,34 +317,22 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
-def _opt_tensors(opt: torch.optim.Adam, sae: SAE) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, p in sae.named_parameters():
-        st = opt.state.get(p, {})
-        for k in ("exp_avg", "exp_avg_sq", "step"):
-            if k in st:
-                out[f"opt.{name}.{k}"] = torch.as_tensor(st[k]).detach().clone().reshape(-1) if k == "step" else st[k].detach().clone()
-    return out
-
-
-def _load_opt(opt: torch.optim.Adam, sae: SAE, t: dict[str, torch.Tensor]) -> None:
-    for name, p in sae.named_parameters():
-        if f"opt.{name}.exp_avg" in t:
-            opt.state[p] = {"step": t[f"opt.{name}.step"].reshape(()).clone(), "exp_avg": t[f"opt.{name}.exp_avg"].clone(),
-                            "exp_avg_sq": t[f"opt.{name}.exp_avg_sq"].clone()}
-
-
 def save_checkpoint(directory: Path, sae: SAE, opt, st: TrainState) -> None:
     from interplab.acts import _atomic_save
+    from interplab.train.trainer import optimizer_tensors
 
-    t = {f"sae.{k}": v for k, v in sae.state().items()} | _opt_tensors(opt, sae)
+    ot, om = optimizer_tensors(opt)
+    t = {f"sae.{k}": v for k, v in sae.state().items()} | {f"opt.{k}": v for k, v in ot.items()}
     t["tokens_since_fired"] = st.tokens_since_fired
-    meta = {"step": str(st.step), "config": json.dumps(asdict(sae.cfg)), "history": json.dumps(st.history)}
+    meta = {"step": str(st.step), "config": json.dumps(asdict(sae.cfg)), "history": json.dumps(st.history),
+            "optimizer": json.dumps(om)}
     _atomic_save(t, directory / "checkpoint.safetensors", metadata=meta)
 
 
 def load_checkpoint(directory: Path, sae: SAE, opt) -> TrainState | None:
     from safetensors import safe_open
+
+    from interplab.train.trainer import load_optimizer_tensors
 
     p = directory / "checkpoint.safetensors"
     if not p.exists():
@@ -356,23 +345,25 @@ def load_checkpoint(directory: Path, sae: SAE, opt) -> TrainState | None:
     if cfg != now:
         raise ValueError(f"{p} was written by an SAE with another configuration; use another run directory "
                          f"(differences: { {k: (cfg.get(k), v) for k, v in now.items() if cfg.get(k) != v} }).")
+    if "optimizer" not in meta:
+        raise ValueError(f"{p} was written by an older interplab (another optimizer-state format); use another run directory.")
     sae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("sae.")})
-    _load_opt(opt, sae, t)
+    load_optimizer_tensors(opt, {k[4:]: v for k, v in t.items() if k.startswith("opt.")}, json.loads(meta["optimizer"]))
     return TrainState(int(meta["step"]), t["tokens_since_fired"], json.loads(meta["history"]))
 
 
 def _batches_forever(data, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
-    """Epoch after epoch (epoch e shuffled with seed + e), skipping the first ``start_step`` batches (resume)."""
-    step, epoch = 0, 0
+    """Epoch after epoch (epoch e shuffled with seed + e), from batch ``start_step`` on (resume). Both loaders
+    (:class:`TensorData`, :class:`ActivationDataset`) give exactly ``len(data) // batch_size`` batches per epoch
+    with ``drop_last``, each epoch from its own seeded generator, so a resume starts at epoch
+    ``start_step // per_epoch`` and skips only the batches before it within that epoch."""
+    per_epoch = len(data) // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"{len(data)} rows are fewer than one batch of {batch_size}; lower the batch size.")
+    epoch, skip = divmod(start_step, per_epoch)
     while True:
-        got = False
-        for x in data.batches(batch_size, shuffle=True, seed=seed + epoch, drop_last=True):
-            got = True
-            if step >= start_step:
-                yield x
-            step += 1
-        if not got:
-            raise ValueError(f"{len(data)} rows are fewer than one batch of {batch_size}; lower the batch size.")
+        yield from islice(data.batches(batch_size, shuffle=True, seed=seed + epoch, drop_last=True), skip, None)
+        skip = 0
         epoch += 1
 
 
@@ -452,8 +443,7 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
             with torch.no_grad():
                 pre = sae.pre(x)
                 idx = pre.topk(cfg.k, dim=-1).indices
-            xin = xs - sae.b_dec
-            pre_sel = torch.einsum("bkd,bd->bk", F.embedding(idx, sae.W_enc.t()), xin) + sae.b_enc[idx]
+            pre_sel = torch.einsum("bkd,bd->bk", F.embedding(idx, sae.W_enc.t()), xs - sae.b_dec) + sae.b_enc[idx]
             acts = F.relu(pre_sel)
             rec = torch.einsum("bk,bkd->bd", acts, F.embedding(idx, sae.W_dec)) + sae.b_dec
             fired = torch.zeros(cfg.n_features, dtype=torch.bool).index_fill_(0, idx[acts > 0], True)
@@ -464,7 +454,6 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
             rec = sae.decode_scaled(f)
             fired = (f > 0).any(0)
             nnz = (f > 0).sum(-1).float()
-        xin = xs - sae.b_dec
         err = rec - xs
         mse = (err**2).sum(-1).mean()
         loss = mse
@@ -476,22 +465,24 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
             lam = cfg.l1_coeff * min(1.0, (step + 1) / max(1, cfg.l1_warmup * steps))
             l1 = (f * sae.W_dec.norm(dim=-1)).sum(-1).mean()
             loss = loss + lam * l1
-            logs["l1"] = float(l1.detach())
+            logs["l1"] = l1.detach()  # made a float at log steps only
         elif cfg.kind == "jumprelu":
             lam = cfg.l0_coeff * min(1.0, (step + 1) / max(1, cfg.l1_warmup * steps))
             l0 = _Step.apply(pre, sae.threshold, cfg.jump_eps).sum(-1).mean()
             loss = loss + lam * l0
-            logs["l0_loss"] = float(l0.detach())
+            logs["l0_loss"] = l0.detach()
         elif dead.any() and cfg.aux_coeff > 0:
             kk = min(k_aux, int(dead.sum()))
             with torch.no_grad():
                 i = pre.masked_fill(~dead, float("-inf")).topk(kk, dim=-1).indices
-            a_sel = F.relu(torch.einsum("bkd,bd->bk", F.embedding(i, sae.W_enc.t()), xin) + sae.b_enc[i])
+            # its own (x·s - b_dec), not the sparse path's: one shared node would sum b_dec's two gradient
+            # contributions in another order and change training in the last bits
+            a_sel = F.relu(torch.einsum("bkd,bd->bk", F.embedding(i, sae.W_enc.t()), xs - sae.b_dec) + sae.b_enc[i])
             e_hat = torch.einsum("bk,bkd->bd", a_sel, F.embedding(i, sae.W_dec))
             target = -err.detach()
             aux = ((e_hat - target) ** 2).sum(-1).mean() / (target**2).sum(-1).mean().clamp_min(1e-12)
             loss = loss + cfg.aux_coeff * aux
-            logs["aux"] = float(aux.detach())
+            logs["aux"] = aux.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if not cfg.freeze_decoder:
@@ -504,6 +495,9 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
             state.tokens_since_fired[dead] = 0
         state.step = step + 1
         if step % log_every == 0 or step == steps - 1:
+            for key in ("l1", "l0_loss", "aux"):
+                if key in logs:
+                    logs[key] = float(logs[key])
             with torch.no_grad():
                 tv = ((xs - xs.mean(0)) ** 2).sum(-1).mean()
                 logs.update({"loss": float(loss), "mse": float(mse), "ev": float(1 - mse / tv) if tv > 0 else float("nan"),
@@ -532,14 +526,17 @@ def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(sae: SAE | Callable[[torch.Tensor], torch.Tensor], data, batch_size: int = 4096) -> dict:
+def evaluate(sae: SAE | Callable[[torch.Tensor], torch.Tensor], data, batch_size: int = 4096, row_errors: bool = False) -> dict:
     """Streaming ``l0``, ``explained_variance``, ``mse``, ``dead_frac`` (and per-feature ``density``) of an SAE
-    — or of any reconstruction function ``x -> x̂`` (then L0 and dead_frac are absent) — on ``data``."""
+    — or of any reconstruction function ``x -> x̂`` (then L0 and dead_frac are absent) — on ``data``.
+    ``row_errors``: also ``row_sq_err`` (``||x - x̂||²`` of every row, float64 of the float32 error) and
+    ``total_var`` (``E||x - x̄||²`` of the rows), what :func:`_ev_gap` needs."""
     if isinstance(data, torch.Tensor):
         data = TensorData(data)
     st = Stats()
     sse, n, l0 = 0.0, 0, 0.0
     counts = None
+    rows = [] if row_errors else None
     for x in data.batches(batch_size, shuffle=False):
         st.update(x)
         if isinstance(sae, SAE):
@@ -551,6 +548,8 @@ def evaluate(sae: SAE | Callable[[torch.Tensor], torch.Tensor], data, batch_size
         else:
             xh = sae(x)
         sse += float(((x.double() - xh.double()) ** 2).sum())
+        if rows is not None:
+            rows.append(((x - xh) ** 2).double().sum(-1))
         n += x.shape[0]
     tv = st.total_var * n
     out = {"n": n, "explained_variance": 1 - sse / tv if tv > 0 else float("nan"), "mse": sse / (n * data.d)}
@@ -558,35 +557,42 @@ def evaluate(sae: SAE | Callable[[torch.Tensor], torch.Tensor], data, batch_size
         out["l0"] = l0 / n
         out["dead_frac"] = float((counts == 0).float().mean())
         out["density"] = (counts.double() / n)
+    if rows is not None:
+        out["row_sq_err"] = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.float64)
+        out["total_var"] = st.total_var
     return out
 
 
 @torch.no_grad()
-def ce_score(model, sae: SAE, hook: str, tokens: torch.Tensor, batch: int = 8, skip_first: bool = False) -> dict:
+def ce_score(model, sae: SAE, hook: str, tokens: torch.Tensor, batch: int = 8, skip_first: bool = False,
+             baseline: dict | None = None) -> dict:
     """Next-token cross-entropy (nats/token) clean, with the SAE's reconstruction spliced in at ``hook``
     (``Apply``), and with ``hook`` zero-ablated (``Ablate``); ``ce_score = (CE_zero - CE_sae) / (CE_zero - CE_clean)``.
-    ``skip_first``: keep position 0 (a BOS token the SAE never saw) unchanged."""
+    ``skip_first``: keep position 0 (a BOS token the SAE never saw) unchanged. ``baseline``: the result of an
+    earlier call on the same tokens, whose clean and zero-ablated CEs are reused instead of recomputed."""
     from interplab.hooks import Ablate, Apply
 
     def splice(x, ctx):
-        shp = x.shape
-        flat = x.reshape(shp[0], shp[1], -1)
-        rec = sae(flat.float()).to(x.dtype)
-        if skip_first:
-            rec[:, 0] = flat[:, 0]
-        return rec.reshape(shp)
+        return sae(x.reshape(x.shape[0], x.shape[1], -1).float()).to(x.dtype).reshape(x.shape)
 
-    tot = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    positions = slice(1, None) if skip_first else None
+    runs = {"sae": [Apply(hook, fn=splice, positions=positions)]}
+    if baseline is None:
+        runs = {"clean": [], **runs, "zero": [Ablate(hook, how="zero", positions=positions)]}
+    tot = dict.fromkeys(runs, 0.0)
     n = 0
     for i in range(0, tokens.shape[0], batch):
         t = tokens[i:i + batch]
         tgt = t[:, 1:].reshape(-1)
-        for name, iv in (("clean", []), ("sae", [Apply(hook, fn=splice)]),
-                         ("zero", [Ablate(hook, how="zero", positions=slice(1, None) if skip_first else None)])):
+        for name, iv in runs.items():
             logits = model.run(t, interventions=iv).logits
             tot[name] += float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tgt, reduction="sum"))
         n += tgt.numel()
     ce = {k: v / n for k, v in tot.items()}
+    if baseline is not None:
+        if baseline["ce_tokens"] != n:
+            raise ValueError(f"the baseline was measured on {baseline['ce_tokens']} tokens, these are {n}.")
+        ce["clean"], ce["zero"] = baseline["ce_clean"], baseline["ce_zero_ablation"]
     denom = ce["zero"] - ce["clean"]
     return {"ce_clean": ce["clean"], "ce_sae": ce["sae"], "ce_zero_ablation": ce["zero"], "ce_tokens": n,
             "ce_score": (ce["zero"] - ce["sae"]) / denom if denom != 0 else float("nan"), "ce_baseline": "zero ablation"}
@@ -629,14 +635,6 @@ class PCA:
         else:
             raise ValueError(f"PCA mode must be 'top' or 'topk', not {mode!r}.")
         return (c @ self.components.T + self.mean).float()
-
-
-def pca_at_l0(train, test, l0: float) -> dict:
-    """Explained variance on ``test`` of PCA (fitted on ``train``) at ``m = max(1, round(l0))`` (both definitions)."""
-    p = PCA(train)
-    m = max(1, int(round(l0)))
-    return {"pca_m": m, "pca_top_ev": evaluate(lambda x: p.reconstruct(x, m, "top"), test)["explained_variance"],
-            "pca_topk_ev": evaluate(lambda x: p.reconstruct(x, m, "topk"), test)["explained_variance"]}
 
 
 def recovery(sae: SAE, atoms: torch.Tensor, threshold: float = 0.9) -> dict:
@@ -698,37 +696,30 @@ def browser_html(contexts: dict[int, list[dict]], density: dict[int, float] | No
 # ------------------------------------------------------------------------------------------ experiment + result
 
 
-def _ev_gap(sae: SAE, pca: PCA, m: int, data) -> dict:
-    """EV(SAE) - EV(PCA top-m coefficients) on ``data`` and its standard error over rows (the sampling noise)."""
-    if isinstance(data, torch.Tensor):
-        data = TensorData(data)
-    st, diffs = Stats(), []
-    with torch.no_grad():
-        for x in data.batches(8192, shuffle=False):
-            st.update(x)
-            e_s = ((x - sae(x)) ** 2).double().sum(-1)
-            e_p = ((x - pca.reconstruct(x, m, "topk")) ** 2).double().sum(-1)
-            diffs.append(e_p - e_s)
-    dd = torch.cat(diffs)
-    tv = st.total_var
+def _ev_gap(sae_scores: dict, pca_scores: dict) -> dict:
+    """EV(SAE) - EV(PCA top-m coefficients) and its standard error over rows (the sampling noise), from the
+    :func:`evaluate` results (``row_errors=True``) of both on the same rows."""
+    dd = pca_scores["row_sq_err"] - sae_scores["row_sq_err"]
+    tv = sae_scores["total_var"]
     return {"ev_gap_vs_pca_topk": float(dd.mean() / tv), "ev_gap_se": float(dd.std() / math.sqrt(len(dd)) / tv)}
 
 
 def _brief(m: dict) -> dict:
-    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items() if k not in ("density", "n")}
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items() if k not in ("density", "n", "row_sq_err", "total_var")}
 
 
 def fit_and_score(train, test, cfg: SAEConfig, atoms: torch.Tensor | None = None, checkpoint_dir=None,
                   progress=None) -> tuple[SAE, dict]:
     """Train on ``train``; score on train and test; PCA at equal L0 (and the SAE-PCA gap); recovery if ``atoms``."""
     sae, info = train_sae(train, cfg, checkpoint_dir=checkpoint_dir, progress=progress)
-    tr, te = evaluate(sae, train), evaluate(sae, test)
+    tr, te = evaluate(sae, train), evaluate(sae, test, row_errors=True)
     p = PCA(train)
     m = max(1, int(round(te["l0"])))
+    pk = evaluate(lambda x: p.reconstruct(x, m, "topk"), test, row_errors=True)
     out = {"train": _brief(tr), "test": _brief(te), "pca_m": m,
            "pca_top_ev": evaluate(lambda x: p.reconstruct(x, m, "top"), test)["explained_variance"],
-           "pca_topk_ev": evaluate(lambda x: p.reconstruct(x, m, "topk"), test)["explained_variance"],
-           **_ev_gap(sae, p, m, test), "tokens_per_s": info["tokens_per_s"], "train_seconds": info["seconds"],
+           "pca_topk_ev": pk["explained_variance"], **_ev_gap(te, pk),
+           "tokens_per_s": info["tokens_per_s"], "train_seconds": info["seconds"],
            "steps": info["steps"], "train_dead_frac_window": info["train_dead_frac"], "history": info["history"],
            "density_test": te["density"]}
     if atoms is not None:
@@ -870,7 +861,7 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
     atoms = None
     if data == "acts":
         ds = ActivationDataset(acts_dir)
-        train, test = ds.split(test_frac, by="shard") if len(ds.shards) >= 2 else ds.split(test_frac, by="row")
+        train, test = ds.split(test_frac, by="auto")
         d = ds.d
         desc = {"data": f"activations {acts_dir}", "hook": ds.hook, "model": ds.model_name, "rows": len(ds),
                 "train_rows": len(train), "test_rows": len(test)}
@@ -912,7 +903,7 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
             res.controls["random-decoder"] = _control_entry(rsc)
             if res.ce:
                 res.controls["random-decoder"]["ce_score"] = ce_score(model, rsae, ds.hook, ds.tokens[test_seqs[:ce_seqs]],
-                                                                      skip_first=skip_first)["ce_score"]
+                                                                      skip_first=skip_first, baseline=res.ce["test"])["ce_score"]
             if model is not None and ds.hook != "hook_embed":
                 from interplab.acts import extract_activations
 
@@ -921,7 +912,7 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
                 l0dir = run_dir / "acts_layer0"
                 ds0 = extract_activations(model, "hook_embed", l0dir, tokens=ds.tokens, positions=s["positions"],
                                           skip_first=s["skip_first"], shard_rows=ds.manifest["shard_rows"], batch=s["batch"])
-                tr0, te0 = ds0.split(test_frac, by="shard") if len(ds0.shards) >= 2 else ds0.split(test_frac, by="row")
+                tr0, te0 = ds0.split(test_frac, by="auto")
                 lc = SAEConfig(**{**asdict(cfg), "d_in": ds0.d})
                 _, l0sc = fit_and_score(tr0, te0, lc)
                 res.controls["layer0-embed"] = _control_entry(l0sc)

@@ -36,7 +36,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["torch_threads", "Trainer", "TrainingDiverged", "save_optimizer", "load_optimizer", "read_metrics", "latest_checkpoint"]
+__all__ = ["torch_threads", "Trainer", "TrainingDiverged", "save_optimizer", "load_optimizer", "optimizer_tensors",
+           "load_optimizer_tensors", "read_metrics", "latest_checkpoint"]
 
 CKPT_DIR = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -59,7 +60,10 @@ class TrainingDiverged(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ state I/O
-def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """The optimizer's ``state_dict`` as named tensors (``state.<param id>.<key>``) plus a JSON-able dict of the
+    param groups and scalar state that refers to them; no pickle. :func:`load_optimizer_tensors` reverses it."""
+    sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
     for pid, st in sd["state"].items():
@@ -75,11 +79,23 @@ def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Restore the state written by :func:`optimizer_tensors` (``meta`` may have been through JSON)."""
+    state = {}
+    for pid, entry in meta["state"].items():
+        state[int(pid)] = {k: (tensors[v["tensor"]] if "tensor" in v else v["value"]) for k, v in entry.items()}
+    groups = [dict(g) for g in meta["param_groups"]]
+    for g in groups:  # JSON turns tuples into lists
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
 def save_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
     """``optimizer.safetensors`` + ``optimizer.json`` (param groups, scalar state); no pickle."""
     from safetensors.torch import save_file
 
-    tensors, meta = _flatten_optimizer(opt.state_dict())
+    tensors, meta = optimizer_tensors(opt)
     save_file(tensors, str(directory / "optimizer.safetensors"))
     (directory / "optimizer.json").write_text(json.dumps(meta, indent=1))
 
@@ -87,16 +103,8 @@ def save_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
 def load_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
     from safetensors.torch import load_file
 
-    tensors = load_file(str(directory / "optimizer.safetensors"))
-    meta = json.loads((directory / "optimizer.json").read_text())
-    state = {}
-    for pid, entry in meta["state"].items():
-        state[int(pid)] = {k: (tensors[v["tensor"]] if "tensor" in v else v["value"]) for k, v in entry.items()}
-    groups = meta["param_groups"]
-    for g in groups:  # JSON turns tuples into lists
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    load_optimizer_tensors(opt, load_file(str(directory / "optimizer.safetensors")),
+                           json.loads((directory / "optimizer.json").read_text()))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
