@@ -68,6 +68,24 @@ def tiny(request, tiny_dirs):
 
 
 @pytest.fixture(scope="session")
+def tiny_tok_dir(tmp_path_factory):
+    """A tiny random-weight Llama with a tokenizer (:func:`tiny_tokenized.make_tiny_tokenized_model`)."""
+    from tiny_tokenized import make_tiny_tokenized_model
+
+    return make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_tok"))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (small ops: much faster on a shared machine); the count is restored after.
+    Not autouse: a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    from interplab.train.trainer import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
 def smollm2():
     return interplab.load("smollm2-135m")
 

@@ -5,29 +5,18 @@ import json
 
 import pytest
 import torch
-from tiny_tokenized import make_tiny_tokenized_model
 from typer.testing import CliRunner
 
 import interplab
 from interplab.acts import ActivationDataset, Stats, extract_activations, load_acts, save_acts, stop_layer_for
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops: one thread is much faster on a shared machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_acts"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return interplab.load(tiny_dir)
+def tiny(tiny_tok_dir):
+    return interplab.load(tiny_tok_dir)
 
 
 def test_stop_layer_gives_the_same_activations(tiny):
@@ -123,6 +112,10 @@ def test_loader_batches_split_and_stats(tiny, tmp_path):
         assert not ti & si and len(ti | si) == 256 and 0 < len(te) < 256
     tr, te = ds.split(0.25, by="shard")
     assert te.index()[0].min() > tr.index()[0].max() - 1  # test rows come from later text
+    one = ActivationDataset(ds.dir, ds._select[:1])  # by="auto": by shard with 2+ shards, else by row
+    for d_, by in ((ds, "shard"), (one, "row")):
+        for a_, b_ in zip(d_.split(0.25, by="auto"), d_.split(0.25, by=by)):
+            assert all(torch.equal(u, v) for u, v in zip(a_.index(), b_.index()))
     # streaming statistics equal the batch statistics
     st = ds.stats(batch_size=37)
     torch.testing.assert_close(st.mean, x.double().mean(0), rtol=1e-12, atol=1e-12)
@@ -150,16 +143,16 @@ def test_load_acts_plain_and_sharded(tiny, tmp_path):
         load_acts(tmp_path / "nothing")
 
 
-def test_cli_acts(tiny_dir, tmp_path):
+def test_cli_acts(tiny_tok_dir, tmp_path):
     from interplab.cli import app
 
-    r = CliRunner().invoke(app, ["acts", "--model", tiny_dir, "--hook", "blocks.0.hook_resid_post", "--out", str(tmp_path / "o"),
+    r = CliRunner().invoke(app, ["acts", "--model", tiny_tok_dir, "--hook", "blocks.0.hook_resid_post", "--out", str(tmp_path / "o"),
                                  "--tokens", "128", "--chunk-len", "32", "--shard-rows", "50", "--json"])
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["n_rows"] == 128 and h["d"] == 32 and h["n_shards"] == 3
     assert json.loads((tmp_path / "o" / "run.json").read_text())["status"] == "complete"
-    r = CliRunner().invoke(app, ["acts", "--model", tiny_dir, "--hook", "blocks.7.hook_resid_post", "--out", str(tmp_path / "p"),
+    r = CliRunner().invoke(app, ["acts", "--model", tiny_tok_dir, "--hook", "blocks.7.hook_resid_post", "--out", str(tmp_path / "p"),
                                  "--tokens", "64", "--chunk-len", "32"])
     assert r.exit_code == 2 and "Unknown hook point" in r.output
 

@@ -209,6 +209,18 @@ def test_add_vector_equals_embedding_shift(tiny):
     torch.testing.assert_close(c1["hook_embed"][:, 1:], c0["hook_embed"][:, 1:])
 
 
+def test_apply_acts_only_on_selected_positions_and_heads(tiny_dirs):
+    model = interplab.load(tiny_dirs["llama"])
+    t = toks(model)
+    z = "blocks.0.attn.hook_z"
+    _, c0 = model.run(t, cache=["hook_embed", z])
+    _, c1 = model.run(t, cache=["hook_embed", z], interventions=[Apply("hook_embed", fn=lambda x, ctx: x + 1, positions=slice(1, None)),
+                                                                 Apply(z, fn=lambda x, ctx: x * 0 + 3, heads=[1])])
+    torch.testing.assert_close(c1["hook_embed"][:, 0], c0["hook_embed"][:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(c1["hook_embed"][:, 1:], c0["hook_embed"][:, 1:] + 1, rtol=0, atol=0)
+    assert torch.all(c1[z][:, :, 1] == 3) and not torch.any(c1[z][:, :, [0, 2, 3]] == 3)
+
+
 def test_mean_and_resample_ablation(tiny):
     t = toks(tiny)
     ref = toks(tiny, 9, b=6)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model
+from tiny_tokenized import XSS_TOKEN
 from typer.testing import CliRunner
 
 import interplab
@@ -16,12 +16,7 @@ from interplab.analyses.sae import (SAE, SAEConfig, SAEResult, _resample, ce_sco
                                     gaussian, known_dictionary, recovery, train_sae)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops: one thread is much faster on a shared machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_explained_variance_anchors():
@@ -134,13 +129,8 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
     torch.testing.assert_close(again(x), resumed(x))
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_sae"))
-
-
-def test_ce_score_anchors(tiny_dir):
-    model = interplab.load(tiny_dir)
+def test_ce_score_anchors(tiny_tok_dir):
+    model = interplab.load(tiny_tok_dir)
     d = model.cfg.d_model
     toks = torch.randint(0, model.cfg.d_vocab, (4, 16))
     perfect = SAE(SAEConfig(d_in=d, n_features=2 * d, kind="relu"))
@@ -159,6 +149,9 @@ def test_ce_score_anchors(tiny_dir):
         zero.b_dec.zero_()
     r = ce_score(model, zero, hook, toks)
     assert abs(r["ce_score"]) < 1e-6 and r["ce_zero_ablation"] > r["ce_clean"]
+    for skip_first in (False, True):  # reusing the clean and zero-ablated CEs of an earlier call gives the same numbers
+        full = ce_score(model, zero, hook, toks, batch=3, skip_first=skip_first)
+        assert ce_score(model, zero, hook, toks, batch=3, skip_first=skip_first, baseline=full) == full
 
 
 def test_cli_sae_synthetic_known_dict(tmp_path):
@@ -177,13 +170,13 @@ def test_cli_sae_synthetic_known_dict(tmp_path):
     assert r.exit_code == 2 and "--data" in r.output
 
 
-def test_cli_sae_model_with_controls_and_browser(tiny_dir, tmp_path):
+def test_cli_sae_model_with_controls_and_browser(tiny_tok_dir, tmp_path):
     from interplab.cli import app
 
     text = tmp_path / "t.txt"
     text.write_text((f"The quick brown fox {XSS_TOKEN} jumps over the lazy dog. " * 60), encoding="utf-8")
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["sae", "train", "--model", tiny_dir, "--hook", "blocks.1.hook_resid_post", "--text", str(text),
+    r = CliRunner().invoke(app, ["sae", "train", "--model", tiny_tok_dir, "--hook", "blocks.1.hook_resid_post", "--text", str(text),
                                  "--tokens", "1536", "--features", "64", "--k", "4", "--epochs", "2", "--lr", "2e-3",
                                  "--control-rows", "1024", "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
@@ -209,11 +202,11 @@ def test_bench_sae_keys():
         assert res["saelens_tokens_per_s"] > 0 and res["speed_ratio_median"] > 0
 
 
-def test_cli_sae_on_an_activation_directory(tiny_dir, tmp_path):
+def test_cli_sae_on_an_activation_directory(tiny_tok_dir, tmp_path):
     from interplab.acts import extract_activations
     from interplab.cli import app
 
-    model = interplab.load(tiny_dir)
+    model = interplab.load(tiny_tok_dir)
     extract_activations(model, "blocks.0.hook_resid_post", tmp_path / "acts", n_tokens=1024, chunk_len=32, shard_rows=128)
     r = CliRunner().invoke(app, ["sae", "train", "--data", "acts", str(tmp_path / "acts"), "--features", "64", "--k", "4",
                                  "--epochs", "1", "--batch-size", "128", "--no-controls", "--out", str(tmp_path / "r"), "--json"])
