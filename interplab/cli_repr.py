@@ -100,6 +100,7 @@ def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model t
     args = {"model": model, "dataset": dataset, "layer": layer, "n": n, "restarts": restarts, "epochs": epochs,
             "max_dirs": max_dirs, "test_frac": test_frac}
     with _Guard(), Run("ccs", args, out=out, seed=seed) as run:
+        from interplab.acts import save_acts
         from interplab.analyses.ccs import run_ccs
         from interplab.report.html import Report, table, text
         from interplab.tasks.truth import make_truth_dataset
@@ -112,10 +113,9 @@ def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model t
             res, acts = run_ccs(m, ds, layer=layer, test_frac=test_frac, seed=seed, batch_size=batch, n_restarts=restarts,
                                 epochs=epochs, max_dirs=max_dirs, return_acts=True)
         res.save(run.dir)
-        import torch
-
-        (run.dir / "acts").mkdir(exist_ok=True)  # x⁺ residual streams at the chosen layer + truth labels: `interplab erase --data acts DIR/acts`
-        run.save_tensors("acts/acts.safetensors", {"x": torch.as_tensor(acts["pos"]), "y": torch.as_tensor(acts["y"])})
+        # x⁺ residual streams at the chosen layer + truth labels: `interplab erase --data acts DIR/acts`
+        acts_path = save_acts(run.dir / "acts", acts["pos"], acts["y"])
+        run.artefacts.append(acts_path.relative_to(run.dir).as_posix())
         run.artefacts.append("ccs.json")
         h = res.headline()
         rep = Report(f"CCS — {m.name} on {dataset}", f"{len(ds.statements)} statements × {res.settings['n_templates']} templates, "

@@ -92,9 +92,9 @@ def fit_ccs(hp: np.ndarray, hn: np.ndarray, n_restarts: int = 10, epochs: int = 
     with the lowest final loss. Inputs should already be normalised (:func:`normalize_by_template`)."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from interplab.train.trainer import torch_threads
+
+    with torch_threads(1):
         g = torch.Generator().manual_seed(seed)
         Xp = torch.as_tensor(np.asarray(hp), dtype=torch.float32)
         Xn = torch.as_tensor(np.asarray(hn), dtype=torch.float32)
@@ -113,8 +113,6 @@ def fit_ccs(hp: np.ndarray, hn: np.ndarray, n_restarts: int = 10, epochs: int = 
             losses = ccs_loss(torch.sigmoid(W @ Xp.T + b), torch.sigmoid(W @ Xn.T + b))
         i = int(losses.argmin())
         return CCSProbe(W[i].detach().double().numpy(), float(b.detach()[i, 0]), float(losses[i]))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _acc(pred: np.ndarray, y: np.ndarray) -> float:
@@ -226,6 +224,7 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
                  max_dirs: int = 20, acc_tol: float = 0.05, var_normalize: bool = True, seed: int = 0) -> CCSResult:
     """CCS and its baselines on the same train/test rows. ``hp``/``hn`` raw hidden states ``[n, d]``;
     ``zero_shot``: per-row score (logit Yes − logit No) or None."""
+    from interplab.analyses.erasure import majority_acc
     from interplab.analyses.probes import LinearProbe
 
     y = np.asarray(y).astype(int)
@@ -251,7 +250,7 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
     h["lr_acc"] = float(lr.score(diff[test], y[test]))
     h["lr_acc_unoriented"] = max(h["lr_acc"], 1 - h["lr_acc"])
     cos = lambda a, b: float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))  # noqa: E731
-    h["cos_ccs_lr"] = cos(probe.w, lr.lr_.coef_[0] / lr.scale_)
+    h["cos_ccs_lr"] = cos(probe.w, lr.direction_)
     h["cos_ccs_crc"] = cos(probe.w, u)
     if zero_shot is not None:
         z = np.asarray(zero_shot, dtype=np.float64)
@@ -263,8 +262,7 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
     h["n_truth_like_directions"] = tl["n_truth_like"]
     h["n_low_ccs_loss_directions"] = tl["n_low_loss"]  # loss <= max(2 x first, first + 0.01), whatever their accuracy
     h["truth_like_hit_max"] = tl["hit_max"]
-    _, c = np.unique(y[test], return_counts=True)
-    h["majority_acc"] = float(c.max() / c.sum())
+    h["majority_acc"] = majority_acc(y[test])
     h["n_train"], h["n_test"] = int(len(train)), int(len(test))
     h = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
     return CCSResult(h, tl["directions"], settings={"n_restarts": n_restarts, "epochs": epochs, "n_random": n_random,

@@ -424,14 +424,10 @@ class RLACEEraser(_ProjectionEraser):
         return V[:, -k:]
 
     def fit(self, X, y):
-        import torch
+        from interplab.train.trainer import torch_threads
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return self._fit(X, y)
-        finally:
-            torch.set_num_threads(threads)
 
     def _fit(self, X, y):
         import torch

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from interplab.analyses.erasure import majority_acc
+
 __all__ = ["LinearProbe", "collect_activations", "probe_layers", "ProbeSweep", "easy_hard_split", "group_split"]
 
 
@@ -177,5 +179,4 @@ def probe_layers(acts: dict[int, np.ndarray], y, train: np.ndarray, test: np.nda
         p = LinearProbe(C=C).fit(acts[l][train], y[train])
         tr.append(float(p.score(acts[l][train], y[train])))
         te.append(float(p.score(acts[l][test], y[test])))
-    _, c = np.unique(y[test], return_counts=True)
-    return ProbeSweep(layers, tr, te, float(c.max() / c.sum()), {"C": C, "n_train": int(len(train)), "n_test": int(len(test))})
+    return ProbeSweep(layers, tr, te, majority_acc(y[test]), {"C": C, "n_train": int(len(train)), "n_test": int(len(test))})
