@@ -272,18 +272,11 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
 
 def zero_shot_scores(model, prompts: Sequence[str], answers: tuple[str, str] = (" Yes", " No"), batch_size: int = 16) -> np.ndarray:
     """logit(answer[0]) − logit(answer[1]) at each prompt's last token (right padding)."""
-    import torch
+    from interplab.tasks.facts import last_token_logits
 
     a, _ = model.first_token_id(answers[0])
     b, _ = model.first_token_id(answers[1])
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        toks, mask = model.to_tokens(list(prompts[i:i + batch_size]), padding_side="right", return_mask=True)
-        logits = model.run(toks).logits
-        last = (mask.sum(1) - 1).to(logits.device)
-        row = logits[torch.arange(len(toks)), last]
-        out.append((row[:, a] - row[:, b]).float().cpu().numpy())
-    return np.concatenate(out)
+    return np.concatenate([(row[:, a] - row[:, b]).float().cpu().numpy() for row in last_token_logits(model, prompts, batch_size)])
 
 
 def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, seed: int = 0, batch_size: int = 16,
