@@ -675,7 +675,7 @@ def load_acts_dir(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         if len(X) != len(y):
             raise ValueError(f"x must be [n, d] and y [n]; got {X.shape} and {y.shape}.")
         return X, y
-    files = [p / "acts.safetensors"] if (p / "acts.safetensors").is_file() else sorted(p.glob("*.safetensors"))
+    files = sorted(p.glob("*.safetensors"))  # DIR/acts.safetensors itself was read above
     if not files:
         raise FileNotFoundError(f"no acts.safetensors (or *.safetensors shards) in {p}; write tensors x [n, d] and y [n].")
     xs, ys = [], []
