@@ -19,6 +19,19 @@ def _timed(fn) -> tuple[float, object]:
     return (time.perf_counter() - t) * 1000, out
 
 
+def _interleaved(variants: dict, rounds: int, warmup: int) -> list[dict[str, float]]:
+    """Call every variant once per round, in an order that rotates each round; ``warmup`` untimed rounds
+    first. Returns one ``{variant: milliseconds}`` per timed round."""
+    order = list(variants)
+    out = []
+    for r in range(warmup + rounds):
+        rot = order[r % len(order):] + order[: r % len(order)]
+        this = {k: _timed(variants[k])[0] for k in rot}
+        if r >= warmup:
+            out.append(this)
+    return out
+
+
 def bench_hooks(model, batch: int = 8, seq: int = 128, rounds: int = 7, warmup: int = 2, threads: int = 2, seed: int = 0) -> dict:
     """Time a plain HF forward against ``model.run`` caching the residual streams (resid_pre/mid/post of
     every layer) and caching every hook point except attention patterns."""
@@ -43,17 +56,9 @@ def bench_hooks(model, batch: int = 8, seq: int = 128, rounds: int = 7, warmup: 
         "cache_resid": lambda: model.run(tokens, cache=resid_names),
         "cache_all": lambda: model.run(tokens, cache=all_names),
     }
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    ratios: dict[str, list[float]] = {k: [] for k in variants if k != "plain"}
-    order = list(variants)
-    for r in range(warmup + rounds):
-        rot = order[r % len(order):] + order[: r % len(order)]
-        this = {k: _timed(variants[k])[0] for k in rot}
-        if r >= warmup:
-            for k, ms in this.items():
-                times[k].append(ms)
-            for k in ratios:
-                ratios[k].append(this[k] / this["plain"])
+    per_round = _interleaved(variants, rounds, warmup)
+    times = {k: [this[k] for this in per_round] for k in variants}
+    ratios = {k: [this[k] / this["plain"] for this in per_round] for k in variants if k != "plain"}
     plain_logits = plain()
     resid_logits, resid_cache = variants["cache_resid"]()
     all_logits, all_cache = variants["cache_all"]()

@@ -8,19 +8,25 @@ difference between the two erasers is reported beside the times.
 from __future__ import annotations
 
 import statistics
-import time
 
 import numpy as np
 
 
 def bench_leace(n: int = 8192, d: int = 576, k: int = 2, rounds: int = 7, warmup: int = 2, threads: int = 2, seed: int = 0) -> dict:
+    from interplab.train.trainer import torch_threads
+
+    with torch_threads(threads):
+        return _bench_leace(n, d, k, rounds, warmup, threads, seed)
+
+
+def _bench_leace(n: int, d: int, k: int, rounds: int, warmup: int, threads: int, seed: int) -> dict:
     import torch
     from sklearn.datasets import make_classification
     from threadpoolctl import threadpool_limits
 
     from interplab.analyses.erasure import LeaceEraser
+    from interplab.bench import _interleaved
 
-    torch.set_num_threads(threads)
     X, y = make_classification(n_samples=n, n_features=d, n_informative=min(32, d // 2), n_redundant=min(2, d // 4),
                                n_classes=k, random_state=seed)
     Xt, yt = torch.tensor(X), torch.tensor(y)
@@ -34,16 +40,9 @@ def bench_leace(n: int = 8192, d: int = 576, k: int = 2, rounds: int = 7, warmup
         have_peer = True
     except ImportError:
         have_peer = False
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    order = list(variants)
     with threadpool_limits(threads):
-        for r in range(warmup + rounds):
-            rot = order[r % len(order):] + order[: r % len(order)]
-            for name in rot:
-                t = time.perf_counter()
-                variants[name]()
-                if r >= warmup:
-                    times[name].append((time.perf_counter() - t) * 1000)
+        per_round = _interleaved(variants, rounds, warmup)
+    times = {name: [this[name] for this in per_round] for name in variants}
     out = {"n": n, "d": d, "classes": k, "threads": threads, "rounds": rounds, "concept_erasure_installed": have_peer}
     for name, ts in times.items():
         out[f"{name}_ms"] = round(statistics.median(ts), 2)

@@ -47,12 +47,13 @@ def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def _print_metrics(res: dict, as_json: bool, skip_suffix: str | None = None) -> None:
-    """A benchmark's result: JSON on stdout with ``--json``, else a two-column table."""
+def _print_metrics(res: dict, as_json: bool, skip_suffix: str | None = None, title: str | None = None) -> None:
+    """A result's metrics (a benchmark's, a run's headline): JSON on stdout with ``--json``, else a
+    two-column table (titled ``title``, if given)."""
     if as_json:
         _print_json(res)
         return
-    t = Table("metric", "value")
+    t = Table("metric", "value", title=title)
     for k, v in res.items():
         if not (skip_suffix and k.endswith(skip_suffix)):
             t.add_row(k, str(v))

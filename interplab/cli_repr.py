@@ -23,10 +23,7 @@ def erase(method: str = typer.Option("leace", "--method", help="leace | mean | i
           out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-erase)."),
           as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON.")):
     """Concept erasure with a held-out evaluation: linear probe (accuracy, log-loss vs label entropy), MLP, boosted trees."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from interplab.cli import _Guard, _print_json, err
+    from interplab.cli import _Guard, _print_metrics, err
     from interplab.runs import Run
 
     args = {"method": method, "data": data, "dir": directory, "n": n, "d": d, "rank": rank, "nonlinear": nonlinear,
@@ -69,13 +66,7 @@ def erase(method: str = typer.Option("leace", "--method", help="leace | mean | i
                          "and boosted trees show what a non-linear (or 0-1 loss) adversary can still recover."))
         path = rep.save(run.path("report.html"))
         run.headline.update({**h, "report": str(path.resolve()), "run_dir": str(run.dir.resolve())})
-    if as_json:
-        _print_json(run.headline)
-    else:
-        t = Table("metric", "value", title=f"{method} on {data}")
-        for k, v in h.items():
-            t.add_row(k, str(v))
-        Console().print(t)
+    _print_metrics(run.headline if as_json else h, as_json, title=f"{method} on {data}")
 
 
 def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to probe."),
@@ -91,15 +82,13 @@ def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model t
         out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-ccs)."),
         as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON.")):
     """Contrast-Consistent Search beside random, CRC-TPC, supervised and zero-shot baselines; truth-like directions."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from interplab.cli import _Guard, _load, _print_json, err
+    from interplab.cli import _Guard, _load, _print_metrics, err
     from interplab.runs import Run
 
     args = {"model": model, "dataset": dataset, "layer": layer, "n": n, "restarts": restarts, "epochs": epochs,
             "max_dirs": max_dirs, "test_frac": test_frac}
     with _Guard(), Run("ccs", args, out=out, seed=seed) as run:
+        from interplab.acts import save_acts
         from interplab.analyses.ccs import run_ccs
         from interplab.report.html import Report, table, text
         from interplab.tasks.truth import make_truth_dataset
@@ -112,10 +101,9 @@ def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model t
             res, acts = run_ccs(m, ds, layer=layer, test_frac=test_frac, seed=seed, batch_size=batch, n_restarts=restarts,
                                 epochs=epochs, max_dirs=max_dirs, return_acts=True)
         res.save(run.dir)
-        import torch
-
-        (run.dir / "acts").mkdir(exist_ok=True)  # x⁺ residual streams at the chosen layer + truth labels: `interplab erase --data acts DIR/acts`
-        run.save_tensors("acts/acts.safetensors", {"x": torch.as_tensor(acts["pos"]), "y": torch.as_tensor(acts["y"])})
+        # x⁺ residual streams at the chosen layer + truth labels: `interplab erase --data acts DIR/acts`
+        acts_path = save_acts(run.dir / "acts", acts["pos"], acts["y"])
+        run.artefacts.append(acts_path.relative_to(run.dir).as_posix())
         run.artefacts.append("ccs.json")
         h = res.headline()
         rep = Report(f"CCS — {m.name} on {dataset}", f"{len(ds.statements)} statements × {res.settings['n_templates']} templates, "
@@ -128,13 +116,7 @@ def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model t
         rep.section("Headline", table(h), id="headline")
         path = rep.save(run.path("report.html"))
         run.headline.update({"model": m.name, "dataset": dataset, **h, "report": str(path.resolve()), "run_dir": str(run.dir.resolve())})
-    if as_json:
-        _print_json(run.headline)
-    else:
-        t = Table("metric", "value", title=f"CCS — {m.name} on {dataset}")
-        for k, v in h.items():
-            t.add_row(k, str(v))
-        Console().print(t)
+    _print_metrics(run.headline if as_json else h, as_json, title=f"CCS — {m.name} on {dataset}")
 
 
 def bench_leace_cmd(n: int = typer.Option(8192, "--n", help="Rows."), d: int = typer.Option(576, "--d", help="Dimensions (576 = SmolLM2's d_model)."),
@@ -142,11 +124,8 @@ def bench_leace_cmd(n: int = typer.Option(8192, "--n", help="Rows."), d: int = t
                     threads: int = typer.Option(2, "--threads"), out: Optional[str] = typer.Option(None, "--out"),
                     as_json: bool = typer.Option(False, "--json")):
     """LEACE fit time: interplab vs EleutherAI's concept-erasure on the same data (interleaved rounds, medians)."""
-    from rich.console import Console
-    from rich.table import Table
-
     from interplab.bench_repr import bench_leace
-    from interplab.cli import _Guard, _print_json, err
+    from interplab.cli import _Guard, _print_metrics, err
     from interplab.runs import Run
 
     with _Guard(), Run("bench-leace", {"n": n, "d": d, "classes": classes, "rounds": rounds, "threads": threads}, out=out) as run:
@@ -154,8 +133,6 @@ def bench_leace_cmd(n: int = typer.Option(8192, "--n", help="Rows."), d: int = t
             res = bench_leace(n=n, d=d, k=classes, rounds=rounds, threads=threads)
         run.save_json("bench.json", res)
         run.headline.update(res)
-    from interplab.cli import _print_metrics
-
     _print_metrics(res, as_json)
 
 

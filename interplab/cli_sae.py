@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 sae_app = typer.Typer(no_args_is_help=True, help="Sparse autoencoders on activations, with controls.")
 
@@ -138,11 +136,7 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
     if as_json:
         cli._print_json(run.headline)
     else:
-        t = Table("metric", "value")
-        for key, v in run.headline.items():
-            if key != "controls":
-                t.add_row(key, str(v))
-        Console().print(t)
+        cli._print_metrics({key: v for key, v in run.headline.items() if key != "controls"}, False)
         for name, c in run.headline.get("controls", {}).items():
             cli.err.print(f"control {name}: {c}")
 

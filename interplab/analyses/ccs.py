@@ -92,9 +92,9 @@ def fit_ccs(hp: np.ndarray, hn: np.ndarray, n_restarts: int = 10, epochs: int = 
     with the lowest final loss. Inputs should already be normalised (:func:`normalize_by_template`)."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from interplab.train.trainer import torch_threads
+
+    with torch_threads(1):
         g = torch.Generator().manual_seed(seed)
         Xp = torch.as_tensor(np.asarray(hp), dtype=torch.float32)
         Xn = torch.as_tensor(np.asarray(hn), dtype=torch.float32)
@@ -113,8 +113,6 @@ def fit_ccs(hp: np.ndarray, hn: np.ndarray, n_restarts: int = 10, epochs: int = 
             losses = ccs_loss(torch.sigmoid(W @ Xp.T + b), torch.sigmoid(W @ Xn.T + b))
         i = int(losses.argmin())
         return CCSProbe(W[i].detach().double().numpy(), float(b.detach()[i, 0]), float(losses[i]))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _acc(pred: np.ndarray, y: np.ndarray) -> float:
@@ -129,12 +127,18 @@ def _oriented(score_tr, y_tr, score_te, y_te) -> tuple[float, float, int]:
     return a, max(raw, 1 - raw), sign
 
 
+def _probe_oriented(probe: CCSProbe, hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train, test) -> tuple[float, float, int]:
+    """:func:`_oriented` for a CCS probe's score ``predict_proba − ½`` on the ``train`` / ``test`` rows."""
+    return _oriented(probe.predict_proba(hp[train], hn[train]) - 0.5, y[train], probe.predict_proba(hp[test], hn[test]) - 0.5, y[test])
+
+
 def truth_like_directions(hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                          max_dirs: int = 20, acc_tol: float = 0.05, **ccs_kw) -> dict[str, Any]:
+                          max_dirs: int = 20, acc_tol: float = 0.05, first: CCSProbe | None = None, **ccs_kw) -> dict[str, Any]:
     """Iterate: fit CCS on the training rows, record its loss and held-out accuracy, project its direction
     out of every row (orthogonally, in the normalised space), refit. Returns per-direction records and
     ``n_truth_like``: directions whose unoriented held-out accuracy is ≥ the first one's − ``acc_tol``
-    (0 when the first is itself within ``acc_tol`` of chance)."""
+    (0 when the first is itself within ``acc_tol`` of chance). ``first``: the probe already fitted on
+    ``hp[train]``, ``hn[train]`` with ``ccs_kw`` (used as direction 0 instead of refitting it)."""
     hp, hn = np.array(hp, dtype=np.float64), np.array(hn, dtype=np.float64)
     y = np.asarray(y)
     U = np.zeros((hp.shape[1], 0))
@@ -142,15 +146,16 @@ def truth_like_directions(hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train: 
     for i in range(min(max_dirs, hp.shape[1] - 1)):
         pp = hp - (hp @ U) @ U.T
         pn = hn - (hn @ U) @ U.T
-        probe = fit_ccs(pp[train], pn[train], **{**ccs_kw, "seed": ccs_kw.get("seed", 0) + i})
-        s_tr = probe.predict_proba(pp[train], pn[train]) - 0.5
-        s_te = probe.predict_proba(pp[test], pn[test]) - 0.5
-        oriented, unoriented, _ = _oriented(s_tr, y[train], s_te, y[test])
+        if i == 0 and first is not None:
+            probe = first
+        else:
+            probe = fit_ccs(pp[train], pn[train], **{**ccs_kw, "seed": ccs_kw.get("seed", 0) + i})
+        oriented, unoriented, _ = _probe_oriented(probe, pp, pn, y, train, test)
         recs.append({"direction": i, "ccs_loss": probe.loss, "acc_oriented": oriented, "acc_unoriented": unoriented})
         u = probe.direction - U @ (U.T @ probe.direction)
         U = np.concatenate([U, (u / np.linalg.norm(u))[:, None]], axis=1)
-    first = recs[0]["acc_unoriented"] if recs else 0.5
-    n = 0 if first < 0.5 + acc_tol else sum(r["acc_unoriented"] >= first - acc_tol for r in recs)
+    acc0 = recs[0]["acc_unoriented"] if recs else 0.5
+    n = 0 if acc0 < 0.5 + acc_tol else sum(r["acc_unoriented"] >= acc0 - acc_tol for r in recs)
     loss0 = recs[0]["ccs_loss"] if recs else 0.0
     n_loss = sum(r["ccs_loss"] <= max(2 * loss0, loss0 + 0.01) for r in recs)
     return {"directions": recs, "n_truth_like": int(n), "n_low_loss": int(n_loss), "acc_tol": acc_tol, "max_dirs": max_dirs,
@@ -219,6 +224,7 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
                  max_dirs: int = 20, acc_tol: float = 0.05, var_normalize: bool = True, seed: int = 0) -> CCSResult:
     """CCS and its baselines on the same train/test rows. ``hp``/``hn`` raw hidden states ``[n, d]``;
     ``zero_shot``: per-row score (logit Yes − logit No) or None."""
+    from interplab.analyses.erasure import majority_acc
     from interplab.analyses.probes import LinearProbe
 
     y = np.asarray(y).astype(int)
@@ -226,8 +232,7 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
     hn_n = normalize_by_template(hn, template, var_normalize)
     h: dict[str, Any] = {}
     probe = fit_ccs(hp_n[train], hn_n[train], n_restarts=n_restarts, epochs=epochs, seed=seed)
-    s_tr, s_te = probe.predict_proba(hp_n[train], hn_n[train]) - 0.5, probe.predict_proba(hp_n[test], hn_n[test]) - 0.5
-    h["ccs_acc"], h["ccs_acc_unoriented"], sign = _oriented(s_tr, y[train], s_te, y[test])
+    h["ccs_acc"], h["ccs_acc_unoriented"], sign = _probe_oriented(probe, hp_n, hn_n, y, train, test)
     h["ccs_loss"] = probe.loss
     h["ccs_sign_flipped_by_labels"] = sign < 0
     diff = hp_n - hn_n
@@ -245,20 +250,19 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
     h["lr_acc"] = float(lr.score(diff[test], y[test]))
     h["lr_acc_unoriented"] = max(h["lr_acc"], 1 - h["lr_acc"])
     cos = lambda a, b: float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))  # noqa: E731
-    h["cos_ccs_lr"] = cos(probe.w, lr.lr_.coef_[0] / lr.scale_)
+    h["cos_ccs_lr"] = cos(probe.w, lr.direction_)
     h["cos_ccs_crc"] = cos(probe.w, u)
     if zero_shot is not None:
         z = np.asarray(zero_shot, dtype=np.float64)
         h["zero_shot_acc"] = _acc(z[test] > 0, y[test])
         h["zero_shot_acc_unoriented"] = max(h["zero_shot_acc"], 1 - h["zero_shot_acc"])
         h["zero_shot_calibrated_acc"] = _acc(z[test] > np.median(z[test]), y[test])
-    tl = truth_like_directions(hp_n, hn_n, y, train, test, max_dirs=max_dirs, acc_tol=acc_tol, n_restarts=n_restarts,
-                               epochs=epochs, seed=seed)
+    tl = truth_like_directions(hp_n, hn_n, y, train, test, max_dirs=max_dirs, acc_tol=acc_tol, first=probe,
+                               n_restarts=n_restarts, epochs=epochs, seed=seed)
     h["n_truth_like_directions"] = tl["n_truth_like"]
     h["n_low_ccs_loss_directions"] = tl["n_low_loss"]  # loss <= max(2 x first, first + 0.01), whatever their accuracy
     h["truth_like_hit_max"] = tl["hit_max"]
-    _, c = np.unique(y[test], return_counts=True)
-    h["majority_acc"] = float(c.max() / c.sum())
+    h["majority_acc"] = majority_acc(y[test])
     h["n_train"], h["n_test"] = int(len(train)), int(len(test))
     h = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
     return CCSResult(h, tl["directions"], settings={"n_restarts": n_restarts, "epochs": epochs, "n_random": n_random,
@@ -268,18 +272,11 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
 
 def zero_shot_scores(model, prompts: Sequence[str], answers: tuple[str, str] = (" Yes", " No"), batch_size: int = 16) -> np.ndarray:
     """logit(answer[0]) − logit(answer[1]) at each prompt's last token (right padding)."""
-    import torch
+    from interplab.tasks.facts import last_token_logits
 
     a, _ = model.first_token_id(answers[0])
     b, _ = model.first_token_id(answers[1])
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        toks, mask = model.to_tokens(list(prompts[i:i + batch_size]), padding_side="right", return_mask=True)
-        logits = model.run(toks).logits
-        last = (mask.sum(1) - 1).to(logits.device)
-        row = logits[torch.arange(len(toks)), last]
-        out.append((row[:, a] - row[:, b]).float().cpu().numpy())
-    return np.concatenate(out)
+    return np.concatenate([(row[:, a] - row[:, b]).float().cpu().numpy() for row in last_token_logits(model, prompts, batch_size)])
 
 
 def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, seed: int = 0, batch_size: int = 16,
@@ -317,11 +314,11 @@ def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, se
         from interplab.analyses.probes import easy_hard_split
 
         easy, hard = easy_hard_split(dataset.difficulty, groups, 0.5, 0.3)
-        dp = normalize_by_template(acts_p[layer], dataset.template) - normalize_by_template(acts_n[layer], dataset.template)
-        res.headline_["lr_easy_to_hard_acc"] = round(float(LinearProbe().fit(dp[easy], y[easy]).score(dp[hard], y[hard])), 4)
         hpn, hnn = normalize_by_template(acts_p[layer], dataset.template), normalize_by_template(acts_n[layer], dataset.template)
+        dp = hpn - hnn
+        res.headline_["lr_easy_to_hard_acc"] = round(float(LinearProbe().fit(dp[easy], y[easy]).score(dp[hard], y[hard])), 4)
         pr = fit_ccs(hpn[easy], hnn[easy], n_restarts=kw.get("n_restarts", 10), epochs=kw.get("epochs", 1000), seed=seed)
-        o, u, _ = _oriented(pr.predict_proba(hpn[easy], hnn[easy]) - 0.5, y[easy], pr.predict_proba(hpn[hard], hnn[hard]) - 0.5, y[hard])
+        o, u, _ = _probe_oriented(pr, hpn, hnn, y, easy, hard)
         res.headline_["ccs_easy_to_hard_acc"], res.headline_["ccs_easy_to_hard_acc_unoriented"] = round(o, 4), round(u, 4)
     res.layer_sweep = sweep
     res.settings.update({"dataset": dataset.name, "n_rows": len(dataset), "n_statements": len(dataset.statements),

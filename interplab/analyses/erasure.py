@@ -122,9 +122,14 @@ class _ProjectionEraser(BaseEstimator, TransformerMixin):
     """Shared transform: ``x' = x - (x - center) @ left @ right`` (an affine map fixing ``center``).
 
     Subclasses set ``left_ [d, r]``, ``right_ [r, d]`` and ``center_ [d]``. For orthogonal projections
-    ``left = U``, ``right = U.T``; for LEACE ``left = W U``, ``right = Uᵀ W⁺`` (an oblique projection)."""
+    ``left = U``, ``right = U.T``; for LEACE ``left = W U``, ``right = Uᵀ W⁺`` (an oblique projection).
+    A subclass that computes them lazily overrides :meth:`_solution`, which runs before they are read."""
+
+    def _solution(self) -> None:
+        """Bring ``left_`` / ``right_`` / ``center_`` up to date (they always are here)."""
 
     def transform(self, X):
+        self._solution()
         if not hasattr(self, "left_"):
             raise ValueError(f"{type(self).__name__} is not fitted; call fit(X, y) first.")
         Xn = _as_np(X).astype(np.float64)
@@ -136,10 +141,12 @@ class _ProjectionEraser(BaseEstimator, TransformerMixin):
     @property
     def P_(self) -> np.ndarray:
         """The linear part of the map as a ``[d, d]`` matrix acting on row vectors: ``x' = c + (x - c) @ P``."""
+        self._solution()
         return np.eye(self.left_.shape[0]) - self.left_ @ self.right_
 
     @property
     def rank_(self) -> int:
+        self._solution()
         return int(self.left_.shape[1])
 
     def _set_orthogonal(self, U: np.ndarray, center: np.ndarray) -> None:
@@ -147,6 +154,7 @@ class _ProjectionEraser(BaseEstimator, TransformerMixin):
         self.left_, self.right_, self.center_ = U, U.T.copy(), center
 
     def get_feature_names_out(self, input_features=None):  # pragma: no cover - sklearn nicety
+        self._solution()
         return np.asarray(input_features if input_features is not None else [f"x{i}" for i in range(self.left_.shape[0])])
 
 
@@ -215,7 +223,8 @@ class LeaceEraser(_ProjectionEraser):
 
     def partial_fit(self, X, y, classes=None):
         """Update the running statistics with one batch (``classes`` must be given on the first call
-        unless every class occurs in it)."""
+        unless every class occurs in it). The eraser is solved from the statistics when next used
+        (``transform``, ``P_``, ``rank_``), not after every batch."""
         Xn = _as_np(X).astype(np.float64)
         yn = _as_np(y).reshape(-1)
         if Xn.ndim != 2 or len(yn) != len(Xn):
@@ -244,7 +253,7 @@ class LeaceEraser(_ProjectionEraser):
         self.mean_x_ = self.mean_x_ + delta_x * (m / tot)
         self.mean_z_ = self.mean_z_ + delta_z * (m / tot)
         self.n_ = tot
-        self._solve()
+        self._stale = True
         return self
 
     def fit(self, X, y):
@@ -253,7 +262,15 @@ class LeaceEraser(_ProjectionEraser):
                 delattr(self, a)
         X, y_idx, classes = _check_xy(X, y)
         self._reset(X.shape[1], classes)
-        return self.partial_fit(X, classes[y_idx])
+        self.partial_fit(X, classes[y_idx])
+        self._solution()
+        return self
+
+    def _solution(self) -> None:
+        """Solve once after the statistics changed (``partial_fit`` only marks the solution stale)."""
+        if getattr(self, "_stale", False):
+            self._solve()
+            self._stale = False
 
     @property
     def sigma_xx_(self) -> np.ndarray:
@@ -407,14 +424,10 @@ class RLACEEraser(_ProjectionEraser):
         return V[:, -k:]
 
     def fit(self, X, y):
-        import torch
+        from interplab.train.trainer import torch_threads
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return self._fit(X, y)
-        finally:
-            torch.set_num_threads(threads)
 
     def _fit(self, X, y):
         import torch
@@ -662,7 +675,7 @@ def load_acts_dir(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         if len(X) != len(y):
             raise ValueError(f"x must be [n, d] and y [n]; got {X.shape} and {y.shape}.")
         return X, y
-    files = [p / "acts.safetensors"] if (p / "acts.safetensors").is_file() else sorted(p.glob("*.safetensors"))
+    files = sorted(p.glob("*.safetensors"))  # DIR/acts.safetensors itself was read above
     if not files:
         raise FileNotFoundError(f"no acts.safetensors (or *.safetensors shards) in {p}; write tensors x [n, d] and y [n].")
     xs, ys = [], []

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from interplab.analyses.erasure import majority_acc
+
 __all__ = ["LinearProbe", "collect_activations", "probe_layers", "ProbeSweep", "easy_hard_split", "group_split"]
 
 
@@ -71,6 +73,8 @@ def collect_activations(model, prompts: Sequence[str] | Any, layers: Sequence[in
     n_layers = model.cfg.n_layers
     layers = list(range(n_layers)) if layers is None else [int(l) % n_layers for l in layers]
     names = [f"blocks.{l}.{hook}" for l in layers]
+    stop = max(layers, default=n_layers - 1) + 1  # blocks after the last requested layer and the unembedding are not run
+    window = {"stop_at_layer": stop} if stop < n_layers else {"return_resid": True}
     out: dict[int, list] = {l: [] for l in layers}
     is_text = isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], str)
     n = len(prompts)
@@ -84,7 +88,7 @@ def collect_activations(model, prompts: Sequence[str] | Any, layers: Sequence[in
         pos = last if position == -1 else torch.full_like(last, position)
         if (pos > last).any() or (pos < 0).any():
             raise ValueError(f"position {position} is outside some prompts (shortest has {int(last.min()) + 1} tokens).")
-        _, cache = model.run(toks, cache=names)
+        _, cache = model.run(toks, cache=names, **window)
         rows = torch.arange(len(toks))
         for l, nm in zip(layers, names):
             out[l].append(cache[nm][rows, pos.to(cache[nm].device)].float().cpu().numpy())
@@ -175,5 +179,4 @@ def probe_layers(acts: dict[int, np.ndarray], y, train: np.ndarray, test: np.nda
         p = LinearProbe(C=C).fit(acts[l][train], y[train])
         tr.append(float(p.score(acts[l][train], y[train])))
         te.append(float(p.score(acts[l][test], y[test])))
-    _, c = np.unique(y[test], return_counts=True)
-    return ProbeSweep(layers, tr, te, float(c.max() / c.sum()), {"C": C, "n_train": int(len(train)), "n_test": int(len(test))})
+    return ProbeSweep(layers, tr, te, majority_acc(y[test]), {"C": C, "n_train": int(len(train)), "n_test": int(len(test))})

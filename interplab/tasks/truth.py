@@ -167,21 +167,12 @@ def capital_statements(countries: list[str] | None = None, seed: int = 0, n_fals
 def known_capitals(model, countries: list[str] | None = None, batch_size: int = 16) -> list[str]:
     """The countries whose capital the model names itself: the first token of " {capital}" is the model's top
     next-token prediction after "The capital of {country} is" (filter facts by the model's own answer)."""
-    import torch
+    from interplab.tasks.facts import last_token_logits
 
     countries = list(CAPITALS) if countries is None else list(countries)
     prompts = [f"The capital of {c} is" for c in countries]
-    keep = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        toks, mask = model.to_tokens(chunk, padding_side="right", return_mask=True)
-        logits = model.run(toks).logits
-        last = mask.sum(1) - 1
-        top = logits[torch.arange(len(chunk)), last.to(logits.device)].argmax(-1).tolist()
-        for c, t in zip(countries[i:i + batch_size], top):
-            if model.first_token_id(" " + CAPITALS[c])[0] == t:
-                keep.append(c)
-    return keep
+    top = [t for rows in last_token_logits(model, prompts, batch_size) for t in rows.argmax(-1).tolist()]
+    return [c for c, t in zip(countries, top) if model.first_token_id(" " + CAPITALS[c])[0] == t]
 
 
 def render(name: str, statements: list[Statement], templates: list[str] | None = None, settings: dict | None = None) -> ContrastDataset:
