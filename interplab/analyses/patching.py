@@ -285,11 +285,7 @@ def _end_metric(model: Model, pairs: PromptPairs, resid_final: torch.Tensor) -> 
     """Metric from the residual stream entering the final norm ``[k*n, pos, d]``: only END is unembedded."""
     from interplab.analyses.lens import unembed_resid
 
-    n = len(pairs)
-    k = resid_final.shape[0] // n
-    end = pairs.positions["END"].to(resid_final.device).repeat(k)
-    x = resid_final[torch.arange(resid_final.shape[0], device=resid_final.device), end]
-    return pairs.metric_from_final(unembed_resid(model, x))
+    return pairs.metric_from_final(unembed_resid(model, pairs.end_logits(resid_final)))
 
 
 def baselines(model: Model, pairs: PromptPairs, cache_names=(), grad: bool = False):
