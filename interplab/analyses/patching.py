@@ -47,7 +47,7 @@ import torch
 
 from interplab.hooks import Apply, HookContext, Patch
 from interplab.models.model import Model
-from interplab.results import read_json, write_json
+from interplab.results import nan_to_none, none_to_nan, read_json, write_json
 from interplab.tasks.pairs import PromptPairs
 
 GRIDS = ("resid", "attn_out", "mlp_out", "heads", "heads_by_pos", "q", "k", "v", "pattern", "neurons")
@@ -243,7 +243,7 @@ class PatchingResult:
             lo, hi = self.ci_low.reshape(z.shape), self.ci_high.reshape(z.shape)
             custom = [[[f"{a:.3f}", f"{b:.3f}"] for a, b in zip(r1, r2)] for r1, r2 in zip(lo.tolist(), hi.tolist())]
             fig = go.Figure(go.Heatmap(
-                z=[[None if math.isnan(c) else c for c in row] for row in z.tolist()], x=x, y=y, customdata=custom,
+                z=nan_to_none(z.tolist()), x=x, y=y, customdata=custom,
                 colorscale="RdBu", zmid=0.0, colorbar={"title": {"text": "restored"}},
                 hovertemplate="%{y} / %{x}: %{z:.3f}<br>95% CI [%{customdata[0]}, %{customdata[1]}]<extra></extra>"))
             fig.update_yaxes(title=self.axis_names[0] if v.ndim == 2 else "layer.head", autorange="reversed")
@@ -252,7 +252,7 @@ class PatchingResult:
         return fig
 
     def to_dict(self) -> dict[str, Any]:
-        nn = lambda t: [[None if isinstance(x, float) and math.isnan(x) else x for x in r] if isinstance(r, list) else r for r in t.tolist()]  # noqa: E731
+        nn = lambda t: nan_to_none(t.tolist())  # noqa: E731
         return {"kind": "patching", "format_version": 1, "grid": self.grid, "direction": self.direction,
                 "method": self.method, "task": self.task, "metric": self.metric, "model": self.model_name,
                 "labels": self.labels, "shape": list(self.values.shape),
@@ -270,7 +270,7 @@ class PatchingResult:
     def load(cls, path: str | Path) -> PatchingResult:
         d, _ = read_json(path, RESULT_FILE, "patching")
         shape = tuple(d["shape"])
-        t = lambda k: torch.tensor([[float("nan") if x is None else x for x in r] for r in d[k]]).reshape(shape)  # noqa: E731
+        t = lambda k: torch.tensor(none_to_nan(d[k])).reshape(shape)  # noqa: E731
         pp = torch.tensor(d["per_prompt"])
         return cls(grid=d["grid"], direction=d["direction"], values=t("values"), ci_low=t("ci_low"), ci_high=t("ci_high"),
                    per_prompt=pp.reshape(*shape, pp.shape[-1]), clean_metric=torch.tensor(d["clean_metric"]),
