@@ -343,15 +343,30 @@ def run_cells(model: Model, pairs: PromptPairs, cells: Sequence[Cell], base: tor
 
 
 def _stacked_patch(pairs: PromptPairs, members: list[tuple[int, Cell]], src: torch.Tensor, k: int):
-    """An Apply function for ``k`` stacked variants: variant ``v`` gets ``src`` where its cell's mask is True."""
-    def fn(x, ctx: HookContext):
-        n = x.shape[0] // k
-        xs = x.view(k, n, *x.shape[1:]).clone()
-        s = src.to(device=x.device, dtype=x.dtype)
+    """An Apply function for ``k`` stacked variants: variant ``v`` gets ``src`` where its cell's mask is True.
+    The cells' masks are stacked into one boolean ``[k, ...]`` mask on the first call (then reused) and
+    applied with a single ``torch.where``."""
+    masks: dict[tuple, torch.Tensor] = {}
+
+    def stacked_mask(one: torch.Tensor, ctx: HookContext) -> torch.Tensor:
+        every = torch.ones([1] * one.ndim, dtype=torch.bool, device=one.device)
+        per: list[torch.Tensor | None] = [None] * k
         for v, c in members:
-            m = c.intervention(pairs, None, ctx.name).mask(xs[v], ctx)
-            xs[v] = s if m is None else torch.where(m, s, xs[v])
-        return xs.view(x.shape)
+            m = c.intervention(pairs, None, ctx.name).mask(one, ctx)
+            m = every if m is None else m
+            per[v] = m if per[v] is None else per[v] | m
+        per = [torch.zeros_like(every) if m is None else m for m in per]  # variants without a cell here: untouched
+        shape = torch.broadcast_shapes(*(m.shape for m in per))
+        return torch.stack([m.expand(shape) for m in per])
+
+    def fn(x, ctx: HookContext):
+        xs = x.view(k, x.shape[0] // k, *x.shape[1:])
+        key = (ctx.name, tuple(xs.shape), x.device)
+        if key not in masks:
+            masks[key] = stacked_mask(xs[0], ctx)
+        out = torch.empty_like(xs)  # x's memory layout (e.g. keys seen through a transpose), as a clone would have
+        torch.where(masks[key], src.to(device=x.device, dtype=x.dtype), xs, out=out)
+        return out.view(x.shape)
     return fn
 
 
