@@ -201,15 +201,12 @@ def _attribution_node_effects(model: Model, pairs: PromptPairs, nodes: Sequence[
     _, vals, grads = probe_gradients(model, pairs.clean, hooks, lambda final: _end_metric(model, pairs, final).mean(),
                                      attention_mask=pairs.run_mask(), return_resid=True)
     mask = pairs.mask.to(torch.float32)
-    out = {}
-    for nd in nodes:
-        h = _node_hook(nd)
+    per_hook = {}
+    for h in hooks:  # the product once per hook point, reduced per head (hook_z [n, pos, head, d]) or whole (MLP)
         t = (ref[h] - vals[h]) * grads[h]
-        if nd[0] == "head":
-            t = t[:, :, nd[2]]
-        t = t.reshape(t.shape[0], t.shape[1], -1).sum(-1) * mask
-        out[nd] = float(t.sum(1).mean())
-    return out
+        t = t.sum(-1) if h.endswith("hook_z") else t.reshape(*t.shape[:2], 1, -1).sum(-1)  # [n, pos, heads or 1]
+        per_hook[h] = (t.movedim(-1, 0).contiguous() * mask).sum(-1).mean(-1)  # [heads or 1]: sum over positions, mean over prompts
+    return {nd: float(per_hook[_node_hook(nd)][nd[2] if nd[0] == "head" else 0]) for nd in nodes}
 
 
 @torch.no_grad()
