@@ -276,24 +276,25 @@ def _tl_patching(model, pairs, reference) -> dict:
     import transformer_lens.loading_from_pretrained as tl_loading
 
     # HookedTransformer wants a name it knows or a local directory with config.json: give it the HF config
-    # of the model in hand, and let local directories pass its official-name check for this call only.
-    model_dir = tempfile.mkdtemp(prefix="interplab-tl-")
+    # of the model in hand (in a directory removed once loaded), and let local directories pass its
+    # official-name check for this call only.
     import json
 
     cfg_d = model.hf.config.to_dict()
     cfg_d.pop("quantization_config", None)
-    with open(os.path.join(model_dir, "config.json"), "w") as fh:
-        json.dump(cfg_d, fh)
-    orig = tl_loading.get_official_model_name
-    tl_loading.get_official_model_name = lambda n: n if os.path.isdir(n) else orig(n)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            hooked = tl.HookedTransformer.from_pretrained_no_processing(
-                model_dir, hf_model=model.hf, tokenizer=model.tokenizer, device="cpu", dtype=torch.float32)
-    except Exception as e:  # noqa: BLE001 - report why the peer could not run
-        return {"tl_error": f"{type(e).__name__}: {e}"[:300]}
-    finally:
-        tl_loading.get_official_model_name = orig
+    with tempfile.TemporaryDirectory(prefix="interplab-tl-") as model_dir:
+        with open(os.path.join(model_dir, "config.json"), "w") as fh:
+            json.dump(cfg_d, fh)
+        orig = tl_loading.get_official_model_name
+        tl_loading.get_official_model_name = lambda n: n if os.path.isdir(n) else orig(n)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                hooked = tl.HookedTransformer.from_pretrained_no_processing(
+                    model_dir, hf_model=model.hf, tokenizer=model.tokenizer, device="cpu", dtype=torch.float32)
+        except Exception as e:  # noqa: BLE001 - report why the peer could not run
+            return {"tl_error": f"{type(e).__name__}: {e}"[:300]}
+        finally:
+            tl_loading.get_official_model_name = orig
     clean, corrupt = sub.clean[:, :common], sub.corrupt[:, :common]
     ans, wrong = sub.answer_ids, sub.wrong_ids
     end = common - 1

@@ -14,7 +14,7 @@ from rich.table import Table
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    from interplab.cli import _Guard, _load, _print_json, _print_metrics, err
+    from interplab.cli import _Guard, _load, _print_metrics, err
 
     @app.command()
     def patch(task: str = typer.Argument(..., help="ioi | facts | pronouns | capitalisation | acronyms"),
@@ -63,17 +63,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 h["attribution_corr"] = round(correlation(att, res), 4)
                 rep.section("Attribution patching", att.plot(),
                             text(f"Pearson correlation with exact patching: {h['attribution_corr']}"), id="attribution")
-            rep.save(run.dir / "report.html")
-            run.artefacts += ["patching.json", "report.html"]
-            run.headline.update({**h, "run_dir": str(run.dir.resolve())})
-        if as_json:
-            _print_json(run.headline)
-        else:
+            _complete(run, rep, h)
+
+        def tables():
             t = Table(*res.axis_names, "value", title=f"{task}: top cells ({direction})")
             for coords, v in res.top(10, "abs" if direction == "denoise" else "effect"):
                 t.add_row(*coords, f"{v:.3f}")
-            Console().print(t)
-            err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+            return [t]
+        _print_run(run, as_json, tables)
 
     @app.command()
     def ioi(model: list[str] = typer.Option(["smollm2-135m"], "--model", "-m",
@@ -108,13 +105,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 _ioi_comparison(rep, results, table)
             for name, res in results.items():
                 _ioi_sections(rep, res, table, prefix=f"{name}: " if len(results) > 1 else "")
-            rep.save(run.dir / "report.html")
-            run.artefacts += ["ioi.json", "report.html"]
-            h = next(iter(heads.values())) if len(heads) == 1 else {"models": heads}
-            run.headline.update({**h, "run_dir": str(run.dir.resolve())})
-        if as_json:
-            _print_json(run.headline)
-        else:
+            _complete(run, rep, next(iter(heads.values())) if len(heads) == 1 else {"models": heads})
+
+        def tables():
+            out = []
             for name, hh in heads.items():
                 t = Table("quantity", "value", title=f"IOI on {name}")
                 for k in ("logit_diff_mean", "io_preferred_frac", "corrupt_logit_diff_mean"):
@@ -123,8 +117,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                     t.add_row(c, " ".join(f"{a}.{b}" for a, b in hs) or "—")
                 if "circuit" in hh:
                     t.add_row("circuit", f"{hh['circuit']['n_nodes']} nodes, faithfulness {hh['circuit']['faithfulness']}")
-                Console().print(t)
-            err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+                out.append(t)
+            return out
+        _print_run(run, as_json, tables)
 
     @app.command()
     def trace(model: str = typer.Option("smollm2-135m", "--model", "-m"),
@@ -192,17 +187,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 if h["top_neurons"]:
                     parts.append(table(pd.DataFrame(h["top_neurons"], columns=["layer", "neuron", "attribution", "IE"])))
                 rep.section("Heads and neurons", *parts, id="refine")
-            rep.save(run.dir / "report.html")
-            run.artefacts += ["tracing.json", "report.html"]
-            run.headline.update({**h, "run_dir": str(run.dir.resolve())})
-        if as_json:
-            _print_json(run.headline)
-        else:
+            _complete(run, rep, h)
+
+        def tables():
             t = Table("component", "layer", "position", "AIE", title=f"causal tracing peaks ({corruption})")
             for d in h["peaks"].values():
                 t.add_row(d["component"], str(d["layer"]), d["position"], f"{d['aie']:.4f}")
-            Console().print(t)
-            err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+            return [t]
+        _print_run(run, as_json, tables)
 
     @bench_app.command("patching")
     def bench_patching_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"),
@@ -223,6 +215,27 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             run.save_json("bench.json", res)
             run.headline.update(res)
         _print_metrics(res, as_json)
+
+
+def _complete(run, rep, headline: dict) -> None:
+    """The end of a command that writes a report: save report.html, list every file of the run directory as
+    an artefact (files in per-model subdirectories by relative path) and complete the headline."""
+    rep.save(run.dir / "report.html")
+    run.artefacts = sorted(p.relative_to(run.dir).as_posix() for p in run.dir.rglob("*")
+                           if p.is_file() and p != run.dir / "run.json")
+    run.headline.update({**headline, "run_dir": str(run.dir.resolve())})
+
+
+def _print_run(run, as_json: bool, tables) -> None:
+    """The headline as JSON, or the command's tables (``tables()``) and where the run directory is."""
+    from interplab.cli import _print_json, err
+
+    if as_json:
+        _print_json(run.headline)
+        return
+    for t in tables():
+        Console().print(t)
+    err.print(f"run directory [bold]{run.dir.resolve()}[/]")
 
 
 def _ioi_comparison(rep, results, table) -> None:

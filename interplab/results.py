@@ -3,9 +3,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
+
+
+def nan_to_none(x):
+    """A nested list (``tensor.tolist()``) with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(x, list):
+        return [nan_to_none(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def none_to_nan(x):
+    """The inverse of :func:`nan_to_none` for reading back: None becomes NaN, at any depth."""
+    if isinstance(x, list):
+        return [none_to_nan(v) for v in x]
+    return float("nan") if x is None else x
 
 
 def write_json(directory: str | Path, name: str, data: dict[str, Any]) -> Path:

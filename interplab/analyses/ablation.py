@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.results import read_json, write_json
+from interplab.results import nan_to_none as _nan_to_none, none_to_nan as _none_to_nan, read_json, write_json  # noqa: F401 (old names)
 import torch.nn.functional as F
 
 from interplab.hooks import Ablate, Apply, Patch
@@ -297,20 +297,6 @@ def induction_scores(model: Model, n_seqs: int = 8, batch: int = 8, seq_len: int
 # ====================================================================================== result
 
 
-def _nan_to_none(x):
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _none_to_nan(x):
-    if isinstance(x, list):
-        return [_none_to_nan(v) for v in x]
-    return float("nan") if x is None else x
-
-
 @dataclass
 class HeadAblationResult:
     """Loss increase from ablating each head, over text chunks.
@@ -429,7 +415,7 @@ class HeadAblationResult:
                 trow.append("*" if (layer, h) in flagged else "")
             custom.append(crow)
             text.append(trow)
-        z = [[None if math.isnan(v) else v for v in row] for row in self.delta_loss.tolist()]
+        z = _nan_to_none(self.delta_loss.tolist())
         heat = go.Heatmap(
             z=z, x=list(range(self.n_heads)), y=list(range(self.n_layers)), customdata=custom, text=text,
             texttemplate="%{text}", colorscale="RdBu", zmid=0.0, colorbar={"title": {"text": "Δ loss"}},

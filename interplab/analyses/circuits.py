@@ -176,14 +176,21 @@ def circuit_metric(model: Model, pairs: PromptPairs, removed: Sequence[Node], re
                    start: int = 0, resid_cache=None) -> float:
     """Mean metric on the clean prompts with ``removed`` nodes mean-ablated (starting at layer ``start``
     from ``resid_cache`` when given: valid only if no node before ``start`` is removed)."""
+    return _circuit_run(model, pairs, removed, ref, start, resid_cache)[0]
+
+
+@torch.no_grad()
+def _circuit_run(model: Model, pairs: PromptPairs, removed: Sequence[Node], ref: dict[str, torch.Tensor],
+                 start: int = 0, resid_cache=None, cache: Sequence[str] = ()):
+    """:func:`circuit_metric` and the same run's activations ``cache`` (one forward pass for both)."""
     ivs = _ablations(removed, ref)
     mask = pairs.run_mask()
     if resid_cache is not None and start > 0:
-        final = model.run(resid_cache[f"blocks.{start}.hook_resid_pre"], start_at_layer=start, return_resid=True,
-                          attention_mask=mask, interventions=ivs).logits
+        final, store = model.run(resid_cache[f"blocks.{start}.hook_resid_pre"], start_at_layer=start, return_resid=True,
+                                 attention_mask=mask, interventions=ivs, cache=list(cache))
     else:
-        final = model.run(pairs.clean, return_resid=True, attention_mask=mask, interventions=ivs).logits
-    return float(_end_metric(model, pairs, final).mean())
+        final, store = model.run(pairs.clean, return_resid=True, attention_mask=mask, interventions=ivs, cache=list(cache))
+    return float(_end_metric(model, pairs, final).mean()), store
 
 
 def _attribution_node_effects(model: Model, pairs: PromptPairs, nodes: Sequence[Node],
@@ -194,15 +201,12 @@ def _attribution_node_effects(model: Model, pairs: PromptPairs, nodes: Sequence[
     _, vals, grads = probe_gradients(model, pairs.clean, hooks, lambda final: _end_metric(model, pairs, final).mean(),
                                      attention_mask=pairs.run_mask(), return_resid=True)
     mask = pairs.mask.to(torch.float32)
-    out = {}
-    for nd in nodes:
-        h = _node_hook(nd)
+    per_hook = {}
+    for h in hooks:  # the product once per hook point, reduced per head (hook_z [n, pos, head, d]) or whole (MLP)
         t = (ref[h] - vals[h]) * grads[h]
-        if nd[0] == "head":
-            t = t[:, :, nd[2]]
-        t = t.reshape(t.shape[0], t.shape[1], -1).sum(-1) * mask
-        out[nd] = float(t.sum(1).mean())
-    return out
+        t = t.sum(-1) if h.endswith("hook_z") else t.reshape(*t.shape[:2], 1, -1).sum(-1)  # [n, pos, heads or 1]
+        per_hook[h] = (t.movedim(-1, 0).contiguous() * mask).sum(-1).mean(-1)  # [heads or 1]: sum over positions, mean over prompts
+    return {nd: float(per_hook[_node_hook(nd)][nd[2] if nd[0] == "head" else 0]) for nd in nodes}
 
 
 @torch.no_grad()
@@ -230,11 +234,10 @@ def discover_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, 
             raise ValueError(f"node {(kind, layer, h)} does not exist in a model with {cfg.n_layers} layers x {cfg.n_heads} heads.")
     hooks = sorted({_node_hook(n) for n in all_nodes(model, mlps)})
     resids = [f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)]
-    mask = pairs.run_mask()
-    _, cc = model.run(pairs.clean, cache=resids, attention_mask=mask)
-    _, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=mask)
+    _, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=pairs.run_mask())
     ref = template_means(pairs, cx, hooks)
-    full = circuit_metric(model, pairs, [], ref)
+    full, cc = _circuit_run(model, pairs, [], ref, cache=resids)  # the full model's metric and residual stream
+    clean_cc = cc
     empty = circuit_metric(model, pairs, nodes, ref)
     scale = abs(full) if full != 0 else 1.0
     removed: list[Node] = []
@@ -246,13 +249,12 @@ def discover_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, 
         est = _attribution_node_effects(model, pairs, nodes, ref)
         removed = [nd for nd in nodes if abs(est[nd]) < screen * threshold * scale]
         pool = [nd for nd in nodes if nd not in removed]
-        if removed:  # the residual stream with the screened nodes ablated (valid for every unvisited layer)
-            _, cc = model.run(pairs.clean, cache=resids, attention_mask=mask, interventions=_ablations(removed, ref))
-    current = circuit_metric(model, pairs, removed, ref) if removed else full
+    current = full
+    if removed:  # the metric and residual stream with the screened nodes ablated (valid for every unvisited layer)
+        current, cc = _circuit_run(model, pairs, removed, ref, cache=resids)
     screen_ok = abs(current - full) < threshold * scale
     if removed and not screen_ok:  # the estimate missed real effects (e.g. saturated attention): no screening
-        removed, pool, current = [], nodes, full
-        _, cc = model.run(pairs.clean, cache=resids, attention_mask=mask)
+        removed, pool, current, cc = [], nodes, full, clean_cc
     order = sorted(pool, key=lambda n: (n[1], n[0] == "mlp", n[2] or 0), reverse=True)
     for node in order:
         layer = node[1]
@@ -367,10 +369,6 @@ def ioi_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, n_nam
     t0 = time.perf_counter()
     if "IO" not in pairs.positions or "S2" not in pairs.positions:
         raise ValueError("ioi_circuit needs IOI pairs with IO/S1/S2/END positions (interplab.tasks.ioi.ioi).")
-    with torch.no_grad():
-        lc = model.run(pairs.clean, attention_mask=pairs.run_mask()).logits
-        lx = model.run(pairs.corrupt, attention_mask=pairs.run_mask()).logits
-    ld, ldx = pairs.metric_from_logits(lc), pairs.metric_from_logits(lx)
     att, dla = _ioi_attention_and_dla(model, pairs)
     H = model.cfg.n_heads
     flat = dla.reshape(-1)
@@ -382,6 +380,7 @@ def ioi_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, n_nam
     # S-inhibition: heads before the first name mover, attending END->S2, that matter at END (denoising),
     # confirmed by path patching into the name movers' queries.
     patch = activation_patching(model, pairs, grid="heads", position="END", n_boot=200)
+    ld, ldx = patch.clean_metric, patch.corrupt_metric  # the clean / corrupt logit differences [n]
     first_nm = min((a for a, _ in name_movers), default=model.cfg.n_layers)
     cand = [(layer, h) for layer in range(first_nm) for h in range(H)
             if att["S2"][layer, h] > att["IO"][layer, h]]

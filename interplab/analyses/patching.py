@@ -47,7 +47,7 @@ import torch
 
 from interplab.hooks import Apply, HookContext, Patch
 from interplab.models.model import Model
-from interplab.results import read_json, write_json
+from interplab.results import nan_to_none, none_to_nan, read_json, write_json
 from interplab.tasks.pairs import PromptPairs
 
 GRIDS = ("resid", "attn_out", "mlp_out", "heads", "heads_by_pos", "q", "k", "v", "pattern", "neurons")
@@ -243,7 +243,7 @@ class PatchingResult:
             lo, hi = self.ci_low.reshape(z.shape), self.ci_high.reshape(z.shape)
             custom = [[[f"{a:.3f}", f"{b:.3f}"] for a, b in zip(r1, r2)] for r1, r2 in zip(lo.tolist(), hi.tolist())]
             fig = go.Figure(go.Heatmap(
-                z=[[None if math.isnan(c) else c for c in row] for row in z.tolist()], x=x, y=y, customdata=custom,
+                z=nan_to_none(z.tolist()), x=x, y=y, customdata=custom,
                 colorscale="RdBu", zmid=0.0, colorbar={"title": {"text": "restored"}},
                 hovertemplate="%{y} / %{x}: %{z:.3f}<br>95% CI [%{customdata[0]}, %{customdata[1]}]<extra></extra>"))
             fig.update_yaxes(title=self.axis_names[0] if v.ndim == 2 else "layer.head", autorange="reversed")
@@ -252,7 +252,7 @@ class PatchingResult:
         return fig
 
     def to_dict(self) -> dict[str, Any]:
-        nn = lambda t: [[None if isinstance(x, float) and math.isnan(x) else x for x in r] if isinstance(r, list) else r for r in t.tolist()]  # noqa: E731
+        nn = lambda t: nan_to_none(t.tolist())  # noqa: E731
         return {"kind": "patching", "format_version": 1, "grid": self.grid, "direction": self.direction,
                 "method": self.method, "task": self.task, "metric": self.metric, "model": self.model_name,
                 "labels": self.labels, "shape": list(self.values.shape),
@@ -270,7 +270,7 @@ class PatchingResult:
     def load(cls, path: str | Path) -> PatchingResult:
         d, _ = read_json(path, RESULT_FILE, "patching")
         shape = tuple(d["shape"])
-        t = lambda k: torch.tensor([[float("nan") if x is None else x for x in r] for r in d[k]]).reshape(shape)  # noqa: E731
+        t = lambda k: torch.tensor(none_to_nan(d[k])).reshape(shape)  # noqa: E731
         pp = torch.tensor(d["per_prompt"])
         return cls(grid=d["grid"], direction=d["direction"], values=t("values"), ci_low=t("ci_low"), ci_high=t("ci_high"),
                    per_prompt=pp.reshape(*shape, pp.shape[-1]), clean_metric=torch.tensor(d["clean_metric"]),
@@ -285,11 +285,7 @@ def _end_metric(model: Model, pairs: PromptPairs, resid_final: torch.Tensor) -> 
     """Metric from the residual stream entering the final norm ``[k*n, pos, d]``: only END is unembedded."""
     from interplab.analyses.lens import unembed_resid
 
-    n = len(pairs)
-    k = resid_final.shape[0] // n
-    end = pairs.positions["END"].to(resid_final.device).repeat(k)
-    x = resid_final[torch.arange(resid_final.shape[0], device=resid_final.device), end]
-    return pairs.metric_from_final(unembed_resid(model, x))
+    return pairs.metric_from_final(unembed_resid(model, pairs.end_logits(resid_final)))
 
 
 def baselines(model: Model, pairs: PromptPairs, cache_names=(), grad: bool = False):
@@ -347,15 +343,30 @@ def run_cells(model: Model, pairs: PromptPairs, cells: Sequence[Cell], base: tor
 
 
 def _stacked_patch(pairs: PromptPairs, members: list[tuple[int, Cell]], src: torch.Tensor, k: int):
-    """An Apply function for ``k`` stacked variants: variant ``v`` gets ``src`` where its cell's mask is True."""
-    def fn(x, ctx: HookContext):
-        n = x.shape[0] // k
-        xs = x.view(k, n, *x.shape[1:]).clone()
-        s = src.to(device=x.device, dtype=x.dtype)
+    """An Apply function for ``k`` stacked variants: variant ``v`` gets ``src`` where its cell's mask is True.
+    The cells' masks are stacked into one boolean ``[k, ...]`` mask on the first call (then reused) and
+    applied with a single ``torch.where``."""
+    masks: dict[tuple, torch.Tensor] = {}
+
+    def stacked_mask(one: torch.Tensor, ctx: HookContext) -> torch.Tensor:
+        every = torch.ones([1] * one.ndim, dtype=torch.bool, device=one.device)
+        per: list[torch.Tensor | None] = [None] * k
         for v, c in members:
-            m = c.intervention(pairs, None, ctx.name).mask(xs[v], ctx)
-            xs[v] = s if m is None else torch.where(m, s, xs[v])
-        return xs.view(x.shape)
+            m = c.intervention(pairs, None, ctx.name).mask(one, ctx)
+            m = every if m is None else m
+            per[v] = m if per[v] is None else per[v] | m
+        per = [torch.zeros_like(every) if m is None else m for m in per]  # variants without a cell here: untouched
+        shape = torch.broadcast_shapes(*(m.shape for m in per))
+        return torch.stack([m.expand(shape) for m in per])
+
+    def fn(x, ctx: HookContext):
+        xs = x.view(k, x.shape[0] // k, *x.shape[1:])
+        key = (ctx.name, tuple(xs.shape), x.device)
+        if key not in masks:
+            masks[key] = stacked_mask(xs[0], ctx)
+        out = torch.empty_like(xs)  # x's memory layout (e.g. keys seen through a transpose), as a clone would have
+        torch.where(masks[key], src.to(device=x.device, dtype=x.dtype), xs, out=out)
+        return out.view(x.shape)
     return fn
 
 

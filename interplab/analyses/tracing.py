@@ -38,7 +38,7 @@ import torch
 from interplab.analyses.patching import Cell, probe_gradients, run_cells
 from interplab.hooks import Apply
 from interplab.models.model import Model
-from interplab.results import read_json, write_json
+from interplab.results import nan_to_none, none_to_nan, read_json, write_json
 from interplab.tasks.facts import Fact
 from interplab.tasks.pairs import pairs_from_tokens
 
@@ -134,7 +134,7 @@ class TracingResult:
         fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"{k} (AIE)" for k in kinds], shared_yaxes=True)
         for j, k in enumerate(kinds, start=1):
             a = self.aie[k]
-            fig.add_trace(go.Heatmap(z=[[None if math.isnan(v) else v for v in row] for row in a.T.tolist()],
+            fig.add_trace(go.Heatmap(z=nan_to_none(a.T.tolist()),
                                      x=list(range(a.shape[0])), y=list(BUCKETS), colorscale="Purples",
                                      showscale=j == len(kinds),
                                      hovertemplate="layer %{x}, %{y}: AIE %{z:.4f}<extra></extra>"), row=1, col=j)
@@ -161,9 +161,8 @@ class TracingResult:
         return fig
 
     def to_dict(self) -> dict[str, Any]:
-        nn = lambda t: [[None if math.isnan(x) else x for x in r] for r in t.tolist()]  # noqa: E731
         return {"kind": "causal_tracing", "format_version": 1, "model": self.model_name, "corruption": self.corruption,
-                "aie": {k: nn(v) for k, v in self.aie.items()}, "settings": self.settings, "headline": self.headline(),
+                "aie": {k: nan_to_none(v.tolist()) for k, v in self.aie.items()}, "settings": self.settings, "headline": self.headline(),
                 "traces": [_trace_to_json(t) for t in self.traces]}
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
@@ -172,9 +171,8 @@ class TracingResult:
     @classmethod
     def load(cls, path: str | Path) -> TracingResult:
         d, _ = read_json(path, RESULT_FILE, "causal_tracing")
-        f = lambda x: torch.tensor([[float("nan") if v is None else v for v in r] for r in x])  # noqa: E731
         traces = [_trace_from_json(t) for t in d["traces"]]
-        return cls(traces=traces, aie={k: f(v) for k, v in d["aie"].items()}, corruption=d["corruption"],
+        return cls(traces=traces, aie={k: torch.tensor(none_to_nan(v)) for k, v in d["aie"].items()}, corruption=d["corruption"],
                    model_name=d["model"], settings=d["settings"])
 
 

@@ -195,11 +195,9 @@ def _logit_pca_section(model, out: Path, timings: dict) -> list:
 
 def _ioi_pairs(model, n: int):
     """IOI pairs for a report section, or the section's explanatory text when they cannot be built
-    (no tokenizer, too few single-token names)."""
+    (too few single-token names; :func:`build_report` has already refused a model without a tokenizer)."""
     from interplab.tasks.ioi import ioi
 
-    if model.tokenizer is None:
-        return [text("IOI needs a model with a tokenizer.")]
     try:
         return ioi(model, n=n)
     except ValueError as e:

@@ -114,7 +114,8 @@ class PromptPairs:
         return lp.exp() if self.metric == "prob" else lp
 
     def end_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits ``[n, vocab]`` at each prompt's END from full logits ``[k*n, pos, vocab]``."""
+        """Logits ``[k*n, vocab]`` at each prompt's END from full logits ``[k*n, pos, vocab]`` (k stacked
+        variants; any ``[k*n, pos, d]`` tensor, e.g. the residual stream, is indexed the same way)."""
         n = len(self)
         k = logits.shape[0] // n
         end = self.positions["END"].to(logits.device).repeat(k)
