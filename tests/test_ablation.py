@@ -1,4 +1,4 @@
-"""Head ablation importance (interplab.analyses.ablation): the fast path (prefix reuse, batched variants)
+"""Head ablation importance (interplab.analyses.causal.ablation): the fast path (prefix reuse, batched variants)
 equals the naive one (one forward per head) on every family and ablation; the planted induction circuit
 comes out on top; CIs; the Result's table/plot/JSON round trip; bad input; the CLI; and on SmolLM2 the
 issue's check that ablating the induction heads hurts repeated sequences far more than random heads."""
@@ -13,7 +13,7 @@ from tiny_tokenized import make_tiny_tokenized_model
 from typer.testing import CliRunner
 
 import interplab
-from interplab.analyses.ablation import (
+from interplab.analyses.causal.ablation import (
     HeadAblationResult,
     compare_induction_ablation,
     confidence_interval,
@@ -240,7 +240,7 @@ def test_cli_ablate(tok_model, tmp_path):
 
 
 def test_bench_ablation_small(tok_model):
-    from interplab.bench import bench_ablation
+    from interplab.bench.core import bench_ablation
 
     res = bench_ablation(tok_model, n_chunks=3, chunk_len=16, layers=[0, 1])
     assert res["max_abs_diff"] <= 1e-4 and res["heads_timed"] == 2 * tok_model.cfg.n_heads
@@ -252,7 +252,7 @@ def test_ablation_work_ratio_smollm2_shape():
     """The multiply-add model for SmolLM2's shapes (no weights needed): prefix reuse alone stays below 2x."""
     from types import SimpleNamespace
 
-    from interplab.bench import ablation_work_ratio
+    from interplab.bench.core import ablation_work_ratio
 
     cfg = SimpleNamespace(n_layers=30, n_heads=9, n_kv_heads=3, d_model=576, d_head=64, d_mlp=1536, gated_mlp=True, d_vocab=49152)
     assert ablation_work_ratio(cfg, [5, 15, 25], 128) == pytest.approx(1.555, abs=1e-3)

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 import interplab
-from interplab.acts import ActivationDataset, Stats, extract_activations, load_acts, save_acts, stop_layer_for
+from interplab.io.activations import ActivationDataset, Stats, extract_activations, load_acts, save_acts, stop_layer_for
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""Direct logit attribution (interplab.analyses.attribution): the components sum to the model's own
+"""Direct logit attribution (interplab.analyses.observational.dla): the components sum to the model's own
 logit difference on every family (RMSNorm, LayerNorm, Gemma's sandwich norms and soft-cap), per-head
 terms sum to attn_out, the frozen final norm is the real one at the final residual, and the planted
 induction head carries the prediction."""
@@ -11,7 +11,7 @@ import torch
 from tiny_tokenized import make_tiny_tokenized_model
 
 import interplab
-from interplab.analyses.attribution import DLAResult, apply_final_norm_to_stack, direct_logit_attribution
+from interplab.analyses.observational.dla import DLAResult, apply_final_norm_to_stack, direct_logit_attribution
 from interplab.analyses.weights import norm_info
 from interplab.models.planted import INDUCTION_HEAD, induction_model
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import interplab
-from interplab.analyses import ccs as C
-from interplab.analyses.probes import LinearProbe, collect_activations, easy_hard_split, group_split, probe_layers, ProbeSweep
+from interplab.analyses.representations import ccs as C
+from interplab.analyses.representations.probes import LinearProbe, collect_activations, easy_hard_split, group_split, probe_layers, ProbeSweep
 from interplab.tasks import truth as T
 
 from tiny_tokenized import make_tiny_tokenized_model

@@ -10,7 +10,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from interplab.analyses import erasure as E
+from interplab.analyses.representations import erasure as E
 
 
 def _data(k=2, n=1024, d=16, seed=0):
@@ -175,7 +175,7 @@ def test_cli_erase(tmp_path):
 
 
 def test_bench_leace_small():
-    from interplab.bench_repr import bench_leace
+    from interplab.bench.leace import bench_leace
 
     r = bench_leace(n=300, d=12, rounds=1, warmup=0, threads=1)
     assert r["concept_erasure_installed"] and r["max_abs_diff_outputs"] < 1e-8

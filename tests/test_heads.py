@@ -1,4 +1,4 @@
-"""Head detectors (interplab.analyses.heads): planted ground truth, agreement with TransformerLens's
+"""Head detectors (interplab.analyses.observational.heads): planted ground truth, agreement with TransformerLens's
 ``head_detector`` on the same attention patterns, every model family, the Result API, the CLI, and
 the real SmolLM2-135M (integration)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import interplab
-from interplab.analyses.heads import (CLASSES, HeadScores, deranged, head_inputs, head_scores, repeated_pattern_scores,
+from interplab.analyses.observational.heads import (CLASSES, HeadScores, deranged, head_inputs, head_scores, repeated_pattern_scores,
                                       text_pattern_scores)
 from interplab.cli import app
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model

@@ -1,4 +1,4 @@
-"""Logit lens (interplab.analyses.lens): the last layer's lens is the model's own output, on every
+"""Logit lens (interplab.analyses.observational.lens): the last layer's lens is the model's own output, on every
 family (Gemma's final-logit soft-cap included); the result's table, plot and JSON round trip."""
 from __future__ import annotations
 

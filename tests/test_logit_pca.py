@@ -1,4 +1,4 @@
-"""PCA of logits layer by layer (interplab.analyses.logit_pca): the PCA matches an SVD, a planted kink is
+"""PCA of logits layer by layer (interplab.analyses.observational.logit_pca): the PCA matches an SVD, a planted kink is
 found at its place (in synthetic points, and across checkpoints whose unembedding moves along a bent path),
 and the points are the logit lens's outputs."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tiny_tokenized import make_tiny_tokenized_model
 from torch import nn
 
 import interplab
-from interplab.analyses.logit_pca import LogitPCAResult, layer_points, logit_pca, pca_trajectory, random_tokens
+from interplab.analyses.observational.logit_pca import LogitPCAResult, layer_points, logit_pca, pca_trajectory, random_tokens
 from interplab.models.model import Model
 
 

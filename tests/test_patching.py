@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import interplab
-from interplab.analyses.circuits import discover_circuit
-from interplab.analyses.patching import (activation_patching, attribution_patching, correlation, path_patching,
+from interplab.analyses.causal.circuits import discover_circuit
+from interplab.analyses.causal.patching import (activation_patching, attribution_patching, correlation, path_patching,
                                          PatchingResult)
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
 from interplab.tasks import build_pairs, pairs_from_tokens, PairSpec

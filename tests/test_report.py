@@ -169,7 +169,7 @@ def test_report_escapes_token_strings(report_dir):
 
 
 def test_report_analysis_sections(tok_model, tmp_path):
-    from interplab.report.main import EXTRA_SECTIONS
+    from interplab.report.model_report import EXTRA_SECTIONS
 
     path = build_report(tok_model, tmp_path, prompts=["a b c"], sections=list(EXTRA_SECTIONS))
     html = path.read_text(encoding="utf-8")

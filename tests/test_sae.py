@@ -194,7 +194,7 @@ def test_cli_sae_model_with_controls_and_browser(tiny_tok_dir, tmp_path):
 
 
 def test_bench_sae_keys():
-    from interplab.bench_sae import bench_sae
+    from interplab.bench.sae import bench_sae
 
     res = bench_sae(rows=2048, d=16, n_features=64, k=4, batch_size=256, steps=2, rounds=1, threads=1)
     assert res["tokens_per_s"] > 0 and "config" in res
@@ -203,7 +203,7 @@ def test_bench_sae_keys():
 
 
 def test_cli_sae_on_an_activation_directory(tiny_tok_dir, tmp_path):
-    from interplab.acts import extract_activations
+    from interplab.io.activations import extract_activations
     from interplab.cli import app
 
     model = interplab.load(tiny_tok_dir)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import interplab
-from interplab.analyses.tracing import BUCKETS, TracingResult, bucket_of, causal_tracing, subject_span, trace_fact
+from interplab.analyses.causal.tracing import BUCKETS, TracingResult, bucket_of, causal_tracing, subject_span, trace_fact
 from interplab.tasks import get_task
 from interplab.tasks.facts import Fact, all_facts
 from interplab.tasks.ioi import BABA_TEMPLATES, _segments, ioi_specs
@@ -102,7 +102,7 @@ def test_tracing_resample_and_result(tm, tmp_path):
 
 
 def test_tracing_checkpoint_resumes(tm, tmp_path, monkeypatch):
-    import interplab.analyses.tracing as T
+    import interplab.analyses.causal.tracing as T
 
     facts = [Fact("The capital of {} is the city of", s, a) for s, a in [("France", " Paris"), ("Spain", " Madrid")]]
     ck = tmp_path / "traces.jsonl"

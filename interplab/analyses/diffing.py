@@ -64,10 +64,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.results import read_json, write_json
+from interplab.io.results import read_json, write_json
 import torch.nn.functional as F
 
-from interplab.analyses.lens import display_token
+from interplab.analyses.observational.lens import display_token
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

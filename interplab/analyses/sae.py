@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interplab.acts import ActivationDataset, Stats
+from interplab.io.activations import ActivationDataset, Stats
 
 KINDS = ("topk", "relu", "jumprelu")
 _SPARSE_TOPK = [True]  # False: the dense TopK training path (tests check both give the same SAE)
@@ -247,7 +247,7 @@ class SAE(nn.Module):
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     def save(self, directory: str | Path, name: str = "sae") -> Path:
-        from interplab.acts import _atomic_save
+        from interplab.io.activations import _atomic_save
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -318,7 +318,7 @@ class TrainState:
 
 
 def save_checkpoint(directory: Path, sae: SAE, opt, st: TrainState) -> None:
-    from interplab.acts import _atomic_save
+    from interplab.io.activations import _atomic_save
     from interplab.train.trainer import optimizer_tensors
 
     ot, om = optimizer_tensors(opt)
@@ -790,7 +790,7 @@ class SAEResult:
         return fig
 
     def save(self, directory: str | Path) -> Path:
-        from interplab.results import write_json
+        from interplab.io.results import write_json
 
         main = {k: v for k, v in self.main.items() if k != "density_test"}
         ctrl = {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "density_test")} for k, v in self.controls.items()}
@@ -799,7 +799,7 @@ class SAEResult:
 
     @classmethod
     def load(cls, path: str | Path) -> SAEResult:
-        from interplab.results import read_json
+        from interplab.io.results import read_json
 
         d, _ = read_json(path, "sae_result.json", "sae_result")
         return cls(d["settings"], d["main"], d["ce"], d["controls"], {int(k): v for k, v in d["browser"].items()} or None)
@@ -905,7 +905,7 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
                 res.controls["random-decoder"]["ce_score"] = ce_score(model, rsae, ds.hook, ds.tokens[test_seqs[:ce_seqs]],
                                                                       skip_first=skip_first, baseline=res.ce["test"])["ce_score"]
             if model is not None and ds.hook != "hook_embed":
-                from interplab.acts import extract_activations
+                from interplab.io.activations import extract_activations
 
                 log("control: layer-0 (hook_embed) activations of the same tokens …")
                 s = ds.manifest["settings"]

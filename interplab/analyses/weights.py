@@ -102,7 +102,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.results import read_json, write_json
+from interplab.io.results import read_json, write_json
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -728,7 +728,7 @@ class HeadCircuitsResult:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from interplab.analyses.lens import display_token
+        from interplab.analyses.observational.lens import display_token
 
         def esc(ts):
             return html.escape(" ".join(display_token(t) for t in ts[:5]), quote=False)

@@ -13,7 +13,7 @@ from interplab.report.html import (
     table,
     text,
 )
-from interplab.report.main import DEFAULT_PROMPTS, ReportPrompt, build_report
+from interplab.report.model_report import DEFAULT_PROMPTS, ReportPrompt, build_report
 
 __all__ = ["Report", "Html", "figure", "table", "text", "heading", "group", "raw", "attention_viewer", "escape",
            "json_for_script", "build_report", "ReportPrompt", "DEFAULT_PROMPTS"]

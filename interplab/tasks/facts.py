@@ -105,7 +105,7 @@ def last_token_logits(model, prompts: Sequence[str], batch_size: int = 32, atten
     """Yield, per batch of ``batch_size`` prompts (right padding), the logits ``[batch, d_vocab]`` at each
     prompt's last real token. ``attention_mask=True`` also passes the padding mask to the model (as
     :func:`_top1` does; :func:`~interplab.tasks.truth.known_capitals` and
-    :func:`~interplab.analyses.ccs.zero_shot_scores` do not). Under causal attention real tokens never see
+    :func:`~interplab.analyses.representations.ccs.zero_shot_scores` do not). Under causal attention real tokens never see
     right pads either way; with or without the mask the attention kernel may round differently."""
     for i in range(0, len(prompts), batch_size):
         toks, mask = model.to_tokens(list(prompts[i:i + batch_size]), padding_side="right", return_mask=True)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
-from interplab.results import JsonResult
+from interplab.io.results import JsonResult
 from interplab.train.trainer import Trainer, latest_checkpoint, torch_threads
 
 PLUS, EQ = 10, 11

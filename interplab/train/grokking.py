@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
-from interplab.results import JsonResult
+from interplab.io.results import JsonResult
 from interplab.train import fourier as fr
 from interplab.train.trainer import Trainer, read_metrics, torch_threads
 

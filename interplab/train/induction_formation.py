@@ -31,10 +31,10 @@ Tracked at every log step (``metrics.jsonl``): loss on held-out text and on the 
 probe (``n_ctx/2`` distinct tokens repeated twice; first and second half separately), the **ICL score** (Olsson et al.: loss late in the context minus
 loss early; here mean loss over positions ``[3/4 n_ctx, n_ctx)`` minus over ``[n_ctx/16, n_ctx/8)``,
 on held-out text when text is used, else on the synthetic sequences; negative = in-context learning),
-and per-head induction and previous-token scores from :func:`interplab.analyses.heads.head_scores`
+and per-head induction and previous-token scores from :func:`interplab.analyses.observational.heads.head_scores`
 (repeated random tokens with a deranged null; random-token input for previous-token).
 At the end: Q/K/V-composition scores (:func:`interplab.analyses.weights.composition_scores`, Elhage
-et al. 2021) and head ablation importance on held-out data (:func:`interplab.analyses.ablation.head_ablation_importance`).
+et al. 2021) and head ablation importance on held-out data (:func:`interplab.analyses.causal.ablation.head_ablation_importance`).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from interplab.models.toy import ToyConfig, ToyTransformer
-from interplab.results import JsonResult
+from interplab.io.results import JsonResult
 from interplab.train.trainer import Trainer, read_metrics, torch_threads
 
 
@@ -157,7 +157,7 @@ def make_model(cfg: AttnOnlyConfig, n_layers: int) -> ToyTransformer:
 
 
 def _head_scores(model: ToyTransformer, cfg: AttnOnlyConfig):
-    from interplab.analyses.heads import head_scores
+    from interplab.analyses.observational.heads import head_scores
     from interplab.models.model import Model
 
     m = Model(model, name=f"attn-only-{model.config.n_layers}L")
@@ -224,7 +224,7 @@ def induction_offset_profile(model: ToyTransformer, cfg: AttnOnlyConfig, n: int 
     """Mean attention ``[layer, head, k]`` from each second-half token ``i`` of the repeated probe to key
     ``i - S + 1 + k`` for ``k`` in :data:`OFFSETS` (``S = n_ctx/2``): ``k = 0`` is Olsson et al.'s induction
     score, ``k = -1`` the duplicate-token target, ``k = 1, 2`` shifted induction circuits (see the module docstring)."""
-    from interplab.analyses.heads import repeated_offset_scores
+    from interplab.analyses.observational.heads import repeated_offset_scores
     from interplab.models.model import Model
 
     probe = repeated_probe(n, cfg, torch.Generator().manual_seed(seed))
@@ -263,7 +263,7 @@ def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> 
         out["composition_top"] = {k: comp.top_pairs(k, 3) for k in comp.kinds}
         out["composition_baseline_mean"] = comp.baseline_mean
         out["max_k_composition"] = comp.top_pairs("K", 1)[0] if comp.top_pairs("K", 1) else None
-    from interplab.analyses.ablation import head_ablation_importance
+    from interplab.analyses.causal.ablation import head_ablation_importance
 
     g = torch.Generator().manual_seed(4242)
     toks = synthetic(16, cfg, g) if cfg.data == "synthetic" else text_windows(text_bytes(cfg)[1], 16, cfg.n_ctx, g)

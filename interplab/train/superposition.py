@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from interplab.results import JsonResult
+from interplab.io.results import JsonResult
 from interplab.train.trainer import Trainer, latest_checkpoint, torch_threads
 
 PARTS = ("intro", "geometry", "phase")

@@ -24,12 +24,12 @@ def erase(method: str = typer.Option("leace", "--method", help="leace | mean | i
           as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON.")):
     """Concept erasure with a held-out evaluation: linear probe (accuracy, log-loss vs label entropy), MLP, boosted trees."""
     from interplab.cli import _Guard, _print_metrics, err
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     args = {"method": method, "data": data, "dir": directory, "n": n, "d": d, "rank": rank, "nonlinear": nonlinear,
             "test_frac": test_frac}
     with _Guard(), Run("erase", args, out=out, seed=seed) as run:
-        from interplab.analyses import erasure as E
+        from interplab.analyses.representations import erasure as E
         from interplab.report.html import Report, table, text
 
         if data == "synthetic":
@@ -83,13 +83,13 @@ def ccs(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model t
         as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON.")):
     """Contrast-Consistent Search beside random, CRC-TPC, supervised and zero-shot baselines; truth-like directions."""
     from interplab.cli import _Guard, _load, _print_metrics, err
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     args = {"model": model, "dataset": dataset, "layer": layer, "n": n, "restarts": restarts, "epochs": epochs,
             "max_dirs": max_dirs, "test_frac": test_frac}
     with _Guard(), Run("ccs", args, out=out, seed=seed) as run:
-        from interplab.acts import save_acts
-        from interplab.analyses.ccs import run_ccs
+        from interplab.io.activations import save_acts
+        from interplab.analyses.representations.ccs import run_ccs
         from interplab.report.html import Report, table, text
         from interplab.tasks.truth import make_truth_dataset
 
@@ -124,9 +124,9 @@ def bench_leace_cmd(n: int = typer.Option(8192, "--n", help="Rows."), d: int = t
                     threads: int = typer.Option(2, "--threads"), out: Optional[str] = typer.Option(None, "--out"),
                     as_json: bool = typer.Option(False, "--json")):
     """LEACE fit time: interplab vs EleutherAI's concept-erasure on the same data (interleaved rounds, medians)."""
-    from interplab.bench_repr import bench_leace
+    from interplab.bench.leace import bench_leace
     from interplab.cli import _Guard, _print_metrics, err
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     with _Guard(), Run("bench-leace", {"n": n, "d": d, "classes": classes, "rounds": rounds, "threads": threads}, out=out) as run:
         with err.status("benchmarking LEACE fits …"):

@@ -1,4 +1,4 @@
-"""``interplab train EXPERIMENT``: the training lab's command (registered at the end of ``interplab/cli.py``)."""
+"""``interplab train EXPERIMENT``: the training lab's command (registered at the end of ``interplab/cli/__init__.py``)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -31,7 +31,7 @@ def train(experiment: str = typer.Argument(..., help="grokking | superposition |
           as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON on stdout.")):
     """Train a toy model (seeded, checkpointed, resumable) and analyse it; writes metrics, model and report.html."""
     from interplab.cli import _Guard, _print_json, err
-    from interplab.runs import Run
+    from interplab.io.runs import Run
     from interplab.train import experiments as X
 
     with _Guard():
@@ -64,7 +64,7 @@ def bench_grokking(steps: int = typer.Option(50, "--steps", help="Timed steps pe
                    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
     """Grokking training-step speed (Nanda et al. defaults) per thread count, interleaved rounds, medians."""
     from interplab.cli import _Guard, _print_json, err
-    from interplab.runs import Run
+    from interplab.io.runs import Run
     from interplab.train.grokking import GrokkingConfig, bench_step
 
     with _Guard():

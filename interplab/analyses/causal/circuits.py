@@ -21,7 +21,7 @@ from the clean residual stream, and only each prompt's END position is unembedde
 :func:`ioi_circuit` runs the IOI procedure of Wang et al. on a model: logit difference, the fraction
 of prompts preferring IO, head classes (name movers by direct logit attribution and END→IO
 attention; S-inhibition heads by path patching into the name movers' queries; induction,
-duplicate-token and previous-token heads by the detectors of :mod:`interplab.analyses.heads`), and
+duplicate-token and previous-token heads by the detectors of :mod:`interplab.analyses.observational.heads`), and
 the circuit found by :func:`discover_circuit` with its faithfulness.
 """
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from interplab.analyses.patching import _end_metric, activation_patching, path_patching, probe_gradients
+from interplab.analyses.causal.patching import _end_metric, activation_patching, path_patching, probe_gradients
 from interplab.hooks import Patch
 from interplab.models.model import Model
-from interplab.results import read_json, write_json
+from interplab.io.results import read_json, write_json
 from interplab.tasks.pairs import PromptPairs
 
 Node = tuple[str, int, int | None]  # ("head", layer, head) | ("mlp", layer, None)
@@ -335,9 +335,9 @@ class IOIResult:
 
 def _ioi_attention_and_dla(model: Model, pairs: PromptPairs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """END→IO/S1/S2 attention per head, and each head's direct logit attribution on logit(IO) − logit(S)
-    (:func:`~interplab.analyses.attribution.direct_logit_attribution`, final norm frozen — Wang et al.'s
+    (:func:`~interplab.analyses.observational.dla.direct_logit_attribution`, final norm frozen — Wang et al.'s
     name-mover criterion), both averaged over prompts."""
-    from interplab.analyses.attribution import direct_logit_attribution
+    from interplab.analyses.observational.dla import direct_logit_attribution
 
     cfg = model.cfg
     L, H = cfg.n_layers, cfg.n_heads
@@ -364,7 +364,7 @@ def _ioi_attention_and_dla(model: Model, pairs: PromptPairs) -> tuple[dict[str, 
 def ioi_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, n_name_movers: int = 5,
                 detector_seqs: int = 16, circuit: bool = True, mlps: bool = True, head_scores_result=None) -> IOIResult:
     """The IOI procedure of Wang et al. (2022) on ``model`` (see the module docstring)."""
-    from interplab.analyses.heads import head_scores
+    from interplab.analyses.observational.heads import head_scores
 
     t0 = time.perf_counter()
     if "IO" not in pairs.positions or "S2" not in pairs.positions:

@@ -1,8 +1,8 @@
 """CLI commands for causal analysis: ``interplab patch``, ``ioi``, ``trace`` and ``bench patching``.
 
 Registered on the main app by :func:`register`; each command is a thin shell over
-:mod:`interplab.analyses.patching`, :mod:`~interplab.analyses.circuits` and
-:mod:`~interplab.analyses.tracing`, writes a run directory with the results and a report.html.
+:mod:`interplab.analyses.causal.patching`, :mod:`~interplab.analyses.causal.circuits` and
+:mod:`~interplab.analyses.causal.tracing`, writes a run directory with the results and a report.html.
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
               out: Optional[str] = typer.Option(None, "--out"),
               as_json: bool = typer.Option(False, "--json")):
         """Activation patching of a task over a grid (normalised: 0 = corrupt, 1 = clean; bootstrap CIs over prompts)."""
-        from interplab.analyses.patching import activation_patching, attribution_patching, correlation
+        from interplab.analyses.causal.patching import activation_patching, attribution_patching, correlation
         from interplab.report.html import Report, table, text
-        from interplab.runs import Run
+        from interplab.io.runs import Run
         from interplab.tasks import get_task
 
         args = {"task": task, "model": model, "grid": grid, "direction": direction, "position": position, "n": n,
@@ -82,9 +82,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             out: Optional[str] = typer.Option(None, "--out"),
             as_json: bool = typer.Option(False, "--json")):
         """The IOI procedure (Wang et al. 2022): logit difference, head classes, circuit and its faithfulness."""
-        from interplab.analyses.circuits import ioi_circuit
+        from interplab.analyses.causal.circuits import ioi_circuit
         from interplab.report.html import Report, table
-        from interplab.runs import Run
+        from interplab.io.runs import Run
         from interplab.tasks.ioi import ioi as ioi_task
 
         args = {"model": model, "n": n, "threshold": threshold, "circuit": not no_circuit}
@@ -136,9 +136,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
               resume: Optional[str] = typer.Option(None, "--resume", help="Run directory of a killed trace run: finished facts are reused."),
               as_json: bool = typer.Option(False, "--json")):
         """Causal tracing (Meng et al. 2022): where is a fact recalled? Peak component/layer/position, top heads and neurons."""
-        from interplab.analyses.tracing import causal_tracing, refine
+        from interplab.analyses.causal.tracing import causal_tracing, refine
         from interplab.report.html import Report, table
-        from interplab.runs import Run
+        from interplab.io.runs import Run
         from interplab.tasks.facts import Fact, all_facts, known_facts
 
         args = {"model": model, "prompt": prompt, "subject": subject, "answer": answer, "facts": facts,
@@ -205,8 +205,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                            out: Optional[str] = typer.Option(None, "--out"),
                            as_json: bool = typer.Option(False, "--json")):
         """Patching every head's z at the final position on IOI pairs: naive vs fast vs attribution patching."""
-        from interplab.bench import bench_patching
-        from interplab.runs import Run
+        from interplab.bench.core import bench_patching
+        from interplab.io.runs import Run
 
         with _Guard(), Run("bench-patching", {"model": model, "n": n, "rounds": rounds, "peer": peer}, out=out) as run:
             m = _load(model)

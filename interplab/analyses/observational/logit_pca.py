@@ -53,9 +53,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.results import read_json, write_json
+from interplab.io.results import read_json, write_json
 
-from interplab.analyses.lens import unembed_resid
+from interplab.analyses.observational.lens import unembed_resid
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

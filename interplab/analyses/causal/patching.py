@@ -47,7 +47,7 @@ import torch
 
 from interplab.hooks import Apply, HookContext, Patch
 from interplab.models.model import Model
-from interplab.results import nan_to_none, none_to_nan, read_json, write_json
+from interplab.io.results import nan_to_none, none_to_nan, read_json, write_json
 from interplab.tasks.pairs import PromptPairs
 
 GRIDS = ("resid", "attn_out", "mlp_out", "heads", "heads_by_pos", "q", "k", "v", "pattern", "neurons")
@@ -283,7 +283,7 @@ class PatchingResult:
 
 def _end_metric(model: Model, pairs: PromptPairs, resid_final: torch.Tensor) -> torch.Tensor:
     """Metric from the residual stream entering the final norm ``[k*n, pos, d]``: only END is unembedded."""
-    from interplab.analyses.lens import unembed_resid
+    from interplab.analyses.observational.lens import unembed_resid
 
     return pairs.metric_from_final(unembed_resid(model, pairs.end_logits(resid_final)))
 

@@ -35,7 +35,7 @@ Definitions
   SciPy). ``ci="bootstrap"``: percentile bootstrap over chunks (``n_boot`` resamples, seeded). Both
   treat chunks as independent draws of text; consecutive chunks of one document are not quite, so
   read the interval as a guide to chunk-to-chunk variability rather than a guarantee.
-* **Non-induction important heads.** Induction heads are those of :mod:`interplab.analyses.heads`'s
+* **Non-induction important heads.** Induction heads are those of :mod:`interplab.analyses.observational.heads`'s
   ``induction`` class (computed by :func:`induction_scores`: score >= 0.3 and >= 0.2 above its null
   on deranged repeats), or, for a score tensor given by the caller, those with score >=
   ``induction_threshold`` (default 0.3). A head is *flagged* when it is among the ``top_k`` heads by
@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.results import nan_to_none as _nan_to_none, none_to_nan as _none_to_nan, read_json, write_json  # noqa: F401 (old names)
+from interplab.io.results import nan_to_none as _nan_to_none, none_to_nan as _none_to_nan, read_json, write_json  # noqa: F401 (old names)
 import torch.nn.functional as F
 
 from interplab.hooks import Ablate, Apply, Patch
@@ -92,7 +92,7 @@ __all__ = [
 
 RESULT_FILE = "head_ablation.json"
 TENSOR_FILE = "head_ablation.safetensors"
-DEFAULT_INDUCTION_THRESHOLD = 0.3  # = interplab.analyses.heads.THRESHOLDS["induction"]
+DEFAULT_INDUCTION_THRESHOLD = 0.3  # = interplab.analyses.observational.heads.THRESHOLDS["induction"]
 _HOWS = ("zero", "mean", "resample")
 
 
@@ -262,13 +262,13 @@ def induction_scores(model: Model, n_seqs: int = 8, batch: int = 8, seq_len: int
     """Induction score per head, its null baseline and membership, all ``[n_layers, n_heads]``:
     ``(score, null, is_induction)``.
 
-    Exactly the ``induction`` class of :mod:`interplab.analyses.heads` (Olsson et al. 2022: attention
+    Exactly the ``induction`` class of :mod:`interplab.analyses.observational.heads` (Olsson et al. 2022: attention
     from each token of the second copy of a repeated random sequence to the token after its earlier
     occurrence; null = the same on a deranged second copy; a head is an induction head when
     ``score >= THRESHOLDS["induction"]`` (0.3) and ``score - null >= MARGINS["induction"]`` (0.2)), computed
     on ``n_seqs`` sequences without that module's text and weight-based classes, which this analysis
     does not need."""
-    from interplab.analyses.heads import MARGINS, THRESHOLDS, head_inputs, repeated_pattern_scores
+    from interplab.analyses.observational.heads import MARGINS, THRESHOLDS, head_inputs, repeated_pattern_scores
 
     inp = head_inputs(model, n_seqs=n_seqs, seq_len=seq_len, text="random", seed=seed)
     L, o = inp["seq_len"], inp["offset"]
@@ -516,7 +516,7 @@ def head_ablation_importance(
     ``layers``: whole layers; default every head. ``method``: "fast" (prefix reuse, variants batched)
     or "naive" (one full forward per head). ``ci``: "t" or "bootstrap". ``induction_score``: a tensor
     ``[n_layers, n_heads]`` (induction heads: score >= ``induction_threshold``), "auto" (computed by
-    :func:`induction_scores`, membership as in :mod:`interplab.analyses.heads`) or None (no flagging)."""
+    :func:`induction_scores`, membership as in :mod:`interplab.analyses.observational.heads`) or None (no flagging)."""
     t0 = time.perf_counter()
     if how not in _HOWS:
         raise ValueError(f"how={how!r}: choose 'zero', 'mean' or 'resample'.")
@@ -548,7 +548,7 @@ def head_ablation_importance(
         if induction_score != "auto":
             raise ValueError(f"induction_score must be a tensor [n_layers, n_heads], 'auto' or None, not {induction_score!r}.")
         ind, _null, is_ind = induction_scores(model, seed=seed)
-        ind_rule = "interplab.analyses.heads induction class: score >= 0.3 and score - null (deranged repeats) >= 0.2"
+        ind_rule = "interplab.analyses.observational.heads induction class: score >= 0.3 and score - null (deranged repeats) >= 0.2"
     elif induction_score is None:
         ind = is_ind = ind_rule = None
     else:

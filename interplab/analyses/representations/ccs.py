@@ -207,13 +207,13 @@ class CCSResult:
         return fig
 
     def save(self, directory: str | Path) -> Path:
-        from interplab.results import write_json
+        from interplab.io.results import write_json
 
         return write_json(directory, "ccs.json", asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> CCSResult:
-        from interplab.results import read_json
+        from interplab.io.results import read_json
 
         d, _ = read_json(path, "ccs.json", "ccs")
         return cls(**d)
@@ -224,8 +224,8 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
                  max_dirs: int = 20, acc_tol: float = 0.05, var_normalize: bool = True, seed: int = 0) -> CCSResult:
     """CCS and its baselines on the same train/test rows. ``hp``/``hn`` raw hidden states ``[n, d]``;
     ``zero_shot``: per-row score (logit Yes − logit No) or None."""
-    from interplab.analyses.erasure import majority_acc
-    from interplab.analyses.probes import LinearProbe
+    from interplab.analyses.representations.erasure import majority_acc
+    from interplab.analyses.representations.probes import LinearProbe
 
     y = np.asarray(y).astype(int)
     hp_n = normalize_by_template(hp, template, var_normalize)
@@ -286,7 +286,7 @@ def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, se
     the *training* rows — the test rows are never used to choose), and run :func:`ccs_evaluate` there.
     Also records a per-layer sweep of the supervised probe (held-out) and an easy → hard split.
     ``return_acts=True`` also returns ``{"pos", "neg", "y"}`` at the chosen layer."""
-    from interplab.analyses.probes import LinearProbe, collect_activations, group_split
+    from interplab.analyses.representations.probes import LinearProbe, collect_activations, group_split
 
     acts_p = collect_activations(model, dataset.pos, batch_size=batch_size)
     acts_n = collect_activations(model, dataset.neg, batch_size=batch_size)
@@ -311,7 +311,7 @@ def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, se
     res.headline_ = {"layer": layer, **res.headline_}
     diff_ = len(set(dataset.difficulty)) > 1
     if diff_:  # easy -> hard: supervised probe and CCS trained on the easiest half of the statements, tested on the hardest 30%
-        from interplab.analyses.probes import easy_hard_split
+        from interplab.analyses.representations.probes import easy_hard_split
 
         easy, hard = easy_hard_split(dataset.difficulty, groups, 0.5, 0.3)
         hpn, hnn = normalize_by_template(acts_p[layer], dataset.template), normalize_by_template(acts_n[layer], dataset.template)

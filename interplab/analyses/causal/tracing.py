@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
-from interplab.analyses.patching import Cell, probe_gradients, run_cells
+from interplab.analyses.causal.patching import Cell, probe_gradients, run_cells
 from interplab.hooks import Apply
 from interplab.models.model import Model
-from interplab.results import nan_to_none, none_to_nan, read_json, write_json
+from interplab.io.results import nan_to_none, none_to_nan, read_json, write_json
 from interplab.tasks.facts import Fact
 from interplab.tasks.pairs import pairs_from_tokens
 

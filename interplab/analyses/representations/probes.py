@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from interplab.analyses.erasure import majority_acc
+from interplab.analyses.representations.erasure import majority_acc
 
 __all__ = ["LinearProbe", "collect_activations", "probe_layers", "ProbeSweep", "easy_hard_split", "group_split"]
 
@@ -156,13 +156,13 @@ class ProbeSweep:
         return fig
 
     def save(self, directory: str | Path) -> Path:
-        from interplab.results import write_json
+        from interplab.io.results import write_json
 
         return write_json(directory, "probe_sweep.json", asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> ProbeSweep:
-        from interplab.results import read_json
+        from interplab.io.results import read_json
 
         d, _ = read_json(path, "probe_sweep.json", "probe_sweep")
         return cls(**d)

@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from interplab.results import write_json
+from interplab.io.results import write_json
 
 MANIFEST = "manifest.json"
 TOKENS = "tokens.safetensors"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from interplab.analyses.lens import LogitLensResult, display_token, logit_lens
+from interplab.analyses.observational.lens import LogitLensResult, display_token, logit_lens
 from interplab.report.html import Report, attention_viewer, figure, heading, table, text
 
 __all__ = ["build_report", "ReportPrompt", "DEFAULT_PROMPTS"]
@@ -109,8 +109,8 @@ def _display_frame(df):
 
 
 def _heads_section(model, out: Path, timings: dict) -> list:
-    """Head detectors (interplab.analyses.heads) on a small input set, with their null baselines."""
-    from interplab.analyses.heads import head_scores
+    """Head detectors (interplab.analyses.observational.heads) on a small input set, with their null baselines."""
+    from interplab.analyses.observational.heads import head_scores
 
     t = time.perf_counter()
     res = head_scores(model, n_seqs=8, batch=8)
@@ -148,8 +148,8 @@ def _weights_section(model, out: Path, timings: dict) -> list:
 
 
 def _dla_section(model, out: Path, timings: dict) -> list:
-    """Direct logit attribution of the IOI answer (interplab.analyses.attribution)."""
-    from interplab.analyses.attribution import direct_logit_attribution
+    """Direct logit attribution of the IOI answer (interplab.analyses.observational.dla)."""
+    from interplab.analyses.observational.dla import direct_logit_attribution
 
     t = time.perf_counter()
     p = DEFAULT_PROMPTS[0]
@@ -164,8 +164,8 @@ def _dla_section(model, out: Path, timings: dict) -> list:
 
 
 def _ablation_section(model, out: Path, timings: dict) -> list:
-    """Head-ablation importance on corpus text (interplab.analyses.ablation), small workload."""
-    from interplab.analyses.ablation import head_ablation_importance
+    """Head-ablation importance on corpus text (interplab.analyses.causal.ablation), small workload."""
+    from interplab.analyses.causal.ablation import head_ablation_importance
 
     t = time.perf_counter()
     n_ctx = model.cfg.n_ctx
@@ -180,7 +180,7 @@ def _ablation_section(model, out: Path, timings: dict) -> list:
 
 def _logit_pca_section(model, out: Path, timings: dict) -> list:
     """Logit-lens logits on fixed random tokens, every layer projected on common principal components."""
-    from interplab.analyses.logit_pca import logit_pca
+    from interplab.analyses.observational.logit_pca import logit_pca
 
     t = time.perf_counter()
     res = logit_pca(model)
@@ -206,7 +206,7 @@ def _ioi_pairs(model, n: int):
 
 def _patching_section(model, out: Path, timings: dict) -> list:
     """IOI activation patching of every head at END (exact, fast path) and attribution patching beside it."""
-    from interplab.analyses.patching import activation_patching, attribution_patching, correlation
+    from interplab.analyses.causal.patching import activation_patching, attribution_patching, correlation
 
     t = time.perf_counter()
     pairs = _ioi_pairs(model, 8)
@@ -226,7 +226,7 @@ def _patching_section(model, out: Path, timings: dict) -> list:
 
 def _ioi_section(model, out: Path, timings: dict) -> list:
     """The IOI procedure: logit difference, head classes and the circuit with its faithfulness."""
-    from interplab.analyses.circuits import ioi_circuit
+    from interplab.analyses.causal.circuits import ioi_circuit
 
     t = time.perf_counter()
     pairs = _ioi_pairs(model, 16)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.results import read_json, write_json
+from interplab.io.results import read_json, write_json
 
 from interplab.analyses.weights import NormInfo, norm_info
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.results import read_json, write_json
+from interplab.io.results import read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

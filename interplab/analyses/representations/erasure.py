@@ -655,13 +655,13 @@ def make_outlier_data(n: int = 2000, d: int = 10, outlier_frac: float = 0.1, gap
 def load_acts_dir(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Activations and labels for ``interplab erase --data acts DIR``.
 
-    Read through the shared loader :func:`interplab.acts.load_acts`: ``DIR/acts.safetensors`` with tensors
+    Read through the shared loader :func:`interplab.io.activations.load_acts`: ``DIR/acts.safetensors`` with tensors
     ``x`` ``[n, d]`` (float) and ``y`` ``[n]`` (integer labels) — what ``interplab ccs`` writes. A sharded
     directory from ``interplab acts`` carries no labels and is refused with that reason. Several
     ``*.safetensors`` files in DIR, each holding ``x`` and ``y``, are concatenated in sorted file-name order."""
     from safetensors.numpy import load_file
 
-    from interplab.acts import MANIFEST, PLAIN, load_acts
+    from interplab.io.activations import MANIFEST, PLAIN, load_acts
 
     p = Path(path)
     if not p.is_dir():
@@ -769,13 +769,13 @@ class ErasureResult:
         return fig
 
     def save(self, directory: str | Path) -> Path:
-        from interplab.results import write_json
+        from interplab.io.results import write_json
 
         return write_json(directory, f"erasure_{self.method}.json", asdict(self))
 
     @classmethod
     def load(cls, path: str | Path, method: str = "leace") -> ErasureResult:
-        from interplab.results import read_json
+        from interplab.io.results import read_json
 
         d, _ = read_json(path, f"erasure_{method}.json", "erasure")
         return cls(**d)

@@ -1,6 +1,6 @@
 """``interplab bench leace``: LEACE fit time, interplab vs EleutherAI's ``concept-erasure`` (same data, interleaved).
 
-Protocol (as in :mod:`interplab.bench`): warm-up rounds, then interleaved rounds (ours, theirs in rotating
+Protocol (as in :mod:`interplab.bench.core`): warm-up rounds, then interleaved rounds (ours, theirs in rotating
 order); medians over rounds and the median of per-round ratios. Both fit the same eraser (no shrinkage, no
 trace constraint) on the same float64 data; theirs is also timed in float32 with its defaults. The output
 difference between the two erasers is reported beside the times.
@@ -24,8 +24,8 @@ def _bench_leace(n: int, d: int, k: int, rounds: int, warmup: int, threads: int,
     from sklearn.datasets import make_classification
     from threadpoolctl import threadpool_limits
 
-    from interplab.analyses.erasure import LeaceEraser
-    from interplab.bench import _interleaved
+    from interplab.analyses.representations.erasure import LeaceEraser
+    from interplab.bench.core import _interleaved
 
     X, y = make_classification(n_samples=n, n_features=d, n_informative=min(32, d // 2), n_redundant=min(2, d // 4),
                                n_classes=k, random_state=seed)

@@ -105,7 +105,7 @@ def ablation_work_ratio(cfg, layers: list[int], chunk_len: int, one_call: bool =
 def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int = 3, n_chunks: int = 4, chunk_len: int = 128,
                    how: str = "zero", rounds: int = 1, threads: int = 2, all_heads: bool = False,
                    max_batch_tokens: int | None = None) -> dict:
-    """Head-ablation importance (``interplab.analyses.ablation``): the naive path (one full forward per
+    """Head-ablation importance (``interplab.analyses.causal.ablation``): the naive path (one full forward per
     head) against the fast one (prefix computed once per layer, the layer's variants batched), on the
     same heads and chunks of the default corpus.
 
@@ -121,7 +121,7 @@ def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int =
     multiply-adds — the speedup to expect on an idle machine. On a loaded shared machine the measured
     ``speedup`` can be far higher: many small forwards suffer more from CPU contention than a few
     batched ones."""
-    from interplab.analyses.ablation import head_ablation_importance
+    from interplab.analyses.causal.ablation import head_ablation_importance
     from interplab.tasks import token_chunks
 
     torch.set_num_threads(threads)
@@ -215,7 +215,7 @@ def bench_patching(model, n: int = 20, rounds: int = 1, threads: int = 2, seed: 
     (``pair_ratios``: naive/fast per pair). ``max_abs_diff``: largest difference between the two paths'
     per-prompt patched logit differences; ``max_abs_diff_normalised``: on the normalised grid.
     ``attribution_corr``: Pearson correlation of the attribution grid with the exact one."""
-    from interplab.analyses.patching import activation_patching, attribution_patching, correlation
+    from interplab.analyses.causal.patching import activation_patching, attribution_patching, correlation
     from interplab.tasks.ioi import ioi
 
     torch.set_num_threads(threads)
@@ -263,7 +263,7 @@ def _tl_patching(model, pairs, reference) -> dict:
     import transformer_lens as tl
     from transformer_lens import patching
 
-    from interplab.analyses.patching import activation_patching
+    from interplab.analyses.causal.patching import activation_patching
 
     lengths = pairs.mask.sum(1)
     common = Counter(lengths.tolist()).most_common(1)[0][0]

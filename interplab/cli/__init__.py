@@ -75,7 +75,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
            out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-models).")):
     """List the named models: family, parameters, whether installed here, and how to install."""
     from interplab.models.registry import REGISTRY, is_available
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     with Run("models", {}, out=out) as run:
         rows = [
@@ -99,7 +99,7 @@ def info(name: str = typer.Argument(..., help="Registry name, .gguf path, local 
          as_json: bool = typer.Option(False, "--json", help="Print JSON."),
          run_dir: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-info).")):
     """Print a model's configuration (layers, heads, dimensions, family)."""
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     with _Guard(), Run("info", {"name": name}, out=run_dir) as run:
         m = _load(name)
@@ -124,13 +124,13 @@ def report(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Mode
            sections: Optional[str] = typer.Option(None, "--sections", help="Comma-separated analysis sections: heads, weights, dla, logit-pca (default), ablation (opt-in, slower); 'none': only model card, lens, attention."),
            as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON.")):
     """Build the HTML report (model card, logit lens, attention viewer, analyses) into a run directory."""
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     chosen = None if sections is None else ([] if sections.strip() == "none" else [x.strip() for x in sections.split(",") if x.strip()])
     with _Guard(), Run("report", {"model": model, "sections": sections}, out=out) as run:
         m = _load(model)
         run.timings["load_seconds"] = round(m.load_seconds, 2)
-        from interplab.report.main import build_report
+        from interplab.report.model_report import build_report
 
         with err.status("building report …"):
             path = build_report(m, run.dir, sections=chosen)
@@ -152,8 +152,8 @@ def bench_hooks_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"),
                     out: Optional[str] = typer.Option(None, "--out"),
                     as_json: bool = typer.Option(False, "--json")):
     """Cost of caching (residual streams; every hook point but patterns) relative to the plain forward."""
-    from interplab.bench import bench_hooks
-    from interplab.runs import Run
+    from interplab.bench.core import bench_hooks
+    from interplab.io.runs import Run
 
     with _Guard(), Run("bench-hooks", {"model": model, "batch": batch, "seq": seq, "rounds": rounds, "threads": threads}, out=out) as run:
         m = _load(model)
@@ -182,7 +182,7 @@ def diff(model_a: Optional[str] = typer.Option(None, "--model-a", "-a", help="Mo
          out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-diff)."),
          as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON.")):
     """Per-token loss of two models (or a series of checkpoints) on the same text, and where they differ."""
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     args = {"model_a": model_a, "model_b": model_b, "checkpoints": checkpoint, "text": text_file, "n_chunks": n_chunks,
             "chunk_len": chunk_len, "alignment": alignment, "threshold": threshold, "top": top}
@@ -242,13 +242,13 @@ def heads(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model
           out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-heads)."),
           as_json: bool = typer.Option(False, "--json", help="Print the headline (per class [layer, head, score]) as JSON.")):
     """Head detectors: previous-token, duplicate-token, induction, sink, copying, copy-suppression heads, with null baselines."""
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     args = {"model": model, "batch": batch, "seq_len": seq_len, "n_seqs": n_seqs, "text": text}
     with _Guard(), Run("heads", args, out=out, seed=seed) as run:
         m = _load(model)
         run.timings["load_seconds"] = round(m.load_seconds, 2)
-        from interplab.analyses.heads import head_scores
+        from interplab.analyses.observational.heads import head_scores
         from interplab.report.html import Report, table
 
         with err.status("scoring heads …"):
@@ -277,7 +277,7 @@ def heads(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model
 
 @app.command()
 def ablate(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model whose heads to ablate."),
-           how: str = typer.Option("zero", "--how", help="zero | mean | resample (see interplab.analyses.ablation)."),
+           how: str = typer.Option("zero", "--how", help="zero | mean | resample (see interplab.analyses.causal.ablation)."),
            text: Optional[str] = typer.Option(None, "--text", help="UTF-8 text file (default: the standard library's pydoc topics)."),
            n_chunks: int = typer.Option(16, "--n-chunks", help="Number of text chunks (the CI is over chunks; at least 2)."),
            chunk_len: int = typer.Option(128, "--chunk-len", help="Tokens per chunk."),
@@ -291,12 +291,12 @@ def ablate(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Mode
            out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-ablate)."),
            as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON.")):
     """Ablation importance of every attention head on text: loss increase, CI over chunks, important non-induction heads."""
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     args = {"model": model, "how": how, "text": text, "n_chunks": n_chunks, "chunk_len": chunk_len, "mean_over": mean_over,
             "layers": layers, "method": method, "ci": ci, "top_k": top_k, "induction": not no_induction}
     with _Guard(), Run("ablate", args, out=out, seed=seed) as run:
-        from interplab.analyses.ablation import head_ablation_importance
+        from interplab.analyses.causal.ablation import head_ablation_importance
         from interplab.report.html import Report, table
 
         m = _load(model)
@@ -343,8 +343,8 @@ def bench_ablation_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"
                        out: Optional[str] = typer.Option(None, "--out"),
                        as_json: bool = typer.Option(False, "--json")):
     """Head-ablation importance: naive (one forward per head) vs fast (prefix reuse, batched variants), same heads and chunks."""
-    from interplab.bench import bench_ablation
-    from interplab.runs import Run
+    from interplab.bench.core import bench_ablation
+    from interplab.io.runs import Run
 
     args = {"model": model, "layers": layers, "n_chunks": n_chunks, "chunk_len": chunk_len, "how": how, "rounds": rounds,
             "threads": threads, "all_heads": all_heads}
@@ -360,15 +360,15 @@ def bench_ablation_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m"
 
 # commands defined in their own modules (causal analysis; representations; activation datasets and SAEs;
 # training lab)
-from interplab import cli_repr as _cli_repr  # noqa: E402
-from interplab import cli_sae as _cli_sae  # noqa: E402
-from interplab.cli_causal import register as _register_causal  # noqa: E402
+from interplab.cli import representations as _cli_repr  # noqa: E402
+from interplab.cli import sae as _cli_sae  # noqa: E402
+from interplab.cli.causal import register as _register_causal  # noqa: E402
 
 _register_causal(app, bench_app)
 _cli_repr.register(app, bench_app)
 _cli_sae.register(app, bench_app)
-from interplab.cli_train import bench_grokking as _bench_grokking_cmd  # noqa: E402
-from interplab.cli_train import train as _train_cmd  # noqa: E402
+from interplab.cli.train import bench_grokking as _bench_grokking_cmd  # noqa: E402
+from interplab.cli.train import train as _train_cmd  # noqa: E402
 
 app.command("train")(_train_cmd)
 bench_app.command("grokking")(_bench_grokking_cmd)

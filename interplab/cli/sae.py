@@ -33,12 +33,12 @@ def acts(model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model 
          as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON.")):
     """Extract activations at a hook point over a corpus or task into safetensors shards (resumable)."""
     cli = _cli()
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     args = {"model": model, "hook": hook, "text": text, "task": task, "tokens": tokens, "positions": positions,
             "chunk_len": chunk_len, "batch": batch, "shard_rows": shard_rows, "dtype": dtype, "skip_first": skip_first}
     with cli._Guard(), Run("acts", args, out=out) as run:
-        from interplab.acts import extract_activations
+        from interplab.io.activations import extract_activations
 
         m = cli._load(model)
         pos = positions if positions in ("all", "last") else int(positions) if positions.lstrip("-").isdigit() else positions
@@ -82,7 +82,7 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
               as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON.")):
     """Train a sparse autoencoder; report L0, explained variance, MSE, CE score, dead fraction (train and held-out) and controls."""
     cli = _cli()
-    from interplab.runs import Run
+    from interplab.io.runs import Run
 
     args = {"model": model, "hook": hook, "data": data, "data_dir": data_dir, "tokens": tokens, "keep_first": keep_first, "text": text, "kind": kind, "k": k,
             "n_features": n_features, "l1": l1, "l0": l0, "lr": lr, "batch_size": batch_size, "epochs": epochs, "test_frac": test_frac,
@@ -109,7 +109,7 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
         elif data is None:
             if not (model and hook):
                 raise ValueError("give --model and --hook (activations are extracted), or --data acts DIR / a synthetic set.")
-            from interplab.acts import extract_activations
+            from interplab.io.activations import extract_activations
 
             m = cli._load(model)
             acts_dir = run.dir / "acts"
@@ -118,7 +118,7 @@ def sae_train(model: Optional[str] = typer.Option(None, "--model", "-m", help="M
                                     shard_rows=max(128, min(8192, tokens // 10)))
             data = "acts"
         if hook and acts_dir is not None:
-            from interplab.acts import ActivationDataset
+            from interplab.io.activations import ActivationDataset
 
             if ActivationDataset(acts_dir).hook != hook:
                 raise ValueError(f"{acts_dir} holds {ActivationDataset(acts_dir).hook}, not --hook {hook}.")
@@ -150,8 +150,8 @@ def bench_sae_cmd(rows: int = typer.Option(32768, "--rows", help="Activation row
                   out: Optional[str] = typer.Option(None, "--out"), as_json: bool = typer.Option(False, "--json")):
     """TopK SAE training throughput (tokens/s), beside SAELens's trainer on the same activations where it is installed."""
     cli = _cli()
-    from interplab.bench_sae import bench_sae
-    from interplab.runs import Run
+    from interplab.bench.sae import bench_sae
+    from interplab.io.runs import Run
 
     args = {"rows": rows, "d": d, "n_features": n_features, "k": k, "batch_size": batch_size, "steps": steps, "rounds": rounds,
             "threads": threads}

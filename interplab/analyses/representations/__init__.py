@@ -1,0 +1,1 @@
+"""Representations: linear probes, CCS, concept erasure."""

@@ -1,0 +1,1 @@
+"""Benchmarks: interplab beside naive paths and peer libraries, timed under one interleaved protocol."""

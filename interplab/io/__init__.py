@@ -1,0 +1,1 @@
+"""Reading and writing: atomic writes, the Result base, run directories, activation datasets, checkpoints."""
