@@ -7,6 +7,7 @@ changes no result.
 Keys that measure time or name paths (``*time*``, ``*seconds*``, ``wall*``, ``*_s``, ``run_dir``, ``out``,
 ``path``, ``*file*``) are dropped before comparing; everything else must be identical.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,18 @@ COMMANDS: dict[str, list[str]] = {
     "heads": ["heads", "--model", "smollm2-135m", "--json"],
     "ioi": ["ioi", "--model", "smollm2-135m", "--n", "8", "--json"],
     "patch-ioi": ["patch", "ioi", "--model", "smollm2-135m", "--json"],
-    "trace-eiffel": ["trace", "--model", "smollm2-135m", "--prompt", "The Eiffel Tower is located in the city of",
-                     "--subject", "Eiffel Tower", "--answer", " Paris", "--json"],
+    "trace-eiffel": [
+        "trace",
+        "--model",
+        "smollm2-135m",
+        "--prompt",
+        "The Eiffel Tower is located in the city of",
+        "--subject",
+        "Eiffel Tower",
+        "--answer",
+        " Paris",
+        "--json",
+    ],
     "train-grokking": ["train", "grokking", "--set", "epochs=600", "--json"],
     "ccs": ["ccs", "--model", "smollm2-135m", "--n", "40", "--json"],
     "erase": ["erase", "--data", "synthetic", "--json"],
@@ -34,8 +45,11 @@ VOLATILE = ("time", "seconds", "wall", "run_dir", "path", "file", "version", "re
 
 def _clean(x):
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()
-                if not (any(w in k.lower() for w in VOLATILE) or k.endswith("_s") or k in ("out", "dir"))}
+        return {
+            k: _clean(v)
+            for k, v in x.items()
+            if not (any(w in k.lower() for w in VOLATILE) or k.endswith("_s") or k in ("out", "dir"))
+        }
     if isinstance(x, list):
         return [_clean(v) for v in x]
     return x

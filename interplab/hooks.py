@@ -40,6 +40,7 @@ Design notes (see README, "Architecture"):
   addition the model performs, so the cached value is bit-identical. Writing ``resid_mid`` rewrites
   attn_out as ``new - resid_pre`` (exact up to one rounding of the addition).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -279,7 +280,13 @@ class Intervention:
                         f"{(x.shape[0], x.shape[pos_dim])}."
                     )
                 pm = p.to(x.device)
-            elif isinstance(p, torch.Tensor) and p.ndim == 1 and p.dtype != torch.bool and len(p) == x.shape[0] and len(p) > 1:
+            elif (
+                isinstance(p, torch.Tensor)
+                and p.ndim == 1
+                and p.dtype != torch.bool
+                and len(p) == x.shape[0]
+                and len(p) > 1
+            ):
                 n = x.shape[pos_dim]
                 pm = torch.zeros(x.shape[0], n, dtype=torch.bool, device=x.device)
                 pm[torch.arange(x.shape[0]), p.to(x.device) % n] = True
@@ -358,7 +365,9 @@ class Ablate(Intervention):
         if self.how not in ("zero", "mean", "resample"):
             raise ValueError(f"Ablate how={self.how!r}: choose 'zero', 'mean' or 'resample'.")
         if self.how != "zero" and self.reference is None:
-            raise ValueError(f"Ablate how={self.how!r} needs reference= (a Cache or tensor of activations over a dataset).")
+            raise ValueError(
+                f"Ablate how={self.how!r} needs reference= (a Cache or tensor of activations over a dataset)."
+            )
 
     def replacement(self, x, ctx):
         if self.how == "zero":
@@ -418,7 +427,9 @@ def interplab_attention(module, query, key, value, attention_mask, scaling=None,
     if site is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
     return site(module, query, key, value, attention_mask, scaling, dropout, kwargs)
 
 
@@ -480,7 +491,13 @@ class HookSession:
 
     Use as a context manager; everything is removed on exit, including after an exception."""
 
-    def __init__(self, model: Model, cache_names: Iterable[str] = (), interventions: Sequence[Intervention] = (), grad: bool = False):
+    def __init__(
+        self,
+        model: Model,
+        cache_names: Iterable[str] = (),
+        interventions: Sequence[Intervention] = (),
+        grad: bool = False,
+    ):
         self.model = model
         self.cache = Cache(model)
         self.grad = grad
@@ -585,11 +602,12 @@ class HookSession:
             w = {k for k in layer_kinds(has_mlp=True, parallel=False) if f"blocks.{layer}.{k}" in wanted}
             if not w:
                 continue
-            n = lambda k, _l=layer: f"blocks.{_l}.{k}"  # noqa: E731
+            n = lambda k, _l=layer: f"blocks.{_l}.{k}"
             block = ad.layer(layer)
             mid = "hook_resid_mid" in w
             # resid_pre (also kept as scratch when resid_mid is needed)
             if "hook_resid_pre" in w or mid:
+
                 def pre(x, _l=layer, _n=n("hook_resid_pre"), _keep=mid, _w="hook_resid_pre" in w):
                     if _w:
                         x = self._point(_n, "hook_resid_pre", _l, x)
@@ -607,14 +625,19 @@ class HookSession:
             # z (and result)
             result_iv = n("attn.hook_result") in self.ivs
             if not result_iv and ("attn.hook_z" in w or "attn.hook_result" in w):
-                self._in_hook(ad.o_proj(layer), self._z_fn(layer, cache_result="attn.hook_result" in w and not result_iv))
+                self._in_hook(
+                    ad.o_proj(layer), self._z_fn(layer, cache_result="attn.hook_result" in w and not result_iv)
+                )
             if result_iv:
                 self._result_hook(layer)
             # attn_out and resid_mid
             if "hook_attn_out" in w or mid:
                 self._attn_out_hook(layer, mid)
             if "mlp.hook_post" in w:
-                self._in_hook(ad.neurons(layer), lambda x, _l=layer: self._point(f"blocks.{_l}.mlp.hook_post", "mlp.hook_post", _l, x))
+                self._in_hook(
+                    ad.neurons(layer),
+                    lambda x, _l=layer: self._point(f"blocks.{_l}.mlp.hook_post", "mlp.hook_post", _l, x),
+                )
             if "hook_mlp_out" in w:
                 self._out_hook(ad.mlp_out(layer), [(n("hook_mlp_out"), "hook_mlp_out", layer)])
             if "hook_resid_post" in w:
@@ -631,7 +654,9 @@ class HookSession:
             z2 = self._point(name, "attn.hook_z", layer, z)
             if cache_result:
                 zz = z2 if self.grad else z2.detach()
-                self.cache._put_lazy(f"blocks.{layer}.attn.hook_result", lambda: self._derive(self.model.head_results, layer, zz))
+                self.cache._put_lazy(
+                    f"blocks.{layer}.attn.hook_result", lambda: self._derive(self.model.head_results, layer, zz)
+                )
             return x if z2 is z else z2.reshape(x.shape)
 
         return fn
@@ -715,7 +740,12 @@ class HookSession:
                 k, v = _repeat_heads(k, groups), _repeat_heads(v, groups)
             softcap = kw.get("softcap")
             return _eager_attention(
-                q, k, v, mask, scaling, softcap,
+                q,
+                k,
+                v,
+                mask,
+                scaling,
+                softcap,
                 lambda p: self._point(names["hook_pattern"], "attn.hook_pattern", layer, p),
             )
 

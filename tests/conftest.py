@@ -1,4 +1,5 @@
 """Tiny random-weight models of every supported family, written to local directories by the tests."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,14 @@ FAMILIES = ["llama", "qwen2", "mistral", "gemma3", "gpt2", "gpt_neox", "gpt_neox
 def _hf_config(family: str):
     import transformers as T
 
-    common = dict(vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
-                  max_position_embeddings=64)
+    common = dict(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=64,
+    )
     if family == "llama":
         return T.LlamaConfig(num_key_value_heads=2, **common), T.LlamaForCausalLM
     if family == "qwen2":
@@ -25,11 +32,19 @@ def _hf_config(family: str):
     if family == "mistral":
         return T.MistralConfig(num_key_value_heads=1, sliding_window=None, **common), T.MistralForCausalLM
     if family == "gemma3":
-        cfg = T.Gemma3TextConfig(num_key_value_heads=2, head_dim=8, sliding_window=6, query_pre_attn_scalar=8,
-                                 layer_types=["sliding_attention", "sliding_attention", "full_attention"], **common)
+        cfg = T.Gemma3TextConfig(
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=6,
+            query_pre_attn_scalar=8,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            **common,
+        )
         return cfg, T.Gemma3ForCausalLM
     if family == "gpt2":
-        return T.GPT2Config(vocab_size=97, bos_token_id=0, eos_token_id=0, n_embd=32, n_layer=3, n_head=4, n_positions=64, n_inner=48), T.GPT2LMHeadModel
+        return T.GPT2Config(
+            vocab_size=97, bos_token_id=0, eos_token_id=0, n_embd=32, n_layer=3, n_head=4, n_positions=64, n_inner=48
+        ), T.GPT2LMHeadModel
     if family in ("gpt_neox", "gpt_neox_seq"):
         cfg = T.GPTNeoXConfig(use_parallel_residual=family == "gpt_neox", rotary_pct=0.5, **common)
         return cfg, T.GPTNeoXForCausalLM
@@ -39,8 +54,16 @@ def _hf_config(family: str):
 def make_model_dir(family: str, directory) -> str:
     torch.manual_seed(0)
     if family.startswith("toy"):
-        cfg = interplab.ToyConfig(n_layers=3, d_model=32, n_heads=4, d_head=8, d_mlp=0 if family == "toy_attn_only" else 48,
-                                  d_vocab=97, n_ctx=64, normalization="LN" if family == "toy" else None)
+        cfg = interplab.ToyConfig(
+            n_layers=3,
+            d_model=32,
+            n_heads=4,
+            d_head=8,
+            d_mlp=0 if family == "toy_attn_only" else 48,
+            d_vocab=97,
+            n_ctx=64,
+            normalization="LN" if family == "toy" else None,
+        )
         model = interplab.ToyTransformer(cfg)
         with torch.no_grad():  # non-trivial biases and norm weights
             for p in model.parameters():
@@ -79,7 +102,7 @@ def tiny_tok_dir(tmp_path_factory):
 def one_thread():
     """One torch thread for the test (small ops: much faster on a shared machine); the count is restored after.
     Not autouse: a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    from interplab.train.trainer import torch_threads
+    from interplab.runtime import torch_threads
 
     with torch_threads(1):
         yield

@@ -2,6 +2,7 @@
 equals the naive one (one forward per head) on every family and ablation; the planted induction circuit
 comes out on top; CIs; the Result's table/plot/JSON round trip; bad input; the CLI; and on SmolLM2 the
 issue's check that ablating the induction heads hurts repeated sequences far more than random heads."""
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,7 @@ def test_fast_matches_hand_written_ablation(tiny):
     res = head_ablation_importance(tiny, toks, heads=[(1, 2)], induction_score=None)
     logits = tiny.run(toks, interventions=[interplab.Ablate("blocks.1.attn.hook_z", heads=[2], how="zero")]).logits
     clean = tiny.run(toks).logits
-    ce = lambda lg: torch.stack([torch.nn.functional.cross_entropy(lg[i, :-1], toks[i, 1:]) for i in range(3)])  # noqa: E731
+    ce = lambda lg: torch.stack([torch.nn.functional.cross_entropy(lg[i, :-1], toks[i, 1:]) for i in range(3)])
     torch.testing.assert_close(res.per_chunk[1, 2], ce(logits) - ce(clean), atol=1e-5, rtol=0)
     assert torch.isnan(res.delta_loss[0]).all() and torch.isnan(res.delta_loss[1, :2]).all()
     assert res.ranking() == [(1, 2, *[float(x) for x in (res.delta_loss[1, 2], res.ci_low[1, 2], res.ci_high[1, 2])])]
@@ -175,7 +176,16 @@ def test_result_views_and_round_trip(tok_model, tmp_path):
     res = head_ablation_importance(tok_model, n_chunks=3, chunk_len=16, how="mean", layers=[1])
     assert res.settings["source"] == "pydoc_data.topics" and res.settings["n_chunks"] == 3
     df = res.to_frame()
-    assert list(df.columns) == ["layer", "head", "delta_loss", "ci_low", "ci_high", "rank", "induction_score", "flagged"]
+    assert list(df.columns) == [
+        "layer",
+        "head",
+        "delta_loss",
+        "ci_low",
+        "ci_high",
+        "rank",
+        "induction_score",
+        "flagged",
+    ]
     assert len(df) == tok_model.cfg.n_heads and (df["layer"] == 1).all()
     assert df["delta_loss"].is_monotonic_decreasing
     fig = res.plot()
@@ -223,8 +233,23 @@ def test_cli_ablate(tok_model, tmp_path):
     d = tmp_path / "model"
     tok_model.save(d)
     out = tmp_path / "run"
-    r = runner.invoke(app, ["ablate", "--model", str(d), "--how", "resample", "--n-chunks", "3", "--chunk-len", "16",
-                            "--json", "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "ablate",
+            "--model",
+            str(d),
+            "--how",
+            "resample",
+            "--n-chunks",
+            "3",
+            "--chunk-len",
+            "16",
+            "--json",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["how"] == "resample" and len(h["top_heads"]) == min(10, tok_model.cfg.n_layers * tok_model.cfg.n_heads)
@@ -235,7 +260,9 @@ def test_cli_ablate(tok_model, tmp_path):
 
     short = tmp_path / "short.txt"
     short.write_text("Too short.")
-    r = runner.invoke(app, ["ablate", "--model", str(d), "--text", str(short), "--n-chunks", "4", "--out", str(tmp_path / "bad")])
+    r = runner.invoke(
+        app, ["ablate", "--model", str(d), "--text", str(short), "--n-chunks", "4", "--out", str(tmp_path / "bad")]
+    )
     assert r.exit_code == 2 and "chunks" in r.output
 
 
@@ -254,7 +281,9 @@ def test_ablation_work_ratio_smollm2_shape():
 
     from interplab.bench.core import ablation_work_ratio
 
-    cfg = SimpleNamespace(n_layers=30, n_heads=9, n_kv_heads=3, d_model=576, d_head=64, d_mlp=1536, gated_mlp=True, d_vocab=49152)
+    cfg = SimpleNamespace(
+        n_layers=30, n_heads=9, n_kv_heads=3, d_model=576, d_head=64, d_mlp=1536, gated_mlp=True, d_vocab=49152
+    )
     assert ablation_work_ratio(cfg, [5, 15, 25], 128) == pytest.approx(1.555, abs=1e-3)
     assert ablation_work_ratio(cfg, list(range(30)), 128, one_call=True) == pytest.approx(1.618, abs=1e-3)
     free_unembed = SimpleNamespace(**{**vars(cfg), "d_vocab": 0})

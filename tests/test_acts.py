@@ -1,4 +1,5 @@
 """Activation datasets: values equal the model's cache, shards, resume after a kill (bit-identical), loader, stats."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ from typer.testing import CliRunner
 import interplab
 from interplab.io.activations import ActivationDataset, Stats, extract_activations, load_acts, save_acts, stop_layer_for
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -21,8 +21,14 @@ def tiny(tiny_tok_dir):
 
 def test_stop_layer_gives_the_same_activations(tiny):
     toks = torch.randint(0, tiny.cfg.d_vocab, (2, 12))
-    for hook in ["hook_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_z", "blocks.1.mlp.hook_post",
-                 "blocks.1.hook_resid_post", "ln_final.hook_normalized"]:
+    for hook in [
+        "hook_embed",
+        "blocks.0.hook_resid_pre",
+        "blocks.0.attn.hook_z",
+        "blocks.1.mlp.hook_post",
+        "blocks.1.hook_resid_post",
+        "ln_final.hook_normalized",
+    ]:
         ref = tiny.run(toks, cache=[hook]).cache[hook]
         got = tiny.run(toks, cache=[hook], stop_at_layer=stop_layer_for(tiny, hook)).cache[hook]
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
@@ -41,7 +47,9 @@ def test_extract_values_shards_and_index(tiny, tmp_path):
     torch.testing.assert_close(x, ref[seq, pos], rtol=0, atol=1e-5)
     assert seq.tolist() == [i // 32 for i in range(320)] and pos.tolist() == [i % 32 for i in range(320)]
     # last position / an int position; per-head points are flattened
-    ds2 = extract_activations(tiny, "blocks.0.attn.hook_z", tmp_path / "b", n_tokens=4 * 32, chunk_len=32, positions="last")
+    ds2 = extract_activations(
+        tiny, "blocks.0.attn.hook_z", tmp_path / "b", n_tokens=4 * 32, chunk_len=32, positions="last"
+    )
     z = tiny.run(ds2.tokens, cache=["blocks.0.attn.hook_z"]).cache["blocks.0.attn.hook_z"]
     torch.testing.assert_close(ds2.load_all(), z[:, -1].reshape(4, -1), rtol=0, atol=1e-5)
     ds3 = extract_activations(tiny, hook, tmp_path / "c", n_tokens=4 * 32, chunk_len=32, positions=5, skip_first=True)
@@ -72,6 +80,7 @@ def test_resume_after_kill_gives_identical_shards(tiny, tmp_path):
         def progress(done, total):
             if done >= n:
                 raise Killed
+
         return progress
 
     with pytest.raises(Killed):
@@ -91,7 +100,9 @@ def test_resume_after_kill_gives_identical_shards(tiny, tmp_path):
 
 
 def test_loader_batches_split_and_stats(tiny, tmp_path):
-    ds = extract_activations(tiny, "blocks.0.hook_resid_post", tmp_path / "a", n_tokens=8 * 32, chunk_len=32, shard_rows=40)
+    ds = extract_activations(
+        tiny, "blocks.0.hook_resid_post", tmp_path / "a", n_tokens=8 * 32, chunk_len=32, shard_rows=40
+    )
     x = ds.load_all()
     seen = []
     for xb, s, p in ds.batches(24, shuffle=True, seed=3, with_index=True):
@@ -126,7 +137,11 @@ def test_loader_batches_split_and_stats(tiny, tmp_path):
         s2.update(part)
     torch.testing.assert_close(s2.var, y.var(0, unbiased=False), rtol=1e-12, atol=1e-12)
     ctx = ds.context(2, 5, tiny.tokenizer, before=3, after=2)
-    assert len(ctx["before"]) == 3 and len(ctx["after"]) == 2 and ctx["token"] == tiny.tokenizer.decode([int(ds.tokens[2, 5])])
+    assert (
+        len(ctx["before"]) == 3
+        and len(ctx["after"]) == 2
+        and ctx["token"] == tiny.tokenizer.decode([int(ds.tokens[2, 5])])
+    )
 
 
 def test_load_acts_plain_and_sharded(tiny, tmp_path):
@@ -146,20 +161,58 @@ def test_load_acts_plain_and_sharded(tiny, tmp_path):
 def test_cli_acts(tiny_tok_dir, tmp_path):
     from interplab.cli import app
 
-    r = CliRunner().invoke(app, ["acts", "--model", tiny_tok_dir, "--hook", "blocks.0.hook_resid_post", "--out", str(tmp_path / "o"),
-                                 "--tokens", "128", "--chunk-len", "32", "--shard-rows", "50", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "acts",
+            "--model",
+            tiny_tok_dir,
+            "--hook",
+            "blocks.0.hook_resid_post",
+            "--out",
+            str(tmp_path / "o"),
+            "--tokens",
+            "128",
+            "--chunk-len",
+            "32",
+            "--shard-rows",
+            "50",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["n_rows"] == 128 and h["d"] == 32 and h["n_shards"] == 3
     assert json.loads((tmp_path / "o" / "run.json").read_text())["status"] == "complete"
-    r = CliRunner().invoke(app, ["acts", "--model", tiny_tok_dir, "--hook", "blocks.7.hook_resid_post", "--out", str(tmp_path / "p"),
-                                 "--tokens", "64", "--chunk-len", "32"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "acts",
+            "--model",
+            tiny_tok_dir,
+            "--hook",
+            "blocks.7.hook_resid_post",
+            "--out",
+            str(tmp_path / "p"),
+            "--tokens",
+            "64",
+            "--chunk-len",
+            "32",
+        ],
+    )
     assert r.exit_code == 2 and "Unknown hook point" in r.output
 
 
 def test_task_induction_source(tiny, tmp_path):
-    ds = extract_activations(tiny, "blocks.0.hook_resid_post", tmp_path / "ind", task="induction", n_tokens=4 * 32, chunk_len=32,
-                             positions="last")
+    ds = extract_activations(
+        tiny,
+        "blocks.0.hook_resid_post",
+        tmp_path / "ind",
+        task="induction",
+        n_tokens=4 * 32,
+        chunk_len=32,
+        positions="last",
+    )
     t = ds.tokens
     assert t.shape == (4, 32) and torch.equal(t[:, :16], t[:, 16:]) and len(ds) == 4
     with pytest.raises(ValueError, match="either a text"):

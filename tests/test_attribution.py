@@ -2,6 +2,7 @@
 logit difference on every family (RMSNorm, LayerNorm, Gemma's sandwich norms and soft-cap), per-head
 terms sum to attn_out, the frozen final norm is the real one at the final residual, and the planted
 induction head carries the prediction."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ def test_components_sum_to_logit_diff(tiny, position):
 def test_frozen_final_norm_is_the_real_norm(tiny):
     """Splitting the final residual into parts and passing each through the frozen norm, the parts
     (plus the norm's bias) add up to the norm of the whole: what makes DLA sum exactly."""
-    _, cache = tiny.run(TOKENS[None], cache=[f"blocks.{tiny.cfg.n_layers - 1}.hook_resid_post", "ln_final.hook_normalized"])
+    _, cache = tiny.run(
+        TOKENS[None], cache=[f"blocks.{tiny.cfg.n_layers - 1}.hook_resid_post", "ln_final.hook_normalized"]
+    )
     x = cache[f"blocks.{tiny.cfg.n_layers - 1}.hook_resid_post"][0, -1].double()
     g = torch.Generator().manual_seed(0)
     parts = torch.randn(5, x.shape[-1], generator=g, dtype=torch.float64) * x.abs().mean()
@@ -69,10 +72,19 @@ def test_gemma_softcap_and_sandwich_norms():
     from interplab.models.model import from_hf
 
     torch.manual_seed(0)
-    cfg = T.Gemma3TextConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, head_dim=8, intermediate_size=48, max_position_embeddings=64,
-                             query_pre_attn_scalar=8, final_logit_softcapping=0.5,
-                             layer_types=["full_attention", "full_attention"])
+    cfg = T.Gemma3TextConfig(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        query_pre_attn_scalar=8,
+        final_logit_softcapping=0.5,
+        layer_types=["full_attention", "full_attention"],
+    )
     hf = T.Gemma3ForCausalLM(cfg).eval()
     with torch.no_grad():
         for p in hf.parameters():

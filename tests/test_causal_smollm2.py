@@ -1,4 +1,5 @@
 """Integration: IOI, facts, patching and tracing on the real SmolLM2-135M."""
+
 from __future__ import annotations
 
 import json
@@ -51,9 +52,24 @@ def test_cli_trace_one_fact(tmp_path):
 
     from interplab.cli import app
 
-    r = CliRunner().invoke(app, ["trace", "--prompt", "The Eiffel Tower is located in the city of", "--subject",
-                                 "Eiffel Tower", "--answer", " Paris", "--samples", "3", "--no-refine", "--json",
-                                 "--out", str(tmp_path / "t")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "trace",
+            "--prompt",
+            "The Eiffel Tower is located in the city of",
+            "--subject",
+            "Eiffel Tower",
+            "--answer",
+            " Paris",
+            "--samples",
+            "3",
+            "--no-refine",
+            "--json",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["peak"]["component"] in ("resid", "mlp", "attn") and h["p_clean_mean"] > h["p_corrupt_mean"]

@@ -1,18 +1,25 @@
 """Probes, truth data and CCS: planted truth direction (CCS must recover it), truth-like direction count on
 planted data, probe sweeps and splits, activation collection through the hook mechanism (padding), and the
 CLI on a tiny model with a tokenizer."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from tiny_tokenized import make_tiny_tokenized_model
 
 import interplab
 from interplab.analyses.representations import ccs as C
-from interplab.analyses.representations.probes import LinearProbe, collect_activations, easy_hard_split, group_split, probe_layers, ProbeSweep
+from interplab.analyses.representations.probes import (
+    LinearProbe,
+    ProbeSweep,
+    collect_activations,
+    easy_hard_split,
+    group_split,
+    probe_layers,
+)
 from interplab.tasks import truth as T
-
-from tiny_tokenized import make_tiny_tokenized_model
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +113,29 @@ def test_ccs_on_tiny_model_and_cli(tiny, tmp_path):
 
     from interplab.cli import app
 
-    r = CliRunner().invoke(app, ["ccs", "--model", tiny.source or str(tiny.name), "--dataset", "numbers", "--n", "12", "--layer", "1",
-                                 "--restarts", "2", "--epochs", "30", "--max-dirs", "2", "--out", str(tmp_path / "run"), "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "ccs",
+            "--model",
+            tiny.source or str(tiny.name),
+            "--dataset",
+            "numbers",
+            "--n",
+            "12",
+            "--layer",
+            "1",
+            "--restarts",
+            "2",
+            "--epochs",
+            "30",
+            "--max-dirs",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     for k in ("ccs_acc", "lr_acc", "random_acc", "crc_acc", "zero_shot_acc", "n_truth_like_directions"):
@@ -115,7 +143,9 @@ def test_ccs_on_tiny_model_and_cli(tiny, tmp_path):
     assert out["layer"] == 1
     assert (tmp_path / "run" / "report.html").exists()
     acts = tmp_path / "run" / "acts"
-    r = CliRunner().invoke(app, ["erase", "--data", "acts", str(acts), "--no-nonlinear", "--out", str(tmp_path / "er"), "--json"])
+    r = CliRunner().invoke(
+        app, ["erase", "--data", "acts", str(acts), "--no-nonlinear", "--out", str(tmp_path / "er"), "--json"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["linear_acc_after"] <= 1
 

@@ -1,4 +1,5 @@
 """Loading paths, registry errors, run directories and the CLI on tiny local models."""
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,9 @@ def test_hub_id_goes_through_from_pretrained(tiny_dirs, monkeypatch):
 
 
 def test_toy_save_load_roundtrip(tmp_path):
-    cfg = interplab.ToyConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=0, d_vocab=20, n_ctx=16, normalization=None)
+    cfg = interplab.ToyConfig(
+        n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=0, d_vocab=20, n_ctx=16, normalization=None
+    )
     toy = interplab.ToyTransformer(cfg)
     toy.save_pretrained(tmp_path / "toy")
     m = interplab.load(str(tmp_path / "toy"))
@@ -88,11 +91,34 @@ def test_toy_save_load_roundtrip(tmp_path):
 
 def test_bench_writes_complete_run(tiny_dirs, tmp_path):
     out = tmp_path / "run"
-    r = runner.invoke(app, ["bench", "hooks", "--model", tiny_dirs["llama"], "--rounds", "2", "--batch", "2", "--seq", "16",
-                            "--out", str(out), "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "bench",
+            "hooks",
+            "--model",
+            tiny_dirs["llama"],
+            "--rounds",
+            "2",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    for k in ("plain_ms", "cache_resid_ms", "cache_all_ms", "ratio_cache_resid", "ratio_cache_all", "max_abs_diff_logits"):
+    for k in (
+        "plain_ms",
+        "cache_resid_ms",
+        "cache_all_ms",
+        "ratio_cache_resid",
+        "ratio_cache_all",
+        "max_abs_diff_logits",
+    ):
         assert k in res
     assert res["max_abs_diff_logits"] == 0.0
     assert res["n_tensors_resid"] == 3 * 3

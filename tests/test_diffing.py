@@ -1,6 +1,7 @@
 """Two-model diffing (interplab.analyses.diffing): the losses are the model's own cross-entropy, a model
 diffed with itself differs nowhere, a planted difference comes out on top, a planted jump in a checkpoint
 series is found at its step, and different tokenizers are aligned on text as documented."""
+
 from __future__ import annotations
 
 import copy
@@ -211,7 +212,7 @@ def test_mismatched_tokenizers_are_aligned_on_text(model_a, other_tokenizer_mode
             per_token = token_losses(m, torch.tensor([ids]))[0]  # loss of token k+1
             k0 = next(k for k, (s, _) in enumerate(offs) if s >= start)
             assert offs[k0 - 1][1] <= start  # a clean cut
-            assert float(losses[sel].sum()) == pytest.approx(float(per_token[k0 - 1:].sum()), rel=1e-5, abs=1e-4)
+            assert float(losses[sel].sum()) == pytest.approx(float(per_token[k0 - 1 :].sum()), rel=1e-5, abs=1e-4)
 
 
 def test_text_alignment_of_one_tokenizer_reproduces_the_token_path(model_a):
@@ -275,8 +276,23 @@ def test_cli_diff_writes_run_and_json(model_a, tok_dir, tmp_path):
     other = tmp_path / "noisy"
     _copy(model_a, "noisy", noise=0.05).save(other)
     out = tmp_path / "run"
-    r = runner.invoke(app, ["diff", "--model-a", tok_dir, "--model-b", str(other), "--n-chunks", "2", "--chunk-len", "32",
-                            "--json", "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "diff",
+            "--model-a",
+            tok_dir,
+            "--model-b",
+            str(other),
+            "--n-chunks",
+            "2",
+            "--chunk-len",
+            "32",
+            "--json",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert {"mean_loss_a", "mean_loss_b", "top_tokens", "quantiles", "top_contexts"} <= set(h)
@@ -293,8 +309,25 @@ def test_cli_diff_writes_run_and_json(model_a, tok_dir, tmp_path):
     r = runner.invoke(app, ["diff", "-a", tok_dir, "--out", str(tmp_path / "r3")])
     assert r.exit_code == 2 and "--model-b" in r.output
 
-    r = runner.invoke(app, ["diff", "-c", tok_dir, "-c", str(other), "-c", tok_dir, "--n-chunks", "2", "--chunk-len", "32",
-                            "--json", "--out", str(tmp_path / "r4")])
+    r = runner.invoke(
+        app,
+        [
+            "diff",
+            "-c",
+            tok_dir,
+            "-c",
+            str(other),
+            "-c",
+            tok_dir,
+            "--n-chunks",
+            "2",
+            "--chunk-len",
+            "32",
+            "--json",
+            "--out",
+            str(tmp_path / "r4"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["checkpoints"]["n_checkpoints"] == 3 and h["mean_loss_a"] == h["mean_loss_b"]

@@ -1,6 +1,7 @@
 """Concept erasure: LEACE's guarantees on make_classification, agreement with EleutherAI's concept-erasure,
 streaming = batch statistics, the fantope projection, INLP/RLACE on synthetic data, and the outlier dataset
 where equal class means leave the concept recoverable."""
+
 import json
 
 import numpy as np
@@ -14,7 +15,9 @@ from interplab.analyses.representations import erasure as E
 
 
 def _data(k=2, n=1024, d=16, seed=0):
-    X, y = make_classification(n_samples=n, n_features=d, n_informative=6, n_redundant=2, n_classes=k, random_state=seed)
+    X, y = make_classification(
+        n_samples=n, n_features=d, n_informative=6, n_redundant=2, n_classes=k, random_state=seed
+    )
     return X, y
 
 
@@ -29,8 +32,10 @@ def _coef(model, X, y):
 def test_leace_guarantees(k):
     X, y = _data(k)
     Xe = E.LeaceEraser().fit(X, y).transform(X)
-    for make in (lambda: LogisticRegression(C=np.inf, max_iter=10000, tol=1e-12),   # unpenalised logistic regression
-                 lambda: LinearSVC(dual=False, tol=1e-12, max_iter=100000)):       # linear SVM
+    for make in (
+        lambda: LogisticRegression(C=np.inf, max_iter=10000, tol=1e-12),  # unpenalised logistic regression
+        lambda: LinearSVC(dual=False, tol=1e-12, max_iter=100000),
+    ):  # linear SVM
         before, after = _coef(make(), X, y), _coef(make(), Xe, y)
         assert before > 0.05
         assert after <= 1e-6 * before, (before, after)
@@ -61,7 +66,7 @@ def test_leace_streaming_equals_batch():
     batch = E.LeaceEraser().fit(X, y)
     stream = E.LeaceEraser()
     for i in range(0, len(X), 137):
-        stream.partial_fit(X[i:i + 137], y[i:i + 137], classes=[0, 1, 2])
+        stream.partial_fit(X[i : i + 137], y[i : i + 137], classes=[0, 1, 2])
     assert stream.n_ == batch.n_
     assert np.allclose(stream.mean_x_, batch.mean_x_, atol=1e-12)
     assert np.allclose(stream.sigma_xx_, batch.sigma_xx_, atol=1e-10)
@@ -123,7 +128,9 @@ def test_outlier_data_means_equal_but_concept_recoverable(tmp_path):
         assert h.after["linear_acc"] < h.majority_acc + 0.07
         assert h.after["nonlinear_acc"] > 0.85 > h.majority_acc + 0.3, h.headline()
     med = out["median"]
-    assert med.rank >= 2 and med.after["nonlinear_acc"] < 0.65, med.headline()  # mean direction + the bulk's median direction
+    assert med.rank >= 2 and med.after["nonlinear_acc"] < 0.65, (
+        med.headline()
+    )  # mean direction + the bulk's median direction
     assert med.after["linear_acc"] < med.majority_acc + 0.07
     pure = E.evaluate_erasure(E.MedianEraser(with_mean=False), X, y, seed=0, method="median")
     assert pure.after["nonlinear_acc"] < 0.65, pure.headline()
@@ -157,8 +164,21 @@ def test_cli_erase(tmp_path):
     X, y = E.make_synthetic_data(400, 8)
     (tmp_path / "acts").mkdir()
     save_file({"x": X.astype(np.float32), "y": y.astype(np.int64)}, str(tmp_path / "acts" / "acts.safetensors"))
-    r = CliRunner().invoke(app, ["erase", "--method", "leace", "--data", "acts", str(tmp_path / "acts"), "--no-nonlinear",
-                                 "--out", str(tmp_path / "run"), "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "erase",
+            "--method",
+            "leace",
+            "--data",
+            "acts",
+            str(tmp_path / "acts"),
+            "--no-nonlinear",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     for k in ("linear_acc_before", "linear_acc_after", "majority_acc"):
@@ -166,8 +186,23 @@ def test_cli_erase(tmp_path):
     assert h["linear_acc_after"] < h["majority_acc"] + 0.1 < h["linear_acc_before"]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
     assert (tmp_path / "run" / "report.html").exists()
-    r = CliRunner().invoke(app, ["erase", "--method", "mean", "--data", "synthetic", "--n", "300", "--d", "6",
-                                 "--out", str(tmp_path / "run2"), "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "erase",
+            "--method",
+            "mean",
+            "--data",
+            "synthetic",
+            "--n",
+            "300",
+            "--d",
+            "6",
+            "--out",
+            str(tmp_path / "run2"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "nonlinear_acc_after" in json.loads(r.stdout)
     r = CliRunner().invoke(app, ["erase", "--data", "acts", "--out", str(tmp_path / "run3")])

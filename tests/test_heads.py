@@ -1,6 +1,7 @@
 """Head detectors (interplab.analyses.observational.heads): planted ground truth, agreement with TransformerLens's
 ``head_detector`` on the same attention patterns, every model family, the Result API, the CLI, and
 the real SmolLM2-135M (integration)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import torch
 from typer.testing import CliRunner
 
 import interplab
-from interplab.analyses.observational.heads import (CLASSES, HeadScores, deranged, head_inputs, head_scores, repeated_pattern_scores,
-                                      text_pattern_scores)
+from interplab.analyses.observational.heads import (
+    CLASSES,
+    HeadScores,
+    deranged,
+    head_inputs,
+    head_scores,
+    repeated_pattern_scores,
+    text_pattern_scores,
+)
 from interplab.cli import app
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
 
@@ -56,7 +64,11 @@ def test_planted_heads_are_singled_out(planted_res):
     assert hl["induction"][0][:2] == list(INDUCTION_HEAD) and hl["previous_token"][0][:2] == list(PREV_TOKEN_HEAD)
     assert hl["null_baseline"]["induction"][0][:2] == list(INDUCTION_HEAD)
     assert res.to_frame("wide").set_index(["layer", "head"])["olsson_induction"].to_dict() == {
-        (0, 0): False, (0, 1): False, (1, 0): True, (1, 1): False}
+        (0, 0): False,
+        (0, 1): False,
+        (1, 0): True,
+        (1, 1): False,
+    }
 
 
 def test_planted_copy_suppression_when_ov_is_negated():
@@ -66,7 +78,7 @@ def test_planted_copy_suppression_when_ov_is_negated():
     il, ih = INDUCTION_HEAD
     e = m.cfg.d_head
     with torch.no_grad():
-        m.hf.blocks[il].attn.o_proj.weight[:, ih * e:(ih + 1) * e] *= -1
+        m.hf.blocks[il].attn.o_proj.weight[:, ih * e : (ih + 1) * e] *= -1
     res = head_scores(m, **PLANTED_KW)
     assert [(a, b) for a, b, _ in res.members("copy_suppression")] == [INDUCTION_HEAD]
     assert (il, ih) not in [(a, b) for a, b, _ in res.members("copying")]
@@ -109,25 +121,31 @@ def test_pattern_score_definitions_on_hand_made_patterns():
 def _tl_scores(model, tokens, kind, offset_rows):
     """Per-head TransformerLens head_detector scores (error_measure="mul", no exclusions), averaged over
     sequences, rescaled from TL's 1/n to our 1/|R| row average."""
-    from transformer_lens.head_detector import (compute_head_attention_similarity_score,
-                                                get_duplicate_token_head_detection_pattern,
-                                                get_induction_head_detection_pattern,
-                                                get_previous_token_head_detection_pattern)
+    from transformer_lens.head_detector import (
+        compute_head_attention_similarity_score,
+        get_duplicate_token_head_detection_pattern,
+        get_induction_head_detection_pattern,
+        get_previous_token_head_detection_pattern,
+    )
 
-    get = {"previous_token": get_previous_token_head_detection_pattern, "induction": get_induction_head_detection_pattern,
-           "duplicate_token": get_duplicate_token_head_detection_pattern}[kind]
+    get = {
+        "previous_token": get_previous_token_head_detection_pattern,
+        "induction": get_induction_head_detection_pattern,
+        "duplicate_token": get_duplicate_token_head_detection_pattern,
+    }[kind]
     cfg = model.cfg
     _, cache = model.run(tokens, cache=lambda name: name.endswith("attn.hook_pattern"))
     out = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
     for b in range(tokens.shape[0]):
-        det = get(tokens[b:b + 1].cpu())
+        det = get(tokens[b : b + 1].cpu())
         n, n_rows = det.shape[0], int((det.sum(-1) > 0).sum())
         assert n_rows == offset_rows
         for layer in range(cfg.n_layers):
             pat = cache[f"blocks.{layer}.attn.hook_pattern"][b].float()
             for h in range(cfg.n_heads):
-                s = compute_head_attention_similarity_score(pat[h], det, exclude_bos=False, exclude_current_token=False,
-                                                            error_measure="mul")
+                s = compute_head_attention_similarity_score(
+                    pat[h], det, exclude_bos=False, exclude_current_token=False, error_measure="mul"
+                )
                 out[layer, h] += s * n / n_rows
     return (out / tokens.shape[0]).float()
 
@@ -144,8 +162,11 @@ def test_matches_transformer_lens_head_detector(which, planted, planted_res, tin
     inp = head_inputs(model, **{k: v for k, v in kw.items() if k != "batch"})
     assert inp["offset"] == 0 and inp["text_offset"] == 0  # no BOS: the definitions coincide exactly
     L = inp["seq_len"]
-    for kind, tokens, rows in [("induction", inp["repeated"], L), ("duplicate_token", inp["repeated"], L),
-                               ("previous_token", inp["text"], inp["text_len"] - 1)]:
+    for kind, tokens, rows in [
+        ("induction", inp["repeated"], L),
+        ("duplicate_token", inp["repeated"], L),
+        ("previous_token", inp["text"], inp["text_len"] - 1),
+    ]:
         tl = _tl_scores(model, tokens, kind, rows)
         torch.testing.assert_close(res.scores[kind], tl, atol=1e-5, rtol=0, msg=f"{which} {kind}")
 
@@ -187,8 +208,9 @@ def test_result_api_and_roundtrip(planted_res, tmp_path):
         assert all(isinstance(a, int) and isinstance(b, int) and isinstance(s, float) for a, b, s in entries)
         assert [s for *_, s in entries] == sorted((s for *_, s in entries), reverse=True)
     # a stricter rule leaves fewer members; thresholds are per class and validated
-    strict = HeadScores(res.scores, res.baselines, res.stderr, thresholds={**res.thresholds, "induction": 0.99},
-                        margins=res.margins)
+    strict = HeadScores(
+        res.scores, res.baselines, res.stderr, thresholds={**res.thresholds, "induction": 0.99}, margins=res.margins
+    )
     assert strict.members("induction") == []
     with pytest.raises(ValueError, match="unknown classes"):
         head_scores(induction_model(), thresholds={"inductoin": 0.5})
@@ -205,8 +227,10 @@ def test_cli_heads_on_planted_model(tmp_path):
     d = tmp_path / "planted"
     induction_model().save(d)
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["heads", "--model", str(d), "--json", "--out", str(out), "--seq-len", "20",
-                                 "--n-seqs", "8", "--batch", "4"])
+    r = CliRunner().invoke(
+        app,
+        ["heads", "--model", str(d), "--json", "--out", str(out), "--seq-len", "20", "--n-seqs", "8", "--batch", "4"],
+    )
     assert r.exit_code == 0, r.output
     hl = json.loads(r.stdout)
     assert [e[:2] for e in hl["induction"]] == [list(INDUCTION_HEAD)]
@@ -228,8 +252,10 @@ def test_smollm2_induction_heads(smollm2):
     hl = res.headline()
     print(f"\nSmolLM2-135M head detectors ({seconds:.1f} s; 4 sequences per input):")
     for c in CLASSES:
-        print(f"  {c:17s} {len(res.members(c)):3d} members; top (layer, head, score, null):",
-              [(a, b, round(s, 3), round(n, 3)) for a, b, s, n in res.top(c, 6)])
+        print(
+            f"  {c:17s} {len(res.members(c)):3d} members; top (layer, head, score, null):",
+            [(a, b, round(s, 3), round(n, 3)) for a, b, s, n in res.top(c, 6)],
+        )
     ind = hl["induction"]
     assert len(ind) >= 3, ind
     top_layer, top_head, top_score = ind[0]

@@ -1,4 +1,5 @@
 """Invariants of the hook mechanism, checked on a tiny random model of every supported family."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,7 +25,9 @@ def hf_forward(model, tokens, **kw):
 
 
 def no_hooks_left(model):
-    for mod in model.hf.modules():  # (transformers keeps output-capturing hooks of its own; ours live in interplab.hooks)
+    for (
+        mod
+    ) in model.hf.modules():  # (transformers keeps output-capturing hooks of its own; ours live in interplab.hooks)
         for fn in [*mod._forward_hooks.values(), *mod._forward_pre_hooks.values()]:
             assert not getattr(fn, "__module__", "").startswith("interplab"), f"hook left on {type(mod).__name__}"
         assert "_interplab_site" not in mod.__dict__
@@ -161,7 +164,11 @@ def test_head_interventions_agree_across_points(tiny):
     # patching one head's z from another run only changes that head
     src = toks(tiny, 5)
     _, sc = tiny.run(src, cache=[f"blocks.{layer}.attn.hook_z"])
-    _, pc = tiny.run(t, cache=[f"blocks.{layer}.attn.hook_z"], interventions=[Patch(f"blocks.{layer}.attn.hook_z", source=sc, heads=[head], positions=[2, -1])])
+    _, pc = tiny.run(
+        t,
+        cache=[f"blocks.{layer}.attn.hook_z"],
+        interventions=[Patch(f"blocks.{layer}.attn.hook_z", source=sc, heads=[head], positions=[2, -1])],
+    )
     z = pc[f"blocks.{layer}.attn.hook_z"]
     torch.testing.assert_close(z[:, [2, P - 1], head], sc[f"blocks.{layer}.attn.hook_z"][:, [2, P - 1], head])
     _, oc = tiny.run(t, cache=[f"blocks.{layer}.attn.hook_z"])
@@ -178,13 +185,21 @@ def test_qkv_pattern_patching_restores(tiny):
     # q, k, v of every head at layer 0 plus everything downstream of the residual stream being clean:
     # patching resid_pre of layer 1 and the kernel inputs of layer 0 reproduces the clean run.
     ivs = [Patch(f"blocks.{layer}.attn.hook_{k}", source=cc) for k in "qkv"]
-    _, pc = tiny.run(corrupt, cache=[f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.attn.hook_pattern"], interventions=ivs)
-    torch.testing.assert_close(pc[f"blocks.{layer}.attn.hook_z"], cc[f"blocks.{layer}.attn.hook_z"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(pc[f"blocks.{layer}.attn.hook_pattern"], cc[f"blocks.{layer}.attn.hook_pattern"], rtol=1e-5, atol=1e-6)
+    _, pc = tiny.run(
+        corrupt, cache=[f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.attn.hook_pattern"], interventions=ivs
+    )
+    torch.testing.assert_close(
+        pc[f"blocks.{layer}.attn.hook_z"], cc[f"blocks.{layer}.attn.hook_z"], rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        pc[f"blocks.{layer}.attn.hook_pattern"], cc[f"blocks.{layer}.attn.hook_pattern"], rtol=1e-5, atol=1e-6
+    )
     # patching the pattern and v of all heads reproduces z too
     ivs = [Patch(f"blocks.{layer}.attn.hook_pattern", source=cc), Patch(f"blocks.{layer}.attn.hook_v", source=cc)]
     _, pc = tiny.run(corrupt, cache=[f"blocks.{layer}.attn.hook_z"], interventions=ivs)
-    torch.testing.assert_close(pc[f"blocks.{layer}.attn.hook_z"], cc[f"blocks.{layer}.attn.hook_z"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        pc[f"blocks.{layer}.attn.hook_z"], cc[f"blocks.{layer}.attn.hook_z"], rtol=1e-5, atol=1e-5
+    )
     no_hooks_left(tiny)
 
 
@@ -193,7 +208,11 @@ def test_resid_mid_patch(tiny):
         pytest.skip("no resid_mid in parallel-residual / attention-only models")
     clean, corrupt = toks(tiny, 1), toks(tiny, 2)
     clean_logits, cc = tiny.run(clean, cache=["blocks.1.hook_resid_mid"])
-    _, pc = tiny.run(corrupt, cache=["blocks.1.hook_resid_mid", "blocks.1.hook_resid_post"], interventions=[Patch("blocks.1.hook_resid_mid", source=cc)])
+    _, pc = tiny.run(
+        corrupt,
+        cache=["blocks.1.hook_resid_mid", "blocks.1.hook_resid_post"],
+        interventions=[Patch("blocks.1.hook_resid_mid", source=cc)],
+    )
     torch.testing.assert_close(pc["blocks.1.hook_resid_mid"], cc["blocks.1.hook_resid_mid"])
 
 
@@ -204,7 +223,9 @@ def test_add_vector_equals_embedding_shift(tiny):
     out2 = tiny.run(t, interventions=[Apply("hook_embed", fn=lambda x, ctx: x + v)]).logits
     torch.testing.assert_close(out, out2)
     _, c0 = tiny.run(t, cache=["hook_embed"])
-    _, c1 = tiny.run(t, cache=["hook_embed"], interventions=[AddVector("hook_embed", vector=v, positions=[0], scale=2.0)])
+    _, c1 = tiny.run(
+        t, cache=["hook_embed"], interventions=[AddVector("hook_embed", vector=v, positions=[0], scale=2.0)]
+    )
     torch.testing.assert_close(c1["hook_embed"][:, 0], c0["hook_embed"][:, 0] + 2 * v)
     torch.testing.assert_close(c1["hook_embed"][:, 1:], c0["hook_embed"][:, 1:])
 
@@ -214,8 +235,14 @@ def test_apply_acts_only_on_selected_positions_and_heads(tiny_dirs):
     t = toks(model)
     z = "blocks.0.attn.hook_z"
     _, c0 = model.run(t, cache=["hook_embed", z])
-    _, c1 = model.run(t, cache=["hook_embed", z], interventions=[Apply("hook_embed", fn=lambda x, ctx: x + 1, positions=slice(1, None)),
-                                                                 Apply(z, fn=lambda x, ctx: x * 0 + 3, heads=[1])])
+    _, c1 = model.run(
+        t,
+        cache=["hook_embed", z],
+        interventions=[
+            Apply("hook_embed", fn=lambda x, ctx: x + 1, positions=slice(1, None)),
+            Apply(z, fn=lambda x, ctx: x * 0 + 3, heads=[1]),
+        ],
+    )
     torch.testing.assert_close(c1["hook_embed"][:, 0], c0["hook_embed"][:, 0], rtol=0, atol=0)
     torch.testing.assert_close(c1["hook_embed"][:, 1:], c0["hook_embed"][:, 1:] + 1, rtol=0, atol=0)
     assert torch.all(c1[z][:, :, 1] == 3) and not torch.any(c1[z][:, :, [0, 2, 3]] == 3)
@@ -245,7 +272,9 @@ def test_neuron_ablation(tiny):
     if not tiny.cfg.d_mlp:
         pytest.skip("attention-only")
     t = toks(tiny)
-    _, c = tiny.run(t, cache=["blocks.0.mlp.hook_post"], interventions=[Ablate("blocks.0.mlp.hook_post", neurons=[0, 5])])
+    _, c = tiny.run(
+        t, cache=["blocks.0.mlp.hook_post"], interventions=[Ablate("blocks.0.mlp.hook_post", neurons=[0, 5])]
+    )
     assert torch.all(c["blocks.0.mlp.hook_post"][..., [0, 5]] == 0)
 
 
@@ -255,7 +284,12 @@ def test_exception_leaves_no_hooks(tiny):
     def boom(x, ctx):
         raise RuntimeError("boom")
 
-    for hook in ["blocks.1.attn.hook_pattern", "blocks.1.attn.hook_z", "blocks.0.hook_resid_post", "blocks.1.attn.hook_k"]:
+    for hook in [
+        "blocks.1.attn.hook_pattern",
+        "blocks.1.attn.hook_z",
+        "blocks.0.hook_resid_post",
+        "blocks.1.attn.hook_k",
+    ]:
         with pytest.raises(RuntimeError, match="boom"):
             tiny.run(t, cache=True, interventions=[Apply(hook, fn=boom)])
         no_hooks_left(tiny)
@@ -285,7 +319,9 @@ def test_weights_shapes_and_reconstruct_z(tiny):
     _, c = tiny.run(t, cache=names)
     with torch.no_grad():
         block = tiny.adapter.layer(0)
-        ln = getattr(block, {"gpt2": "ln_1", "gpt_neox": "input_layernorm", "toy": "ln1"}.get(cfg.family, "input_layernorm"))
+        ln = getattr(
+            block, {"gpt2": "ln_1", "gpt_neox": "input_layernorm", "toy": "ln1"}.get(cfg.family, "input_layernorm")
+        )
         x = ln(c["blocks.0.hook_resid_pre"])
         v = torch.einsum("bpd,hde->bphe", x, tiny.W_V[0]) + tiny.b_V[0]
     torch.testing.assert_close(c["blocks.0.attn.hook_v"], v, rtol=1e-4, atol=1e-5)
@@ -336,7 +372,12 @@ def test_padded_batch_matches_unpadded(tiny):
     ref_logits, rc = tiny.run(short, cache=lambda n: n.endswith(("hook_pattern", "hook_resid_post")))
     torch.testing.assert_close(logits[1, :6], ref_logits[0], rtol=1e-4, atol=1e-4)
     last = tiny.cfg.n_layers - 1
-    torch.testing.assert_close(c[f"blocks.{last}.attn.hook_pattern"][1, :, :6, :6], rc[f"blocks.{last}.attn.hook_pattern"][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        c[f"blocks.{last}.attn.hook_pattern"][1, :, :6, :6],
+        rc[f"blocks.{last}.attn.hook_pattern"][0],
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert torch.all(c[f"blocks.{last}.attn.hook_pattern"][1, :, :, 6:] == 0)
 
 
@@ -359,14 +400,20 @@ def test_start_and_stop_at_layer(tiny):
         assert f"blocks.{layer}.hook_resid_post" not in sc and f"blocks.{layer - 1}.hook_resid_post" in sc
         logits, rc = tiny.run(resid, start_at_layer=layer, cache=[f"blocks.{n - 1}.hook_resid_post"])
         torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(rc[f"blocks.{n - 1}.hook_resid_post"], c[f"blocks.{n - 1}.hook_resid_post"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            rc[f"blocks.{n - 1}.hook_resid_post"], c[f"blocks.{n - 1}.hook_resid_post"], rtol=1e-5, atol=1e-5
+        )
     # an ablation applied in the second half equals the same ablation in a full run
     iv = [Ablate(f"blocks.{n - 1}.attn.hook_z", heads=[0])]
     resid = tiny.run(t, stop_at_layer=n - 1).logits
-    torch.testing.assert_close(tiny.run(resid, start_at_layer=n - 1, interventions=iv).logits,
-                               tiny.run(t, interventions=iv).logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        tiny.run(resid, start_at_layer=n - 1, interventions=iv).logits,
+        tiny.run(t, interventions=iv).logits,
+        rtol=1e-5,
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match="residual stream"):
         tiny.run(t, start_at_layer=1)
     no_hooks_left(tiny)
     assert isinstance(getattr(*tiny.adapter.layers_slot()), torch.nn.ModuleList)
-    assert all(not isinstance(m, type(None)) and type(m).__name__ != "_Skip" for m in getattr(*tiny.adapter.layers_slot()))
+    assert all(not (m is None) and type(m).__name__ != "_Skip" for m in getattr(*tiny.adapter.layers_slot()))

@@ -1,5 +1,6 @@
 """Logit lens (interplab.analyses.observational.lens): the last layer's lens is the model's own output, on every
 family (Gemma's final-logit soft-cap included); the result's table, plot and JSON round trip."""
+
 from __future__ import annotations
 
 import json
@@ -63,10 +64,19 @@ def test_softcapping_applied():
     from interplab.models.model import from_hf
 
     torch.manual_seed(0)
-    cfg = T.Gemma3TextConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, head_dim=8, intermediate_size=48, max_position_embeddings=64,
-                             query_pre_attn_scalar=8, final_logit_softcapping=0.5,
-                             layer_types=["full_attention", "full_attention"])
+    cfg = T.Gemma3TextConfig(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        query_pre_attn_scalar=8,
+        final_logit_softcapping=0.5,
+        layer_types=["full_attention", "full_attention"],
+    )
     model = from_hf(T.Gemma3ForCausalLM(cfg).eval(), name="gemma3-softcap")
     tokens = torch.tensor([[1, 5, 9, 33, 2]])
     logits, cache = _real(model, tokens)
@@ -113,7 +123,9 @@ def test_result_table_plot_and_json_round_trip(tok_model, tmp_path):
     assert len(long) == n_layers * n_pos * 4
     assert set(long.columns) >= {"layer", "position", "token", "k", "pred_token", "pred_id", "prob"}
     last = res.to_frame("last")
-    assert len(last) == n_layers and {"top1", "p1", "top4", "answer_rank", "answer_prob", "kl_to_final"} <= set(last.columns)
+    assert len(last) == n_layers and {"top1", "p1", "top4", "answer_rank", "answer_prob", "kl_to_final"} <= set(
+        last.columns
+    )
     assert len(res.to_frame("answer")) == n_layers
     with pytest.raises(ValueError):
         res.to_frame("nope")
@@ -137,8 +149,17 @@ def test_result_table_plot_and_json_round_trip(tok_model, tmp_path):
     assert torch.equal(back.top_ids, res.top_ids) and torch.equal(back.answer_rank, res.answer_rank)
 
     h = res.headline()
-    assert set(h) >= {"model", "prompt", "answer", "answer_prob_final", "answer_rank_final", "first_layer_top1",
-                      "stable_top1_from_layer", "top1_final", "n_layers"}
+    assert set(h) >= {
+        "model",
+        "prompt",
+        "answer",
+        "answer_prob_final",
+        "answer_rank_final",
+        "first_layer_top1",
+        "stable_top1_from_layer",
+        "top1_final",
+        "n_layers",
+    }
     json.dumps(h)  # plain JSON types
 
 

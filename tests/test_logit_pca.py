@@ -1,6 +1,7 @@
 """PCA of logits layer by layer (interplab.analyses.observational.logit_pca): the PCA matches an SVD, a planted kink is
 found at its place (in synthetic points, and across checkpoints whose unembedding moves along a bent path),
 and the points are the logit lens's outputs."""
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,13 @@ from tiny_tokenized import make_tiny_tokenized_model
 from torch import nn
 
 import interplab
-from interplab.analyses.observational.logit_pca import LogitPCAResult, layer_points, logit_pca, pca_trajectory, random_tokens
+from interplab.analyses.observational.logit_pca import (
+    LogitPCAResult,
+    layer_points,
+    logit_pca,
+    pca_trajectory,
+    random_tokens,
+)
 from interplab.models.model import Model
 
 
@@ -38,7 +45,9 @@ def test_synthetic_kink_is_found():
     others = torch.cat([res.turn_angle[0, 1:5], res.turn_angle[0, 6:-1]])
     assert float(others.max()) < 20  # straight segments turn only by the noise
     assert res.coords.shape == (1, 11, 3) and res.step_length.shape == (1, 11)
-    assert torch.isnan(res.turn_angle[0, 0]) and torch.isnan(res.turn_angle[0, -1]) and torch.isnan(res.step_length[0, 0])
+    assert (
+        torch.isnan(res.turn_angle[0, 0]) and torch.isnan(res.turn_angle[0, -1]) and torch.isnan(res.step_length[0, 0])
+    )
     evr = res.explained_variance_ratio
     assert float(evr.sum()) <= 1 + 1e-9 and (evr[:-1] >= evr[1:]).all()
     assert float(evr[:2].sum()) > 0.99  # the path lies in a plane
@@ -77,7 +86,9 @@ def test_points_are_the_logit_lens(tok_model):
     torch.testing.assert_close(pts[-1], (lp - lp.mean(-1, keepdim=True)).flatten(), atol=1e-5, rtol=1e-5)
     probs = layer_points(tok_model, tokens, space="probs", include_embed=False)
     assert probs.shape == (tok_model.cfg.n_layers, 2 * 8 * V)
-    torch.testing.assert_close(probs.view(tok_model.cfg.n_layers, 16, V).sum(-1), torch.ones(tok_model.cfg.n_layers, 16))
+    torch.testing.assert_close(
+        probs.view(tok_model.cfg.n_layers, 16, V).sum(-1), torch.ones(tok_model.cfg.n_layers, 16)
+    )
 
 
 def test_logit_pca_on_a_model(tok_model, tmp_path):

@@ -1,16 +1,21 @@
 """Activation / attribution / path patching and circuit discovery: planted ground truth, exactness,
 fast == naive on every family, bad input."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-import interplab
 from interplab.analyses.causal.circuits import discover_circuit
-from interplab.analyses.causal.patching import (activation_patching, attribution_patching, correlation, path_patching,
-                                         PatchingResult)
+from interplab.analyses.causal.patching import (
+    PatchingResult,
+    activation_patching,
+    attribution_patching,
+    correlation,
+    path_patching,
+)
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
-from interplab.tasks import build_pairs, pairs_from_tokens, PairSpec
+from interplab.tasks import PairSpec, build_pairs, pairs_from_tokens
 from interplab.tasks.induction import induction_pairs
 
 
@@ -60,7 +65,9 @@ def test_full_restoration_is_exactly_one_and_none_is_zero(planted, pairs):
     # patching the whole residual stream entering layer 0 is the other run
     den = activation_patching(planted, pairs, grid="resid", positions=None, layers=[0], method="naive")
     assert float(den.values[0, 0]) == 1.0
-    noi = activation_patching(planted, pairs, grid="resid", positions=None, layers=[0], method="naive", direction="noise")
+    noi = activation_patching(
+        planted, pairs, grid="resid", positions=None, layers=[0], method="naive", direction="noise"
+    )
     assert float(noi.values[0, 0]) == 0.0
     fast = activation_patching(planted, pairs, grid="resid", positions=None, layers=[0], method="fast")
     assert float(fast.values[0, 0]) == pytest.approx(1.0, abs=1e-5)
@@ -119,10 +126,22 @@ def test_path_patching_planted(planted):
     # corrupt the FIRST occurrence of the query token: breaks the previous-token information at B1
     corrupt = base.clean.clone()
     corrupt[:, 5] = (corrupt[:, 5] + 7) % planted.cfg.d_vocab
-    pr = pairs_from_tokens("induction-a", base.clean, corrupt, base.answer_ids, base.wrong_ids,
-                           positions={k: v for k, v in base.positions.items()})
-    via_k = path_patching(planted, pr, senders=[PREV_TOKEN_HEAD, (0, 1)], receivers=[INDUCTION_HEAD],
-                          receiver_input="k", receiver_position=None)
+    pr = pairs_from_tokens(
+        "induction-a",
+        base.clean,
+        corrupt,
+        base.answer_ids,
+        base.wrong_ids,
+        positions={k: v for k, v in base.positions.items()},
+    )
+    via_k = path_patching(
+        planted,
+        pr,
+        senders=[PREV_TOKEN_HEAD, (0, 1)],
+        receivers=[INDUCTION_HEAD],
+        receiver_input="k",
+        receiver_position=None,
+    )
     assert float(via_k.values[0, 0]) < 0.2  # prev-token head -> induction head's keys: the path that matters
     assert float(via_k.values[1, 0]) == pytest.approx(1.0, abs=0.05)
     direct = path_patching(planted, pr, senders=[PREV_TOKEN_HEAD], receivers="logits")

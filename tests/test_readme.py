@@ -1,4 +1,5 @@
 """The README's library quickstart runs as written (on the real SmolLM2)."""
+
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 def test_readme_quickstart_runs(smollm2, monkeypatch):
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.search(r"## Library quickstart\n\n```python\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"## Library quickstart\n\n```python\n(.*?)```", text, re.DOTALL).group(1)
     import interplab
 
     monkeypatch.setattr(interplab, "load", lambda name="smollm2-135m", **kw: smollm2)

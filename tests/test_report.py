@@ -1,5 +1,6 @@
 """HTML report: the builder's escaping, the model report's sections and data files, and the page in a
 real headless Chromium (sections shown, no JS errors, attention viewer responds, no script injection)."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,11 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 
 @pytest.fixture(scope="session")
 def tok_model(tmp_path_factory):
-    return interplab.load(make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_tokenized_report"), vocab_size=1200,
-                                                    extra_text=task_text()))
+    return interplab.load(
+        make_tiny_tokenized_model(
+            tmp_path_factory.mktemp("tiny_tokenized_report"), vocab_size=1200, extra_text=task_text()
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +92,12 @@ def test_helpers_escape_everything():
     t3 = table(pd.DataFrame({"a": [XSS_TOKEN]}))
     assert XSS_TOKEN not in t3 and "&lt;script&gt;" in t3
 
-    page = (Report(f"title {XSS_TOKEN}", subtitle=XSS_TOKEN)
-            .section(f"S {XSS_TOKEN}", XSS_TOKEN, Html("<em>trusted</em>"), id="one")
-            .section("S", "plain", id="one")  # duplicate id -> made unique
-            .to_html())
+    page = (
+        Report(f"title {XSS_TOKEN}", subtitle=XSS_TOKEN)
+        .section(f"S {XSS_TOKEN}", XSS_TOKEN, Html("<em>trusted</em>"), id="one")
+        .section("S", "plain", id="one")  # duplicate id -> made unique
+        .to_html()
+    )
     assert XSS_TOKEN not in page and "<em>trusted</em>" in page  # plain str parts are text, Html is markup
     assert '<section class="ipl-section" id="one">' in page and '<section class="ipl-section" id="one-2">' in page
     assert "Plotly" not in page  # no figure, no plotly.js
@@ -118,7 +124,7 @@ def test_attention_viewer_validates_and_rounds():
     assert v.count("<option") == 2 + 3 and XSS_TOKEN not in v
     p = _Scripts()
     p.feed(v)
-    (attrs, body), = p.scripts
+    ((attrs, body),) = p.scripts
     data = json.loads(body)
     assert data["tokens"] == toks and data["scale"] == 1000
     assert data["patterns"][1][2][0][1] == round(float(pat[1, 2, 0, 1]) * 1000)
@@ -142,11 +148,13 @@ def test_report_sections_and_data(report_dir, tok_model):
     assert files == ["lens_prompt2.json", "lens_xss.json", "report.html"]
     res = LogitLensResult.load(report_dir / "lens_xss.json")
     assert XSS_TOKEN in res.str_tokens and len(res.layers) == tok_model.cfg.n_layers
-    assert LogitLensResult.load(report_dir / "lens_prompt2.json").answer_id == \
-        tok_model.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0]
+    assert (
+        LogitLensResult.load(report_dir / "lens_prompt2.json").answer_id
+        == tok_model.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0]
+    )
     # one figure per prompt, one attention viewer with every layer and head
     assert html.count('class="ipl-figure"') == 2 and html.count('class="ipl-attn"') == 1
-    viewer = html[html.index('class="ipl-attn"'):]
+    viewer = html[html.index('class="ipl-attn"') :]
     assert viewer.count("<option") == tok_model.cfg.n_layers + tok_model.cfg.n_heads
 
 
@@ -165,7 +173,7 @@ def test_report_escapes_token_strings(report_dir):
     # (plotly's text is also HTML-escaped first, so that it displays literally: \u0026gt; = "&gt;")
     for attrs, body in p.scripts:
         for m in re.finditer(re.escape("alert(1)"), body):
-            assert body[:m.start()].endswith(("\\u003e", "\\u0026gt;")), body[m.start() - 40:m.end() + 40]
+            assert body[: m.start()].endswith(("\\u003e", "\\u0026gt;")), body[m.start() - 40 : m.end() + 40]
 
 
 def test_report_analysis_sections(tok_model, tmp_path):
@@ -185,15 +193,23 @@ def test_report_analysis_sections(tok_model, tmp_path):
 def test_report_default_prompts(tok_model, tmp_path):
     path = build_report(tok_model, tmp_path, sections=())
     assert path == tmp_path / "report.html"
-    assert sorted(p.name for p in tmp_path.glob("lens_*.json")) == ["lens_factual.json", "lens_induction.json", "lens_ioi.json"]
+    assert sorted(p.name for p in tmp_path.glob("lens_*.json")) == [
+        "lens_factual.json",
+        "lens_induction.json",
+        "lens_ioi.json",
+    ]
     assert "The Eiffel Tower is located in the city of" in path.read_text(encoding="utf-8")
 
 
 def test_report_requires_tokenizer(tmp_path):
     from interplab.models.model import from_hf
 
-    toy = from_hf(interplab.ToyTransformer(interplab.ToyConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=0,
-                                                               d_vocab=11, n_ctx=8)), name="toy-no-tok")
+    toy = from_hf(
+        interplab.ToyTransformer(
+            interplab.ToyConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=0, d_vocab=11, n_ctx=8)
+        ),
+        name="toy-no-tok",
+    )
     with pytest.raises(ValueError, match="tokenizer"):
         build_report(toy, tmp_path)
     assert not (tmp_path / "report.html").exists()
@@ -205,25 +221,42 @@ def test_report_requires_tokenizer(tmp_path):
 def _start_chromium(profile_dir):
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        pytest.fail(f"The browser test needs headless Chromium, but {', '.join(missing)} is missing. "
-                    "Run `make setup` (it installs the Debian packages chromium and chromium-driver).", pytrace=False)
+        pytest.fail(
+            f"The browser test needs headless Chromium, but {', '.join(missing)} is missing. "
+            "Run `make setup` (it installs the Debian packages chromium and chromium-driver).",
+            pytrace=False,
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-              "--window-size=1400,1000", f"--user-data-dir={profile_dir}"]:
+    for a in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile_dir}",
+    ]:
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
     # before any page script runs: record errors and any alert() attempt
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": """
         window.__iplErrors = []; window.__iplAlerts = 0;
         window.addEventListener('error', function(e){ window.__iplErrors.push(String(e.message)); });
         window.alert = function(){ window.__iplAlerts += 1; };
-    """})
+    """
+        },
+    )
     return driver
 
 
@@ -310,7 +343,7 @@ def test_report_smollm2(smol, tmp_path):
     html = path.read_text(encoding="utf-8")
     for sid in SECTIONS:
         assert f'<section class="ipl-section" id="{sid}">' in html
-    viewer = html[html.index('class="ipl-attn"'):]
+    viewer = html[html.index('class="ipl-attn"') :]
     assert viewer.count("<option") == 30 + 9
     ioi = LogitLensResult.load(tmp_path / "lens_ioi.json")
     assert ioi.answer == " Mary" and ioi.answer_rank[-1] == 1

@@ -1,5 +1,6 @@
 """Sparse autoencoders: metric anchors, controls (Gaussian vs PCA at equal L0, known-dictionary recovery), training
 paths, resampling, checkpoint/resume, CE score anchors, CLI and report."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,20 @@ from typer.testing import CliRunner
 
 import interplab
 import interplab.analyses.sae as S
-from interplab.analyses.sae import (SAE, SAEConfig, SAEResult, _resample, ce_score, evaluate, explained_variance, fit_and_score,
-                                    gaussian, known_dictionary, recovery, train_sae)
-
+from interplab.analyses.sae import (
+    SAE,
+    SAEConfig,
+    SAEResult,
+    _resample,
+    ce_score,
+    evaluate,
+    explained_variance,
+    fit_and_score,
+    gaussian,
+    known_dictionary,
+    recovery,
+    train_sae,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,8 +39,12 @@ def test_explained_variance_anchors():
     e = evaluate(lambda b: b, x)
     assert e["explained_variance"] == 1.0 and e["mse"] == 0.0
     noisy = x + torch.randn_like(x)
-    torch.testing.assert_close(evaluate(lambda b: noisy[:len(b)] if len(b) == 500 else None, x, batch_size=500)["explained_variance"],
-                               explained_variance(x, noisy), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        evaluate(lambda b: noisy[: len(b)] if len(b) == 500 else None, x, batch_size=500)["explained_variance"],
+        explained_variance(x, noisy),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 def _split(x, n_train):
@@ -46,7 +62,9 @@ def test_gaussian_control_against_pca_at_equal_l0():
     _, over = fit_and_score(tr, te, SAEConfig(d_in=32, n_features=256, k=4, batch_size=256, epochs=3, lr=2e-3))
     x, atoms = known_dictionary(20480, 32, n_atoms=128, active=3, seed=0)
     ktr, kte = _split(x, 16384)
-    _, known = fit_and_score(ktr, kte, SAEConfig(d_in=32, n_features=256, k=4, batch_size=256, epochs=3, lr=2e-3), atoms=atoms)
+    _, known = fit_and_score(
+        ktr, kte, SAEConfig(d_in=32, n_features=256, k=4, batch_size=256, epochs=3, lr=2e-3), atoms=atoms
+    )
     assert over["ev_gap_vs_pca_topk"] < 0.05
     assert over["ev_gap_vs_pca_topk"] < 0.25 * known["ev_gap_vs_pca_topk"]
     assert known["recovery"] >= 0.9 and known["mmcs"] > 0.95  # measured 1.0 / 0.99
@@ -82,7 +100,9 @@ def test_topk_and_relu_properties():
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64), rtol=0, atol=1e-5)
     l0, ev = [], []
     for lam in (0.3, 3.0):
-        r, _ = train_sae(x, SAEConfig(d_in=16, n_features=64, kind="relu", l1_coeff=lam, batch_size=256, epochs=2, lr=2e-3))
+        r, _ = train_sae(
+            x, SAEConfig(d_in=16, n_features=64, kind="relu", l1_coeff=lam, batch_size=256, epochs=2, lr=2e-3)
+        )
         torch.testing.assert_close(r.W_dec.norm(dim=-1), torch.ones(64), rtol=0, atol=1e-5)
         m = evaluate(r, x)
         l0.append(m["l0"])
@@ -157,8 +177,27 @@ def test_ce_score_anchors(tiny_tok_dir):
 def test_cli_sae_synthetic_known_dict(tmp_path):
     from interplab.cli import app
 
-    r = CliRunner().invoke(app, ["sae", "train", "--data", "known-dict", "--features", "512", "--k", "8", "--epochs", "1",
-                                 "--lr", "2e-3", "--no-controls", "--out", str(tmp_path / "kd"), "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "sae",
+            "train",
+            "--data",
+            "known-dict",
+            "--features",
+            "512",
+            "--k",
+            "8",
+            "--epochs",
+            "1",
+            "--lr",
+            "2e-3",
+            "--no-controls",
+            "--out",
+            str(tmp_path / "kd"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     for key in ("l0", "explained_variance", "test_explained_variance", "dead_frac", "recovery", "mse", "pca_topk_ev"):
@@ -176,16 +215,59 @@ def test_cli_sae_model_with_controls_and_browser(tiny_tok_dir, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text((f"The quick brown fox {XSS_TOKEN} jumps over the lazy dog. " * 60), encoding="utf-8")
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["sae", "train", "--model", tiny_tok_dir, "--hook", "blocks.1.hook_resid_post", "--text", str(text),
-                                 "--tokens", "1536", "--features", "64", "--k", "4", "--epochs", "2", "--lr", "2e-3",
-                                 "--control-rows", "1024", "--out", str(out), "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "sae",
+            "train",
+            "--model",
+            tiny_tok_dir,
+            "--hook",
+            "blocks.1.hook_resid_post",
+            "--text",
+            str(text),
+            "--tokens",
+            "1536",
+            "--features",
+            "64",
+            "--k",
+            "4",
+            "--epochs",
+            "2",
+            "--lr",
+            "2e-3",
+            "--control-rows",
+            "1024",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
-    for key in ("l0", "explained_variance", "test_explained_variance", "ce_score", "test_ce_score", "dead_frac", "test_dead_frac"):
+    for key in (
+        "l0",
+        "explained_variance",
+        "test_explained_variance",
+        "ce_score",
+        "test_ce_score",
+        "dead_frac",
+        "test_dead_frac",
+    ):
         assert key in h, key
-    assert set(h["controls"]) == {"gaussian", "mixture", "uniform", "uniform-cube", "known-dict", "random-decoder", "layer0-embed"}
+    assert set(h["controls"]) == {
+        "gaussian",
+        "mixture",
+        "uniform",
+        "uniform-cube",
+        "known-dict",
+        "random-decoder",
+        "layer0-embed",
+    }
     assert "recovery" in h["controls"]["known-dict"]
-    assert h["ce_baseline"] == "zero ablation" and h["ce_clean"] > 0  # (random weights: no ordering of the CEs to expect)
+    assert (
+        h["ce_baseline"] == "zero ablation" and h["ce_clean"] > 0
+    )  # (random weights: no ordering of the CEs to expect)
     page = (out / "report.html").read_text()
     assert 'id="browser"' in page and "feature " in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and XSS_TOKEN not in page
@@ -203,13 +285,35 @@ def test_bench_sae_keys():
 
 
 def test_cli_sae_on_an_activation_directory(tiny_tok_dir, tmp_path):
-    from interplab.io.activations import extract_activations
     from interplab.cli import app
+    from interplab.io.activations import extract_activations
 
     model = interplab.load(tiny_tok_dir)
-    extract_activations(model, "blocks.0.hook_resid_post", tmp_path / "acts", n_tokens=1024, chunk_len=32, shard_rows=128)
-    r = CliRunner().invoke(app, ["sae", "train", "--data", "acts", str(tmp_path / "acts"), "--features", "64", "--k", "4",
-                                 "--epochs", "1", "--batch-size", "128", "--no-controls", "--out", str(tmp_path / "r"), "--json"])
+    extract_activations(
+        model, "blocks.0.hook_resid_post", tmp_path / "acts", n_tokens=1024, chunk_len=32, shard_rows=128
+    )
+    r = CliRunner().invoke(
+        app,
+        [
+            "sae",
+            "train",
+            "--data",
+            "acts",
+            str(tmp_path / "acts"),
+            "--features",
+            "64",
+            "--k",
+            "4",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--no-controls",
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["l0"] <= 4 and "ce_score" not in h  # no --model: no CE score
@@ -233,8 +337,19 @@ def test_jumprelu_estimator_and_training():
     x, atoms = known_dictionary(12288, 32, n_atoms=128, active=3, seed=0)
     l0 = []
     for lam in (0.1, 5.0):
-        sae, _ = train_sae(x, SAEConfig(d_in=32, n_features=256, kind="jumprelu", l0_coeff=lam, threshold_init=0.5,
-                                        batch_size=256, epochs=2, lr=2e-3))
+        sae, _ = train_sae(
+            x,
+            SAEConfig(
+                d_in=32,
+                n_features=256,
+                kind="jumprelu",
+                l0_coeff=lam,
+                threshold_init=0.5,
+                batch_size=256,
+                epochs=2,
+                lr=2e-3,
+            ),
+        )
         l0.append(evaluate(sae, x)["l0"])
         assert recovery(sae, atoms)["recovery"] >= 0.9
     assert l0[1] < l0[0]

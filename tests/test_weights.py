@@ -1,6 +1,7 @@
 """Weights-only head analyses (interplab.analyses.weights): composition scores against a planted
 circuit, a random baseline, a dense implementation of the formula and TransformerLens; norm folding
 against the model's own q/v; SVD reconstruction; copying scores against dense eigenvalues."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,8 @@ def planted():
 
 def _dense_scores(fw) -> dict[str, torch.Tensor]:
     """The published formula on materialised d x d matrices, pair by pair (float64)."""
-    OV = (fw.W_V.double() @ fw.W_O.double())  # [L, H, d, d]
-    QK = (fw.W_Q.double() @ fw.W_K.double().mT)
+    OV = fw.W_V.double() @ fw.W_O.double()  # [L, H, d, d]
+    QK = fw.W_Q.double() @ fw.W_K.double().mT
     L, H = OV.shape[:2]
     right = {"Q": QK, "K": QK.mT, "V": OV}
     later = torch.arange(L)[:, None, None, None] < torch.arange(L)[None, None, :, None]  # l1 < l2
@@ -111,6 +112,7 @@ def test_composition_matches_transformer_lens(tiny):
     import warnings
 
     from transformer_lens import FactoredMatrix
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from transformer_lens import utils as tl_utils
@@ -141,7 +143,11 @@ def test_folded_weights_reproduce_q_and_v(tiny):
         nb = ni.bias if ni.bias is not None else torch.zeros(tiny.cfg.d_model)
         v = torch.einsum("pd,hde->phe", x, fw.W_V[layer]) / s + torch.einsum("d,hde->he", nb, W_V[layer]) + b_V[layer]
         torch.testing.assert_close(v, cache[f"blocks.{layer}.attn.hook_v"][0], rtol=1e-4, atol=1e-5)
-        q = torch.einsum("d,hde->he", x[0], fw.W_Q[layer]) / s[0] + torch.einsum("d,hde->he", nb, W_Q[layer]) + b_Q[layer]
+        q = (
+            torch.einsum("d,hde->he", x[0], fw.W_Q[layer]) / s[0]
+            + torch.einsum("d,hde->he", nb, W_Q[layer])
+            + b_Q[layer]
+        )
         q_real = cache[f"blocks.{layer}.attn.hook_q"][0, 0]
         if gemma:
             q, q_real = q / q.norm(dim=-1, keepdim=True), q_real / q_real.norm(dim=-1, keepdim=True)
@@ -225,8 +231,12 @@ def test_head_svd_reconstructs_ov_and_qk(tiny):
     fw = folded_weights(tiny)
     OV = fw.W_V @ fw.W_O
     QK = fw.W_Q @ fw.W_K.mT
-    torch.testing.assert_close(res.ov_singular, torch.linalg.svdvals(OV)[..., : res.ov_singular.shape[-1]], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(res.qk_singular, torch.linalg.svdvals(QK)[..., : res.qk_singular.shape[-1]], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        res.ov_singular, torch.linalg.svdvals(OV)[..., : res.ov_singular.shape[-1]], rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        res.qk_singular, torch.linalg.svdvals(QK)[..., : res.qk_singular.shape[-1]], rtol=1e-4, atol=1e-5
+    )
     # the token readings are the extremes of W_E u_1 / u_1 W_U (up to the documented sign convention)
     from interplab.analyses.weights import _head_svds
 
@@ -242,7 +252,7 @@ def test_head_svd_reconstructs_ov_and_qk(tiny):
 
 def test_copying_matches_dense_eigenvalues(tiny):
     fw = folded_weights(tiny)
-    full = (fw.W_E.double() @ fw.W_V.double() @ fw.W_O.double() @ fw.W_U.double())  # [L, H, vocab, vocab]
+    full = fw.W_E.double() @ fw.W_V.double() @ fw.W_O.double() @ fw.W_U.double()  # [L, H, vocab, vocab]
     eig = torch.linalg.eigvals(full)
     dense = eig.real.sum(-1) / eig.abs().sum(-1)
     torch.testing.assert_close(copying_scores(tiny), dense.float(), rtol=1e-4, atol=1e-5)
@@ -312,8 +322,10 @@ def test_smollm2_composition_and_copying(smollm2):
     print(f"\ncomposition: {t_comp:.1f} s ({comp.settings['algorithm']}), head circuits: {t_circ:.1f} s")
     for kind in "QKV":
         h = comp.headline(5)[kind]
-        print(f"{kind}-composition baseline {h['baseline_mean']:.4f} ± {h['baseline_std']:.5f}; "
-              f"{h['frac_above_3std']:.1%} of pairs > 3 std; top [l1, h1, l2, h2, score, z]: {h['top']}")
+        print(
+            f"{kind}-composition baseline {h['baseline_mean']:.4f} ± {h['baseline_std']:.5f}; "
+            f"{h['frac_above_3std']:.1%} of pairs > 3 std; top [l1, h1, l2, h2, score, z]: {h['top']}"
+        )
     for e in circ.headline(8)["top_copying"]:
         print(f"copying L{e['layer']}H{e['head']} {e['copying']:+.3f}  reads {e['read']} -> writes {e['write']}")
     print("most negative copying:", circ.headline(5)["most_negative"])

@@ -5,6 +5,7 @@ stdlib's pydoc topics text, so any string round-trips. ``XSS_TOKEN`` is added as
 single token string can try to break out of the page. Not a test module (no ``test_`` prefix);
 the test files import it and wrap it in their own session-scoped fixtures.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,13 +20,15 @@ SENTENCES = [
 ]
 
 
-def make_tiny_tokenized_model(directory: str | Path, vocab_size: int = 400, n_layers: int = 2,
-                              extra_text: list[str] | None = None) -> str:
+def make_tiny_tokenized_model(
+    directory: str | Path, vocab_size: int = 400, n_layers: int = 2, extra_text: list[str] | None = None
+) -> str:
     """Write a tiny LlamaForCausalLM (2 layers, d_model 32, 4 heads / 2 KV heads) and its tokenizer
     to ``directory``; return the directory for ``interplab.load``. ``extra_text``: sentences repeated in
     the tokenizer's training text (so their words become single tokens)."""
-    import torch
     from pydoc_data.topics import topics
+
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -33,17 +36,31 @@ def make_tiny_tokenized_model(directory: str | Path, vocab_size: int = 400, n_la
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     fast.add_tokens([XSS_TOKEN])
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=n_layers, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
-                      bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # non-trivial norm weights so a forgotten final norm shows
         for p in model.parameters():

@@ -3,6 +3,7 @@
 Each Result is a dataclass with the numbers, the settings that produced them, ``to_frame()``,
 ``plot()``, ``save(dir)`` (JSON / Parquet / safetensors, never pickle) and ``headline()``.
 """
+
 from interplab.analyses.observational.lens import LogitLensResult, logit_lens, unembed_resid
 
-__all__ = ["logit_lens", "LogitLensResult", "unembed_resid"]
+__all__ = ["LogitLensResult", "logit_lens", "unembed_resid"]

@@ -53,6 +53,7 @@ single-step change over the summed absolute changes along the series (1: everyth
 >>> series = diff_checkpoints(["run/ckpt-0", "run/ckpt-1000", "run/ckpt-2000"], threshold=1.0)
 >>> series.headline()["phase_change_step"]
 """
+
 from __future__ import annotations
 
 import gc
@@ -63,11 +64,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-
-from interplab.io.results import read_json, write_json
 import torch.nn.functional as F
 
 from interplab.analyses.observational.lens import display_token
+from interplab.io.results import read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -75,8 +75,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from interplab.models.model import Model
 
-__all__ = ["token_losses", "diff_models", "diff_checkpoints", "DiffResult", "CheckpointSeriesResult",
-           "same_tokenizer", "QUANTILES"]
+__all__ = [
+    "QUANTILES",
+    "CheckpointSeriesResult",
+    "DiffResult",
+    "diff_checkpoints",
+    "diff_models",
+    "same_tokenizer",
+    "token_losses",
+]
 
 DIFF_FILE = "diff.json"
 DIFF_UNITS_FILE = "diff_units.parquet"
@@ -102,7 +109,7 @@ def token_losses(model: Model, tokens, batch_size: int = 8) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for s in range(0, tokens.shape[0], max(1, batch_size)):
-            b = tokens[s:s + batch_size]
+            b = tokens[s : s + batch_size]
             logits = model.run(b).logits
             tgt = b[:, 1:].to(logits.device)
             ce = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tgt.flatten(), reduction="none")
@@ -116,16 +123,16 @@ def _ragged_losses(model: Model, seqs: list[list[int]], batch_size: int) -> list
     padding out of every real position). Returns one ``[len - 1]`` tensor per sequence."""
     out: list[torch.Tensor] = []
     for s in range(0, len(seqs), max(1, batch_size)):
-        group = seqs[s:s + batch_size]
+        group = seqs[s : s + batch_size]
         n = max(len(x) for x in group)
         t = torch.zeros((len(group), n), dtype=torch.long)
         for i, x in enumerate(group):
-            t[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+            t[i, : len(x)] = torch.tensor(x, dtype=torch.long)
         if n < 2:
             out += [torch.zeros(0) for _ in group]
             continue
         loss = token_losses(model, t, batch_size=len(group))
-        out += [loss[i, :max(0, len(x) - 1)] for i, x in enumerate(group)]
+        out += [loss[i, : max(0, len(x) - 1)] for i, x in enumerate(group)]
     return out
 
 
@@ -176,18 +183,24 @@ def _chunk_counts(n_tokens: int, n_chunks: int | None, body: int, chunk_len: int
     fit = n_tokens // body
     if n_chunks is None:
         if fit < 1:
-            raise ValueError(f"{what} has {n_tokens} tokens, fewer than one chunk of {body}. "
-                             "Use a shorter --chunk-len or a longer text.")
+            raise ValueError(
+                f"{what} has {n_tokens} tokens, fewer than one chunk of {body}. "
+                "Use a shorter --chunk-len or a longer text."
+            )
         return fit
     if n_chunks < 1:
         raise ValueError(f"n_chunks must be at least 1, got {n_chunks}.")
     if fit < n_chunks:
-        raise ValueError(f"{what} has {n_tokens} tokens; {n_chunks} chunks of {body} need {n_chunks * body}. "
-                         f"Ask for fewer or shorter chunks (at most {fit} of {chunk_len} fit), or give a longer text.")
+        raise ValueError(
+            f"{what} has {n_tokens} tokens; {n_chunks} chunks of {body} need {n_chunks * body}. "
+            f"Ask for fewer or shorter chunks (at most {fit} of {chunk_len} fit), or give a longer text."
+        )
     return n_chunks
 
 
-def _analysed_text(model: Model, text: str, n_chunks: int | None, chunk_len: int, use_bos: bool, margin: int = 256) -> str:
+def _analysed_text(
+    model: Model, text: str, n_chunks: int | None, chunk_len: int, use_bos: bool, margin: int = 256
+) -> str:
     """The prefix of ``text`` that ``n_chunks`` chunks need (the whole text for ``n_chunks=None`` or a slow
     tokenizer), so that a long corpus is not tokenized whole: prefixes of doubling length are tokenized
     until the tokens ending ``margin`` characters before the cut are enough. Everything downstream
@@ -214,8 +227,9 @@ def _check_ctx(model: Model, n: int, hint: str = "use a shorter chunk_len") -> N
         raise ValueError(f"chunks of {n} tokens exceed {model.name!r}'s context n_ctx={model.cfg.n_ctx}; {hint}.")
 
 
-def same_tokenizer(model_a: Model, model_b: Model, text: str | None = None, prepend_bos: bool | None = None
-                   ) -> tuple[bool, str]:
+def same_tokenizer(
+    model_a: Model, model_b: Model, text: str | None = None, prepend_bos: bool | None = None
+) -> tuple[bool, str]:
     """Whether the two models tokenize ``text`` identically (same ids, same BOS convention), and why not.
 
     Without ``text`` the two vocabularies (token string -> id) are compared instead."""
@@ -274,8 +288,9 @@ class _Units:
         return len(self.chunk)
 
 
-def _prepare_tokens(ref: Model, source, text, tokens, n_chunks, chunk_len, prepend_bos
-                    ) -> tuple[torch.Tensor, bool, str | None]:
+def _prepare_tokens(
+    ref: Model, source, text, tokens, n_chunks, chunk_len, prepend_bos
+) -> tuple[torch.Tensor, bool, str | None]:
     """``([n_chunks, chunk_len] ids, uses_bos, text or None)`` for the token path."""
     if tokens is not None:
         if source is not None or text is not None:
@@ -288,14 +303,16 @@ def _prepare_tokens(ref: Model, source, text, tokens, n_chunks, chunk_len, prepe
         _check_ctx(ref, t.shape[1])
         return t, False, None
     if ref.tokenizer is None:
-        raise ValueError(f"Model {ref.name!r} has no tokenizer; give token ids (tokens=[n_chunks, chunk_len]) instead of text.")
+        raise ValueError(
+            f"Model {ref.name!r} has no tokenizer; give token ids (tokens=[n_chunks, chunk_len]) instead of text."
+        )
     use_bos = _uses_bos(ref, prepend_bos)
     _check_ctx(ref, chunk_len, "use a shorter chunk_len")
     s = _analysed_text(ref, _get_text(source, text), n_chunks, chunk_len, use_bos)
     ids = _encode(ref, s)
     body = chunk_len - (1 if use_bos else 0)
     n = _chunk_counts(len(ids), n_chunks, body, chunk_len, "the text")
-    t = torch.tensor([ids[i * body:(i + 1) * body] for i in range(n)], dtype=torch.long)
+    t = torch.tensor([ids[i * body : (i + 1) * body] for i in range(n)], dtype=torch.long)
     if use_bos:
         t = torch.cat([torch.full((n, 1), ref.tokenizer.bos_token_id, dtype=torch.long), t], dim=1)
     return t, use_bos, s
@@ -311,12 +328,18 @@ def _token_units(tokenizer, tokens: torch.Tensor, use_bos: bool, context: int) -
             u.position.append(p)
             u.token_id.append(row[p])
             u.token.append(dec.one(row[p]))
-            u.context.append(dec.many(row[max(first, p - context):p]))
+            u.context.append(dec.many(row[max(first, p - context) : p]))
     return u
 
 
-def _series_losses(models: Sequence[ModelLike], tokens: torch.Tensor, batch_size: int, first: Model | None = None,
-                   text: str | None = None, prepend_bos: bool | None = None) -> torch.Tensor:
+def _series_losses(
+    models: Sequence[ModelLike],
+    tokens: torch.Tensor,
+    batch_size: int,
+    first: Model | None = None,
+    text: str | None = None,
+    prepend_bos: bool | None = None,
+) -> torch.Tensor:
     """``[n_models, n_units]`` losses. ``first``: models[0], already loaded; the others given by name are
     loaded one at a time and freed. With ``text``, every model must tokenize it as ``first`` does."""
     rows = []
@@ -326,12 +349,16 @@ def _series_losses(models: Sequence[ModelLike], tokens: torch.Tensor, batch_size
             if k > 0 and text is not None and first is not None:
                 ok, why = same_tokenizer(first, model, text, prepend_bos)
                 if not ok:
-                    raise ValueError(f"checkpoint {k} ({_name(m)}) does not share the first checkpoint's tokenizer: {why}. "
-                                     "A checkpoint series needs one tokenizer; compare two models with different "
-                                     "tokenizers with diff_models (it aligns them on text).")
+                    raise ValueError(
+                        f"checkpoint {k} ({_name(m)}) does not share the first checkpoint's tokenizer: {why}. "
+                        "A checkpoint series needs one tokenizer; compare two models with different "
+                        "tokenizers with diff_models (it aligns them on text)."
+                    )
             _check_ctx(model, tokens.shape[1])
             if int(tokens.max()) >= model.cfg.d_vocab:
-                raise ValueError(f"token id {int(tokens.max())} is outside {model.name!r}'s vocabulary of {model.cfg.d_vocab}.")
+                raise ValueError(
+                    f"token id {int(tokens.max())} is outside {model.name!r}'s vocabulary of {model.cfg.d_vocab}."
+                )
             rows.append(token_losses(model, tokens, batch_size=batch_size).flatten())
         finally:
             if loaded:
@@ -381,15 +408,20 @@ def _common_cuts(ca, cb) -> list[tuple[int, int, int]]:
     return out
 
 
-def _aligned_units(ma: Model, mb: Model, text: str, n_chunks, chunk_len: int, prepend_bos, context: int,
-                   batch_size: int) -> tuple[_Units, torch.Tensor, dict]:
+def _aligned_units(
+    ma: Model, mb: Model, text: str, n_chunks, chunk_len: int, prepend_bos, context: int, batch_size: int
+) -> tuple[_Units, torch.Tensor, dict]:
     """Units and ``[2, n_units]`` losses of two models with different tokenizers, aligned on text."""
     for m in (ma, mb):
         if m.tokenizer is None:
-            raise ValueError(f"Model {m.name!r} has no tokenizer, so it cannot be aligned on text with the other model; "
-                             "give both models token ids (tokens=) or a tokenizer.")
+            raise ValueError(
+                f"Model {m.name!r} has no tokenizer, so it cannot be aligned on text with the other model; "
+                "give both models token ids (tokens=) or a tokenizer."
+            )
         if not getattr(m.tokenizer, "is_fast", False):
-            raise ValueError(f"Model {m.name!r}'s tokenizer is not a fast tokenizer; aligning on text needs character offsets.")
+            raise ValueError(
+                f"Model {m.name!r}'s tokenizer is not a fast tokenizer; aligning on text needs character offsets."
+            )
     bos = [_uses_bos(ma, prepend_bos), _uses_bos(mb, prepend_bos)]
     enc = ma.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offs = enc["offset_mapping"]
@@ -412,7 +444,7 @@ def _aligned_units(ma: Model, mb: Model, text: str, n_chunks, chunk_len: int, pr
             if use_bos:
                 tl[:] = loss[:nt]
             elif nt > 1:
-                tl[1:] = loss[:nt - 1]
+                tl[1:] = loss[: nt - 1]
             chunks.append((tl, _cuts([tuple(o) for o in e["offset_mapping"]]), nt))
         per_model.append(chunks)
 
@@ -425,7 +457,7 @@ def _aligned_units(ma: Model, mb: Model, text: str, n_chunks, chunk_len: int, pr
         for (p0, a0, b0), (p1, a1, b1) in zip(common[:-1], common[1:]):
             starts.append(p0)
             texts.append(sub[p0:p1])
-            sums.append((float(ta[a0 + 1:a1 + 1].sum()), float(tb[b0 + 1:b1 + 1].sum()), a1 - a0, b1 - b0))
+            sums.append((float(ta[a0 + 1 : a1 + 1].sum()), float(tb[b0 + 1 : b1 + 1].sum()), a1 - a0, b1 - b0))
         for m_i, (s_a, s_b, k_a, k_b) in enumerate(sums):
             if math.isnan(s_a) or math.isnan(s_b) or k_a < 1 or k_b < 1:
                 continue
@@ -433,7 +465,7 @@ def _aligned_units(ma: Model, mb: Model, text: str, n_chunks, chunk_len: int, pr
             u.position.append(m_i)
             u.token_id.append(-1)
             u.token.append(texts[m_i])
-            u.context.append(sub[starts[max(0, m_i - context)]:starts[m_i]])
+            u.context.append(sub[starts[max(0, m_i - context)] : starts[m_i]])
             la.append(s_a)
             lb.append(s_b)
             n_tok[0] += k_a
@@ -441,9 +473,16 @@ def _aligned_units(ma: Model, mb: Model, text: str, n_chunks, chunk_len: int, pr
     if not len(u):
         raise ValueError("the two tokenizations share no cut point inside any chunk; use longer chunks.")
     n_chars = sum(len(t) for t in u.token)
-    info = {"n_chars": n_chars, "n_tokens_a": n_tok[0], "n_tokens_b": n_tok[1],
-            "tokens_per_unit_a": n_tok[0] / len(u), "tokens_per_unit_b": n_tok[1] / len(u),
-            "prepend_bos_a": bos[0], "prepend_bos_b": bos[1], "char_spans": spans}
+    info = {
+        "n_chars": n_chars,
+        "n_tokens_a": n_tok[0],
+        "n_tokens_b": n_tok[1],
+        "tokens_per_unit_a": n_tok[0] / len(u),
+        "tokens_per_unit_b": n_tok[1] / len(u),
+        "prepend_bos_a": bos[0],
+        "prepend_bos_b": bos[1],
+        "char_spans": spans,
+    }
     return u, torch.tensor([la, lb], dtype=torch.float32), info
 
 
@@ -520,17 +559,31 @@ class DiffResult:
         rows with fewer than ``min_count`` occurrences are left out."""
         import pandas as pd
 
-        df = pd.DataFrame({"token_id": self.token_id.tolist(), "token": self.tokens, "loss_a": self.loss_a.double().numpy(),
-                           "loss_b": self.loss_b.double().numpy()})
+        df = pd.DataFrame(
+            {
+                "token_id": self.token_id.tolist(),
+                "token": self.tokens,
+                "loss_a": self.loss_a.double().numpy(),
+                "loss_b": self.loss_b.double().numpy(),
+            }
+        )
         df["diff"] = df["loss_b"] - df["loss_a"]
         g = df.groupby(["token_id", "token"], sort=False)
-        t = g.agg(count=("diff", "size"), mean_loss_a=("loss_a", "mean"), mean_loss_b=("loss_b", "mean"),
-                  mean_diff=("diff", "mean"), total_diff=("diff", "sum"), std_diff=("diff", "std")).reset_index()
+        t = g.agg(
+            count=("diff", "size"),
+            mean_loss_a=("loss_a", "mean"),
+            mean_loss_b=("loss_b", "mean"),
+            mean_diff=("diff", "mean"),
+            total_diff=("diff", "sum"),
+            std_diff=("diff", "std"),
+        ).reset_index()
         t = t[t["count"] >= (self.min_count if min_count is None else min_count)]
         t = t.assign(_abs=t["mean_diff"].abs()).sort_values(["_abs", "count"], ascending=[False, False], kind="stable")
         return t.drop(columns="_abs").reset_index(drop=True)
 
-    def top_tokens(self, k: int = 10, min_count: int | None = None, direction: str | None = None) -> list[dict[str, Any]]:
+    def top_tokens(
+        self, k: int = 10, min_count: int | None = None, direction: str | None = None
+    ) -> list[dict[str, Any]]:
         """The ``k`` token types with the largest ``|mean diff|`` (``better``: which model predicts them better);
         ``direction="a_better"`` / ``"b_better"`` keeps only those with ``mean diff > 0`` / ``< 0``."""
         t = self.token_table(min_count)
@@ -542,26 +595,44 @@ class DiffResult:
             raise ValueError(f"direction must be None, 'a_better' or 'b_better', not {direction!r}.")
         rows = []
         for r in t.head(k).itertuples(index=False):
-            rows.append({"token": r.token, "token_id": int(r.token_id), "count": int(r.count),
-                         "mean_loss_a": _round(r.mean_loss_a), "mean_loss_b": _round(r.mean_loss_b),
-                         "mean_diff": _round(r.mean_diff), "total_diff": _round(r.total_diff),
-                         "better": "A" if r.mean_diff > 0 else ("B" if r.mean_diff < 0 else "same")})
+            rows.append(
+                {
+                    "token": r.token,
+                    "token_id": int(r.token_id),
+                    "count": int(r.count),
+                    "mean_loss_a": _round(r.mean_loss_a),
+                    "mean_loss_b": _round(r.mean_loss_b),
+                    "mean_diff": _round(r.mean_diff),
+                    "total_diff": _round(r.total_diff),
+                    "better": "A" if r.mean_diff > 0 else ("B" if r.mean_diff < 0 else "same"),
+                }
+            )
         return rows
 
     def top_contexts(self, k: int = 10) -> dict[str, list[dict[str, Any]]]:
         """The ``k`` single occurrences where A is much better (largest ``diff``) and where B is (smallest)."""
         d = self.diff
         out = {}
-        for key, order in (("a_better", torch.argsort(d, descending=True, stable=True)),
-                           ("b_better", torch.argsort(d, stable=True))):
+        for key, order in (
+            ("a_better", torch.argsort(d, descending=True, stable=True)),
+            ("b_better", torch.argsort(d, stable=True)),
+        ):
             rows = []
             for i in order[:k].tolist():
                 di = float(d[i])
                 if (key == "a_better" and di <= 0) or (key == "b_better" and di >= 0):
                     break
-                rows.append({"chunk": int(self.chunk[i]), "position": int(self.position[i]), "token": self.tokens[i],
-                             "context": self.contexts[i], "loss_a": _round(self.loss_a[i]),
-                             "loss_b": _round(self.loss_b[i]), "diff": _round(di)})
+                rows.append(
+                    {
+                        "chunk": int(self.chunk[i]),
+                        "position": int(self.position[i]),
+                        "token": self.tokens[i],
+                        "context": self.contexts[i],
+                        "loss_a": _round(self.loss_a[i]),
+                        "loss_b": _round(self.loss_b[i]),
+                        "diff": _round(di),
+                    }
+                )
             out[key] = rows
         return out
 
@@ -598,8 +669,11 @@ class DiffResult:
         import pandas as pd
 
         if which == "units":
-            df = pd.DataFrame(_units_frame(self.chunk.tolist(), self.position.tolist(), self.token_id.tolist(),
-                                           self.tokens, self.contexts))
+            df = pd.DataFrame(
+                _units_frame(
+                    self.chunk.tolist(), self.position.tolist(), self.token_id.tolist(), self.tokens, self.contexts
+                )
+            )
             df["loss_a"] = self.loss_a.numpy()
             df["loss_b"] = self.loss_b.numpy()
             df["diff"] = self.diff.numpy()
@@ -622,13 +696,23 @@ class DiffResult:
             raise ValueError(f"kind must be 'both', 'hist', 'tokens' or 'scatter', not {kind!r}.")
         d = self.diff.tolist()
         a, b = _esc(self.model_a), _esc(self.model_b)
-        hist = go.Histogram(x=d, nbinsx=80, name="diff", marker={"color": "#4c78a8"}, showlegend=False,
-                            hovertemplate="diff %{x}<br>%{y} units<extra></extra>")
+        hist = go.Histogram(
+            x=d,
+            nbinsx=80,
+            name="diff",
+            marker={"color": "#4c78a8"},
+            showlegend=False,
+            hovertemplate="diff %{x}<br>%{y} units<extra></extra>",
+        )
         top = self.token_table().head(k).iloc[::-1]
-        bars = go.Bar(x=top["mean_diff"].tolist(), y=[f"{_esc(t)} ({n})" for t, n in zip(top["token"], top["count"])],
-                      orientation="h", showlegend=False,
-                      marker={"color": ["#e45756" if v > 0 else "#54a24b" for v in top["mean_diff"]]},
-                      hovertemplate="%{y}<br>mean diff %{x:.3f}<extra></extra>")
+        bars = go.Bar(
+            x=top["mean_diff"].tolist(),
+            y=[f"{_esc(t)} ({n})" for t, n in zip(top["token"], top["count"])],
+            orientation="h",
+            showlegend=False,
+            marker={"color": ["#e45756" if v > 0 else "#54a24b" for v in top["mean_diff"]]},
+            hovertemplate="%{y}<br>mean diff %{x:.3f}<extra></extra>",
+        )
         unit = "token" if self.mode == "tokens" else "unit"
         xlab = f"loss B − loss A (nats per {unit}; > 0: A better)"
         title = f"{a} vs {b}: mean loss {self.loss_a.mean():.3f} vs {self.loss_b.mean():.3f} nats per {unit}"
@@ -640,24 +724,47 @@ class DiffResult:
             fig = go.Figure(bars)
             fig.update_xaxes(title_text=f"mean diff per {unit} type (count ≥ {self.min_count})")
         elif kind == "scatter":
-            fig = go.Figure(go.Scattergl(x=self.loss_a.tolist(), y=self.loss_b.tolist(), mode="markers",
-                                         marker={"size": 3, "opacity": 0.5}, text=[_esc(t) for t in self.tokens],
-                                         hovertemplate="%{text}<br>A %{x:.3f}<br>B %{y:.3f}<extra></extra>"))
+            fig = go.Figure(
+                go.Scattergl(
+                    x=self.loss_a.tolist(),
+                    y=self.loss_b.tolist(),
+                    mode="markers",
+                    marker={"size": 3, "opacity": 0.5},
+                    text=[_esc(t) for t in self.tokens],
+                    hovertemplate="%{text}<br>A %{x:.3f}<br>B %{y:.3f}<extra></extra>",
+                )
+            )
             m = float(max(self.loss_a.max(), self.loss_b.max())) if self.n_units else 1.0
-            fig.add_trace(go.Scatter(x=[0, m], y=[0, m], mode="lines", line={"dash": "dot", "color": "grey"},
-                                     showlegend=False, hoverinfo="skip"))
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, m],
+                    y=[0, m],
+                    mode="lines",
+                    line={"dash": "dot", "color": "grey"},
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
+            )
             fig.update_xaxes(title_text=f"loss {a}")
             fig.update_yaxes(title_text=f"loss {b}")
         else:
-            fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.22,
-                                subplot_titles=("distribution of differences", f"top {unit} types by |mean diff|"))
+            fig = make_subplots(
+                rows=1,
+                cols=2,
+                column_widths=[0.55, 0.45],
+                horizontal_spacing=0.22,
+                subplot_titles=("distribution of differences", f"top {unit} types by |mean diff|"),
+            )
             fig.add_trace(hist, row=1, col=1)
             fig.add_trace(bars, row=1, col=2)
             fig.update_xaxes(title_text=xlab, row=1, col=1)
             fig.update_yaxes(title_text=f"{unit}s", row=1, col=1)
             fig.update_xaxes(title_text="mean diff (nats)", row=1, col=2)
-        fig.update_layout(title={"text": title}, height=max(380, 22 * min(k, len(top)) + 160) if kind != "hist" else 380,
-                          margin={"l": 60, "r": 20, "t": 70, "b": 60})
+        fig.update_layout(
+            title={"text": title},
+            height=max(380, 22 * min(k, len(top)) + 160) if kind != "hist" else 380,
+            margin={"l": 60, "r": 20, "t": 70, "b": 60},
+        )
         return fig
 
     def report_parts(self, k: int = 15) -> list:
@@ -668,39 +775,75 @@ class DiffResult:
         h = self.headline(k)
         unit = "token" if self.mode == "tokens" else "aligned text unit"
         q = h["quantiles"]
-        summary = (f"Model A: {self.model_a}\nModel B: {self.model_b}\n"
-                   f"{h['n_units']} {unit}s in {h['n_chunks']} chunks ({self.settings.get('source', 'text')}); "
-                   f"mean loss A {h['mean_loss_a']:.4f}, B {h['mean_loss_b']:.4f} nats; diff = loss B − loss A "
-                   f"(> 0: A better): mean {h['mean_diff']:+.4f}, median {q['q50']:+.4f}, 5–95% "
-                   f"[{q['q05']:+.4f}, {q['q95']:+.4f}]; A better on {100 * h['frac_a_better']:.1f}%, B on "
-                   f"{100 * h['frac_b_better']:.1f}%.")
+        summary = (
+            f"Model A: {self.model_a}\nModel B: {self.model_b}\n"
+            f"{h['n_units']} {unit}s in {h['n_chunks']} chunks ({self.settings.get('source', 'text')}); "
+            f"mean loss A {h['mean_loss_a']:.4f}, B {h['mean_loss_b']:.4f} nats; diff = loss B − loss A "
+            f"(> 0: A better): mean {h['mean_diff']:+.4f}, median {q['q50']:+.4f}, 5–95% "
+            f"[{q['q05']:+.4f}, {q['q95']:+.4f}]; A better on {100 * h['frac_a_better']:.1f}%, B on "
+            f"{100 * h['frac_b_better']:.1f}%."
+        )
         if self.mode == "text":
-            summary += ("\nThe tokenizers differ: losses are compared on text units both tokenizations cut at "
-                        f"(A: {self.settings.get('tokens_per_unit_a', 0):.2f}, B: {self.settings.get('tokens_per_unit_b', 0):.2f} "
-                        f"tokens per unit); nats per character A {h.get('nats_per_char_a')}, B {h.get('nats_per_char_b')}.")
+            summary += (
+                "\nThe tokenizers differ: losses are compared on text units both tokenizations cut at "
+                f"(A: {self.settings.get('tokens_per_unit_a', 0):.2f}, B: {self.settings.get('tokens_per_unit_b', 0):.2f} "
+                f"tokens per unit); nats per character A {h.get('nats_per_char_a')}, B {h.get('nats_per_char_b')}."
+            )
 
         def ctx_rows(rows):
-            return [{"context": _show_context(r["context"]), "token": display_token(r["token"]), "loss A": r["loss_a"],
-                     "loss B": r["loss_b"], "diff": r["diff"]} for r in rows]
+            return [
+                {
+                    "context": _show_context(r["context"]),
+                    "token": display_token(r["token"]),
+                    "loss A": r["loss_a"],
+                    "loss B": r["loss_b"],
+                    "diff": r["diff"],
+                }
+                for r in rows
+            ]
 
         def tok_rows(direction):
-            return [{"token": display_token(r["token"]), "count": r["count"], "mean loss A": r["mean_loss_a"],
-                     "mean loss B": r["mean_loss_b"], "mean diff": r["mean_diff"], "total diff": r["total_diff"]}
-                    for r in self.top_tokens(k, direction=direction)]
+            return [
+                {
+                    "token": display_token(r["token"]),
+                    "count": r["count"],
+                    "mean loss A": r["mean_loss_a"],
+                    "mean loss B": r["mean_loss_b"],
+                    "mean diff": r["mean_diff"],
+                    "total diff": r["total_diff"],
+                }
+                for r in self.top_tokens(k, direction=direction)
+            ]
 
         ctx = self.top_contexts(k)
-        return [text(summary), figure(self.plot(k=k)),
-                heading(f"{unit.capitalize()} types A predicts better (count ≥ {self.min_count}), largest mean diff first", 4),
-                table(tok_rows("a_better")),
-                heading(f"{unit.capitalize()} types B predicts better (count ≥ {self.min_count})", 4), table(tok_rows("b_better")),
-                heading("Where A is much better (largest diff)", 4), table(ctx_rows(ctx["a_better"])),
-                heading("Where B is much better (smallest diff)", 4), table(ctx_rows(ctx["b_better"]))]
+        return [
+            text(summary),
+            figure(self.plot(k=k)),
+            heading(
+                f"{unit.capitalize()} types A predicts better (count ≥ {self.min_count}), largest mean diff first", 4
+            ),
+            table(tok_rows("a_better")),
+            heading(f"{unit.capitalize()} types B predicts better (count ≥ {self.min_count})", 4),
+            table(tok_rows("b_better")),
+            heading("Where A is much better (largest diff)", 4),
+            table(ctx_rows(ctx["a_better"])),
+            heading("Where B is much better (smallest diff)", 4),
+            table(ctx_rows(ctx["b_better"])),
+        ]
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "model_diff", "format_version": 1, "model_a": self.model_a, "model_b": self.model_b,
-                "mode": self.mode, "settings": self.settings, "headline": self.headline(),
-                "quantiles": self.quantiles(), "units_file": DIFF_UNITS_FILE}
+        return {
+            "kind": "model_diff",
+            "format_version": 1,
+            "model_a": self.model_a,
+            "model_b": self.model_b,
+            "mode": self.mode,
+            "settings": self.settings,
+            "headline": self.headline(),
+            "quantiles": self.quantiles(),
+            "units_file": DIFF_UNITS_FILE,
+        }
 
     def save(self, directory: str | Path, name: str = DIFF_FILE, units_name: str = DIFF_UNITS_FILE) -> Path:
         """Write ``diff.json`` (settings, headline) and ``diff_units.parquet`` (one row per unit). Returns the JSON path."""
@@ -718,13 +861,19 @@ class DiffResult:
 
         meta, p = read_json(path, DIFF_FILE, "model_diff")
         df = pd.read_parquet(p.parent / meta.get("units_file", DIFF_UNITS_FILE))
-        return cls(model_a=meta["model_a"], model_b=meta["model_b"], mode=meta["mode"],
-                   chunk=torch.tensor(df["chunk"].to_numpy(), dtype=torch.long),
-                   position=torch.tensor(df["position"].to_numpy(), dtype=torch.long),
-                   token_id=torch.tensor(df["token_id"].to_numpy(), dtype=torch.long),
-                   tokens=df["token"].tolist(), contexts=df["context"].tolist(),
-                   loss_a=torch.tensor(df["loss_a"].to_numpy(), dtype=torch.float32),
-                   loss_b=torch.tensor(df["loss_b"].to_numpy(), dtype=torch.float32), settings=meta.get("settings", {}))
+        return cls(
+            model_a=meta["model_a"],
+            model_b=meta["model_b"],
+            mode=meta["mode"],
+            chunk=torch.tensor(df["chunk"].to_numpy(), dtype=torch.long),
+            position=torch.tensor(df["position"].to_numpy(), dtype=torch.long),
+            token_id=torch.tensor(df["token_id"].to_numpy(), dtype=torch.long),
+            tokens=df["token"].tolist(),
+            contexts=df["context"].tolist(),
+            loss_a=torch.tensor(df["loss_a"].to_numpy(), dtype=torch.float32),
+            loss_b=torch.tensor(df["loss_b"].to_numpy(), dtype=torch.float32),
+            settings=meta.get("settings", {}),
+        )
 
 
 # ---------------------------------------------------------------------------------- series result
@@ -781,8 +930,14 @@ class CheckpointSeriesResult:
             return None
         k = int(max(range(len(drops)), key=lambda i: (drops[i], -i))) + 1
         n = self.losses.shape[1]
-        return {"step": k, "from": self.names[k - 1], "to": self.names[k], "n_drops": drops[k - 1],
-                "frac_drops": _round(drops[k - 1] / n), "mean_loss_change": _round(self.deltas[k - 1].double().mean())}
+        return {
+            "step": k,
+            "from": self.names[k - 1],
+            "to": self.names[k],
+            "n_drops": drops[k - 1],
+            "frac_drops": _round(drops[k - 1] / n),
+            "mean_loss_change": _round(self.deltas[k - 1].double().mean()),
+        }
 
     def events(self, kind: str = "drop") -> pd.DataFrame:
         """One row per abrupt change (``kind``: ``"drop"``, ``"rise"`` or ``"both"``), largest first."""
@@ -791,19 +946,37 @@ class CheckpointSeriesResult:
         if kind not in ("drop", "rise", "both"):
             raise ValueError(f"kind must be 'drop', 'rise' or 'both', not {kind!r}.")
         d = self.deltas
-        mask = (d < -self.threshold) if kind == "drop" else (d > self.threshold) if kind == "rise" else (d.abs() > self.threshold)
+        mask = (
+            (d < -self.threshold)
+            if kind == "drop"
+            else (d > self.threshold)
+            if kind == "rise"
+            else (d.abs() > self.threshold)
+        )
         steps, units = mask.nonzero(as_tuple=True)
         ab = self.abruptness
-        rows = {"step": (steps + 1).tolist(), "from": [self.names[s] for s in steps.tolist()],
-                "to": [self.names[s + 1] for s in steps.tolist()], "unit": units.tolist(),
-                "chunk": self.chunk[units].tolist(), "position": self.position[units].tolist(),
-                "token_id": self.token_id[units].tolist(), "token": [self.tokens[u] for u in units.tolist()],
-                "context": [self.contexts[u] for u in units.tolist()],
-                "loss_before": self.losses[steps, units].tolist(), "loss_after": self.losses[steps + 1, units].tolist(),
-                "delta": d[steps, units].tolist(), "abruptness": ab[units].tolist()}
+        rows = {
+            "step": (steps + 1).tolist(),
+            "from": [self.names[s] for s in steps.tolist()],
+            "to": [self.names[s + 1] for s in steps.tolist()],
+            "unit": units.tolist(),
+            "chunk": self.chunk[units].tolist(),
+            "position": self.position[units].tolist(),
+            "token_id": self.token_id[units].tolist(),
+            "token": [self.tokens[u] for u in units.tolist()],
+            "context": [self.contexts[u] for u in units.tolist()],
+            "loss_before": self.losses[steps, units].tolist(),
+            "loss_after": self.losses[steps + 1, units].tolist(),
+            "delta": d[steps, units].tolist(),
+            "abruptness": ab[units].tolist(),
+        }
         df = pd.DataFrame(rows)
         if len(df):
-            df = df.assign(_abs=df["delta"].abs()).sort_values("_abs", ascending=False, kind="stable").drop(columns="_abs")
+            df = (
+                df.assign(_abs=df["delta"].abs())
+                .sort_values("_abs", ascending=False, kind="stable")
+                .drop(columns="_abs")
+            )
         return df.reset_index(drop=True)
 
     def token_table(self) -> pd.DataFrame:
@@ -811,16 +984,32 @@ class CheckpointSeriesResult:
         import pandas as pd
 
         ev = self.events("drop")
-        base = pd.DataFrame({"token_id": self.token_id.tolist(), "token": self.tokens,
-                             "loss_first": self.losses[0].double().numpy(), "loss_last": self.losses[-1].double().numpy()})
-        agg = base.groupby(["token_id", "token"], sort=False).agg(count=("loss_first", "size"), mean_loss_first=("loss_first", "mean"),
-                                                                 mean_loss_last=("loss_last", "mean")).reset_index()
+        base = pd.DataFrame(
+            {
+                "token_id": self.token_id.tolist(),
+                "token": self.tokens,
+                "loss_first": self.losses[0].double().numpy(),
+                "loss_last": self.losses[-1].double().numpy(),
+            }
+        )
+        agg = (
+            base.groupby(["token_id", "token"], sort=False)
+            .agg(
+                count=("loss_first", "size"),
+                mean_loss_first=("loss_first", "mean"),
+                mean_loss_last=("loss_last", "mean"),
+            )
+            .reset_index()
+        )
         if len(ev):
             by = ev.groupby(["token_id", "token", "step"]).size().rename("n").reset_index()
             best = by.sort_values(["n", "step"], ascending=[False, True]).drop_duplicates(["token_id", "token"])
             tot = ev.groupby(["token_id", "token"]).size().rename("n_drops").reset_index()
             agg = agg.merge(tot, how="left", on=["token_id", "token"]).merge(
-                best.rename(columns={"step": "main_step", "n": "drops_at_main_step"}), how="left", on=["token_id", "token"])
+                best.rename(columns={"step": "main_step", "n": "drops_at_main_step"}),
+                how="left",
+                on=["token_id", "token"],
+            )
         else:
             agg = agg.assign(n_drops=0, main_step=pd.NA, drops_at_main_step=0)
         agg["n_drops"] = agg["n_drops"].fillna(0).astype(int)
@@ -829,10 +1018,19 @@ class CheckpointSeriesResult:
 
     def pair(self, i: int = 0, j: int = -1) -> DiffResult:
         """The two-model diff between checkpoints ``i`` (A) and ``j`` (B) — no recomputation."""
-        return DiffResult(model_a=self.names[i], model_b=self.names[j], mode="tokens", chunk=self.chunk,
-                          position=self.position, token_id=self.token_id, tokens=self.tokens, contexts=self.contexts,
-                          loss_a=self.losses[i], loss_b=self.losses[j],
-                          settings={k: v for k, v in self.settings.items() if k != "names"})
+        return DiffResult(
+            model_a=self.names[i],
+            model_b=self.names[j],
+            mode="tokens",
+            chunk=self.chunk,
+            position=self.position,
+            token_id=self.token_id,
+            tokens=self.tokens,
+            contexts=self.contexts,
+            loss_a=self.losses[i],
+            loss_b=self.losses[j],
+            settings={k: v for k, v in self.settings.items() if k != "names"},
+        )
 
     def headline(self, k: int = 10) -> dict[str, Any]:
         ev = self.events("drop").head(k)
@@ -847,12 +1045,29 @@ class CheckpointSeriesResult:
             "drops_per_step": self.drops_per_step,
             "rises_per_step": self.rises_per_step,
             "phase_change_step": self.phase_change_step(),
-            "top_drops": [{"step": int(r.step), "token": r.token, "context": r.context, "loss_before": _round(r.loss_before),
-                           "loss_after": _round(r.loss_after), "delta": _round(r.delta), "abruptness": _round(r.abruptness)}
-                          for r in ev.itertuples(index=False)],
-            "top_tokens": [{"token": r.token, "token_id": int(r.token_id), "count": int(r.count), "n_drops": int(r.n_drops),
-                            "main_step": int(r.main_step), "drops_at_main_step": int(r.drops_at_main_step)}
-                           for r in tt.itertuples(index=False)],
+            "top_drops": [
+                {
+                    "step": int(r.step),
+                    "token": r.token,
+                    "context": r.context,
+                    "loss_before": _round(r.loss_before),
+                    "loss_after": _round(r.loss_after),
+                    "delta": _round(r.delta),
+                    "abruptness": _round(r.abruptness),
+                }
+                for r in ev.itertuples(index=False)
+            ],
+            "top_tokens": [
+                {
+                    "token": r.token,
+                    "token_id": int(r.token_id),
+                    "count": int(r.count),
+                    "n_drops": int(r.n_drops),
+                    "main_step": int(r.main_step),
+                    "drops_at_main_step": int(r.drops_at_main_step),
+                }
+                for r in tt.itertuples(index=False)
+            ],
         }
 
     def to_frame(self, which: str = "steps") -> pd.DataFrame:
@@ -862,14 +1077,25 @@ class CheckpointSeriesResult:
 
         if which == "steps":
             ml = self.mean_loss
-            return pd.DataFrame({"step": list(range(1, self.n_checkpoints)), "from": self.names[:-1], "to": self.names[1:],
-                                 "drops": self.drops_per_step, "rises": self.rises_per_step,
-                                 "mean_loss_before": ml[:-1], "mean_loss_after": ml[1:]})
+            return pd.DataFrame(
+                {
+                    "step": list(range(1, self.n_checkpoints)),
+                    "from": self.names[:-1],
+                    "to": self.names[1:],
+                    "drops": self.drops_per_step,
+                    "rises": self.rises_per_step,
+                    "mean_loss_before": ml[:-1],
+                    "mean_loss_after": ml[1:],
+                }
+            )
         if which == "events":
             return self.events("both")
         if which == "losses":
-            df = pd.DataFrame(_units_frame(self.chunk.tolist(), self.position.tolist(), self.token_id.tolist(),
-                                           self.tokens, self.contexts))
+            df = pd.DataFrame(
+                _units_frame(
+                    self.chunk.tolist(), self.position.tolist(), self.token_id.tolist(), self.tokens, self.contexts
+                )
+            )
             for c in range(self.n_checkpoints):
                 df[f"loss_{c}"] = self.losses[c].numpy()
             return df
@@ -886,16 +1112,33 @@ class CheckpointSeriesResult:
         if kind not in ("both", "steps", "trajectories"):
             raise ValueError(f"kind must be 'both', 'steps' or 'trajectories', not {kind!r}.")
         steps = [f"{s}" for s in range(1, self.n_checkpoints)]
-        drops = go.Bar(x=steps, y=[-x for x in self.drops_per_step], name=f"drops > {self.threshold:g} nats",
-                       marker={"color": "#54a24b"}, hovertemplate="step %{x}<br>%{y} tokens<extra></extra>")
-        rises = go.Bar(x=steps, y=self.rises_per_step, name=f"rises > {self.threshold:g} nats",
-                       marker={"color": "#e45756"}, hovertemplate="step %{x}<br>%{y} tokens<extra></extra>")
+        drops = go.Bar(
+            x=steps,
+            y=[-x for x in self.drops_per_step],
+            name=f"drops > {self.threshold:g} nats",
+            marker={"color": "#54a24b"},
+            hovertemplate="step %{x}<br>%{y} tokens<extra></extra>",
+        )
+        rises = go.Bar(
+            x=steps,
+            y=self.rises_per_step,
+            name=f"rises > {self.threshold:g} nats",
+            marker={"color": "#e45756"},
+            hovertemplate="step %{x}<br>%{y} tokens<extra></extra>",
+        )
         ev = self.events("drop").drop_duplicates("unit").head(k)
         xs = [_esc(n) for n in self.names]
-        traj = [go.Scatter(x=list(range(self.n_checkpoints)), y=self.losses[:, u].tolist(), mode="lines+markers",
-                           name=f"{_esc(t)} @{c}:{p}", customdata=xs,
-                           hovertemplate="%{customdata}<br>loss %{y:.3f}<extra>" + _esc(t) + "</extra>")
-                for u, t, c, p in zip(ev["unit"], ev["token"], ev["chunk"], ev["position"])]
+        traj = [
+            go.Scatter(
+                x=list(range(self.n_checkpoints)),
+                y=self.losses[:, u].tolist(),
+                mode="lines+markers",
+                name=f"{_esc(t)} @{c}:{p}",
+                customdata=xs,
+                hovertemplate="%{customdata}<br>loss %{y:.3f}<extra>" + _esc(t) + "</extra>",
+            )
+            for u, t, c, p in zip(ev["unit"], ev["token"], ev["chunk"], ev["position"])
+        ]
         title = "Abrupt per-token loss changes between consecutive checkpoints"
         if kind == "steps":
             fig = go.Figure([drops, rises])
@@ -907,7 +1150,9 @@ class CheckpointSeriesResult:
             fig.update_xaxes(title_text="checkpoint")
             fig.update_yaxes(title_text="loss (nats)")
         else:
-            fig = make_subplots(rows=1, cols=2, subplot_titles=("drops / rises per step", "largest drops: loss over checkpoints"))
+            fig = make_subplots(
+                rows=1, cols=2, subplot_titles=("drops / rises per step", "largest drops: loss over checkpoints")
+            )
             fig.add_trace(drops, row=1, col=1)
             fig.add_trace(rises, row=1, col=1)
             for tr in traj:
@@ -925,23 +1170,51 @@ class CheckpointSeriesResult:
 
         h = self.headline(k)
         pc = h["phase_change_step"]
-        summary = (f"{h['n_checkpoints']} checkpoints, {h['n_units']} tokens. An abrupt drop: a token's loss falls by "
-                   f"more than {self.threshold:g} nats between two consecutive checkpoints. Drops per step: "
-                   f"{h['drops_per_step']}; rises: {h['rises_per_step']}. "
-                   + (f"Most drops at step {pc['step']} ({pc['from']} → {pc['to']}): {pc['n_drops']} tokens."
-                      if pc else "No token drops by more than the threshold."))
+        summary = (
+            f"{h['n_checkpoints']} checkpoints, {h['n_units']} tokens. An abrupt drop: a token's loss falls by "
+            f"more than {self.threshold:g} nats between two consecutive checkpoints. Drops per step: "
+            f"{h['drops_per_step']}; rises: {h['rises_per_step']}. "
+            + (
+                f"Most drops at step {pc['step']} ({pc['from']} → {pc['to']}): {pc['n_drops']} tokens."
+                if pc
+                else "No token drops by more than the threshold."
+            )
+        )
         ev = self.events("drop").head(k)
-        rows = [{"step": int(r.step), "context": _show_context(r.context), "token": display_token(r.token),
-                 "before": r.loss_before, "after": r.loss_after, "delta": r.delta, "abruptness": r.abruptness}
-                for r in ev.itertuples(index=False)]
+        rows = [
+            {
+                "step": int(r.step),
+                "context": _show_context(r.context),
+                "token": display_token(r.token),
+                "before": r.loss_before,
+                "after": r.loss_after,
+                "delta": r.delta,
+                "abruptness": r.abruptness,
+            }
+            for r in ev.itertuples(index=False)
+        ]
         tt = self.token_table().head(k)
         tt = tt.assign(token=tt["token"].map(display_token))
-        return [text(summary), figure(self.plot(k=min(k, 12))), table(self.to_frame("steps")),
-                heading("Largest abrupt drops", 4), table(rows), heading("Token types with most abrupt drops", 4), table(tt)]
+        return [
+            text(summary),
+            figure(self.plot(k=min(k, 12))),
+            table(self.to_frame("steps")),
+            heading("Largest abrupt drops", 4),
+            table(rows),
+            heading("Token types with most abrupt drops", 4),
+            table(tt),
+        ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "checkpoint_series", "format_version": 1, "names": self.names, "threshold": self.threshold,
-                "settings": self.settings, "headline": self.headline(), "units_file": SERIES_UNITS_FILE}
+        return {
+            "kind": "checkpoint_series",
+            "format_version": 1,
+            "names": self.names,
+            "threshold": self.threshold,
+            "settings": self.settings,
+            "headline": self.headline(),
+            "units_file": SERIES_UNITS_FILE,
+        }
 
     def save(self, directory: str | Path, name: str = SERIES_FILE, units_name: str = SERIES_UNITS_FILE) -> Path:
         """Write ``checkpoints.json`` and ``checkpoint_losses.parquet`` (a ``loss_<k>`` column per checkpoint)."""
@@ -957,12 +1230,20 @@ class CheckpointSeriesResult:
 
         meta, p = read_json(path, SERIES_FILE, "checkpoint_series")
         df = pd.read_parquet(p.parent / meta.get("units_file", SERIES_UNITS_FILE))
-        losses = torch.tensor(df[[f"loss_{c}" for c in range(len(meta["names"]))]].to_numpy().T.copy(), dtype=torch.float32)
-        return cls(names=meta["names"], chunk=torch.tensor(df["chunk"].to_numpy(), dtype=torch.long),
-                   position=torch.tensor(df["position"].to_numpy(), dtype=torch.long),
-                   token_id=torch.tensor(df["token_id"].to_numpy(), dtype=torch.long), tokens=df["token"].tolist(),
-                   contexts=df["context"].tolist(), losses=losses, threshold=float(meta["threshold"]),
-                   settings=meta.get("settings", {}))
+        losses = torch.tensor(
+            df[[f"loss_{c}" for c in range(len(meta["names"]))]].to_numpy().T.copy(), dtype=torch.float32
+        )
+        return cls(
+            names=meta["names"],
+            chunk=torch.tensor(df["chunk"].to_numpy(), dtype=torch.long),
+            position=torch.tensor(df["position"].to_numpy(), dtype=torch.long),
+            token_id=torch.tensor(df["token_id"].to_numpy(), dtype=torch.long),
+            tokens=df["token"].tolist(),
+            contexts=df["context"].tolist(),
+            losses=losses,
+            threshold=float(meta["threshold"]),
+            settings=meta.get("settings", {}),
+        )
 
 
 # ---------------------------------------------------------------------------------- entry points
@@ -976,9 +1257,21 @@ def _source_label(source, text, tokens) -> str:
     return str(source) if source is not None else "pydoc"
 
 
-def diff_models(model_a: ModelLike, model_b: ModelLike, *, source: str | Path | None = None, text: str | None = None,
-                tokens=None, n_chunks: int | None = 16, chunk_len: int = 128, prepend_bos: bool | None = None,
-                alignment: str = "auto", context: int = 10, min_count: int = 3, batch_size: int = 8) -> DiffResult:
+def diff_models(
+    model_a: ModelLike,
+    model_b: ModelLike,
+    *,
+    source: str | Path | None = None,
+    text: str | None = None,
+    tokens=None,
+    n_chunks: int | None = 16,
+    chunk_len: int = 128,
+    prepend_bos: bool | None = None,
+    alignment: str = "auto",
+    context: int = 10,
+    min_count: int = 3,
+    batch_size: int = 8,
+) -> DiffResult:
     """Per-token losses of two models on the same text, and where they differ (see the module docstring).
 
     ``source``: ``None``/``"pydoc"`` (the stdlib's pydoc topics) or a UTF-8 text file; ``text``: the text
@@ -992,10 +1285,18 @@ def diff_models(model_a: ModelLike, model_b: ModelLike, *, source: str | Path | 
     a, loaded_a = _as_model(model_a)
     b, loaded_b = _as_model(model_b)
     name_a, name_b = _name(model_a), _name(model_b)
-    settings = {"source": _source_label(source, text, tokens), "n_chunks": n_chunks, "chunk_len": chunk_len,
-                "prepend_bos": prepend_bos, "alignment": alignment, "context": context, "min_count": min_count,
-                "loss": "next-token cross-entropy (nats)", "diff": "loss_b - loss_a",
-                "method": "per-token loss comparison (Olsson et al. 2022)"}
+    settings = {
+        "source": _source_label(source, text, tokens),
+        "n_chunks": n_chunks,
+        "chunk_len": chunk_len,
+        "prepend_bos": prepend_bos,
+        "alignment": alignment,
+        "context": context,
+        "min_count": min_count,
+        "loss": "next-token cross-entropy (nats)",
+        "diff": "loss_b - loss_a",
+        "method": "per-token loss comparison (Olsson et al. 2022)",
+    }
     try:
         if tokens is not None:
             if alignment == "text":
@@ -1005,12 +1306,16 @@ def diff_models(model_a: ModelLike, model_b: ModelLike, *, source: str | Path | 
         else:
             for m in (a, b):
                 if m.tokenizer is None:
-                    raise ValueError(f"Model {m.name!r} has no tokenizer; give token ids (tokens=[n_chunks, chunk_len]) instead of text.")
+                    raise ValueError(
+                        f"Model {m.name!r} has no tokenizer; give token ids (tokens=[n_chunks, chunk_len]) instead of text."
+                    )
             s = _analysed_text(a, _get_text(source, text), n_chunks, chunk_len, _uses_bos(a, prepend_bos))
             same, why = same_tokenizer(a, b, s, prepend_bos)
             if alignment == "tokens" and not same:
-                raise ValueError(f"the two models' tokenizers differ ({why}). Per-token comparison needs one tokenizer; "
-                                 "use alignment='auto' or 'text' to compare them on text units instead.")
+                raise ValueError(
+                    f"the two models' tokenizers differ ({why}). Per-token comparison needs one tokenizer; "
+                    "use alignment='auto' or 'text' to compare them on text units instead."
+                )
             mode = "tokens" if same and alignment != "text" else "text"
         if mode == "tokens":
             if tokens is None:
@@ -1030,15 +1335,34 @@ def diff_models(model_a: ModelLike, model_b: ModelLike, *, source: str | Path | 
         if loaded_b:
             del b
         gc.collect()
-    return DiffResult(model_a=name_a, model_b=name_b, mode=mode, chunk=torch.tensor(units.chunk, dtype=torch.long),
-                      position=torch.tensor(units.position, dtype=torch.long),
-                      token_id=torch.tensor(units.token_id, dtype=torch.long), tokens=units.token, contexts=units.context,
-                      loss_a=losses[0].float(), loss_b=losses[1].float(), settings=settings)
+    return DiffResult(
+        model_a=name_a,
+        model_b=name_b,
+        mode=mode,
+        chunk=torch.tensor(units.chunk, dtype=torch.long),
+        position=torch.tensor(units.position, dtype=torch.long),
+        token_id=torch.tensor(units.token_id, dtype=torch.long),
+        tokens=units.token,
+        contexts=units.context,
+        loss_a=losses[0].float(),
+        loss_b=losses[1].float(),
+        settings=settings,
+    )
 
 
-def diff_checkpoints(models: Sequence[ModelLike], *, source: str | Path | None = None, text: str | None = None,
-                     tokens=None, n_chunks: int | None = 16, chunk_len: int = 128, prepend_bos: bool | None = None,
-                     threshold: float = 1.0, context: int = 10, batch_size: int = 8) -> CheckpointSeriesResult:
+def diff_checkpoints(
+    models: Sequence[ModelLike],
+    *,
+    source: str | Path | None = None,
+    text: str | None = None,
+    tokens=None,
+    n_chunks: int | None = 16,
+    chunk_len: int = 128,
+    prepend_bos: bool | None = None,
+    threshold: float = 1.0,
+    context: int = 10,
+    batch_size: int = 8,
+) -> CheckpointSeriesResult:
     """Per-token losses of a series of checkpoints (training order) on one text, and the steps at which
     tokens' losses change abruptly (phase changes; see the module docstring).
 
@@ -1047,7 +1371,9 @@ def diff_checkpoints(models: Sequence[ModelLike], *, source: str | Path | None =
     :func:`diff_models`; ``threshold`` in nats."""
     models = list(models)
     if len(models) < 2:
-        raise ValueError(f"a checkpoint series needs at least 2 checkpoints (3 or more to see a phase change), got {len(models)}.")
+        raise ValueError(
+            f"a checkpoint series needs at least 2 checkpoints (3 or more to see a phase change), got {len(models)}."
+        )
     if not threshold > 0:
         raise ValueError(f"threshold must be positive (nats), got {threshold}.")
     first, loaded = _as_model(models[0])
@@ -1060,12 +1386,26 @@ def diff_checkpoints(models: Sequence[ModelLike], *, source: str | Path | None =
             del first
             gc.collect()
     names = [_name(m) for m in models]
-    settings = {"source": _source_label(source, text, tokens), "n_chunks": int(t.shape[0]), "chunk_len": int(t.shape[1]),
-                "prepend_bos": use_bos, "context": context, "threshold": threshold, "min_count": 3,
-                "loss": "next-token cross-entropy (nats)",
-                "event": "abrupt drop at step k: loss_k - loss_{k-1} < -threshold (rise: > threshold)",
-                "method": "per-token loss across checkpoints (Olsson et al. 2022)"}
-    return CheckpointSeriesResult(names=names, chunk=torch.tensor(units.chunk, dtype=torch.long),
-                                  position=torch.tensor(units.position, dtype=torch.long),
-                                  token_id=torch.tensor(units.token_id, dtype=torch.long), tokens=units.token,
-                                  contexts=units.context, losses=losses.float(), threshold=float(threshold), settings=settings)
+    settings = {
+        "source": _source_label(source, text, tokens),
+        "n_chunks": int(t.shape[0]),
+        "chunk_len": int(t.shape[1]),
+        "prepend_bos": use_bos,
+        "context": context,
+        "threshold": threshold,
+        "min_count": 3,
+        "loss": "next-token cross-entropy (nats)",
+        "event": "abrupt drop at step k: loss_k - loss_{k-1} < -threshold (rise: > threshold)",
+        "method": "per-token loss across checkpoints (Olsson et al. 2022)",
+    }
+    return CheckpointSeriesResult(
+        names=names,
+        chunk=torch.tensor(units.chunk, dtype=torch.long),
+        position=torch.tensor(units.position, dtype=torch.long),
+        token_id=torch.tensor(units.token_id, dtype=torch.long),
+        tokens=units.token,
+        contexts=units.context,
+        losses=losses.float(),
+        threshold=float(threshold),
+        settings=settings,
+    )

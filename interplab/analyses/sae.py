@@ -48,6 +48,7 @@ code with exactly the SAE's L0 in the PCA basis — the fairer sparse baseline, 
 **Recovery** of a known dictionary: for each true atom the maximum cosine similarity with any decoder row;
 ``recovery`` is the fraction with maximum cosine ≥ 0.9 (``mmcs`` the mean maximum cosine).
 """
+
 from __future__ import annotations
 
 import json
@@ -85,12 +86,14 @@ class TensorData:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False, **_) -> Iterator[torch.Tensor]:
+    def batches(
+        self, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False, **_
+    ) -> Iterator[torch.Tensor]:
         n = len(self)
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
         stop = n - (n % batch_size) if drop_last else n
         for i in range(0, stop, batch_size):
-            yield self.x[idx[i:i + batch_size]]
+            yield self.x[idx[i : i + batch_size]]
 
     def stats(self, batch_size: int = 16384) -> Stats:
         return Stats().update(self.x)
@@ -115,8 +118,15 @@ def uniform(n: int, d: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, d, generator=torch.Generator().manual_seed(seed))
 
 
-def known_dictionary(n: int, d: int = 64, n_atoms: int = 256, active: float = 4.0, seed: int = 0,
-                     atoms: torch.Tensor | None = None, noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def known_dictionary(
+    n: int,
+    d: int = 64,
+    n_atoms: int = 256,
+    active: float = 4.0,
+    seed: int = 0,
+    atoms: torch.Tensor | None = None,
+    noise: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse data with a known dictionary: ``x = c @ D`` with ``D`` [n_atoms, d] random unit rows and each
     atom active independently with probability ``active / n_atoms`` (on average ``active`` per row) at a
     magnitude Uniform(0, 1) + 0.5 (so active atoms are clearly non-zero). Returns ``(x, D)``."""
@@ -170,7 +180,9 @@ class SAEConfig:
     k_aux: int | None = None  # topk: AuxK (default min(d_in // 2, n_features // 2))
     aux_coeff: float = 1 / 32
     dead_window: int | None = None  # tokens without firing that make a feature dead (default: a quarter of training)
-    resample_at: tuple[float, ...] | None = None  # fractions of training at which to resample dead features (relu default .25 .5 .75)
+    resample_at: tuple[float, ...] | None = (
+        None  # fractions of training at which to resample dead features (relu default .25 .5 .75)
+    )
     freeze_decoder: bool = False  # control: random unit decoder, never trained
     l1_warmup: float = 0.05  # relu / jumprelu: fraction of training over which λ ramps up from 0
     l0_coeff: float = 0.5  # jumprelu: λ of the L0 penalty (inputs scaled to E||x||^2 = d)
@@ -319,20 +331,24 @@ class TrainState:
 
 def save_checkpoint(directory: Path, sae: SAE, opt, st: TrainState) -> None:
     from interplab.io.activations import _atomic_save
-    from interplab.train.trainer import optimizer_tensors
+    from interplab.io.checkpoints import optimizer_tensors
 
     ot, om = optimizer_tensors(opt)
     t = {f"sae.{k}": v for k, v in sae.state().items()} | {f"opt.{k}": v for k, v in ot.items()}
     t["tokens_since_fired"] = st.tokens_since_fired
-    meta = {"step": str(st.step), "config": json.dumps(asdict(sae.cfg)), "history": json.dumps(st.history),
-            "optimizer": json.dumps(om)}
+    meta = {
+        "step": str(st.step),
+        "config": json.dumps(asdict(sae.cfg)),
+        "history": json.dumps(st.history),
+        "optimizer": json.dumps(om),
+    }
     _atomic_save(t, directory / "checkpoint.safetensors", metadata=meta)
 
 
 def load_checkpoint(directory: Path, sae: SAE, opt) -> TrainState | None:
     from safetensors import safe_open
 
-    from interplab.train.trainer import load_optimizer_tensors
+    from interplab.io.checkpoints import load_optimizer_tensors
 
     p = directory / "checkpoint.safetensors"
     if not p.exists():
@@ -343,10 +359,14 @@ def load_checkpoint(directory: Path, sae: SAE, opt) -> TrainState | None:
     cfg = json.loads(meta["config"])
     now = json.loads(json.dumps(asdict(sae.cfg)))
     if cfg != now:
-        raise ValueError(f"{p} was written by an SAE with another configuration; use another run directory "
-                         f"(differences: { {k: (cfg.get(k), v) for k, v in now.items() if cfg.get(k) != v} }).")
+        raise ValueError(
+            f"{p} was written by an SAE with another configuration; use another run directory "
+            f"(differences: { {k: (cfg.get(k), v) for k, v in now.items() if cfg.get(k) != v} })."
+        )
     if "optimizer" not in meta:
-        raise ValueError(f"{p} was written by an older interplab (another optimizer-state format); use another run directory.")
+        raise ValueError(
+            f"{p} was written by an older interplab (another optimizer-state format); use another run directory."
+        )
     sae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("sae.")})
     load_optimizer_tensors(opt, {k[4:]: v for k, v in t.items() if k.startswith("opt.")}, json.loads(meta["optimizer"]))
     return TrainState(int(meta["step"]), t["tokens_since_fired"], json.loads(meta["history"]))
@@ -393,9 +413,15 @@ def _resample(sae: SAE, opt, dead: torch.Tensor, x: torch.Tensor, seed: int) -> 
     return len(idx)
 
 
-def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 200,
-              log_every: int = 50, progress: Callable[[int, int, dict], None] | None = None,
-              max_steps: int | None = None) -> tuple[SAE, dict]:
+def train_sae(
+    data,
+    cfg: SAEConfig,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 200,
+    log_every: int = 50,
+    progress: Callable[[int, int, dict], None] | None = None,
+    max_steps: int | None = None,
+) -> tuple[SAE, dict]:
     """Train an SAE on ``data`` (an :class:`ActivationDataset`, :class:`TensorData` or tensor ``[n, d]``).
 
     Returns ``(sae, info)`` with the loss history, steps, tokens, seconds and tokens/s. With
@@ -500,8 +526,15 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
                     logs[key] = float(logs[key])
             with torch.no_grad():
                 tv = ((xs - xs.mean(0)) ** 2).sum(-1).mean()
-                logs.update({"loss": float(loss), "mse": float(mse), "ev": float(1 - mse / tv) if tv > 0 else float("nan"),
-                             "l0": float(nnz.mean()), "dead_frac": float(dead.float().mean())})
+                logs.update(
+                    {
+                        "loss": float(loss),
+                        "mse": float(mse),
+                        "ev": float(1 - mse / tv) if tv > 0 else float("nan"),
+                        "l0": float(nnz.mean()),
+                        "dead_frac": float(dead.float().mean()),
+                    }
+                )
             state.history.append(logs)
             if progress is not None:
                 progress(step + 1, steps, logs)
@@ -509,10 +542,17 @@ def train_sae(data, cfg: SAEConfig, checkpoint_dir: str | Path | None = None, ch
             save_checkpoint(ck, sae, opt, state)
     sec = time.perf_counter() - t0
     done = state.step - start
-    info = {"steps": steps, "steps_run": done, "tokens": steps * cfg.batch_size, "seconds": round(sec, 3),
-            "tokens_per_s": round(done * cfg.batch_size / sec, 1) if sec > 0 else None, "history": state.history,
-            "train_dead_frac": float((state.tokens_since_fired >= dead_window).float().mean()), "dead_window": dead_window,
-            "complete": state.step >= steps}
+    info = {
+        "steps": steps,
+        "steps_run": done,
+        "tokens": steps * cfg.batch_size,
+        "seconds": round(sec, 3),
+        "tokens_per_s": round(done * cfg.batch_size / sec, 1) if sec > 0 else None,
+        "history": state.history,
+        "train_dead_frac": float((state.tokens_since_fired >= dead_window).float().mean()),
+        "dead_window": dead_window,
+        "complete": state.step >= steps,
+    }
     return sae, info
 
 
@@ -526,7 +566,9 @@ def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(sae: SAE | Callable[[torch.Tensor], torch.Tensor], data, batch_size: int = 4096, row_errors: bool = False) -> dict:
+def evaluate(
+    sae: SAE | Callable[[torch.Tensor], torch.Tensor], data, batch_size: int = 4096, row_errors: bool = False
+) -> dict:
     """Streaming ``l0``, ``explained_variance``, ``mse``, ``dead_frac`` (and per-feature ``density``) of an SAE
     — or of any reconstruction function ``x -> x̂`` (then L0 and dead_frac are absent) — on ``data``.
     ``row_errors``: also ``row_sq_err`` (``||x - x̂||²`` of every row, float64 of the float32 error) and
@@ -556,7 +598,7 @@ def evaluate(sae: SAE | Callable[[torch.Tensor], torch.Tensor], data, batch_size
     if counts is not None:
         out["l0"] = l0 / n
         out["dead_frac"] = float((counts == 0).float().mean())
-        out["density"] = (counts.double() / n)
+        out["density"] = counts.double() / n
     if rows is not None:
         out["row_sq_err"] = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.float64)
         out["total_var"] = st.total_var
@@ -564,8 +606,15 @@ def evaluate(sae: SAE | Callable[[torch.Tensor], torch.Tensor], data, batch_size
 
 
 @torch.no_grad()
-def ce_score(model, sae: SAE, hook: str, tokens: torch.Tensor, batch: int = 8, skip_first: bool = False,
-             baseline: dict | None = None) -> dict:
+def ce_score(
+    model,
+    sae: SAE,
+    hook: str,
+    tokens: torch.Tensor,
+    batch: int = 8,
+    skip_first: bool = False,
+    baseline: dict | None = None,
+) -> dict:
     """Next-token cross-entropy (nats/token) clean, with the SAE's reconstruction spliced in at ``hook``
     (``Apply``), and with ``hook`` zero-ablated (``Ablate``); ``ce_score = (CE_zero - CE_sae) / (CE_zero - CE_clean)``.
     ``skip_first``: keep position 0 (a BOS token the SAE never saw) unchanged. ``baseline``: the result of an
@@ -582,11 +631,13 @@ def ce_score(model, sae: SAE, hook: str, tokens: torch.Tensor, batch: int = 8, s
     tot = dict.fromkeys(runs, 0.0)
     n = 0
     for i in range(0, tokens.shape[0], batch):
-        t = tokens[i:i + batch]
+        t = tokens[i : i + batch]
         tgt = t[:, 1:].reshape(-1)
         for name, iv in runs.items():
             logits = model.run(t, interventions=iv).logits
-            tot[name] += float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tgt, reduction="sum"))
+            tot[name] += float(
+                F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tgt, reduction="sum")
+            )
         n += tgt.numel()
     ce = {k: v / n for k, v in tot.items()}
     if baseline is not None:
@@ -594,8 +645,14 @@ def ce_score(model, sae: SAE, hook: str, tokens: torch.Tensor, batch: int = 8, s
             raise ValueError(f"the baseline was measured on {baseline['ce_tokens']} tokens, these are {n}.")
         ce["clean"], ce["zero"] = baseline["ce_clean"], baseline["ce_zero_ablation"]
     denom = ce["zero"] - ce["clean"]
-    return {"ce_clean": ce["clean"], "ce_sae": ce["sae"], "ce_zero_ablation": ce["zero"], "ce_tokens": n,
-            "ce_score": (ce["zero"] - ce["sae"]) / denom if denom != 0 else float("nan"), "ce_baseline": "zero ablation"}
+    return {
+        "ce_clean": ce["clean"],
+        "ce_sae": ce["sae"],
+        "ce_zero_ablation": ce["zero"],
+        "ce_tokens": n,
+        "ce_score": (ce["zero"] - ce["sae"]) / denom if denom != 0 else float("nan"),
+        "ce_baseline": "zero ablation",
+    }
 
 
 # ------------------------------------------------------------------------------------------ PCA baseline
@@ -641,16 +698,28 @@ def recovery(sae: SAE, atoms: torch.Tensor, threshold: float = 0.9) -> dict:
     """Max cosine similarity of each true atom with the decoder rows: ``recovery`` (fraction ≥ threshold), ``mmcs``."""
     cos = F.normalize(atoms.float(), dim=-1) @ F.normalize(sae.W_dec.detach().float(), dim=-1).T
     best = cos.max(dim=1).values
-    return {"recovery": float((best >= threshold).float().mean()), "mmcs": float(best.mean()), "n_atoms": int(atoms.shape[0]),
-            "recovery_threshold": threshold}
+    return {
+        "recovery": float((best >= threshold).float().mean()),
+        "mmcs": float(best.mean()),
+        "n_atoms": int(atoms.shape[0]),
+        "recovery_threshold": threshold,
+    }
 
 
 # ------------------------------------------------------------------------------------------ feature browser
 
 
 @torch.no_grad()
-def top_contexts(sae: SAE, ds: ActivationDataset, features: list[int], n_top: int = 8, batch_size: int = 4096,
-                 tokenizer=None, before: int = 12, after: int = 3) -> dict[int, list[dict]]:
+def top_contexts(
+    sae: SAE,
+    ds: ActivationDataset,
+    features: list[int],
+    n_top: int = 8,
+    batch_size: int = 4096,
+    tokenizer=None,
+    before: int = 12,
+    after: int = 3,
+) -> dict[int, list[dict]]:
     """The ``n_top`` highest activations of each feature in ``features`` over ``ds``, with their contexts."""
     feats = torch.tensor(features, dtype=torch.long)
     best_v = torch.full((len(feats), n_top), -1.0)
@@ -681,13 +750,20 @@ def browser_html(contexts: dict[int, list[dict]], density: dict[int, float] | No
     parts = ['<div class="ipl-feature-browser">']
     for f, rows in contexts.items():
         dens = f" — density {density[f]:.2e}" if density and f in density else ""
-        parts.append(f'<h4 class="ipl-heading">feature {int(f)}{escape(dens)}</h4><table class="ipl-table"><tr><th>activation</th><th>context</th></tr>')
+        parts.append(
+            f'<h4 class="ipl-heading">feature {int(f)}{escape(dens)}</h4><table class="ipl-table"><tr><th>activation</th><th>context</th></tr>'
+        )
         if not rows:
             parts.append("<tr><td></td><td>(never fires on these tokens)</td></tr>")
         for r in rows:
-            ctx = ("".join(escape(t) for t in r["before"]) + f'<mark><b>{escape(r["token"])}</b></mark>'
-                   + "".join(escape(t) for t in r["after"]))
-            parts.append(f'<tr><td>{r["activation"]:.3g}</td><td style="white-space:pre-wrap;font-family:monospace">{ctx}</td></tr>')
+            ctx = (
+                "".join(escape(t) for t in r["before"])
+                + f"<mark><b>{escape(r['token'])}</b></mark>"
+                + "".join(escape(t) for t in r["after"])
+            )
+            parts.append(
+                f'<tr><td>{r["activation"]:.3g}</td><td style="white-space:pre-wrap;font-family:monospace">{ctx}</td></tr>'
+            )
         parts.append("</table>")
     parts.append("</div>")
     return Html("".join(parts))
@@ -705,23 +781,36 @@ def _ev_gap(sae_scores: dict, pca_scores: dict) -> dict:
 
 
 def _brief(m: dict) -> dict:
-    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items() if k not in ("density", "n", "row_sq_err", "total_var")}
+    return {
+        k: (round(v, 5) if isinstance(v, float) else v)
+        for k, v in m.items()
+        if k not in ("density", "n", "row_sq_err", "total_var")
+    }
 
 
-def fit_and_score(train, test, cfg: SAEConfig, atoms: torch.Tensor | None = None, checkpoint_dir=None,
-                  progress=None) -> tuple[SAE, dict]:
+def fit_and_score(
+    train, test, cfg: SAEConfig, atoms: torch.Tensor | None = None, checkpoint_dir=None, progress=None
+) -> tuple[SAE, dict]:
     """Train on ``train``; score on train and test; PCA at equal L0 (and the SAE-PCA gap); recovery if ``atoms``."""
     sae, info = train_sae(train, cfg, checkpoint_dir=checkpoint_dir, progress=progress)
     tr, te = evaluate(sae, train), evaluate(sae, test, row_errors=True)
     p = PCA(train)
     m = max(1, int(round(te["l0"])))
     pk = evaluate(lambda x: p.reconstruct(x, m, "topk"), test, row_errors=True)
-    out = {"train": _brief(tr), "test": _brief(te), "pca_m": m,
-           "pca_top_ev": evaluate(lambda x: p.reconstruct(x, m, "top"), test)["explained_variance"],
-           "pca_topk_ev": pk["explained_variance"], **_ev_gap(te, pk),
-           "tokens_per_s": info["tokens_per_s"], "train_seconds": info["seconds"],
-           "steps": info["steps"], "train_dead_frac_window": info["train_dead_frac"], "history": info["history"],
-           "density_test": te["density"]}
+    out = {
+        "train": _brief(tr),
+        "test": _brief(te),
+        "pca_m": m,
+        "pca_top_ev": evaluate(lambda x: p.reconstruct(x, m, "top"), test)["explained_variance"],
+        "pca_topk_ev": pk["explained_variance"],
+        **_ev_gap(te, pk),
+        "tokens_per_s": info["tokens_per_s"],
+        "train_seconds": info["seconds"],
+        "steps": info["steps"],
+        "train_dead_frac_window": info["train_dead_frac"],
+        "history": info["history"],
+        "density_test": te["density"],
+    }
     if atoms is not None:
         out.update(recovery(sae, atoms))
     return sae, out
@@ -730,8 +819,18 @@ def fit_and_score(train, test, cfg: SAEConfig, atoms: torch.Tensor | None = None
 def control_config(cfg: SAEConfig, d: int) -> SAEConfig:
     """The SAE used on a synthetic control of dimension ``d``: same kind, λ and seed, ``k = max(1, min(k, d // 8))``,
     ``n_features = max(64, 8 d)``, 4 epochs of 32k rows."""
-    return SAEConfig(d_in=d, n_features=max(64, 8 * d), kind=cfg.kind, k=max(1, min(cfg.k, d // 8)), l1_coeff=cfg.l1_coeff, l0_coeff=cfg.l0_coeff,
-                     lr=1e-3, batch_size=512, epochs=4, seed=cfg.seed)
+    return SAEConfig(
+        d_in=d,
+        n_features=max(64, 8 * d),
+        kind=cfg.kind,
+        k=max(1, min(cfg.k, d // 8)),
+        l1_coeff=cfg.l1_coeff,
+        l0_coeff=cfg.l0_coeff,
+        lr=1e-3,
+        batch_size=512,
+        epochs=4,
+        seed=cfg.seed,
+    )
 
 
 @dataclass
@@ -746,22 +845,52 @@ class SAEResult:
 
     def headline(self) -> dict:
         m = self.main
-        h = {"l0": m["train"]["l0"], "test_l0": m["test"]["l0"],
-             "explained_variance": m["train"]["explained_variance"], "test_explained_variance": m["test"]["explained_variance"],
-             "mse": m["train"]["mse"], "test_mse": m["test"]["mse"],
-             "dead_frac": m["train"]["dead_frac"], "test_dead_frac": m["test"]["dead_frac"],
-             "pca_top_ev": m["pca_top_ev"], "pca_topk_ev": m["pca_topk_ev"], "pca_m": m["pca_m"],
-             "tokens_per_s": m["tokens_per_s"]}
+        h = {
+            "l0": m["train"]["l0"],
+            "test_l0": m["test"]["l0"],
+            "explained_variance": m["train"]["explained_variance"],
+            "test_explained_variance": m["test"]["explained_variance"],
+            "mse": m["train"]["mse"],
+            "test_mse": m["test"]["mse"],
+            "dead_frac": m["train"]["dead_frac"],
+            "test_dead_frac": m["test"]["dead_frac"],
+            "pca_top_ev": m["pca_top_ev"],
+            "pca_topk_ev": m["pca_topk_ev"],
+            "pca_m": m["pca_m"],
+            "tokens_per_s": m["tokens_per_s"],
+        }
         if self.ce:
-            h.update({"ce_score": self.ce["train"]["ce_score"], "test_ce_score": self.ce["test"]["ce_score"],
-                      "ce_clean": self.ce["test"]["ce_clean"], "ce_sae": self.ce["test"]["ce_sae"],
-                      "ce_zero_ablation": self.ce["test"]["ce_zero_ablation"], "ce_baseline": "zero ablation"})
+            h.update(
+                {
+                    "ce_score": self.ce["train"]["ce_score"],
+                    "test_ce_score": self.ce["test"]["ce_score"],
+                    "ce_clean": self.ce["test"]["ce_clean"],
+                    "ce_sae": self.ce["test"]["ce_sae"],
+                    "ce_zero_ablation": self.ce["test"]["ce_zero_ablation"],
+                    "ce_baseline": "zero ablation",
+                }
+            )
         if "recovery" in m:
             h.update({"recovery": m["recovery"], "mmcs": m["mmcs"]})
         if self.controls:
-            h["controls"] = {k: {kk: v[kk] for kk in ("test_explained_variance", "l0", "pca_topk_ev", "pca_top_ev",
-                                                     "ev_gap_vs_pca_topk", "ev_gap_se", "test_dead_frac", "recovery", "ce_score")
-                                 if kk in v} for k, v in self.controls.items()}
+            h["controls"] = {
+                k: {
+                    kk: v[kk]
+                    for kk in (
+                        "test_explained_variance",
+                        "l0",
+                        "pca_topk_ev",
+                        "pca_top_ev",
+                        "ev_gap_vs_pca_topk",
+                        "ev_gap_se",
+                        "test_dead_frac",
+                        "recovery",
+                        "ce_score",
+                    )
+                    if kk in v
+                }
+                for k, v in self.controls.items()
+            }
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
 
     def to_frame(self):
@@ -769,20 +898,33 @@ class SAEResult:
 
         rows = [{"data": "main", "split": s, **{k: v for k, v in self.main[s].items()}} for s in ("train", "test")]
         for name, c in self.controls.items():
-            rows.append({"data": name, "split": "test", "l0": c.get("l0"), "explained_variance": c.get("test_explained_variance"),
-                         "dead_frac": c.get("test_dead_frac"), "pca_topk_ev": c.get("pca_topk_ev"), "pca_top_ev": c.get("pca_top_ev"),
-                         "recovery": c.get("recovery")})
+            rows.append(
+                {
+                    "data": name,
+                    "split": "test",
+                    "l0": c.get("l0"),
+                    "explained_variance": c.get("test_explained_variance"),
+                    "dead_frac": c.get("test_dead_frac"),
+                    "pca_topk_ev": c.get("pca_topk_ev"),
+                    "pca_top_ev": c.get("pca_top_ev"),
+                    "recovery": c.get("recovery"),
+                }
+            )
         return pd.DataFrame(rows)
 
     def plot(self):
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("training (batch EV, L0)", "held-out EV: SAE vs PCA at equal L0"))
+        fig = make_subplots(
+            rows=1, cols=2, subplot_titles=("training (batch EV, L0)", "held-out EV: SAE vs PCA at equal L0")
+        )
         hist = self.main["history"]
         fig.add_trace(go.Scatter(x=[h["step"] for h in hist], y=[h["ev"] for h in hist], name="batch EV"), 1, 1)
         names = ["main"] + list(self.controls)
-        sae_ev = [self.main["test"]["explained_variance"]] + [self.controls[n].get("test_explained_variance") for n in self.controls]
+        sae_ev = [self.main["test"]["explained_variance"]] + [
+            self.controls[n].get("test_explained_variance") for n in self.controls
+        ]
         pca_ev = [self.main["pca_topk_ev"]] + [self.controls[n].get("pca_topk_ev") for n in self.controls]
         fig.add_trace(go.Bar(x=names, y=sae_ev, name="SAE"), 1, 2)
         fig.add_trace(go.Bar(x=names, y=pca_ev, name="PCA top-L0 coefficients"), 1, 2)
@@ -793,45 +935,106 @@ class SAEResult:
         from interplab.io.results import write_json
 
         main = {k: v for k, v in self.main.items() if k != "density_test"}
-        ctrl = {k: {kk: vv for kk, vv in v.items() if kk not in ("history", "density_test")} for k, v in self.controls.items()}
-        return write_json(directory, "sae_result.json", {"kind": "sae_result", "settings": self.settings, "main": main, "ce": self.ce,
-                                                           "controls": ctrl, "browser": {str(k): v for k, v in (self.browser or {}).items()}})
+        ctrl = {
+            k: {kk: vv for kk, vv in v.items() if kk not in ("history", "density_test")}
+            for k, v in self.controls.items()
+        }
+        return write_json(
+            directory,
+            "sae_result.json",
+            {
+                "kind": "sae_result",
+                "settings": self.settings,
+                "main": main,
+                "ce": self.ce,
+                "controls": ctrl,
+                "browser": {str(k): v for k, v in (self.browser or {}).items()},
+            },
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> SAEResult:
         from interplab.io.results import read_json
 
         d, _ = read_json(path, "sae_result.json", "sae_result")
-        return cls(d["settings"], d["main"], d["ce"], d["controls"], {int(k): v for k, v in d["browser"].items()} or None)
+        return cls(
+            d["settings"], d["main"], d["ce"], d["controls"], {int(k): v for k, v in d["browser"].items()} or None
+        )
 
     def report_parts(self):
         from interplab.report.html import figure, table, text
 
         h = self.headline()
-        rows = [{"metric": k, "train": self.main["train"].get(k), "held-out": self.main["test"].get(k)}
-                for k in ("l0", "explained_variance", "mse", "dead_frac")]
+        rows = [
+            {"metric": k, "train": self.main["train"].get(k), "held-out": self.main["test"].get(k)}
+            for k in ("l0", "explained_variance", "mse", "dead_frac")
+        ]
         if self.ce:
             for k in ("ce_clean", "ce_sae", "ce_zero_ablation", "ce_score"):
                 rows.append({"metric": k, "train": self.ce["train"][k], "held-out": self.ce["test"][k]})
-        parts = [text(f"{self.settings.get('kind')} SAE, {self.settings.get('n_features')} features on {self.settings.get('data')} "
-                      f"(hook {self.settings.get('hook')}); explained variance is measured against the mean of the evaluated rows; "
-                      "CE score = (CE_zero_ablation - CE_sae) / (CE_zero_ablation - CE_clean)."),
-                 table(rows), figure(self.plot()),
-                 text(f"PCA at equal L0 (m = {h['pca_m']}, fitted on training rows, held-out EV): top-m components "
-                      f"{h['pca_top_ev']:.4f}; top-m coefficients per token {h['pca_topk_ev']:.4f}.")]
+        parts = [
+            text(
+                f"{self.settings.get('kind')} SAE, {self.settings.get('n_features')} features on {self.settings.get('data')} "
+                f"(hook {self.settings.get('hook')}); explained variance is measured against the mean of the evaluated rows; "
+                "CE score = (CE_zero_ablation - CE_sae) / (CE_zero_ablation - CE_clean)."
+            ),
+            table(rows),
+            figure(self.plot()),
+            text(
+                f"PCA at equal L0 (m = {h['pca_m']}, fitted on training rows, held-out EV): top-m components "
+                f"{h['pca_top_ev']:.4f}; top-m coefficients per token {h['pca_topk_ev']:.4f}."
+            ),
+        ]
         if self.controls:
-            parts.append(table([{"control": k, **{kk: v.get(kk) for kk in ("l0", "test_explained_variance", "pca_topk_ev", "pca_top_ev",
-                                                                            "ev_gap_vs_pca_topk", "ev_gap_se", "test_dead_frac",
-                                                                            "recovery", "mmcs", "ce_score")}}
-                                for k, v in self.controls.items()]))
+            parts.append(
+                table(
+                    [
+                        {
+                            "control": k,
+                            **{
+                                kk: v.get(kk)
+                                for kk in (
+                                    "l0",
+                                    "test_explained_variance",
+                                    "pca_topk_ev",
+                                    "pca_top_ev",
+                                    "ev_gap_vs_pca_topk",
+                                    "ev_gap_se",
+                                    "test_dead_frac",
+                                    "recovery",
+                                    "mmcs",
+                                    "ce_score",
+                                )
+                            },
+                        }
+                        for k, v in self.controls.items()
+                    ]
+                )
+            )
         return parts
 
 
 def _control_entry(sc: dict) -> dict:
-    return {"l0": sc["test"]["l0"], "explained_variance": sc["train"]["explained_variance"],
-            "test_explained_variance": sc["test"]["explained_variance"], "test_dead_frac": sc["test"]["dead_frac"],
-            **{k: sc[k] for k in ("pca_m", "pca_top_ev", "pca_topk_ev", "ev_gap_vs_pca_topk", "ev_gap_se", "recovery", "mmcs",
-                                  "train_seconds") if k in sc}}
+    return {
+        "l0": sc["test"]["l0"],
+        "explained_variance": sc["train"]["explained_variance"],
+        "test_explained_variance": sc["test"]["explained_variance"],
+        "test_dead_frac": sc["test"]["dead_frac"],
+        **{
+            k: sc[k]
+            for k in (
+                "pca_m",
+                "pca_top_ev",
+                "pca_topk_ev",
+                "ev_gap_vs_pca_topk",
+                "ev_gap_se",
+                "recovery",
+                "mmcs",
+                "train_seconds",
+            )
+            if k in sc
+        },
+    }
 
 
 def run_synthetic_controls(cfg: SAEConfig, names=SYNTHETIC, n_train: int = 32768, n_test: int = 8192, log=None) -> dict:
@@ -847,10 +1050,23 @@ def run_synthetic_controls(cfg: SAEConfig, names=SYNTHETIC, n_train: int = 32768
     return out
 
 
-def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: SAEConfig | None = None, run_dir: str | Path,
-            test_frac: float = 0.1, n_train: int = 65536, n_test: int = 16384, controls: bool = True, ce_seqs: int = 16,
-            control_rows: int = 32768,
-            browser_features: int = 16, log: Callable[[str], None] | None = None, **cfg_kw) -> tuple[SAE, SAEResult]:
+def run_sae(
+    data: str,
+    *,
+    model=None,
+    acts_dir: str | Path | None = None,
+    cfg: SAEConfig | None = None,
+    run_dir: str | Path,
+    test_frac: float = 0.1,
+    n_train: int = 65536,
+    n_test: int = 16384,
+    controls: bool = True,
+    ce_seqs: int = 16,
+    control_rows: int = 32768,
+    browser_features: int = 16,
+    log: Callable[[str], None] | None = None,
+    **cfg_kw,
+) -> tuple[SAE, SAEResult]:
     """The ``interplab sae train`` experiment.
 
     ``data``: ``"acts"`` (the activation directory ``acts_dir``; a model enables the CE score and the layer-0
@@ -863,8 +1079,14 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
         ds = ActivationDataset(acts_dir)
         train, test = ds.split(test_frac, by="auto")
         d = ds.d
-        desc = {"data": f"activations {acts_dir}", "hook": ds.hook, "model": ds.model_name, "rows": len(ds),
-                "train_rows": len(train), "test_rows": len(test)}
+        desc = {
+            "data": f"activations {acts_dir}",
+            "hook": ds.hook,
+            "model": ds.model_name,
+            "rows": len(ds),
+            "train_rows": len(train),
+            "test_rows": len(test),
+        }
     elif data in SYNTHETIC:
         sd = make_synthetic(data, n_train=n_train, n_test=n_test, seed=(cfg.seed if cfg else cfg_kw.get("seed", 0)))
         train, test, atoms, d = TensorData(sd["train"]), TensorData(sd["test"]), sd["atoms"], sd["d"]
@@ -878,8 +1100,16 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
         raise ValueError(f"the SAE config has d_in={cfg.d_in} but the data has d={d}.")
     settings = {**asdict(cfg), **desc, "test_frac": test_frac}
     log(f"training {cfg.kind} SAE ({cfg.n_features} features) on {len(train)} rows …")
-    sae, main = fit_and_score(train, test, cfg, atoms=atoms, checkpoint_dir=run_dir / "checkpoint",
-                              progress=lambda s, n, lg: log(f"step {s}/{n}: batch EV {lg.get('ev', float('nan')):.3f}, L0 {lg.get('l0', 0):.1f}"))
+    sae, main = fit_and_score(
+        train,
+        test,
+        cfg,
+        atoms=atoms,
+        checkpoint_dir=run_dir / "checkpoint",
+        progress=lambda s, n, lg: log(
+            f"step {s}/{n}: batch EV {lg.get('ev', float('nan')):.3f}, L0 {lg.get('l0', 0):.1f}"
+        ),
+    )
     sae.save(run_dir)
     res = SAEResult(settings, main)
     skip_first = bool(ds.manifest["settings"].get("skipped_first")) if ds is not None else False
@@ -890,28 +1120,43 @@ def run_sae(data: str, *, model=None, acts_dir: str | Path | None = None, cfg: S
         train_seqs = train.sequences()
         test_seqs = test.sequences()
         unseen = test_seqs[~torch.isin(test_seqs, train_seqs)]  # a sequence cut by the split counts as training text
-        res.settings["ce_test_unseen_text"] = len(unseen) > 0  # False: split by row, test rows share sequences with training
+        res.settings["ce_test_unseen_text"] = (
+            len(unseen) > 0
+        )  # False: split by row, test rows share sequences with training
         test_seqs = unseen if len(unseen) else test_seqs
         for split, seqs in (("train", train_seqs[:ce_seqs]), ("test", test_seqs[:ce_seqs])):
-            res.ce[split] = ce_score(model, sae, ds.hook, ds.tokens[seqs], skip_first=skip_first) | {"n_seqs": len(seqs)}
+            res.ce[split] = ce_score(model, sae, ds.hook, ds.tokens[seqs], skip_first=skip_first) | {
+                "n_seqs": len(seqs)
+            }
     if controls:
-        res.controls.update(run_synthetic_controls(cfg, n_train=control_rows, n_test=max(256, control_rows // 4), log=log))
+        res.controls.update(
+            run_synthetic_controls(cfg, n_train=control_rows, n_test=max(256, control_rows // 4), log=log)
+        )
         if ds is not None:
             log("control: frozen random decoder …")
             rc = SAEConfig(**{**asdict(cfg), "freeze_decoder": True, "resample_at": cfg.resample_at})
             rsae, rsc = fit_and_score(train, test, rc)
             res.controls["random-decoder"] = _control_entry(rsc)
             if res.ce:
-                res.controls["random-decoder"]["ce_score"] = ce_score(model, rsae, ds.hook, ds.tokens[test_seqs[:ce_seqs]],
-                                                                      skip_first=skip_first, baseline=res.ce["test"])["ce_score"]
+                res.controls["random-decoder"]["ce_score"] = ce_score(
+                    model, rsae, ds.hook, ds.tokens[test_seqs[:ce_seqs]], skip_first=skip_first, baseline=res.ce["test"]
+                )["ce_score"]
             if model is not None and ds.hook != "hook_embed":
                 from interplab.io.activations import extract_activations
 
                 log("control: layer-0 (hook_embed) activations of the same tokens …")
                 s = ds.manifest["settings"]
                 l0dir = run_dir / "acts_layer0"
-                ds0 = extract_activations(model, "hook_embed", l0dir, tokens=ds.tokens, positions=s["positions"],
-                                          skip_first=s["skip_first"], shard_rows=ds.manifest["shard_rows"], batch=s["batch"])
+                ds0 = extract_activations(
+                    model,
+                    "hook_embed",
+                    l0dir,
+                    tokens=ds.tokens,
+                    positions=s["positions"],
+                    skip_first=s["skip_first"],
+                    shard_rows=ds.manifest["shard_rows"],
+                    batch=s["batch"],
+                )
                 tr0, te0 = ds0.split(test_frac, by="auto")
                 lc = SAEConfig(**{**asdict(cfg), "d_in": ds0.d})
                 _, l0sc = fit_and_score(tr0, te0, lc)

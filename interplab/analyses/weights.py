@@ -91,19 +91,19 @@ scores little: correlation 0.96 over the 270 heads).
 >>> circ = head_circuits(model)
 >>> circ.copying[5, 3], circ.tokens(5, 3, "OV", 0)
 """
+
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from interplab.io.results import read_json, write_json
-from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -112,9 +112,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from interplab.models.model import Model
 
 __all__ = [
-    "NormInfo", "norm_info", "attn_input_norm", "FoldedWeights", "folded_weights", "factored_svd",
-    "random_composition_baseline", "composition_scores", "CompositionResult", "copying_scores",
-    "head_circuits", "HeadCircuitsResult", "KINDS",
+    "KINDS",
+    "CompositionResult",
+    "FoldedWeights",
+    "HeadCircuitsResult",
+    "NormInfo",
+    "attn_input_norm",
+    "composition_scores",
+    "copying_scores",
+    "factored_svd",
+    "folded_weights",
+    "head_circuits",
+    "norm_info",
+    "random_composition_baseline",
 ]
 
 KINDS = ("Q", "K", "V")
@@ -156,8 +166,12 @@ def norm_info(module: nn.Module | None) -> NormInfo | None:
     name = type(module).__name__
     w = getattr(module, "weight", None)
     if isinstance(module, nn.LayerNorm):
-        return NormInfo("LN", w.detach() if w is not None else None,
-                        module.bias.detach() if getattr(module, "bias", None) is not None else None, float(module.eps))
+        return NormInfo(
+            "LN",
+            w.detach() if w is not None else None,
+            module.bias.detach() if getattr(module, "bias", None) is not None else None,
+            float(module.eps),
+        )
     if isinstance(module, nn.RMSNorm):
         eps = module.eps if module.eps is not None else torch.finfo(w.dtype if w is not None else torch.float32).eps
         return NormInfo("RMS", w.detach() if w is not None else None, None, float(eps))
@@ -216,8 +230,9 @@ def _fold_read(w: torch.Tensor, ni: NormInfo | None) -> torch.Tensor:
     return w
 
 
-def folded_weights(model: Model, fold_norms: bool = True, dtype: torch.dtype = torch.float32,
-                   with_embed: bool = True) -> FoldedWeights:
+def folded_weights(
+    model: Model, fold_norms: bool = True, dtype: torch.dtype = torch.float32, with_embed: bool = True
+) -> FoldedWeights:
     """The model's per-head weights, with norm weights (and LN centring) folded in when ``fold_norms``."""
     cfg = model.cfg
     notes: list[str] = []
@@ -257,8 +272,12 @@ def folded_weights(model: Model, fold_norms: bool = True, dtype: torch.dtype = t
         W_Q, W_K, W_V, W_O = (torch.stack(ts) for ts in zip(*per_layer))
         del per_layer
         if fold_norms:
-            notes.insert(0, f"attention input norms: {', '.join(sorted(ln_kinds)) or 'none'} (weight folded into W_Q/W_K/W_V"
-                            + ("; LN centring folded into reading weights and W_O" if "LN" in ln_kinds else "") + ")")
+            notes.insert(
+                0,
+                f"attention input norms: {', '.join(sorted(ln_kinds)) or 'none'} (weight folded into W_Q/W_K/W_V"
+                + ("; LN centring folded into reading weights and W_O" if "LN" in ln_kinds else "")
+                + ")",
+            )
         W_E = model.W_E.to(dtype) if with_embed else torch.empty(0)
         W_U = model.W_U.to(dtype) if with_embed else torch.empty(0)
         if fold_norms and with_embed:
@@ -267,7 +286,9 @@ def folded_weights(model: Model, fold_norms: bool = True, dtype: torch.dtype = t
                 notes.append(f"final norm {type(model.adapter.ln_final()).__name__} not understood; W_U not folded")
             else:
                 W_U = _fold_read(W_U, nf)
-                notes.append(f"final norm ({nf.kind}) weight folded into W_U" + (" with centring" if nf.kind == "LN" else ""))
+                notes.append(
+                    f"final norm ({nf.kind}) weight folded into W_U" + (" with centring" if nf.kind == "LN" else "")
+                )
     return FoldedWeights(W_Q, W_K, W_V, W_O, W_E, W_U, notes)
 
 
@@ -381,8 +402,8 @@ def _composition(fw: FoldedWeights, kinds=KINDS) -> dict[str, torch.Tensor]:
             for i, kind in enumerate(kinds):
                 scores[kind][:layer, :, layer] = s[:, :, i].float()
         if layer < L - 1:
-            writers[layer * H:(layer + 1) * H] = pack(g["W"], weight=True)
-            w_norm[layer * H:(layer + 1) * H] = g["W"].diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(0).sqrt()
+            writers[layer * H : (layer + 1) * H] = pack(g["W"], weight=True)
+            w_norm[layer * H : (layer + 1) * H] = g["W"].diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(0).sqrt()
         del g
     return scores
 
@@ -459,7 +480,9 @@ class CompositionResult:
         out = []
         for v, i in zip(vals.tolist(), idx.tolist()):
             l1, h1, l2, h2 = i // (H * L * H), (i // (L * H)) % H, (i // H) % L, i % H
-            out.append([l1, h1, l2, h2, round(v, 6), round((v - self.baseline_mean[kind]) / self.baseline_std[kind], 3)])
+            out.append(
+                [l1, h1, l2, h2, round(v, 6), round((v - self.baseline_mean[kind]) / self.baseline_std[kind], 3)]
+            )
         return out
 
     def headline(self, n: int = 5) -> dict[str, Any]:
@@ -490,11 +513,19 @@ class CompositionResult:
         frames = []
         for kind in self.kinds:
             s = self.scores[kind].reshape(-1)[keep]
-            frames.append(pd.DataFrame({
-                "kind": kind, "layer1": idx[:, 0].numpy(), "head1": idx[:, 1].numpy(), "layer2": idx[:, 2].numpy(),
-                "head2": idx[:, 3].numpy(), "score": s.numpy(),
-                "z": ((s - self.baseline_mean[kind]) / self.baseline_std[kind]).numpy(),
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "kind": kind,
+                        "layer1": idx[:, 0].numpy(),
+                        "head1": idx[:, 1].numpy(),
+                        "layer2": idx[:, 2].numpy(),
+                        "head2": idx[:, 3].numpy(),
+                        "score": s.numpy(),
+                        "z": ((s - self.baseline_mean[kind]) / self.baseline_std[kind]).numpy(),
+                    }
+                )
+            )
         return pd.concat(frames, ignore_index=True)
 
     def plot(self, kind: str | None = None) -> go.Figure:
@@ -510,31 +541,54 @@ class CompositionResult:
         L, H = self.n_layers, self.n_heads
         labels = [f"{layer}.{h}" for layer in range(L) for h in range(H)]
         zmax = max(float(torch.nan_to_num(self.scores[k], nan=0).max()) for k in kinds) or 1.0
-        fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"{k}-composition" for k in kinds],
-                            horizontal_spacing=0.04)
+        fig = make_subplots(
+            rows=1, cols=len(kinds), subplot_titles=[f"{k}-composition" for k in kinds], horizontal_spacing=0.04
+        )
         for i, k in enumerate(kinds):
             z = self.scores[k].reshape(L * H, L * H)
             zl = [[None if math.isnan(v) else v for v in row] for row in z.tolist()]
-            fig.add_trace(go.Heatmap(
-                z=zl, x=labels, y=labels, colorscale="Viridis", zmin=0, zmax=zmax, showscale=i == len(kinds) - 1,
-                colorbar={"title": {"text": "score"}},
-                hovertemplate=(f"{k}: %{{y}} → %{{x}}<br>score %{{z:.3f}}<br>"
-                               f"baseline {self.baseline_mean[k]:.3f} ± {self.baseline_std[k]:.3f}<extra></extra>"),
-            ), row=1, col=i + 1)
+            fig.add_trace(
+                go.Heatmap(
+                    z=zl,
+                    x=labels,
+                    y=labels,
+                    colorscale="Viridis",
+                    zmin=0,
+                    zmax=zmax,
+                    showscale=i == len(kinds) - 1,
+                    colorbar={"title": {"text": "score"}},
+                    hovertemplate=(
+                        f"{k}: %{{y}} → %{{x}}<br>score %{{z:.3f}}<br>"
+                        f"baseline {self.baseline_mean[k]:.3f} ± {self.baseline_std[k]:.3f}<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=i + 1,
+            )
             fig.update_xaxes(title_text="reader head (layer.head)", type="category", row=1, col=i + 1)
-            fig.update_yaxes(title_text="writer head" if i == 0 else None, type="category", autorange="reversed",
-                             row=1, col=i + 1)
+            fig.update_yaxes(
+                title_text="writer head" if i == 0 else None, type="category", autorange="reversed", row=1, col=i + 1
+            )
         title = "Composition scores" + (f" — {self.model_name}" if self.model_name else "")
-        fig.update_layout(title={"text": title}, height=max(420, min(900, 6 * L * H + 150)),
-                          width=max(500, 480 * len(kinds)))
+        fig.update_layout(
+            title={"text": title}, height=max(420, min(900, 6 * L * H + 150)), width=max(500, 480 * len(kinds))
+        )
         return fig
 
     # ---- persistence
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "composition_scores", "format_version": 1, "model": self.model_name,
-                "n_layers": self.n_layers, "n_heads": self.n_heads, "kinds": self.kinds,
-                "baseline_mean": self.baseline_mean, "baseline_std": self.baseline_std,
-                "settings": self.settings, "headline": self.headline()}
+        return {
+            "kind": "composition_scores",
+            "format_version": 1,
+            "model": self.model_name,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "kinds": self.kinds,
+            "baseline_mean": self.baseline_mean,
+            "baseline_std": self.baseline_std,
+            "settings": self.settings,
+            "headline": self.headline(),
+        }
 
     def save(self, directory: str | Path) -> Path:
         """``composition.json`` (settings, baseline, headline) + ``composition.safetensors`` (the
@@ -552,12 +606,20 @@ class CompositionResult:
 
         d, p = read_json(path, COMPOSITION_FILE, "composition_scores")
         t = load_file(str(p.parent / COMPOSITION_TENSORS))
-        return cls(scores={k: t[k] for k in d["kinds"]}, baseline_mean=d["baseline_mean"], baseline_std=d["baseline_std"],
-                   n_layers=d["n_layers"], n_heads=d["n_heads"], model_name=d.get("model", ""), settings=d.get("settings", {}))
+        return cls(
+            scores={k: t[k] for k in d["kinds"]},
+            baseline_mean=d["baseline_mean"],
+            baseline_std=d["baseline_std"],
+            n_layers=d["n_layers"],
+            n_heads=d["n_heads"],
+            model_name=d.get("model", ""),
+            settings=d.get("settings", {}),
+        )
 
 
-def composition_scores(model: Model, kinds=KINDS, fold_norms: bool = True, n_baseline: int = 200,
-                       seed: int = 0, method: str = "auto") -> CompositionResult:
+def composition_scores(
+    model: Model, kinds=KINDS, fold_norms: bool = True, n_baseline: int = 200, seed: int = 0, method: str = "auto"
+) -> CompositionResult:
     """Q-, K-, V-composition scores (Elhage et al. 2021) between every pair of heads in different
     layers, with a random-matrix baseline. See the module docstring for the exact definitions.
 
@@ -582,15 +644,26 @@ def composition_scores(model: Model, kinds=KINDS, fold_norms: bool = True, n_bas
     mean = {kind: float(b.mean()) for kind in kinds}
     std = {kind: float(b.std()) for kind in kinds}
     return CompositionResult(
-        scores=scores, baseline_mean=mean, baseline_std=std, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+        scores=scores,
+        baseline_mean=mean,
+        baseline_std=std,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
         model_name=model.name,
         settings={
             "method": "composition scores (Elhage et al. 2021), TransformerLens conventions",
-            "fold_norms": fold_norms, "norm_notes": fw.notes, "n_baseline": n_baseline, "seed": seed, "algorithm": method,
+            "fold_norms": fold_norms,
+            "norm_notes": fw.notes,
+            "n_baseline": n_baseline,
+            "seed": seed,
+            "algorithm": method,
             "baseline": "Gaussian factors [d_model,d_head]@[d_head,d_model]",
-            "d_model": cfg.d_model, "d_head": cfg.d_head, "n_kv_heads": cfg.n_kv_heads,
+            "d_model": cfg.d_model,
+            "d_head": cfg.d_head,
+            "n_kv_heads": cfg.n_kv_heads,
             "gqa": "K/V expanded per query head" if cfg.n_kv_heads != cfg.n_heads else "none",
-            "positional": cfg.positional, "seconds": round(time.perf_counter() - t0, 3),
+            "positional": cfg.positional,
+            "seconds": round(time.perf_counter() - t0, 3),
         },
     )
 
@@ -676,6 +749,7 @@ class HeadCircuitsResult:
     def headline(self, n: int = 5) -> dict[str, Any]:
         """The top copying heads (with their first OV direction's read → written tokens), the most
         negative (copy-suppressing candidates), and the fraction of heads with copying > 0.5."""
+
         def entry(lh):
             layer, head, score = lh
             t = self.tokens(layer, head, "OV", 0)
@@ -700,11 +774,20 @@ class HeadCircuitsResult:
         L, H = self.n_layers, self.n_heads
         if which == "heads":
             er_ov, er_qk = self.effective_rank("OV"), self.effective_rank("QK")
-            rows = [{"layer": layer, "head": h, "copying": float(self.copying[layer, h]),
-                     "positive_fraction": float(self.positive_fraction[layer, h]),
-                     "ov_sv1": float(self.ov_singular[layer, h, 0]), "qk_sv1": float(self.qk_singular[layer, h, 0]),
-                     "ov_effective_rank": float(er_ov[layer, h]), "qk_effective_rank": float(er_qk[layer, h])}
-                    for layer in range(L) for h in range(H)]
+            rows = [
+                {
+                    "layer": layer,
+                    "head": h,
+                    "copying": float(self.copying[layer, h]),
+                    "positive_fraction": float(self.positive_fraction[layer, h]),
+                    "ov_sv1": float(self.ov_singular[layer, h, 0]),
+                    "qk_sv1": float(self.qk_singular[layer, h, 0]),
+                    "ov_effective_rank": float(er_ov[layer, h]),
+                    "qk_effective_rank": float(er_qk[layer, h]),
+                }
+                for layer in range(L)
+                for h in range(H)
+            ]
             return pd.DataFrame(rows)
         if which == "tokens":
             rows = []
@@ -715,8 +798,18 @@ class HeadCircuitsResult:
                             for di, toks in enumerate(per[layer][h]):
                                 ids = self.token_ids[circuit][side][layer, h, di].tolist()
                                 for r, (t, i) in enumerate(zip(toks, ids)):
-                                    rows.append({"layer": layer, "head": h, "circuit": circuit, "direction": di,
-                                                 "side": side, "rank": r + 1, "token": t, "token_id": i})
+                                    rows.append(
+                                        {
+                                            "layer": layer,
+                                            "head": h,
+                                            "circuit": circuit,
+                                            "direction": di,
+                                            "side": side,
+                                            "rank": r + 1,
+                                            "token": t,
+                                            "token_id": i,
+                                        }
+                                    )
             return pd.DataFrame(rows)
         raise ValueError(f"which must be 'heads' or 'tokens', not {which!r}.")
 
@@ -735,12 +828,26 @@ class HeadCircuitsResult:
 
         L, H = self.n_layers, self.n_heads
         if kind == "copying":
-            hover = [[f"{esc(self.tokens_str['OV']['read+'][layer][h][0])} → {esc(self.tokens_str['OV']['write+'][layer][h][0])}"
-                      for h in range(H)] for layer in range(L)]
-            fig = go.Figure(go.Heatmap(
-                z=self.copying.tolist(), x=list(range(H)), y=list(range(L)), customdata=hover, colorscale="RdBu",
-                zmin=-1, zmax=1, colorbar={"title": {"text": "copying"}},
-                hovertemplate="L%{y} H%{x}<br>copying %{z:.3f}<br>%{customdata}<extra></extra>"))
+            hover = [
+                [
+                    f"{esc(self.tokens_str['OV']['read+'][layer][h][0])} → {esc(self.tokens_str['OV']['write+'][layer][h][0])}"
+                    for h in range(H)
+                ]
+                for layer in range(L)
+            ]
+            fig = go.Figure(
+                go.Heatmap(
+                    z=self.copying.tolist(),
+                    x=list(range(H)),
+                    y=list(range(L)),
+                    customdata=hover,
+                    colorscale="RdBu",
+                    zmin=-1,
+                    zmax=1,
+                    colorbar={"title": {"text": "copying"}},
+                    hovertemplate="L%{y} H%{x}<br>copying %{z:.3f}<br>%{customdata}<extra></extra>",
+                )
+            )
             fig.update_xaxes(title_text="head", dtick=1)
             fig.update_yaxes(title_text="layer", autorange="reversed", dtick=1)
             title = "Copying score (eigenvalues of W_E W_OV W_U)"
@@ -750,10 +857,18 @@ class HeadCircuitsResult:
                 sn = s / s[..., :1].clamp_min(1e-30)
                 for layer in range(L):
                     for h in range(H):
-                        fig.add_trace(go.Scatter(y=sn[layer, h].tolist(), mode="lines", name=f"L{layer}H{h}",
-                                                 line={"width": 1}, showlegend=False,
-                                                 hovertemplate=f"L{layer}H{h}<br>i=%{{x}}<br>s_i/s_1=%{{y:.3f}}<extra></extra>"),
-                                      row=1, col=col)
+                        fig.add_trace(
+                            go.Scatter(
+                                y=sn[layer, h].tolist(),
+                                mode="lines",
+                                name=f"L{layer}H{h}",
+                                line={"width": 1},
+                                showlegend=False,
+                                hovertemplate=f"L{layer}H{h}<br>i=%{{x}}<br>s_i/s_1=%{{y:.3f}}<extra></extra>",
+                            ),
+                            row=1,
+                            col=col,
+                        )
             fig.update_xaxes(title_text="singular direction")
             fig.update_yaxes(title_text="s_i / s_1", row=1, col=1)
             title = "Singular value spectra"
@@ -766,16 +881,27 @@ class HeadCircuitsResult:
 
     # ---- persistence
     def _tensors(self) -> dict[str, torch.Tensor]:
-        t = {"ov_singular": self.ov_singular, "qk_singular": self.qk_singular, "copying": self.copying,
-             "positive_fraction": self.positive_fraction, "eigenvalues": self.eigenvalues}
+        t = {
+            "ov_singular": self.ov_singular,
+            "qk_singular": self.qk_singular,
+            "copying": self.copying,
+            "positive_fraction": self.positive_fraction,
+            "eigenvalues": self.eigenvalues,
+        }
         for circuit, sides in self.token_ids.items():
             for side, ids in sides.items():
                 t[f"ids.{circuit}.{side}"] = ids
         return {k: v.contiguous() for k, v in t.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "head_circuits", "format_version": 1, "model": self.model_name, "tokens": self.tokens_str,
-                "settings": self.settings, "headline": self.headline()}
+        return {
+            "kind": "head_circuits",
+            "format_version": 1,
+            "model": self.model_name,
+            "tokens": self.tokens_str,
+            "settings": self.settings,
+            "headline": self.headline(),
+        }
 
     def save(self, directory: str | Path) -> Path:
         """``head_circuits.json`` (tokens, settings, headline) + ``head_circuits.safetensors``. Returns the JSON path."""
@@ -797,9 +923,17 @@ class HeadCircuitsResult:
             if k.startswith("ids."):
                 _, circuit, side = k.split(".", 2)
                 ids.setdefault(circuit, {})[side] = v
-        return cls(ov_singular=t["ov_singular"], qk_singular=t["qk_singular"], copying=t["copying"],
-                   positive_fraction=t["positive_fraction"], eigenvalues=t["eigenvalues"], token_ids=ids,
-                   tokens_str=d["tokens"], model_name=d.get("model", ""), settings=d.get("settings", {}))
+        return cls(
+            ov_singular=t["ov_singular"],
+            qk_singular=t["qk_singular"],
+            copying=t["copying"],
+            positive_fraction=t["positive_fraction"],
+            eigenvalues=t["eigenvalues"],
+            token_ids=ids,
+            tokens_str=d["tokens"],
+            model_name=d.get("model", ""),
+            settings=d.get("settings", {}),
+        )
 
 
 def _extremes(D: torch.Tensor, M: torch.Tensor, top_k: int, chunk: int = 256):
@@ -809,7 +943,7 @@ def _extremes(D: torch.Tensor, M: torch.Tensor, top_k: int, chunk: int = 256):
     tops, bots, mx, mn = [], [], [], []
     with torch.no_grad():
         for i in range(0, D.shape[0], chunk):
-            sc = D[i:i + chunk] @ M
+            sc = D[i : i + chunk] @ M
             tv, ti = sc.topk(top_k, dim=-1)
             bv, bi = (-sc).topk(top_k, dim=-1)
             tops.append(ti), bots.append(bi), mx.append(tv[:, 0]), mn.append(-bv[:, 0])
@@ -834,14 +968,18 @@ def head_circuits(model: Model, n_directions: int = 2, top_k: int = 10, fold_nor
     n_dir = min(n_directions, k)
     top_k = min(top_k, cfg.d_vocab)
     # directions [L, H, n_dir, d]: OV read u (W_E), OV write v (W_U), QK query u (W_E), QK key v (W_E)
-    dirs = {("OV", "read"): svd["OV"][0], ("OV", "write"): svd["OV"][2],
-            ("QK", "query"): svd["QK"][0], ("QK", "key"): svd["QK"][2]}
+    dirs = {
+        ("OV", "read"): svd["OV"][0],
+        ("OV", "write"): svd["OV"][2],
+        ("QK", "query"): svd["QK"][0],
+        ("QK", "key"): svd["QK"][2],
+    }
     dirs = {key: u[..., :n_dir].movedim(-1, -2) for key, u in dirs.items()}
     on_E = [("OV", "read"), ("QK", "query"), ("QK", "key")]
     ext_E = _extremes(torch.cat([dirs[key].reshape(-1, cfg.d_model) for key in on_E]), fw.W_E.T, top_k)
     ext_U = _extremes(dirs[("OV", "write")].reshape(-1, cfg.d_model), fw.W_U, top_k)
     n = L * H * n_dir
-    ext = {key: tuple(t[i * n:(i + 1) * n] for t in ext_E) for i, key in enumerate(on_E)}
+    ext = {key: tuple(t[i * n : (i + 1) * n] for t in ext_E) for i, key in enumerate(on_E)}
     ext[("OV", "write")] = ext_U
     token_ids: dict[str, dict[str, torch.Tensor]] = {"OV": {}, "QK": {}}
     for circuit, (a, b) in (("OV", ("read", "write")), ("QK", ("query", "key"))):
@@ -855,15 +993,25 @@ def head_circuits(model: Model, n_directions: int = 2, top_k: int = 10, fold_nor
             token_ids[circuit][f"{side}-"] = minus.view(L, H, n_dir, top_k)
     uniq = torch.unique(torch.cat([t.flatten() for d in token_ids.values() for t in d.values()])).tolist()
     vocab = dict(zip(uniq, _decode_ids(model, uniq)))
-    tokens_str = {c: {s: [[[[vocab[i] for i in row] for row in hd] for hd in lay] for lay in t.tolist()]
-                      for s, t in d.items()} for c, d in token_ids.items()}
+    tokens_str = {
+        c: {s: [[[[vocab[i] for i in row] for row in hd] for hd in lay] for lay in t.tolist()] for s, t in d.items()}
+        for c, d in token_ids.items()
+    }
     return HeadCircuitsResult(
-        ov_singular=svd["OV"][1].float(), qk_singular=svd["QK"][1].float(), copying=copying.float(),
-        positive_fraction=positive.float(), eigenvalues=torch.stack([eig.real, eig.imag], -1).float(),
-        token_ids=token_ids, tokens_str=tokens_str, model_name=model.name,
+        ov_singular=svd["OV"][1].float(),
+        qk_singular=svd["QK"][1].float(),
+        copying=copying.float(),
+        positive_fraction=positive.float(),
+        eigenvalues=torch.stack([eig.real, eig.imag], -1).float(),
+        token_ids=token_ids,
+        tokens_str=tokens_str,
+        model_name=model.name,
         settings={
-            "method": "OV/QK SVD and copying score (Elhage et al. 2021)", "fold_norms": fold_norms,
-            "norm_notes": fw.notes, "n_directions": n_dir, "top_k": top_k,
+            "method": "OV/QK SVD and copying score (Elhage et al. 2021)",
+            "fold_norms": fold_norms,
+            "norm_notes": fw.notes,
+            "n_directions": n_dir,
+            "top_k": top_k,
             "copying": "sum(lambda)/sum(|lambda|) over eigenvalues of W_O W_U W_E W_V (= nonzero eigenvalues of W_E W_OV W_U)",
             "token_reading": "direct path: W_E for read/query/key sides, W_U (final norm folded) for the written side",
             "seconds": round(time.perf_counter() - t0, 3),

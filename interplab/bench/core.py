@@ -5,6 +5,7 @@ warm-up rounds, then interleaved rounds (plain, cache_resid, cache_all, in an or
 each round); each variant's ratio is the median over rounds of (variant time / plain time in that
 same round); milliseconds are medians too.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -25,14 +26,16 @@ def _interleaved(variants: dict, rounds: int, warmup: int) -> list[dict[str, flo
     order = list(variants)
     out = []
     for r in range(warmup + rounds):
-        rot = order[r % len(order):] + order[: r % len(order)]
+        rot = order[r % len(order) :] + order[: r % len(order)]
         this = {k: _timed(variants[k])[0] for k in rot}
         if r >= warmup:
             out.append(this)
     return out
 
 
-def bench_hooks(model, batch: int = 8, seq: int = 128, rounds: int = 7, warmup: int = 2, threads: int = 2, seed: int = 0) -> dict:
+def bench_hooks(
+    model, batch: int = 8, seq: int = 128, rounds: int = 7, warmup: int = 2, threads: int = 2, seed: int = 0
+) -> dict:
     """Time a plain HF forward against ``model.run`` caching the residual streams (resid_pre/mid/post of
     every layer) and caching every hook point except attention patterns."""
     torch.set_num_threads(threads)
@@ -62,7 +65,9 @@ def bench_hooks(model, batch: int = 8, seq: int = 128, rounds: int = 7, warmup: 
     plain_logits = plain()
     resid_logits, resid_cache = variants["cache_resid"]()
     all_logits, all_cache = variants["cache_all"]()
-    n_bytes = sum(all_cache[k].numel() * all_cache[k].element_size() for k in all_cache if not k.endswith("hook_result"))
+    n_bytes = sum(
+        all_cache[k].numel() * all_cache[k].element_size() for k in all_cache if not k.endswith("hook_result")
+    )
     return {
         "model": model.name,
         "batch": batch,
@@ -79,7 +84,9 @@ def bench_hooks(model, batch: int = 8, seq: int = 128, rounds: int = 7, warmup: 
         "n_tensors_resid": len(resid_cache),
         "n_tensors_all": len(all_cache),
         "cache_all_mb": round(n_bytes / 2**20, 1),
-        "max_abs_diff_logits": float(max((resid_logits - plain_logits).abs().max(), (all_logits - plain_logits).abs().max())),
+        "max_abs_diff_logits": float(
+            max((resid_logits - plain_logits).abs().max(), (all_logits - plain_logits).abs().max())
+        ),
     }
 
 
@@ -92,8 +99,12 @@ def ablation_work_ratio(cfg, layers: list[int], chunk_len: int, one_call: bool =
     What the wall-clock speedup tends to on an otherwise idle machine, where batching adds no per-token
     efficiency (measured on 2 CPU cores)."""
     d, e = cfg.d_model, cfg.d_head
-    block = (d * cfg.n_heads * e * 2 + d * cfg.n_kv_heads * e * 2 + d * cfg.d_mlp * (3 if cfg.gated_mlp else 2)
-             + cfg.n_heads * e * chunk_len)  # per token; q.k and attn.v over ~chunk_len/2 keys each
+    block = (
+        d * cfg.n_heads * e * 2
+        + d * cfg.n_kv_heads * e * 2
+        + d * cfg.d_mlp * (3 if cfg.gated_mlp else 2)
+        + cfg.n_heads * e * chunk_len
+    )  # per token; q.k and attn.v over ~chunk_len/2 keys each
     unembed = d * cfg.d_vocab
     full = cfg.n_layers * block + unembed
     clean = full * (1 if one_call else len(layers))
@@ -102,9 +113,18 @@ def ablation_work_ratio(cfg, layers: list[int], chunk_len: int, one_call: bool =
     return naive / fast
 
 
-def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int = 3, n_chunks: int = 4, chunk_len: int = 128,
-                   how: str = "zero", rounds: int = 1, threads: int = 2, all_heads: bool = False,
-                   max_batch_tokens: int | None = None) -> dict:
+def bench_ablation(
+    model,
+    layers: list[int] | None = None,
+    n_layers_timed: int = 3,
+    n_chunks: int = 4,
+    chunk_len: int = 128,
+    how: str = "zero",
+    rounds: int = 1,
+    threads: int = 2,
+    all_heads: bool = False,
+    max_batch_tokens: int | None = None,
+) -> dict:
     """Head-ablation importance (``interplab.analyses.causal.ablation``): the naive path (one full forward per
     head) against the fast one (prefix computed once per layer, the layer's variants batched), on the
     same heads and chunks of the default corpus.
@@ -135,11 +155,21 @@ def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int =
     tokens = token_chunks(model, n_chunks=n_chunks, chunk_len=chunk_len)
 
     def call(method, layer):
-        return head_ablation_importance(model, tokens, how=how, layers=[layer], method=method, induction_score=None,
-                                        max_batch_tokens=max_batch_tokens)
+        return head_ablation_importance(
+            model,
+            tokens,
+            how=how,
+            layers=[layer],
+            method=method,
+            induction_score=None,
+            max_batch_tokens=max_batch_tokens,
+        )
 
     call("fast", n - 1)  # warm-up (allocator, kernels): the cheapest layer
-    times: dict[str, dict[int, list[float]]] = {"naive": {layer: [] for layer in layers}, "fast": {layer: [] for layer in layers}}
+    times: dict[str, dict[int, list[float]]] = {
+        "naive": {layer: [] for layer in layers},
+        "fast": {layer: [] for layer in layers},
+    }
     pair_ratios, max_diff, max_diff_delta, pair = [], 0.0, 0.0, 0
     fast_forwards = naive_forwards = 0
     for _ in range(rounds):
@@ -180,22 +210,29 @@ def bench_ablation(model, layers: list[int] | None = None, n_layers_timed: int =
         "max_abs_diff": max_diff,
         "max_abs_diff_delta_loss": max_diff_delta,
         "speedup_arithmetic_model": round(ablation_work_ratio(model.cfg, layers, tokens.shape[1]), 3),
-        "speedup_arithmetic_model_all_heads": round(ablation_work_ratio(model.cfg, list(range(n)), tokens.shape[1], one_call=True), 3),
+        "speedup_arithmetic_model_all_heads": round(
+            ablation_work_ratio(model.cfg, list(range(n)), tokens.shape[1], one_call=True), 3
+        ),
         "extrapolated": False,
     }
     if all_heads:
-        ms, r = _timed(lambda: head_ablation_importance(model, tokens, how=how, method="fast", induction_score=None,
-                                                        max_batch_tokens=max_batch_tokens))
+        ms, r = _timed(
+            lambda: head_ablation_importance(
+                model, tokens, how=how, method="fast", induction_score=None, max_batch_tokens=max_batch_tokens
+            )
+        )
         n_all = n * model.cfg.n_heads
         naive_per_head = naive_s / out["heads_timed"]
-        out.update({
-            "fast_all_heads_s": round(ms / 1000, 2),
-            "all_heads": n_all,
-            "naive_all_heads_s_extrapolated": round(naive_per_head * n_all, 1),
-            "speedup_all_heads_extrapolated": round(naive_per_head * n_all / (ms / 1000), 3),
-            "extrapolated": "naive_all_heads_s_extrapolated and speedup_all_heads_extrapolated scale the naive time "
-                            "per timed head to all heads; every other number is measured",
-        })
+        out.update(
+            {
+                "fast_all_heads_s": round(ms / 1000, 2),
+                "all_heads": n_all,
+                "naive_all_heads_s_extrapolated": round(naive_per_head * n_all, 1),
+                "speedup_all_heads_extrapolated": round(naive_per_head * n_all / (ms / 1000), 3),
+                "extrapolated": "naive_all_heads_s_extrapolated and speedup_all_heads_extrapolated scale the naive time "
+                "per timed head to all heads; every other number is measured",
+            }
+        )
     return out
 
 
@@ -226,7 +263,11 @@ def bench_patching(model, n: int = 20, rounds: int = 1, threads: int = 2, seed: 
         order = ("naive", "fast") if r % 2 == 0 else ("fast", "naive")
         times = {}
         for meth in order:
-            t, res = _timed_s(lambda meth=meth: activation_patching(model, pairs, grid="heads", position="END", method=meth, n_boot=100))
+            t, res = _timed_s(
+                lambda meth=meth: activation_patching(
+                    model, pairs, grid="heads", position="END", method=meth, n_boot=100
+                )
+            )
             times[meth] = t
             if meth == "naive":
                 res_n = res
@@ -238,14 +279,23 @@ def bench_patching(model, n: int = 20, rounds: int = 1, threads: int = 2, seed: 
     t_att, att = _timed_s(lambda: attribution_patching(model, pairs, grid="heads", position="END", n_boot=100))
     naive_s, fast_s = statistics.median(naive_t), statistics.median(fast_t)
     out = {
-        "model": model.name, "task": "ioi", "n_pairs": len(pairs), "cells": int(res_f.values.numel()),
-        "position": "END", "rounds": rounds, "threads": threads,
-        "naive_s": round(naive_s, 3), "fast_s": round(fast_s, 3), "speedup": round(naive_s / fast_s, 3),
+        "model": model.name,
+        "task": "ioi",
+        "n_pairs": len(pairs),
+        "cells": int(res_f.values.numel()),
+        "position": "END",
+        "rounds": rounds,
+        "threads": threads,
+        "naive_s": round(naive_s, 3),
+        "fast_s": round(fast_s, 3),
+        "speedup": round(naive_s / fast_s, 3),
         "pair_ratios": [round(x, 3) for x in ratios],
         "max_abs_diff": float((res_n.per_prompt - res_f.per_prompt).abs().max()),
         "max_abs_diff_normalised": float((res_n.values - res_f.values).abs().max()),
-        "n_forward_naive": res_n.settings["n_forward"], "n_forward_fast": res_f.settings["n_forward"],
-        "attribution_s": round(t_att, 3), "attribution_speedup_vs_naive": round(naive_s / t_att, 2),
+        "n_forward_naive": res_n.settings["n_forward"],
+        "n_forward_fast": res_f.settings["n_forward"],
+        "attribution_s": round(t_att, 3),
+        "attribution_speedup_vs_naive": round(naive_s / t_att, 2),
         "attribution_corr": round(correlation(att, res_f), 4),
     }
     if peer:
@@ -269,16 +319,16 @@ def _tl_patching(model, pairs, reference) -> dict:
     common = Counter(lengths.tolist()).most_common(1)[0][0]
     sub = pairs.subset((lengths == common).nonzero().reshape(-1))
     import contextlib
-    import os
-    import sys
-    import tempfile
-
-    import transformer_lens.loading_from_pretrained as tl_loading
 
     # HookedTransformer wants a name it knows or a local directory with config.json: give it the HF config
     # of the model in hand (in a directory removed once loaded), and let local directories pass its
     # official-name check for this call only.
     import json
+    import os
+    import sys
+    import tempfile
+
+    import transformer_lens.loading_from_pretrained as tl_loading
 
     cfg_d = model.hf.config.to_dict()
     cfg_d.pop("quantization_config", None)
@@ -290,7 +340,8 @@ def _tl_patching(model, pairs, reference) -> dict:
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 hooked = tl.HookedTransformer.from_pretrained_no_processing(
-                    model_dir, hf_model=model.hf, tokenizer=model.tokenizer, device="cpu", dtype=torch.float32)
+                    model_dir, hf_model=model.hf, tokenizer=model.tokenizer, device="cpu", dtype=torch.float32
+                )
         except Exception as e:  # noqa: BLE001 - report why the peer could not run
             return {"tl_error": f"{type(e).__name__}: {e}"[:300]}
         finally:
@@ -314,10 +365,15 @@ def _tl_patching(model, pairs, reference) -> dict:
 
     with torch.no_grad():
         _, clean_cache = hooked.run_with_cache(clean)
-        t_tl, tl_out = _timed_s(lambda: patching.generic_activation_patch(
-            hooked, corrupt, clean_cache, metric, setter, "z", index_df=index))
+        t_tl, tl_out = _timed_s(
+            lambda: patching.generic_activation_patch(hooked, corrupt, clean_cache, metric, setter, "z", index_df=index)
+        )
     t_ip, ip = _timed_s(lambda: activation_patching(model, sub, grid="heads", position="END", n_boot=100))
     ip_raw = ip.per_prompt.mean(-1).reshape(-1)
-    return {"tl_n_pairs": len(sub), "tl_s": round(t_tl, 3), "interplab_fast_s_same_pairs": round(t_ip, 3),
-            "tl_over_fast": round(t_tl / t_ip, 3),
-            "tl_max_abs_diff": float((tl_out.reshape(-1).float() - ip_raw).abs().max())}
+    return {
+        "tl_n_pairs": len(sub),
+        "tl_s": round(t_tl, 3),
+        "interplab_fast_s_same_pairs": round(t_ip, 3),
+        "tl_over_fast": round(t_tl / t_ip, 3),
+        "tl_max_abs_diff": float((tl_out.reshape(-1).float() - ip_raw).abs().max()),
+    }

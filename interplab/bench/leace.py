@@ -5,6 +5,7 @@ order); medians over rounds and the median of per-round ratios. Both fit the sam
 trace constraint) on the same float64 data; theirs is also timed in float32 with its defaults. The output
 difference between the two erasers is reported beside the times.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -12,8 +13,10 @@ import statistics
 import numpy as np
 
 
-def bench_leace(n: int = 8192, d: int = 576, k: int = 2, rounds: int = 7, warmup: int = 2, threads: int = 2, seed: int = 0) -> dict:
-    from interplab.train.trainer import torch_threads
+def bench_leace(
+    n: int = 8192, d: int = 576, k: int = 2, rounds: int = 7, warmup: int = 2, threads: int = 2, seed: int = 0
+) -> dict:
+    from interplab.runtime import torch_threads
 
     with torch_threads(threads):
         return _bench_leace(n, d, k, rounds, warmup, threads, seed)
@@ -27,15 +30,23 @@ def _bench_leace(n: int, d: int, k: int, rounds: int, warmup: int, threads: int,
     from interplab.analyses.representations.erasure import LeaceEraser
     from interplab.bench.core import _interleaved
 
-    X, y = make_classification(n_samples=n, n_features=d, n_informative=min(32, d // 2), n_redundant=min(2, d // 4),
-                               n_classes=k, random_state=seed)
+    X, y = make_classification(
+        n_samples=n,
+        n_features=d,
+        n_informative=min(32, d // 2),
+        n_redundant=min(2, d // 4),
+        n_classes=k,
+        random_state=seed,
+    )
     Xt, yt = torch.tensor(X), torch.tensor(y)
     z = yt.double() if k == 2 else torch.nn.functional.one_hot(yt, k).double()
     variants = {"interplab_f64": lambda: LeaceEraser().fit(X, y)}
     try:
         from concept_erasure import LeaceFitter
 
-        variants["concept_erasure_f64"] = lambda: LeaceFitter.fit(Xt, z, shrinkage=False, constrain_cov_trace=False).eraser
+        variants["concept_erasure_f64"] = lambda: (
+            LeaceFitter.fit(Xt, z, shrinkage=False, constrain_cov_trace=False).eraser
+        )
         variants["concept_erasure_f32_defaults"] = lambda: LeaceFitter.fit(Xt.float(), z.float()).eraser
         have_peer = True
     except ImportError:

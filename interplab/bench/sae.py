@@ -4,6 +4,7 @@ Both train a TopK SAE (same d, n_features, k, batch size, Adam, float32, CPU) on
 activation rows for the same number of steps; rounds interleave the two (A B A B …) and the speed ratio is the
 median of the per-round ratios, so load from other jobs on the machine hits both alike. Time excludes setup
 (the activation-scale estimate and SAE construction)."""
+
 from __future__ import annotations
 
 import statistics
@@ -15,8 +16,15 @@ import torch
 def _ours(x: torch.Tensor, d: int, n_features: int, k: int, batch_size: int, steps: int) -> float:
     from interplab.analyses.sae import SAEConfig, TensorData, train_sae
 
-    cfg = SAEConfig(d_in=d, n_features=n_features, k=k, kind="topk", batch_size=batch_size,
-                    epochs=steps * batch_size / x.shape[0], lr=4e-4)
+    cfg = SAEConfig(
+        d_in=d,
+        n_features=n_features,
+        k=k,
+        kind="topk",
+        batch_size=batch_size,
+        epochs=steps * batch_size / x.shape[0],
+        lr=4e-4,
+    )
     _, info = train_sae(TensorData(x), cfg, log_every=10**9)
     return info["steps_run"] * batch_size / info["seconds"]
 
@@ -31,11 +39,19 @@ def _saelens(x: torch.Tensor, d: int, n_features: int, k: int, batch_size: int, 
         while True:
             perm = torch.randperm(x.shape[0], generator=g)
             for i in range(0, x.shape[0] - batch_size + 1, batch_size):
-                yield x[perm[i:i + batch_size]]
+                yield x[perm[i : i + batch_size]]
 
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=n_features, k=k, normalize_activations="none", device="cpu"))
-    cfg = SAETrainerConfig(total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=4e-4, lr_end=4e-4, device="cpu",
-                           n_batches_for_norm_estimate=1)
+    sae = TopKTrainingSAE(
+        TopKTrainingSAEConfig(d_in=d, d_sae=n_features, k=k, normalize_activations="none", device="cpu")
+    )
+    cfg = SAETrainerConfig(
+        total_training_samples=steps * batch_size,
+        train_batch_size_samples=batch_size,
+        lr=4e-4,
+        lr_end=4e-4,
+        device="cpu",
+        n_batches_for_norm_estimate=1,
+    )
     trainer = SAETrainer(cfg, sae, provider())
     import os
     import sys
@@ -61,9 +77,17 @@ def saelens_version() -> str | None:
         return None
 
 
-def bench_sae(rows: int = 32768, d: int = 512, n_features: int = 4096, k: int = 32, batch_size: int = 1024, steps: int = 24,
-              rounds: int = 3, threads: int = 2) -> dict:
-    from interplab.train.trainer import torch_threads
+def bench_sae(
+    rows: int = 32768,
+    d: int = 512,
+    n_features: int = 4096,
+    k: int = 32,
+    batch_size: int = 1024,
+    steps: int = 24,
+    rounds: int = 3,
+    threads: int = 2,
+) -> dict:
+    from interplab.runtime import torch_threads
 
     with torch_threads(threads):
         x = torch.randn(rows, d, generator=torch.Generator().manual_seed(0))
@@ -76,12 +100,20 @@ def bench_sae(rows: int = 32768, d: int = 512, n_features: int = 4096, k: int = 
             ours.append(_ours(x, d, n_features, k, batch_size, steps))
             if ver:
                 theirs.append(_saelens(x, d, n_features, k, batch_size, steps))
-    out = {"config": f"TopK d={d} n_features={n_features} k={k} batch={batch_size} steps={steps} float32 CPU threads={threads}",
-           "tokens_per_s": round(statistics.median(ours), 1), "tokens_per_s_rounds": [round(v, 1) for v in ours],
-           "saelens_version": ver}
+    out = {
+        "config": f"TopK d={d} n_features={n_features} k={k} batch={batch_size} steps={steps} float32 CPU threads={threads}",
+        "tokens_per_s": round(statistics.median(ours), 1),
+        "tokens_per_s_rounds": [round(v, 1) for v in ours],
+        "saelens_version": ver,
+    }
     if ver:
-        out.update({"saelens_tokens_per_s": round(statistics.median(theirs), 1), "saelens_tokens_per_s_rounds": [round(v, 1) for v in theirs],
-                    "speed_ratio_median": round(statistics.median(a / b for a, b in zip(ours, theirs)), 3)})
+        out.update(
+            {
+                "saelens_tokens_per_s": round(statistics.median(theirs), 1),
+                "saelens_tokens_per_s_rounds": [round(v, 1) for v in theirs],
+                "speed_ratio_median": round(statistics.median(a / b for a, b in zip(ours, theirs)), 3),
+            }
+        )
     else:
         out["saelens"] = "not installed (pip install sae-lens) — no side-by-side figure"
     return out

@@ -1,7 +1,6 @@
 """``interplab train EXPERIMENT``: the training lab's command (registered at the end of ``interplab/cli/__init__.py``)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import typer
 
@@ -21,14 +20,16 @@ def _parse_layers(spec: str) -> list[int]:
     return out
 
 
-def train(experiment: str = typer.Argument(..., help="grokking | superposition | addition | attn-only"),
-          config: Optional[str] = typer.Option(None, "--config", help="TOML file overriding the experiment's defaults."),
-          sets: Optional[list[str]] = typer.Option(None, "--set", help="key=value override (repeat)."),
-          resume: Optional[str] = typer.Option(None, "--resume", help="Run directory to resume from its newest checkpoint."),
-          out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-train-EXPERIMENT)."),
-          layers: Optional[str] = typer.Option(None, "--layers", help="attn-only: layer counts, e.g. 1..4 or 1,2."),
-          no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-          as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON on stdout.")):
+def train(
+    experiment: str = typer.Argument(..., help="grokking | superposition | addition | attn-only"),
+    config: str | None = typer.Option(None, "--config", help="TOML file overriding the experiment's defaults."),
+    sets: list[str] | None = typer.Option(None, "--set", help="key=value override (repeat)."),
+    resume: str | None = typer.Option(None, "--resume", help="Run directory to resume from its newest checkpoint."),
+    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-train-EXPERIMENT)."),
+    layers: str | None = typer.Option(None, "--layers", help="attn-only: layer counts, e.g. 1..4 or 1,2."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON on stdout."),
+):
     """Train a toy model (seeded, checkpointed, resumable) and analyse it; writes metrics, model and report.html."""
     from interplab.cli import _Guard, _print_json, err
     from interplab.io.runs import Run
@@ -56,12 +57,14 @@ def train(experiment: str = typer.Argument(..., help="grokking | superposition |
             err.print(f"{k}: {v}", highlight=False)
 
 
-def bench_grokking(steps: int = typer.Option(50, "--steps", help="Timed steps per round and thread count."),
-                   rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds."),
-                   threads: str = typer.Option("1,2", "--threads", help="Torch thread counts to compare, e.g. 1,2."),
-                   p: int = typer.Option(113, "--p", help="Prime (Nanda et al.: 113)."),
-                   out: Optional[str] = typer.Option(None, "--out", help="Run directory."),
-                   as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")):
+def bench_grokking(
+    steps: int = typer.Option(50, "--steps", help="Timed steps per round and thread count."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds."),
+    threads: str = typer.Option("1,2", "--threads", help="Torch thread counts to compare, e.g. 1,2."),
+    p: int = typer.Option(113, "--p", help="Prime (Nanda et al.: 113)."),
+    out: str | None = typer.Option(None, "--out", help="Run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+):
     """Grokking training-step speed (Nanda et al. defaults) per thread count, interleaved rounds, medians."""
     from interplab.cli import _Guard, _print_json, err
     from interplab.io.runs import Run

@@ -41,6 +41,7 @@ variance (Chan et al.'s pairwise merge in float64, equal to the batch statistics
 format of small labelled activation sets (probes, concept erasure). :func:`load_acts` also reads a sharded
 directory (concatenating the shards; no labels).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -98,8 +99,10 @@ def check_hook(model, hook: str) -> None:
 
     check_names([hook], model.hook_names())
     if parse_name(hook)[1] == "attn.hook_pattern":
-        raise ValueError(f"{hook} is an attention pattern [batch, head, query, key], not a per-token activation; "
-                         "choose a residual, attention-output, MLP or hook_z point.")
+        raise ValueError(
+            f"{hook} is an attention pattern [batch, head, query, key], not a per-token activation; "
+            "choose a residual, attention-output, MLP or hook_z point."
+        )
 
 
 def flat(x: torch.Tensor) -> torch.Tensor:
@@ -110,8 +113,14 @@ def flat(x: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ sequences
 
 
-def sequences(model, text: str | Path | None = None, task: str | None = None, n_tokens: int = 100_000,
-              chunk_len: int = 128, seed: int = 0) -> tuple[torch.Tensor, dict]:
+def sequences(
+    model,
+    text: str | Path | None = None,
+    task: str | None = None,
+    n_tokens: int = 100_000,
+    chunk_len: int = 128,
+    seed: int = 0,
+) -> tuple[torch.Tensor, dict]:
     """Token ids ``[n_seq, chunk_len]`` for a corpus (``text``: None/"pydoc" or a file) or a task, and a description."""
     if text is not None and task is not None:
         raise ValueError("give either a text (--text) or a task (--task), not both.")
@@ -129,7 +138,9 @@ def sequences(model, text: str | Path | None = None, task: str | None = None, n_
     try:
         toks = token_chunks(model, text, n_chunks=n_seq, chunk_len=chunk_len)
     except ValueError as e:
-        raise ValueError(f"{e} (asked for {n_tokens} tokens = {n_seq} chunks of {chunk_len}; lower --tokens.)") from None
+        raise ValueError(
+            f"{e} (asked for {n_tokens} tokens = {n_seq} chunks of {chunk_len}; lower --tokens.)"
+        ) from None
     return toks, {"source": "pydoc" if text is None else str(text)}
 
 
@@ -150,10 +161,24 @@ def _positions(seq_len: int, positions: str | int, bos: bool) -> list[int]:
 # ------------------------------------------------------------------------------------------ extraction
 
 
-def extract_activations(model, hook: str, out: str | Path, *, text: str | Path | None = None, task: str | None = None,
-                        tokens: torch.Tensor | None = None, n_tokens: int = 100_000, chunk_len: int = 128,
-                        positions: str | int = "all", skip_first: bool | None = None, batch: int = 8, shard_rows: int = 16384,
-                        dtype: str = "float32", seed: int = 0, progress=None) -> ActivationDataset:
+def extract_activations(
+    model,
+    hook: str,
+    out: str | Path,
+    *,
+    text: str | Path | None = None,
+    task: str | None = None,
+    tokens: torch.Tensor | None = None,
+    n_tokens: int = 100_000,
+    chunk_len: int = 128,
+    positions: str | int = "all",
+    skip_first: bool | None = None,
+    batch: int = 8,
+    shard_rows: int = 16384,
+    dtype: str = "float32",
+    seed: int = 0,
+    progress=None,
+) -> ActivationDataset:
     """Run ``model`` over sequences and write the activations at ``hook`` to ``out`` in shards (see the module doc).
 
     ``tokens``: explicit token ids ``[n_seq, seq_len]`` instead of a corpus or task. Resumable: an existing
@@ -180,9 +205,19 @@ def extract_activations(model, hook: str, out: str | Path, *, text: str | Path |
     pos_list = _positions(seq_len, positions, skip)
     per_seq = len(pos_list)
     n_rows = n_seq * per_seq
-    settings = {"hook": hook, "model": model.name, "positions": positions, "skip_first": skip_first, "skipped_first": skip,
-                "seq_len": int(seq_len), "n_seq": int(n_seq), "batch": batch, "shard_rows": shard_rows, "dtype": dtype,
-                **desc}
+    settings = {
+        "hook": hook,
+        "model": model.name,
+        "positions": positions,
+        "skip_first": skip_first,
+        "skipped_first": skip,
+        "seq_len": int(seq_len),
+        "n_seq": int(n_seq),
+        "batch": batch,
+        "shard_rows": shard_rows,
+        "dtype": dtype,
+        **desc,
+    }
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / MANIFEST
     settings["tokens_sha256"] = hashlib.sha256(toks.to(torch.int64).numpy().tobytes()).hexdigest()
@@ -191,8 +226,10 @@ def extract_activations(model, hook: str, out: str | Path, *, text: str | Path |
         old = man.get("settings", {})
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
-            raise ValueError(f"{out} already holds activations made with other settings {diff}; "
-                             "use another --out directory or the same settings to resume.")
+            raise ValueError(
+                f"{out} already holds activations made with other settings {diff}; "
+                "use another --out directory or the same settings to resume."
+            )
         shards = [s for s in man["shards"] if (out / s["file"]).exists()]
     else:
         shards = []
@@ -202,10 +239,22 @@ def extract_activations(model, hook: str, out: str | Path, *, text: str | Path |
     d = None if not shards else shards[0]["d"]
 
     def manifest(status: str) -> dict:
-        return {"kind": "interplab_activations", "status": status, "hook": hook, "model": model.name, "d": d,
-                "dtype": dtype, "n_rows": n_rows, "rows_per_seq": per_seq, "positions_index": pos_list,
-                "shard_rows": shard_rows, "n_shards": math.ceil(n_rows / shard_rows), "shards": shards,
-                "tokens_file": TOKENS, "settings": settings}
+        return {
+            "kind": "interplab_activations",
+            "status": status,
+            "hook": hook,
+            "model": model.name,
+            "d": d,
+            "dtype": dtype,
+            "n_rows": n_rows,
+            "rows_per_seq": per_seq,
+            "positions_index": pos_list,
+            "shard_rows": shard_rows,
+            "n_shards": math.ceil(n_rows / shard_rows),
+            "shards": shards,
+            "tokens_file": TOKENS,
+            "settings": settings,
+        }
 
     n_shards = math.ceil(n_rows / shard_rows)
     done = len(shards)
@@ -237,8 +286,14 @@ def extract_activations(model, hook: str, out: str | Path, *, text: str | Path |
             k = len(shards)
             rows = torch.arange(k * shard_rows, k * shard_rows + take)
             fname = f"shard_{k:05d}.safetensors"
-            _atomic_save({"x": x[:take].to(tdt), "seq": (rows // per_seq).to(torch.int32),
-                          "pos": pos_t[rows % per_seq].to(torch.int32)}, out / fname)
+            _atomic_save(
+                {
+                    "x": x[:take].to(tdt),
+                    "seq": (rows // per_seq).to(torch.int32),
+                    "pos": pos_t[rows % per_seq].to(torch.int32),
+                },
+                out / fname,
+            )
             shards.append({"file": fname, "rows": int(take), "start": int(k * shard_rows), "d": d})
             rest = x[take:]
             buf_x, buf_n = ([rest] if rest.shape[0] else []), int(rest.shape[0])
@@ -293,12 +348,15 @@ class ActivationDataset:
         self.dir = Path(directory)
         mpath = self.dir / MANIFEST
         if not mpath.exists():
-            raise FileNotFoundError(f"{self.dir} has no {MANIFEST}; it is not an activation directory "
-                                    "(make one with `interplab acts`).")
+            raise FileNotFoundError(
+                f"{self.dir} has no {MANIFEST}; it is not an activation directory (make one with `interplab acts`)."
+            )
         self.manifest = json.loads(mpath.read_text(encoding="utf-8"))
         if self.manifest.get("status") != "complete":
-            raise ValueError(f"{self.dir} is incomplete ({len(self.manifest['shards'])}/{self.manifest['n_shards']} shards); "
-                             "rerun the same `interplab acts` command to resume it.")
+            raise ValueError(
+                f"{self.dir} is incomplete ({len(self.manifest['shards'])}/{self.manifest['n_shards']} shards); "
+                "rerun the same `interplab acts` command to resume it."
+            )
         self.shards = self.manifest["shards"]
         self._select = _select if _select is not None else [(i, None) for i in range(len(self.shards))]
         self._tokens = None
@@ -344,8 +402,15 @@ class ActivationDataset:
                 t = {k: v[idx] for k, v in t.items()}
             yield t
 
-    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, window: int = 2, drop_last: bool = False,
-                with_index: bool = False) -> Iterator[torch.Tensor]:
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        window: int = 2,
+        drop_last: bool = False,
+        with_index: bool = False,
+    ) -> Iterator[torch.Tensor]:
         """Batches of rows ``[batch_size, d]`` (float32). ``shuffle``: shards in a seeded random order, rows
         shuffled within a window of ``window`` shards (memory: ``window`` shards). ``with_index``: yields
         ``(x, seq, pos)``."""
@@ -362,7 +427,10 @@ class ActivationDataset:
                 group.append(nxt)
             if not group and carry is None:
                 return
-            cat = {k: torch.cat(([carry[k]] if carry is not None else []) + [t[k] for t in group]) for k in ("x", "seq", "pos")}
+            cat = {
+                k: torch.cat(([carry[k]] if carry is not None else []) + [t[k] for t in group])
+                for k in ("x", "seq", "pos")
+            }
             if shuffle and group:
                 perm = torch.randperm(cat["x"].shape[0], generator=g)
                 cat = {k: v[perm] for k, v in cat.items()}
@@ -371,7 +439,7 @@ class ActivationDataset:
             for j in range(full):
                 sl = slice(j * batch_size, (j + 1) * batch_size)
                 yield (cat["x"][sl], cat["seq"][sl], cat["pos"][sl]) if with_index else cat["x"][sl]
-            rest = {k: v[full * batch_size:] for k, v in cat.items()}
+            rest = {k: v[full * batch_size :] for k, v in cat.items()}
             carry = rest if rest["x"].shape[0] else None
             if not group:
                 if carry is not None and not drop_last:
@@ -385,7 +453,9 @@ class ActivationDataset:
         """All rows as one tensor ``[n, d]`` (refused above ``max_bytes`` of float32)."""
         need = len(self) * self.d * 4
         if need > max_bytes:
-            raise ValueError(f"{len(self)} rows x {self.d} floats need {need / 2**30:.1f} GiB; iterate with .batches() instead.")
+            raise ValueError(
+                f"{len(self)} rows x {self.d} floats need {need / 2**30:.1f} GiB; iterate with .batches() instead."
+            )
         return torch.cat([t["x"] for t in self._parts()]) if self._select else torch.zeros(0, self.d)
 
     def index(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,7 +483,9 @@ class ActivationDataset:
         return torch.unique(self.index()[0])
 
     # ---- splitting
-    def split(self, test_frac: float = 0.1, by: str = "shard", seed: int = 0) -> tuple[ActivationDataset, ActivationDataset]:
+    def split(
+        self, test_frac: float = 0.1, by: str = "shard", seed: int = 0
+    ) -> tuple[ActivationDataset, ActivationDataset]:
         """``(train, test)`` views. ``by="shard"``: the last shards are the test set (so test rows come from later
         text) — as many as bring the test rows closest to ``test_frac`` of all rows (at least one, never all);
         ``by="row"``: a seeded random ``test_frac`` of the rows of every shard; ``by="auto"``: by shard when
@@ -428,7 +500,7 @@ class ActivationDataset:
                 raise ValueError("a split by shard needs at least 2 shards; use by='row' or a smaller shard_rows.")
             rows = [self.shards[i]["rows"] if idx is None else len(idx) for i, idx in sel]
             target = test_frac * sum(rows)
-            tail = [sum(rows[len(rows) - j:]) for j in range(1, len(rows))]  # rows in the last j shards
+            tail = [sum(rows[len(rows) - j :]) for j in range(1, len(rows))]  # rows in the last j shards
             n_test = 1 + min(range(len(tail)), key=lambda j: abs(tail[j] - target))
             return ActivationDataset(self.dir, sel[:-n_test]), ActivationDataset(self.dir, sel[-n_test:])
         if by in ("row", "rows"):
@@ -453,7 +525,7 @@ class ActivationDataset:
         ids = row[lo:hi].tolist()
         strs = [tokenizer.decode([i]) for i in ids] if tokenizer is not None else ids
         k = pos - lo
-        return {"before": strs[:k], "token": strs[k], "after": strs[k + 1:]}
+        return {"before": strs[:k], "token": strs[k], "after": strs[k + 1 :]}
 
 
 # ------------------------------------------------------------------------------------------ plain format
@@ -490,7 +562,9 @@ def load_acts(directory: str | Path) -> Acts:
         ds = ActivationDataset(p)
         return Acts(ds.load_all(), None, dict(ds.manifest))
     else:
-        raise FileNotFoundError(f"{p} has neither {PLAIN} (x [n, d], optional y [n]) nor {MANIFEST} (from `interplab acts`).")
+        raise FileNotFoundError(
+            f"{p} has neither {PLAIN} (x [n, d], optional y [n]) nor {MANIFEST} (from `interplab acts`)."
+        )
     t = _load_st(f)
     if "x" not in t:
         raise ValueError(f"{f} has no tensor 'x' (found {', '.join(t)}).")

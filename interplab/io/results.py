@@ -1,25 +1,55 @@
-"""Shared persistence for analysis Results: JSON written atomically (never pickle), read back with a kind check."""
+"""The one Result protocol, for analysis and training results alike.
+
+A Result is a dataclass with the numbers, the settings that produced them, and four methods:
+``headline()`` (the few numbers a user reads first, JSON-able), ``to_frame()`` (a tidy pandas table),
+``plot()`` (a plotly figure) and ``save(dir)`` / ``load(path)``, written once here:
+
+- ``DIR/<FILE>`` (JSON, UTF-8, NaN written as null): ``kind``, ``format_version``, every field that is not a
+  tensor, and the headline;
+- ``DIR/<FILE stem>.safetensors``: every field that is a ``torch.Tensor`` or ``numpy.ndarray``, and every
+  tensor inside a field that is a dict of tensors (key ``field.key``); never pickle;
+- ``DIR/<FILE stem>.<field>.parquet``: every field that is a pandas DataFrame.
+
+Floats that are not finite become ``null`` in JSON and ``NaN`` again on load. A subclass with a field that
+needs another encoding overrides ``_encode(name, value)`` / ``_decode(name, value)``; one whose file layout
+changes raises ``FORMAT_VERSION``, and ``load`` refuses files written with another version, saying so.
+"""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+
+from interplab.io.atomic import atomic_write, save_tensors
+from interplab.io.atomic import write_json as _write_json_file
+
+__all__ = ["FormatError", "Result", "nan_to_none", "none_to_nan", "read_json", "write_json"]
 
 
-def nan_to_none(x):
-    """A nested list (``tensor.tolist()``) with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(x, list):
+class FormatError(ValueError):
+    """A saved result of another kind or format version."""
+
+
+def nan_to_none(x: Any) -> Any:
+    """``x`` with every non-finite float replaced by None at any depth of lists, tuples and dicts (JSON has no
+    NaN)."""
+    if isinstance(x, list | tuple):
         return [nan_to_none(v) for v in x]
+    if isinstance(x, dict):
+        return {k: nan_to_none(v) for k, v in x.items()}
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
 
 
-def none_to_nan(x):
-    """The inverse of :func:`nan_to_none` for reading back: None becomes NaN, at any depth."""
+def none_to_nan(x: Any) -> Any:
+    """The inverse of :func:`nan_to_none` for a nested list of numbers: None becomes NaN, at any depth."""
     if isinstance(x, list):
         return [none_to_nan(v) for v in x]
     return float("nan") if x is None else x
@@ -27,13 +57,7 @@ def none_to_nan(x):
 
 def write_json(directory: str | Path, name: str, data: dict[str, Any]) -> Path:
     """Write ``data`` as ``directory/name`` (UTF-8 JSON; NaN refused) atomically; returns the path."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return _write_json_file(Path(directory) / name, data, allow_nan=False)
 
 
 def read_json(path: str | Path, default_name: str, kind: str) -> tuple[dict[str, Any], Path]:
@@ -42,23 +66,145 @@ def read_json(path: str | Path, default_name: str, kind: str) -> tuple[dict[str,
     p = Path(path)
     if p.is_dir():
         p = p / default_name
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist: give the directory a result was saved to, or its {default_name}.")
     d = json.loads(p.read_text(encoding="utf-8"))
     if d.get("kind") != kind:
-        raise ValueError(f"{p} is not a saved {kind.replace('_', ' ')} result (kind={d.get('kind')!r}).")
+        raise FormatError(f"{p} is not a saved {kind.replace('_', ' ')} result (kind={d.get('kind')!r}).")
     return d, p
 
 
-class JsonResult:
-    """Mixin for dataclass Results whose fields are all JSON-able: ``save(dir)`` writes every field plus
-    ``kind`` to ``FILE``; ``load(path)`` reads it back (fields missing from older files take their defaults)."""
+def _to_json(x: Any) -> Any:
+    """Plain JSON values from numbers, numpy scalars/arrays, tensors, tuples and nested containers."""
+    if isinstance(x, torch.Tensor):
+        return nan_to_none(x.tolist())
+    if isinstance(x, np.ndarray):
+        return nan_to_none(x.tolist())
+    if isinstance(x, np.generic):
+        return _to_json(x.item())
+    if isinstance(x, dict):
+        return {str(k): _to_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_to_json(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
-    FILE: ClassVar[str]
+
+class Result:
+    """Base of every interplab Result (a dataclass). Subclasses set ``KIND`` (the ``kind`` written to the file)
+    and ``FILE`` (the JSON file name), and implement ``headline``, ``to_frame`` and ``plot``."""
+
     KIND: ClassVar[str]
+    FILE: ClassVar[str]
+    FORMAT_VERSION: ClassVar[int] = 1
 
-    def save(self, directory: str | Path) -> Path:
-        return write_json(directory, self.FILE, {"kind": self.KIND, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}})
+    # ---- what a Result shows
+    def headline(self) -> dict[str, Any]:
+        """The few numbers a user reads first (JSON-able); printed by ``--json`` and kept in ``run.json``."""
+        raise NotImplementedError(f"{type(self).__name__} has no headline")
+
+    def to_frame(self):
+        """The numbers as a tidy pandas DataFrame."""
+        raise NotImplementedError(f"{type(self).__name__} has no table")
+
+    def plot(self):
+        """A plotly figure of the result."""
+        raise NotImplementedError(f"{type(self).__name__} has no plot")
+
+    # ---- encoding hooks
+    def _encode(self, name: str, value: Any) -> Any:
+        """How field ``name`` is written to JSON (default: numbers and containers as they are)."""
+        return _to_json(value)
 
     @classmethod
-    def load(cls, path: str | Path):
-        d, _ = read_json(path, cls.FILE, cls.KIND)
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+    def _decode(cls, name: str, value: Any) -> Any:
+        """How field ``name`` is read back from JSON (default: as stored). Tuples come back as lists unless
+        a subclass converts them here."""
+        return value
+
+    # ---- save / load, once for every Result
+    @classmethod
+    def _paths(cls, directory: Path) -> tuple[Path, Path]:
+        stem = Path(cls.FILE).stem
+        return directory / cls.FILE, directory / f"{stem}.safetensors"
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the result into ``directory`` (created if missing); returns the JSON file's path."""
+        d = Path(directory)
+        _, tensor_path = self._paths(d)
+        stem = Path(self.FILE).stem
+        data: dict[str, Any] = {"kind": self.KIND, "format_version": self.FORMAT_VERSION}
+        tensors: dict[str, torch.Tensor] = {}
+        layout: dict[str, str] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor | np.ndarray):
+                tensors[f.name] = torch.as_tensor(v)
+                layout[f.name] = "numpy" if isinstance(v, np.ndarray) else "torch"
+            elif isinstance(v, dict) and v and all(isinstance(t, torch.Tensor | np.ndarray) for t in v.values()):
+                for k, t in v.items():
+                    tensors[f"{f.name}.{k}"] = torch.as_tensor(t)
+                layout[f.name] = "dict:" + ("numpy" if isinstance(next(iter(v.values())), np.ndarray) else "torch")
+            elif _is_frame(v):
+                atomic_write(d / f"{stem}.{f.name}.parquet", lambda t, v=v: v.to_parquet(t, index=False))
+                layout[f.name] = "parquet"
+            else:
+                data[f.name] = self._encode(f.name, v)
+        data["tensor_fields"] = layout
+        if callable(self.headline):  # not when a subclass keeps its headline as a field
+            try:
+                data["headline"] = _to_json(self.headline())
+            except NotImplementedError:
+                pass
+        if tensors:
+            save_tensors(tensor_path, tensors)
+        return write_json(d, self.FILE, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a result written by :meth:`save` (its directory or its JSON file)."""
+        data, p = read_json(path, cls.FILE, cls.KIND)
+        version = data.get("format_version")
+        if version != cls.FORMAT_VERSION:
+            raise FormatError(
+                f"{p} was written in {cls.KIND} format {version!r}; this interplab reads format "
+                f"{cls.FORMAT_VERSION}. Re-run the command that produced it."
+            )
+        _, tensor_path = cls._paths(p.parent)
+        layout: dict[str, str] = data.get("tensor_fields", {})
+        tensors: dict[str, torch.Tensor] = {}
+        if any(not v.startswith("parquet") for v in layout.values()):
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(tensor_path))
+        stem = Path(cls.FILE).stem
+        kw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            how = layout.get(f.name)
+            if how in ("torch", "numpy"):
+                t = tensors[f.name]
+                kw[f.name] = t.numpy() if how == "numpy" else t
+            elif how is not None and how.startswith("dict:"):
+                pre = f.name + "."
+                kw[f.name] = {
+                    k[len(pre) :]: (t.numpy() if how == "dict:numpy" else t)
+                    for k, t in tensors.items()
+                    if k.startswith(pre)
+                }
+            elif how == "parquet":
+                import pandas as pd
+
+                kw[f.name] = pd.read_parquet(p.parent / f"{stem}.{f.name}.parquet")
+            elif f.name in data:
+                v = data[f.name]
+                if v is None and str(f.type).startswith("float"):
+                    v = float("nan")  # a non-finite float field was written as null
+                kw[f.name] = cls._decode(f.name, v)
+        return cls(**kw)
+
+
+def _is_frame(x: Any) -> bool:
+    return type(x).__name__ == "DataFrame" and hasattr(x, "to_parquet")

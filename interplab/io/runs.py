@@ -4,6 +4,7 @@ A run directory is created when the job starts with ``status: "running"``; it is
 ``"complete"`` only after everything was written, and ``"failed"`` (with the error) if the job raised,
 so a half-written directory never looks complete. Data are JSON, Parquet or safetensors — never pickle.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -36,7 +37,13 @@ def git_revision() -> str | None:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -59,13 +66,19 @@ def _jsonable(x: Any) -> Any:
 class Run:
     """A run directory for one job. Use as a context manager::
 
-        with Run("report", {"model": "smollm2-135m"}) as run:
-            run.save_json("lens.json", data)
-            run.headline["top1"] = 0.9
+    with Run("report", {"model": "smollm2-135m"}) as run:
+        run.save_json("lens.json", data)
+        run.headline["top1"] = 0.9
     """
 
-    def __init__(self, command: str, arguments: dict | None = None, out: str | Path | None = None, seed: int | None = None,
-                 root: str | Path = "runs"):
+    def __init__(
+        self,
+        command: str,
+        arguments: dict | None = None,
+        out: str | Path | None = None,
+        seed: int | None = None,
+        root: str | Path = "runs",
+    ):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.dir = Path(out) if out else Path(root) / f"{stamp}-{command}"
         if not out:

@@ -1,4 +1,5 @@
 """Loading models: ``interplab.load(name)``."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,19 @@ from interplab.models.registry import (
 )
 from interplab.models.toy import ToyConfig, ToyTransformer
 
-__all__ = ["load", "Model", "RunOutput", "ModelConfig", "ToyConfig", "ToyTransformer", "REGISTRY", "DEFAULT_MODEL",
-           "ModelNotAvailable", "ChecksumError", "from_pretrained_dir"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "REGISTRY",
+    "ChecksumError",
+    "Model",
+    "ModelConfig",
+    "ModelNotAvailable",
+    "RunOutput",
+    "ToyConfig",
+    "ToyTransformer",
+    "from_pretrained_dir",
+    "load",
+]
 
 
 def from_pretrained_dir(path: str | Path, name: str = "", device: str = "cpu", dtype=None) -> Model:
@@ -47,8 +59,11 @@ def from_pretrained_dir(path: str | Path, name: str = "", device: str = "cpu", d
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32, attn_implementation="sdpa")
-        tok = AutoTokenizer.from_pretrained(str(path)) if any(
-            (path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")) else None
+        tok = (
+            AutoTokenizer.from_pretrained(str(path))
+            if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+            else None
+        )
     hf = hf.to(device).eval()
     m = Model(hf, tok, name=name or path.name, source=str(path))
     m.load_seconds = time.perf_counter() - t
@@ -79,7 +94,9 @@ def load(name: str = DEFAULT_MODEL, device: str = "cpu", dtype=None) -> Model:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="sdpa").to(device)
+        hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="sdpa").to(
+            device
+        )
         m = Model(hf, AutoTokenizer.from_pretrained(name), name=name, source=f"hub:{name}")
     else:
         raise unknown_name_error(name)

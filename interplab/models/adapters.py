@@ -11,6 +11,7 @@ An adapter only *locates* things (modules and weight slices); the hooking itself
 
 Weights are read from the live modules each time, so they follow training.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -145,7 +146,11 @@ class Adapter:
                 return torch.zeros(n, c.d_head, dtype=lin.weight.dtype, device=lin.weight.device)
             return lin.bias.view(n, c.d_head)
 
-        return b(a.q_proj, c.n_heads), self._expand_kv(b(a.k_proj, c.n_kv_heads)), self._expand_kv(b(a.v_proj, c.n_kv_heads))
+        return (
+            b(a.q_proj, c.n_heads),
+            self._expand_kv(b(a.k_proj, c.n_kv_heads)),
+            self._expand_kv(b(a.v_proj, c.n_kv_heads)),
+        )
 
     def w_o(self, i: int) -> torch.Tensor:
         w = self.o_proj(i).weight  # [d, h*e]
@@ -229,21 +234,30 @@ class GPT2Adapter(Adapter):
     def make_cfg(self) -> ModelConfig:
         c = self.c
         return ModelConfig(
-            n_layers=c.n_layer, n_heads=c.n_head, n_kv_heads=c.n_head, d_model=c.n_embd,
-            d_head=c.n_embd // c.n_head, d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size,
-            n_ctx=c.n_positions, family=self.family, act_fn=c.activation_function,
-            normalization="LN", positional="learned", model_type=c.model_type,
+            n_layers=c.n_layer,
+            n_heads=c.n_head,
+            n_kv_heads=c.n_head,
+            d_model=c.n_embd,
+            d_head=c.n_embd // c.n_head,
+            d_mlp=c.n_inner or 4 * c.n_embd,
+            d_vocab=c.vocab_size,
+            n_ctx=c.n_positions,
+            family=self.family,
+            act_fn=c.activation_function,
+            normalization="LN",
+            positional="learned",
+            model_type=c.model_type,
         )
 
     def qkv(self, i):
         w = self.attn(i).c_attn.weight  # [d, 3d]
         d, h, e = self.cfg.d_model, self.cfg.n_heads, self.cfg.d_head
-        return tuple(w[:, j * d:(j + 1) * d].reshape(d, h, e).permute(1, 0, 2) for j in range(3))
+        return tuple(w[:, j * d : (j + 1) * d].reshape(d, h, e).permute(1, 0, 2) for j in range(3))
 
     def qkv_bias(self, i):
         b = self.attn(i).c_attn.bias
         d, h, e = self.cfg.d_model, self.cfg.n_heads, self.cfg.d_head
-        return tuple(b[j * d:(j + 1) * d].reshape(h, e) for j in range(3))
+        return tuple(b[j * d : (j + 1) * d].reshape(h, e) for j in range(3))
 
     def w_o(self, i):
         return self.o_proj(i).weight.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
@@ -270,17 +284,26 @@ class NeoXAdapter(Adapter):
     def make_cfg(self) -> ModelConfig:
         c = self.c
         return ModelConfig(
-            n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads, n_kv_heads=c.num_attention_heads,
-            d_model=c.hidden_size, d_head=c.hidden_size // c.num_attention_heads, d_mlp=c.intermediate_size,
-            d_vocab=c.vocab_size, n_ctx=c.max_position_embeddings, family=self.family, act_fn=c.hidden_act,
-            normalization="LN", positional="rotary", parallel_attn_mlp=bool(c.use_parallel_residual),
+            n_layers=c.num_hidden_layers,
+            n_heads=c.num_attention_heads,
+            n_kv_heads=c.num_attention_heads,
+            d_model=c.hidden_size,
+            d_head=c.hidden_size // c.num_attention_heads,
+            d_mlp=c.intermediate_size,
+            d_vocab=c.vocab_size,
+            n_ctx=c.max_position_embeddings,
+            family=self.family,
+            act_fn=c.hidden_act,
+            normalization="LN",
+            positional="rotary",
+            parallel_attn_mlp=bool(c.use_parallel_residual),
             model_type=c.model_type,
         )
 
     def _qkv_split(self, t: torch.Tensor):
         h, e = self.cfg.n_heads, self.cfg.d_head
         t = t.view(h, 3 * e, *t.shape[1:])
-        return t[:, :e], t[:, e:2 * e], t[:, 2 * e:]
+        return t[:, :e], t[:, e : 2 * e], t[:, 2 * e :]
 
     def qkv(self, i):
         return tuple(x.transpose(1, 2) for x in self._qkv_split(self.attn(i).query_key_value.weight))
@@ -315,9 +338,19 @@ class ToyAdapter(Adapter):
     def make_cfg(self) -> ModelConfig:
         c = self.c
         return ModelConfig(
-            n_layers=c.n_layers, n_heads=c.n_heads, n_kv_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head,
-            d_mlp=c.d_mlp, d_vocab=c.d_vocab, n_ctx=c.n_ctx, family="toy", act_fn=c.act_fn,
-            normalization=c.normalization or "none", positional=c.positional or "none", model_type="interplab_toy",
+            n_layers=c.n_layers,
+            n_heads=c.n_heads,
+            n_kv_heads=c.n_heads,
+            d_model=c.d_model,
+            d_head=c.d_head,
+            d_mlp=c.d_mlp,
+            d_vocab=c.d_vocab,
+            n_ctx=c.n_ctx,
+            family="toy",
+            act_fn=c.act_fn,
+            normalization=c.normalization or "none",
+            positional=c.positional or "none",
+            model_type="interplab_toy",
         )
 
     def set_attn_implementation(self, name: str) -> str:

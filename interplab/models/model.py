@@ -1,4 +1,5 @@
 """``Model``: one object over a Hugging Face causal LM or an interplab toy transformer."""
+
 from __future__ import annotations
 
 import contextlib
@@ -106,8 +107,13 @@ class Model:
             )
         return self.tokenizer
 
-    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool | None = None, padding_side: str = "right",
-                  return_mask: bool = False):
+    def to_tokens(
+        self,
+        text: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: str = "right",
+        return_mask: bool = False,
+    ):
         """Token ids ``[batch, pos]``. ``prepend_bos=None`` follows the tokenizer's own convention
         (SmolLM2 adds none); True/False force it. Lists are padded (right by default); with
         ``return_mask=True`` also returns the attention mask."""
@@ -130,8 +136,8 @@ class Model:
                 out[i, : len(x)] = torch.tensor(x)
                 mask[i, : len(x)] = 1
             else:
-                out[i, n - len(x):] = torch.tensor(x)
-                mask[i, n - len(x):] = 1
+                out[i, n - len(x) :] = torch.tensor(x)
+                mask[i, n - len(x) :] = 1
         return (out, mask) if return_mask else out
 
     def to_str_tokens(self, x: str | torch.Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str]:
@@ -186,20 +192,32 @@ class Model:
         if tokens.ndim == 1:
             tokens = tokens[None]
         if tokens.ndim != 2 or tokens.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
-            raise ValueError(f"tokens must be integer ids of shape [batch, pos], got {tuple(tokens.shape)} {tokens.dtype}.")
+            raise ValueError(
+                f"tokens must be integer ids of shape [batch, pos], got {tuple(tokens.shape)} {tokens.dtype}."
+            )
         if tokens.shape[1] > self.cfg.n_ctx:
             raise ValueError(
                 f"{tokens.shape[1]} tokens exceed this model's context of n_ctx={self.cfg.n_ctx}; "
                 f"truncate to the last {self.cfg.n_ctx} tokens (tokens[:, -{self.cfg.n_ctx}:]) or split the text."
             )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
-            raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}); got {int(tokens.min())}..{int(tokens.max())}.")
+            raise ValueError(
+                f"token ids must lie in [0, {self.cfg.d_vocab}); got {int(tokens.min())}..{int(tokens.max())}."
+            )
         return tokens.to(self.device, torch.long)
 
     # ------------------------------------------------------------------ running
-    def run(self, tokens, cache: CacheSpec = None, interventions: Sequence[H.Intervention] = (),
-            attention_mask: torch.Tensor | None = None, grad: bool = False,
-            start_at_layer: int | None = None, stop_at_layer: int | None = None, return_resid: bool = False) -> RunOutput:
+    def run(
+        self,
+        tokens,
+        cache: CacheSpec = None,
+        interventions: Sequence[H.Intervention] = (),
+        attention_mask: torch.Tensor | None = None,
+        grad: bool = False,
+        start_at_layer: int | None = None,
+        stop_at_layer: int | None = None,
+        return_resid: bool = False,
+    ) -> RunOutput:
         """Forward pass: returns ``(logits [b, p, vocab], Cache)``.
 
         ``cache``: None, True/"all", a name, a list of names, or a predicate on names.
@@ -217,12 +235,16 @@ class Model:
         start = start_at_layer or 0
         stop = n if stop_at_layer is None else stop_at_layer
         if not 0 <= start <= stop <= n:
-            raise ValueError(f"need 0 <= start_at_layer <= stop_at_layer <= n_layers={n}; got {start_at_layer}, {stop_at_layer}.")
+            raise ValueError(
+                f"need 0 <= start_at_layer <= stop_at_layer <= n_layers={n}; got {start_at_layer}, {stop_at_layer}."
+            )
         if start_at_layer is not None:
             resid = torch.as_tensor(tokens)
             if resid.ndim != 3 or resid.shape[-1] != self.cfg.d_model or not resid.is_floating_point():
-                raise ValueError(f"with start_at_layer, pass the residual stream [batch, pos, {self.cfg.d_model}] "
-                                 f"(blocks.{start}.hook_resid_pre), not {tuple(resid.shape)} {resid.dtype}.")
+                raise ValueError(
+                    f"with start_at_layer, pass the residual stream [batch, pos, {self.cfg.d_model}] "
+                    f"(blocks.{start}.hook_resid_pre), not {tuple(resid.shape)} {resid.dtype}."
+                )
             if resid.shape[1] > self.cfg.n_ctx:
                 raise ValueError(f"{resid.shape[1]} positions exceed n_ctx={self.cfg.n_ctx}.")
             kwargs = {"inputs_embeds": resid.to(self.device)}
@@ -233,7 +255,10 @@ class Model:
         if self.cfg.family != "toy":
             kwargs["use_cache"] = False
         names = self._resolve_cache(cache)
-        with H.HookSession(self, names, interventions, grad=grad) as store, self._layer_window(start, stop, start_at_layer is not None, return_resid):
+        with (
+            H.HookSession(self, names, interventions, grad=grad) as store,
+            self._layer_window(start, stop, start_at_layer is not None, return_resid),
+        ):
             with torch.set_grad_enabled(grad):
                 try:
                     out = self.hf(**kwargs).logits
@@ -256,8 +281,10 @@ class Model:
             if from_resid and pos is not None and self.cfg.family != "toy":  # GPT-2 adds positions to inputs_embeds
                 handles.append(pos.register_forward_hook(lambda m, a, o: torch.zeros_like(o)))
             if stop < n or halt_final:
+
                 def halt(m, args, kwargs):
                     raise _Stop(args[0] if args else kwargs["hidden_states"])
+
                 handles.append(self.adapter.ln_final().register_forward_pre_hook(halt, with_kwargs=True))
             yield
         finally:
@@ -280,23 +307,35 @@ class Model:
         with H.HookSession(self, self._resolve_cache(cache), interventions, grad=grad) as store:
             yield store
 
-    def generate(self, prompt: str | torch.Tensor, max_new_tokens: int = 20, do_sample: bool = False,
-                 interventions: Sequence[H.Intervention] = (), **kw) -> str:
+    def generate(
+        self,
+        prompt: str | torch.Tensor,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        interventions: Sequence[H.Intervention] = (),
+        **kw,
+    ) -> str:
         """Greedy (default) generation; returns the generated continuation as text."""
         tokens = self._as_tokens(prompt)
         with self.hooks(interventions), torch.no_grad():
             if self.cfg.family == "toy":
                 out = tokens
                 for _ in range(max_new_tokens):
-                    logits = self.hf(input_ids=out[:, -self.cfg.n_ctx:]).logits[:, -1]
+                    logits = self.hf(input_ids=out[:, -self.cfg.n_ctx :]).logits[:, -1]
                     nxt = torch.multinomial(logits.softmax(-1), 1) if do_sample else logits.argmax(-1, keepdim=True)
                     out = torch.cat([out, nxt], dim=1)
             else:
                 tok = self.tokenizer
                 pad = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else None
-                out = self.hf.generate(input_ids=tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=max_new_tokens,
-                                       do_sample=do_sample, pad_token_id=pad, **kw)
-        new = out[0, tokens.shape[1]:]
+                out = self.hf.generate(
+                    input_ids=tokens,
+                    attention_mask=torch.ones_like(tokens),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    pad_token_id=pad,
+                    **kw,
+                )
+        new = out[0, tokens.shape[1] :]
         return self.to_string(new) if self.tokenizer is not None else new
 
     # ------------------------------------------------------------------ weights
@@ -344,9 +383,11 @@ class Model:
     @property
     def b_O(self) -> torch.Tensor:
         """[n_layers, d_model] (zeros where the model has no out-projection bias)"""
+
         def f(i):
             b = self.adapter.b_o(i)
             return b if b is not None else torch.zeros(self.cfg.d_model, device=self.device)
+
         return self._stack(f)
 
     def _mlp(self, key: str) -> torch.Tensor:
@@ -393,6 +434,8 @@ class Model:
 
 def from_hf(hf: nn.Module, tokenizer=None, name: str = "", source: str = "") -> Model:
     t = time.perf_counter()
-    m = Model(hf, tokenizer, name=name or getattr(hf.config, "_name_or_path", "") or hf.config.model_type, source=source)
+    m = Model(
+        hf, tokenizer, name=name or getattr(hf.config, "_name_or_path", "") or hf.config.model_type, source=source
+    )
     m.load_seconds = time.perf_counter() - t
     return m

@@ -19,6 +19,7 @@ The residual stream is split into four orthogonal blocks of one-hot coordinates:
 * the unembedding reads the *output* block: the model predicts the token that followed the earlier
   occurrence of the current token.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,13 +32,24 @@ INDUCTION_HEAD = (1, 0)
 
 def induction_config(d_vocab: int = 64, n_ctx: int = 48, n_heads: int = 2) -> ToyConfig:
     d_head = max(d_vocab, n_ctx)
-    return ToyConfig(n_layers=2, d_model=3 * d_vocab + n_ctx, n_heads=n_heads, d_head=d_head,
-                     d_mlp=0, d_vocab=d_vocab, n_ctx=n_ctx, normalization=None, positional="learned",
-                     attn_bias=True, unembed_bias=False)
+    return ToyConfig(
+        n_layers=2,
+        d_model=3 * d_vocab + n_ctx,
+        n_heads=n_heads,
+        d_head=d_head,
+        d_mlp=0,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        normalization=None,
+        positional="learned",
+        attn_bias=True,
+        unembed_bias=False,
+    )
 
 
-def induction_model(d_vocab: int = 64, n_ctx: int = 48, n_heads: int = 2, sharpness: float = 30.0,
-                    noise: float = 0.02, seed: int = 0):
+def induction_model(
+    d_vocab: int = 64, n_ctx: int = 48, n_heads: int = 2, sharpness: float = 30.0, noise: float = 0.02, seed: int = 0
+):
     """The planted 2-layer induction circuit, wrapped as an interplab ``Model`` (no tokenizer: use ids).
 
     ``sharpness`` is the planted attention logit (larger: harder attention); ``noise`` is the

@@ -4,6 +4,7 @@ GGUF files are dequantised by transformers (fp32) and converted once into a plai
 directory under the cache (``$INTERPLAB_CACHE`` or ``~/.cache/interplab``), keyed by the file's
 SHA-256; later loads read that directory in well under a second instead of ~35 s.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -121,7 +122,11 @@ def gguf_path(m: NamedModel) -> Path:
             raise ModelNotAvailable(f"Package {m.packages[0]} holds no .gguf file; reinstall it: {m.install}")
         return path
     out = cache_dir() / "gguf" / m.filename
-    if out.exists() and out.with_suffix(".sha256").exists() and out.with_suffix(".sha256").read_text().strip() == m.sha256:
+    if (
+        out.exists()
+        and out.with_suffix(".sha256").exists()
+        and out.with_suffix(".sha256").read_text().strip() == m.sha256
+    ):
         return out
     chunks = []
     for i, dist in enumerate(m.packages):

@@ -5,6 +5,7 @@ Its attention calls :func:`interplab.hooks.interplab_attention`, the same kernel
 Hugging Face models are routed through, so every hook point and analysis applies unchanged.
 Saved as ``config.json`` + ``model.safetensors`` (no pickle); ``interplab.load(dir)`` reads it back.
 """
+
 from __future__ import annotations
 
 import json

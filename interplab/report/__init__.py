@@ -1,5 +1,6 @@
 """HTML reports: a small self-contained builder (:mod:`interplab.report.html`) and the model report
 (:func:`build_report`)."""
+
 from interplab.report.html import (
     Html,
     Report,
@@ -15,5 +16,19 @@ from interplab.report.html import (
 )
 from interplab.report.model_report import DEFAULT_PROMPTS, ReportPrompt, build_report
 
-__all__ = ["Report", "Html", "figure", "table", "text", "heading", "group", "raw", "attention_viewer", "escape",
-           "json_for_script", "build_report", "ReportPrompt", "DEFAULT_PROMPTS"]
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "Html",
+    "Report",
+    "ReportPrompt",
+    "attention_viewer",
+    "build_report",
+    "escape",
+    "figure",
+    "group",
+    "heading",
+    "json_for_script",
+    "raw",
+    "table",
+    "text",
+]

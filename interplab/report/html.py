@@ -17,6 +17,7 @@ U+2028 and U+2029 written as ``\\u003c``-style escapes, so a token such as
 Each section is ``<section class="ipl-section" id="<slug>">`` (the id is given or derived from the
 title), so tests and links can find it.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -29,8 +30,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Report", "Html", "figure", "table", "text", "heading", "group", "raw", "attention_viewer",
-           "json_for_script", "escape"]
+__all__ = [
+    "Html",
+    "Report",
+    "attention_viewer",
+    "escape",
+    "figure",
+    "group",
+    "heading",
+    "json_for_script",
+    "raw",
+    "table",
+    "text",
+]
 
 _ids = itertools.count()
 
@@ -51,8 +63,13 @@ def json_for_script(obj: Any, **dumps_kw) -> str:
 
 
 def _script_safe(s: str) -> str:
-    return (s.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        s.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 class Html(str):
@@ -112,8 +129,10 @@ def figure(fig, height: int | None = None, config: Mapping[str, Any] | None = No
     cfg = {"displaylogo": False, "responsive": True, "showLink": False}
     cfg.update(config or {})
     style = f' style="height:{int(height)}px"' if height else ""
-    script = (f'(function(){{var f={_script_safe(fig_json)};'
-              f'Plotly.newPlot({json_for_script(div_id)},f.data,f.layout,{json_for_script(cfg)});}})();')
+    script = (
+        f"(function(){{var f={_script_safe(fig_json)};"
+        f"Plotly.newPlot({json_for_script(div_id)},f.data,f.layout,{json_for_script(cfg)});}})();"
+    )
     return Html(f'<div class="ipl-figure" id="{div_id}"{style}></div><script>{script}</script>', {"plotly"})
 
 
@@ -138,8 +157,13 @@ def _cell(v: Any, float_fmt: str) -> str:
     return str(v)
 
 
-def table(data, columns: Sequence[str] | None = None, float_fmt: str = ".4g", max_rows: int | None = None,
-          cls: str = "ipl-table") -> Html:
+def table(
+    data,
+    columns: Sequence[str] | None = None,
+    float_fmt: str = ".4g",
+    max_rows: int | None = None,
+    cls: str = "ipl-table",
+) -> Html:
     """An HTML table from a pandas DataFrame, a list of dicts or a dict (two columns: key, value).
     Every header and cell is escaped."""
     if _is_frame(data):
@@ -161,10 +185,13 @@ def table(data, columns: Sequence[str] | None = None, float_fmt: str = ".4g", ma
         rows = rows[:max_rows]
     head = "".join(f"<th>{escape(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(_cell(r.get(c), float_fmt))}</td>" for c in cols) + "</tr>" for r in rows)
+        "<tr>" + "".join(f"<td>{escape(_cell(r.get(c), float_fmt))}</td>" for c in cols) + "</tr>" for r in rows
+    )
     note = f'<p class="ipl-note">{len(rows)} of {n} rows shown.</p>' if len(rows) < n else ""
-    return Html(f'<div class="ipl-table-wrap"><table class="{escape(cls)}"><thead><tr>{head}</tr></thead>'
-                f"<tbody>{body}</tbody></table>{note}</div>")
+    return Html(
+        f'<div class="ipl-table-wrap"><table class="{escape(cls)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>{note}</div>"
+    )
 
 
 # ---------------------------------------------------------------------------------- attention viewer
@@ -178,8 +205,14 @@ def _to_nested(patterns) -> list:
     return [_to_nested(p) if hasattr(p, "tolist") or hasattr(p, "detach") else p for p in patterns]
 
 
-def attention_viewer(str_tokens: Sequence[str], patterns, layer_names: Sequence[str] | None = None,
-                     head_names: Sequence[str] | None = None, title: str | None = None, decimals: int = 3) -> Html:
+def attention_viewer(
+    str_tokens: Sequence[str],
+    patterns,
+    layer_names: Sequence[str] | None = None,
+    head_names: Sequence[str] | None = None,
+    title: str | None = None,
+    decimals: int = 3,
+) -> Html:
     """Interactive attention-pattern viewer: a layer and a head ``<select>``, a query x key grid coloured
     by attention (hover a cell for its value; click a row to pick the query) and the prompt's tokens
     coloured by how much the picked query attends to each.
@@ -198,15 +231,19 @@ def attention_viewer(str_tokens: Sequence[str], patterns, layer_names: Sequence[
         for hi, head in enumerate(layer):
             if len(head) != n or any(len(row) != n for row in head):
                 shape = f"{len(head)} x {len(head[0]) if head else 0}"
-                raise ValueError(f"pattern of layer {li}, head {hi} is {shape}, but there are {n} tokens: it must be "
-                                 f"{n} x {n} (one query row and one key column per token).")
+                raise ValueError(
+                    f"pattern of layer {li}, head {hi} is {shape}, but there are {n} tokens: it must be "
+                    f"{n} x {n} (one query row and one key column per token)."
+                )
             enc_l.append([[int(round(float(v) * scale)) for v in row] for row in head])
         enc.append(enc_l)
     n_heads = max(len(layer) for layer in enc)
     lnames = [str(x) for x in (layer_names if layer_names is not None else [f"layer {i}" for i in range(len(enc))])]
     hnames = [str(x) for x in (head_names if head_names is not None else [f"head {i}" for i in range(n_heads)])]
     if len(lnames) != len(enc) or len(hnames) != n_heads:
-        raise ValueError(f"got {len(lnames)} layer names / {len(hnames)} head names for {len(enc)} layers x {n_heads} heads.")
+        raise ValueError(
+            f"got {len(lnames)} layer names / {len(hnames)} head names for {len(enc)} layers x {n_heads} heads."
+        )
     vid = _next_id("ipl-attn")
     data = {"tokens": tokens, "patterns": enc, "scale": scale, "layer_names": lnames, "head_names": hnames}
     lopts = "".join(f'<option value="{i}">{escape(name)}</option>' for i, name in enumerate(lnames))
@@ -368,11 +405,14 @@ class Report:
         toc = "".join(f'<a href="#{escape(sid)}">{escape(t)}</a>' for sid, t, _ in self.sections)
         sub = f'<p class="ipl-meta">{escape(self.subtitle)}</p>' if self.subtitle else ""
         body = "\n".join(
-            f'<section class="ipl-section" id="{escape(sid)}"><h2>{escape(t)}</h2>\n' + "\n".join(parts) + "\n</section>"
-            for sid, t, parts in self.sections)
+            f'<section class="ipl-section" id="{escape(sid)}"><h2>{escape(t)}</h2>\n'
+            + "\n".join(parts)
+            + "\n</section>"
+            for sid, t, parts in self.sections
+        )
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{escape(self.title)}</title>\n<style>{_CSS}</style>\n{assets}</head>\n<body>\n"
             f'<header class="ipl-header"><h1>{escape(self.title)}</h1>{sub}'
             f'<p class="ipl-meta">interplab {escape(__version__)} \u00b7 {escape(when)}</p>'

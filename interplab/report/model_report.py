@@ -4,6 +4,7 @@
 the logit-lens data as JSON next to it (``out_dir/lens_<name>.json``). The report only assembles
 results; the numbers come from :mod:`interplab.analyses`.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,7 @@ import torch
 from interplab.analyses.observational.lens import LogitLensResult, display_token, logit_lens
 from interplab.report.html import Report, attention_viewer, figure, heading, table, text
 
-__all__ = ["build_report", "ReportPrompt", "DEFAULT_PROMPTS"]
+__all__ = ["DEFAULT_PROMPTS", "ReportPrompt", "build_report"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class ReportPrompt:
 DEFAULT_PROMPTS: tuple[ReportPrompt, ...] = (
     ReportPrompt("ioi", "When Mary and John went to the store, John gave a drink to", " Mary"),
     ReportPrompt("factual", "The Eiffel Tower is located in the city of", " Paris"),
-    ReportPrompt("induction", "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy", " dog"),
+    ReportPrompt(
+        "induction", "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy", " dog"
+    ),
 )
 
 
@@ -50,7 +53,9 @@ def _prompts(prompts) -> list[ReportPrompt]:
         elif isinstance(p, (tuple, list)) and 1 <= len(p) <= 2:
             out.append(ReportPrompt(f"prompt{i + 1}", p[0], p[1] if len(p) > 1 else None))
         else:
-            raise TypeError(f"prompt {i}: expected a str, (prompt, answer), a dict with 'prompt' or a ReportPrompt, got {p!r}.")
+            raise TypeError(
+                f"prompt {i}: expected a str, (prompt, answer), a dict with 'prompt' or a ReportPrompt, got {p!r}."
+            )
     if not out:
         raise ValueError("prompts is empty; pass None for the built-in prompts.")
     return out
@@ -93,12 +98,20 @@ def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list:
         f"Answer tracked: {display_token(res.answer)!r}"
         + ("" if p.answer is not None else " (the model's own top prediction)")
         + f" — final p = {h['answer_prob_final']:.3f}, rank {h['answer_rank_final']}; "
-        + (f"first ranked top-1 at layer {first}, top-1 from layer {h['stable_top1_from_layer']} on."
-           if first is not None else "never ranked top-1 by the lens.")
+        + (
+            f"first ranked top-1 at layer {first}, top-1 from layer {h['stable_top1_from_layer']} on."
+            if first is not None
+            else "never ranked top-1 by the lens."
+        )
         + f"\nData: {json_name}"
     )
-    return [heading(f"{p.name}"), text(summary), figure(res.plot()),
-            heading("Top tokens at the last position, per layer", 4), table(_display_frame(res.to_frame("last")))]
+    return [
+        heading(f"{p.name}"),
+        text(summary),
+        figure(res.plot()),
+        heading("Top tokens at the last position, per layer", 4),
+        table(_display_frame(res.to_frame("last"))),
+    ]
 
 
 def _display_frame(df):
@@ -116,12 +129,24 @@ def _heads_section(model, out: Path, timings: dict) -> list:
     res = head_scores(model, n_seqs=8, batch=8)
     res.save(out)
     timings["heads"] = time.perf_counter() - t
-    rows = [{"class": c, "members": len(res.members(c)), "threshold": res.thresholds[c],
-             "top (layer.head score / null)": ", ".join(f"{a}.{b} {s:.2f} / {n:.2f}" for a, b, s, n in res.top(c, 5))}
-            for c in res.classes]
-    return [text("Head detectors on 8 repeated random sequences and 8 text chunks (interplab heads for more): each "
-                 "score next to its null baseline; a head is a member of a class when it passes the threshold and beats "
-                 "the null by the margin. Data: heads.json"), figure(res.plot()), table(rows)]
+    rows = [
+        {
+            "class": c,
+            "members": len(res.members(c)),
+            "threshold": res.thresholds[c],
+            "top (layer.head score / null)": ", ".join(f"{a}.{b} {s:.2f} / {n:.2f}" for a, b, s, n in res.top(c, 5)),
+        }
+        for c in res.classes
+    ]
+    return [
+        text(
+            "Head detectors on 8 repeated random sequences and 8 text chunks (interplab heads for more): each "
+            "score next to its null baseline; a head is a member of a class when it passes the threshold and beats "
+            "the null by the margin. Data: heads.json"
+        ),
+        figure(res.plot()),
+        table(rows),
+    ]
 
 
 def _weights_section(model, out: Path, timings: dict) -> list:
@@ -137,14 +162,36 @@ def _weights_section(model, out: Path, timings: dict) -> list:
     rows = []
     for kind in comp.kinds:
         for l1, h1, l2, h2, score, z in comp.top_pairs(kind, 5):
-            rows.append({"kind": kind, "writer": f"{l1}.{h1}", "reader": f"{l2}.{h2}", "score": score, "z vs random": z,
-                         "random baseline": f"{comp.baseline_mean[kind]:.4f} ± {comp.baseline_std[kind]:.4f}"})
-    cop = [{"head": f"{a}.{b}", "copying": c, "reads": ", ".join(map(display_token, circ.tokens(a, b)["read+"][:5])),
-            "writes": ", ".join(map(display_token, circ.tokens(a, b)["write+"][:5]))} for a, b, c in circ.top_copying(8)]
-    return [text("Composition (Elhage et al. 2021): ||W_OV(writer) · W_QK/OV(reader)||_F normalised, next to the same "
-                 "score for random matrices of the same shapes; norm weights folded in, K/V expanded per query head."),
-            figure(comp.plot("K")), table(rows),
-            heading("Copying scores of the OV circuits (Σλ / Σ|λ| of W_E W_OV W_U)"), figure(circ.plot("copying")), table(cop)]
+            rows.append(
+                {
+                    "kind": kind,
+                    "writer": f"{l1}.{h1}",
+                    "reader": f"{l2}.{h2}",
+                    "score": score,
+                    "z vs random": z,
+                    "random baseline": f"{comp.baseline_mean[kind]:.4f} ± {comp.baseline_std[kind]:.4f}",
+                }
+            )
+    cop = [
+        {
+            "head": f"{a}.{b}",
+            "copying": c,
+            "reads": ", ".join(map(display_token, circ.tokens(a, b)["read+"][:5])),
+            "writes": ", ".join(map(display_token, circ.tokens(a, b)["write+"][:5])),
+        }
+        for a, b, c in circ.top_copying(8)
+    ]
+    return [
+        text(
+            "Composition (Elhage et al. 2021): ||W_OV(writer) · W_QK/OV(reader)||_F normalised, next to the same "
+            "score for random matrices of the same shapes; norm weights folded in, K/V expanded per query head."
+        ),
+        figure(comp.plot("K")),
+        table(rows),
+        heading("Copying scores of the OV circuits (Σλ / Σ|λ| of W_E W_OV W_U)"),
+        figure(circ.plot("copying")),
+        table(cop),
+    ]
 
 
 def _dla_section(model, out: Path, timings: dict) -> list:
@@ -156,11 +203,15 @@ def _dla_section(model, out: Path, timings: dict) -> list:
     res = direct_logit_attribution(model, p.prompt, answer=" Mary", distractor=" John")
     res.save(out)
     timings["dla"] = time.perf_counter() - t
-    return [text(f"Direct logit attribution of logit(' Mary') − logit(' John') on: {p.prompt}\n"
-                 f"Components (heads, MLPs, embeddings, biases; final norm scale frozen) sum to "
-                 f"{float(res.total):.4f}; the model's logit difference is {float(res.logit_diff):.4f}."),
-            figure(res.plot()),
-            table([{"head": f"{a}.{b}", "contribution": c} for a, b, c in res.top_heads(10, "abs")])]
+    return [
+        text(
+            f"Direct logit attribution of logit(' Mary') − logit(' John') on: {p.prompt}\n"
+            f"Components (heads, MLPs, embeddings, biases; final norm scale frozen) sum to "
+            f"{float(res.total):.4f}; the model's logit difference is {float(res.logit_diff):.4f}."
+        ),
+        figure(res.plot()),
+        table([{"head": f"{a}.{b}", "contribution": c} for a, b, c in res.top_heads(10, "abs")]),
+    ]
 
 
 def _ablation_section(model, out: Path, timings: dict) -> list:
@@ -172,10 +223,14 @@ def _ablation_section(model, out: Path, timings: dict) -> list:
     res = head_ablation_importance(model, n_chunks=4, chunk_len=min(64, n_ctx), how="zero")
     res.save(out)
     timings["ablation"] = time.perf_counter() - t
-    return [text("Zero-ablation of each head's output (hook_z) on 4 chunks of 64 tokens of the pydoc corpus "
-                 "(interplab ablate for more): increase of the mean next-token loss, with 95% confidence intervals over "
-                 "chunks; heads that matter but are not induction heads are flagged in head_ablation.json."),
-            figure(res.plot())]
+    return [
+        text(
+            "Zero-ablation of each head's output (hook_z) on 4 chunks of 64 tokens of the pydoc corpus "
+            "(interplab ablate for more): increase of the mean next-token loss, with 95% confidence intervals over "
+            "chunks; heads that matter but are not induction heads are flagged in head_ablation.json."
+        ),
+        figure(res.plot()),
+    ]
 
 
 def _logit_pca_section(model, out: Path, timings: dict) -> list:
@@ -187,10 +242,14 @@ def _logit_pca_section(model, out: Path, timings: dict) -> list:
     res.save(out)
     timings["logit_pca"] = time.perf_counter() - t
     h = res.headline()
-    return [text("PCA of the logit lens's log-probabilities on fixed random tokens, layer by layer: sharp turns of "
-                 "the trajectory mark layers where the prediction changes character. Data: logit_pca.json\n"
-                 + ", ".join(f"{k}: {v}" for k, v in h.items() if isinstance(v, (int, float, str)))),
-            figure(res.plot())]
+    return [
+        text(
+            "PCA of the logit lens's log-probabilities on fixed random tokens, layer by layer: sharp turns of "
+            "the trajectory mark layers where the prediction changes character. Data: logit_pca.json\n"
+            + ", ".join(f"{k}: {v}" for k, v in h.items() if isinstance(v, (int, float, str)))
+        ),
+        figure(res.plot()),
+    ]
 
 
 def _ioi_pairs(model, n: int):
@@ -217,11 +276,16 @@ def _patching_section(model, out: Path, timings: dict) -> list:
     res.save(out, "patching_ioi_heads.json")
     timings["patching"] = time.perf_counter() - t
     h = res.headline()
-    return [text(f"Denoising activation patching of each head's z at END on {len(pairs)} IOI pairs (Wang et al.'s "
-                 f"templates, p_ABC corruption): 1 = the clean logit difference ({h['clean_metric']:.2f}) restored, "
-                 f"0 = the corrupt one ({h['corrupt_metric']:.2f}). Attribution patching (one forward + backward) "
-                 f"correlates {correlation(att, res):.3f} with it. interplab ioi runs the full procedure."),
-            figure(res.plot()), figure(att.plot())]
+    return [
+        text(
+            f"Denoising activation patching of each head's z at END on {len(pairs)} IOI pairs (Wang et al.'s "
+            f"templates, p_ABC corruption): 1 = the clean logit difference ({h['clean_metric']:.2f}) restored, "
+            f"0 = the corrupt one ({h['corrupt_metric']:.2f}). Attribution patching (one forward + backward) "
+            f"correlates {correlation(att, res):.3f} with it. interplab ioi runs the full procedure."
+        ),
+        figure(res.plot()),
+        figure(att.plot()),
+    ]
 
 
 def _ioi_section(model, out: Path, timings: dict) -> list:
@@ -237,11 +301,15 @@ def _ioi_section(model, out: Path, timings: dict) -> list:
     timings["ioi"] = time.perf_counter() - t
     h = res.headline()
     rows = [{"class": c, "heads": " ".join(f"{a}.{b}" for a, b in hs) or "—"} for c, hs in h["heads"].items()]
-    parts = [text(f"Logit difference {h['logit_diff_mean']} (IO preferred in {h['io_preferred_frac']:.0%} of prompts)."),
-             table(rows)]
+    parts = [
+        text(f"Logit difference {h['logit_diff_mean']} (IO preferred in {h['io_preferred_frac']:.0%} of prompts)."),
+        table(rows),
+    ]
     if res.circuit is not None:
-        parts += [text(f"Circuit: {len(res.circuit.nodes)} nodes, faithfulness {res.circuit.faithfulness:.3f}."),
-                  figure(res.circuit.plot())]
+        parts += [
+            text(f"Circuit: {len(res.circuit.nodes)} nodes, faithfulness {res.circuit.faithfulness:.3f}."),
+            figure(res.circuit.plot()),
+        ]
     return parts
 
 
@@ -259,8 +327,14 @@ EXTRA_SECTIONS: dict = {
 DEFAULT_SECTIONS: tuple[str, ...] = tuple(k for k in EXTRA_SECTIONS if k not in ("ablation", "patching", "ioi"))
 
 
-def build_report(model, out_dir: str | Path, prompts: Iterable | None = None, top_k: int = 5,
-                 attention_prompt: int = 0, sections: Iterable[str] | None = None) -> Path:
+def build_report(
+    model,
+    out_dir: str | Path,
+    prompts: Iterable | None = None,
+    top_k: int = 5,
+    attention_prompt: int = 0,
+    sections: Iterable[str] | None = None,
+) -> Path:
     """Write ``out_dir/report.html`` for ``model`` and return its path.
 
     Sections: model card (name, family, config, parameters, load time, source); logit lens over the
@@ -288,15 +362,21 @@ def build_report(model, out_dir: str | Path, prompts: Iterable | None = None, to
     if not 0 <= attention_prompt < len(ps):
         raise ValueError(f"attention_prompt={attention_prompt} but there are {len(ps)} prompts.")
 
-    report = Report(f"interplab report — {model.name}", subtitle=f"{model.cfg.family}, {model.cfg.n_layers} layers, "
-                    f"{model.cfg.n_heads} heads ({model.cfg.n_kv_heads} key/value), d_model {model.cfg.d_model}")
+    report = Report(
+        f"interplab report — {model.name}",
+        subtitle=f"{model.cfg.family}, {model.cfg.n_layers} layers, "
+        f"{model.cfg.n_heads} heads ({model.cfg.n_kv_heads} key/value), d_model {model.cfg.d_model}",
+    )
     report.section("Model card", *_model_card(model), id="model-card")
 
     timings: dict[str, float] = {}
-    lens_parts: list = [text(
-        "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) passed through the "
-        "model's final norm and unembedding. Cells: the lens's top-1 next-token prediction and its probability; right: "
-        "the tracked answer's probability at the last position. The last layer's lens is the model's own output.")]
+    lens_parts: list = [
+        text(
+            "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) passed through the "
+            "model's final norm and unembedding. Cells: the lens's top-1 next-token prediction and its probability; right: "
+            "the tracked answer's probability at the last position. The last layer's lens is the model's own output."
+        )
+    ]
     taken: set[str] = set()
     for p in ps:
         t = time.perf_counter()
@@ -314,13 +394,22 @@ def build_report(model, out_dir: str | Path, prompts: Iterable | None = None, to
         _, cache = model.run(tokens, cache=lambda n: n.endswith("attn.hook_pattern"))
     patterns = cache.stack("attn.hook_pattern", range(model.cfg.n_layers))[:, 0]  # [L, H, Q, K]
     str_tokens = model.to_str_tokens(tokens[0])
-    viewer = attention_viewer(str_tokens, patterns.round(decimals=3),
-                              layer_names=[f"layer {i}" for i in range(model.cfg.n_layers)],
-                              head_names=[f"head {h}" for h in range(model.cfg.n_heads)])
+    viewer = attention_viewer(
+        str_tokens,
+        patterns.round(decimals=3),
+        layer_names=[f"layer {i}" for i in range(model.cfg.n_layers)],
+        head_names=[f"head {h}" for h in range(model.cfg.n_heads)],
+    )
     timings["attention"] = time.perf_counter() - t
-    report.section("Attention patterns", text(
-        f"Prompt: {ap.prompt}\nblocks.L.attn.hook_pattern for every layer and head (rows: query, columns: key; "
-        "click a row to pick the query shown coloured above the grid)."), viewer, id="attention")
+    report.section(
+        "Attention patterns",
+        text(
+            f"Prompt: {ap.prompt}\nblocks.L.attn.hook_pattern for every layer and head (rows: query, columns: key; "
+            "click a row to pick the query shown coloured above the grid)."
+        ),
+        viewer,
+        id="attention",
+    )
 
     for name in extra:
         title, builder = EXTRA_SECTIONS[name]
@@ -331,8 +420,17 @@ def build_report(model, out_dir: str | Path, prompts: Iterable | None = None, to
 
     import interplab
 
-    report.section("About this report", table({
-        "interplab": interplab.__version__, "torch": torch.__version__, "python": platform.python_version(),
-        "prompts": len(ps), **{f"time {k}": f"{v:.2f} s" for k, v in timings.items()},
-    }), id="about")
+    report.section(
+        "About this report",
+        table(
+            {
+                "interplab": interplab.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "prompts": len(ps),
+                **{f"time {k}": f"{v:.2f} s" for k, v in timings.items()},
+            }
+        ),
+        id="about",
+    )
     return report.save(out / "report.html")

@@ -1,5 +1,6 @@
 """Built-in inputs for analyses: repeated random tokens (induction), natural-text corpora, and
 clean/corrupt prompt-pair tasks for patching (IOI, factual recall, pronouns, capitalisation, acronyms)."""
+
 from interplab.tasks.corpus import DEFAULT_CORPUS, corpus_text, token_chunks
 from interplab.tasks.induction import repeated_tokens
 from interplab.tasks.pairs import PairSpec, PromptPairs, build_pairs, pairs_from_tokens
@@ -25,5 +26,15 @@ def get_task(model, name: str, n: int = 40, seed: int = 0, **kw) -> PromptPairs:
     raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}.")
 
 
-__all__ = ["repeated_tokens", "corpus_text", "token_chunks", "DEFAULT_CORPUS", "PairSpec", "PromptPairs",
-           "build_pairs", "pairs_from_tokens", "get_task", "TASKS"]
+__all__ = [
+    "DEFAULT_CORPUS",
+    "TASKS",
+    "PairSpec",
+    "PromptPairs",
+    "build_pairs",
+    "corpus_text",
+    "get_task",
+    "pairs_from_tokens",
+    "repeated_tokens",
+    "token_chunks",
+]

@@ -1,5 +1,6 @@
 """Natural-text corpora. The default is the standard library's ``pydoc_data.topics`` (~465 kB of
 English documentation), present on every Python install, so analyses on text work offline."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,14 @@ def corpus_text(source: str | Path | None = None) -> str:
     return p.read_text(encoding="utf-8", errors="replace")
 
 
-def token_chunks(model, source: str | Path | None = None, n_chunks: int = 16, chunk_len: int = 128, prepend_bos: bool | None = None,
-                 start: int = 0) -> torch.Tensor:
+def token_chunks(
+    model,
+    source: str | Path | None = None,
+    n_chunks: int = 16,
+    chunk_len: int = 128,
+    prepend_bos: bool | None = None,
+    start: int = 0,
+) -> torch.Tensor:
     """``[n_chunks, chunk_len]`` token ids: consecutive non-overlapping windows of the tokenised corpus
     (each with a BOS token in front when ``prepend_bos`` is True, or None and the tokenizer adds one by default)."""
     if model.tokenizer is None:
@@ -36,9 +43,11 @@ def token_chunks(model, source: str | Path | None = None, n_chunks: int = 16, ch
         raise ValueError(f"chunk_len={chunk_len} exceeds the model's context n_ctx={model.cfg.n_ctx}.")
     need = start + n_chunks * body
     if len(ids) < need:
-        raise ValueError(f"the corpus has {len(ids)} tokens; {n_chunks} chunks of {body} from token {start} need {need}. "
-                         "Ask for fewer or shorter chunks, or give a longer text file.")
-    rows = [ids[start + i * body: start + (i + 1) * body] for i in range(n_chunks)]
+        raise ValueError(
+            f"the corpus has {len(ids)} tokens; {n_chunks} chunks of {body} from token {start} need {need}. "
+            "Ask for fewer or shorter chunks, or give a longer text file."
+        )
+    rows = [ids[start + i * body : start + (i + 1) * body] for i in range(n_chunks)]
     t = torch.tensor(rows, dtype=torch.long)
     if use_bos:
         t = torch.cat([torch.full((n_chunks, 1), bos, dtype=torch.long), t], dim=1)

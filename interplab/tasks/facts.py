@@ -5,6 +5,7 @@ Each fact is a prompt template with one ``{}`` for the subject, the subject and 
 leading space; its first token is scored). :func:`known_facts` keeps the facts a model gets right
 (the answer's first token is its top-1 prediction), as ROME does, and says how many survived.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -24,65 +25,190 @@ _COLOR = "The color of {} is"
 
 FACTS: tuple[tuple[str, str, str], ...] = (
     # capitals
-    *[(_CAPITAL, s, a) for s, a in [
-        ("France", " Paris"), ("Germany", " Berlin"), ("Italy", " Rome"), ("Spain", " Madrid"), ("Japan", " Tokyo"),
-        ("Russia", " Moscow"), ("England", " London"), ("Egypt", " Cairo"), ("Greece", " Athens"),
-        ("Portugal", " Lisbon"), ("Austria", " Vienna"), ("Poland", " Warsaw"), ("Ireland", " Dublin"),
-        ("Norway", " Oslo"), ("Sweden", " Stockholm"), ("Finland", " Helsinki"), ("Denmark", " Copenhagen"),
-        ("Hungary", " Budapest"), ("China", " Beijing"), ("Thailand", " Bangkok"), ("Kenya", " Nairobi"),
-        ("Peru", " Lima"), ("Cuba", " Havana"), ("Turkey", " Ankara"), ("Iran", " Tehran"), ("Iraq", " Baghdad"),
-        ("Belgium", " Brussels"), ("the Netherlands", " Amsterdam"), ("Canada", " Ottawa"), ("Australia", " Canberra"),
-        ("Argentina", " Buenos"), ("Chile", " Santiago"), ("Colombia", " Bogot"), ("Mexico", " Mexico"),
-        ("South Korea", " Seoul"), ("Vietnam", " Hanoi"), ("Indonesia", " Jakarta"), ("the Philippines", " Manila"),
-        ("Switzerland", " Bern"), ("the Czech Republic", " Prague"),
-    ]],
+    *[
+        (_CAPITAL, s, a)
+        for s, a in [
+            ("France", " Paris"),
+            ("Germany", " Berlin"),
+            ("Italy", " Rome"),
+            ("Spain", " Madrid"),
+            ("Japan", " Tokyo"),
+            ("Russia", " Moscow"),
+            ("England", " London"),
+            ("Egypt", " Cairo"),
+            ("Greece", " Athens"),
+            ("Portugal", " Lisbon"),
+            ("Austria", " Vienna"),
+            ("Poland", " Warsaw"),
+            ("Ireland", " Dublin"),
+            ("Norway", " Oslo"),
+            ("Sweden", " Stockholm"),
+            ("Finland", " Helsinki"),
+            ("Denmark", " Copenhagen"),
+            ("Hungary", " Budapest"),
+            ("China", " Beijing"),
+            ("Thailand", " Bangkok"),
+            ("Kenya", " Nairobi"),
+            ("Peru", " Lima"),
+            ("Cuba", " Havana"),
+            ("Turkey", " Ankara"),
+            ("Iran", " Tehran"),
+            ("Iraq", " Baghdad"),
+            ("Belgium", " Brussels"),
+            ("the Netherlands", " Amsterdam"),
+            ("Canada", " Ottawa"),
+            ("Australia", " Canberra"),
+            ("Argentina", " Buenos"),
+            ("Chile", " Santiago"),
+            ("Colombia", " Bogot"),
+            ("Mexico", " Mexico"),
+            ("South Korea", " Seoul"),
+            ("Vietnam", " Hanoi"),
+            ("Indonesia", " Jakarta"),
+            ("the Philippines", " Manila"),
+            ("Switzerland", " Bern"),
+            ("the Czech Republic", " Prague"),
+        ]
+    ],
     # official languages
-    *[(_LANG, s, a) for s, a in [
-        ("France", " French"), ("Germany", " German"), ("Italy", " Italian"), ("Spain", " Spanish"),
-        ("Japan", " Japanese"), ("Russia", " Russian"), ("China", " Mandarin"), ("Brazil", " Portuguese"),
-        ("Portugal", " Portuguese"), ("Mexico", " Spanish"), ("Greece", " Greek"), ("Poland", " Polish"),
-        ("Sweden", " Swedish"), ("Turkey", " Turkish"), ("the Netherlands", " Dutch"), ("Egypt", " Arabic"),
-        ("Argentina", " Spanish"), ("Austria", " German"), ("Korea", " Korean"), ("Finland", " Finnish"),
-    ]],
+    *[
+        (_LANG, s, a)
+        for s, a in [
+            ("France", " French"),
+            ("Germany", " German"),
+            ("Italy", " Italian"),
+            ("Spain", " Spanish"),
+            ("Japan", " Japanese"),
+            ("Russia", " Russian"),
+            ("China", " Mandarin"),
+            ("Brazil", " Portuguese"),
+            ("Portugal", " Portuguese"),
+            ("Mexico", " Spanish"),
+            ("Greece", " Greek"),
+            ("Poland", " Polish"),
+            ("Sweden", " Swedish"),
+            ("Turkey", " Turkish"),
+            ("the Netherlands", " Dutch"),
+            ("Egypt", " Arabic"),
+            ("Argentina", " Spanish"),
+            ("Austria", " German"),
+            ("Korea", " Korean"),
+            ("Finland", " Finnish"),
+        ]
+    ],
     # continents
-    *[(_CONT, s, a) for s, a in [
-        ("France", " Europe"), ("Germany", " Europe"), ("Italy", " Europe"), ("Kenya", " Africa"),
-        ("Nigeria", " Africa"), ("Egypt", " Africa"), ("Ghana", " Africa"), ("Ethiopia", " Africa"),
-        ("Japan", " Asia"), ("China", " Asia"), ("India", " Asia"), ("Thailand", " Asia"), ("Vietnam", " Asia"),
-        ("Brazil", " South"), ("Argentina", " South"), ("Peru", " South"), ("Chile", " South"),
-        ("Canada", " North"), ("Poland", " Europe"), ("Norway", " Europe"), ("Mongolia", " Asia"),
-        ("Morocco", " Africa"), ("Spain", " Europe"),
-    ]],
+    *[
+        (_CONT, s, a)
+        for s, a in [
+            ("France", " Europe"),
+            ("Germany", " Europe"),
+            ("Italy", " Europe"),
+            ("Kenya", " Africa"),
+            ("Nigeria", " Africa"),
+            ("Egypt", " Africa"),
+            ("Ghana", " Africa"),
+            ("Ethiopia", " Africa"),
+            ("Japan", " Asia"),
+            ("China", " Asia"),
+            ("India", " Asia"),
+            ("Thailand", " Asia"),
+            ("Vietnam", " Asia"),
+            ("Brazil", " South"),
+            ("Argentina", " South"),
+            ("Peru", " South"),
+            ("Chile", " South"),
+            ("Canada", " North"),
+            ("Poland", " Europe"),
+            ("Norway", " Europe"),
+            ("Mongolia", " Asia"),
+            ("Morocco", " Africa"),
+            ("Spain", " Europe"),
+        ]
+    ],
     # landmarks
-    *[(_CITY, s, a) for s, a in [
-        ("Eiffel Tower", " Paris"), ("Colosseum", " Rome"), ("Statue of Liberty", " New"), ("Big Ben", " London"),
-        ("Brandenburg Gate", " Berlin"), ("Kremlin", " Moscow"), ("Louvre", " Paris"), ("Sydney Opera House", " Sydney"),
-        ("Golden Gate Bridge", " San"), ("Space Needle", " Seattle"), ("Acropolis", " Athens"),
-        ("Sagrada Familia", " Barcelona"), ("Tower of London", " London"), ("Empire State Building", " New"),
-        ("Vatican", " Rome"), ("Forbidden City", " Beijing"), ("Hollywood sign", " Los"), ("Buckingham Palace", " London"),
-        ("White House", " Washington"), ("Leaning Tower of Pisa", " Pisa"), ("Taj Mahal", " Agra"),
-        ("Burj Khalifa", " Dubai"), ("Alamo", " San"),
-    ]],
+    *[
+        (_CITY, s, a)
+        for s, a in [
+            ("Eiffel Tower", " Paris"),
+            ("Colosseum", " Rome"),
+            ("Statue of Liberty", " New"),
+            ("Big Ben", " London"),
+            ("Brandenburg Gate", " Berlin"),
+            ("Kremlin", " Moscow"),
+            ("Louvre", " Paris"),
+            ("Sydney Opera House", " Sydney"),
+            ("Golden Gate Bridge", " San"),
+            ("Space Needle", " Seattle"),
+            ("Acropolis", " Athens"),
+            ("Sagrada Familia", " Barcelona"),
+            ("Tower of London", " London"),
+            ("Empire State Building", " New"),
+            ("Vatican", " Rome"),
+            ("Forbidden City", " Beijing"),
+            ("Hollywood sign", " Los"),
+            ("Buckingham Palace", " London"),
+            ("White House", " Washington"),
+            ("Leaning Tower of Pisa", " Pisa"),
+            ("Taj Mahal", " Agra"),
+            ("Burj Khalifa", " Dubai"),
+            ("Alamo", " San"),
+        ]
+    ],
     # currencies
-    *[(_CUR, s, a) for s, a in [
-        ("Japan", " yen"), ("the United Kingdom", " pound"), ("India", " rupee"), ("Russia", " ruble"),
-        ("China", " yuan"), ("Mexico", " peso"), ("the United States", " dollar"), ("Switzerland", " Swiss"),
-        ("South Korea", " won"), ("Brazil", " real"), ("Germany", " euro"), ("Canada", " Canadian"),
-    ]],
+    *[
+        (_CUR, s, a)
+        for s, a in [
+            ("Japan", " yen"),
+            ("the United Kingdom", " pound"),
+            ("India", " rupee"),
+            ("Russia", " ruble"),
+            ("China", " yuan"),
+            ("Mexico", " peso"),
+            ("the United States", " dollar"),
+            ("Switzerland", " Swiss"),
+            ("South Korea", " won"),
+            ("Brazil", " real"),
+            ("Germany", " euro"),
+            ("Canada", " Canadian"),
+        ]
+    ],
     # athletes
-    *[(_SPORT, s, a) for s, a in [
-        ("Michael Jordan", " basketball"), ("LeBron James", " basketball"), ("Kobe Bryant", " basketball"),
-        ("Lionel Messi", " football"), ("Cristiano Ronaldo", " football"), ("Roger Federer", " tennis"),
-        ("Serena Williams", " tennis"), ("Rafael Nadal", " tennis"), ("Tiger Woods", " golfer"),
-        ("Tom Brady", " football"), ("Babe Ruth", " baseball"), ("Wayne Gretzky", " hockey"),
-        ("Usain Bolt", " sprinter"), ("Muhammad Ali", " boxer"), ("Stephen Curry", " basketball"),
-    ]],
+    *[
+        (_SPORT, s, a)
+        for s, a in [
+            ("Michael Jordan", " basketball"),
+            ("LeBron James", " basketball"),
+            ("Kobe Bryant", " basketball"),
+            ("Lionel Messi", " football"),
+            ("Cristiano Ronaldo", " football"),
+            ("Roger Federer", " tennis"),
+            ("Serena Williams", " tennis"),
+            ("Rafael Nadal", " tennis"),
+            ("Tiger Woods", " golfer"),
+            ("Tom Brady", " football"),
+            ("Babe Ruth", " baseball"),
+            ("Wayne Gretzky", " hockey"),
+            ("Usain Bolt", " sprinter"),
+            ("Muhammad Ali", " boxer"),
+            ("Stephen Curry", " basketball"),
+        ]
+    ],
     # colours
-    *[(_COLOR, s, a) for s, a in [
-        ("a ripe banana", " yellow"), ("grass", " green"), ("the sky on a clear day", " blue"), ("snow", " white"),
-        ("coal", " black"), ("a ripe tomato", " red"), ("an orange", " orange"), ("blood", " red"),
-        ("a lemon", " yellow"), ("milk", " white"),
-    ]],
+    *[
+        (_COLOR, s, a)
+        for s, a in [
+            ("a ripe banana", " yellow"),
+            ("grass", " green"),
+            ("the sky on a clear day", " blue"),
+            ("snow", " white"),
+            ("coal", " black"),
+            ("a ripe tomato", " red"),
+            ("an orange", " orange"),
+            ("blood", " red"),
+            ("a lemon", " yellow"),
+            ("milk", " white"),
+        ]
+    ],
 )
 
 
@@ -101,21 +227,25 @@ def all_facts() -> list[Fact]:
     return [Fact(t, s, a) for t, s, a in FACTS]
 
 
-def last_token_logits(model, prompts: Sequence[str], batch_size: int = 32, attention_mask: bool = False) -> Iterator[torch.Tensor]:
+def last_token_logits(
+    model, prompts: Sequence[str], batch_size: int = 32, attention_mask: bool = False
+) -> Iterator[torch.Tensor]:
     """Yield, per batch of ``batch_size`` prompts (right padding), the logits ``[batch, d_vocab]`` at each
     prompt's last real token. ``attention_mask=True`` also passes the padding mask to the model (as
     :func:`_top1` does; :func:`~interplab.tasks.truth.known_capitals` and
     :func:`~interplab.analyses.representations.ccs.zero_shot_scores` do not). Under causal attention real tokens never see
     right pads either way; with or without the mask the attention kernel may round differently."""
     for i in range(0, len(prompts), batch_size):
-        toks, mask = model.to_tokens(list(prompts[i:i + batch_size]), padding_side="right", return_mask=True)
+        toks, mask = model.to_tokens(list(prompts[i : i + batch_size]), padding_side="right", return_mask=True)
         logits = model.run(toks, **({"attention_mask": mask} if attention_mask else {})).logits
         last = (mask.sum(1) - 1).to(logits.device)
         yield logits[torch.arange(len(toks)), last]
 
 
 def _top1(model, prompts: Sequence[str], batch: int = 32) -> list[int]:
-    return [t for rows in last_token_logits(model, prompts, batch, attention_mask=True) for t in rows.argmax(-1).tolist()]
+    return [
+        t for rows in last_token_logits(model, prompts, batch, attention_mask=True) for t in rows.argmax(-1).tolist()
+    ]
 
 
 def known_facts(model, facts: Sequence[Fact] | None = None) -> tuple[list[Fact], dict]:
@@ -146,8 +276,14 @@ def fact_pairs(model, facts: Sequence[Fact] | None = None, seed: int = 0, only_k
     if only_known:
         facts, _ = known_facts(model, facts)
     tok = model._need_tokenizer()
-    length = {f: len(tok(" " + f.subject if not f.template.startswith("{}") else f.subject,
-                          add_special_tokens=False)["input_ids"]) for f in facts}
+    length = {
+        f: len(
+            tok(" " + f.subject if not f.template.startswith("{}") else f.subject, add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
+        for f in facts
+    }
     rng = random.Random(seed)
     specs, dropped = [], []
     for f in facts:
@@ -156,8 +292,15 @@ def fact_pairs(model, facts: Sequence[Fact] | None = None, seed: int = 0, only_k
             dropped.append(f"{f.prompt!r}: no same-length subject with another answer")
             continue
         g = rng.choice(partners)
-        specs.append(PairSpec(_fact_segments(f), _fact_segments(f, g.subject), answer=f.answer, wrong=g.answer,
-                              meta={"subject": f.subject, "corrupt_subject": g.subject, "template": f.template}))
+        specs.append(
+            PairSpec(
+                _fact_segments(f),
+                _fact_segments(f, g.subject),
+                answer=f.answer,
+                wrong=g.answer,
+                meta={"subject": f.subject, "corrupt_subject": g.subject, "template": f.template},
+            )
+        )
     pairs = build_pairs(model, specs, task="facts", metric="logit_diff", on_mismatch="drop")
     pairs.dropped = dropped + pairs.dropped
     return pairs

@@ -1,11 +1,19 @@
 """Repeated random tokens: the standard probe for induction heads (Olsson et al. 2022)."""
+
 from __future__ import annotations
 
 import torch
 
 
-def repeated_tokens(model, batch: int = 8, seq_len: int = 32, repeats: int = 2, seed: int = 0, prepend_bos: bool | None = None,
-                    vocab: tuple[int, int] | None = None) -> tuple[torch.Tensor, int]:
+def repeated_tokens(
+    model,
+    batch: int = 8,
+    seq_len: int = 32,
+    repeats: int = 2,
+    seed: int = 0,
+    prepend_bos: bool | None = None,
+    vocab: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, int]:
     """``[batch, offset + repeats*seq_len]`` token ids: a random sequence of ``seq_len`` tokens repeated
     ``repeats`` times, with a BOS token in front when ``prepend_bos`` is True (None: when the
     model's tokenizer adds one by default, see ``Model.default_prepend_bos``). Returns ``(tokens, offset)`` where ``offset`` is 1 with
@@ -22,8 +30,10 @@ def repeated_tokens(model, batch: int = 8, seq_len: int = 32, repeats: int = 2, 
         raise ValueError(f"Model {model.name!r} has no BOS token; use prepend_bos=False.")
     offset = 1 if use_bos else 0
     if total + offset > model.cfg.n_ctx:
-        raise ValueError(f"{repeats} x {seq_len} tokens (+{offset} BOS) exceed the model's context n_ctx={model.cfg.n_ctx}; "
-                         "use a shorter seq_len.")
+        raise ValueError(
+            f"{repeats} x {seq_len} tokens (+{offset} BOS) exceed the model's context n_ctx={model.cfg.n_ctx}; "
+            "use a shorter seq_len."
+        )
     low, high = vocab if vocab is not None else (0, d_vocab)
     special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
     allowed = torch.tensor([i for i in range(low, high) if i not in special])
@@ -61,5 +71,11 @@ def induction_pairs(model, n: int = 16, seq_len: int = 10, seed: int = 0):
     clean = torch.cat([seq, seq[:, : i + 1]], dim=1)
     corrupt = clean.clone()
     corrupt[:, i + 1] = fresh
-    return pairs_from_tokens("induction", clean, corrupt, answer_ids=seq[:, i + 1], wrong_ids=fresh,
-                             positions={"A1": i, "B1": i + 1, "END": seq_len + i})
+    return pairs_from_tokens(
+        "induction",
+        clean,
+        corrupt,
+        answer_ids=seq[:, i + 1],
+        wrong_ids=fresh,
+        positions={"A1": i, "B1": i + 1, "END": seq_len + i},
+    )

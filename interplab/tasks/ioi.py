@@ -13,6 +13,7 @@ and S2 replaced by three *different* fresh names (so no name is repeated and the
 information); ``"flip"`` swaps IO and S (the answer flips). Named positions: ``IO``, ``S1``,
 ``S1+1`` (the token after S1), ``S2``, ``END``. Metric: logit(IO) − logit(S) at END.
 """
+
 from __future__ import annotations
 
 import random
@@ -40,11 +41,71 @@ BABA_TEMPLATES = [
 PLACES = ["store", "garden", "restaurant", "school", "hospital", "office", "house", "station"]
 OBJECTS = ["ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack"]
 NAMES = [
-    "Mary", "John", "Tom", "James", "Dan", "Sid", "Martin", "Amy", "Anna", "Paul", "Kate", "Mark", "Lisa", "David",
-    "Sarah", "Michael", "Emma", "Peter", "Laura", "George", "Alice", "Bob", "Jack", "Rose", "Henry", "Lucy", "Sam",
-    "Grace", "Ben", "Jane", "Chris", "Eric", "Ryan", "Adam", "Alex", "Steve", "Kevin", "Jason", "Brian", "Mike",
-    "Joe", "Tim", "Max", "Ian", "Carl", "Bill", "Frank", "Jim", "Ruth", "Helen", "Julia", "Susan", "Linda", "Karen",
-    "Nancy", "Emily", "Hannah", "Sophie", "Rachel", "Victoria", "Andrew", "Richard", "Thomas", "Daniel", "Robert",
+    "Mary",
+    "John",
+    "Tom",
+    "James",
+    "Dan",
+    "Sid",
+    "Martin",
+    "Amy",
+    "Anna",
+    "Paul",
+    "Kate",
+    "Mark",
+    "Lisa",
+    "David",
+    "Sarah",
+    "Michael",
+    "Emma",
+    "Peter",
+    "Laura",
+    "George",
+    "Alice",
+    "Bob",
+    "Jack",
+    "Rose",
+    "Henry",
+    "Lucy",
+    "Sam",
+    "Grace",
+    "Ben",
+    "Jane",
+    "Chris",
+    "Eric",
+    "Ryan",
+    "Adam",
+    "Alex",
+    "Steve",
+    "Kevin",
+    "Jason",
+    "Brian",
+    "Mike",
+    "Joe",
+    "Tim",
+    "Max",
+    "Ian",
+    "Carl",
+    "Bill",
+    "Frank",
+    "Jim",
+    "Ruth",
+    "Helen",
+    "Julia",
+    "Susan",
+    "Linda",
+    "Karen",
+    "Nancy",
+    "Emily",
+    "Hannah",
+    "Sophie",
+    "Rachel",
+    "Victoria",
+    "Andrew",
+    "Richard",
+    "Thomas",
+    "Daniel",
+    "Robert",
 ]
 POSITION_NAMES = ("IO", "S1", "S1+1", "S2", "END")
 
@@ -74,8 +135,9 @@ def _segments(template: str, order: str, io: str, s: str, place: str, obj: str, 
     return segs
 
 
-def ioi_specs(names: list[str], n: int = 50, seed: int = 0, corruption: str = "abc", orders=("ABBA", "BABA"),
-              templates=None) -> list[PairSpec]:
+def ioi_specs(
+    names: list[str], n: int = 50, seed: int = 0, corruption: str = "abc", orders=("ABBA", "BABA"), templates=None
+) -> list[PairSpec]:
     """``n`` IOI pairs (text level), half ABBA and half BABA, templates cycled, names/places/objects seeded."""
     if corruption not in ("abc", "flip"):
         raise ValueError(f"corruption must be 'abc' (Wang et al.'s p_ABC) or 'flip', not {corruption!r}.")
@@ -94,9 +156,22 @@ def ioi_specs(names: list[str], n: int = 50, seed: int = 0, corruption: str = "a
             corrupt = _segments(template, order, x, y, place, obj, s2=z)
         else:
             corrupt = _segments(template, order, s, io, place, obj)
-        specs.append(PairSpec(clean, corrupt, answer=" " + io, wrong=" " + s,
-                              meta={"template": templates.index(template), "order": order, "io": io, "s": s,
-                                    "place": place, "object": obj}))
+        specs.append(
+            PairSpec(
+                clean,
+                corrupt,
+                answer=" " + io,
+                wrong=" " + s,
+                meta={
+                    "template": templates.index(template),
+                    "order": order,
+                    "io": io,
+                    "s": s,
+                    "place": place,
+                    "object": obj,
+                },
+            )
+        )
     return specs
 
 

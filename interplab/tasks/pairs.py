@@ -15,6 +15,7 @@ names / words, or drop the pair with ``on_mismatch="drop"``).
 Metrics (per prompt, read at ``END``): ``"logit_diff"`` = logit(answer) − logit(wrong) (Wang et al.
 2022); ``"prob"`` = p(answer) (Meng et al. 2022, causal tracing); ``"logprob"`` = log p(answer).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -83,12 +84,20 @@ class PromptPairs:
         keep = idx.tolist()
         width = int(self.mask[idx].sum(1).max()) if len(keep) else self.clean.shape[1]
         return PromptPairs(
-            task=self.task, clean=self.clean[idx, :width], corrupt=self.corrupt[idx, :width], mask=self.mask[idx, :width],
-            answer_ids=self.answer_ids[idx], wrong_ids=self.wrong_ids[idx],
+            task=self.task,
+            clean=self.clean[idx, :width],
+            corrupt=self.corrupt[idx, :width],
+            mask=self.mask[idx, :width],
+            answer_ids=self.answer_ids[idx],
+            wrong_ids=self.wrong_ids[idx],
             positions={k: v[idx] for k, v in self.positions.items()},
-            clean_texts=[self.clean_texts[i] for i in keep], corrupt_texts=[self.corrupt_texts[i] for i in keep],
-            answers=[self.answers[i] for i in keep], wrongs=[self.wrongs[i] for i in keep],
-            meta=[self.meta[i] for i in keep], metric=self.metric, dropped=list(self.dropped),
+            clean_texts=[self.clean_texts[i] for i in keep],
+            corrupt_texts=[self.corrupt_texts[i] for i in keep],
+            answers=[self.answers[i] for i in keep],
+            wrongs=[self.wrongs[i] for i in keep],
+            meta=[self.meta[i] for i in keep],
+            metric=self.metric,
+            dropped=list(self.dropped),
         )
 
     def head(self, n: int) -> PromptPairs:
@@ -125,8 +134,14 @@ class PromptPairs:
         return self.metric_from_final(self.end_logits(logits))
 
     def summary(self) -> dict[str, Any]:
-        return {"task": self.task, "n": len(self), "metric": self.metric, "positions": self.position_names,
-                "max_len": int(self.clean.shape[1]), "dropped": len(self.dropped)}
+        return {
+            "task": self.task,
+            "n": len(self),
+            "metric": self.metric,
+            "positions": self.position_names,
+            "max_len": int(self.clean.shape[1]),
+            "dropped": len(self.dropped),
+        }
 
 
 def _span_positions(tok, segments: Segments, add_special: bool) -> tuple[list[int], dict[str, int]]:
@@ -145,8 +160,14 @@ def _span_positions(tok, segments: Segments, add_special: bool) -> tuple[list[in
     return ids, named
 
 
-def build_pairs(model, specs: Sequence[PairSpec], task: str = "task", metric: str = "logit_diff",
-                on_mismatch: str = "raise", prepend_bos: bool | None = None) -> PromptPairs:
+def build_pairs(
+    model,
+    specs: Sequence[PairSpec],
+    task: str = "task",
+    metric: str = "logit_diff",
+    on_mismatch: str = "raise",
+    prepend_bos: bool | None = None,
+) -> PromptPairs:
     """Tokenize ``specs`` for ``model`` (see the module docstring). ``on_mismatch``: ``"raise"`` (default)
     or ``"drop"`` pairs whose clean and corrupt token lengths or named positions differ (dropped pairs
     are listed in ``PromptPairs.dropped``)."""
@@ -177,9 +198,11 @@ def build_pairs(model, specs: Sequence[PairSpec], task: str = "task", metric: st
         if problem:
             msg = f"pair {i} ({s.clean_text!r} / {s.corrupt_text!r}): {problem}"
             if on_mismatch == "raise":
-                raise ValueError(f"task {task!r}: {msg}. Clean and corrupt prompts must tokenize to the same "
-                                 "length with named spans at the same positions; use single-token substitutions "
-                                 "or build_pairs(..., on_mismatch='drop').")
+                raise ValueError(
+                    f"task {task!r}: {msg}. Clean and corrupt prompts must tokenize to the same "
+                    "length with named spans at the same positions; use single-token substitutions "
+                    "or build_pairs(..., on_mismatch='drop')."
+                )
             dropped.append(msg)
             continue
         a, _ = model.first_token_id(s.answer, "answer")
@@ -201,29 +224,54 @@ def build_pairs(model, specs: Sequence[PairSpec], task: str = "task", metric: st
         corrupt[j, : len(x_ids)] = torch.tensor(x_ids)
         mask[j, : len(c_ids)] = 1
     return PromptPairs(
-        task=task, clean=clean, corrupt=corrupt, mask=mask,
-        answer_ids=torch.tensor([r[4] for r in rows]), wrong_ids=torch.tensor([r[5] for r in rows]),
+        task=task,
+        clean=clean,
+        corrupt=corrupt,
+        mask=mask,
+        answer_ids=torch.tensor([r[4] for r in rows]),
+        wrong_ids=torch.tensor([r[5] for r in rows]),
         positions={k: torch.tensor([r[3][k] for r in rows]) for k in common},
-        clean_texts=[r[0].clean_text for r in rows], corrupt_texts=[r[0].corrupt_text for r in rows],
-        answers=[r[0].answer for r in rows], wrongs=[r[0].wrong for r in rows], meta=[dict(r[0].meta) for r in rows],
-        metric=metric, dropped=dropped,
+        clean_texts=[r[0].clean_text for r in rows],
+        corrupt_texts=[r[0].corrupt_text for r in rows],
+        answers=[r[0].answer for r in rows],
+        wrongs=[r[0].wrong for r in rows],
+        meta=[dict(r[0].meta) for r in rows],
+        metric=metric,
+        dropped=dropped,
     )
 
 
-def pairs_from_tokens(task: str, clean: torch.Tensor, corrupt: torch.Tensor, answer_ids, wrong_ids,
-                      positions: dict[str, Any] | None = None, metric: str = "logit_diff") -> PromptPairs:
+def pairs_from_tokens(
+    task: str,
+    clean: torch.Tensor,
+    corrupt: torch.Tensor,
+    answer_ids,
+    wrong_ids,
+    positions: dict[str, Any] | None = None,
+    metric: str = "logit_diff",
+) -> PromptPairs:
     """PromptPairs from token ids directly (models without a tokenizer, planted models). ``END`` defaults
     to the last position."""
     clean, corrupt = torch.as_tensor(clean).long(), torch.as_tensor(corrupt).long()
     if clean.shape != corrupt.shape or clean.ndim != 2:
-        raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} must be equal [n, pos] shapes.")
+        raise ValueError(
+            f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} must be equal [n, pos] shapes."
+        )
     n, p = clean.shape
     pos = {k: torch.as_tensor(v).long().expand(n).clone() for k, v in (positions or {}).items()}
     pos.setdefault("END", torch.full((n,), p - 1, dtype=torch.long))
     return PromptPairs(
-        task=task, clean=clean, corrupt=corrupt, mask=torch.ones(n, p, dtype=torch.long),
+        task=task,
+        clean=clean,
+        corrupt=corrupt,
+        mask=torch.ones(n, p, dtype=torch.long),
         answer_ids=torch.as_tensor(answer_ids).long().expand(n).clone(),
-        wrong_ids=torch.as_tensor(wrong_ids).long().expand(n).clone(), positions=pos,
-        clean_texts=[""] * n, corrupt_texts=[""] * n, answers=[""] * n, wrongs=[""] * n, meta=[{} for _ in range(n)],
+        wrong_ids=torch.as_tensor(wrong_ids).long().expand(n).clone(),
+        positions=pos,
+        clean_texts=[""] * n,
+        corrupt_texts=[""] * n,
+        answers=[""] * n,
+        wrongs=[""] * n,
+        meta=[{} for _ in range(n)],
         metric=metric,
     )

@@ -12,6 +12,7 @@ pairs with an answer, a competing answer, named positions and a logit-difference
   words whose capital first letter is a single token after the acronym prefix are used. Named:
   ``W1``, ``W2``, ``W3``, ``END``.
 """
+
 from __future__ import annotations
 
 import random
@@ -39,16 +40,27 @@ def pronoun_specs(n: int = 48, seed: int = 0) -> list[PairSpec]:
         a, b = rng.choice(_MALE), rng.choice(_FEMALE)
         name, other = (a, b) if male else (b, a)
         pre, post = t.split("{}")
-        mk = lambda nm: [(pre, None), (nm, "NAME"), (post, None)] if pre else [(nm, "NAME"), (post, None)]  # noqa: E731
+        mk = lambda nm: [(pre, None), (nm, "NAME"), (post, None)] if pre else [(nm, "NAME"), (post, None)]
         ans, wrong = (" he", " she") if male else (" she", " he")
-        specs.append(PairSpec(mk(name), mk(other), answer=ans, wrong=wrong, meta={"template": i % len(_PRONOUN_TEMPLATES)}))
+        specs.append(
+            PairSpec(mk(name), mk(other), answer=ans, wrong=wrong, meta={"template": i % len(_PRONOUN_TEMPLATES)})
+        )
     return specs
 
 
 _SENTENCES = [
-    "It rained all day", "The cat slept on the mat", "We walked to the park", "She finished her work early",
-    "The train was late again", "He bought some fresh bread", "The meeting ended at noon", "They painted the fence",
-    "The children played outside", "I read the whole book", "The soup was too salty", "Our team won the game",
+    "It rained all day",
+    "The cat slept on the mat",
+    "We walked to the park",
+    "She finished her work early",
+    "The train was late again",
+    "He bought some fresh bread",
+    "The meeting ended at noon",
+    "They painted the fence",
+    "The children played outside",
+    "I read the whole book",
+    "The soup was too salty",
+    "Our team won the game",
 ]
 
 
@@ -64,9 +76,38 @@ def capitalisation_specs(n: int = 24, seed: int = 0) -> list[PairSpec]:
     return specs
 
 
-_WORDS = ["Central", "National", "American", "General", "Public", "Digital", "Global", "Royal", "Federal", "Modern",
-          "Health", "Science", "Energy", "Security", "Research", "Trade", "Space", "Water", "Motor", "Power",
-          "Agency", "Service", "Council", "Bureau", "Institute", "Society", "Union", "Company", "Office", "Board"]
+_WORDS = [
+    "Central",
+    "National",
+    "American",
+    "General",
+    "Public",
+    "Digital",
+    "Global",
+    "Royal",
+    "Federal",
+    "Modern",
+    "Health",
+    "Science",
+    "Energy",
+    "Security",
+    "Research",
+    "Trade",
+    "Space",
+    "Water",
+    "Motor",
+    "Power",
+    "Agency",
+    "Service",
+    "Council",
+    "Bureau",
+    "Institute",
+    "Society",
+    "Union",
+    "Company",
+    "Office",
+    "Board",
+]
 
 
 def acronym_specs(model, n: int = 40, seed: int = 0) -> list[PairSpec]:
@@ -84,10 +125,21 @@ def acronym_specs(model, n: int = 40, seed: int = 0) -> list[PairSpec]:
     for _ in range(n):
         w1, w2, w3 = rng.sample(usable, 3)
         alt = rng.choice([w for w in usable if w[0] not in (w2[0], w1[0], w3[0])])
+
         def segs(second):
-            return [(example + " The ", None), (w1, "W1"), (" ", None), (second, "W2"), (" ", None), (w3, "W3"),
-                    (" (" + w1[0], None)]
-        specs.append(PairSpec(segs(w2), segs(alt), answer=w2[0], wrong=alt[0], meta={"words": [w1, w2, w3], "alt": alt}))
+            return [
+                (example + " The ", None),
+                (w1, "W1"),
+                (" ", None),
+                (second, "W2"),
+                (" ", None),
+                (w3, "W3"),
+                (" (" + w1[0], None),
+            ]
+
+        specs.append(
+            PairSpec(segs(w2), segs(alt), answer=w2[0], wrong=alt[0], meta={"words": [w1, w2, w3], "alt": alt})
+        )
     return specs
 
 

@@ -16,13 +16,34 @@ Statement families (``make_truth_dataset(name)``):
 * ``negations`` — the number comparisons negated ("Fifty-one is not larger than fifty-two."), labels flipped;
 * add ``+neg`` to a name (``numbers+neg``) to mix a family with its negations.
 """
+
 from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 _TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
@@ -42,16 +63,57 @@ def _cap(s: str) -> str:
 
 # Countries whose capitals are well known, with the capital as it would follow "The capital of X is".
 CAPITALS: dict[str, str] = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "China": "Beijing",
-    "Russia": "Moscow", "Egypt": "Cairo", "Greece": "Athens", "Portugal": "Lisbon", "Austria": "Vienna",
-    "Ireland": "Dublin", "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki", "Denmark": "Copenhagen",
-    "Poland": "Warsaw", "Hungary": "Budapest", "Belgium": "Brussels", "Netherlands": "Amsterdam", "Thailand": "Bangkok",
-    "England": "London", "Kenya": "Nairobi", "Peru": "Lima", "Argentina": "Buenos Aires", "Mexico": "Mexico City",
-    "Cuba": "Havana", "Iran": "Tehran", "Iraq": "Baghdad", "Afghanistan": "Kabul", "South Korea": "Seoul",
-    "Indonesia": "Jakarta", "Philippines": "Manila", "Vietnam": "Hanoi", "Ukraine": "Kyiv", "Czech Republic": "Prague",
-    "Romania": "Bucharest", "Turkey": "Ankara", "Canada": "Ottawa", "Australia": "Canberra", "India": "New Delhi",
-    "Chile": "Santiago", "Colombia": "Bogota", "Venezuela": "Caracas", "Scotland": "Edinburgh", "Syria": "Damascus",
-    "Lebanon": "Beirut", "Saudi Arabia": "Riyadh", "Nigeria": "Abuja", "Ethiopia": "Addis Ababa", "Brazil": "Brasilia",
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Japan": "Tokyo",
+    "China": "Beijing",
+    "Russia": "Moscow",
+    "Egypt": "Cairo",
+    "Greece": "Athens",
+    "Portugal": "Lisbon",
+    "Austria": "Vienna",
+    "Ireland": "Dublin",
+    "Norway": "Oslo",
+    "Sweden": "Stockholm",
+    "Finland": "Helsinki",
+    "Denmark": "Copenhagen",
+    "Poland": "Warsaw",
+    "Hungary": "Budapest",
+    "Belgium": "Brussels",
+    "Netherlands": "Amsterdam",
+    "Thailand": "Bangkok",
+    "England": "London",
+    "Kenya": "Nairobi",
+    "Peru": "Lima",
+    "Argentina": "Buenos Aires",
+    "Mexico": "Mexico City",
+    "Cuba": "Havana",
+    "Iran": "Tehran",
+    "Iraq": "Baghdad",
+    "Afghanistan": "Kabul",
+    "South Korea": "Seoul",
+    "Indonesia": "Jakarta",
+    "Philippines": "Manila",
+    "Vietnam": "Hanoi",
+    "Ukraine": "Kyiv",
+    "Czech Republic": "Prague",
+    "Romania": "Bucharest",
+    "Turkey": "Ankara",
+    "Canada": "Ottawa",
+    "Australia": "Canberra",
+    "India": "New Delhi",
+    "Chile": "Santiago",
+    "Colombia": "Bogota",
+    "Venezuela": "Caracas",
+    "Scotland": "Edinburgh",
+    "Syria": "Damascus",
+    "Lebanon": "Beirut",
+    "Saudi Arabia": "Riyadh",
+    "Nigeria": "Abuja",
+    "Ethiopia": "Addis Ababa",
+    "Brazil": "Brasilia",
 }
 
 # Prompt templates: {s} is the statement; the contrast pair appends " Yes" / " No".
@@ -100,17 +162,25 @@ class ContrastDataset:
     def to_frame(self):
         import pandas as pd
 
-        return pd.DataFrame({"prompt": self.prompts, "label": self.labels, "template": self.template,
-                             "statement": [self.statements[i].text for i in self.statement_idx],
-                             "kind": [self.statements[i].kind for i in self.statement_idx],
-                             "difficulty": self.difficulty, "group": self.groups})
+        return pd.DataFrame(
+            {
+                "prompt": self.prompts,
+                "label": self.labels,
+                "template": self.template,
+                "statement": [self.statements[i].text for i in self.statement_idx],
+                "kind": [self.statements[i].kind for i in self.statement_idx],
+                "difficulty": self.difficulty,
+                "group": self.groups,
+            }
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def number_statements(n: int = 200, seed: int = 0, max_gap: int = 10, negate: bool = False,
-                      comparatives: tuple[str, ...] = ("larger",)) -> list[Statement]:
+def number_statements(
+    n: int = 200, seed: int = 0, max_gap: int = 10, negate: bool = False, comparatives: tuple[str, ...] = ("larger",)
+) -> list[Statement]:
     """Balanced true/false number comparisons in words: "Fifty-one is larger than fifty-two."
 
     Design against a shortcut: if ``a`` and ``b`` were drawn independently, the second number alone would
@@ -135,7 +205,7 @@ def number_statements(n: int = 200, seed: int = 0, max_gap: int = 10, negate: bo
 
 
 def arithmetic_statements(n: int = 200, seed: int = 0, max_term: int = 20) -> list[Statement]:
-    """"Seven plus five is twelve." (true) or with a wrong sum off by 1–3 (false); balanced."""
+    """ "Seven plus five is twelve." (true) or with a wrong sum off by 1–3 (false); balanced."""
     rng = random.Random(seed)
     out = []
     for g in range(n):
@@ -175,7 +245,9 @@ def known_capitals(model, countries: list[str] | None = None, batch_size: int = 
     return [c for c, t in zip(countries, top) if model.first_token_id(" " + CAPITALS[c])[0] == t]
 
 
-def render(name: str, statements: list[Statement], templates: list[str] | None = None, settings: dict | None = None) -> ContrastDataset:
+def render(
+    name: str, statements: list[Statement], templates: list[str] | None = None, settings: dict | None = None
+) -> ContrastDataset:
     """Render statements through the templates into contrast pairs."""
     templates = TEMPLATES if templates is None else templates
     prompts, pos, neg, labels, tmpl, idx = [], [], [], [], [], []
@@ -194,12 +266,16 @@ def render(name: str, statements: list[Statement], templates: list[str] | None =
 DATASETS = ("numbers", "arithmetic", "capitals", "negations")
 
 
-def make_truth_dataset(name: str = "numbers", n: int = 200, seed: int = 0, model=None, templates: list[str] | None = None) -> ContrastDataset:
+def make_truth_dataset(
+    name: str = "numbers", n: int = 200, seed: int = 0, model=None, templates: list[str] | None = None
+) -> ContrastDataset:
     """A named contrast dataset: ``numbers | arithmetic | capitals | negations`` (``+neg`` mixes in negations).
     ``capitals`` with a ``model`` keeps only the countries the model knows (:func:`known_capitals`)."""
     base, _, extra = name.partition("+")
     if base not in DATASETS or extra not in ("", "neg"):
-        raise ValueError(f"unknown truth dataset {name!r}; choose one of {', '.join(DATASETS)} (optionally with '+neg').")
+        raise ValueError(
+            f"unknown truth dataset {name!r}; choose one of {', '.join(DATASETS)} (optionally with '+neg')."
+        )
     settings = {"n": n, "seed": seed}
     if base == "numbers":
         st = number_statements(n, seed)
@@ -210,7 +286,9 @@ def make_truth_dataset(name: str = "numbers", n: int = 200, seed: int = 0, model
     else:
         countries = known_capitals(model) if model is not None and model.tokenizer is not None else None
         if countries is not None and len(countries) < 4:
-            raise ValueError(f"the model names only {len(countries)} capitals itself ({countries}); too few for a dataset.")
+            raise ValueError(
+                f"the model names only {len(countries)} capitals itself ({countries}); too few for a dataset."
+            )
         settings["countries"] = countries
         st = capital_statements(countries, seed)
     if extra == "neg":

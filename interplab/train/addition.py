@@ -13,6 +13,7 @@ change is the first logged step at which ``L_k`` falls below the midpoint of ``L
 the previous log and at that step; a digit whose total drop is less than ``min_drop`` nats has none. This is this module's operationalisation of Nanda et al.'s
 observation that each digit's loss drops abruptly, at different times for different digits.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from interplab.io.results import Result
 from interplab.models.toy import ToyConfig, ToyTransformer
-from interplab.io.results import JsonResult
-from interplab.train.trainer import Trainer, latest_checkpoint, torch_threads
+from interplab.runtime import torch_threads
+from interplab.train.trainer import Trainer, latest_checkpoint
 
 PLUS, EQ = 10, 11
 
@@ -69,8 +71,8 @@ def digit_losses(model: ToyTransformer, toks: torch.Tensor, n_digits: int) -> to
     """Loss per answer digit ``[n_digits + 1]`` (``c_0`` = the carry digit first)."""
     logits = model(toks[:, :-1]).logits
     start = 2 * n_digits + 1  # position of '=' predicts c_0
-    out = logits[:, start:start + n_digits + 1]
-    tgt = toks[:, start + 1:start + 2 + n_digits]
+    out = logits[:, start : start + n_digits + 1]
+    tgt = toks[:, start + 1 : start + 2 + n_digits]
     return F.cross_entropy(out.transpose(1, 2), tgt, reduction="none").mean(0)
 
 
@@ -86,13 +88,20 @@ def digit_phase_changes(steps: list[int], losses: list[list[float]], min_drop: f
             continue
         mid = (x[0] + x.min()) / 2
         i = int(torch.nonzero(x <= mid)[0])
-        out.append({"digit": k, "step": steps[i], "loss_before": float(L[max(i - 1, 0), k]), "loss_after": float(L[i, k]),
-                    "total_drop": round(drop, 4)})
+        out.append(
+            {
+                "digit": k,
+                "step": steps[i],
+                "loss_before": float(L[max(i - 1, 0), k]),
+                "loss_after": float(L[i, k]),
+                "total_drop": round(drop, 4),
+            }
+        )
     return out
 
 
 @dataclass
-class AdditionResult(JsonResult):
+class AdditionResult(Result):
     config: dict
     metrics: list[dict]
     headline: dict
@@ -104,7 +113,9 @@ class AdditionResult(JsonResult):
     def to_frame(self):
         import pandas as pd
 
-        return pd.DataFrame([{"step": m["step"], **{f"digit_{k}": v for k, v in enumerate(m["digit_loss"])}} for m in self.metrics])
+        return pd.DataFrame(
+            [{"step": m["step"], **{f"digit_{k}": v for k, v in enumerate(m["digit_loss"])}} for m in self.metrics]
+        )
 
     def plot(self):
         import plotly.graph_objects as go
@@ -118,16 +129,31 @@ class AdditionResult(JsonResult):
             if ph["step"] is not None:
                 fig.add_vline(x=ph["step"], line={"dash": "dot", "color": "grey"})
         fig.update_yaxes(type="log", title="loss")
-        return fig.update_layout(title="Per-digit loss (dotted: detected phase changes)", xaxis_title="step", height=400)
+        return fig.update_layout(
+            title="Per-digit loss (dotted: detected phase changes)", xaxis_title="step", height=400
+        )
 
 
-def train(cfg: AdditionConfig, run_dir, resume: bool = False, progress: bool = True, callbacks: list | None = None) -> AdditionResult:
+def train(
+    cfg: AdditionConfig, run_dir, resume: bool = False, progress: bool = True, callbacks: list | None = None
+) -> AdditionResult:
     cfg.validate()
     with torch_threads(cfg.threads):
         run_dir = Path(run_dir)
         n_ctx = 3 * cfg.n_digits + 3
-        model = ToyTransformer(ToyConfig(n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head,
-                                         d_mlp=cfg.d_mlp, d_vocab=12, n_ctx=n_ctx, normalization="LN", seed=cfg.seed))
+        model = ToyTransformer(
+            ToyConfig(
+                n_layers=cfg.n_layers,
+                d_model=cfg.d_model,
+                n_heads=cfg.n_heads,
+                d_head=cfg.d_head,
+                d_mlp=cfg.d_mlp,
+                d_vocab=12,
+                n_ctx=n_ctx,
+                normalization="LN",
+                seed=cfg.seed,
+            )
+        )
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         g = torch.Generator().manual_seed(cfg.seed + 1)
         eval_toks = make_batch(cfg, 2048, torch.Generator().manual_seed(777))
@@ -136,19 +162,38 @@ def train(cfg: AdditionConfig, run_dir, resume: bool = False, progress: bool = T
             dl = digit_losses(model, eval_toks, cfg.n_digits)
             return {"loss": float(dl.mean()), "digit_loss": [float(x) for x in dl]}
 
-        tr = Trainer(model, opt, lambda s: digit_losses(model, make_batch(cfg, cfg.batch, g), cfg.n_digits).mean(), eval_fn,
-                     steps=cfg.steps, run_dir=run_dir, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every, seed=cfg.seed,
-                     generators={"data": g}, progress=progress, description=f"{cfg.n_digits}-digit addition",
-                     callbacks=list(callbacks or []))
+        tr = Trainer(
+            model,
+            opt,
+            lambda s: digit_losses(model, make_batch(cfg, cfg.batch, g), cfg.n_digits).mean(),
+            eval_fn,
+            steps=cfg.steps,
+            run_dir=run_dir,
+            log_every=cfg.log_every,
+            ckpt_every=cfg.ckpt_every,
+            seed=cfg.seed,
+            generators={"data": g},
+            progress=progress,
+            description=f"{cfg.n_digits}-digit addition",
+            callbacks=list(callbacks or []),
+        )
         metrics = tr.fit(resume=resume and latest_checkpoint(run_dir) is not None)
         model.save_pretrained(run_dir)
     phases = digit_phase_changes([m["step"] for m in metrics], [m["digit_loss"] for m in metrics], cfg.min_drop)
-    head: dict[str, Any] = {"final_loss": metrics[-1]["loss"], "final_digit_loss": [round(x, 5) for x in metrics[-1]["digit_loss"]],
-                            "phase_changes": phases, "steps_per_second": round(tr.steps_per_second, 2)}
+    head: dict[str, Any] = {
+        "final_loss": metrics[-1]["loss"],
+        "final_digit_loss": [round(x, 5) for x in metrics[-1]["digit_loss"]],
+        "phase_changes": phases,
+        "steps_per_second": round(tr.steps_per_second, 2),
+    }
     from interplab.train.config import config_dict
 
-    res = AdditionResult(config_dict(cfg), metrics, head, {"paper": "Nanda et al. 2023 (5-digit addition appendix)",
-                                                           "ln_loss_chance": math.log(10)})
+    res = AdditionResult(
+        config_dict(cfg),
+        metrics,
+        head,
+        {"paper": "Nanda et al. 2023 (5-digit addition appendix)", "ln_loss_chance": math.log(10)},
+    )
     res.save(run_dir)
     return res
 
@@ -156,6 +201,8 @@ def train(cfg: AdditionConfig, run_dir, resume: bool = False, progress: bool = T
 def report(res: AdditionResult, path) -> Path:
     from interplab.report.html import Report, table
 
-    rep = Report(f"{res.config['n_digits']}-digit addition", "Per-digit loss curves and phase changes (Nanda et al. 2023)")
+    rep = Report(
+        f"{res.config['n_digits']}-digit addition", "Per-digit loss curves and phase changes (Nanda et al. 2023)"
+    )
     rep.section("Per-digit loss", res.plot(), table(res.headline["phase_changes"]))
     return rep.save(path)

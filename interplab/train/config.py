@@ -3,6 +3,7 @@
 Values given with ``--set`` are parsed with the type of the field (``int``, ``float``, ``bool``,
 ``str``, tuples/lists as comma-separated or TOML/JSON literals); unknown keys are a ValueError that
 lists the valid ones."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -23,14 +23,24 @@ functions on ``Z_p`` has rows ``1/sqrt(p)`` (constant), then ``cos(w_k x)`` and 
 * **Gini** of the norms of the ``p`` Fourier components of the embedding and of the neuron-logit map
   ``W_L = W_out W_U`` (Nanda et al. track both; they rise as the model becomes sparse in frequency).
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 
-__all__ = ["fourier_basis", "freq_norms", "embedding_freq_norms", "neuron_frequencies", "key_frequencies",
-           "fourier_directions", "restricted_excluded_logits", "gini", "basis_norms"]
+__all__ = [
+    "basis_norms",
+    "embedding_freq_norms",
+    "fourier_basis",
+    "fourier_directions",
+    "freq_norms",
+    "gini",
+    "key_frequencies",
+    "neuron_frequencies",
+    "restricted_excluded_logits",
+]
 
 
 def fourier_basis(p: int, dtype=torch.float64) -> tuple[torch.Tensor, list[str]]:
@@ -108,7 +118,9 @@ def fourier_directions(p: int, freqs: list[int], op: str = "add") -> torch.Tenso
     return torch.stack(rows) if rows else torch.zeros(0, p * p, dtype=torch.float64)
 
 
-def restricted_excluded_logits(logits: torch.Tensor, freqs: list[int], op: str = "add") -> tuple[torch.Tensor, torch.Tensor]:
+def restricted_excluded_logits(
+    logits: torch.Tensor, freqs: list[int], op: str = "add"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``logits`` ``[p*p, c]`` for every ``(a, b)`` (row ``a*p + b``) -> (restricted, excluded) logits."""
     p = int(round(math.sqrt(logits.shape[0])))
     L = logits.double()

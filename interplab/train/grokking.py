@@ -30,6 +30,7 @@ end unless ``keep_snapshots``), Gini of Fourier norms, and the three phases:
 
 These thresholds are this module's operationalisation, not numbers from the paper.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,10 +43,11 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from interplab.io.results import Result
 from interplab.models.toy import ToyConfig, ToyTransformer
-from interplab.io.results import JsonResult
+from interplab.runtime import torch_threads
 from interplab.train import fourier as fr
-from interplab.train.trainer import Trainer, read_metrics, torch_threads
+from interplab.train.trainer import Trainer, read_metrics
 
 OPS = {
     "add": lambda a, b, p: (a + b) % p,
@@ -85,7 +87,7 @@ class GrokkingConfig:
     threads: int = 0  # torch threads; 0: torch's default (2 threads: 1.6x faster than 1 on the quiet 2-core machine)
 
     def validate(self) -> None:
-        if self.p < 3 or any(self.p % q == 0 for q in range(2, int(math.isqrt(self.p)) + 1)):
+        if self.p < 3 or any(self.p % q == 0 for q in range(2, math.isqrt(self.p) + 1)):
             raise ValueError(f"p must be a prime >= 3, got {self.p}.")
         if self.operation not in OPS:
             raise ValueError(f"operation must be one of {', '.join(OPS)}, not {self.operation!r}.")
@@ -104,13 +106,31 @@ def make_data(cfg: GrokkingConfig) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(cfg.data_seed)
     perm = torch.randperm(p * p, generator=g)
     n_train = int(cfg.frac_train * p * p)
-    return {"a": a, "b": b, "labels": labels, "train": perm[:n_train].sort().values, "test": perm[n_train:].sort().values}
+    return {
+        "a": a,
+        "b": b,
+        "labels": labels,
+        "train": perm[:n_train].sort().values,
+        "test": perm[n_train:].sort().values,
+    }
 
 
 def make_model(cfg: GrokkingConfig) -> ToyTransformer:
-    tc = ToyConfig(n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head, d_mlp=cfg.d_mlp,
-                   d_vocab=cfg.p + 1, n_ctx=3, act_fn=cfg.act_fn, normalization=None, positional="learned",
-                   attn_bias=False, unembed_bias=False, seed=cfg.seed)
+    tc = ToyConfig(
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        d_mlp=cfg.d_mlp,
+        d_vocab=cfg.p + 1,
+        n_ctx=3,
+        act_fn=cfg.act_fn,
+        normalization=None,
+        positional="learned",
+        attn_bias=False,
+        unembed_bias=False,
+        seed=cfg.seed,
+    )
     model = ToyTransformer(tc)
     g = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():  # Nanda et al.'s initialisation
@@ -126,8 +146,9 @@ def make_model(cfg: GrokkingConfig) -> ToyTransformer:
 
 def make_optimizer(cfg: GrokkingConfig, model: torch.nn.Module) -> torch.optim.AdamW:
     """Nanda et al.'s full-batch AdamW (fused: one kernel per step over all parameters)."""
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
-                             fused=True)
+    return torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), fused=True
+    )
 
 
 def tokens(cfg: GrokkingConfig, data: dict, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,7 +163,9 @@ def _fast_ok(model: ToyTransformer) -> bool:
     return c.n_layers == 1 and c.normalization in (None, "none", "") and c.positional == "learned"
 
 
-def forward_eq(model: ToyTransformer, a: torch.Tensor, b: torch.Tensor, eq: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def forward_eq(
+    model: ToyTransformer, a: torch.Tensor, b: torch.Tensor, eq: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits ``[N, d_vocab]`` and MLP activations ``[N, d_mlp]`` at the ``=`` position for inputs ``a b =``.
 
     One-layer, norm-free models only (else the full forward; neurons then from the last layer's hook)."""
@@ -152,8 +175,11 @@ def forward_eq(model: ToyTransformer, a: torch.Tensor, b: torch.Tensor, eq: int)
         m = Model(model)
         last = model.config.n_layers - 1
         name = f"blocks.{last}.mlp.hook_post"
-        logits, cache = m.run(torch.stack([a, b, torch.full_like(a, eq)], 1), cache=[name] if model.config.d_mlp else None,
-                              grad=torch.is_grad_enabled())
+        logits, cache = m.run(
+            torch.stack([a, b, torch.full_like(a, eq)], 1),
+            cache=[name] if model.config.d_mlp else None,
+            grad=torch.is_grad_enabled(),
+        )
         return logits[:, -1], (cache[name][:, -1] if model.config.d_mlp else None)
     E, P = model.embed.weight, model.pos_embed.weight
     attn = model.blocks[0].attn
@@ -165,10 +191,14 @@ def forward_eq(model: ToyTransformer, a: torch.Tensor, b: torch.Tensor, eq: int)
     scale = dh**-0.5
     s = (kt.view(-1, H, dh) * q).sum(-1) * scale  # [2p+1, H]
     # index_select, not v[a]: its backward is an index_add, ~10x faster than advanced indexing's index_put
-    sa, sb, se = s[:eq].index_select(0, a), s[eq:2 * eq].index_select(0, b), s[2 * eq].expand(a.shape[0], H)
+    sa, sb, se = s[:eq].index_select(0, a), s[eq : 2 * eq].index_select(0, b), s[2 * eq].expand(a.shape[0], H)
     w = torch.softmax(torch.stack([sa, sb, se], -1), -1)  # [N, H, 3]
     v = vt.view(-1, H, dh)
-    z = w[..., 0, None] * v[:eq].index_select(0, a) + w[..., 1, None] * v[eq:2 * eq].index_select(0, b) + w[..., 2, None] * v[2 * eq]
+    z = (
+        w[..., 0, None] * v[:eq].index_select(0, a)
+        + w[..., 1, None] * v[eq : 2 * eq].index_select(0, b)
+        + w[..., 2, None] * v[2 * eq]
+    )
     resid = x2 + attn.o_proj(z.reshape(a.shape[0], H * dh))
     acts = None
     mlp = model.blocks[0].mlp
@@ -210,7 +240,7 @@ def _gini_terms(model: ToyTransformer, p: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ analysis
 @dataclass
-class GrokkingResult(JsonResult):
+class GrokkingResult(Result):
     """Curves (``metrics``: one dict per logged epoch), the Fourier analysis of the final model, the
     restricted/excluded loss curves on snapshots, the phases and the headline numbers."""
 
@@ -244,10 +274,14 @@ class GrokkingResult(JsonResult):
             ps = [r["step"] for r in self.progress]
             for key, name in (("restricted_loss", "restricted loss"), ("excluded_loss", "excluded loss")):
                 if key in self.progress[0]:
-                    fig.add_scatter(x=ps, y=[r[key] for r in self.progress], name=name, mode="lines", line={"dash": "dot"})
+                    fig.add_scatter(
+                        x=ps, y=[r[key] for r in self.progress], name=name, mode="lines", line={"dash": "dot"}
+                    )
         for ph in self.headline.get("phases", []):
             if ph.get("end") is not None:
-                fig.add_vline(x=ph["end"], line={"dash": "dash", "color": "grey"}, annotation_text=f"end of {ph['name']}")
+                fig.add_vline(
+                    x=ph["end"], line={"dash": "dash", "color": "grey"}, annotation_text=f"end of {ph['name']}"
+                )
         fig.update_yaxes(type="log", title="loss")
         fig.update_xaxes(title="epoch")
         fig.update_layout(title="Grokking: loss curves", height=420)
@@ -264,7 +298,6 @@ class GrokkingResult(JsonResult):
         return fig
 
     def plot_norms(self):
-        import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
         steps = [m["step"] for m in self.metrics]
@@ -277,13 +310,19 @@ class GrokkingResult(JsonResult):
         return fig
 
     def plot_spectra(self):
-        import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
         a = self.analysis
         ks = list(range(1, len(a["embedding_freq_norms"]) + 1))
-        fig = make_subplots(rows=1, cols=3, subplot_titles=("embedding norm per frequency", "neurons per frequency",
-                                                            "logit norm per frequency (a±b direction)"))
+        fig = make_subplots(
+            rows=1,
+            cols=3,
+            subplot_titles=(
+                "embedding norm per frequency",
+                "neurons per frequency",
+                "logit norm per frequency (a±b direction)",
+            ),
+        )
         fig.add_bar(x=ks, y=a["embedding_freq_norms"], name="embedding", row=1, col=1)
         fig.add_bar(x=ks, y=a["neurons_per_freq"][1:], name="neurons", row=1, col=2)
         if a.get("logit_freq_norms"):
@@ -310,7 +349,10 @@ def detect_phases(metrics: list[dict]) -> list[dict]:
     w_end = metrics[-1]["weight_norm_sq"]
     t_end = None
     if w0 > w_end:
-        t_end = next((m["step"] for m in metrics if m["step"] >= t_clean and w0 - m["weight_norm_sq"] >= 0.9 * (w0 - w_end)), None)
+        t_end = next(
+            (m["step"] for m in metrics if m["step"] >= t_clean and w0 - m["weight_norm_sq"] >= 0.9 * (w0 - w_end)),
+            None,
+        )
         if t_end == steps[-1]:
             t_end = None  # still falling at the end: clean-up not finished within the run
     phases.append({"name": "clean-up", "start": t_clean, "end": t_end})
@@ -363,26 +405,31 @@ def progress_measures(model: ToyTransformer, cfg: GrokkingConfig, data: dict, ke
 
 
 def summarise(cfg: GrokkingConfig, metrics: list[dict], analysis: dict) -> dict:
-    first = lambda key, thr: next((m["step"] for m in metrics if m[key] >= thr), None)  # noqa: E731
+    first = lambda key, thr: next((m["step"] for m in metrics if m[key] >= thr), None)
     t_train = first("train_acc", 1.0)
     t_grok = first("test_acc", 0.99)
     phases = detect_phases(metrics)
     return {
-        "final_train_acc": metrics[-1]["train_acc"], "final_test_acc": metrics[-1]["test_acc"],
-        "final_train_loss": metrics[-1]["train_loss"], "final_test_loss": metrics[-1]["test_loss"],
-        "train_acc_1_epoch": t_train, "grok_epoch": t_grok,
+        "final_train_acc": metrics[-1]["train_acc"],
+        "final_test_acc": metrics[-1]["test_acc"],
+        "final_train_loss": metrics[-1]["train_loss"],
+        "final_test_loss": metrics[-1]["test_loss"],
+        "train_acc_1_epoch": t_train,
+        "grok_epoch": t_grok,
         "grok_gap_epochs": (t_grok - t_train) if (t_grok is not None and t_train is not None) else None,
         "key_frequencies": analysis.get("key_frequencies", []),
         "embedding_key_frequencies": analysis.get("embedding_key_frequencies", []),
         "phases": phases,
-        "gini_embed": metrics[-1].get("gini_embed"), "gini_wl": metrics[-1].get("gini_wl"),
+        "gini_embed": metrics[-1].get("gini_embed"),
+        "gini_wl": metrics[-1].get("gini_wl"),
         "logit_var_explained_by_keys": analysis.get("logit_var_explained_by_keys"),
     }
 
 
 # ------------------------------------------------------------------------------------------ training
-def train(cfg: GrokkingConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          callbacks: list | None = None) -> GrokkingResult:
+def train(
+    cfg: GrokkingConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, callbacks: list | None = None
+) -> GrokkingResult:
     """Train (or resume) a grokking run in ``run_dir``; analyse it; write the model and ``grokking.json``."""
     cfg.validate()
     with torch_threads(cfg.threads):
@@ -410,9 +457,13 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
         lg = logits[:, :p]
         y = data["labels"]
         pred = lg.argmax(-1)
-        rec = {"train_loss": float(_loss(lg[tr], y[tr], p)), "test_loss": float(_loss(lg[te], y[te], p)),
-               "train_acc": float((pred[tr] == y[tr]).double().mean()), "test_acc": float((pred[te] == y[te]).double().mean()),
-               "weight_norm_sq": weight_norm_sq(model)}
+        rec = {
+            "train_loss": float(_loss(lg[tr], y[tr], p)),
+            "test_loss": float(_loss(lg[te], y[te], p)),
+            "train_acc": float((pred[tr] == y[tr]).double().mean()),
+            "test_acc": float((pred[te] == y[te]).double().mean()),
+            "weight_norm_sq": weight_norm_sq(model),
+        }
         rec.update(_gini_terms(model, p))
         return rec
 
@@ -420,16 +471,30 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
         from safetensors.torch import save_file
 
         snap_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(snap_dir / f"step_{step:07d}.safetensors"))
+        save_file(
+            {k: v.detach().contiguous() for k, v in model.state_dict().items()},
+            str(snap_dir / f"step_{step:07d}.safetensors"),
+        )
 
     def snapshot(step: int, trainer: Trainer) -> None:
         if step % cfg.snapshot_every == 0 or step == cfg.epochs:
             save_snapshot(step)
 
-    trainer = Trainer(model, opt, step_fn, eval_fn, steps=cfg.epochs, run_dir=run_dir, log_every=cfg.log_every,
-                      ckpt_every=cfg.ckpt_every, seed=cfg.seed, callbacks=[snapshot] + list(callbacks or []),
-                      progress=progress, description=f"grokking p={p} {cfg.operation}",
-                      should_stop=(lambda ms: clean_stop(ms, cfg.clean_window, cfg.clean_tol)) if cfg.stop_when_clean else None)
+    trainer = Trainer(
+        model,
+        opt,
+        step_fn,
+        eval_fn,
+        steps=cfg.epochs,
+        run_dir=run_dir,
+        log_every=cfg.log_every,
+        ckpt_every=cfg.ckpt_every,
+        seed=cfg.seed,
+        callbacks=[snapshot] + list(callbacks or []),
+        progress=progress,
+        description=f"grokking p={p} {cfg.operation}",
+        should_stop=(lambda ms: clean_stop(ms, cfg.clean_window, cfg.clean_tol)) if cfg.stop_when_clean else None,
+    )
     if not resume:
         shutil.rmtree(snap_dir, ignore_errors=True)
         save_snapshot(0)
@@ -456,10 +521,19 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
     head["training_seconds"] = round(trainer.seconds_training, 1)
     from interplab.train.config import config_dict
 
-    res = GrokkingResult(config_dict(cfg), metrics, analysis, prog, head,
-                         settings={"paper": "Nanda et al. 2023, Progress measures for grokking via mechanistic interpretability",
-                                   "restricted_loss": "all p^2 pairs", "excluded_loss": "training set",
-                                   "epoch": "one full-batch step"})
+    res = GrokkingResult(
+        config_dict(cfg),
+        metrics,
+        analysis,
+        prog,
+        head,
+        settings={
+            "paper": "Nanda et al. 2023, Progress measures for grokking via mechanistic interpretability",
+            "restricted_loss": "all p^2 pairs",
+            "excluded_loss": "training set",
+            "epoch": "one full-batch step",
+        },
+    )
     res.save(run_dir)
     return res
 
@@ -472,23 +546,35 @@ def report(res: GrokkingResult, path) -> Path:
     from interplab.report.html import Report, table
 
     h = res.headline
-    rep = Report("Grokking modular arithmetic", f"p={res.config['p']}, op={res.config['operation']}, "
-                 f"{res.config['epochs']} epochs — Nanda et al. 2023")
-    rows = [{"quantity": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else v}
-            for k, v in h.items() if k != "phases"]
+    rep = Report(
+        "Grokking modular arithmetic",
+        f"p={res.config['p']}, op={res.config['operation']}, {res.config['epochs']} epochs — Nanda et al. 2023",
+    )
+    rows = [
+        {"quantity": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else v}
+        for k, v in h.items()
+        if k != "phases"
+    ]
     rep.section("Headline", table(rows))
-    rep.section("Phases", table([{"phase": ph["name"], "start epoch": ph["start"], "end epoch": ph["end"]} for ph in h["phases"]]),
-                "Memorisation ends at the first epoch with train accuracy 1; circuit formation ends when the test loss is 10x "
-                "below its post-memorisation peak; clean-up ends when the weight norm has made 90% of its final fall.")
+    rep.section(
+        "Phases",
+        table([{"phase": ph["name"], "start epoch": ph["start"], "end epoch": ph["end"]} for ph in h["phases"]]),
+        "Memorisation ends at the first epoch with train accuracy 1; circuit formation ends when the test loss is 10x "
+        "below its post-memorisation peak; clean-up ends when the weight norm has made 90% of its final fall.",
+    )
     rep.section("Loss curves", res.plot(), res.plot_accuracy())
     rep.section("Weight norm and Gini", res.plot_norms())
-    rep.section("Fourier spectra of the final model", res.plot_spectra(),
-                f"Key frequencies (neuron clusters): {h['key_frequencies']}; from the embedding: {h['embedding_key_frequencies']}.")
+    rep.section(
+        "Fourier spectra of the final model",
+        res.plot_spectra(),
+        f"Key frequencies (neuron clusters): {h['key_frequencies']}; from the embedding: {h['embedding_key_frequencies']}.",
+    )
     return rep.save(path)
 
 
-def bench_step(cfg: GrokkingConfig | None = None, steps: int = 50, rounds: int = 3,
-               threads: tuple[int, ...] = (1, 2)) -> dict:
+def bench_step(
+    cfg: GrokkingConfig | None = None, steps: int = 50, rounds: int = 3, threads: tuple[int, ...] = (1, 2)
+) -> dict:
     """Milliseconds per training step (forward at ``=``, float64 loss, backward, fused AdamW) for each torch
     thread count, the variants interleaved round by round (A B A B …) on one model; medians reported."""
     import statistics
@@ -518,8 +604,14 @@ def bench_step(cfg: GrokkingConfig | None = None, steps: int = 50, rounds: int =
                     step()
                 times[t].append(1000 * (time.perf_counter() - t0) / steps)
     med = {t: statistics.median(v) for t, v in times.items()}
-    return {"p": cfg.p, "train_pairs": int(tr.numel()), "steps_per_round": steps, "rounds": rounds,
-            "ms_per_step": {str(t): [round(x, 2) for x in v] for t, v in times.items()},
-            "median_ms_per_step": {str(t): round(m, 2) for t, m in med.items()},
-            "median_steps_per_s": {str(t): round(1000 / m, 1) for t, m in med.items()},
-            "minutes_for_epochs": {str(t): round(cfg.epochs * m / 60000, 1) for t, m in med.items()}, "epochs": cfg.epochs}
+    return {
+        "p": cfg.p,
+        "train_pairs": int(tr.numel()),
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "ms_per_step": {str(t): [round(x, 2) for x in v] for t, v in times.items()},
+        "median_ms_per_step": {str(t): round(m, 2) for t, m in med.items()},
+        "median_steps_per_s": {str(t): round(1000 / m, 1) for t, m in med.items()},
+        "minutes_for_epochs": {str(t): round(cfg.epochs * m / 60000, 1) for t, m in med.items()},
+        "epochs": cfg.epochs,
+    }

@@ -36,6 +36,7 @@ and per-head induction and previous-token scores from :func:`interplab.analyses.
 At the end: Q/K/V-composition scores (:func:`interplab.analyses.weights.composition_scores`, Elhage
 et al. 2021) and head ablation importance on held-out data (:func:`interplab.analyses.causal.ablation.head_ablation_importance`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,9 +46,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from interplab.io.results import Result
 from interplab.models.toy import ToyConfig, ToyTransformer
-from interplab.io.results import JsonResult
-from interplab.train.trainer import Trainer, read_metrics, torch_threads
+from interplab.runtime import torch_threads
+from interplab.train.trainer import Trainer, read_metrics
 
 
 @dataclass
@@ -85,7 +87,9 @@ class AttnOnlyConfig:
         if self.normalization not in ("none", "LN", "RMS"):
             raise ValueError(f"normalization must be none, LN or RMS, not {self.normalization!r}.")
         if self.synthetic_vocab < self.n_ctx // 2:
-            raise ValueError(f"synthetic_vocab ({self.synthetic_vocab}) must be >= n_ctx/2 ({self.n_ctx // 2}) for distinct tokens.")
+            raise ValueError(
+                f"synthetic_vocab ({self.synthetic_vocab}) must be >= n_ctx/2 ({self.n_ctx // 2}) for distinct tokens."
+            )
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -112,7 +116,11 @@ def synthetic(n: int, cfg: AttnOnlyConfig, g: torch.Generator) -> torch.Tensor:
     positional attention head cannot predict the repeat."""
     T = cfg.n_ctx
     x = torch.randint(0, cfg.synthetic_vocab, (n, T), generator=g)
-    seg = torch.randint(T // 8, T // 4 + 1, (n, 1), generator=g) if T >= 64 else torch.randint(T // 4, T // 2 - 1, (n, 1), generator=g)
+    seg = (
+        torch.randint(T // 8, T // 4 + 1, (n, 1), generator=g)
+        if T >= 64
+        else torch.randint(T // 4, T // 2 - 1, (n, 1), generator=g)
+    )
     s1 = (torch.rand(n, 1, generator=g) * (T - 2 * seg + 1)).long()
     s2 = s1 + seg + (torch.rand(n, 1, generator=g) * (T - 2 * seg - s1 + 1)).long()
     j = torch.arange(T)[None]
@@ -144,16 +152,27 @@ def per_position_loss(model: ToyTransformer, tokens: torch.Tensor) -> torch.Tens
 def icl_score(pos_loss: torch.Tensor) -> float:
     """Mean loss on targets at positions [3/4 n, n) minus [n/16, n/8) (Olsson et al.'s late minus early)."""
     n = pos_loss.shape[1] + 1
-    late = pos_loss[:, 3 * n // 4 - 1:].mean()
-    early = pos_loss[:, max(1, n // 16) - 1: n // 8 - 1].mean()
+    late = pos_loss[:, 3 * n // 4 - 1 :].mean()
+    early = pos_loss[:, max(1, n // 16) - 1 : n // 8 - 1].mean()
     return float(late - early)
 
 
 def make_model(cfg: AttnOnlyConfig, n_layers: int) -> ToyTransformer:
-    return ToyTransformer(ToyConfig(n_layers=n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_head, d_mlp=0,
-                                    d_vocab=cfg.synthetic_vocab if cfg.data == "synthetic" else 256, n_ctx=cfg.n_ctx,
-                                    normalization=None if cfg.normalization == "none" else cfg.normalization, positional="learned",
-                                    attn_bias=True, seed=cfg.seed + n_layers))
+    return ToyTransformer(
+        ToyConfig(
+            n_layers=n_layers,
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            d_head=cfg.d_head,
+            d_mlp=0,
+            d_vocab=cfg.synthetic_vocab if cfg.data == "synthetic" else 256,
+            n_ctx=cfg.n_ctx,
+            normalization=None if cfg.normalization == "none" else cfg.normalization,
+            positional="learned",
+            attn_bias=True,
+            seed=cfg.seed + n_layers,
+        )
+    )
 
 
 def _head_scores(model: ToyTransformer, cfg: AttnOnlyConfig):
@@ -161,14 +180,24 @@ def _head_scores(model: ToyTransformer, cfg: AttnOnlyConfig):
     from interplab.models.model import Model
 
     m = Model(model, name=f"attn-only-{model.config.n_layers}L")
-    res = head_scores(m, n_seqs=cfg.eval_seqs, batch=cfg.eval_seqs, seq_len=cfg.n_ctx // 2, text="random",
-                      text_len=cfg.n_ctx, prepend_bos=False, copying=False, seed=123)
+    res = head_scores(
+        m,
+        n_seqs=cfg.eval_seqs,
+        batch=cfg.eval_seqs,
+        seq_len=cfg.n_ctx // 2,
+        text="random",
+        text_len=cfg.n_ctx,
+        prepend_bos=False,
+        copying=False,
+        seed=123,
+    )
     model.train()  # Model() put it in eval mode; the trainer decides
     return res
 
 
-def train_one(cfg: AttnOnlyConfig, n_layers: int, run_dir: Path, resume: bool, progress: bool,
-              callbacks: list | None = None) -> tuple[ToyTransformer, list[dict]]:
+def train_one(
+    cfg: AttnOnlyConfig, n_layers: int, run_dir: Path, resume: bool, progress: bool, callbacks: list | None = None
+) -> tuple[ToyTransformer, list[dict]]:
     d = run_dir / f"L{n_layers}"
     model = make_model(cfg, n_layers)
     if resume and (d / "model.safetensors").exists() and (d / "done").exists():
@@ -189,8 +218,10 @@ def train_one(cfg: AttnOnlyConfig, n_layers: int, run_dir: Path, resume: bool, p
 
     def eval_fn(step: int) -> dict:
         syn = per_position_loss(model, eval_syn)
-        rec: dict[str, Any] = {"synthetic_loss_first_half": float(syn[:, :half - 1].mean()),
-                               "synthetic_loss_second_half": float(syn[:, half - 1:].mean())}
+        rec: dict[str, Any] = {
+            "synthetic_loss_first_half": float(syn[:, : half - 1].mean()),
+            "synthetic_loss_second_half": float(syn[:, half - 1 :].mean()),
+        }
         if eval_text is not None:
             tl = per_position_loss(model, eval_text)
             rec["text_loss"] = float(tl.mean())
@@ -206,9 +237,21 @@ def train_one(cfg: AttnOnlyConfig, n_layers: int, run_dir: Path, resume: bool, p
         rec["max_prev_token_score"] = float(prev.max())
         return rec
 
-    tr = Trainer(model, opt, step_fn, eval_fn, steps=cfg.steps, run_dir=d, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
-                 seed=cfg.seed, generators={"data": g}, progress=progress, description=f"attn-only {n_layers}L",
-                 callbacks=list(callbacks or []))
+    tr = Trainer(
+        model,
+        opt,
+        step_fn,
+        eval_fn,
+        steps=cfg.steps,
+        run_dir=d,
+        log_every=cfg.log_every,
+        ckpt_every=cfg.ckpt_every,
+        seed=cfg.seed,
+        generators={"data": g},
+        progress=progress,
+        description=f"attn-only {n_layers}L",
+        callbacks=list(callbacks or []),
+    )
     from interplab.train.trainer import latest_checkpoint
 
     metrics = tr.fit(resume=resume and latest_checkpoint(d) is not None)
@@ -242,14 +285,20 @@ def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> 
     L, H = ind.shape
     i = int(ind.flatten().argmax())
     out: dict[str, Any] = {
-        "n_layers": L, "final_loss": last["loss"], "icl_score": last["icl_score"],
-        "max_induction_score": float(ind.max()), "max_induction_head": [i // H, i % H],
+        "n_layers": L,
+        "final_loss": last["loss"],
+        "icl_score": last["icl_score"],
+        "max_induction_score": float(ind.max()),
+        "max_induction_head": [i // H, i % H],
         "max_prev_token_score": last["max_prev_token_score"],
         "synthetic_loss_first_half": last["synthetic_loss_first_half"],
         "synthetic_loss_second_half": last["synthetic_loss_second_half"],
     }
     prof = induction_offset_profile(model, cfg)
-    out["induction_offset_profile"] = {"offsets": list(OFFSETS), "attention": [[[round(float(x), 4) for x in h] for h in layer] for layer in prof]}
+    out["induction_offset_profile"] = {
+        "offsets": list(OFFSETS),
+        "attention": [[[round(float(x), 4) for x in h] for h in layer] for layer in prof],
+    }
     best = prof.flatten(0, 1).max(0).values
     out["max_attention_by_offset"] = {str(k): round(float(v), 4) for k, v in zip(OFFSETS, best)}
     # phase change: first logged step where the max induction score exceeds 0.3 (heads.py's membership threshold)
@@ -274,7 +323,7 @@ def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> 
 
 
 @dataclass
-class AttnOnlyResult(JsonResult):
+class AttnOnlyResult(Result):
     config: dict
     models: dict[str, dict]
     metrics: dict[str, list[dict]]
@@ -296,11 +345,15 @@ class AttnOnlyResult(JsonResult):
     def plot(self):
         from plotly.subplots import make_subplots
 
-        fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "loss on repeated half (synthetic)", "max induction score"))
+        fig = make_subplots(
+            rows=1, cols=3, subplot_titles=("loss", "loss on repeated half (synthetic)", "max induction score")
+        )
         for name, ms in self.metrics.items():
             s = [r["step"] for r in ms]
             fig.add_scatter(x=s, y=[r["loss"] for r in ms], name=f"{name} loss", row=1, col=1)
-            fig.add_scatter(x=s, y=[r["synthetic_loss_second_half"] for r in ms], name=f"{name} repeated half", row=1, col=2)
+            fig.add_scatter(
+                x=s, y=[r["synthetic_loss_second_half"] for r in ms], name=f"{name} repeated half", row=1, col=2
+            )
             fig.add_scatter(x=s, y=[r["max_induction_score"] for r in ms], name=f"{name} induction", row=1, col=3)
         return fig.update_layout(height=380, title="Attention-only models: loss and induction score over training")
 
@@ -313,28 +366,48 @@ class AttnOnlyResult(JsonResult):
             prof = m.get("max_attention_by_offset")
             if prof:
                 fig.add_bar(x=[f"k={k}" for k in prof], y=list(prof.values()), name=name)
-        return fig.update_layout(barmode="group", height=350, yaxis_title="max attention over heads",
-                                 title="Where the heads look on the repeated probe: key i-S+1+k "
-                                       "(k=0: induction; k=-1: duplicate token; k=1,2: shifted circuits)")
+        return fig.update_layout(
+            barmode="group",
+            height=350,
+            yaxis_title="max attention over heads",
+            title="Where the heads look on the repeated probe: key i-S+1+k "
+            "(k=0: induction; k=-1: duplicate token; k=1,2: shifted circuits)",
+        )
 
     def plot_heads(self, name: str):
         from plotly.subplots import make_subplots
 
         ms = self.metrics[name]
         s = [r["step"] for r in ms]
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("induction score per head", "previous-token score per head"))
+        fig = make_subplots(
+            rows=1, cols=2, subplot_titles=("induction score per head", "previous-token score per head")
+        )
         L, H = len(ms[0]["induction_scores"]), len(ms[0]["induction_scores"][0])
         for layer in range(L):
             for h in range(H):
-                fig.add_scatter(x=s, y=[r["induction_scores"][layer][h] for r in ms], name=f"L{layer}H{h}", row=1, col=1,
-                                legendgroup=f"{layer}.{h}")
-                fig.add_scatter(x=s, y=[r["prev_token_scores"][layer][h] for r in ms], name=f"L{layer}H{h}", row=1, col=2,
-                                legendgroup=f"{layer}.{h}", showlegend=False)
+                fig.add_scatter(
+                    x=s,
+                    y=[r["induction_scores"][layer][h] for r in ms],
+                    name=f"L{layer}H{h}",
+                    row=1,
+                    col=1,
+                    legendgroup=f"{layer}.{h}",
+                )
+                fig.add_scatter(
+                    x=s,
+                    y=[r["prev_token_scores"][layer][h] for r in ms],
+                    name=f"L{layer}H{h}",
+                    row=1,
+                    col=2,
+                    legendgroup=f"{layer}.{h}",
+                    showlegend=False,
+                )
         return fig.update_layout(height=350, title=f"{name}: per-head scores across checkpoints")
 
 
-def train(cfg: AttnOnlyConfig, run_dir, resume: bool = False, progress: bool = True,
-          callbacks: list | None = None) -> AttnOnlyResult:
+def train(
+    cfg: AttnOnlyConfig, run_dir, resume: bool = False, progress: bool = True, callbacks: list | None = None
+) -> AttnOnlyResult:
     cfg.validate()
     models, metrics = {}, {}
     with torch_threads(cfg.threads):
@@ -342,18 +415,35 @@ def train(cfg: AttnOnlyConfig, run_dir, resume: bool = False, progress: bool = T
             model, ms = train_one(cfg, n, Path(run_dir), resume, progress, callbacks)
             models[f"{n}L"] = analyse(model, cfg, ms)
             metrics[f"{n}L"] = ms
-    head: dict[str, Any] = {k: {name: m[k] for name, m in models.items()} for k in
-                            ("final_loss", "icl_score", "synthetic_loss_second_half", "induction_step", "copy_step")}
-    head["max_induction_score"] = {name: [round(m["max_induction_score"], 4), m["max_induction_head"]] for name, m in models.items()}
+    head: dict[str, Any] = {
+        k: {name: m[k] for name, m in models.items()}
+        for k in ("final_loss", "icl_score", "synthetic_loss_second_half", "induction_step", "copy_step")
+    }
+    head["max_induction_score"] = {
+        name: [round(m["max_induction_score"], 4), m["max_induction_head"]] for name, m in models.items()
+    }
     head["max_prev_token_score"] = {name: round(m["max_prev_token_score"], 4) for name, m in models.items()}
     head["max_attention_by_offset"] = {name: m["max_attention_by_offset"] for name, m in models.items()}
-    head["max_k_composition"] = {name: m.get("max_k_composition") for name, m in models.items() if "max_k_composition" in m}
-    head["tokenizer"] = (f"synthetic token ids 0..{cfg.synthetic_vocab - 1}" if cfg.data == "synthetic"
-                         else "bytes (UTF-8), vocabulary 256")
+    head["max_k_composition"] = {
+        name: m.get("max_k_composition") for name, m in models.items() if "max_k_composition" in m
+    }
+    head["tokenizer"] = (
+        f"synthetic token ids 0..{cfg.synthetic_vocab - 1}"
+        if cfg.data == "synthetic"
+        else "bytes (UTF-8), vocabulary 256"
+    )
     from interplab.train.config import config_dict
 
-    res = AttnOnlyResult(config_dict(cfg), models, metrics, head,
-                         settings={"paper": "Olsson et al. 2022; Elhage et al. 2021", "icl_score": "late [3n/4,n) minus early [n/16,n/8)"})
+    res = AttnOnlyResult(
+        config_dict(cfg),
+        models,
+        metrics,
+        head,
+        settings={
+            "paper": "Olsson et al. 2022; Elhage et al. 2021",
+            "icl_score": "late [3n/4,n) minus early [n/16,n/8)",
+        },
+    )
     res.save(run_dir)
     return res
 
@@ -361,15 +451,21 @@ def train(cfg: AttnOnlyConfig, run_dir, resume: bool = False, progress: bool = T
 def _answer(res: AttnOnlyResult) -> str:
     lines = []
     for name, m in res.models.items():
-        lines.append(f"{name}: final loss {m['final_loss']:.3f}, ICL score {m['icl_score']:+.3f}, loss on the repeated half "
-                     f"{m['synthetic_loss_second_half']:.3f} (first half {m['synthetic_loss_first_half']:.3f}), max induction score "
-                     f"{m['max_induction_score']:.3f} at head {m['max_induction_head']}"
-                     + (f", first >= 0.3 at step {m['induction_step']}" if m["induction_step"] is not None else ", never >= 0.3")
-                     + (f"; repeated-half loss < 1 nat from step {m['copy_step']}" if m.get("copy_step") is not None else "")
-                     + (f"; strongest K-composition {m['max_k_composition']}" if m.get("max_k_composition") else "")
-                     + ("; max attention from i to i-S+1+k on the repeated probe: "
-                        + ", ".join(f"k={k}: {v:.2f}" for k, v in m["max_attention_by_offset"].items())
-                        if m.get("max_attention_by_offset") else "") + ".")
+        lines.append(
+            f"{name}: final loss {m['final_loss']:.3f}, ICL score {m['icl_score']:+.3f}, loss on the repeated half "
+            f"{m['synthetic_loss_second_half']:.3f} (first half {m['synthetic_loss_first_half']:.3f}), max induction score "
+            f"{m['max_induction_score']:.3f} at head {m['max_induction_head']}"
+            + (f", first >= 0.3 at step {m['induction_step']}" if m["induction_step"] is not None else ", never >= 0.3")
+            + (f"; repeated-half loss < 1 nat from step {m['copy_step']}" if m.get("copy_step") is not None else "")
+            + (f"; strongest K-composition {m['max_k_composition']}" if m.get("max_k_composition") else "")
+            + (
+                "; max attention from i to i-S+1+k on the repeated probe: "
+                + ", ".join(f"k={k}: {v:.2f}" for k, v in m["max_attention_by_offset"].items())
+                if m.get("max_attention_by_offset")
+                else ""
+            )
+            + "."
+        )
     return " ".join(lines)
 
 
@@ -378,13 +474,25 @@ def report(res: AttnOnlyResult, path) -> Path:
 
     from interplab.report.html import Report, table
 
-    rep = Report("Attention-only transformers: induction-head formation", f"Olsson et al. 2022 — {res.headline.get('tokenizer', '')}, normalization {res.config.get('normalization', 'none')}")
-    rep.section("Answer", _answer(res), table([{"quantity": k, "value": json.dumps(v)} for k, v in res.headline.items()]))
+    rep = Report(
+        "Attention-only transformers: induction-head formation",
+        f"Olsson et al. 2022 — {res.headline.get('tokenizer', '')}, normalization {res.config.get('normalization', 'none')}",
+    )
+    rep.section(
+        "Answer", _answer(res), table([{"quantity": k, "value": json.dumps(v)} for k, v in res.headline.items()])
+    )
     rep.section("Curves", res.plot())
     if any(m.get("max_attention_by_offset") for m in res.models.values()):
         rep.section("Induction offset profile", res.plot_offsets())
     for name in res.metrics:
-        rep.section(f"{name} heads", res.plot_heads(name),
-                    table([{"layer": a, "head": b, "delta_loss": d, "ci_low": lo, "ci_high": hi}
-                           for a, b, d, lo, hi in res.models[name]["ablation_top_heads"]]))
+        rep.section(
+            f"{name} heads",
+            res.plot_heads(name),
+            table(
+                [
+                    {"layer": a, "head": b, "delta_loss": d, "ci_low": lo, "ci_high": hi}
+                    for a, b, d, lo, hi in res.models[name]["ablation_top_heads"]
+                ]
+            ),
+        )
     return rep.save(path)

@@ -28,6 +28,7 @@ Parts (``parts`` config):
 Each part is one :class:`~interplab.train.trainer.Trainer` run in ``RUN_DIR/<part>/`` (checkpoints,
 resume, metrics), saved as ``model.safetensors`` with its feature probabilities and importances.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from interplab.io.results import JsonResult
-from interplab.train.trainer import Trainer, latest_checkpoint, torch_threads
+from interplab.io.results import Result
+from interplab.runtime import torch_threads
+from interplab.train.trainer import Trainer, latest_checkpoint
 
 PARTS = ("intro", "geometry", "phase")
 
@@ -81,8 +83,15 @@ class SuperpositionConfig:
 class ToyReLUModel(nn.Module):
     """``n_instances`` independent copies of ``x' = ReLU(W^T W x + b)`` (Elhage et al. 2022)."""
 
-    def __init__(self, n_instances: int, n_features: int, n_hidden: int, importance: torch.Tensor,
-                 feature_probability: torch.Tensor, seed: int = 0):
+    def __init__(
+        self,
+        n_instances: int,
+        n_features: int,
+        n_hidden: int,
+        importance: torch.Tensor,
+        feature_probability: torch.Tensor,
+        seed: int = 0,
+    ):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         W = torch.empty(n_instances, n_features, n_hidden)
@@ -182,16 +191,26 @@ def _part_setup(cfg: SuperpositionConfig, part: str) -> tuple[ToyReLUModel, dict
     if part == "intro":
         n, m, k = cfg.intro_features, cfg.intro_hidden, cfg.intro_instances
         imp = (0.9 ** torch.arange(n, dtype=torch.float64))[None]
-        prob = torch.cat([20.0 ** -torch.linspace(0, 1, k, dtype=torch.float64),
-                          torch.tensor(list(cfg.intro_extra_probabilities), dtype=torch.float64)])[:, None]
+        prob = torch.cat(
+            [
+                20.0 ** -torch.linspace(0, 1, k, dtype=torch.float64),
+                torch.tensor(list(cfg.intro_extra_probabilities), dtype=torch.float64),
+            ]
+        )[:, None]
         k = prob.shape[0]
-        meta = {"feature_probability": prob.flatten().tolist(), "importance": imp.flatten().tolist(),
-                "paper_instances": cfg.intro_instances}
+        meta = {
+            "feature_probability": prob.flatten().tolist(),
+            "importance": imp.flatten().tolist(),
+            "paper_instances": cfg.intro_instances,
+        }
     elif part == "geometry":
         n, m, k = cfg.geometry_features, cfg.geometry_hidden, cfg.geometry_instances
         imp = torch.ones(1, n, dtype=torch.float64)
-        prob = (torch.tensor(list(cfg.geometry_probabilities), dtype=torch.float64) if cfg.geometry_probabilities else
-                10.0 ** -torch.linspace(0, cfg.geometry_max_log10, k, dtype=torch.float64))[:, None]
+        prob = (
+            torch.tensor(list(cfg.geometry_probabilities), dtype=torch.float64)
+            if cfg.geometry_probabilities
+            else 10.0 ** -torch.linspace(0, cfg.geometry_max_log10, k, dtype=torch.float64)
+        )[:, None]
         k = prob.shape[0]
         meta = {"feature_probability": prob.flatten().tolist(), "importance": [1.0]}
     else:
@@ -209,8 +228,9 @@ def _part_setup(cfg: SuperpositionConfig, part: str) -> tuple[ToyReLUModel, dict
     return model, meta
 
 
-def train_part(cfg: SuperpositionConfig, part: str, run_dir: Path, resume: bool, progress: bool,
-               callbacks: list | None = None) -> tuple[ToyReLUModel, dict, list[dict]]:
+def train_part(
+    cfg: SuperpositionConfig, part: str, run_dir: Path, resume: bool, progress: bool, callbacks: list | None = None
+) -> tuple[ToyReLUModel, dict, list[dict]]:
     from safetensors.torch import load_file, save_file
 
     d = Path(run_dir) / part
@@ -227,12 +247,26 @@ def train_part(cfg: SuperpositionConfig, part: str, run_dir: Path, resume: bool,
 
     def eval_fn(step: int) -> dict:
         ge.manual_seed(10_000 + cfg.seed)  # the same evaluation batch at every log step
-        return {"loss": float(model.loss(model.sample(cfg.batch, ge))), "mean_d_star": float(d_star(model.W.detach()).mean())}
+        return {
+            "loss": float(model.loss(model.sample(cfg.batch, ge))),
+            "mean_d_star": float(d_star(model.W.detach()).mean()),
+        }
 
-    tr = Trainer(model, opt, lambda s: model.loss(model.sample(cfg.batch, g)), eval_fn,
-                 steps=cfg.steps, run_dir=d, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every, seed=cfg.seed,
-                 generators={"data": g}, progress=progress, description=f"superposition {part}",
-                 callbacks=list(callbacks or []))
+    tr = Trainer(
+        model,
+        opt,
+        lambda s: model.loss(model.sample(cfg.batch, g)),
+        eval_fn,
+        steps=cfg.steps,
+        run_dir=d,
+        log_every=cfg.log_every,
+        ckpt_every=cfg.ckpt_every,
+        seed=cfg.seed,
+        generators={"data": g},
+        progress=progress,
+        description=f"superposition {part}",
+        callbacks=list(callbacks or []),
+    )
     metrics = tr.fit(resume=resume and latest_checkpoint(d) is not None)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(final))
     return model, meta, metrics
@@ -240,10 +274,15 @@ def train_part(cfg: SuperpositionConfig, part: str, run_dir: Path, resume: bool,
 
 def analyse_part(part: str, model: ToyReLUModel, meta: dict) -> dict:
     W = model.W.detach()
-    out: dict[str, Any] = {"part": part, **{k: v for k, v in meta.items() if k != "feature_probability"}, "d_star": d_star(W).tolist(),
-                           "feature_norms": W.norm(dim=-1).tolist(),
-                           "feature_dimensionality": feature_dimensionality(W).tolist(),
-                           "superposition": superposition_score(W).tolist(), "bias": model.b.detach().tolist()}
+    out: dict[str, Any] = {
+        "part": part,
+        **{k: v for k, v in meta.items() if k != "feature_probability"},
+        "d_star": d_star(W).tolist(),
+        "feature_norms": W.norm(dim=-1).tolist(),
+        "feature_dimensionality": feature_dimensionality(W).tolist(),
+        "superposition": superposition_score(W).tolist(),
+        "bias": model.b.detach().tolist(),
+    }
     if part == "intro":
         out["angles"] = [polygon_angles(W[i]) for i in range(W.shape[0])]
         out["wtw"] = torch.einsum("ifh,ijh->ifj", W, W).tolist()
@@ -270,7 +309,7 @@ def analyse_part(part: str, model: ToyReLUModel, meta: dict) -> dict:
 
 
 @dataclass
-class SuperpositionResult(JsonResult):
+class SuperpositionResult(Result):
     config: dict
     parts: dict[str, dict]
     metrics: dict[str, list[dict]]
@@ -286,9 +325,16 @@ class SuperpositionResult(JsonResult):
         rows = []
         for part, a in self.parts.items():
             for i, p in enumerate(a["feature_probability"]):
-                rows.append({"part": part, "instance": i, "feature_probability": p, "d_star": a["d_star"][i],
-                             "n_represented": sum(x >= 0.5 for x in a["feature_norms"][i]),
-                             **({"phase": a["phase"][i]} if "phase" in a else {})})
+                rows.append(
+                    {
+                        "part": part,
+                        "instance": i,
+                        "feature_probability": p,
+                        "d_star": a["d_star"][i],
+                        "n_represented": sum(x >= 0.5 for x in a["feature_norms"][i]),
+                        **({"phase": a["phase"][i]} if "phase" in a else {}),
+                    }
+                )
         return pd.DataFrame(rows)
 
     # ---- figures
@@ -298,8 +344,9 @@ class SuperpositionResult(JsonResult):
 
         a = self.parts["intro"]
         k = len(a["wtw"])
-        fig = make_subplots(rows=1, cols=k, subplot_titles=[f"{p:.3g}" for p in a["feature_probability"]],
-                            vertical_spacing=0.12)
+        fig = make_subplots(
+            rows=1, cols=k, subplot_titles=[f"{p:.3g}" for p in a["feature_probability"]], vertical_spacing=0.12
+        )
         for i in range(k):
             fig.add_heatmap(z=a["wtw"][i], zmin=-1, zmax=1, colorscale="RdBu", showscale=(i == 0), row=1, col=i + 1)
             fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
@@ -312,9 +359,18 @@ class SuperpositionResult(JsonResult):
         a = self.parts["intro"]
         fig = go.Figure()
         for i, p in enumerate(a["feature_probability"]):
-            fig.add_bar(x=[f"1-S={p:.3g}"] * len(a["feature_norms"][i]), y=a["feature_norms"][i],
-                        marker={"color": [min(1.0, s) for s in a["superposition"][i]], "colorscale": "Viridis", "cmin": 0,
-                                "cmax": 1}, text=[f"f{j}" for j in range(len(a["feature_norms"][i]))], showlegend=False)
+            fig.add_bar(
+                x=[f"1-S={p:.3g}"] * len(a["feature_norms"][i]),
+                y=a["feature_norms"][i],
+                marker={
+                    "color": [min(1.0, s) for s in a["superposition"][i]],
+                    "colorscale": "Viridis",
+                    "cmin": 0,
+                    "cmax": 1,
+                },
+                text=[f"f{j}" for j in range(len(a["feature_norms"][i]))],
+                showlegend=False,
+            )
         return fig.update_layout(barmode="group", title="‖W_i‖ per feature (colour: superposition)", height=330)
 
     def plot_d_star(self):
@@ -325,12 +381,19 @@ class SuperpositionResult(JsonResult):
         fig = go.Figure()
         fig.add_scatter(x=x, y=a["d_star"], mode="lines+markers", name="D* = m/‖W‖²_F")
         for i, xi in enumerate(x):
-            fig.add_scatter(x=[xi] * len(a["feature_dimensionality"][i]), y=a["feature_dimensionality"][i], mode="markers",
-                            marker={"size": 3, "color": "grey", "opacity": 0.3}, showlegend=False)
+            fig.add_scatter(
+                x=[xi] * len(a["feature_dimensionality"][i]),
+                y=a["feature_dimensionality"][i],
+                mode="markers",
+                marker={"size": 3, "color": "grey", "opacity": 0.3},
+                showlegend=False,
+            )
         for y in (1, 1 / 2, 2 / 5, 1 / 3):
             fig.add_hline(y=y, line={"dash": "dot", "color": "lightgrey"})
         fig.update_xaxes(type="log", title="1/(1-S)")
-        return fig.update_layout(title="Dimensions per feature (geometry run)", yaxis_title="dimensions per feature", height=380)
+        return fig.update_layout(
+            title="Dimensions per feature (geometry run)", yaxis_title="dimensions per feature", height=380
+        )
 
     def plot_phase(self):
         import plotly.graph_objects as go
@@ -339,18 +402,30 @@ class SuperpositionResult(JsonResult):
         g = len(a["importance_2"])
         code = {"feature 1 only": 0, "superposition": 1, "feature 2 only": 2, "none": 3, "both, same sign": 4}
         z = [[code[a["phase"][i * g + j]] for j in range(g)] for i in range(g)]
-        fig = go.Figure(go.Heatmap(z=z, x=[f"{d:.3g}" for d in a["density"]], y=[f"{r:.3g}" for r in a["importance_2"]],
-                                   zmin=0, zmax=4, colorscale=[[0, "#4c78a8"], [0.25, "#f58518"], [0.5, "#54a24b"],
-                                                               [0.75, "#bbbbbb"], [1, "#b279a2"]],
-                                   text=[[a["phase"][i * g + j] for j in range(g)] for i in range(g)], hoverinfo="text+x+y"))
-        return fig.update_layout(title="2 features in 1 dimension: blue = feature 1 only, orange = superposition (antipodal), "
-                                       "green = feature 2 only, purple = both in one direction, grey = none",
-                                 xaxis_title="feature density 1-S",
-                                 yaxis_title="relative importance of feature 2", height=420)
+        fig = go.Figure(
+            go.Heatmap(
+                z=z,
+                x=[f"{d:.3g}" for d in a["density"]],
+                y=[f"{r:.3g}" for r in a["importance_2"]],
+                zmin=0,
+                zmax=4,
+                colorscale=[[0, "#4c78a8"], [0.25, "#f58518"], [0.5, "#54a24b"], [0.75, "#bbbbbb"], [1, "#b279a2"]],
+                text=[[a["phase"][i * g + j] for j in range(g)] for i in range(g)],
+                hoverinfo="text+x+y",
+            )
+        )
+        return fig.update_layout(
+            title="2 features in 1 dimension: blue = feature 1 only, orange = superposition (antipodal), "
+            "green = feature 2 only, purple = both in one direction, grey = none",
+            xaxis_title="feature density 1-S",
+            yaxis_title="relative importance of feature 2",
+            height=420,
+        )
 
 
-def train(cfg: SuperpositionConfig, run_dir, resume: bool = False, progress: bool = True,
-          callbacks: list | None = None) -> SuperpositionResult:
+def train(
+    cfg: SuperpositionConfig, run_dir, resume: bool = False, progress: bool = True, callbacks: list | None = None
+) -> SuperpositionResult:
     cfg.validate()
     parts, metrics = {}, {}
     with torch_threads(cfg.threads):
@@ -362,11 +437,14 @@ def train(cfg: SuperpositionConfig, run_dir, resume: bool = False, progress: boo
     if "intro" in parts:
         a = parts["intro"]
         head["intro_d_star"] = [round(x, 4) for x in a["d_star"]]
+
         def inst(i):
-            return {"feature_probability": a["feature_probability"][i],
-                    "feature_dimensionality": [round(x, 4) for x in a["feature_dimensionality"][i]],
-                    "feature_norms": [round(x, 4) for x in a["feature_norms"][i]],
-                    "angles_deg": [round(x, 2) for x in a["angles"][i]]}
+            return {
+                "feature_probability": a["feature_probability"][i],
+                "feature_dimensionality": [round(x, 4) for x in a["feature_dimensionality"][i]],
+                "feature_norms": [round(x, 4) for x in a["feature_norms"][i]],
+                "angles_deg": [round(x, 2) for x in a["angles"][i]],
+            }
 
         head["intro_paper_sparsest"] = inst(a["paper_instances"] - 1)
         head["intro_highest_sparsity"] = inst(len(a["feature_probability"]) - 1)
@@ -376,16 +454,25 @@ def train(cfg: SuperpositionConfig, run_dir, resume: bool = False, progress: boo
         head["feature_dimensionality_highest_sparsity"] = [round(x, 4) for x in a["feature_dimensionality"][-1]]
         near_half = [p for p, v in zip(a["feature_probability"], a["d_star"]) if abs(v - 0.5) <= 0.05]
         head["d_star_near_half_feature_probability"] = [min(near_half), max(near_half)] if near_half else None
-        head["feature_dimensionality_clusters"] = {f"{p:.4g}": c for p, c in zip(a["feature_probability"], a["dimensionality_clusters"])}
+        head["feature_dimensionality_clusters"] = {
+            f"{p:.4g}": c for p, c in zip(a["feature_probability"], a["dimensionality_clusters"])
+        }
     if "phase" in parts:
         from collections import Counter
 
         head["phase_counts"] = dict(Counter(parts["phase"]["phase"]))
     from interplab.train.config import config_dict
 
-    res = SuperpositionResult(config_dict(cfg), parts, metrics, head,
-                              settings={"paper": "Elhage et al. 2022, Toy Models of Superposition",
-                                        "loss": "importance-weighted MSE, mean over batch and features, summed over instances"})
+    res = SuperpositionResult(
+        config_dict(cfg),
+        parts,
+        metrics,
+        head,
+        settings={
+            "paper": "Elhage et al. 2022, Toy Models of Superposition",
+            "loss": "importance-weighted MSE, mean over batch and features, summed over instances",
+        },
+    )
     res.save(run_dir)
     return res
 
@@ -395,13 +482,18 @@ def report(res: SuperpositionResult, path) -> Path:
 
     from interplab.report.html import Report, table
 
-    rep = Report("Toy models of superposition", "Elhage et al. 2022 — ReLU(WᵀWx + b), instances trained in one batched model")
+    rep = Report(
+        "Toy models of superposition", "Elhage et al. 2022 — ReLU(WᵀWx + b), instances trained in one batched model"
+    )
     rep.section("Headline", table([{"quantity": k, "value": json.dumps(v)} for k, v in res.headline.items()]))
     if "intro" in res.parts:
         rep.section("Intro sweep: 5 features in 2 dimensions", res.plot_wtw(), res.plot_feature_norms())
     if "geometry" in res.parts:
-        rep.section("Geometry: dimensions per feature", res.plot_d_star(),
-                    "Line: D* = m/‖W‖²_F per instance; grey dots: per-feature dimensionality D_i. Dotted: 1, 1/2, 2/5, 1/3.")
+        rep.section(
+            "Geometry: dimensions per feature",
+            res.plot_d_star(),
+            "Line: D* = m/‖W‖²_F per instance; grey dots: per-feature dimensionality D_i. Dotted: 1, 1/2, 2/5, 1/3.",
+        )
     if "phase" in res.parts:
         rep.section("Phase diagram: 2 features in 1 dimension", res.plot_phase())
     rep.section("Instances", table(res.to_frame()))

@@ -22,9 +22,9 @@
   (a checkpoint is written only after the check passes).
 * **Progress bar**: ``rich`` on stderr, updated at log steps.
 """
+
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -32,79 +32,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-__all__ = ["torch_threads", "Trainer", "TrainingDiverged", "save_optimizer", "load_optimizer", "optimizer_tensors",
-           "load_optimizer_tensors", "read_metrics", "latest_checkpoint"]
+from interplab.io.checkpoints import load_optimizer, rng_state, save_optimizer, set_rng_state
+
+__all__ = [
+    "Trainer",
+    "TrainingDiverged",
+    "latest_checkpoint",
+    "read_metrics",
+]
 
 CKPT_DIR = "checkpoints"
 METRICS = "metrics.jsonl"
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` torch threads (0: leave torch's setting) and restore the previous count after."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite. The last good checkpoint is kept."""
-
-
-# ------------------------------------------------------------------------------------------ state I/O
-def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """The optimizer's ``state_dict`` as named tensors (``state.<param id>.<key>``) plus a JSON-able dict of the
-    param groups and scalar state that refers to them; no pickle. :func:`load_optimizer_tensors` reverses it."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
-    for pid, st in sd["state"].items():
-        entry = {}
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                name = f"state.{pid}.{k}"
-                tensors[name] = v.detach().contiguous().cpu()
-                entry[k] = {"tensor": name}
-            else:
-                entry[k] = {"value": v}
-        meta["state"][str(pid)] = entry
-    return tensors, meta
-
-
-def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Restore the state written by :func:`optimizer_tensors` (``meta`` may have been through JSON)."""
-    state = {}
-    for pid, entry in meta["state"].items():
-        state[int(pid)] = {k: (tensors[v["tensor"]] if "tensor" in v else v["value"]) for k, v in entry.items()}
-    groups = [dict(g) for g in meta["param_groups"]]
-    for g in groups:  # JSON turns tuples into lists
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
-    """``optimizer.safetensors`` + ``optimizer.json`` (param groups, scalar state); no pickle."""
-    from safetensors.torch import save_file
-
-    tensors, meta = optimizer_tensors(opt)
-    save_file(tensors, str(directory / "optimizer.safetensors"))
-    (directory / "optimizer.json").write_text(json.dumps(meta, indent=1))
-
-
-def load_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
-    from safetensors.torch import load_file
-
-    load_optimizer_tensors(opt, load_file(str(directory / "optimizer.safetensors")),
-                           json.loads((directory / "optimizer.json").read_text()))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -174,7 +119,10 @@ class Trainer:
         else:
             from safetensors.torch import save_file
 
-            save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()}, str(directory / "model.safetensors"))
+            save_file(
+                {k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
+                str(directory / "model.safetensors"),
+            )
 
     def _load_model(self, directory: Path) -> None:
         from safetensors.torch import load_file
@@ -192,18 +140,20 @@ class Trainer:
         tmp.mkdir()
         self._save_model(tmp)
         save_optimizer(self.optimizer, tmp)
-        rng = {"torch": torch.get_rng_state()}
-        rng.update({f"gen.{k}": g.get_state() for k, g in self.generators.items()})
-        save_file(rng, str(tmp / "rng.safetensors"))
-        state = {"step": self.step, "n_metrics": len(self.metrics), "seed": self.seed,
-                 "seconds_training": self.seconds_training,
-                 "extra": self.extra_state() if self.extra_state else {}}
+        save_file(rng_state(self.generators), str(tmp / "rng.safetensors"))
+        state = {
+            "step": self.step,
+            "n_metrics": len(self.metrics),
+            "seed": self.seed,
+            "seconds_training": self.seconds_training,
+            "extra": self.extra_state() if self.extra_state else {},
+        }
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
-        for old in done[:-self.keep_checkpoints] if self.keep_checkpoints > 0 else []:
+        for old in done[: -self.keep_checkpoints] if self.keep_checkpoints > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -213,10 +163,7 @@ class Trainer:
         state = json.loads((directory / "state.json").read_text())
         self._load_model(directory)
         load_optimizer(self.optimizer, directory)
-        rng = load_file(str(directory / "rng.safetensors"))
-        torch.set_rng_state(rng["torch"])
-        for k, g in self.generators.items():
-            g.set_state(rng[f"gen.{k}"])
+        set_rng_state(load_file(str(directory / "rng.safetensors")), self.generators)
         self.step = int(state["step"])
         self.seconds_training = float(state.get("seconds_training", 0.0))
         self.metrics = read_metrics(self.run_dir)[: int(state["n_metrics"])]
@@ -240,8 +187,13 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         with torch.no_grad():
-            rec = {"step": self.step, **{k: (float(v) if hasattr(v, "item") or isinstance(v, (int, float)) else v)
-                                         for k, v in self.eval_fn(self.step).items()}}
+            rec = {
+                "step": self.step,
+                **{
+                    k: (float(v) if hasattr(v, "item") or isinstance(v, (int, float)) else v)
+                    for k, v in self.eval_fn(self.step).items()
+                },
+            }
         if train_loss is not None and "train_loss_step" not in rec:
             rec["train_loss_step"] = train_loss
         self.model.train(was)
@@ -272,8 +224,15 @@ class Trainer:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                           TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=False)
+            bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=Console(stderr=True),
+                transient=False,
+            )
             task = bar.add_task(self.description, total=self.steps, completed=self.step, info="")
             bar.start()
         self.model.train()
@@ -299,7 +258,8 @@ class Trainer:
                             f"training loss became NaN/inf between steps {first_bad_window} and {self.step}; stopped. "
                             f"The last good checkpoint is kept at {last_good} (metrics up to then in "
                             f"{self.run_dir / METRICS}). Lower the learning rate or check the data, then start again "
-                            "(or --resume to retry from that checkpoint).")
+                            "(or --resume to retry from that checkpoint)."
+                        )
                     first_bad_window = self.step
                     self.seconds_training += time.perf_counter() - t0
                     t0 = time.perf_counter()

@@ -63,6 +63,7 @@ model: 1.62x for all 270 heads, below 2x even with a free unembedding); on a loa
 large batched forwards lose much less to contention than many small ones (3-4.5x measured); on a GPU,
 which small batches underuse, the batching should pay as well (not measured here). See ``interplab bench ablation`` and BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,11 +74,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-
-from interplab.io.results import nan_to_none as _nan_to_none, none_to_nan as _none_to_nan, read_json, write_json  # noqa: F401 (old names)
 import torch.nn.functional as F
 
 from interplab.hooks import Ablate, Apply, Patch
+from interplab.io.results import nan_to_none as _nan_to_none
+from interplab.io.results import none_to_nan as _none_to_nan
+from interplab.io.results import read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -86,8 +88,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from interplab.models.model import Model
 
 __all__ = [
-    "head_ablation_importance", "HeadAblationResult", "induction_scores", "compare_induction_ablation",
-    "InductionAblationComparison", "t_quantile", "confidence_interval",
+    "HeadAblationResult",
+    "InductionAblationComparison",
+    "compare_induction_ablation",
+    "confidence_interval",
+    "head_ablation_importance",
+    "induction_scores",
+    "t_quantile",
 ]
 
 RESULT_FILE = "head_ablation.json"
@@ -139,8 +146,9 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
-def confidence_interval(values: torch.Tensor, level: float = 0.95, method: str = "t", n_boot: int = 2000,
-                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def confidence_interval(
+    values: torch.Tensor, level: float = 0.95, method: str = "t", n_boot: int = 2000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CI of the mean over the last dimension of ``values`` ``[..., n]`` (n >= 2 independent samples).
 
     ``method="t"``: Student's t interval; ``"bootstrap"``: percentile bootstrap with ``n_boot``
@@ -175,7 +183,7 @@ def _sequence_losses(logits: torch.Tensor, tokens: torch.Tensor, start: int = 0)
     (one sequence at a time, so no second ``[b, p, vocab]`` tensor is allocated)."""
     out = torch.empty(logits.shape[0], dtype=torch.float32)
     for i in range(logits.shape[0]):
-        out[i] = F.cross_entropy(logits[i, start:-1].float(), tokens[i, start + 1:].to(logits.device))
+        out[i] = F.cross_entropy(logits[i, start:-1].float(), tokens[i, start + 1 :].to(logits.device))
     return out
 
 
@@ -209,7 +217,9 @@ def _resolve_heads(model: Model, heads, layers) -> list[tuple[int, int]]:
         except (TypeError, ValueError):
             raise ValueError(f"heads must be (layer, head) pairs, got {item!r}.") from None
         if not 0 <= layer < n_layers:
-            raise ValueError(f"head ({layer}, {h}): layer {layer} is out of range; the model has layers 0..{n_layers - 1}.")
+            raise ValueError(
+                f"head ({layer}, {h}): layer {layer} is out of range; the model has layers 0..{n_layers - 1}."
+            )
         if not 0 <= h < n_heads:
             raise ValueError(f"head ({layer}, {h}): head {h} is out of range; each layer has heads 0..{n_heads - 1}.")
         if (layer, h) not in out:
@@ -232,8 +242,14 @@ def resample_index(n: int, seed: int = 0) -> torch.Tensor:
     return (torch.arange(n) + torch.randint(1, n, (n,), generator=g)) % n
 
 
-def _replacement(z: torch.Tensor | None, how: str, mean_over: str, rows: slice, ridx: torch.Tensor | None,
-                 like: torch.Tensor | None = None) -> torch.Tensor:
+def _replacement(
+    z: torch.Tensor | None,
+    how: str,
+    mean_over: str,
+    rows: slice,
+    ridx: torch.Tensor | None,
+    like: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Replacement ``z`` for the chunks ``rows``, broadcastable to ``[rows, p, H, e]``."""
     if how == "zero":
         return torch.zeros((), dtype=like.dtype if like is not None else torch.float32)
@@ -257,8 +273,9 @@ def _repeat_setup(model: Model, batch: int, seq_len: int, seed: int):
     return tokens, offset, seq_len
 
 
-def induction_scores(model: Model, n_seqs: int = 8, batch: int = 8, seq_len: int | None = None,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def induction_scores(
+    model: Model, n_seqs: int = 8, batch: int = 8, seq_len: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Induction score per head, its null baseline and membership, all ``[n_layers, n_heads]``:
     ``(score, null, is_induction)``.
 
@@ -282,12 +299,16 @@ def induction_scores(model: Model, n_seqs: int = 8, batch: int = 8, seq_len: int
             def grab(layer):
                 def fn(p, ctx):  # p [b, h, q, k]
                     tot[layer] += repeated_pattern_scores(p, L, o)["induction"].double().sum(0).cpu()
-                    return None
+
                 return fn
 
             with torch.no_grad():
-                model.run(toks[b0:b0 + batch],
-                          interventions=[Apply(f"blocks.{layer}.attn.hook_pattern", fn=grab(layer)) for layer in range(n_layers)])
+                model.run(
+                    toks[b0 : b0 + batch],
+                    interventions=[
+                        Apply(f"blocks.{layer}.attn.hook_pattern", fn=grab(layer)) for layer in range(n_layers)
+                    ],
+                )
         out.append((tot / toks.shape[0]).float())
     score, null = out
     member = (score >= THRESHOLDS["induction"]) & (score - null >= MARGINS["induction"])
@@ -346,8 +367,12 @@ class HeadAblationResult:
 
     def ranking(self) -> list[tuple[int, int, float, float, float]]:
         """All evaluated heads as ``(layer, head, delta_loss, ci_low, ci_high)``, largest loss increase first."""
-        rows = [(layer, h, float(self.delta_loss[layer, h]), float(self.ci_low[layer, h]), float(self.ci_high[layer, h]))
-                for layer in range(self.n_layers) for h in range(self.n_heads) if self.evaluated[layer, h]]
+        rows = [
+            (layer, h, float(self.delta_loss[layer, h]), float(self.ci_low[layer, h]), float(self.ci_high[layer, h]))
+            for layer in range(self.n_layers)
+            for h in range(self.n_heads)
+            if self.evaluated[layer, h]
+        ]
         return sorted(rows, key=lambda r: (-r[2], r[0], r[1]))
 
     def flagged(self) -> list[tuple[int, int, float, float]]:
@@ -366,7 +391,7 @@ class HeadAblationResult:
         """Baseline loss, the top heads ``[layer, head, delta_loss, ci_low, ci_high]`` and the flagged
         important non-induction heads ``[layer, head, delta_loss, induction_score]``."""
         n = self.top_k if n is None else n
-        r4 = lambda x: round(x, 5)  # noqa: E731
+        r4 = lambda x: round(x, 5)
         top = [[layer, h, r4(d), r4(lo), r4(hi)] for layer, h, d, lo, hi in self.ranking()[:n]]
         out = {
             "model": self.model_name,
@@ -379,7 +404,11 @@ class HeadAblationResult:
             "top_heads": top,
         }
         if self.induction_score is not None:
-            ind = [(layer, h, float(self.induction_score[layer, h])) for layer in range(self.n_layers) for h in range(self.n_heads)]
+            ind = [
+                (layer, h, float(self.induction_score[layer, h]))
+                for layer in range(self.n_layers)
+                for h in range(self.n_heads)
+            ]
             ind.sort(key=lambda r: -r[2])
             out["induction_rule"] = self.settings.get("induction_rule")
             out["induction_heads"] = [[layer, h, r4(s)] for layer, h, s in ind if bool(self.is_induction[layer, h])]
@@ -394,9 +423,20 @@ class HeadAblationResult:
         flagged = {(layer, h) for layer, h, _, _ in self.flagged()}
         rows = []
         for rank, (layer, h, d, lo, hi) in enumerate(self.ranking(), start=1):
-            rows.append({"layer": layer, "head": h, "delta_loss": d, "ci_low": lo, "ci_high": hi, "rank": rank,
-                         "induction_score": float(self.induction_score[layer, h]) if self.induction_score is not None else float("nan"),
-                         "flagged": (layer, h) in flagged})
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": h,
+                    "delta_loss": d,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "rank": rank,
+                    "induction_score": float(self.induction_score[layer, h])
+                    if self.induction_score is not None
+                    else float("nan"),
+                    "flagged": (layer, h) in flagged,
+                }
+            )
         return pd.DataFrame(rows)
 
     def plot(self) -> go.Figure:
@@ -417,16 +457,29 @@ class HeadAblationResult:
             text.append(trow)
         z = _nan_to_none(self.delta_loss.tolist())
         heat = go.Heatmap(
-            z=z, x=list(range(self.n_heads)), y=list(range(self.n_layers)), customdata=custom, text=text,
-            texttemplate="%{text}", colorscale="RdBu", zmid=0.0, colorbar={"title": {"text": "Δ loss"}},
-            hovertemplate=("layer %{y} head %{x}<br>Δ loss = %{z:.4f}<br>CI [%{customdata[0]}, %{customdata[1]}]"
-                           "<br>induction score %{customdata[2]}<extra></extra>"),
+            z=z,
+            x=list(range(self.n_heads)),
+            y=list(range(self.n_layers)),
+            customdata=custom,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="RdBu",
+            zmid=0.0,
+            colorbar={"title": {"text": "Δ loss"}},
+            hovertemplate=(
+                "layer %{y} head %{x}<br>Δ loss = %{z:.4f}<br>CI [%{customdata[0]}, %{customdata[1]}]"
+                "<br>induction score %{customdata[2]}<extra></extra>"
+            ),
         )
         fig = go.Figure(heat)
         name = self.model_name or "model"
         fig.update_layout(
-            title={"text": f"Head ablation importance ({self.settings.get('how')}) — {name}; * = important, not induction"},
-            xaxis_title="head", yaxis_title="layer", height=max(320, 18 * self.n_layers + 140),
+            title={
+                "text": f"Head ablation importance ({self.settings.get('how')}) — {name}; * = important, not induction"
+            },
+            xaxis_title="head",
+            yaxis_title="layer",
+            height=max(320, 18 * self.n_layers + 140),
             margin={"l": 60, "r": 20, "t": 50, "b": 50},
         )
         fig.update_xaxes(dtick=1)
@@ -458,8 +511,13 @@ class HeadAblationResult:
         if tensors:
             from safetensors.torch import save_file
 
-            ts = {"delta_loss": self.delta_loss, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                  "per_chunk": self.per_chunk, "baseline_per_chunk": self.baseline_per_chunk}
+            ts = {
+                "delta_loss": self.delta_loss,
+                "ci_low": self.ci_low,
+                "ci_high": self.ci_high,
+                "per_chunk": self.per_chunk,
+                "baseline_per_chunk": self.baseline_per_chunk,
+            }
             if self.induction_score is not None:
                 ts["induction_score"] = self.induction_score
             save_file({k: v.detach().float().contiguous().cpu() for k, v in ts.items()}, str(d / TENSOR_FILE))
@@ -469,12 +527,19 @@ class HeadAblationResult:
     def load(cls, path: str | Path) -> HeadAblationResult:
         """Read a result written by :meth:`save` (the JSON file or its directory)."""
         d, p = read_json(path, RESULT_FILE, "head_ablation")
-        t = lambda k: torch.tensor(_none_to_nan(d[k]), dtype=torch.float32)  # noqa: E731
-        return cls(delta_loss=t("delta_loss"), ci_low=t("ci_low"), ci_high=t("ci_high"), per_chunk=t("per_chunk"),
-                   baseline_loss=d["baseline_loss"], baseline_per_chunk=t("baseline_per_chunk"),
-                   induction_score=None if d["induction_score"] is None else torch.tensor(d["induction_score"]),
-                   is_induction=None if d.get("is_induction") is None else torch.tensor(d["is_induction"], dtype=torch.bool),
-                   model_name=d.get("model", ""), settings=d.get("settings", {}))
+        t = lambda k: torch.tensor(_none_to_nan(d[k]), dtype=torch.float32)
+        return cls(
+            delta_loss=t("delta_loss"),
+            ci_low=t("ci_low"),
+            ci_high=t("ci_high"),
+            per_chunk=t("per_chunk"),
+            baseline_loss=d["baseline_loss"],
+            baseline_per_chunk=t("baseline_per_chunk"),
+            induction_score=None if d["induction_score"] is None else torch.tensor(d["induction_score"]),
+            is_induction=None if d.get("is_induction") is None else torch.tensor(d["is_induction"], dtype=torch.bool),
+            model_name=d.get("model", ""),
+            settings=d.get("settings", {}),
+        )
 
 
 # ====================================================================================== the analysis
@@ -546,7 +611,9 @@ def head_ablation_importance(
     cfg = model.cfg
     if isinstance(induction_score, str):
         if induction_score != "auto":
-            raise ValueError(f"induction_score must be a tensor [n_layers, n_heads], 'auto' or None, not {induction_score!r}.")
+            raise ValueError(
+                f"induction_score must be a tensor [n_layers, n_heads], 'auto' or None, not {induction_score!r}."
+            )
         ind, _null, is_ind = induction_scores(model, seed=seed)
         ind_rule = "interplab.analyses.observational.heads induction class: score >= 0.3 and score - null (deranged repeats) >= 0.2"
     elif induction_score is None:
@@ -554,8 +621,10 @@ def head_ablation_importance(
     else:
         ind = torch.as_tensor(induction_score, dtype=torch.float32).cpu()
         if tuple(ind.shape) != (cfg.n_layers, cfg.n_heads):
-            raise ValueError(f"induction_score has shape {tuple(ind.shape)}; expected [n_layers, n_heads] = "
-                             f"{[cfg.n_layers, cfg.n_heads]}.")
+            raise ValueError(
+                f"induction_score has shape {tuple(ind.shape)}; expected [n_layers, n_heads] = "
+                f"{[cfg.n_layers, cfg.n_heads]}."
+            )
         is_ind = ind >= induction_threshold
         ind_rule = f"given scores; induction head when score >= {induction_threshold}"
     t_ind = time.perf_counter() - t0
@@ -602,8 +671,13 @@ def head_ablation_importance(
                     if how == "zero":
                         iv = Ablate(hook, heads=[h], how="zero")
                     elif how == "mean":
-                        iv = Ablate(hook, heads=[h], how="mean", reference=z,
-                                    over=("batch", "pos") if mean_over == "all" else ("batch",))
+                        iv = Ablate(
+                            hook,
+                            heads=[h],
+                            how="mean",
+                            reference=z,
+                            over=("batch", "pos") if mean_over == "all" else ("batch",),
+                        )
                     else:
                         iv = Patch(hook, heads=[h], source=z[ridx[rows]])
                     logits = model.run(tokens[rows], interventions=[iv]).logits
@@ -621,7 +695,7 @@ def head_ablation_importance(
                     per_fwd = max(1, budget // (nb * p))  # variants per forward
                     repl = _replacement(z, how, mean_over, rows, ridx, like=resid)
                     for g0 in range(0, len(lheads), per_fwd):
-                        group = lheads[g0:g0 + per_fwd]
+                        group = lheads[g0 : g0 + per_fwd]
                         k = len(group)
                         mask = torch.zeros(k, 1, 1, H, 1, dtype=torch.bool)
                         for v, h in enumerate(group):
@@ -652,18 +726,41 @@ def head_ablation_importance(
     settings = {
         "method_name": "head ablation importance (loss increase when one head's z is replaced at all positions)",
         "hook": "blocks.{L}.attn.hook_z",
-        "how": how, "mean_over": mean_over if how == "mean" else None, "seed": seed,
-        "source": source, "n_chunks": n, "chunk_len": p, "n_tokens_scored": n * (p - 1),
-        "method": method, "max_batch_tokens": budget, "n_forward": n_forward,
-        "ci": ci, "ci_level": ci_level, "n_boot": n_boot if ci == "bootstrap" else None,
-        "induction_rule": ind_rule, "induction_threshold": induction_threshold, "top_k": top_k,
+        "how": how,
+        "mean_over": mean_over if how == "mean" else None,
+        "seed": seed,
+        "source": source,
+        "n_chunks": n,
+        "chunk_len": p,
+        "n_tokens_scored": n * (p - 1),
+        "method": method,
+        "max_batch_tokens": budget,
+        "n_forward": n_forward,
+        "ci": ci,
+        "ci_level": ci_level,
+        "n_boot": n_boot if ci == "bootstrap" else None,
+        "induction_rule": ind_rule,
+        "induction_threshold": induction_threshold,
+        "top_k": top_k,
         "n_heads_ablated": len(head_list),
-        "seconds": {"induction_score": round(t_ind, 3), "clean": round(t_clean, 3), "ablation": round(t_abl, 3),
-                    "total": round(time.perf_counter() - t0, 3)},
+        "seconds": {
+            "induction_score": round(t_ind, 3),
+            "clean": round(t_clean, 3),
+            "ablation": round(t_abl, 3),
+            "total": round(time.perf_counter() - t0, 3),
+        },
     }
     return HeadAblationResult(
-        delta_loss=delta, ci_low=lo, ci_high=hi, per_chunk=per_chunk, baseline_loss=float(clean.mean()),
-        baseline_per_chunk=clean, induction_score=ind, is_induction=is_ind, model_name=model.name, settings=settings,
+        delta_loss=delta,
+        ci_low=lo,
+        ci_high=hi,
+        per_chunk=per_chunk,
+        baseline_loss=float(clean.mean()),
+        baseline_per_chunk=clean,
+        induction_score=ind,
+        is_induction=is_ind,
+        model_name=model.name,
+        settings=settings,
     )
 
 
@@ -700,7 +797,8 @@ class InductionAblationComparison:
     def headline(self) -> dict[str, Any]:
         r = self.random_increases
         return {
-            "model": self.model_name, "how": self.settings.get("how"),
+            "model": self.model_name,
+            "how": self.settings.get("how"),
             "induction_heads": [list(x) for x in self.induction_heads],
             "clean_loss": round(self.clean_loss, 5),
             "induction_ablated_loss": round(self.induction_loss, 5),
@@ -714,17 +812,31 @@ class InductionAblationComparison:
     def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
-        rows = [{"ablated": "none", "heads": "", "loss": self.clean_loss, "increase": 0.0},
-                {"ablated": "induction", "heads": str(self.induction_heads), "loss": self.induction_loss,
-                 "increase": self.induction_increase}]
+        rows = [
+            {"ablated": "none", "heads": "", "loss": self.clean_loss, "increase": 0.0},
+            {
+                "ablated": "induction",
+                "heads": str(self.induction_heads),
+                "loss": self.induction_loss,
+                "increase": self.induction_increase,
+            },
+        ]
         for i, (hs, loss) in enumerate(zip(self.random_heads, self.random_losses.tolist())):
             rows.append({"ablated": f"random {i}", "heads": str(hs), "loss": loss, "increase": loss - self.clean_loss})
         return pd.DataFrame(rows)
 
 
-def compare_induction_ablation(model: Model, induction_heads: Sequence[tuple[int, int]] | None = None, *, k: int = 5,
-                               n_random: int = 10, seed: int = 0, how: str = "mean", batch: int = 8,
-                               seq_len: int = 32) -> InductionAblationComparison:
+def compare_induction_ablation(
+    model: Model,
+    induction_heads: Sequence[tuple[int, int]] | None = None,
+    *,
+    k: int = 5,
+    n_random: int = 10,
+    seed: int = 0,
+    how: str = "mean",
+    batch: int = 8,
+    seq_len: int = 32,
+) -> InductionAblationComparison:
     """The issue's check: does ablating the induction heads raise the loss on the second half of
     repeated random sequences far more than ablating as many random heads?
 
@@ -746,20 +858,31 @@ def compare_induction_ablation(model: Model, induction_heads: Sequence[tuple[int
     ind = _resolve_heads(model, induction_heads, None)
     others = [(layer, h) for layer in range(L) for h in range(H) if (layer, h) not in ind]
     if len(others) < len(ind):
-        raise ValueError(f"the model has {len(others)} heads besides the {len(ind)} induction heads; cannot draw as many random heads.")
+        raise ValueError(
+            f"the model has {len(others)} heads besides the {len(ind)} induction heads; cannot draw as many random heads."
+        )
     start = offset + s  # logits at positions start.. predict tokens start+1.. (second copy, after its first token)
 
     with torch.no_grad():
-        clean_logits, cache = model.run(tokens, cache=[f"blocks.{layer}.attn.hook_z" for layer in range(L)] if how == "mean" else None)
+        clean_logits, cache = model.run(
+            tokens, cache=[f"blocks.{layer}.attn.hook_z" for layer in range(L)] if how == "mean" else None
+        )
         clean = float(_sequence_losses(clean_logits, tokens, start).mean())
 
         def loss_with(hs):
             by_layer: dict[int, list[int]] = {}
             for layer, h in hs:
                 by_layer.setdefault(layer, []).append(h)
-            ivs = [Ablate(f"blocks.{layer}.attn.hook_z", heads=h, how=how,
-                          reference=cache[f"blocks.{layer}.attn.hook_z"] if how == "mean" else None,
-                          over=("batch", "pos")) for layer, h in by_layer.items()]
+            ivs = [
+                Ablate(
+                    f"blocks.{layer}.attn.hook_z",
+                    heads=h,
+                    how=how,
+                    reference=cache[f"blocks.{layer}.attn.hook_z"] if how == "mean" else None,
+                    over=("batch", "pos"),
+                )
+                for layer, h in by_layer.items()
+            ]
             logits = model.run(tokens, interventions=ivs).logits
             return float(_sequence_losses(logits, tokens, start).mean())
 
@@ -772,9 +895,20 @@ def compare_induction_ablation(model: Model, induction_heads: Sequence[tuple[int
             rand_sets.append(hs)
             rand_losses.append(loss_with(hs))
     return InductionAblationComparison(
-        induction_heads=ind, random_heads=rand_sets, clean_loss=clean, induction_loss=ind_loss,
-        random_losses=torch.tensor(rand_losses), model_name=model.name,
-        settings={"how": how, "mean_over": "all" if how == "mean" else None, "batch": batch, "seq_len": s,
-                  "offset": offset, "seed": seed, "n_random": n_random,
-                  "loss_positions": f"predictions of tokens {start + 1}..{tokens.shape[1] - 1}"},
+        induction_heads=ind,
+        random_heads=rand_sets,
+        clean_loss=clean,
+        induction_loss=ind_loss,
+        random_losses=torch.tensor(rand_losses),
+        model_name=model.name,
+        settings={
+            "how": how,
+            "mean_over": "all" if how == "mean" else None,
+            "batch": batch,
+            "seq_len": s,
+            "offset": offset,
+            "seed": seed,
+            "n_random": n_random,
+            "loss_positions": f"predictions of tokens {start + 1}..{tokens.shape[1] - 1}",
+        },
     )

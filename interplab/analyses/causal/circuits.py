@@ -24,6 +24,7 @@ attention; S-inhibition heads by path patching into the name movers' queries; in
 duplicate-token and previous-token heads by the detectors of :mod:`interplab.analyses.observational.heads`), and
 the circuit found by :func:`discover_circuit` with its faithfulness.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,8 +37,8 @@ import torch
 
 from interplab.analyses.causal.patching import _end_metric, activation_patching, path_patching, probe_gradients
 from interplab.hooks import Patch
-from interplab.models.model import Model
 from interplab.io.results import read_json, write_json
+from interplab.models.model import Model
 from interplab.tasks.pairs import PromptPairs
 
 Node = tuple[str, int, int | None]  # ("head", layer, head) | ("mlp", layer, None)
@@ -118,10 +119,18 @@ class CircuitResult:
         return [layer for kind, layer, _ in self.nodes if kind == "mlp"]
 
     def headline(self) -> dict[str, Any]:
-        return {"heads": self.heads, "mlps": self.mlps, "n_nodes": len(self.nodes), "n_edges": len(self.edges),
-                "faithfulness": round(self.faithfulness, 4), "metric_full": round(self.metric_full, 4),
-                "metric_circuit": round(self.metric_circuit, 4), "metric_all_ablated": round(self.metric_empty, 4),
-                "n_candidates": self.n_candidates, "threshold": self.threshold}
+        return {
+            "heads": self.heads,
+            "mlps": self.mlps,
+            "n_nodes": len(self.nodes),
+            "n_edges": len(self.edges),
+            "faithfulness": round(self.faithfulness, 4),
+            "metric_full": round(self.metric_full, 4),
+            "metric_circuit": round(self.metric_circuit, 4),
+            "metric_all_ablated": round(self.metric_empty, 4),
+            "n_candidates": self.n_candidates,
+            "threshold": self.threshold,
+        }
 
     def to_frame(self):
         import pandas as pd
@@ -141,23 +150,58 @@ class CircuitResult:
                 xs += [pos[a][0], pos[b][0], None]
                 ys += [pos[a][1], pos[b][1], None]
         fig = go.Figure()
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"width": 0.6, "color": "rgba(100,100,100,0.35)"},
-                                 hoverinfo="skip", showlegend=False))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                line={"width": 0.6, "color": "rgba(100,100,100,0.35)"},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
         names = list(pos)
-        fig.add_trace(go.Scatter(x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
-                                 text=names, textposition="top center", marker={"size": 12},
-                                 hovertemplate="%{text}<extra></extra>", showlegend=False))
-        fig.update_layout(title={"text": f"Circuit ({len(self.nodes)} nodes, faithfulness {self.faithfulness:.2f}) — "
-                                         f"{self.task} — {self.model_name}"},
-                          xaxis_title="head (MLP at −1.5)", yaxis_title="layer", height=520)
+        fig.add_trace(
+            go.Scatter(
+                x=[pos[n][0] for n in names],
+                y=[pos[n][1] for n in names],
+                mode="markers+text",
+                text=names,
+                textposition="top center",
+                marker={"size": 12},
+                hovertemplate="%{text}<extra></extra>",
+                showlegend=False,
+            )
+        )
+        fig.update_layout(
+            title={
+                "text": f"Circuit ({len(self.nodes)} nodes, faithfulness {self.faithfulness:.2f}) — "
+                f"{self.task} — {self.model_name}"
+            },
+            xaxis_title="head (MLP at −1.5)",
+            yaxis_title="layer",
+            height=520,
+        )
         return fig
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "circuit", "format_version": 1, "model": self.model_name, "task": self.task,
-                "nodes": [list(n) for n in self.nodes], "edges": [list(e) for e in self.edges],
-                "metric_full": self.metric_full, "metric_circuit": self.metric_circuit, "metric_empty": self.metric_empty,
-                "faithfulness": self.faithfulness, "n_candidates": self.n_candidates, "threshold": self.threshold,
-                "removed_effects": self.removed_effects, "settings": self.settings, "headline": self.headline()}
+        return {
+            "kind": "circuit",
+            "format_version": 1,
+            "model": self.model_name,
+            "task": self.task,
+            "nodes": [list(n) for n in self.nodes],
+            "edges": [list(e) for e in self.edges],
+            "metric_full": self.metric_full,
+            "metric_circuit": self.metric_circuit,
+            "metric_empty": self.metric_empty,
+            "faithfulness": self.faithfulness,
+            "n_candidates": self.n_candidates,
+            "threshold": self.threshold,
+            "removed_effects": self.removed_effects,
+            "settings": self.settings,
+            "headline": self.headline(),
+        }
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         return write_json(directory, name, self.to_dict())
@@ -165,54 +209,100 @@ class CircuitResult:
     @classmethod
     def load(cls, path: str | Path) -> CircuitResult:
         d, _ = read_json(path, RESULT_FILE, "circuit")
-        return cls(nodes=[tuple(n) for n in d["nodes"]], edges=[tuple(e) for e in d["edges"]], metric_full=d["metric_full"],
-                   metric_circuit=d["metric_circuit"], metric_empty=d["metric_empty"], faithfulness=d["faithfulness"],
-                   n_candidates=d["n_candidates"], threshold=d["threshold"], removed_effects=d["removed_effects"],
-                   model_name=d["model"], task=d["task"], settings=d["settings"])
+        return cls(
+            nodes=[tuple(n) for n in d["nodes"]],
+            edges=[tuple(e) for e in d["edges"]],
+            metric_full=d["metric_full"],
+            metric_circuit=d["metric_circuit"],
+            metric_empty=d["metric_empty"],
+            faithfulness=d["faithfulness"],
+            n_candidates=d["n_candidates"],
+            threshold=d["threshold"],
+            removed_effects=d["removed_effects"],
+            model_name=d["model"],
+            task=d["task"],
+            settings=d["settings"],
+        )
 
 
 @torch.no_grad()
-def circuit_metric(model: Model, pairs: PromptPairs, removed: Sequence[Node], ref: dict[str, torch.Tensor],
-                   start: int = 0, resid_cache=None) -> float:
+def circuit_metric(
+    model: Model,
+    pairs: PromptPairs,
+    removed: Sequence[Node],
+    ref: dict[str, torch.Tensor],
+    start: int = 0,
+    resid_cache=None,
+) -> float:
     """Mean metric on the clean prompts with ``removed`` nodes mean-ablated (starting at layer ``start``
     from ``resid_cache`` when given: valid only if no node before ``start`` is removed)."""
     return _circuit_run(model, pairs, removed, ref, start, resid_cache)[0]
 
 
 @torch.no_grad()
-def _circuit_run(model: Model, pairs: PromptPairs, removed: Sequence[Node], ref: dict[str, torch.Tensor],
-                 start: int = 0, resid_cache=None, cache: Sequence[str] = ()):
+def _circuit_run(
+    model: Model,
+    pairs: PromptPairs,
+    removed: Sequence[Node],
+    ref: dict[str, torch.Tensor],
+    start: int = 0,
+    resid_cache=None,
+    cache: Sequence[str] = (),
+):
     """:func:`circuit_metric` and the same run's activations ``cache`` (one forward pass for both)."""
     ivs = _ablations(removed, ref)
     mask = pairs.run_mask()
     if resid_cache is not None and start > 0:
-        final, store = model.run(resid_cache[f"blocks.{start}.hook_resid_pre"], start_at_layer=start, return_resid=True,
-                                 attention_mask=mask, interventions=ivs, cache=list(cache))
+        final, store = model.run(
+            resid_cache[f"blocks.{start}.hook_resid_pre"],
+            start_at_layer=start,
+            return_resid=True,
+            attention_mask=mask,
+            interventions=ivs,
+            cache=list(cache),
+        )
     else:
-        final, store = model.run(pairs.clean, return_resid=True, attention_mask=mask, interventions=ivs, cache=list(cache))
+        final, store = model.run(
+            pairs.clean, return_resid=True, attention_mask=mask, interventions=ivs, cache=list(cache)
+        )
     return float(_end_metric(model, pairs, final).mean()), store
 
 
-def _attribution_node_effects(model: Model, pairs: PromptPairs, nodes: Sequence[Node],
-                              ref: dict[str, torch.Tensor]) -> dict[Node, float]:
+def _attribution_node_effects(
+    model: Model, pairs: PromptPairs, nodes: Sequence[Node], ref: dict[str, torch.Tensor]
+) -> dict[Node, float]:
     """First-order estimate of the mean-metric change when each node alone is mean-ablated:
     ``sum over positions of (ref − clean) · dM/d(activation)``, averaged over prompts."""
     hooks = sorted({_node_hook(nd) for nd in nodes})
-    _, vals, grads = probe_gradients(model, pairs.clean, hooks, lambda final: _end_metric(model, pairs, final).mean(),
-                                     attention_mask=pairs.run_mask(), return_resid=True)
+    _, vals, grads = probe_gradients(
+        model,
+        pairs.clean,
+        hooks,
+        lambda final: _end_metric(model, pairs, final).mean(),
+        attention_mask=pairs.run_mask(),
+        return_resid=True,
+    )
     mask = pairs.mask.to(torch.float32)
     per_hook = {}
     for h in hooks:  # the product once per hook point, reduced per head (hook_z [n, pos, head, d]) or whole (MLP)
         t = (ref[h] - vals[h]) * grads[h]
         t = t.sum(-1) if h.endswith("hook_z") else t.reshape(*t.shape[:2], 1, -1).sum(-1)  # [n, pos, heads or 1]
-        per_hook[h] = (t.movedim(-1, 0).contiguous() * mask).sum(-1).mean(-1)  # [heads or 1]: sum over positions, mean over prompts
+        per_hook[h] = (
+            (t.movedim(-1, 0).contiguous() * mask).sum(-1).mean(-1)
+        )  # [heads or 1]: sum over positions, mean over prompts
     return {nd: float(per_hook[_node_hook(nd)][nd[2] if nd[0] == "head" else 0]) for nd in nodes}
 
 
 @torch.no_grad()
-def discover_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, mlps: bool = True,
-                     candidates: Sequence[Node] | None = None, edge_scores: bool = False,
-                     screen: float | None = 0.25) -> CircuitResult:
+def discover_circuit(
+    model: Model,
+    pairs: PromptPairs,
+    threshold: float = 0.02,
+    mlps: bool = True,
+    candidates: Sequence[Node] | None = None,
+    edge_scores: bool = False,
+    screen: float | None = 0.25,
+) -> CircuitResult:
     """ACDC-style node pruning (see the module docstring). ``threshold``: a node is removed when removing
     it changes the mean metric by less than ``threshold × |full-model metric|``. ``candidates``: the
     nodes that may be pruned (default: every head and MLP); others stay in.
@@ -230,8 +320,14 @@ def discover_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, 
     cfg = model.cfg
     nodes = list(candidates) if candidates is not None else all_nodes(model, mlps)
     for kind, layer, h in nodes:
-        if not 0 <= layer < cfg.n_layers or (kind == "head" and not 0 <= h < cfg.n_heads) or kind not in ("head", "mlp"):
-            raise ValueError(f"node {(kind, layer, h)} does not exist in a model with {cfg.n_layers} layers x {cfg.n_heads} heads.")
+        if (
+            not 0 <= layer < cfg.n_layers
+            or (kind == "head" and not 0 <= h < cfg.n_heads)
+            or kind not in ("head", "mlp")
+        ):
+            raise ValueError(
+                f"node {(kind, layer, h)} does not exist in a model with {cfg.n_layers} layers x {cfg.n_heads} heads."
+            )
     hooks = sorted({_node_hook(n) for n in all_nodes(model, mlps)})
     resids = [f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)]
     _, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=pairs.run_mask())
@@ -276,20 +372,41 @@ def discover_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, 
         heads = [(n[1], n[2]) for n in kept if n[0] == "head"]
         scored = {}
         for inp in ("q", "k", "v"):
-            pp = path_patching(model, pairs, senders=heads, receivers=heads, receiver_input=inp,
-                               receiver_position=None if inp != "q" else "END")
+            pp = path_patching(
+                model,
+                pairs,
+                senders=heads,
+                receivers=heads,
+                receiver_input=inp,
+                receiver_position=None if inp != "q" else "END",
+            )
             for i, s in enumerate(heads):
                 for j, r in enumerate(heads):
                     if s[0] < r[0]:
                         key = (f"{s[0]}.{s[1]}", f"{r[0]}.{r[1]}")
                         scored[key] = scored.get(key, 0.0) + float(1 - pp.values[i, j])
         edges = [(a, b, scored.get((a, b))) for a, b, _ in edges]
-    return CircuitResult(nodes=kept, edges=edges, metric_full=full, metric_circuit=final, metric_empty=empty,
-                         faithfulness=final / full if full else float("nan"), n_candidates=len(nodes),
-                         threshold=threshold, removed_effects=effects, model_name=model.name, task=pairs.task,
-                         settings={"ablation": "mean over corrupt prompts of the same template, per position",
-                                   "n_evaluations": n_eval + 1, "screened_out": len(nodes) - len(pool), "screen": screen,
-                                   "screen_discarded": bool(screen) and not screen_ok, "seconds": round(time.perf_counter() - t0, 3)})
+    return CircuitResult(
+        nodes=kept,
+        edges=edges,
+        metric_full=full,
+        metric_circuit=final,
+        metric_empty=empty,
+        faithfulness=final / full if full else float("nan"),
+        n_candidates=len(nodes),
+        threshold=threshold,
+        removed_effects=effects,
+        model_name=model.name,
+        task=pairs.task,
+        settings={
+            "ablation": "mean over corrupt prompts of the same template, per position",
+            "n_evaluations": n_eval + 1,
+            "screened_out": len(nodes) - len(pool),
+            "screen": screen,
+            "screen_discarded": bool(screen) and not screen_ok,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
 
 
 # ====================================================================================== IOI
@@ -309,14 +426,22 @@ class IOIResult:
 
     def headline(self) -> dict[str, Any]:
         ld = self.logit_diff
-        h = {"model": self.model_name, "n": int(ld.numel()), "logit_diff_mean": round(float(ld.mean()), 4),
-             "logit_diff_std": round(float(ld.std()), 4) if ld.numel() > 1 else 0.0,
-             "io_preferred_frac": round(float((ld > 0).float().mean()), 4),
-             "corrupt_logit_diff_mean": round(float(self.corrupt_logit_diff.mean()), 4),
-             "heads": self.classes}
+        h = {
+            "model": self.model_name,
+            "n": int(ld.numel()),
+            "logit_diff_mean": round(float(ld.mean()), 4),
+            "logit_diff_std": round(float(ld.std()), 4) if ld.numel() > 1 else 0.0,
+            "io_preferred_frac": round(float((ld > 0).float().mean()), 4),
+            "corrupt_logit_diff_mean": round(float(self.corrupt_logit_diff.mean()), 4),
+            "heads": self.classes,
+        }
         if self.circuit is not None:
-            h["circuit"] = {"heads": self.circuit.heads, "mlps": self.circuit.mlps,
-                            "faithfulness": round(self.circuit.faithfulness, 4), "n_nodes": len(self.circuit.nodes)}
+            h["circuit"] = {
+                "heads": self.circuit.heads,
+                "mlps": self.circuit.mlps,
+                "faithfulness": round(self.circuit.faithfulness, 4),
+                "n_nodes": len(self.circuit.nodes),
+            }
         return h
 
     def save(self, directory: str | Path) -> Path:
@@ -325,11 +450,17 @@ class IOIResult:
             self.circuit.save(d)
         if self.patching is not None:
             self.patching.save(d, "patching_heads_end.json")
-        data = {"kind": "ioi", "format_version": 1, "logit_diff": self.logit_diff.tolist(),
-                "corrupt_logit_diff": self.corrupt_logit_diff.tolist(), "classes": self.classes,
-                "dla": None if self.dla is None else self.dla.tolist(),
-                "attention": {k: v.tolist() for k, v in self.attention.items()}, "settings": self.settings,
-                "headline": self.headline()}
+        data = {
+            "kind": "ioi",
+            "format_version": 1,
+            "logit_diff": self.logit_diff.tolist(),
+            "corrupt_logit_diff": self.corrupt_logit_diff.tolist(),
+            "classes": self.classes,
+            "dla": None if self.dla is None else self.dla.tolist(),
+            "attention": {k: v.tolist() for k, v in self.attention.items()},
+            "settings": self.settings,
+            "headline": self.headline(),
+        }
         return write_json(d, "ioi.json", data)
 
 
@@ -361,8 +492,16 @@ def _ioi_attention_and_dla(model: Model, pairs: PromptPairs) -> tuple[dict[str, 
     return att, dla
 
 
-def ioi_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, n_name_movers: int = 5,
-                detector_seqs: int = 16, circuit: bool = True, mlps: bool = True, head_scores_result=None) -> IOIResult:
+def ioi_circuit(
+    model: Model,
+    pairs: PromptPairs,
+    threshold: float = 0.02,
+    n_name_movers: int = 5,
+    detector_seqs: int = 16,
+    circuit: bool = True,
+    mlps: bool = True,
+    head_scores_result=None,
+) -> IOIResult:
     """The IOI procedure of Wang et al. (2022) on ``model`` (see the module docstring)."""
     from interplab.analyses.observational.heads import head_scores
 
@@ -382,28 +521,52 @@ def ioi_circuit(model: Model, pairs: PromptPairs, threshold: float = 0.02, n_nam
     patch = activation_patching(model, pairs, grid="heads", position="END", n_boot=200)
     ld, ldx = patch.clean_metric, patch.corrupt_metric  # the clean / corrupt logit differences [n]
     first_nm = min((a for a, _ in name_movers), default=model.cfg.n_layers)
-    cand = [(layer, h) for layer in range(first_nm) for h in range(H)
-            if att["S2"][layer, h] > att["IO"][layer, h]]
+    cand = [(layer, h) for layer in range(first_nm) for h in range(H) if att["S2"][layer, h] > att["IO"][layer, h]]
     cand = sorted(cand, key=lambda x: -abs(float(patch.values[x[0], x[1]])))[:8]
     s_inhib: list[list[int]] = []
     if cand and name_movers:
-        pp = path_patching(model, pairs, senders=cand, receivers=[tuple(x) for x in name_movers], receiver_input="q",
-                           receiver_position="END")
+        pp = path_patching(
+            model,
+            pairs,
+            senders=cand,
+            receivers=[tuple(x) for x in name_movers],
+            receiver_input="q",
+            receiver_position="END",
+        )
         eff = (1 - pp.values).sum(-1)  # summed effect over the name movers
         s_inhib = [[a, b] for (a, b), e in zip(cand, eff.tolist()) if e > 0.05]
     hs = head_scores_result or head_scores(model, n_seqs=detector_seqs, copying=False)
     # strong direct effect without attending to IO (e.g. a head that attends to S2 and suppresses S)
     floor = float(flat[nm[-1]]) if nm else 0.0
-    other = [[i // H, i % H] for i in flat.argsort(descending=True).tolist()[: 3 * n_name_movers]
-             if flat[i] > max(floor, 0.0) and not io_pref[i]]
-    classes = {"name_movers": name_movers, "negative_name_movers": negative, "s_inhibition": s_inhib,
-               "direct_not_io": other}
+    other = [
+        [i // H, i % H]
+        for i in flat.argsort(descending=True).tolist()[: 3 * n_name_movers]
+        if flat[i] > max(floor, 0.0) and not io_pref[i]
+    ]
+    classes = {
+        "name_movers": name_movers,
+        "negative_name_movers": negative,
+        "s_inhibition": s_inhib,
+        "direct_not_io": other,
+    }
     for c in ("induction", "duplicate_token", "previous_token"):
         classes[c] = [[a, b] for a, b, _ in hs.members(c)] if c in hs.scores else []
     circ = discover_circuit(model, pairs, threshold=threshold, mlps=mlps) if circuit else None
-    return IOIResult(logit_diff=ld, corrupt_logit_diff=ldx, classes=classes, circuit=circ, patching=patch, dla=dla,
-                     attention=att, model_name=model.name,
-                     settings={"threshold": threshold, "n": len(pairs), "seconds": round(time.perf_counter() - t0, 3),
-                               "name_mover_rule": "top positive direct logit attribution with END->IO attention > END->S1 + END->S2",
-                               "direct_not_io_rule": "direct logit attribution above the weakest name mover, END->IO attention not dominant",
-                               "s_inhibition_rule": "earlier head attending END->S2 more than IO, path-patching effect > 0.05 via name movers' queries"})
+    return IOIResult(
+        logit_diff=ld,
+        corrupt_logit_diff=ldx,
+        classes=classes,
+        circuit=circ,
+        patching=patch,
+        dla=dla,
+        attention=att,
+        model_name=model.name,
+        settings={
+            "threshold": threshold,
+            "n": len(pairs),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "name_mover_rule": "top positive direct logit attribution with END->IO attention > END->S1 + END->S2",
+            "direct_not_io_rule": "direct logit attribution above the weakest name mover, END->IO attention not dominant",
+            "s_inhibition_rule": "earlier head attending END->S2 more than IO, path-patching effect > 0.05 via name movers' queries",
+        },
+    )

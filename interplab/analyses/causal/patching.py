@@ -34,6 +34,7 @@ that layer from the cached residual stream (``Model.run(start_at_layer=L)``) and
 prompt's END position; the naive method runs one full forward per cell. Both give the same numbers
 (tested to 1e-4).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,14 +47,23 @@ from typing import Any
 import torch
 
 from interplab.hooks import Apply, HookContext, Patch
-from interplab.models.model import Model
 from interplab.io.results import nan_to_none, none_to_nan, read_json, write_json
+from interplab.models.model import Model
 from interplab.tasks.pairs import PromptPairs
 
 GRIDS = ("resid", "attn_out", "mlp_out", "heads", "heads_by_pos", "q", "k", "v", "pattern", "neurons")
-_HOOK = {"resid": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "heads": "attn.hook_z",
-         "heads_by_pos": "attn.hook_z", "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v",
-         "pattern": "attn.hook_pattern", "neurons": "mlp.hook_post"}
+_HOOK = {
+    "resid": "hook_resid_pre",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+    "heads": "attn.hook_z",
+    "heads_by_pos": "attn.hook_z",
+    "q": "attn.hook_q",
+    "k": "attn.hook_k",
+    "v": "attn.hook_v",
+    "pattern": "attn.hook_pattern",
+    "neurons": "mlp.hook_post",
+}
 RESULT_FILE = "patching.json"
 
 
@@ -73,8 +83,13 @@ class Cell:
         return (self.hook, *self.also)
 
     def intervention(self, pairs: PromptPairs, source, hook: str | None = None) -> Patch:
-        return Patch(hook or self.hook, heads=self.head, positions=_positions(pairs, self.position),
-                     neurons=list(self.neurons) if self.neurons is not None else None, source=source)
+        return Patch(
+            hook or self.hook,
+            heads=self.head,
+            positions=_positions(pairs, self.position),
+            neurons=list(self.neurons) if self.neurons is not None else None,
+            source=source,
+        )
 
     def interventions(self, pairs: PromptPairs, source) -> list[Patch]:
         return [self.intervention(pairs, source, h) for h in self.hooks]
@@ -85,8 +100,10 @@ def _positions(pairs: PromptPairs, position):
         return None
     if isinstance(position, str):
         if position not in pairs.positions:
-            raise ValueError(f"position {position!r} is not a named position of task {pairs.task!r} "
-                             f"(it has {', '.join(pairs.positions)}).")
+            raise ValueError(
+                f"position {position!r} is not a named position of task {pairs.task!r} "
+                f"(it has {', '.join(pairs.positions)})."
+            )
         p = pairs.positions[position]
         return p if len(p) > 1 else int(p[0])
     return int(position)
@@ -95,9 +112,15 @@ def _positions(pairs: PromptPairs, position):
 # ====================================================================================== grids
 
 
-def make_cells(model: Model, pairs: PromptPairs, grid: str, positions: str | Sequence | None = "named",
-               position: str | int | None = None, layers: Sequence[int] | None = None,
-               neurons: Sequence[tuple[int, int]] | None = None) -> tuple[list[Cell], tuple[int, ...], list[list[str]]]:
+def make_cells(
+    model: Model,
+    pairs: PromptPairs,
+    grid: str,
+    positions: str | Sequence | None = "named",
+    position: str | int | None = None,
+    layers: Sequence[int] | None = None,
+    neurons: Sequence[tuple[int, int]] | None = None,
+) -> tuple[list[Cell], tuple[int, ...], list[list[str]]]:
     """The cells of a grid, the grid's shape and its axis labels."""
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {', '.join(GRIDS)}, not {grid!r}.")
@@ -105,7 +128,9 @@ def make_cells(model: Model, pairs: PromptPairs, grid: str, positions: str | Seq
     layers = list(range(cfg.n_layers)) if layers is None else [int(x) for x in layers]
     for layer in layers:
         if not 0 <= layer < cfg.n_layers:
-            raise ValueError(f"layer {layer} is out of range: the model has {cfg.n_layers} layers (0..{cfg.n_layers - 1}).")
+            raise ValueError(
+                f"layer {layer} is out of range: the model has {cfg.n_layers} layers (0..{cfg.n_layers - 1})."
+            )
     kind = _HOOK[grid]
     if grid in ("mlp_out", "neurons") and not cfg.d_mlp:
         raise ValueError(f"grid {grid!r} needs MLP layers; this model is attention-only.")
@@ -113,14 +138,16 @@ def make_cells(model: Model, pairs: PromptPairs, grid: str, positions: str | Seq
         pos_list: list = list(pairs.positions)
     elif positions == "all":
         if pairs.padded:
-            raise ValueError("positions='all' needs prompts of one length; this task's prompts differ in length — "
-                             "use the named positions (positions='named').")
+            raise ValueError(
+                "positions='all' needs prompts of one length; this task's prompts differ in length — "
+                "use the named positions (positions='named')."
+            )
         pos_list = list(range(pairs.clean.shape[1]))
     elif positions is None:
         pos_list = [None]
     else:
         pos_list = list(positions)
-    hook = lambda layer: f"blocks.{layer}.{kind}"  # noqa: E731
+    hook = lambda layer: f"blocks.{layer}.{kind}"
     if grid in ("resid", "attn_out", "mlp_out"):
         cells = [Cell(hook(layer), layer, position=p) for layer in layers for p in pos_list]
         return cells, (len(layers), len(pos_list)), [[str(x) for x in layers], [str(p) for p in pos_list]]
@@ -128,9 +155,17 @@ def make_cells(model: Model, pairs: PromptPairs, grid: str, positions: str | Seq
         cells = [Cell(hook(layer), layer, head=h, position=position) for layer in layers for h in range(cfg.n_heads)]
         return cells, (len(layers), cfg.n_heads), [[str(x) for x in layers], [str(h) for h in range(cfg.n_heads)]]
     if grid == "heads_by_pos":
-        cells = [Cell(hook(layer), layer, head=h, position=p) for layer in layers for h in range(cfg.n_heads) for p in pos_list]
-        return cells, (len(layers), cfg.n_heads, len(pos_list)), [[str(x) for x in layers], [str(h) for h in range(cfg.n_heads)],
-                                                                  [str(p) for p in pos_list]]
+        cells = [
+            Cell(hook(layer), layer, head=h, position=p)
+            for layer in layers
+            for h in range(cfg.n_heads)
+            for p in pos_list
+        ]
+        return (
+            cells,
+            (len(layers), cfg.n_heads, len(pos_list)),
+            [[str(x) for x in layers], [str(h) for h in range(cfg.n_heads)], [str(p) for p in pos_list]],
+        )
     if not neurons:
         raise ValueError("grid='neurons' needs neurons=[(layer, neuron), ...].")
     cells = []
@@ -150,8 +185,14 @@ def normalise(patched: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor)
     return ((patched.double().mean(-1) - corrupt.double().mean(-1)) / denom).float()
 
 
-def bootstrap_normalised(patched: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor, n_boot: int = 1000,
-                         level: float = 0.95, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def bootstrap_normalised(
+    patched: torch.Tensor,
+    clean: torch.Tensor,
+    corrupt: torch.Tensor,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Percentile bootstrap CI of :func:`normalise`, resampling prompts (one shared set of resamples)."""
     n = clean.shape[-1]
     if n < 2:
@@ -189,8 +230,13 @@ class PatchingResult:
 
     @property
     def axis_names(self) -> list[str]:
-        return {"resid": ["layer", "position"], "attn_out": ["layer", "position"], "mlp_out": ["layer", "position"],
-                "heads_by_pos": ["layer", "head", "position"], "neurons": ["neuron"]}.get(self.grid, ["layer", "head"])
+        return {
+            "resid": ["layer", "position"],
+            "attn_out": ["layer", "position"],
+            "mlp_out": ["layer", "position"],
+            "heads_by_pos": ["layer", "head", "position"],
+            "neurons": ["neuron"],
+        }.get(self.grid, ["layer", "head"])
 
     def top(self, k: int = 10, by: str = "abs") -> list[tuple[list[str], float]]:
         """The ``k`` cells with the largest |value| (``by="abs"``), value or effect (1 − value, noising)."""
@@ -209,10 +255,16 @@ class PatchingResult:
         return out
 
     def headline(self) -> dict[str, Any]:
-        return {"grid": self.grid, "direction": self.direction, "method": self.method, "task": self.task,
-                "n_prompts": int(self.clean_metric.numel()),
-                "clean_metric": float(self.clean_metric.mean()), "corrupt_metric": float(self.corrupt_metric.mean()),
-                "top": [[*c, round(v, 4)] for c, v in self.top(10, "abs" if self.direction == "denoise" else "effect")]}
+        return {
+            "grid": self.grid,
+            "direction": self.direction,
+            "method": self.method,
+            "task": self.task,
+            "n_prompts": int(self.clean_metric.numel()),
+            "clean_metric": float(self.clean_metric.mean()),
+            "corrupt_metric": float(self.corrupt_metric.mean()),
+            "top": [[*c, round(v, 4)] for c, v in self.top(10, "abs" if self.direction == "denoise" else "effect")],
+        }
 
     def to_frame(self):
         import itertools
@@ -222,7 +274,9 @@ class PatchingResult:
         rows = []
         for coords in itertools.product(*[range(s) for s in self.values.shape]):
             r = {n: self.labels[d][c] for d, (n, c) in enumerate(zip(self.axis_names, coords))}
-            r.update(value=float(self.values[coords]), ci_low=float(self.ci_low[coords]), ci_high=float(self.ci_high[coords]))
+            r.update(
+                value=float(self.values[coords]), ci_low=float(self.ci_low[coords]), ci_high=float(self.ci_high[coords])
+            )
             rows.append(r)
         return pd.DataFrame(rows)
 
@@ -242,26 +296,48 @@ class PatchingResult:
                 z, y, x = v, self.labels[0], self.labels[1]
             lo, hi = self.ci_low.reshape(z.shape), self.ci_high.reshape(z.shape)
             custom = [[[f"{a:.3f}", f"{b:.3f}"] for a, b in zip(r1, r2)] for r1, r2 in zip(lo.tolist(), hi.tolist())]
-            fig = go.Figure(go.Heatmap(
-                z=nan_to_none(z.tolist()), x=x, y=y, customdata=custom,
-                colorscale="RdBu", zmid=0.0, colorbar={"title": {"text": "restored"}},
-                hovertemplate="%{y} / %{x}: %{z:.3f}<br>95% CI [%{customdata[0]}, %{customdata[1]}]<extra></extra>"))
+            fig = go.Figure(
+                go.Heatmap(
+                    z=nan_to_none(z.tolist()),
+                    x=x,
+                    y=y,
+                    customdata=custom,
+                    colorscale="RdBu",
+                    zmid=0.0,
+                    colorbar={"title": {"text": "restored"}},
+                    hovertemplate="%{y} / %{x}: %{z:.3f}<br>95% CI [%{customdata[0]}, %{customdata[1]}]<extra></extra>",
+                )
+            )
             fig.update_yaxes(title=self.axis_names[0] if v.ndim == 2 else "layer.head", autorange="reversed")
             fig.update_xaxes(title=self.axis_names[-1], type="category")
-        fig.update_layout(title={"text": title}, height=max(320, 16 * (v.shape[0] if v.ndim == 2 else v.numel() // max(1, v.shape[-1])) + 140))
+        fig.update_layout(
+            title={"text": title},
+            height=max(320, 16 * (v.shape[0] if v.ndim == 2 else v.numel() // max(1, v.shape[-1])) + 140),
+        )
         return fig
 
     def to_dict(self) -> dict[str, Any]:
-        nn = lambda t: nan_to_none(t.tolist())  # noqa: E731
-        return {"kind": "patching", "format_version": 1, "grid": self.grid, "direction": self.direction,
-                "method": self.method, "task": self.task, "metric": self.metric, "model": self.model_name,
-                "labels": self.labels, "shape": list(self.values.shape),
-                "values": nn(self.values.reshape(self.values.shape[0], -1)),
-                "ci_low": nn(self.ci_low.reshape(self.values.shape[0], -1)),
-                "ci_high": nn(self.ci_high.reshape(self.values.shape[0], -1)),
-                "per_prompt": self.per_prompt.reshape(-1, self.per_prompt.shape[-1]).tolist(),
-                "clean_metric": self.clean_metric.tolist(), "corrupt_metric": self.corrupt_metric.tolist(),
-                "settings": self.settings, "headline": self.headline()}
+        nn = lambda t: nan_to_none(t.tolist())
+        return {
+            "kind": "patching",
+            "format_version": 1,
+            "grid": self.grid,
+            "direction": self.direction,
+            "method": self.method,
+            "task": self.task,
+            "metric": self.metric,
+            "model": self.model_name,
+            "labels": self.labels,
+            "shape": list(self.values.shape),
+            "values": nn(self.values.reshape(self.values.shape[0], -1)),
+            "ci_low": nn(self.ci_low.reshape(self.values.shape[0], -1)),
+            "ci_high": nn(self.ci_high.reshape(self.values.shape[0], -1)),
+            "per_prompt": self.per_prompt.reshape(-1, self.per_prompt.shape[-1]).tolist(),
+            "clean_metric": self.clean_metric.tolist(),
+            "corrupt_metric": self.corrupt_metric.tolist(),
+            "settings": self.settings,
+            "headline": self.headline(),
+        }
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         return write_json(directory, name, self.to_dict())
@@ -270,12 +346,24 @@ class PatchingResult:
     def load(cls, path: str | Path) -> PatchingResult:
         d, _ = read_json(path, RESULT_FILE, "patching")
         shape = tuple(d["shape"])
-        t = lambda k: torch.tensor(none_to_nan(d[k])).reshape(shape)  # noqa: E731
+        t = lambda k: torch.tensor(none_to_nan(d[k])).reshape(shape)
         pp = torch.tensor(d["per_prompt"])
-        return cls(grid=d["grid"], direction=d["direction"], values=t("values"), ci_low=t("ci_low"), ci_high=t("ci_high"),
-                   per_prompt=pp.reshape(*shape, pp.shape[-1]), clean_metric=torch.tensor(d["clean_metric"]),
-                   corrupt_metric=torch.tensor(d["corrupt_metric"]), labels=d["labels"], task=d["task"],
-                   metric=d["metric"], model_name=d["model"], method=d["method"], settings=d["settings"])
+        return cls(
+            grid=d["grid"],
+            direction=d["direction"],
+            values=t("values"),
+            ci_low=t("ci_low"),
+            ci_high=t("ci_high"),
+            per_prompt=pp.reshape(*shape, pp.shape[-1]),
+            clean_metric=torch.tensor(d["clean_metric"]),
+            corrupt_metric=torch.tensor(d["corrupt_metric"]),
+            labels=d["labels"],
+            task=d["task"],
+            metric=d["metric"],
+            model_name=d["model"],
+            method=d["method"],
+            settings=d["settings"],
+        )
 
 
 # ====================================================================================== engine
@@ -297,9 +385,17 @@ def baselines(model: Model, pairs: PromptPairs, cache_names=(), grad: bool = Fal
 
 
 @torch.no_grad()
-def run_cells(model: Model, pairs: PromptPairs, cells: Sequence[Cell], base: torch.Tensor, source_cache,
-              base_cache, method: str = "fast", max_batch_tokens: int = 8192,
-              extra_interventions: Sequence = ()) -> tuple[torch.Tensor, int]:
+def run_cells(
+    model: Model,
+    pairs: PromptPairs,
+    cells: Sequence[Cell],
+    base: torch.Tensor,
+    source_cache,
+    base_cache,
+    method: str = "fast",
+    max_batch_tokens: int = 8192,
+    extra_interventions: Sequence = (),
+) -> tuple[torch.Tensor, int]:
     """Per-prompt metric ``[len(cells), n]`` when each cell is patched from ``source_cache`` into a
     run on ``base`` tokens. ``base_cache`` must hold ``blocks.L.hook_resid_pre`` of the base run for
     every cell layer (fast method). Returns (metrics, number of forward passes)."""
@@ -309,8 +405,9 @@ def run_cells(model: Model, pairs: PromptPairs, cells: Sequence[Cell], base: tor
     n_fwd = 0
     if method == "naive":
         for i, c in enumerate(cells):
-            logits = model.run(base, attention_mask=mask,
-                               interventions=[*extra_interventions, *c.interventions(pairs, source_cache)]).logits
+            logits = model.run(
+                base, attention_mask=mask, interventions=[*extra_interventions, *c.interventions(pairs, source_cache)]
+            ).logits
             out[i] = pairs.metric_from_logits(logits)
             n_fwd += 1
         return out, n_fwd
@@ -326,19 +423,23 @@ def run_cells(model: Model, pairs: PromptPairs, cells: Sequence[Cell], base: tor
     for layer, idxs in by_layer.items():
         resid = base_cache[f"blocks.{layer}.hook_resid_pre"]
         for g0 in range(0, len(idxs), per_fwd):
-            group = [cells[i] for i in idxs[g0:g0 + per_fwd]]
+            group = [cells[i] for i in idxs[g0 : g0 + per_fwd]]
             k = len(group)
             by_hook: dict[str, list[tuple[int, Cell]]] = {}
             for v, c in enumerate(group):
                 for h in c.hooks:
                     by_hook.setdefault(h, []).append((v, c))
-            ivs = [Apply(hook, fn=_stacked_patch(pairs, members, source_cache[hook], k)) for hook, members in by_hook.items()]
+            ivs = [
+                Apply(hook, fn=_stacked_patch(pairs, members, source_cache[hook], k))
+                for hook, members in by_hook.items()
+            ]
             stacked = resid.repeat(k, *([1] * (resid.ndim - 1)))
             am = mask.repeat(k, 1) if mask is not None else None
-            final = model.run(stacked, start_at_layer=layer, return_resid=True, attention_mask=am,
-                              interventions=ivs).logits
+            final = model.run(
+                stacked, start_at_layer=layer, return_resid=True, attention_mask=am, interventions=ivs
+            ).logits
             n_fwd += 1
-            out[torch.tensor(idxs[g0:g0 + per_fwd])] = _end_metric(model, pairs, final).view(k, n)
+            out[torch.tensor(idxs[g0 : g0 + per_fwd])] = _end_metric(model, pairs, final).view(k, n)
     return out, n_fwd
 
 
@@ -367,14 +468,25 @@ def _stacked_patch(pairs: PromptPairs, members: list[tuple[int, Cell]], src: tor
         out = torch.empty_like(xs)  # x's memory layout (e.g. keys seen through a transpose), as a clone would have
         torch.where(masks[key], src.to(device=x.device, dtype=x.dtype), xs, out=out)
         return out.view(x.shape)
+
     return fn
 
 
 @torch.no_grad()
-def activation_patching(model: Model, pairs: PromptPairs, grid: str = "resid", direction: str = "denoise",
-                        positions: str | Sequence | None = "named", position: str | int | None = None,
-                        layers: Sequence[int] | None = None, neurons: Sequence[tuple[int, int]] | None = None,
-                        method: str = "fast", max_batch_tokens: int = 8192, n_boot: int = 1000, seed: int = 0) -> PatchingResult:
+def activation_patching(
+    model: Model,
+    pairs: PromptPairs,
+    grid: str = "resid",
+    direction: str = "denoise",
+    positions: str | Sequence | None = "named",
+    position: str | int | None = None,
+    layers: Sequence[int] | None = None,
+    neurons: Sequence[tuple[int, int]] | None = None,
+    method: str = "fast",
+    max_batch_tokens: int = 8192,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> PatchingResult:
     """Activation patching over a grid (see the module docstring). ``direction``: ``"denoise"`` (run
     corrupt, restore clean) or ``"noise"`` (run clean, insert corrupt)."""
     if direction not in ("denoise", "noise"):
@@ -389,19 +501,43 @@ def activation_patching(model: Model, pairs: PromptPairs, grid: str = "resid", d
     per = per.view(*shape, len(pairs))
     vals = normalise(per, m_clean, m_corrupt)
     lo, hi = bootstrap_normalised(per, m_clean, m_corrupt, n_boot=n_boot, seed=seed)
-    return PatchingResult(grid=grid, direction=direction, values=vals, ci_low=lo, ci_high=hi, per_prompt=per,
-                          clean_metric=m_clean, corrupt_metric=m_corrupt, labels=labels, task=pairs.task,
-                          metric=pairs.metric, model_name=model.name, method="exact",
-                          settings={"method": method, "positions": positions if isinstance(positions, str) else list(positions or []),
-                                    "position": position, "n_forward": n_fwd + 2, "n_boot": n_boot,
-                                    "seconds": round(time.perf_counter() - t0, 3)})
+    return PatchingResult(
+        grid=grid,
+        direction=direction,
+        values=vals,
+        ci_low=lo,
+        ci_high=hi,
+        per_prompt=per,
+        clean_metric=m_clean,
+        corrupt_metric=m_corrupt,
+        labels=labels,
+        task=pairs.task,
+        metric=pairs.metric,
+        model_name=model.name,
+        method="exact",
+        settings={
+            "method": method,
+            "positions": positions if isinstance(positions, str) else list(positions or []),
+            "position": position,
+            "n_forward": n_fwd + 2,
+            "n_boot": n_boot,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
 
 
 # ====================================================================================== attribution patching
 
 
-def probe_gradients(model: Model, tokens, hooks: Sequence[str], metric, attention_mask: torch.Tensor | None = None,
-                    interventions: Sequence = (), return_resid: bool = False):
+def probe_gradients(
+    model: Model,
+    tokens,
+    hooks: Sequence[str],
+    metric,
+    attention_mask: torch.Tensor | None = None,
+    interventions: Sequence = (),
+    return_resid: bool = False,
+):
     """One forward pass with a zero probe added at each of ``hooks`` and one backward pass of
     ``metric(output).sum()`` (``output``: logits, or the residual stream entering the final norm with
     ``return_resid``). Probes, not the activations themselves, carry the gradient, so every hook point
@@ -416,17 +552,30 @@ def probe_gradients(model: Model, tokens, hooks: Sequence[str], metric, attentio
         return x + d
 
     with torch.enable_grad():
-        out = model.run(tokens, attention_mask=attention_mask, grad=True, return_resid=return_resid,
-                        interventions=[*interventions, *(Apply(h, fn=probe) for h in hooks)]).logits
+        out = model.run(
+            tokens,
+            attention_mask=attention_mask,
+            grad=True,
+            return_resid=return_resid,
+            interventions=[*interventions, *(Apply(h, fn=probe) for h in hooks)],
+        ).logits
         m = metric(out)
         grads = torch.autograd.grad(m.sum(), [probes[h] for h in hooks])
     return m.detach(), values, dict(zip(hooks, grads))
 
 
-def attribution_patching(model: Model, pairs: PromptPairs, grid: str = "heads", direction: str = "denoise",
-                         positions: str | Sequence | None = "named", position: str | int | None = None,
-                         layers: Sequence[int] | None = None, neurons: Sequence[tuple[int, int]] | None = None,
-                         n_boot: int = 1000, seed: int = 0) -> PatchingResult:
+def attribution_patching(
+    model: Model,
+    pairs: PromptPairs,
+    grid: str = "heads",
+    direction: str = "denoise",
+    positions: str | Sequence | None = "named",
+    position: str | int | None = None,
+    layers: Sequence[int] | None = None,
+    neurons: Sequence[tuple[int, int]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> PatchingResult:
     """Attribution patching (Nanda 2023): linear estimate of :func:`activation_patching` on the same
     grid and scale, from one forward + backward pass of the base run and one forward of the source run."""
     t0 = time.perf_counter()
@@ -441,7 +590,7 @@ def attribution_patching(model: Model, pairs: PromptPairs, grid: str = "heads", 
     n = len(pairs)
     per = torch.empty(len(cells), n)
     contrib = {h: ((src_cache[h] - values[h]) * grad[h]).float() for h in hooks}
-    for i, c in enumerate(cells):  # noqa: B007
+    for i, c in enumerate(cells):
         t = contrib[c.hook]
         m = c.intervention(pairs, None).mask(t, HookContext(c.hook, c.layer, c.hook.split(".", 2)[2], model))
         t = t if m is None else t * m
@@ -449,12 +598,29 @@ def attribution_patching(model: Model, pairs: PromptPairs, grid: str = "heads", 
     per = per.view(*shape, n)
     vals = normalise(per, m_clean, m_corrupt)
     lo, hi = bootstrap_normalised(per, m_clean, m_corrupt, n_boot=n_boot, seed=seed)
-    return PatchingResult(grid=grid, direction=direction, values=vals, ci_low=lo, ci_high=hi, per_prompt=per,
-                          clean_metric=m_clean, corrupt_metric=m_corrupt, labels=labels, task=pairs.task,
-                          metric=pairs.metric, model_name=model.name, method="attribution",
-                          settings={"positions": positions if isinstance(positions, str) else list(positions or []),
-                                    "position": position, "n_forward": 2, "n_backward": 1, "n_boot": n_boot,
-                                    "seconds": round(time.perf_counter() - t0, 3)})
+    return PatchingResult(
+        grid=grid,
+        direction=direction,
+        values=vals,
+        ci_low=lo,
+        ci_high=hi,
+        per_prompt=per,
+        clean_metric=m_clean,
+        corrupt_metric=m_corrupt,
+        labels=labels,
+        task=pairs.task,
+        metric=pairs.metric,
+        model_name=model.name,
+        method="attribution",
+        settings={
+            "positions": positions if isinstance(positions, str) else list(positions or []),
+            "position": position,
+            "n_forward": 2,
+            "n_backward": 1,
+            "n_boot": n_boot,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
 
 
 def correlation(a: PatchingResult, b: PatchingResult) -> float:
@@ -487,14 +653,24 @@ class PathPatchingResult:
         eff = 1 - self.values
         flat = eff.reshape(-1).abs().argsort(descending=True)[:10]
         R = len(self.receivers)
-        return {"receivers": self.receivers, "top": [[*self.senders[i // R], self.receivers[i % R], round(float(self.values.reshape(-1)[i]), 4)]
-                                                     for i in flat.tolist()]}
+        return {
+            "receivers": self.receivers,
+            "top": [
+                [*self.senders[i // R], self.receivers[i % R], round(float(self.values.reshape(-1)[i]), 4)]
+                for i in flat.tolist()
+            ],
+        }
 
 
 @torch.no_grad()
-def path_patching(model: Model, pairs: PromptPairs, senders: Sequence[tuple[int, int]] | None = None,
-                  receivers: Sequence[tuple[int, int]] | str = "logits", receiver_input: str = "q",
-                  receiver_position: str | int | None = "END") -> PathPatchingResult:
+def path_patching(
+    model: Model,
+    pairs: PromptPairs,
+    senders: Sequence[tuple[int, int]] | None = None,
+    receivers: Sequence[tuple[int, int]] | str = "logits",
+    receiver_input: str = "q",
+    receiver_position: str | int | None = "END",
+) -> PathPatchingResult:
     """Path patching (Wang et al. 2022). For each sender head ``s``:
 
     1. run the clean prompt with ``s``'s output (``hook_z``) taken from the corrupt run and every other
@@ -512,7 +688,9 @@ def path_patching(model: Model, pairs: PromptPairs, senders: Sequence[tuple[int,
     senders = [(int(a), int(b)) for a, b in senders]
     for a, b in senders + ([] if isinstance(receivers, str) else [tuple(r) for r in receivers]):
         if not (0 <= a < cfg.n_layers and 0 <= b < cfg.n_heads):
-            raise ValueError(f"head ({a}, {b}) is out of range: the model has {cfg.n_layers} layers x {cfg.n_heads} heads.")
+            raise ValueError(
+                f"head ({a}, {b}) is out of range: the model has {cfg.n_layers} layers x {cfg.n_heads} heads."
+            )
     mask = pairs.run_mask()
     zs = [f"blocks.{layer}.attn.hook_z" for layer in range(cfg.n_layers)]
     m_clean, m_corrupt, cc, cx = baselines(model, pairs, cache_names=zs)
@@ -543,6 +721,14 @@ def path_patching(model: Model, pairs: PromptPairs, senders: Sequence[tuple[int,
             iv = Patch(hk, heads=[rh], positions=_positions(pairs, receiver_position), source=cache[hk])
             per[i, j] = pairs.metric_from_logits(model.run(pairs.clean, attention_mask=mask, interventions=[iv]).logits)
     vals = normalise(per, m_clean, m_corrupt)
-    return PathPatchingResult(senders=senders, receivers=labels, values=vals, per_prompt=per, clean_metric=m_clean,
-                              corrupt_metric=m_corrupt, model_name=model.name, task=pairs.task,
-                              settings={"receiver_input": receiver_input, "receiver_position": receiver_position})
+    return PathPatchingResult(
+        senders=senders,
+        receivers=labels,
+        values=vals,
+        per_prompt=per,
+        clean_metric=m_clean,
+        corrupt_metric=m_corrupt,
+        model_name=model.name,
+        task=pairs.task,
+        settings={"receiver_input": receiver_input, "receiver_position": receiver_position},
+    )

@@ -23,6 +23,7 @@ in middle layers and of the attention map at the last token in late layers is RO
 finding. :func:`refine` then patches single heads (``hook_z``) and scores single MLP neurons
 (``mlp.hook_post``: attribution patching to rank, exact restoration of the top ones) at the peaks.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,8 @@ import torch
 
 from interplab.analyses.causal.patching import Cell, probe_gradients, run_cells
 from interplab.hooks import Apply
-from interplab.models.model import Model
 from interplab.io.results import nan_to_none, none_to_nan, read_json, write_json
+from interplab.models.model import Model
 from interplab.tasks.facts import Fact
 from interplab.tasks.pairs import pairs_from_tokens
 
@@ -112,9 +113,14 @@ class TracingResult:
         best = max(peaks.values(), key=lambda d: d["aie"]) if peaks else None
         pc = [t.p_clean for t in self.traces]
         px = [t.p_corrupt for t in self.traces]
-        return {"n_facts": len(self.traces), "corruption": self.corruption,
-                "p_clean_mean": sum(pc) / max(1, len(pc)), "p_corrupt_mean": sum(px) / max(1, len(px)),
-                "peak": best, "peaks": peaks}
+        return {
+            "n_facts": len(self.traces),
+            "corruption": self.corruption,
+            "p_clean_mean": sum(pc) / max(1, len(pc)),
+            "p_corrupt_mean": sum(px) / max(1, len(px)),
+            "peak": best,
+            "peaks": peaks,
+        }
 
     def to_frame(self):
         import pandas as pd
@@ -127,43 +133,71 @@ class TracingResult:
         return pd.DataFrame(rows)
 
     def plot(self):
-        from plotly.subplots import make_subplots
         import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
 
         kinds = list(self.aie)
         fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"{k} (AIE)" for k in kinds], shared_yaxes=True)
         for j, k in enumerate(kinds, start=1):
             a = self.aie[k]
-            fig.add_trace(go.Heatmap(z=nan_to_none(a.T.tolist()),
-                                     x=list(range(a.shape[0])), y=list(BUCKETS), colorscale="Purples",
-                                     showscale=j == len(kinds),
-                                     hovertemplate="layer %{x}, %{y}: AIE %{z:.4f}<extra></extra>"), row=1, col=j)
+            fig.add_trace(
+                go.Heatmap(
+                    z=nan_to_none(a.T.tolist()),
+                    x=list(range(a.shape[0])),
+                    y=list(BUCKETS),
+                    colorscale="Purples",
+                    showscale=j == len(kinds),
+                    hovertemplate="layer %{x}, %{y}: AIE %{z:.4f}<extra></extra>",
+                ),
+                row=1,
+                col=j,
+            )
             fig.update_xaxes(title_text="layer", row=1, col=j)
         fig.update_yaxes(autorange="reversed")
-        fig.update_layout(title={"text": f"Causal tracing ({self.corruption}) — {self.model_name}, {len(self.traces)} facts"},
-                          height=360)
+        fig.update_layout(
+            title={"text": f"Causal tracing ({self.corruption}) — {self.model_name}, {len(self.traces)} facts"},
+            height=360,
+        )
         return fig
 
     def fact_plot(self, i: int = 0):
         """ROME-style per-fact map for one fact: layers × tokens, one panel per component."""
-        from plotly.subplots import make_subplots
         import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
 
         t = self.traces[i]
         kinds = list(t.effects)
         fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=kinds, shared_yaxes=True)
         labels = [f"{j}:{s!r}" for j, s in enumerate(t.str_tokens)]
         for j, k in enumerate(kinds, start=1):
-            fig.add_trace(go.Heatmap(z=t.effects[k].T.tolist(), x=list(range(t.effects[k].shape[0])), y=labels,
-                                     colorscale="Purples", showscale=j == len(kinds)), row=1, col=j)
+            fig.add_trace(
+                go.Heatmap(
+                    z=t.effects[k].T.tolist(),
+                    x=list(range(t.effects[k].shape[0])),
+                    y=labels,
+                    colorscale="Purples",
+                    showscale=j == len(kinds),
+                ),
+                row=1,
+                col=j,
+            )
         fig.update_yaxes(autorange="reversed")
-        fig.update_layout(title={"text": f"p({t.answer!r}) restored — {t.prompt!r}"}, height=max(300, 22 * len(labels) + 120))
+        fig.update_layout(
+            title={"text": f"p({t.answer!r}) restored — {t.prompt!r}"}, height=max(300, 22 * len(labels) + 120)
+        )
         return fig
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "causal_tracing", "format_version": 1, "model": self.model_name, "corruption": self.corruption,
-                "aie": {k: nan_to_none(v.tolist()) for k, v in self.aie.items()}, "settings": self.settings, "headline": self.headline(),
-                "traces": [_trace_to_json(t) for t in self.traces]}
+        return {
+            "kind": "causal_tracing",
+            "format_version": 1,
+            "model": self.model_name,
+            "corruption": self.corruption,
+            "aie": {k: nan_to_none(v.tolist()) for k, v in self.aie.items()},
+            "settings": self.settings,
+            "headline": self.headline(),
+            "traces": [_trace_to_json(t) for t in self.traces],
+        }
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         return write_json(directory, name, self.to_dict())
@@ -172,8 +206,13 @@ class TracingResult:
     def load(cls, path: str | Path) -> TracingResult:
         d, _ = read_json(path, RESULT_FILE, "causal_tracing")
         traces = [_trace_from_json(t) for t in d["traces"]]
-        return cls(traces=traces, aie={k: torch.tensor(none_to_nan(v)) for k, v in d["aie"].items()}, corruption=d["corruption"],
-                   model_name=d["model"], settings=d["settings"])
+        return cls(
+            traces=traces,
+            aie={k: torch.tensor(none_to_nan(v)) for k, v in d["aie"].items()},
+            corruption=d["corruption"],
+            model_name=d["model"],
+            settings=d["settings"],
+        )
 
 
 def embedding_noise_std(model: Model, facts: Sequence[Fact]) -> float:
@@ -182,7 +221,7 @@ def embedding_noise_std(model: Model, facts: Sequence[Fact]) -> float:
     for f in facts:
         ids, a, b = subject_span(model, f.prompt, f.subject)
         _, cache = model.run(torch.tensor([ids]), cache=["hook_embed"], stop_at_layer=0)
-        vals.append(cache["hook_embed"][0, a:b + 1].reshape(-1))
+        vals.append(cache["hook_embed"][0, a : b + 1].reshape(-1))
     return float(torch.cat(vals).float().std())
 
 
@@ -194,7 +233,7 @@ def subject_noise(model: Model, a: int, b: int, n_samples: int, std: float, scal
 
     def add_noise(x, ctx):
         x = x.clone()
-        x[:, a:b + 1] += noise.to(x.dtype)
+        x[:, a : b + 1] += noise.to(x.dtype)
         return x
 
     return Apply("hook_embed", fn=add_noise)
@@ -207,9 +246,19 @@ def _window(layer: int, n_layers: int, window: int) -> list[int]:
 
 
 @torch.no_grad()
-def trace_fact(model: Model, fact: Fact, corruption: str = "noise", noise_std: float | None = None,
-               noise_scale: float = 3.0, n_samples: int = 10, window: int = 10, kinds: Sequence[str] = KINDS,
-               partners: Sequence[Fact] = (), seed: int = 0, method: str = "fast") -> FactTrace:
+def trace_fact(
+    model: Model,
+    fact: Fact,
+    corruption: str = "noise",
+    noise_std: float | None = None,
+    noise_scale: float = 3.0,
+    n_samples: int = 10,
+    window: int = 10,
+    kinds: Sequence[str] = KINDS,
+    partners: Sequence[Fact] = (),
+    seed: int = 0,
+    method: str = "fast",
+) -> FactTrace:
     """Trace one fact (see the module docstring). ``partners``: same-relation facts for resampling."""
     for k in kinds:
         if k not in KINDS:
@@ -231,11 +280,13 @@ def trace_fact(model: Model, fact: Fact, corruption: str = "noise", noise_std: f
             if g_.template != fact.template or g_.answer == fact.answer or g_.subject == fact.subject:
                 continue
             alt = tok(fact.prompt.replace(fact.subject, g_.subject, 1), add_special_tokens=True)["input_ids"]
-            if len(alt) == p and alt[:a] == ids[:a] and alt[b + 1:] == ids[b + 1:]:
+            if len(alt) == p and alt[:a] == ids[:a] and alt[b + 1 :] == ids[b + 1 :]:
                 rows.append(alt)
         if not rows:
-            raise ValueError(f"no same-length subject with another answer to resample for {fact.prompt!r}; "
-                             "add facts of the same relation or use corruption='noise'.")
+            raise ValueError(
+                f"no same-length subject with another answer to resample for {fact.prompt!r}; "
+                "add facts of the same relation or use corruption='noise'."
+            )
         random.Random(seed).shuffle(rows)
         corrupt = torch.tensor(rows[:n_samples])
     else:
@@ -253,35 +304,65 @@ def trace_fact(model: Model, fact: Fact, corruption: str = "noise", noise_std: f
     for k in kinds:
         cells = []
         for layer in range(L):
-            hooks = [f"blocks.{layer}.{_KIND_HOOK[k]}"] if k == "resid" else \
-                    [f"blocks.{x}.{_KIND_HOOK[k]}" for x in _window(layer, L, window)]
+            hooks = (
+                [f"blocks.{layer}.{_KIND_HOOK[k]}"]
+                if k == "resid"
+                else [f"blocks.{x}.{_KIND_HOOK[k]}" for x in _window(layer, L, window)]
+            )
             first = int(hooks[0].split(".")[1])
             for pos in range(a, p):  # states before the subject are identical in both runs: IE = 0
                 cells.append(Cell(hooks[0], first, position=pos, also=tuple(hooks[1:])))
-        per, _ = run_cells(model, pairs, cells, corrupt, cc, cx, method=method,
-                           extra_interventions=extra if method == "naive" else ())
+        per, _ = run_cells(
+            model, pairs, cells, corrupt, cc, cx, method=method, extra_interventions=extra if method == "naive" else ()
+        )
         eff = torch.full((L, p), p_corrupt)
         eff[:, a:] = per.mean(-1).view(L, p - a)
         effects[k] = eff
-    return FactTrace(fact.prompt, fact.subject, fact.answer, model.to_str_tokens(clean_row[0]), (a, b), p_clean,
-                     p_corrupt, effects)
+    return FactTrace(
+        fact.prompt, fact.subject, fact.answer, model.to_str_tokens(clean_row[0]), (a, b), p_clean, p_corrupt, effects
+    )
 
 
 def _trace_to_json(t: FactTrace) -> dict:
-    return {"prompt": t.prompt, "subject": t.subject, "answer": t.answer, "str_tokens": t.str_tokens,
-            "subject_range": list(t.subject_range), "p_clean": t.p_clean, "p_corrupt": t.p_corrupt,
-            "effects": {k: v.tolist() for k, v in t.effects.items()}}
+    return {
+        "prompt": t.prompt,
+        "subject": t.subject,
+        "answer": t.answer,
+        "str_tokens": t.str_tokens,
+        "subject_range": list(t.subject_range),
+        "p_clean": t.p_clean,
+        "p_corrupt": t.p_corrupt,
+        "effects": {k: v.tolist() for k, v in t.effects.items()},
+    }
 
 
 def _trace_from_json(t: dict) -> FactTrace:
-    return FactTrace(t["prompt"], t["subject"], t["answer"], t["str_tokens"], tuple(t["subject_range"]), t["p_clean"],
-                     t["p_corrupt"], {k: torch.tensor(v) for k, v in t["effects"].items()})
+    return FactTrace(
+        t["prompt"],
+        t["subject"],
+        t["answer"],
+        t["str_tokens"],
+        tuple(t["subject_range"]),
+        t["p_clean"],
+        t["p_corrupt"],
+        {k: torch.tensor(v) for k, v in t["effects"].items()},
+    )
 
 
-def causal_tracing(model: Model, facts: Sequence[Fact], corruption: str = "noise", noise_scale: float = 3.0,
-                   n_samples: int = 10, window: int = 10, kinds: Sequence[str] = KINDS, seed: int = 0,
-                   method: str = "fast", partners: Sequence[Fact] | None = None, progress=None,
-                   checkpoint: str | Path | None = None) -> TracingResult:
+def causal_tracing(
+    model: Model,
+    facts: Sequence[Fact],
+    corruption: str = "noise",
+    noise_scale: float = 3.0,
+    n_samples: int = 10,
+    window: int = 10,
+    kinds: Sequence[str] = KINDS,
+    seed: int = 0,
+    method: str = "fast",
+    partners: Sequence[Fact] | None = None,
+    progress=None,
+    checkpoint: str | Path | None = None,
+) -> TracingResult:
     """Causal tracing over ``facts`` (they should be facts the model knows, see
     :func:`interplab.tasks.facts.known_facts`); returns per-fact maps and the AIE by token class.
 
@@ -295,8 +376,15 @@ def causal_tracing(model: Model, facts: Sequence[Fact], corruption: str = "noise
     std = embedding_noise_std(model, facts) if corruption == "noise" else None
     partners = list(partners if partners is not None else facts)
     traces, skipped = [], []
-    key = {"model": model.name, "corruption": corruption, "noise_scale": noise_scale, "n_samples": n_samples,
-           "window": window, "kinds": list(kinds), "seed": seed}
+    key = {
+        "model": model.name,
+        "corruption": corruption,
+        "noise_scale": noise_scale,
+        "n_samples": n_samples,
+        "window": window,
+        "kinds": list(kinds),
+        "seed": seed,
+    }
     done: dict[tuple, FactTrace] = {}
     ck = Path(checkpoint) if checkpoint else None
     if ck is not None and ck.exists():
@@ -318,8 +406,21 @@ def causal_tracing(model: Model, facts: Sequence[Fact], corruption: str = "noise
                 progress(i + 1, len(facts))
             continue
         try:
-            traces.append(trace_fact(model, f, corruption, std, noise_scale, n_samples, window, kinds, partners,
-                                     seed=seed + i, method=method))
+            traces.append(
+                trace_fact(
+                    model,
+                    f,
+                    corruption,
+                    std,
+                    noise_scale,
+                    n_samples,
+                    window,
+                    kinds,
+                    partners,
+                    seed=seed + i,
+                    method=method,
+                )
+            )
             if ck is not None:
                 import json
 
@@ -351,15 +452,28 @@ def causal_tracing(model: Model, facts: Sequence[Fact], corruption: str = "noise
                     cnt[j] += 1
         aie[k] = (tot / cnt.clamp_min(1)).float()
         aie[k][:, cnt == 0] = float("nan")
-    return TracingResult(traces=traces, aie=aie, corruption=corruption, model_name=model.name,
-                         settings={"noise_scale": noise_scale, "noise_std": std, "n_samples": n_samples,
-                                   "window": window, "seed": seed, "method": method, "skipped": skipped,
-                                   "seconds": round(time.perf_counter() - t0, 3)})
+    return TracingResult(
+        traces=traces,
+        aie=aie,
+        corruption=corruption,
+        model_name=model.name,
+        settings={
+            "noise_scale": noise_scale,
+            "noise_std": std,
+            "n_samples": n_samples,
+            "window": window,
+            "seed": seed,
+            "method": method,
+            "skipped": skipped,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
 
 
 @torch.no_grad()
-def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples: int = 10, top_k: int = 10,
-           seed: int = 0) -> dict[str, Any]:
+def refine(
+    model: Model, facts: Sequence[Fact], result: TracingResult, n_samples: int = 10, top_k: int = 10, seed: int = 0
+) -> dict[str, Any]:
     """Refine the peaks to single components: the indirect effect of restoring one attention head
     (``hook_z``) at the attention peak's token class, for every head of every layer, and of single
     MLP neurons (``mlp.hook_post``) at the MLP peak's token class in the peak layer (all neurons ranked
@@ -383,7 +497,9 @@ def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples
         extra = [subject_noise(model, a, b, n_samples, std, scale, seed + i)]
         clean = torch.tensor([ids])
         corrupt = clean.repeat(n_samples, 1)
-        pairs = pairs_from_tokens("fact", clean.repeat(n_samples, 1), corrupt, answer_ids=ans, wrong_ids=ans, metric="prob")
+        pairs = pairs_from_tokens(
+            "fact", clean.repeat(n_samples, 1), corrupt, answer_ids=ans, wrong_ids=ans, metric="prob"
+        )
         zs = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
         _, cc = model.run(clean, cache=zs + ([f"blocks.{mlp_peak['layer']}.mlp.hook_post"] if have_mlp else []))
         lx, cx = model.run(corrupt, cache=[f"blocks.{layer}.hook_resid_pre" for layer in range(L)], interventions=extra)
@@ -394,9 +510,10 @@ def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples
         if have_mlp:
             npos = (pos_of.get(mlp_peak["position"]) or [b])[-1]
             hk = f"blocks.{mlp_peak['layer']}.mlp.hook_post"
-            _, vals, grads = probe_gradients(model, corrupt, [hk], lambda lg: pairs.metric_from_final(lg[:, -1]),
-                                             interventions=extra)
-            delta = (cc[hk][:, npos] - vals[hk][:, npos])  # [n, neurons]
+            _, vals, grads = probe_gradients(
+                model, corrupt, [hk], lambda lg: pairs.metric_from_final(lg[:, -1]), interventions=extra
+            )
+            delta = cc[hk][:, npos] - vals[hk][:, npos]  # [n, neurons]
             neuron_scores += (delta * grads[hk][:, npos]).mean(0) / len(facts)
             runs.append((pairs, corrupt, cc, cx, p_corrupt, npos))
     flat = head_ie.reshape(-1).argsort(descending=True)[:top_k]
@@ -411,7 +528,9 @@ def refine(model: Model, facts: Sequence[Fact], result: TracingResult, n_samples
             cells = [Cell(hk, layer, position=npos, neurons=(nidx,)) for nidx in top]
             per, _ = run_cells(model, pairs, cells, corrupt, cc, cx)
             exact += (per.mean(-1) - p_corrupt) / len(facts)
-        out["neurons"] = [[mlp_peak["layer"], int(nidx), round(float(neuron_scores[nidx]), 6), round(float(e), 6)]
-                          for nidx, e in zip(top, exact)]
+        out["neurons"] = [
+            [mlp_peak["layer"], int(nidx), round(float(neuron_scores[nidx]), 6), round(float(e), 6)]
+            for nidx, e in zip(top, exact)
+        ]
         out["neuron_layer"], out["neuron_position"] = mlp_peak["layer"], mlp_peak["position"]
     return out

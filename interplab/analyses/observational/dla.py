@@ -35,18 +35,17 @@ S-inhibition heads) shows little DLA however important it is; use ablation or pa
 ...                                answer=" Mary", distractor=" John")
 >>> res.headline()["top_heads"][:3]          # [[layer, head, contribution], ...]
 """
+
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.io.results import read_json, write_json
-
 from interplab.analyses.weights import NormInfo, norm_info
+from interplab.io.results import read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -54,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from interplab.models.model import Model
 
-__all__ = ["direct_logit_attribution", "DLAResult", "apply_final_norm_to_stack", "logit_direction"]
+__all__ = ["DLAResult", "apply_final_norm_to_stack", "direct_logit_attribution", "logit_direction"]
 
 RESULT_FILE = "dla.json"
 
@@ -75,8 +74,10 @@ def apply_final_norm_to_stack(model: Model, stack: torch.Tensor, resid_final: to
     (it is one separate term). TransformerLens's ``apply_ln_to_stack``."""
     ni = norm_info(model.adapter.ln_final())
     if ni is None:
-        raise ValueError(f"final norm {type(model.adapter.ln_final()).__name__} is not a LayerNorm/RMSNorm; "
-                         "direct logit attribution needs one of those (or none).")
+        raise ValueError(
+            f"final norm {type(model.adapter.ln_final()).__name__} is not a LayerNorm/RMSNorm; "
+            "direct logit attribution needs one of those (or none)."
+        )
     scale = ni.scale(resid_final.to(stack.dtype))
     return _apply_frozen(ni, stack, scale)
 
@@ -138,8 +139,14 @@ class DLAResult:
     @property
     def total(self) -> float:
         """Sum of every component and bias term (= ``logit_diff_precap`` up to float rounding)."""
-        return float(self.embed + (self.pos_embed or 0.0) + self.attn.double().sum() + self.mlp.double().sum()
-                     + self.ln_bias + self.unembed_bias)
+        return float(
+            self.embed
+            + (self.pos_embed or 0.0)
+            + self.attn.double().sum()
+            + self.mlp.double().sum()
+            + self.ln_bias
+            + self.unembed_bias
+        )
 
     @property
     def metric(self) -> str:
@@ -195,13 +202,23 @@ class DLAResult:
 
         if which == "heads":
             L, H = self.n_layers, self.n_heads
-            return pd.DataFrame({"layer": [layer for layer in range(L) for _ in range(H)],
-                                 "head": [h for _ in range(L) for h in range(H)],
-                                 "contribution": self.heads.flatten().tolist()})
+            return pd.DataFrame(
+                {
+                    "layer": [layer for layer in range(L) for _ in range(H)],
+                    "head": [h for _ in range(L) for h in range(H)],
+                    "contribution": self.heads.flatten().tolist(),
+                }
+            )
         if which == "layers":
-            return pd.DataFrame({"layer": list(range(self.n_layers)), "attn": self.attn.tolist(),
-                                 "attn_bias": self.attn_bias.tolist(), "heads_sum": self.heads.sum(-1).tolist(),
-                                 "mlp": self.mlp.tolist()})
+            return pd.DataFrame(
+                {
+                    "layer": list(range(self.n_layers)),
+                    "attn": self.attn.tolist(),
+                    "attn_bias": self.attn_bias.tolist(),
+                    "heads_sum": self.heads.sum(-1).tolist(),
+                    "mlp": self.mlp.tolist(),
+                }
+            )
         if which == "components":
             return pd.DataFrame(self.components(), columns=["component", "contribution"])
         raise ValueError(f"which must be 'heads', 'layers' or 'components', not {which!r}.")
@@ -218,12 +235,22 @@ class DLAResult:
             raise ValueError(f"kind must be 'both', 'heads' or 'layers', not {kind!r}.")
         L, H = self.n_layers, self.n_heads
         m = float(self.heads.abs().max()) or 1.0
-        heat = go.Heatmap(z=self.heads.tolist(), x=list(range(H)), y=list(range(L)), colorscale="RdBu", zmid=0,
-                          zmin=-m, zmax=m, colorbar={"title": {"text": "DLA"}, "len": 0.8},
-                          hovertemplate="L%{y} H%{x}<br>%{z:.3f}<extra></extra>")
+        heat = go.Heatmap(
+            z=self.heads.tolist(),
+            x=list(range(H)),
+            y=list(range(L)),
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-m,
+            zmax=m,
+            colorbar={"title": {"text": "DLA"}, "len": 0.8},
+            hovertemplate="L%{y} H%{x}<br>%{z:.3f}<extra></extra>",
+        )
         bars = [go.Bar(y=list(range(L)), x=self.attn.tolist(), orientation="h", name="attn", marker_color="#4c78a8")]
         if self.settings.get("has_mlp", True):
-            bars.append(go.Bar(y=list(range(L)), x=self.mlp.tolist(), orientation="h", name="mlp", marker_color="#f58518"))
+            bars.append(
+                go.Bar(y=list(range(L)), x=self.mlp.tolist(), orientation="h", name="mlp", marker_color="#f58518")
+            )
         metric = html.escape(self.metric, quote=False)
         title = f"Direct logit attribution of {metric}"
         if self.model_name:
@@ -238,8 +265,14 @@ class DLAResult:
             fig.update_xaxes(title_text="contribution")
             fig.update_yaxes(title_text="layer", autorange="reversed", dtick=1)
         else:
-            fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.65, 0.35], horizontal_spacing=0.03,
-                                subplot_titles=["per head", "per layer"])
+            fig = make_subplots(
+                rows=1,
+                cols=2,
+                shared_yaxes=True,
+                column_widths=[0.65, 0.35],
+                horizontal_spacing=0.03,
+                subplot_titles=["per head", "per layer"],
+            )
             fig.add_trace(heat, row=1, col=1)
             for b in bars:
                 fig.add_trace(b, row=1, col=2)
@@ -247,20 +280,35 @@ class DLAResult:
             fig.update_xaxes(title_text="head", dtick=1, row=1, col=1)
             fig.update_xaxes(title_text="contribution", row=1, col=2)
             fig.update_yaxes(title_text="layer", autorange="reversed", dtick=1, row=1, col=1)
-        fig.update_layout(title={"text": title}, height=max(360, 20 * L + 160),
-                          legend={"orientation": "h", "y": -0.1})
+        fig.update_layout(title={"text": title}, height=max(360, 20 * L + 160), legend={"orientation": "h", "y": -0.1})
         return fig
 
     # ---- persistence
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "direct_logit_attribution", "format_version": 1, "model": self.model_name, "prompt": self.prompt,
-            "str_tokens": self.str_tokens, "position": self.position, "answer": self.answer, "answer_id": self.answer_id,
-            "distractor": self.distractor, "distractor_id": self.distractor_id, "heads": self.heads.tolist(),
-            "attn": self.attn.tolist(), "attn_bias": self.attn_bias.tolist(), "mlp": self.mlp.tolist(),
-            "embed": self.embed, "pos_embed": self.pos_embed, "ln_bias": self.ln_bias, "unembed_bias": self.unembed_bias,
-            "logit_diff": self.logit_diff, "logit_diff_precap": self.logit_diff_precap, "final_scale": self.final_scale,
-            "settings": self.settings, "headline": self.headline(),
+            "kind": "direct_logit_attribution",
+            "format_version": 1,
+            "model": self.model_name,
+            "prompt": self.prompt,
+            "str_tokens": self.str_tokens,
+            "position": self.position,
+            "answer": self.answer,
+            "answer_id": self.answer_id,
+            "distractor": self.distractor,
+            "distractor_id": self.distractor_id,
+            "heads": self.heads.tolist(),
+            "attn": self.attn.tolist(),
+            "attn_bias": self.attn_bias.tolist(),
+            "mlp": self.mlp.tolist(),
+            "embed": self.embed,
+            "pos_embed": self.pos_embed,
+            "ln_bias": self.ln_bias,
+            "unembed_bias": self.unembed_bias,
+            "logit_diff": self.logit_diff,
+            "logit_diff_precap": self.logit_diff_precap,
+            "final_scale": self.final_scale,
+            "settings": self.settings,
+            "headline": self.headline(),
         }
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
@@ -271,18 +319,37 @@ class DLAResult:
     def load(cls, path: str | Path) -> DLAResult:
         d, p = read_json(path, RESULT_FILE, "direct_logit_attribution")
         return cls(
-            prompt=d["prompt"], str_tokens=d["str_tokens"], position=d["position"], answer=d["answer"],
-            answer_id=d["answer_id"], distractor=d["distractor"], distractor_id=d["distractor_id"],
-            heads=torch.tensor(d["heads"]), attn=torch.tensor(d["attn"]), attn_bias=torch.tensor(d["attn_bias"]),
-            mlp=torch.tensor(d["mlp"]), embed=d["embed"], pos_embed=d["pos_embed"], ln_bias=d["ln_bias"],
-            unembed_bias=d["unembed_bias"], logit_diff=d["logit_diff"], logit_diff_precap=d["logit_diff_precap"],
-            final_scale=d["final_scale"], model_name=d.get("model", ""), settings=d.get("settings", {}),
+            prompt=d["prompt"],
+            str_tokens=d["str_tokens"],
+            position=d["position"],
+            answer=d["answer"],
+            answer_id=d["answer_id"],
+            distractor=d["distractor"],
+            distractor_id=d["distractor_id"],
+            heads=torch.tensor(d["heads"]),
+            attn=torch.tensor(d["attn"]),
+            attn_bias=torch.tensor(d["attn_bias"]),
+            mlp=torch.tensor(d["mlp"]),
+            embed=d["embed"],
+            pos_embed=d["pos_embed"],
+            ln_bias=d["ln_bias"],
+            unembed_bias=d["unembed_bias"],
+            logit_diff=d["logit_diff"],
+            logit_diff_precap=d["logit_diff_precap"],
+            final_scale=d["final_scale"],
+            model_name=d.get("model", ""),
+            settings=d.get("settings", {}),
         )
 
 
-def direct_logit_attribution(model: Model, prompt: str | torch.Tensor | list[int], answer: str | int,
-                             distractor: str | int | None = None, position: int = -1,
-                             prepend_bos: bool | None = None) -> DLAResult:
+def direct_logit_attribution(
+    model: Model,
+    prompt: str | torch.Tensor | list[int],
+    answer: str | int,
+    distractor: str | int | None = None,
+    position: int = -1,
+    prepend_bos: bool | None = None,
+) -> DLAResult:
     """Direct logit attribution (see the module docstring) of ``logit(answer) − logit(distractor)``
     (or ``logit(answer)`` when ``distractor`` is None) at ``position`` (default: the last token)
     to the embeddings, every layer's attention and MLP output, and every head.
@@ -297,8 +364,12 @@ def direct_logit_attribution(model: Model, prompt: str | torch.Tensor | list[int
         tokens = torch.as_tensor(prompt, dtype=torch.long)
         tokens = tokens[None] if tokens.ndim == 1 else tokens
         if tokens.ndim != 2 or tokens.shape[0] != 1:
-            raise ValueError(f"direct_logit_attribution takes one prompt; got token ids of shape {tuple(tokens.shape)}.")
-        prompt_text = model.to_string(tokens[0]) if model.tokenizer is not None else " ".join(map(str, tokens[0].tolist()))
+            raise ValueError(
+                f"direct_logit_attribution takes one prompt; got token ids of shape {tuple(tokens.shape)}."
+            )
+        prompt_text = (
+            model.to_string(tokens[0]) if model.tokenizer is not None else " ".join(map(str, tokens[0].tolist()))
+        )
     n_pos = tokens.shape[1]
     if n_pos == 0:
         raise ValueError("The prompt is empty (no tokens).")
@@ -326,7 +397,9 @@ def direct_logit_attribution(model: Model, prompt: str | torch.Tensor | list[int
         ln_f = model.adapter.ln_final()
         nf = norm_info(ln_f)
         if nf is None:
-            raise ValueError(f"final norm {type(ln_f).__name__} is not a LayerNorm/RMSNorm; DLA needs one of those (or none).")
+            raise ValueError(
+                f"final norm {type(ln_f).__name__} is not a LayerNorm/RMSNorm; DLA needs one of those (or none)."
+            )
         resid = cache[final][0, pos].to(f64)
         scale = nf.scale(resid)
         direction = logit_direction(model, a_id, d_id).to(f64)
@@ -340,8 +413,11 @@ def direct_logit_attribution(model: Model, prompt: str | torch.Tensor | list[int
             pe = cache["hook_pos_embed"]
             pos_embed = float(dla(pe[0, pos] if pe.ndim == 3 else pe[pos]))
         attn = torch.stack([dla(cache[f"blocks.{layer}.hook_attn_out"][0, pos]) for layer in range(L)])
-        mlp = (torch.stack([dla(cache[f"blocks.{layer}.hook_mlp_out"][0, pos]) for layer in range(L)])
-               if has_mlp else torch.zeros(L, dtype=f64))
+        mlp = (
+            torch.stack([dla(cache[f"blocks.{layer}.hook_mlp_out"][0, pos]) for layer in range(L)])
+            if has_mlp
+            else torch.zeros(L, dtype=f64)
+        )
         heads, attn_bias = [], []
         post_norm_layers = []
         for layer in range(L):
@@ -352,8 +428,10 @@ def direct_logit_attribution(model: Model, prompt: str | torch.Tensor | list[int
             if out_mod is not model.adapter.attn(layer):  # Gemma 3: attn_out = post_norm(sum_h result_h + b_O)
                 post = norm_info(out_mod)
                 if post is None:
-                    raise ValueError(f"layer {layer}: attention output module {type(out_mod).__name__} is not a norm; "
-                                     "per-head attribution does not know how to pass results through it.")
+                    raise ValueError(
+                        f"layer {layer}: attention output module {type(out_mod).__name__} is not a norm; "
+                        "per-head attribution does not know how to pass results through it."
+                    )
                 s_post = post.scale(res.sum(0) + b_o)
                 res = _apply_frozen(post, res, s_post)
                 b_o = _apply_frozen(post, b_o, s_post) + (post.bias.to(f64) if post.bias is not None else 0.0)
@@ -373,17 +451,34 @@ def direct_logit_attribution(model: Model, prompt: str | torch.Tensor | list[int
 
     cap = getattr(getattr(model.hf, "config", None), "final_logit_softcapping", None)
     return DLAResult(
-        prompt=prompt_text, str_tokens=_decode(model, tokens[0].tolist()), position=pos,
-        answer=_decode(model, [a_id])[0], answer_id=a_id,
-        distractor=_decode(model, [d_id])[0] if d_id is not None else None, distractor_id=d_id,
-        heads=heads_t.float(), attn=attn.float(), attn_bias=attn_bias_t.float(), mlp=mlp.float(),
-        embed=embed, pos_embed=pos_embed, ln_bias=ln_bias, unembed_bias=unembed_bias,
-        logit_diff=logit_diff, logit_diff_precap=logit_diff_precap, final_scale=float(scale),
+        prompt=prompt_text,
+        str_tokens=_decode(model, tokens[0].tolist()),
+        position=pos,
+        answer=_decode(model, [a_id])[0],
+        answer_id=a_id,
+        distractor=_decode(model, [d_id])[0] if d_id is not None else None,
+        distractor_id=d_id,
+        heads=heads_t.float(),
+        attn=attn.float(),
+        attn_bias=attn_bias_t.float(),
+        mlp=mlp.float(),
+        embed=embed,
+        pos_embed=pos_embed,
+        ln_bias=ln_bias,
+        unembed_bias=unembed_bias,
+        logit_diff=logit_diff,
+        logit_diff_precap=logit_diff_precap,
+        final_scale=float(scale),
         model_name=model.name,
         settings={
             "method": "direct logit attribution; final norm scale frozen at the final residual (TL apply_ln_to_stack)",
-            "final_norm": nf.kind, "final_logit_softcapping": cap, "has_mlp": has_mlp,
+            "final_norm": nf.kind,
+            "final_logit_softcapping": cap,
+            "has_mlp": has_mlp,
             "post_attention_norm_frozen": bool(post_norm_layers),
-            "answer_n_tokens": a_n, "distractor_n_tokens": d_n, "prepend_bos": prepend_bos, "n_layers": L,
+            "answer_n_tokens": a_n,
+            "distractor_n_tokens": d_n,
+            "prepend_bos": prepend_bos,
+            "n_layers": L,
         },
     )

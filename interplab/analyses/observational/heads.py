@@ -88,10 +88,10 @@ there is no ground truth to validate them against here.
 >>> res.headline()["induction"]        # [[layer, head, score], ...] of the members, best first
 >>> res.to_frame()                       # one row per layer, head and class
 """
+
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -108,14 +108,31 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from interplab.models.model import Model
 
-__all__ = ["head_scores", "HeadScores", "CLASSES", "THRESHOLDS", "MARGINS", "repeated_pattern_scores", "repeated_offset_scores",
-           "text_pattern_scores", "ov_copying_scores", "deranged", "head_inputs"]
+__all__ = [
+    "CLASSES",
+    "MARGINS",
+    "THRESHOLDS",
+    "HeadScores",
+    "deranged",
+    "head_inputs",
+    "head_scores",
+    "ov_copying_scores",
+    "repeated_offset_scores",
+    "repeated_pattern_scores",
+    "text_pattern_scores",
+]
 
 RESULT_FILE = "heads.json"
 CLASSES = ("previous_token", "duplicate_token", "induction", "sink", "copying", "copy_suppression")
 ATTENTION_CLASSES = ("previous_token", "duplicate_token", "induction", "sink")
-THRESHOLDS: dict[str, float] = {"previous_token": 0.4, "duplicate_token": 0.3, "induction": 0.3, "sink": 0.5,
-                                "copying": 0.5, "copy_suppression": 0.5}
+THRESHOLDS: dict[str, float] = {
+    "previous_token": 0.4,
+    "duplicate_token": 0.3,
+    "induction": 0.3,
+    "sink": 0.5,
+    "copying": 0.5,
+    "copy_suppression": 0.5,
+}
 MARGINS: dict[str, float] = {c: 0.2 for c in CLASSES}
 PAPERS = {
     "previous_token": "Elhage et al. 2021; Olsson et al. 2022",
@@ -158,7 +175,7 @@ def _control_weights_cpu(n: int, first_row: int, last_key_offset: int) -> torch.
     rows = range(first_row, n)
     for i in rows:
         k = i - last_key_offset  # keys 1..k
-        w[i, 1:k + 1] = 1.0 / k
+        w[i, 1 : k + 1] = 1.0 / k
     return w / max(1, len(rows))
 
 
@@ -271,12 +288,19 @@ def deranged(tokens: torch.Tensor, seq_len: int, offset: int = 0, seed: int = 0)
     out = tokens.clone()
     start = offset + seq_len
     for b in range(tokens.shape[0]):
-        out[b, start:start + seq_len] = tokens[b, start + _derangement(seq_len, g)]
+        out[b, start : start + seq_len] = tokens[b, start + _derangement(seq_len, g)]
     return out
 
 
-def head_inputs(model: Model, n_seqs: int = 32, seq_len: int | None = None, text: str | Path | None = None,
-                text_len: int | None = None, prepend_bos: bool | None = None, seed: int = 0) -> dict[str, Any]:
+def head_inputs(
+    model: Model,
+    n_seqs: int = 32,
+    seq_len: int | None = None,
+    text: str | Path | None = None,
+    text_len: int | None = None,
+    prepend_bos: bool | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The three token sets of :func:`head_scores` (``repeated``, ``deranged``, ``text``) with their offsets,
     lengths and the text source actually used — so anyone can recompute the scores on the same tokens."""
     from interplab.tasks import repeated_tokens, token_chunks
@@ -297,14 +321,26 @@ def head_inputs(model: Model, n_seqs: int = 32, seq_len: int | None = None, text
     if text is None:
         text = "pydoc" if model.tokenizer is not None else "random"
     if str(text) == "random":  # distinct tokens when the vocabulary allows, else drawn with replacement
-        txt, toff = repeated_tokens(model, batch=n_seqs, seq_len=text_len - o, repeats=1, seed=seed + 2, prepend_bos=use_bos)
+        txt, toff = repeated_tokens(
+            model, batch=n_seqs, seq_len=text_len - o, repeats=1, seed=seed + 2, prepend_bos=use_bos
+        )
     else:
         if model.tokenizer is None:
-            raise ValueError(f"Model {model.name!r} has no tokenizer; use text='random' (CLI: --text random) for random token ids.")
+            raise ValueError(
+                f"Model {model.name!r} has no tokenizer; use text='random' (CLI: --text random) for random token ids."
+            )
         txt = token_chunks(model, text, n_chunks=n_seqs, chunk_len=text_len, prepend_bos=use_bos)
         toff = 1 if use_bos else 0
-    return {"repeated": rep, "deranged": null, "text": txt, "offset": off, "text_offset": toff,
-            "seq_len": seq_len, "text_len": int(txt.shape[1]), "text_source": str(text)}
+    return {
+        "repeated": rep,
+        "deranged": null,
+        "text": txt,
+        "offset": off,
+        "text_offset": toff,
+        "seq_len": seq_len,
+        "text_len": int(txt.shape[1]),
+        "text_source": str(text),
+    }
 
 
 # --------------------------------------------------------------------------------------------- result
@@ -392,13 +428,24 @@ class HeadScores:
                 se = self.stderr[c].tolist() if c in self.stderr else None
                 for layer in range(L):
                     for head in range(H):
-                        rows.append({"layer": layer, "head": head, "class": c, "score": s[layer][head],
-                                     "baseline": b[layer][head], "stderr": se[layer][head] if se else float("nan"),
-                                     "threshold": self.thresholds[c], "member": m[layer][head]})
+                        rows.append(
+                            {
+                                "layer": layer,
+                                "head": head,
+                                "class": c,
+                                "score": s[layer][head],
+                                "baseline": b[layer][head],
+                                "stderr": se[layer][head] if se else float("nan"),
+                                "threshold": self.thresholds[c],
+                                "member": m[layer][head],
+                            }
+                        )
             return pd.DataFrame(rows)
         if kind == "wide":
-            d: dict[str, Any] = {"layer": [layer for layer in range(L) for _ in range(H)],
-                                 "head": [head for _ in range(L) for head in range(H)]}
+            d: dict[str, Any] = {
+                "layer": [layer for layer in range(L) for _ in range(H)],
+                "head": [head for _ in range(L) for head in range(H)],
+            }
             for c in self.classes:
                 d[c] = self.scores[c].flatten().tolist()
                 d[f"{c}_baseline"] = self.baselines[c].flatten().tolist()
@@ -422,29 +469,58 @@ class HeadScores:
         ncols = min(3, len(classes))
         nrows = math.ceil(len(classes) / ncols)
         titles = [f"{c.replace('_', ' ')} ({int(self.is_member(c).sum())})" for c in classes]
-        fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.06,
-                            vertical_spacing=0.12 if nrows > 1 else 0.0)
+        fig = make_subplots(
+            rows=nrows,
+            cols=ncols,
+            subplot_titles=titles,
+            horizontal_spacing=0.06,
+            vertical_spacing=0.12 if nrows > 1 else 0.0,
+        )
         layers, heads = list(range(self.n_layers)), list(range(self.n_heads))
         for k, c in enumerate(classes):
             r, col = k // ncols + 1, k % ncols + 1
             s, b, m = self.scores[c].tolist(), self.baselines[c].tolist(), self.is_member(c).tolist()
             text = [["●" if m[i][j] else "" for j in heads] for i in layers]
             diverging = c in ("copying", "copy_suppression")
-            fig.add_trace(go.Heatmap(
-                z=s, x=heads, y=layers, customdata=b, text=text, texttemplate="%{text}", textfont={"size": 9},
-                coloraxis="coloraxis2" if diverging else "coloraxis", name=html.escape(c),
-                hovertemplate=(f"{html.escape(c)}<br>layer %{{y}}, head %{{x}}<br>score %{{z:.3f}}"
-                               "<br>null %{customdata:.3f}<extra></extra>")), row=r, col=col)
+            fig.add_trace(
+                go.Heatmap(
+                    z=s,
+                    x=heads,
+                    y=layers,
+                    customdata=b,
+                    text=text,
+                    texttemplate="%{text}",
+                    textfont={"size": 9},
+                    coloraxis="coloraxis2" if diverging else "coloraxis",
+                    name=html.escape(c),
+                    hovertemplate=(
+                        f"{html.escape(c)}<br>layer %{{y}}, head %{{x}}<br>score %{{z:.3f}}"
+                        "<br>null %{customdata:.3f}<extra></extra>"
+                    ),
+                ),
+                row=r,
+                col=col,
+            )
             fig.update_xaxes(title_text="head" if r == nrows else None, dtick=1, row=r, col=col)
             fig.update_yaxes(title_text="layer" if col == 1 else None, autorange="reversed", row=r, col=col)
         title = f"Head detectors — {html.escape(self.model_name)}" if self.model_name else "Head detectors"
         fig.update_layout(
             title={"text": title + " (● = member)"},
-            coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": 1.0,
-                       "colorbar": {"title": {"text": "attention"}, "x": 1.02, "len": 0.45, "y": 0.78}},
-            coloraxis2={"colorscale": "RdBu", "cmin": -1.0, "cmax": 1.0,
-                        "colorbar": {"title": {"text": "eig ratio"}, "x": 1.02, "len": 0.45, "y": 0.22}},
-            height=max(360, nrows * (14 * self.n_layers + 120)), margin={"l": 60, "r": 90, "t": 80, "b": 50})
+            coloraxis={
+                "colorscale": "Blues",
+                "cmin": 0.0,
+                "cmax": 1.0,
+                "colorbar": {"title": {"text": "attention"}, "x": 1.02, "len": 0.45, "y": 0.78},
+            },
+            coloraxis2={
+                "colorscale": "RdBu",
+                "cmin": -1.0,
+                "cmax": 1.0,
+                "colorbar": {"title": {"text": "eig ratio"}, "x": 1.02, "len": 0.45, "y": 0.22},
+            },
+            height=max(360, nrows * (14 * self.n_layers + 120)),
+            margin={"l": 60, "r": 90, "t": 80, "b": 50},
+        )
         return fig
 
     # ------------------------------------------------------------------ persistence
@@ -472,11 +548,15 @@ class HeadScores:
     def load(cls, path: str | Path) -> HeadScores:
         """Read a result written by :meth:`save` (the JSON file or the directory holding ``heads.json``)."""
         d, p = read_json(path, RESULT_FILE, "head_scores")
-        return cls(scores={c: torch.tensor(v) for c, v in d["scores"].items()},
-                   baselines={c: torch.tensor(v) for c, v in d["baselines"].items()},
-                   stderr={c: torch.tensor(v) for c, v in d.get("stderr", {}).items()},
-                   thresholds=d["thresholds"], margins=d["margins"], model_name=d.get("model", ""),
-                   settings=d.get("settings", {}))
+        return cls(
+            scores={c: torch.tensor(v) for c, v in d["scores"].items()},
+            baselines={c: torch.tensor(v) for c, v in d["baselines"].items()},
+            stderr={c: torch.tensor(v) for c, v in d.get("stderr", {}).items()},
+            thresholds=d["thresholds"],
+            margins=d["margins"],
+            model_name=d.get("model", ""),
+            settings=d.get("settings", {}),
+        )
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -514,7 +594,7 @@ def _scan(model: Model, tokens: torch.Tensor, batch: int, fn) -> _Acc:
     cfg = model.cfg
     acc = _Acc(cfg.n_layers, cfg.n_heads)
     for start in range(0, tokens.shape[0], batch):
-        chunk = tokens[start:start + batch]
+        chunk = tokens[start : start + batch]
         _, cache = model.run(chunk, cache=lambda name: name.endswith(_PATTERN))
         for layer in range(cfg.n_layers):
             acc.add(layer, fn(cache[f"blocks.{layer}.{_PATTERN}"]))
@@ -523,10 +603,20 @@ def _scan(model: Model, tokens: torch.Tensor, batch: int, fn) -> _Acc:
     return acc
 
 
-def head_scores(model: Model, n_seqs: int = 32, batch: int = 8, seq_len: int | None = None, text: str | Path | None = None,
-                text_len: int | None = None, prepend_bos: bool | None = None, seed: int = 0, copying: bool = True,
-                n_null_rotations: int = 4, thresholds: dict[str, float] | None = None,
-                margins: dict[str, float] | None = None) -> HeadScores:
+def head_scores(
+    model: Model,
+    n_seqs: int = 32,
+    batch: int = 8,
+    seq_len: int | None = None,
+    text: str | Path | None = None,
+    text_len: int | None = None,
+    prepend_bos: bool | None = None,
+    seed: int = 0,
+    copying: bool = True,
+    n_null_rotations: int = 4,
+    thresholds: dict[str, float] | None = None,
+    margins: dict[str, float] | None = None,
+) -> HeadScores:
     """Score every head of ``model`` for each class of :data:`CLASSES`, with null baselines.
 
     ``n_seqs`` sequences per input set, run ``batch`` at a time (memory holds one batch's patterns of every
@@ -542,7 +632,9 @@ def head_scores(model: Model, n_seqs: int = 32, batch: int = 8, seq_len: int | N
         if bad:
             raise ValueError(f"unknown classes in {name}: {sorted(bad)}; valid: {', '.join(CLASSES)}.")
     t0 = time.perf_counter()
-    inp = head_inputs(model, n_seqs=n_seqs, seq_len=seq_len, text=text, text_len=text_len, prepend_bos=prepend_bos, seed=seed)
+    inp = head_inputs(
+        model, n_seqs=n_seqs, seq_len=seq_len, text=text, text_len=text_len, prepend_bos=prepend_bos, seed=seed
+    )
     L, o = inp["seq_len"], inp["offset"]
     rep = _scan(model, inp["repeated"], batch, lambda p: repeated_pattern_scores(p, L, o))
     nul = _scan(model, inp["deranged"], batch, lambda p: repeated_pattern_scores(p, L, o))
@@ -565,22 +657,35 @@ def head_scores(model: Model, n_seqs: int = 32, batch: int = 8, seq_len: int | N
     t_copy = time.perf_counter() - t1
     ordered = {c: scores[c] for c in CLASSES if c in scores}
     return HeadScores(
-        scores=ordered, baselines={c: base[c] for c in ordered}, stderr=se,
+        scores=ordered,
+        baselines={c: base[c] for c in ordered},
+        stderr=se,
         thresholds={c: float((thresholds or {}).get(c, THRESHOLDS[c])) for c in ordered},
         margins={c: float((margins or {}).get(c, MARGINS[c])) for c in ordered},
         model_name=model.name,
         settings={
             "method": "head detectors (attention scores on repeated random tokens and text; OV eigenvalue copying)",
             "hook": f"blocks.{{L}}.{_PATTERN}",
-            "n_seqs": n_seqs, "batch": batch, "seq_len": L, "offset": o, "prepend_bos": bool(o),
-            "text_source": inp["text_source"], "text_len": inp["text_len"], "seed": seed,
-            "null_inputs": {"duplicate_token": "deranged second copy", "induction": "deranged second copy",
-                            "previous_token": "control key (mean attention to one other earlier key)",
-                            "sink": "control key (mean attention to one other earlier key)",
-                            "copying": f"random d_head rotation between W_V and W_O (mean of {n_null_rotations})",
-                            "copy_suppression": "minus the copying null"},
+            "n_seqs": n_seqs,
+            "batch": batch,
+            "seq_len": L,
+            "offset": o,
+            "prepend_bos": bool(o),
+            "text_source": inp["text_source"],
+            "text_len": inp["text_len"],
+            "seed": seed,
+            "null_inputs": {
+                "duplicate_token": "deranged second copy",
+                "induction": "deranged second copy",
+                "previous_token": "control key (mean attention to one other earlier key)",
+                "sink": "control key (mean attention to one other earlier key)",
+                "copying": f"random d_head rotation between W_V and W_O (mean of {n_null_rotations})",
+                "copy_suppression": "minus the copying null",
+            },
             "n_null_rotations": n_null_rotations if copying else 0,
-            "attention_seconds": round(t_attn, 3), "copying_seconds": round(t_copy, 3),
-            "n_layers": model.cfg.n_layers, "n_heads": model.cfg.n_heads,
+            "attention_seconds": round(t_attn, 3),
+            "copying_seconds": round(t_copy, 3),
+            "n_layers": model.cfg.n_layers,
+            "n_heads": model.cfg.n_heads,
         },
     )

@@ -20,9 +20,9 @@ Invariant (tested): at the last layer this is exactly what the model computes, s
 >>> res = logit_lens(model, "The Eiffel Tower is located in the city of", answer=" Paris")
 >>> res.headline()["first_layer_top1"], res.answer_prob[-1]
 """
+
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from interplab.models.model import Model
 
-__all__ = ["logit_lens", "LogitLensResult", "unembed_resid", "display_token"]
+__all__ = ["LogitLensResult", "display_token", "logit_lens", "unembed_resid"]
 
 RESULT_FILE = "logit_lens.json"
 _CHUNK_ELEMENTS = 64 * 2**20  # float32 logits per unembedding matmul (256 MB)
@@ -134,9 +134,17 @@ class LogitLensResult:
             for li, layer in enumerate(self.layers):
                 for pos, tok in enumerate(self.str_tokens):
                     for k in range(self.top_k):
-                        rows.append({"layer": layer, "position": pos, "token": tok, "k": k + 1,
-                                     "pred_token": self.top_tokens[li][pos][k], "pred_id": ids[li][pos][k],
-                                     "prob": probs[li][pos][k]})
+                        rows.append(
+                            {
+                                "layer": layer,
+                                "position": pos,
+                                "token": tok,
+                                "k": k + 1,
+                                "pred_token": self.top_tokens[li][pos][k],
+                                "pred_id": ids[li][pos][k],
+                                "prob": probs[li][pos][k],
+                            }
+                        )
             return pd.DataFrame(rows)
         if which == "last":
             rows = []
@@ -152,8 +160,15 @@ class LogitLensResult:
                 rows.append(row)
             return pd.DataFrame(rows)
         if which == "answer":
-            return pd.DataFrame({"layer": self.layers, "answer": self.answer, "answer_rank": self.answer_rank.tolist(),
-                                 "answer_prob": self.answer_prob.tolist(), "kl_to_final": self.kl_to_final.tolist()})
+            return pd.DataFrame(
+                {
+                    "layer": self.layers,
+                    "answer": self.answer,
+                    "answer_rank": self.answer_rank.tolist(),
+                    "answer_prob": self.answer_prob.tolist(),
+                    "kl_to_final": self.kl_to_final.tolist(),
+                }
+            )
         raise ValueError(f"which must be 'topk', 'last' or 'answer', not {which!r}.")
 
     def plot(self, kind: str = "both") -> go.Figure:
@@ -181,14 +196,26 @@ class LogitLensResult:
         answer = esc(self.answer)
 
         heat = go.Heatmap(
-            z=top1, x=list(range(n_pos)), y=labels, text=text, customdata=inputs, texttemplate="%{text}",
-            textfont={"size": 10}, colorscale="Blues", zmin=0.0, zmax=1.0,
+            z=top1,
+            x=list(range(n_pos)),
+            y=labels,
+            text=text,
+            customdata=inputs,
+            texttemplate="%{text}",
+            textfont={"size": 10},
+            colorscale="Blues",
+            zmin=0.0,
+            zmax=1.0,
             colorbar={"title": {"text": "top-1 p"}, "len": 0.8},
             hovertemplate="layer %{y}<br>input %{x}: %{customdata}<br>top-1: %{text}<br>p = %{z:.3f}<extra></extra>",
         )
         line = go.Scatter(
-            x=self.answer_prob.tolist(), y=labels, mode="lines+markers", name=f"p({answer})",
-            customdata=self.answer_rank.tolist(), showlegend=False,
+            x=self.answer_prob.tolist(),
+            y=labels,
+            mode="lines+markers",
+            name=f"p({answer})",
+            customdata=self.answer_rank.tolist(),
+            showlegend=False,
             hovertemplate="layer %{y}<br>p = %{x:.3f}<br>rank %{customdata}<extra></extra>",
         )
         height = max(320, 20 * len(self.layers) + 160)
@@ -203,7 +230,9 @@ class LogitLensResult:
             fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.78, 0.22], horizontal_spacing=0.02)
             fig.add_trace(heat, row=1, col=1)
             fig.add_trace(line, row=1, col=2)
-            fig.update_xaxes(tickmode="array", tickvals=list(range(n_pos)), ticktext=ticktext, tickangle=-45, row=1, col=1)
+            fig.update_xaxes(
+                tickmode="array", tickvals=list(range(n_pos)), ticktext=ticktext, tickangle=-45, row=1, col=1
+            )
             fig.update_xaxes(title_text=f"p({answer}), last pos", range=[0, 1], row=1, col=2)
         if kind == "both":
             fig.update_yaxes(title_text="layer (resid_post)", type="category", row=1, col=1)
@@ -242,11 +271,19 @@ class LogitLensResult:
         """Read a result written by :meth:`save` (a JSON file, or the directory holding ``logit_lens.json``)."""
         d, p = read_json(path, RESULT_FILE, "logit_lens")
         return cls(
-            prompt=d["prompt"], str_tokens=d["str_tokens"], layers=d["layers"], top_tokens=d["top_tokens"],
-            top_ids=torch.tensor(d["top_ids"], dtype=torch.long), top_probs=torch.tensor(d["top_probs"]),
-            answer=d["answer"], answer_id=d["answer_id"], answer_rank=torch.tensor(d["answer_rank"], dtype=torch.long),
-            answer_prob=torch.tensor(d["answer_prob"]), kl_to_final=torch.tensor(d["kl_to_final"]),
-            model_name=d.get("model", ""), settings=d.get("settings", {}),
+            prompt=d["prompt"],
+            str_tokens=d["str_tokens"],
+            layers=d["layers"],
+            top_tokens=d["top_tokens"],
+            top_ids=torch.tensor(d["top_ids"], dtype=torch.long),
+            top_probs=torch.tensor(d["top_probs"]),
+            answer=d["answer"],
+            answer_id=d["answer_id"],
+            answer_rank=torch.tensor(d["answer_rank"], dtype=torch.long),
+            answer_prob=torch.tensor(d["answer_prob"]),
+            kl_to_final=torch.tensor(d["kl_to_final"]),
+            model_name=d.get("model", ""),
+            settings=d.get("settings", {}),
         )
 
 
@@ -256,8 +293,14 @@ def _decode(model: Model, ids) -> list[str]:
     return [model.tokenizer.decode([int(i)]) for i in ids]
 
 
-def logit_lens(model: Model, prompt: str | torch.Tensor | list[int], answer: str | int | None = None, top_k: int = 5,
-               include_embed: bool = False, prepend_bos: bool | None = None) -> LogitLensResult:
+def logit_lens(
+    model: Model,
+    prompt: str | torch.Tensor | list[int],
+    answer: str | int | None = None,
+    top_k: int = 5,
+    include_embed: bool = False,
+    prepend_bos: bool | None = None,
+) -> LogitLensResult:
     """Logit lens (nostalgebraist 2020) over every layer of ``model`` on one prompt.
 
     ``prompt``: text, or token ids (1-D, or ``[1, pos]``) for models without a tokenizer.
@@ -275,7 +318,9 @@ def logit_lens(model: Model, prompt: str | torch.Tensor | list[int], answer: str
         tokens = tokens[None] if tokens.ndim == 1 else tokens
         if tokens.ndim != 2 or tokens.shape[0] != 1:
             raise ValueError(f"logit_lens takes one prompt; got token ids of shape {tuple(tokens.shape)}.")
-        prompt_text = model.to_string(tokens[0]) if model.tokenizer is not None else " ".join(map(str, tokens[0].tolist()))
+        prompt_text = (
+            model.to_string(tokens[0]) if model.tokenizer is not None else " ".join(map(str, tokens[0].tolist()))
+        )
     if tokens.shape[1] == 0:
         raise ValueError("The prompt is empty (no tokens).")
     n_layers = model.cfg.n_layers
@@ -298,13 +343,13 @@ def logit_lens(model: Model, prompt: str | torch.Tensor | list[int], answer: str
         per_chunk = max(1, _CHUNK_ELEMENTS // max(1, tokens.shape[1] * model.cfg.d_vocab))
         top_ids, top_probs, ranks, aprobs, kls = [], [], [], [], []
         for start in range(0, len(layers), per_chunk):
-            lg = unembed_resid(model, resid[start:start + per_chunk]).float()  # [c, pos, vocab]
+            lg = unembed_resid(model, resid[start : start + per_chunk]).float()  # [c, pos, vocab]
             lp = lg.log_softmax(-1)
             v, i = lp.topk(top_k, dim=-1)
             top_ids.append(i.cpu())
             top_probs.append(v.exp().cpu())
             last, last_lp = lg[:, -1], lp[:, -1]  # [c, vocab]
-            ranks += ((last > last[:, answer_id:answer_id + 1]).sum(-1) + 1).tolist()
+            ranks += ((last > last[:, answer_id : answer_id + 1]).sum(-1) + 1).tolist()
             aprobs += last_lp[:, answer_id].exp().tolist()
             kls += (final_lp.exp() * (final_lp - last_lp)).sum(-1).clamp_min(0).tolist()
             del lg, lp

@@ -41,10 +41,10 @@ layer, to show kinks"); we know of no paper that does exactly this, so it is des
 >>> res.headline()["kinks"][:3], res.explained_variance_ratio
 >>> logit_pca(["run/ckpt-0", "run/ckpt-1000", "run/ckpt-2000"]).headline()["training_kinks"]
 """
+
 from __future__ import annotations
 
 import gc
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,9 +53,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.io.results import read_json, write_json
-
 from interplab.analyses.observational.lens import unembed_resid
+from interplab.io.results import read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -63,7 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from interplab.models.model import Model
 
-__all__ = ["logit_pca", "pca_trajectory", "layer_points", "random_tokens", "LogitPCAResult"]
+__all__ = ["LogitPCAResult", "layer_points", "logit_pca", "pca_trajectory", "random_tokens"]
 
 RESULT_FILE = "logit_pca.json"
 SPACES = ("logprobs", "probs")
@@ -73,8 +72,9 @@ _GRAM_COLS = 1 << 18  # columns per float64 Gram block
 # ---------------------------------------------------------------------------------- inputs and points
 
 
-def random_tokens(model: Model, n_seqs: int = 2, seq_len: int = 16, seed: int = 0, prepend_bos: bool | None = None
-                  ) -> torch.Tensor:
+def random_tokens(
+    model: Model, n_seqs: int = 2, seq_len: int = 16, seed: int = 0, prepend_bos: bool | None = None
+) -> torch.Tensor:
     """``[n_seqs, seq_len (+1 with BOS)]`` token ids drawn uniformly (seeded) from the tokenizer's vocabulary."""
     if n_seqs < 1 or seq_len < 1:
         raise ValueError(f"n_seqs and seq_len must be at least 1, got {n_seqs} and {seq_len}.")
@@ -92,12 +92,16 @@ def random_tokens(model: Model, n_seqs: int = 2, seq_len: int = 16, seed: int = 
 
 
 def _layer_names(model: Model, include_embed: bool) -> tuple[list[str], list[str]]:
-    names = (["blocks.0.hook_resid_pre"] if include_embed else []) + [f"blocks.{L}.hook_resid_post" for L in range(model.cfg.n_layers)]
+    names = (["blocks.0.hook_resid_pre"] if include_embed else []) + [
+        f"blocks.{L}.hook_resid_post" for L in range(model.cfg.n_layers)
+    ]
     labels = (["embed"] if include_embed else []) + [str(L) for L in range(model.cfg.n_layers)]
     return names, labels
 
 
-def layer_points(model: Model, tokens: torch.Tensor, space: str = "logprobs", include_embed: bool = True) -> torch.Tensor:
+def layer_points(
+    model: Model, tokens: torch.Tensor, space: str = "logprobs", include_embed: bool = True
+) -> torch.Tensor:
     """``[n_layers (+1), n_seqs * pos * vocab]`` float32: each layer's logit-lens output on ``tokens``,
     centred log-softmax (``"logprobs"``) or softmax (``"probs"``), flattened. The last row is the model's own
     output (for ``"logprobs"``: ``logits.log_softmax(-1)`` centred over the vocabulary)."""
@@ -131,13 +135,13 @@ def _gram(blocks: list[torch.Tensor]) -> torch.Tensor:
     G = torch.zeros(off[-1], off[-1], dtype=torch.float64)
     d = blocks[0].shape[1]
     for c0 in range(0, d, _GRAM_COLS):
-        cols = [b[:, c0:c0 + _GRAM_COLS].double() for b in blocks]
+        cols = [b[:, c0 : c0 + _GRAM_COLS].double() for b in blocks]
         for i in range(len(blocks)):
             for j in range(i + 1):
                 g = cols[i] @ cols[j].T
-                G[off[i]:off[i + 1], off[j]:off[j + 1]] += g
+                G[off[i] : off[i + 1], off[j] : off[j + 1]] += g
                 if i != j:
-                    G[off[j]:off[j + 1], off[i]:off[i + 1]] += g.T
+                    G[off[j] : off[j + 1], off[i] : off[i + 1]] += g.T
     return G
 
 
@@ -187,6 +191,7 @@ def _nan_list(x) -> list:
 def _from_nan_list(x) -> torch.Tensor:
     def f(v):
         return [f(w) for w in v] if isinstance(v, list) else (float("nan") if v is None else float(v))
+
     return torch.tensor(f(x), dtype=torch.float64)
 
 
@@ -223,12 +228,18 @@ class LogitPCAResult:
         out = []
         if along == "layers":
             ang = self.turn_angle
-            for idx in torch.argsort(torch.nan_to_num(ang, nan=-1.0).flatten(), descending=True, stable=True)[:k].tolist():
+            for idx in torch.argsort(torch.nan_to_num(ang, nan=-1.0).flatten(), descending=True, stable=True)[
+                :k
+            ].tolist():
                 c, t = divmod(idx, ang.shape[1])
                 if math.isnan(float(ang[c, t])):
                     break
-                row = {"layer": self.layer_labels[t], "angle": round(float(ang[c, t]), 3),
-                       "step_in": _r(self.step_length[c, t]), "step_out": _r(self.step_length[c, t + 1])}
+                row = {
+                    "layer": self.layer_labels[t],
+                    "angle": round(float(ang[c, t]), 3),
+                    "step_in": _r(self.step_length[c, t]),
+                    "step_out": _r(self.step_length[c, t + 1]),
+                }
                 if self.n_checkpoints > 1:
                     row = {"checkpoint": self.checkpoint_names[c], "index": c} | row
                 out.append(row)
@@ -237,9 +248,16 @@ class LogitPCAResult:
             for c in torch.argsort(torch.nan_to_num(ang, nan=-1.0), descending=True, stable=True)[:k].tolist():
                 if math.isnan(float(ang[c])):
                     break
-                out.append({"checkpoint": self.checkpoint_names[c], "index": c, "layer": self.layer_labels[layer],
-                            "angle": round(float(ang[c]), 3), "step_in": _r(self.ckpt_step_length[c, layer]),
-                            "step_out": _r(self.ckpt_step_length[c + 1, layer])})
+                out.append(
+                    {
+                        "checkpoint": self.checkpoint_names[c],
+                        "index": c,
+                        "layer": self.layer_labels[layer],
+                        "angle": round(float(ang[c]), 3),
+                        "step_in": _r(self.ckpt_step_length[c, layer]),
+                        "step_out": _r(self.ckpt_step_length[c + 1, layer]),
+                    }
+                )
         else:
             raise ValueError(f"along must be 'layers' or 'checkpoints', not {along!r}.")
         return out
@@ -257,9 +275,14 @@ class LogitPCAResult:
             "explained_variance": [round(v, 5) for v in evr],
             "explained_variance_total": round(sum(evr), 5),
             "kinks": self.kinks(3),
-            "median_turn_angle": _r(torch.nanmedian(self.turn_angle)) if not torch.isnan(self.turn_angle).all() else None,
-            "largest_step": {"layer": self.layer_labels[t], "length": _r(st[c, t]),
-                             "frac_of_path": _r(float(st[c, t]) / path if path > 0 else float("nan"))}
+            "median_turn_angle": _r(torch.nanmedian(self.turn_angle))
+            if not torch.isnan(self.turn_angle).all()
+            else None,
+            "largest_step": {
+                "layer": self.layer_labels[t],
+                "length": _r(st[c, t]),
+                "frac_of_path": _r(float(st[c, t]) / path if path > 0 else float("nan")),
+            }
             | ({"checkpoint": self.checkpoint_names[c]} if self.n_checkpoints > 1 else {}),
             "space": self.settings.get("space"),
         }
@@ -283,9 +306,14 @@ class LogitPCAResult:
                 row: dict[str, Any] = {"checkpoint": name, "layer": lab}
                 for i in range(self.coords.shape[-1]):
                     row[f"PC{i + 1}"] = float(self.coords[c, t, i])
-                row.update({"step_length": float(self.step_length[c, t]), "turn_angle": float(self.turn_angle[c, t]),
-                            "ckpt_step_length": float(self.ckpt_step_length[c, t]),
-                            "ckpt_turn_angle": float(self.ckpt_turn_angle[c, t])})
+                row.update(
+                    {
+                        "step_length": float(self.step_length[c, t]),
+                        "turn_angle": float(self.turn_angle[c, t]),
+                        "ckpt_step_length": float(self.ckpt_step_length[c, t]),
+                        "ckpt_turn_angle": float(self.ckpt_turn_angle[c, t]),
+                    }
+                )
                 rows.append(row)
         return pd.DataFrame(rows)
 
@@ -305,33 +333,74 @@ class LogitPCAResult:
         x = self.coords[..., 0].tolist()
         y = self.coords[..., 1].tolist() if k > 1 else [[0.0] * len(self.layer_labels) for _ in esc]
         multi = self.n_checkpoints > 1
-        traj = [go.Scatter(x=x[c], y=y[c], mode="lines+markers+text", text=self.layer_labels, textposition="top center",
-                           name=esc[c] if multi else "layers", showlegend=multi, customdata=self.turn_angle[c].tolist(),
-                           hovertemplate="layer %{text}<br>turn %{customdata:.1f}°<extra>" + esc[c] + "</extra>")
-                for c in range(self.n_checkpoints)]
+        traj = [
+            go.Scatter(
+                x=x[c],
+                y=y[c],
+                mode="lines+markers+text",
+                text=self.layer_labels,
+                textposition="top center",
+                name=esc[c] if multi else "layers",
+                showlegend=multi,
+                customdata=self.turn_angle[c].tolist(),
+                hovertemplate="layer %{text}<br>turn %{customdata:.1f}°<extra>" + esc[c] + "</extra>",
+            )
+            for c in range(self.n_checkpoints)
+        ]
         ring_x, ring_y = [], []
         for kk in self.kinks(3):
             c = kk.get("index", 0)
             t = self.layer_labels.index(kk["layer"])
             ring_x.append(x[c][t])
             ring_y.append(y[c][t])
-        rings = go.Scatter(x=ring_x, y=ring_y, mode="markers", name="sharpest turns", hoverinfo="skip",
-                           marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "#e45756", "width": 2}})
+        rings = go.Scatter(
+            x=ring_x,
+            y=ring_y,
+            mode="markers",
+            name="sharpest turns",
+            hoverinfo="skip",
+            marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "#e45756", "width": 2}},
+        )
         extra = []
         if multi:
-            extra.append(go.Scatter(x=[x[c][-1] for c in range(self.n_checkpoints)], y=[y[c][-1] for c in range(self.n_checkpoints)],
-                                    mode="lines", line={"dash": "dot", "color": "grey"}, name="last layer across checkpoints",
-                                    hoverinfo="skip"))
-        lines = [go.Scatter(x=self.layer_labels, y=self.turn_angle[c].tolist(), mode="lines+markers",
-                            name=(esc[c] + " turn") if multi else "turning angle", showlegend=multi,
-                            hovertemplate="layer %{x}<br>%{y:.1f}°<extra></extra>") for c in range(self.n_checkpoints)]
-        steps = [go.Bar(x=self.layer_labels, y=self.step_length[c].tolist(), name=(esc[c] + " step") if multi else "step length",
-                        showlegend=multi, opacity=0.6, hovertemplate="layer %{x}<br>step %{y:.3g}<extra></extra>")
-                 for c in range(self.n_checkpoints)]
+            extra.append(
+                go.Scatter(
+                    x=[x[c][-1] for c in range(self.n_checkpoints)],
+                    y=[y[c][-1] for c in range(self.n_checkpoints)],
+                    mode="lines",
+                    line={"dash": "dot", "color": "grey"},
+                    name="last layer across checkpoints",
+                    hoverinfo="skip",
+                )
+            )
+        lines = [
+            go.Scatter(
+                x=self.layer_labels,
+                y=self.turn_angle[c].tolist(),
+                mode="lines+markers",
+                name=(esc[c] + " turn") if multi else "turning angle",
+                showlegend=multi,
+                hovertemplate="layer %{x}<br>%{y:.1f}°<extra></extra>",
+            )
+            for c in range(self.n_checkpoints)
+        ]
+        steps = [
+            go.Bar(
+                x=self.layer_labels,
+                y=self.step_length[c].tolist(),
+                name=(esc[c] + " step") if multi else "step length",
+                showlegend=multi,
+                opacity=0.6,
+                hovertemplate="layer %{x}<br>step %{y:.3g}<extra></extra>",
+            )
+            for c in range(self.n_checkpoints)
+        ]
         evr = self.explained_variance_ratio.tolist() + [0.0, 0.0]
         xl, yl = f"PC1 ({100 * evr[0]:.1f}%)", f"PC2 ({100 * evr[1]:.1f}%)"
         name = html.escape(self.settings.get("model", ""), quote=False)
-        title = f"PCA of logit-lens {self.settings.get('space', 'logprobs')} on random tokens" + (f" — {name}" if name else "")
+        title = f"PCA of logit-lens {self.settings.get('space', 'logprobs')} on random tokens" + (
+            f" — {name}" if name else ""
+        )
         if kind == "trajectory":
             fig = go.Figure(traj + extra + [rings])
             fig.update_xaxes(title_text=xl)
@@ -345,8 +414,12 @@ class LogitPCAResult:
             fig.update_xaxes(title_text="layer", type="category", row=2, col=1)
             fig.update_yaxes(range=[0, 180], row=1, col=1)
         else:
-            fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42],
-                                subplot_titles=("trajectory through the layers (PC1–PC2)", "turning angle per layer (full space)"))
+            fig = make_subplots(
+                rows=1,
+                cols=2,
+                column_widths=[0.58, 0.42],
+                subplot_titles=("trajectory through the layers (PC1–PC2)", "turning angle per layer (full space)"),
+            )
             for tr in traj + extra + [rings]:
                 fig.add_trace(tr, row=1, col=1)
             for tr in lines:
@@ -364,23 +437,37 @@ class LogitPCAResult:
         h = self.headline()
         kinks = ", ".join(f"layer {kk['layer']} ({kk['angle']:.0f}°)" for kk in h["kinks"]) or "none"
         s = self.settings
-        summary = (f"{s.get('n_seqs')} random sequences of {s.get('seq_len')} tokens (seed {s.get('seed')}); every layer's "
-                   f"logit-lens {s.get('space')} projected onto common principal components. Explained variance of "
-                   f"PC1–PC{len(h['explained_variance'])}: {', '.join(f'{100 * v:.1f}%' for v in h['explained_variance'])}. "
-                   f"Sharpest turns (angle between consecutive steps, full space): {kinks}. Longest step: into layer "
-                   f"{h['largest_step']['layer']} ({100 * (h['largest_step']['frac_of_path'] or 0):.0f}% of the path).")
+        summary = (
+            f"{s.get('n_seqs')} random sequences of {s.get('seq_len')} tokens (seed {s.get('seed')}); every layer's "
+            f"logit-lens {s.get('space')} projected onto common principal components. Explained variance of "
+            f"PC1–PC{len(h['explained_variance'])}: {', '.join(f'{100 * v:.1f}%' for v in h['explained_variance'])}. "
+            f"Sharpest turns (angle between consecutive steps, full space): {kinks}. Longest step: into layer "
+            f"{h['largest_step']['layer']} ({100 * (h['largest_step']['frac_of_path'] or 0):.0f}% of the path)."
+        )
         if "training_kinks" in h:
-            summary += " Across checkpoints (last layer), sharpest turns at: " + ", ".join(
-                f"{kk['checkpoint']} ({kk['angle']:.0f}°)" for kk in h["training_kinks"]) + "."
+            summary += (
+                " Across checkpoints (last layer), sharpest turns at: "
+                + ", ".join(f"{kk['checkpoint']} ({kk['angle']:.0f}°)" for kk in h["training_kinks"])
+                + "."
+            )
         return [text(summary), figure(self.plot()), table(self.to_frame("points"))]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "logit_pca", "format_version": 1, "layer_labels": self.layer_labels,
-                "checkpoint_names": self.checkpoint_names, "coords": self.coords.tolist(),
-                "explained_variance_ratio": self.explained_variance_ratio.tolist(), "total_variance": self.total_variance,
-                "step_length": _nan_list(self.step_length), "turn_angle": _nan_list(self.turn_angle),
-                "ckpt_step_length": _nan_list(self.ckpt_step_length), "ckpt_turn_angle": _nan_list(self.ckpt_turn_angle),
-                "settings": self.settings, "headline": _nan_list_dict(self.headline())}
+        return {
+            "kind": "logit_pca",
+            "format_version": 1,
+            "layer_labels": self.layer_labels,
+            "checkpoint_names": self.checkpoint_names,
+            "coords": self.coords.tolist(),
+            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
+            "total_variance": self.total_variance,
+            "step_length": _nan_list(self.step_length),
+            "turn_angle": _nan_list(self.turn_angle),
+            "ckpt_step_length": _nan_list(self.ckpt_step_length),
+            "ckpt_turn_angle": _nan_list(self.ckpt_turn_angle),
+            "settings": self.settings,
+            "headline": _nan_list_dict(self.headline()),
+        }
 
     def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
         """Write ``logit_pca.json`` (never pickle). Returns the path."""
@@ -389,12 +476,18 @@ class LogitPCAResult:
     @classmethod
     def load(cls, path: str | Path) -> LogitPCAResult:
         d, p = read_json(path, RESULT_FILE, "logit_pca")
-        return cls(coords=torch.tensor(d["coords"], dtype=torch.float64),
-                   explained_variance_ratio=torch.tensor(d["explained_variance_ratio"], dtype=torch.float64),
-                   step_length=_from_nan_list(d["step_length"]), turn_angle=_from_nan_list(d["turn_angle"]),
-                   ckpt_step_length=_from_nan_list(d["ckpt_step_length"]), ckpt_turn_angle=_from_nan_list(d["ckpt_turn_angle"]),
-                   layer_labels=d["layer_labels"], checkpoint_names=d["checkpoint_names"],
-                   total_variance=float(d.get("total_variance", 0.0)), settings=d.get("settings", {}))
+        return cls(
+            coords=torch.tensor(d["coords"], dtype=torch.float64),
+            explained_variance_ratio=torch.tensor(d["explained_variance_ratio"], dtype=torch.float64),
+            step_length=_from_nan_list(d["step_length"]),
+            turn_angle=_from_nan_list(d["turn_angle"]),
+            ckpt_step_length=_from_nan_list(d["ckpt_step_length"]),
+            ckpt_turn_angle=_from_nan_list(d["ckpt_turn_angle"]),
+            layer_labels=d["layer_labels"],
+            checkpoint_names=d["checkpoint_names"],
+            total_variance=float(d.get("total_variance", 0.0)),
+            settings=d.get("settings", {}),
+        )
 
 
 def _r(x, nd: int = 6):
@@ -428,8 +521,13 @@ def _name(m) -> str:
     return str(m) if isinstance(m, (str, Path)) else (m.name or "model")
 
 
-def _trajectory(blocks: list[torch.Tensor], layer_labels: list[str], checkpoint_names: list[str], n_components: int,
-                settings: dict[str, Any]) -> LogitPCAResult:
+def _trajectory(
+    blocks: list[torch.Tensor],
+    layer_labels: list[str],
+    checkpoint_names: list[str],
+    n_components: int,
+    settings: dict[str, Any],
+) -> LogitPCAResult:
     C, T = len(blocks), blocks[0].shape[0]
     if any(b.shape != blocks[0].shape for b in blocks):
         raise ValueError("every checkpoint must give the same number of points of the same dimension.")
@@ -448,20 +546,36 @@ def _trajectory(blocks: list[torch.Tensor], layer_labels: list[str], checkpoint_
     for t in range(T):
         cstep[:, t], cturn[:, t] = _geometry(Yp[:, t])
     evr = evals[:k] / total if total > 0 else torch.zeros(k, dtype=torch.float64)
-    return LogitPCAResult(coords=Yp[..., :k].clone(), explained_variance_ratio=evr, step_length=step, turn_angle=turn,
-                          ckpt_step_length=cstep, ckpt_turn_angle=cturn, layer_labels=list(layer_labels),
-                          checkpoint_names=list(checkpoint_names), total_variance=total, settings=settings)
+    return LogitPCAResult(
+        coords=Yp[..., :k].clone(),
+        explained_variance_ratio=evr,
+        step_length=step,
+        turn_angle=turn,
+        ckpt_step_length=cstep,
+        ckpt_turn_angle=cturn,
+        layer_labels=list(layer_labels),
+        checkpoint_names=list(checkpoint_names),
+        total_variance=total,
+        settings=settings,
+    )
 
 
-def pca_trajectory(points, layer_labels: Sequence[str] | None = None, checkpoint_names: Sequence[str] | None = None,
-                   n_components: int = 3, settings: dict[str, Any] | None = None) -> LogitPCAResult:
+def pca_trajectory(
+    points,
+    layer_labels: Sequence[str] | None = None,
+    checkpoint_names: Sequence[str] | None = None,
+    n_components: int = 3,
+    settings: dict[str, Any] | None = None,
+) -> LogitPCAResult:
     """PCA trajectory of arbitrary points: ``[n_layers, dim]`` (one path) or ``[n_checkpoints, n_layers, dim]``
     (a tensor or array). The geometry that :func:`logit_pca` applies to logit-lens outputs, for any points."""
     x = torch.as_tensor(points)
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3 or x.shape[1] < 2:
-        raise ValueError(f"points must be [n_layers, dim] or [n_checkpoints, n_layers, dim] with n_layers >= 2, got {tuple(x.shape)}.")
+        raise ValueError(
+            f"points must be [n_layers, dim] or [n_checkpoints, n_layers, dim] with n_layers >= 2, got {tuple(x.shape)}."
+        )
     C, T, _ = x.shape
     labels = list(layer_labels) if layer_labels is not None else [str(t) for t in range(T)]
     names = list(checkpoint_names) if checkpoint_names is not None else [str(c) for c in range(C)]
@@ -470,9 +584,17 @@ def pca_trajectory(points, layer_labels: Sequence[str] | None = None, checkpoint
     return _trajectory([x[c] for c in range(C)], labels, names, n_components, dict(settings or {}))
 
 
-def logit_pca(models, n_seqs: int = 2, seq_len: int = 16, seed: int = 0, space: str = "logprobs",
-              include_embed: bool = True, n_components: int = 3, prepend_bos: bool | None = None,
-              max_elements: int = 1 << 28) -> LogitPCAResult:
+def logit_pca(
+    models,
+    n_seqs: int = 2,
+    seq_len: int = 16,
+    seed: int = 0,
+    space: str = "logprobs",
+    include_embed: bool = True,
+    n_components: int = 3,
+    prepend_bos: bool | None = None,
+    max_elements: int = 1 << 28,
+) -> LogitPCAResult:
     """PCA of the logit-lens outputs of every layer on a fixed seeded set of random tokens (see the module
     docstring). ``models``: a Model or name, or a list of checkpoints of one architecture (Models or
     names/directories, loaded one at a time) to trace the trajectory across training too.
@@ -499,19 +621,30 @@ def logit_pca(models, n_seqs: int = 2, seq_len: int = 16, seed: int = 0, space: 
                     raise ValueError(
                         f"{len(items)} checkpoint(s) x {len(labels)} layers x {tokens.numel()} positions x {model.cfg.d_vocab} "
                         f"vocabulary = {size:,} values exceed max_elements={max_elements:,}; use fewer or shorter random "
-                        "sequences (n_seqs, seq_len), fewer checkpoints, or raise max_elements.")
+                        "sequences (n_seqs, seq_len), fewer checkpoints, or raise max_elements."
+                    )
             elif (model.cfg.n_layers, model.cfg.d_vocab) != ref_cfg:
-                raise ValueError(f"checkpoint {i} ({_name(m)}) has {model.cfg.n_layers} layers and vocabulary {model.cfg.d_vocab}; "
-                                 f"the first has {ref_cfg[0]} and {ref_cfg[1]}. Checkpoints must share the architecture.")
+                raise ValueError(
+                    f"checkpoint {i} ({_name(m)}) has {model.cfg.n_layers} layers and vocabulary {model.cfg.d_vocab}; "
+                    f"the first has {ref_cfg[0]} and {ref_cfg[1]}. Checkpoints must share the architecture."
+                )
             blocks.append(layer_points(model, tokens, space=space, include_embed=include_embed))
             names.append(_name(m))
         finally:
             if loaded:
                 del model
                 gc.collect()
-    settings = {"method": "PCA of logit-lens outputs on random tokens (after Olsson et al. 2022; Hoogland et al. 2024)",
-                "hook": "blocks.{L}.hook_resid_post (embed: blocks.0.hook_resid_pre)", "space": space, "n_seqs": n_seqs,
-                "seq_len": seq_len, "seed": seed, "positions": int(tokens.numel()), "include_embed": include_embed,
-                "n_components": n_components, "model": names[0] if len(names) == 1 else f"{len(names)} checkpoints",
-                "dim": int(blocks[0].shape[1])}
+    settings = {
+        "method": "PCA of logit-lens outputs on random tokens (after Olsson et al. 2022; Hoogland et al. 2024)",
+        "hook": "blocks.{L}.hook_resid_post (embed: blocks.0.hook_resid_pre)",
+        "space": space,
+        "n_seqs": n_seqs,
+        "seq_len": seq_len,
+        "seed": seed,
+        "positions": int(tokens.numel()),
+        "include_embed": include_embed,
+        "n_components": n_components,
+        "model": names[0] if len(names) == 1 else f"{len(names)} checkpoints",
+        "dim": int(blocks[0].shape[1]),
+    }
     return _trajectory(blocks, labels, names, n_components, settings)

@@ -24,6 +24,7 @@ Given hidden states ``h⁺`` / ``h⁻`` of the contrast pair (statement answered
   within ``acc_tol`` of the first one's (and, separately, those whose CCS loss is at most
   ``max(2 × first, first + 0.01)``, whatever their accuracy).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,11 +35,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["normalize_by_template", "ccs_loss", "fit_ccs", "CCSProbe", "truth_like_directions", "ccs_evaluate",
-           "CCSResult", "zero_shot_scores", "run_ccs", "planted_truth_data"]
+__all__ = [
+    "CCSProbe",
+    "CCSResult",
+    "ccs_evaluate",
+    "ccs_loss",
+    "fit_ccs",
+    "normalize_by_template",
+    "planted_truth_data",
+    "run_ccs",
+    "truth_like_directions",
+    "zero_shot_scores",
+]
 
 
-def normalize_by_template(h: np.ndarray, template: Sequence[int] | None = None, var_normalize: bool = True) -> np.ndarray:
+def normalize_by_template(
+    h: np.ndarray, template: Sequence[int] | None = None, var_normalize: bool = True
+) -> np.ndarray:
     """Subtract each template's mean (and divide by its per-dimension std) — separately for h⁺ and h⁻."""
     h = np.asarray(h, dtype=np.float64)
     t = np.zeros(len(h), dtype=int) if template is None else np.asarray(template)
@@ -86,13 +99,20 @@ class CCSProbe:
         return self.w / (np.linalg.norm(self.w) + 1e-300)
 
 
-def fit_ccs(hp: np.ndarray, hn: np.ndarray, n_restarts: int = 10, epochs: int = 1000, lr: float = 1e-2,
-            weight_decay: float = 0.01, seed: int = 0) -> CCSProbe:
+def fit_ccs(
+    hp: np.ndarray,
+    hn: np.ndarray,
+    n_restarts: int = 10,
+    epochs: int = 1000,
+    lr: float = 1e-2,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+) -> CCSProbe:
     """Train ``n_restarts`` CCS probes at once (full batch, AdamW as in Burns et al.'s code) and keep the one
     with the lowest final loss. Inputs should already be normalised (:func:`normalize_by_template`)."""
     import torch
 
-    from interplab.train.trainer import torch_threads
+    from interplab.runtime import torch_threads
 
     with torch_threads(1):
         g = torch.Generator().manual_seed(seed)
@@ -127,13 +147,29 @@ def _oriented(score_tr, y_tr, score_te, y_te) -> tuple[float, float, int]:
     return a, max(raw, 1 - raw), sign
 
 
-def _probe_oriented(probe: CCSProbe, hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train, test) -> tuple[float, float, int]:
+def _probe_oriented(
+    probe: CCSProbe, hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train, test
+) -> tuple[float, float, int]:
     """:func:`_oriented` for a CCS probe's score ``predict_proba − ½`` on the ``train`` / ``test`` rows."""
-    return _oriented(probe.predict_proba(hp[train], hn[train]) - 0.5, y[train], probe.predict_proba(hp[test], hn[test]) - 0.5, y[test])
+    return _oriented(
+        probe.predict_proba(hp[train], hn[train]) - 0.5,
+        y[train],
+        probe.predict_proba(hp[test], hn[test]) - 0.5,
+        y[test],
+    )
 
 
-def truth_like_directions(hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                          max_dirs: int = 20, acc_tol: float = 0.05, first: CCSProbe | None = None, **ccs_kw) -> dict[str, Any]:
+def truth_like_directions(
+    hp: np.ndarray,
+    hn: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    max_dirs: int = 20,
+    acc_tol: float = 0.05,
+    first: CCSProbe | None = None,
+    **ccs_kw,
+) -> dict[str, Any]:
     """Iterate: fit CCS on the training rows, record its loss and held-out accuracy, project its direction
     out of every row (orthogonally, in the normalised space), refit. Returns per-direction records and
     ``n_truth_like``: directions whose unoriented held-out accuracy is ≥ the first one's − ``acc_tol``
@@ -158,8 +194,14 @@ def truth_like_directions(hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train: 
     n = 0 if acc0 < 0.5 + acc_tol else sum(r["acc_unoriented"] >= acc0 - acc_tol for r in recs)
     loss0 = recs[0]["ccs_loss"] if recs else 0.0
     n_loss = sum(r["ccs_loss"] <= max(2 * loss0, loss0 + 0.01) for r in recs)
-    return {"directions": recs, "n_truth_like": int(n), "n_low_loss": int(n_loss), "acc_tol": acc_tol, "max_dirs": max_dirs,
-            "hit_max": bool(recs and n == len(recs))}
+    return {
+        "directions": recs,
+        "n_truth_like": int(n),
+        "n_low_loss": int(n_loss),
+        "acc_tol": acc_tol,
+        "max_dirs": max_dirs,
+        "hit_max": bool(recs and n == len(recs)),
+    }
 
 
 @dataclass
@@ -184,24 +226,37 @@ class CCSResult:
             return pd.DataFrame(self.layer_sweep)
         h = self.headline_
         rows = []
-        for m, label in [("ccs", "CCS"), ("crc", "CRC-TPC"), ("random", "random direction"), ("lr", "logistic regression (supervised)"),
-                         ("zero_shot", "zero-shot")]:
+        for m, label in [
+            ("ccs", "CCS"),
+            ("crc", "CRC-TPC"),
+            ("random", "random direction"),
+            ("lr", "logistic regression (supervised)"),
+            ("zero_shot", "zero-shot"),
+        ]:
             if f"{m}_acc" in h:
-                rows.append({"method": label, "acc (label-oriented / supervised)": h[f"{m}_acc"],
-                             "acc unoriented max(a, 1-a)": h.get(f"{m}_acc_unoriented")})
+                rows.append(
+                    {
+                        "method": label,
+                        "acc (label-oriented / supervised)": h[f"{m}_acc"],
+                        "acc unoriented max(a, 1-a)": h.get(f"{m}_acc_unoriented"),
+                    }
+                )
         return pd.DataFrame(rows)
 
     def plot(self):
-        import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
         df = self.to_frame()
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("Held-out accuracy", "Truth-like directions (CCS, project out, refit)"))
+        fig = make_subplots(
+            rows=1, cols=2, subplot_titles=("Held-out accuracy", "Truth-like directions (CCS, project out, refit)")
+        )
         fig.add_bar(x=df["method"], y=df["acc (label-oriented / supervised)"], name="label-oriented", row=1, col=1)
         fig.add_bar(x=df["method"], y=df["acc unoriented max(a, 1-a)"], name="unoriented", row=1, col=1)
         dd = self.to_frame("directions")
         if len(dd):
-            fig.add_scatter(x=dd["direction"], y=dd["acc_unoriented"], mode="lines+markers", name="unoriented acc", row=1, col=2)
+            fig.add_scatter(
+                x=dd["direction"], y=dd["acc_unoriented"], mode="lines+markers", name="unoriented acc", row=1, col=2
+            )
             fig.add_scatter(x=dd["direction"], y=dd["ccs_loss"], mode="lines+markers", name="CCS loss", row=1, col=2)
         fig.update_layout(barmode="group", yaxis_range=[0, 1])
         return fig
@@ -219,9 +274,22 @@ class CCSResult:
         return cls(**d)
 
 
-def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray, test: np.ndarray,
-                 zero_shot: np.ndarray | None = None, n_restarts: int = 10, epochs: int = 1000, n_random: int = 100,
-                 max_dirs: int = 20, acc_tol: float = 0.05, var_normalize: bool = True, seed: int = 0) -> CCSResult:
+def ccs_evaluate(
+    hp: np.ndarray,
+    hn: np.ndarray,
+    y,
+    template,
+    train: np.ndarray,
+    test: np.ndarray,
+    zero_shot: np.ndarray | None = None,
+    n_restarts: int = 10,
+    epochs: int = 1000,
+    n_random: int = 100,
+    max_dirs: int = 20,
+    acc_tol: float = 0.05,
+    var_normalize: bool = True,
+    seed: int = 0,
+) -> CCSResult:
     """CCS and its baselines on the same train/test rows. ``hp``/``hn`` raw hidden states ``[n, d]``;
     ``zero_shot``: per-row score (logit Yes − logit No) or None."""
     from interplab.analyses.representations.erasure import majority_acc
@@ -249,7 +317,7 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
     lr = LinearProbe().fit(diff[train], y[train])
     h["lr_acc"] = float(lr.score(diff[test], y[test]))
     h["lr_acc_unoriented"] = max(h["lr_acc"], 1 - h["lr_acc"])
-    cos = lambda a, b: float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))  # noqa: E731
+    cos = lambda a, b: float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
     h["cos_ccs_lr"] = cos(probe.w, lr.direction_)
     h["cos_ccs_crc"] = cos(probe.w, u)
     if zero_shot is not None:
@@ -257,30 +325,63 @@ def ccs_evaluate(hp: np.ndarray, hn: np.ndarray, y, template, train: np.ndarray,
         h["zero_shot_acc"] = _acc(z[test] > 0, y[test])
         h["zero_shot_acc_unoriented"] = max(h["zero_shot_acc"], 1 - h["zero_shot_acc"])
         h["zero_shot_calibrated_acc"] = _acc(z[test] > np.median(z[test]), y[test])
-    tl = truth_like_directions(hp_n, hn_n, y, train, test, max_dirs=max_dirs, acc_tol=acc_tol, first=probe,
-                               n_restarts=n_restarts, epochs=epochs, seed=seed)
+    tl = truth_like_directions(
+        hp_n,
+        hn_n,
+        y,
+        train,
+        test,
+        max_dirs=max_dirs,
+        acc_tol=acc_tol,
+        first=probe,
+        n_restarts=n_restarts,
+        epochs=epochs,
+        seed=seed,
+    )
     h["n_truth_like_directions"] = tl["n_truth_like"]
     h["n_low_ccs_loss_directions"] = tl["n_low_loss"]  # loss <= max(2 x first, first + 0.01), whatever their accuracy
     h["truth_like_hit_max"] = tl["hit_max"]
     h["majority_acc"] = majority_acc(y[test])
-    h["n_train"], h["n_test"] = int(len(train)), int(len(test))
+    h["n_train"], h["n_test"] = len(train), len(test)
     h = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
-    return CCSResult(h, tl["directions"], settings={"n_restarts": n_restarts, "epochs": epochs, "n_random": n_random,
-                                                    "max_dirs": max_dirs, "acc_tol": acc_tol, "var_normalize": var_normalize,
-                                                    "seed": seed})
+    return CCSResult(
+        h,
+        tl["directions"],
+        settings={
+            "n_restarts": n_restarts,
+            "epochs": epochs,
+            "n_random": n_random,
+            "max_dirs": max_dirs,
+            "acc_tol": acc_tol,
+            "var_normalize": var_normalize,
+            "seed": seed,
+        },
+    )
 
 
-def zero_shot_scores(model, prompts: Sequence[str], answers: tuple[str, str] = (" Yes", " No"), batch_size: int = 16) -> np.ndarray:
+def zero_shot_scores(
+    model, prompts: Sequence[str], answers: tuple[str, str] = (" Yes", " No"), batch_size: int = 16
+) -> np.ndarray:
     """logit(answer[0]) − logit(answer[1]) at each prompt's last token (right padding)."""
     from interplab.tasks.facts import last_token_logits
 
     a, _ = model.first_token_id(answers[0])
     b, _ = model.first_token_id(answers[1])
-    return np.concatenate([(row[:, a] - row[:, b]).float().cpu().numpy() for row in last_token_logits(model, prompts, batch_size)])
+    return np.concatenate(
+        [(row[:, a] - row[:, b]).float().cpu().numpy() for row in last_token_logits(model, prompts, batch_size)]
+    )
 
 
-def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, seed: int = 0, batch_size: int = 16,
-            return_acts: bool = False, **kw) -> CCSResult | tuple[CCSResult, dict[str, np.ndarray]]:
+def run_ccs(
+    model,
+    dataset,
+    layer: int | None = None,
+    test_frac: float = 0.3,
+    seed: int = 0,
+    batch_size: int = 16,
+    return_acts: bool = False,
+    **kw,
+) -> CCSResult | tuple[CCSResult, dict[str, np.ndarray]]:
     """Collect last-token residual streams of x⁺ and x⁻ at every layer, split by statement (all templates
     of a statement on one side), choose the layer (``None``: the best supervised probe on an inner split of
     the *training* rows — the test rows are never used to choose), and run :func:`ccs_evaluate` there.
@@ -314,16 +415,33 @@ def run_ccs(model, dataset, layer: int | None = None, test_frac: float = 0.3, se
         from interplab.analyses.representations.probes import easy_hard_split
 
         easy, hard = easy_hard_split(dataset.difficulty, groups, 0.5, 0.3)
-        hpn, hnn = normalize_by_template(acts_p[layer], dataset.template), normalize_by_template(acts_n[layer], dataset.template)
+        hpn, hnn = (
+            normalize_by_template(acts_p[layer], dataset.template),
+            normalize_by_template(acts_n[layer], dataset.template),
+        )
         dp = hpn - hnn
-        res.headline_["lr_easy_to_hard_acc"] = round(float(LinearProbe().fit(dp[easy], y[easy]).score(dp[hard], y[hard])), 4)
-        pr = fit_ccs(hpn[easy], hnn[easy], n_restarts=kw.get("n_restarts", 10), epochs=kw.get("epochs", 1000), seed=seed)
+        res.headline_["lr_easy_to_hard_acc"] = round(
+            float(LinearProbe().fit(dp[easy], y[easy]).score(dp[hard], y[hard])), 4
+        )
+        pr = fit_ccs(
+            hpn[easy], hnn[easy], n_restarts=kw.get("n_restarts", 10), epochs=kw.get("epochs", 1000), seed=seed
+        )
         o, u, _ = _probe_oriented(pr, hpn, hnn, y, easy, hard)
-        res.headline_["ccs_easy_to_hard_acc"], res.headline_["ccs_easy_to_hard_acc_unoriented"] = round(o, 4), round(u, 4)
+        res.headline_["ccs_easy_to_hard_acc"], res.headline_["ccs_easy_to_hard_acc_unoriented"] = (
+            round(o, 4),
+            round(u, 4),
+        )
     res.layer_sweep = sweep
-    res.settings.update({"dataset": dataset.name, "n_rows": len(dataset), "n_statements": len(dataset.statements),
-                         "n_templates": len(set(dataset.template)), "test_frac": test_frac,
-                         "layer_chosen_by": "given" if given else "inner validation split of the training rows"})
+    res.settings.update(
+        {
+            "dataset": dataset.name,
+            "n_rows": len(dataset),
+            "n_statements": len(dataset.statements),
+            "n_templates": len(set(dataset.template)),
+            "test_frac": test_frac,
+            "layer_chosen_by": "given" if given else "inner validation split of the training rows",
+        }
+    )
     if return_acts:
         return res, {"pos": acts_p[layer], "neg": acts_n[layer], "y": y}
     return res

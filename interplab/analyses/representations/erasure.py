@@ -26,20 +26,35 @@ regression is at chance but an MLP, gradient-boosted trees or even a threshold o
 far above the majority rate. :func:`evaluate_erasure` measures exactly that (linear probe accuracy and
 log-loss against the label entropy; MLP; gradient-boosted trees; all on held-out data).
 """
+
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-__all__ = ["MeanDifferenceEraser", "LeaceEraser", "INLPEraser", "RLACEEraser", "MedianEraser", "ERASERS", "make_eraser",
-           "evaluate_erasure", "ErasureResult", "make_synthetic_data", "make_outlier_data", "fantope_project",
-           "load_acts_dir", "label_entropy", "majority_acc"]
+__all__ = [
+    "ERASERS",
+    "ErasureResult",
+    "INLPEraser",
+    "LeaceEraser",
+    "MeanDifferenceEraser",
+    "MedianEraser",
+    "RLACEEraser",
+    "evaluate_erasure",
+    "fantope_project",
+    "label_entropy",
+    "load_acts_dir",
+    "majority_acc",
+    "make_eraser",
+    "make_outlier_data",
+    "make_synthetic_data",
+]
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -155,7 +170,9 @@ class _ProjectionEraser(BaseEstimator, TransformerMixin):
 
     def get_feature_names_out(self, input_features=None):  # pragma: no cover - sklearn nicety
         self._solution()
-        return np.asarray(input_features if input_features is not None else [f"x{i}" for i in range(self.left_.shape[0])])
+        return np.asarray(
+            input_features if input_features is not None else [f"x{i}" for i in range(self.left_.shape[0])]
+        )
 
 
 # ----------------------------------------------------------------------------------------- mean difference
@@ -313,8 +330,15 @@ class INLPEraser(_ProjectionEraser):
     classifier trained on the projected data scores within ``tol`` of the majority rate on a held-out
     split (``dev_frac`` of the data)."""
 
-    def __init__(self, n_iter: int = 10, clf: str = "svm", C: float = 1.0, tol: float = 0.01, dev_frac: float = 0.3,
-                 random_state: int = 0):
+    def __init__(
+        self,
+        n_iter: int = 10,
+        clf: str = "svm",
+        C: float = 1.0,
+        tol: float = 0.01,
+        dev_frac: float = 0.3,
+        random_state: int = 0,
+    ):
         self.n_iter = n_iter
         self.clf = clf
         self.C = C
@@ -404,9 +428,19 @@ class RLACEEraser(_ProjectionEraser):
     a CPU; the predictor is a plain linear layer (no weight penalty besides SGD's weight decay, as there).
     Runs single-threaded (small matrices; faster than contending for shared cores)."""
 
-    def __init__(self, rank: int = 1, n_iter: int = 3000, lr_P: float = 0.05, lr_clf: float = 0.05,
-                 weight_decay: float = 1e-4, batch_size: int = 256, evaluate_every: int = 100, epsilon: float = 0.0015,
-                 optimizer: str = "sgd", random_state: int = 0):
+    def __init__(
+        self,
+        rank: int = 1,
+        n_iter: int = 3000,
+        lr_P: float = 0.05,
+        lr_clf: float = 0.05,
+        weight_decay: float = 1e-4,
+        batch_size: int = 256,
+        evaluate_every: int = 100,
+        epsilon: float = 0.0015,
+        optimizer: str = "sgd",
+        random_state: int = 0,
+    ):
         self.rank = rank
         self.n_iter = n_iter
         self.lr_P = lr_P
@@ -424,7 +458,7 @@ class RLACEEraser(_ProjectionEraser):
         return V[:, -k:]
 
     def fit(self, X, y):
-        from interplab.train.trainer import torch_threads
+        from interplab.runtime import torch_threads
 
         with torch_threads(1):
             return self._fit(X, y)
@@ -449,9 +483,12 @@ class RLACEEraser(_ProjectionEraser):
         with torch.no_grad():
             pred.weight.copy_(torch.randn(pred.weight.shape, generator=g) * 0.01)
             pred.bias.zero_()
-        lossf = (lambda z, t: torch.nn.functional.binary_cross_entropy_with_logits(z.squeeze(-1), t.float())) if k == 2 \
+        lossf = (
+            (lambda z, t: torch.nn.functional.binary_cross_entropy_with_logits(z.squeeze(-1), t.float()))
+            if k == 2
             else (lambda z, t: torch.nn.functional.cross_entropy(z, t))
-        P = (torch.randn(d, d, generator=g) * 0.1)
+        )
+        P = torch.randn(d, d, generator=g) * 0.1
         P = fantope_project((P + P.T) / 2, self.rank).float().requires_grad_(True)
         Opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}.get(self.optimizer)
         if Opt is None:
@@ -520,8 +557,14 @@ class MedianEraser(_ProjectionEraser):
     guarantee equal class means. The map fixes the training data's coordinatewise median (``with_mean=False``)
     or mean (``with_mean=True``)."""
 
-    def __init__(self, rank: int | None = None, alpha: float = 1e-3, max_rank: int = 10, with_mean: bool = True,
-                 random_state: int = 0):
+    def __init__(
+        self,
+        rank: int | None = None,
+        alpha: float = 1e-3,
+        max_rank: int = 10,
+        with_mean: bool = True,
+        random_state: int = 0,
+    ):
         self.rank = rank
         self.with_mean = with_mean
         self.alpha = alpha
@@ -580,7 +623,7 @@ class MedianEraser(_ProjectionEraser):
         else:
             rng = np.random.default_rng(self.random_state)
             idx = rng.permutation(len(X))
-            a, b = idx[: len(X) // 2], idx[len(X) // 2:]
+            a, b = idx[: len(X) // 2], idx[len(X) // 2 :]
             U = self._start(Xc[a], y[a], k)
             r, self.pvalues_ = 0, []
             for _ in range(min(self.max_rank, X.shape[1] - 1)):
@@ -601,8 +644,13 @@ class MedianEraser(_ProjectionEraser):
         return self
 
 
-ERASERS: dict[str, type] = {"mean": MeanDifferenceEraser, "leace": LeaceEraser, "inlp": INLPEraser,
-                            "rlace": RLACEEraser, "median": MedianEraser}
+ERASERS: dict[str, type] = {
+    "mean": MeanDifferenceEraser,
+    "leace": LeaceEraser,
+    "inlp": INLPEraser,
+    "rlace": RLACEEraser,
+    "median": MedianEraser,
+}
 
 
 def make_eraser(method: str, **kw):
@@ -619,13 +667,26 @@ def make_synthetic_data(n: int = 2000, d: int = 20, seed: int = 0) -> tuple[np.n
     """scikit-learn's ``make_classification`` (2 classes, ``d`` features, 5 informative)."""
     from sklearn.datasets import make_classification
 
-    X, y = make_classification(n_samples=n, n_features=d, n_informative=min(5, d), n_redundant=min(2, max(d - 5, 0)),
-                               n_classes=2, random_state=seed)
+    X, y = make_classification(
+        n_samples=n,
+        n_features=d,
+        n_informative=min(5, d),
+        n_redundant=min(2, max(d - 5, 0)),
+        n_classes=2,
+        random_state=seed,
+    )
     return X, y
 
 
-def make_outlier_data(n: int = 2000, d: int = 10, outlier_frac: float = 0.1, gap: float = 1.0, shift: float = 1.0,
-                      noise: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_outlier_data(
+    n: int = 2000,
+    d: int = 10,
+    outlier_frac: float = 0.1,
+    gap: float = 1.0,
+    shift: float = 1.0,
+    noise: float = 0.3,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Two balanced classes where equalising the class means leaves the concept easy to recover.
 
     Coordinate 0: class 0 ~ N(−gap, noise²); class 1's bulk ~ N(+gap, noise²) but a fraction ``outlier_frac``
@@ -665,19 +726,25 @@ def load_acts_dir(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     p = Path(path)
     if not p.is_dir():
-        raise FileNotFoundError(f"activation directory {p} does not exist (expected DIR/acts.safetensors with x [n, d] and y [n]).")
+        raise FileNotFoundError(
+            f"activation directory {p} does not exist (expected DIR/acts.safetensors with x [n, d] and y [n])."
+        )
     if (p / PLAIN).is_file() or (p / MANIFEST).is_file():
         a = load_acts(p)
         if a.y is None:
-            raise ValueError(f"{p} holds activations without labels (an `interplab acts` dataset); concept erasure needs "
-                             "a label per row: write DIR/acts.safetensors with x [n, d] and y [n] (interplab ccs does).")
+            raise ValueError(
+                f"{p} holds activations without labels (an `interplab acts` dataset); concept erasure needs "
+                "a label per row: write DIR/acts.safetensors with x [n, d] and y [n] (interplab ccs does)."
+            )
         X, y = a.x.double().numpy(), a.y.reshape(-1).numpy()
         if len(X) != len(y):
             raise ValueError(f"x must be [n, d] and y [n]; got {X.shape} and {y.shape}.")
         return X, y
     files = sorted(p.glob("*.safetensors"))  # DIR/acts.safetensors itself was read above
     if not files:
-        raise FileNotFoundError(f"no acts.safetensors (or *.safetensors shards) in {p}; write tensors x [n, d] and y [n].")
+        raise FileNotFoundError(
+            f"no acts.safetensors (or *.safetensors shards) in {p}; write tensors x [n, d] and y [n]."
+        )
     xs, ys = [], []
     for f in files:
         t = load_file(str(f))
@@ -711,11 +778,15 @@ def _probe_scores_1(Xtr, ytr, Xte, yte, nonlinear: bool, seed: int) -> dict[str,
 
     labels = np.unique(np.concatenate([ytr, yte]))
     lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(Xtr, ytr)
-    out = {"linear_acc": float(lr.score(Xte, yte)),
-           "linear_logloss": float(log_loss(yte, lr.predict_proba(Xte), labels=labels))}
+    out = {
+        "linear_acc": float(lr.score(Xte, yte)),
+        "linear_logloss": float(log_loss(yte, lr.predict_proba(Xte), labels=labels)),
+    }
     if nonlinear:
-        mlp = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_iter=500, early_stopping=True,
-                                                            random_state=seed)).fit(Xtr, ytr)
+        mlp = make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(64,), max_iter=500, early_stopping=True, random_state=seed),
+        ).fit(Xtr, ytr)
         gbt = HistGradientBoostingClassifier(max_iter=200, random_state=seed).fit(Xtr, ytr)
         out["mlp_acc"] = float(mlp.score(Xte, yte))
         out["gbt_acc"] = float(gbt.score(Xte, yte))
@@ -740,11 +811,19 @@ class ErasureResult:
     kind: str = "erasure"
 
     def headline(self) -> dict[str, Any]:
-        h = {"method": self.method, "majority_acc": self.majority_acc, "label_entropy": self.label_entropy,
-             "linear_acc_before": self.before["linear_acc"], "linear_acc_after": self.after["linear_acc"],
-             "linear_logloss_before": self.before["linear_logloss"], "linear_logloss_after": self.after["linear_logloss"],
-             "rank": self.rank, "fit_seconds": self.fit_seconds, "mean_gap_after": self.mean_gap_after,
-             "mean_sq_change": self.change_norm}
+        h = {
+            "method": self.method,
+            "majority_acc": self.majority_acc,
+            "label_entropy": self.label_entropy,
+            "linear_acc_before": self.before["linear_acc"],
+            "linear_acc_after": self.after["linear_acc"],
+            "linear_logloss_before": self.before["linear_logloss"],
+            "linear_logloss_after": self.after["linear_logloss"],
+            "rank": self.rank,
+            "fit_seconds": self.fit_seconds,
+            "mean_gap_after": self.mean_gap_after,
+            "mean_sq_change": self.change_norm,
+        }
         for k in ("nonlinear_acc", "mlp_acc", "gbt_acc"):
             if k in self.after:
                 h[f"{k}_before"] = self.before[k]
@@ -761,11 +840,19 @@ class ErasureResult:
         import plotly.graph_objects as go
 
         keys = [k for k in self.before if k.endswith("_acc")]
-        fig = go.Figure([go.Bar(name="before", x=keys, y=[self.before[k] for k in keys]),
-                         go.Bar(name="after", x=keys, y=[self.after[k] for k in keys])])
+        fig = go.Figure(
+            [
+                go.Bar(name="before", x=keys, y=[self.before[k] for k in keys]),
+                go.Bar(name="after", x=keys, y=[self.after[k] for k in keys]),
+            ]
+        )
         fig.add_hline(y=self.majority_acc, line_dash="dash", annotation_text="majority")
-        fig.update_layout(barmode="group", title=f"{self.method}: held-out probe accuracy before / after erasure",
-                          yaxis_title="accuracy", yaxis_range=[0, 1])
+        fig.update_layout(
+            barmode="group",
+            title=f"{self.method}: held-out probe accuracy before / after erasure",
+            yaxis_title="accuracy",
+            yaxis_range=[0, 1],
+        )
         return fig
 
     def save(self, directory: str | Path) -> Path:
@@ -781,8 +868,9 @@ class ErasureResult:
         return cls(**d)
 
 
-def evaluate_erasure(eraser, X, y, test_frac: float = 0.3, nonlinear: bool = True, seed: int = 0,
-                     method: str | None = None) -> ErasureResult:
+def evaluate_erasure(
+    eraser, X, y, test_frac: float = 0.3, nonlinear: bool = True, seed: int = 0, method: str | None = None
+) -> ErasureResult:
     """Fit ``eraser`` on a training split of ``(X, y)`` and probe the erased held-out split: logistic
     regression accuracy and log-loss (compare with the label entropy, the loss of the best constant),
     an MLP and gradient-boosted trees (``nonlinear``); the same probes on the raw data give "before"."""
@@ -803,8 +891,15 @@ def evaluate_erasure(eraser, X, y, test_frac: float = 0.3, nonlinear: bool = Tru
         m = np.stack([Z[yte == c].mean(0) for c in cls])
         return float(np.abs(m - m.mean(0)).max())
 
-    return ErasureResult(method=method or type(eraser).__name__, settings={"eraser": repr(eraser), "test_frac": test_frac,
-                         "seed": seed, "n": int(len(X)), "d": int(X.shape[1])}, before=before, after=after,
-                         majority_acc=majority_acc(yte), label_entropy=label_entropy(yte),
-                         rank=int(getattr(eraser, "rank_", -1)), fit_seconds=round(fit_s, 4),
-                         mean_gap_after=gap(Ete) / max(gap(Xte), 1e-300), change_norm=float(((Ete - Xte) ** 2).mean()))
+    return ErasureResult(
+        method=method or type(eraser).__name__,
+        settings={"eraser": repr(eraser), "test_frac": test_frac, "seed": seed, "n": len(X), "d": int(X.shape[1])},
+        before=before,
+        after=after,
+        majority_acc=majority_acc(yte),
+        label_entropy=label_entropy(yte),
+        rank=int(getattr(eraser, "rank_", -1)),
+        fit_seconds=round(fit_s, 4),
+        mean_gap_after=gap(Ete) / max(gap(Xte), 1e-300),
+        change_norm=float(((Ete - Xte) ** 2).mean()),
+    )

@@ -6,6 +6,7 @@ the easy → hard split follows Hase et al. (2024), "The Unreasonable Effectiven
 Hard Tasks" (train on easy items, test on hard ones). Activations come from the one hook mechanism
 (:func:`collect_activations` calls ``model.run(tokens, cache=[...])``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from interplab.analyses.representations.erasure import majority_acc
 
-__all__ = ["LinearProbe", "collect_activations", "probe_layers", "ProbeSweep", "easy_hard_split", "group_split"]
+__all__ = ["LinearProbe", "ProbeSweep", "collect_activations", "easy_hard_split", "group_split", "probe_layers"]
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -61,8 +62,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return w[0] if w.shape[0] == 1 else w
 
 
-def collect_activations(model, prompts: Sequence[str] | Any, layers: Sequence[int] | None = None, hook: str = "hook_resid_post",
-                        position: int = -1, batch_size: int = 16) -> dict[int, np.ndarray]:
+def collect_activations(
+    model,
+    prompts: Sequence[str] | Any,
+    layers: Sequence[int] | None = None,
+    hook: str = "hook_resid_post",
+    position: int = -1,
+    batch_size: int = 16,
+) -> dict[int, np.ndarray]:
     """``{layer: [n, d_model]}`` float32 activations of ``blocks.{layer}.{hook}`` at one position per prompt.
 
     ``prompts``: strings (tokenised with right padding) or a LongTensor ``[n, pos]``. ``position=-1`` is each
@@ -73,21 +80,25 @@ def collect_activations(model, prompts: Sequence[str] | Any, layers: Sequence[in
     n_layers = model.cfg.n_layers
     layers = list(range(n_layers)) if layers is None else [int(l) % n_layers for l in layers]
     names = [f"blocks.{l}.{hook}" for l in layers]
-    stop = max(layers, default=n_layers - 1) + 1  # blocks after the last requested layer and the unembedding are not run
+    stop = (
+        max(layers, default=n_layers - 1) + 1
+    )  # blocks after the last requested layer and the unembedding are not run
     window = {"stop_at_layer": stop} if stop < n_layers else {"return_resid": True}
     out: dict[int, list] = {l: [] for l in layers}
     is_text = isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], str)
     n = len(prompts)
     for i in range(0, n, batch_size):
         if is_text:
-            toks, mask = model.to_tokens(list(prompts[i:i + batch_size]), padding_side="right", return_mask=True)
+            toks, mask = model.to_tokens(list(prompts[i : i + batch_size]), padding_side="right", return_mask=True)
         else:
-            toks = torch.as_tensor(prompts[i:i + batch_size])
+            toks = torch.as_tensor(prompts[i : i + batch_size])
             mask = torch.ones_like(toks)
         last = mask.sum(1) - 1
         pos = last if position == -1 else torch.full_like(last, position)
         if (pos > last).any() or (pos < 0).any():
-            raise ValueError(f"position {position} is outside some prompts (shortest has {int(last.min()) + 1} tokens).")
+            raise ValueError(
+                f"position {position} is outside some prompts (shortest has {int(last.min()) + 1} tokens)."
+            )
         _, cache = model.run(toks, cache=names, **window)
         rows = torch.arange(len(toks))
         for l, nm in zip(layers, names):
@@ -105,8 +116,9 @@ def group_split(groups: Sequence[int], test_frac: float = 0.3, seed: int = 0) ->
     return np.where(~te)[0], np.where(te)[0]
 
 
-def easy_hard_split(difficulty: Sequence[float], groups: Sequence[int] | None = None, easy_frac: float = 0.5,
-                    hard_frac: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def easy_hard_split(
+    difficulty: Sequence[float], groups: Sequence[int] | None = None, easy_frac: float = 0.5, hard_frac: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
     """``(train, test)``: train on the ``easy_frac`` easiest groups, test on the ``hard_frac`` hardest
     (the middle is left out so easy and hard do not touch). Difficulty per row; groups keep a statement's
     rows together (default: each row its own group)."""
@@ -117,8 +129,10 @@ def easy_hard_split(difficulty: Sequence[float], groups: Sequence[int] | None = 
     order = uniq[np.argsort(gd, kind="stable")]
     n_easy, n_hard = int(round(easy_frac * len(uniq))), int(round(hard_frac * len(uniq)))
     if n_easy < 1 or n_hard < 1 or n_easy + n_hard > len(uniq):
-        raise ValueError(f"easy_frac={easy_frac}, hard_frac={hard_frac} do not split {len(uniq)} groups into two non-empty parts.")
-    easy, hard = order[:n_easy], order[len(uniq) - n_hard:]
+        raise ValueError(
+            f"easy_frac={easy_frac}, hard_frac={hard_frac} do not split {len(uniq)} groups into two non-empty parts."
+        )
+    easy, hard = order[:n_easy], order[len(uniq) - n_hard :]
     return np.where(np.isin(g, easy))[0], np.where(np.isin(g, hard))[0]
 
 
@@ -138,8 +152,11 @@ class ProbeSweep:
         return self.layers[int(np.argmax(self.test_acc))]
 
     def headline(self) -> dict:
-        return {"best_layer": self.best_layer, "best_test_acc": round(max(self.test_acc), 4),
-                "majority_acc": round(self.majority_acc, 4)}
+        return {
+            "best_layer": self.best_layer,
+            "best_test_acc": round(max(self.test_acc), 4),
+            "majority_acc": round(self.majority_acc, 4),
+        }
 
     def to_frame(self):
         import pandas as pd
@@ -149,10 +166,16 @@ class ProbeSweep:
     def plot(self):
         import plotly.graph_objects as go
 
-        fig = go.Figure([go.Scatter(x=self.layers, y=self.train_acc, name="train", mode="lines+markers"),
-                         go.Scatter(x=self.layers, y=self.test_acc, name="held-out", mode="lines+markers")])
+        fig = go.Figure(
+            [
+                go.Scatter(x=self.layers, y=self.train_acc, name="train", mode="lines+markers"),
+                go.Scatter(x=self.layers, y=self.test_acc, name="held-out", mode="lines+markers"),
+            ]
+        )
         fig.add_hline(y=self.majority_acc, line_dash="dash", annotation_text="majority")
-        fig.update_layout(title="Linear probe accuracy by layer", xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1])
+        fig.update_layout(
+            title="Linear probe accuracy by layer", xaxis_title="layer", yaxis_title="accuracy", yaxis_range=[0, 1]
+        )
         return fig
 
     def save(self, directory: str | Path) -> Path:
@@ -179,4 +202,4 @@ def probe_layers(acts: dict[int, np.ndarray], y, train: np.ndarray, test: np.nda
         p = LinearProbe(C=C).fit(acts[l][train], y[train])
         tr.append(float(p.score(acts[l][train], y[train])))
         te.append(float(p.score(acts[l][test], y[test])))
-    return ProbeSweep(layers, tr, te, majority_acc(y[test]), {"C": C, "n_train": int(len(train)), "n_test": int(len(test))})
+    return ProbeSweep(layers, tr, te, majority_acc(y[test]), {"C": C, "n_train": len(train), "n_test": len(test)})
