@@ -10,7 +10,8 @@ import torch
 from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model
 
 import interplab
-from interplab.analyses import LogitLensResult, logit_lens, unembed_resid
+from interplab.analyses.observational.lens import LogitLensResult, logit_lens
+from interplab.models.scoring import unembed_resid
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 

@@ -14,7 +14,7 @@ import torch
 from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model, task_text
 
 import interplab
-from interplab.analyses import LogitLensResult
+from interplab.analyses.observational.lens import LogitLensResult
 from interplab.report import (
     Html,
     Report,

@@ -1,9 +1,11 @@
-"""Analyses: plain functions of a model (and a task) that return a typed Result.
+"""Analyses: plain functions of a model (and a task) that return a typed Result (:class:`interplab.io.results.Result`).
 
-Each Result is a dataclass with the numbers, the settings that produced them, ``to_frame()``,
-``plot()``, ``save(dir)`` (JSON / Parquet / safetensors, never pickle) and ``headline()``.
+Rooms, by research question:
+
+- ``weights``: what the weights say without running the model (composition, OV/QK SVD, copying);
+- ``observational``: what a clean run shows (logit lens, logit PCA, direct logit attribution, head detectors);
+- ``causal``: what changes under interventions (patching, path patching, ablation, causal tracing, circuits, IOI);
+- ``diffing``: two models, or checkpoints of one, on the same text;
+- ``representations``: probes, CCS, concept erasure;
+- ``sae``: sparse autoencoders with their metrics and controls.
 """
-
-from interplab.analyses.observational.lens import LogitLensResult, logit_lens, unembed_resid
-
-__all__ = ["LogitLensResult", "logit_lens", "unembed_resid"]

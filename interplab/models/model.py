@@ -258,12 +258,12 @@ class Model:
         with (
             H.HookSession(self, names, interventions, grad=grad) as store,
             self._layer_window(start, stop, start_at_layer is not None, return_resid),
+            torch.set_grad_enabled(grad),
         ):
-            with torch.set_grad_enabled(grad):
-                try:
-                    out = self.hf(**kwargs).logits
-                except _Stop as s:
-                    out = s.value
+            try:
+                out = self.hf(**kwargs).logits
+            except _Stop as s:
+                out = s.value
         return RunOutput(out, store)
 
     @contextlib.contextmanager

@@ -8,10 +8,8 @@ leading space; its first token is scored). :func:`known_facts` keeps the facts a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
 
 from interplab.tasks.pairs import PairSpec, PromptPairs, build_pairs
 
@@ -227,22 +225,9 @@ def all_facts() -> list[Fact]:
     return [Fact(t, s, a) for t, s, a in FACTS]
 
 
-def last_token_logits(
-    model, prompts: Sequence[str], batch_size: int = 32, attention_mask: bool = False
-) -> Iterator[torch.Tensor]:
-    """Yield, per batch of ``batch_size`` prompts (right padding), the logits ``[batch, d_vocab]`` at each
-    prompt's last real token. ``attention_mask=True`` also passes the padding mask to the model (as
-    :func:`_top1` does; :func:`~interplab.tasks.truth.known_capitals` and
-    :func:`~interplab.analyses.representations.ccs.zero_shot_scores` do not). Under causal attention real tokens never see
-    right pads either way; with or without the mask the attention kernel may round differently."""
-    for i in range(0, len(prompts), batch_size):
-        toks, mask = model.to_tokens(list(prompts[i : i + batch_size]), padding_side="right", return_mask=True)
-        logits = model.run(toks, **({"attention_mask": mask} if attention_mask else {})).logits
-        last = (mask.sum(1) - 1).to(logits.device)
-        yield logits[torch.arange(len(toks)), last]
-
-
 def _top1(model, prompts: Sequence[str], batch: int = 32) -> list[int]:
+    from interplab.models.scoring import last_token_logits
+
     return [
         t for rows in last_token_logits(model, prompts, batch, attention_mask=True) for t in rows.argmax(-1).tolist()
     ]

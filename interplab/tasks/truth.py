@@ -237,7 +237,7 @@ def capital_statements(countries: list[str] | None = None, seed: int = 0, n_fals
 def known_capitals(model, countries: list[str] | None = None, batch_size: int = 16) -> list[str]:
     """The countries whose capital the model names itself: the first token of " {capital}" is the model's top
     next-token prediction after "The capital of {country} is" (filter facts by the model's own answer)."""
-    from interplab.tasks.facts import last_token_logits
+    from interplab.models.scoring import last_token_logits
 
     countries = list(CAPITALS) if countries is None else list(countries)
     prompts = [f"The capital of {c} is" for c in countries]

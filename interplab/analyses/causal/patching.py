@@ -371,7 +371,7 @@ class PatchingResult:
 
 def _end_metric(model: Model, pairs: PromptPairs, resid_final: torch.Tensor) -> torch.Tensor:
     """Metric from the residual stream entering the final norm ``[k*n, pos, d]``: only END is unembedded."""
-    from interplab.analyses.observational.lens import unembed_resid
+    from interplab.models.scoring import unembed_resid
 
     return pairs.metric_from_final(unembed_resid(model, pairs.end_logits(resid_final)))
 

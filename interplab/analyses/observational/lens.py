@@ -37,21 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from interplab.models.model import Model
 
-__all__ = ["LogitLensResult", "display_token", "logit_lens", "unembed_resid"]
+__all__ = ["LogitLensResult", "display_token", "logit_lens"]
+
+from interplab.models.scoring import unembed_resid
 
 RESULT_FILE = "logit_lens.json"
 _CHUNK_ELEMENTS = 64 * 2**20  # float32 logits per unembedding matmul (256 MB)
-
-
-def unembed_resid(model: Model, resid: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Logits read off a residual-stream tensor ``[..., d_model]``: final norm, unembedding
-    (weight and bias) and, for Gemma, the final logit soft-cap — the model's own head, module by module."""
-    x = model.adapter.ln_final()(resid) if normalize else resid
-    logits = model.adapter.unembed()(x)
-    cap = getattr(getattr(model.hf, "config", None), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
 
 
 def display_token(tok: str) -> str:

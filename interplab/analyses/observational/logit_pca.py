@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.analyses.observational.lens import unembed_resid
 from interplab.io.results import read_json, write_json
+from interplab.models.scoring import unembed_resid
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

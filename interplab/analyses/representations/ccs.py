@@ -363,7 +363,7 @@ def zero_shot_scores(
     model, prompts: Sequence[str], answers: tuple[str, str] = (" Yes", " No"), batch_size: int = 16
 ) -> np.ndarray:
     """logit(answer[0]) − logit(answer[1]) at each prompt's last token (right padding)."""
-    from interplab.tasks.facts import last_token_logits
+    from interplab.models.scoring import last_token_logits
 
     a, _ = model.first_token_id(answers[0])
     b, _ = model.first_token_id(answers[1])
