@@ -1,8 +1,8 @@
 """Run a fixed list of interplab commands and record their ``--json`` headlines, to check that a refactor
 changes no result.
 
-    python bench/headlines.py record OUT.json [--src DIR]     # run the commands (with DIR's interplab first on the path)
-    python bench/headlines.py compare A.json B.json           # exit 1 and list the differences if they differ
+    python bench/headlines.py record OUT.json [--src DIR] [--only a,b]   # run them (DIR's interplab first on the path)
+    python bench/headlines.py compare A.json B.json      # exit 1 and list the differences if they differ
 
 Keys that measure time or name paths (``*time*``, ``*seconds*``, ``wall*``, ``*_s``, ``run_dir``, ``out``,
 ``path``, ``*file*``) are dropped before comparing; everything else must be identical.
@@ -66,7 +66,7 @@ def record(out: Path, src: Path | None, only: list[str] | None = None) -> None:
                 continue
             t = time.perf_counter()
             cmd = [sys.executable, "-c", "from interplab.cli import main; main()", *args, "--out", f"{tmp}/{name}"]
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
+            p = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=tmp)
             if p.returncode != 0:
                 results[name] = {"error": p.returncode, "stderr": p.stderr[-2000:]}
             else:
