@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,17 @@ def record(out: Path, src: Path | None, only: list[str] | None = None) -> None:
             out.write_text(json.dumps(results, indent=1, sort_keys=True))
 
 
+def _tmp(x):
+    """Temporary-directory prefixes replaced, so paths inside the run directories compare equal."""
+    if isinstance(x, str):
+        return re.sub(r"/tmp/tmp[\w]+", "<tmp>", x)
+    if isinstance(x, dict):
+        return {k: _tmp(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_tmp(v) for v in x]
+    return x
+
+
 def _diff(a, b, where: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
@@ -96,7 +108,7 @@ def main(argv: list[str]) -> int:
         record(Path(argv[1]), src, only)
         return 0
     if len(argv) == 3 and argv[0] == "compare":
-        a, b = (json.loads(Path(p).read_text()) for p in argv[1:])
+        a, b = (_tmp(json.loads(Path(p).read_text())) for p in argv[1:])
         diffs = _diff(a, b)
         print("\n".join(diffs) if diffs else f"identical: {len(a)} commands")
         return 1 if diffs else 0
