@@ -17,7 +17,6 @@ from interplab.analyses.sae import (
     SAE,
     SAEConfig,
     SAEResult,
-    _resample,
     ce_score,
     evaluate,
     explained_variance,
@@ -25,6 +24,7 @@ from interplab.analyses.sae import (
     gaussian,
     known_dictionary,
     recovery,
+    resample_dead_features,
     train_sae,
 )
 
@@ -84,11 +84,7 @@ def test_sparse_and_dense_topk_training_agree():
     x = torch.randn(4096, 16) @ torch.randn(16, 16)
     cfg = SAEConfig(d_in=16, n_features=64, k=4, batch_size=256, epochs=2, lr=1e-3)
     a, _ = train_sae(x, cfg)
-    S._SPARSE_TOPK[0] = False
-    try:
-        b, _ = train_sae(x, cfg)
-    finally:
-        S._SPARSE_TOPK[0] = True
+    b, _ = train_sae(x, cfg, sparse_topk=False)
     for k in ("W_enc", "W_dec", "b_enc", "b_dec"):
         torch.testing.assert_close(getattr(a, k), getattr(b, k), rtol=1e-3, atol=1e-4)
 
@@ -123,7 +119,7 @@ def test_resampling_revives_dead_features():
     assert (sae.encode(x)[:, :8] == 0).all()
     dead = torch.zeros(16, dtype=torch.bool)
     dead[:8] = True
-    assert _resample(sae, opt, dead, x, seed=0) == 8
+    assert resample_dead_features(sae, opt, dead, x, seed=0) == 8
     assert (sae.b_enc[:8] == 0).all()
     torch.testing.assert_close(sae.W_dec[:8].norm(dim=-1), torch.ones(8))
     assert ((sae.encode(x)[:, :8] > 0).sum(0) > 0).all()  # every resampled feature now fires on some inputs
@@ -326,13 +322,13 @@ def test_jumprelu_estimator_and_training():
     """JumpReLU (Rajamanoharan et al. 2024): forward z·H(z-θ); straight-through θ-gradients -(θ/ε)K and -(1/ε)K."""
     z = torch.tensor([[0.1, 0.49, 0.52, 0.9]], requires_grad=True)
     theta = torch.full((4,), 0.5, requires_grad=True)
-    out = S._JumpReLU.apply(z, theta, 0.1)
+    out = S.JumpReLU.apply(z, theta, 0.1)
     assert out.tolist() == [[0.0, 0.0, pytest.approx(0.52), pytest.approx(0.9)]]
     out.sum().backward()
     assert z.grad.tolist() == [[0.0, 0.0, 1.0, 1.0]]
     torch.testing.assert_close(theta.grad, torch.tensor([0.0, -5.0, -5.0, 0.0]))  # -(0.5/0.1) inside |z-θ| < ε/2
     theta.grad = None
-    S._Step.apply(z, theta, 0.1).sum().backward()
+    S.Step.apply(z, theta, 0.1).sum().backward()
     torch.testing.assert_close(theta.grad, torch.tensor([0.0, -10.0, -10.0, 0.0]))
     x, atoms = known_dictionary(12288, 32, n_atoms=128, active=3, seed=0)
     l0 = []

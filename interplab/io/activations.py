@@ -12,8 +12,8 @@ text file), or a built-in task (``"induction"``: repeated random tokens, :func:`
 **Positions.** ``"all"`` (every position; with ``skip_first`` the first position of each sequence is left
 out — by default (None) when it is a BOS token, whose activations are outliers that dominate any training;
 ``skip_first=True`` also drops a first position without BOS, which in models such as SmolLM2 is an
-attention-sink outlier with a residual norm several times the others), ``"last"`` (the last position of each sequence) or an int
-(that position of each sequence, negative counting from the end). Every sequence gives the same number of rows,
+attention-sink outlier with a residual norm several times the others), ``"last"`` (the last position of each
+sequence) or an int (that position of each sequence, negative counting from the end). Every sequence gives the same number of rows,
 so row ``r`` maps to ``(seq, pos)`` without a lookup; each shard stores ``seq`` and ``pos`` anyway.
 
 **On disk** (directory ``out``)::
@@ -47,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +54,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from interplab.io.results import write_json
+from interplab.io.atomic import save_tensors, write_json
 
 MANIFEST = "manifest.json"
 TOKENS = "tokens.safetensors"
@@ -64,12 +63,9 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 TASKS = ("induction",)
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """``directory/manifest.json`` (UTF-8 JSON, NaN refused), written atomically."""
+    write_json(directory / MANIFEST, manifest, allow_nan=False)
 
 
 def _load_st(path: Path) -> dict[str, torch.Tensor]:
@@ -85,7 +81,7 @@ def stop_layer_for(model, hook: str) -> int | None:
     """The smallest ``stop_at_layer`` that still computes ``hook`` (blocks after it are not run)."""
     from interplab.hooks import parse_name
 
-    layer, kind = parse_name(hook)
+    layer, _ = parse_name(hook)
     if layer is not None:
         return layer + 1
     if hook in ("hook_embed", "hook_pos_embed"):
@@ -234,7 +230,7 @@ def extract_activations(
     else:
         shards = []
     if not (out / TOKENS).exists():
-        _atomic_save({"tokens": toks.to(torch.int32)}, out / TOKENS)
+        save_tensors(out / TOKENS, {"tokens": toks.to(torch.int32)})
     stop = stop_layer_for(model, hook)
     d = None if not shards else shards[0]["d"]
 
@@ -258,7 +254,7 @@ def extract_activations(
 
     n_shards = math.ceil(n_rows / shard_rows)
     done = len(shards)
-    write_json(out, MANIFEST, manifest("running" if done < n_shards else "complete"))
+    _write_manifest(out, manifest("running" if done < n_shards else "complete"))
     if done == n_shards:
         return ActivationDataset(out)
     pos_t = torch.tensor(pos_list)
@@ -286,18 +282,18 @@ def extract_activations(
             k = len(shards)
             rows = torch.arange(k * shard_rows, k * shard_rows + take)
             fname = f"shard_{k:05d}.safetensors"
-            _atomic_save(
+            save_tensors(
+                out / fname,
                 {
                     "x": x[:take].to(tdt),
                     "seq": (rows // per_seq).to(torch.int32),
                     "pos": pos_t[rows % per_seq].to(torch.int32),
                 },
-                out / fname,
             )
             shards.append({"file": fname, "rows": int(take), "start": int(k * shard_rows), "d": d})
             rest = x[take:]
             buf_x, buf_n = ([rest] if rest.shape[0] else []), int(rest.shape[0])
-            write_json(out, MANIFEST, manifest("running" if len(shards) < n_shards else "complete"))
+            _write_manifest(out, manifest("running" if len(shards) < n_shards else "complete"))
             if progress is not None:
                 progress(sum(s["rows"] for s in shards), n_rows)
     return ActivationDataset(out)
@@ -389,7 +385,8 @@ class ActivationDataset:
 
     # ---- reading
     def shard(self, i: int) -> dict[str, torch.Tensor]:
-        """Shard ``i`` of the directory: {"x" float32 [rows, d], "seq", "pos"} (the whole shard, ignoring any subset)."""
+        """Shard ``i`` of the directory: {"x" float32 [rows, d], "seq", "pos"} (the whole shard, ignoring any
+        subset)."""
         t = _load_st(self.dir / self.shards[i]["file"])
         t["x"] = t["x"].to(torch.float32)
         return t
@@ -510,7 +507,7 @@ class ActivationDataset:
                 n = self.shards[i]["rows"] if idx is None else len(idx)
                 base = torch.arange(n) if idx is None else idx
                 perm = torch.randperm(n, generator=g)
-                k = int(round(test_frac * n))
+                k = round(test_frac * n)
                 te.append((i, base[perm[:k]].sort().values))
                 tr.append((i, base[perm[k:]].sort().values))
             return ActivationDataset(self.dir, tr), ActivationDataset(self.dir, te)
@@ -545,7 +542,7 @@ def save_acts(directory: str | Path, x: torch.Tensor, y: torch.Tensor | None = N
     if y is not None:
         t["y"] = torch.as_tensor(y)
     t.update({k: torch.as_tensor(v) for k, v in extra.items()})
-    _atomic_save(t, d / PLAIN)
+    save_tensors(d / PLAIN, t)
     return d / PLAIN
 
 
