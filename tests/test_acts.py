@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -69,7 +70,7 @@ def test_bad_input_is_refused(tiny, tmp_path):
 
 
 def test_resume_after_kill_gives_identical_shards(tiny, tmp_path):
-    kw = dict(n_tokens=12 * 32, chunk_len=32, batch=5, shard_rows=70)
+    kw: dict[str, Any] = {"n_tokens": 12 * 32, "chunk_len": 32, "batch": 5, "shard_rows": 70}
     hook = "blocks.1.hook_mlp_out"
     extract_activations(tiny, hook, tmp_path / "full", **kw)
 
@@ -148,8 +149,9 @@ def test_load_acts_plain_and_sharded(tiny, tmp_path):
     x, y = torch.randn(20, 4), torch.arange(20) % 2
     save_acts(tmp_path / "plain", x, y, template=torch.arange(20) % 3)
     got = load_acts(tmp_path / "plain")
+    assert got.y is not None
     assert torch.equal(got.x, x) and torch.equal(got.y, y) and torch.equal(got.meta["template"], torch.arange(20) % 3)
-    xx, yy, meta = load_acts(tmp_path / "plain" / "acts.safetensors")
+    xx, _, _ = load_acts(tmp_path / "plain" / "acts.safetensors")
     assert torch.equal(xx, x)
     ds = extract_activations(tiny, "hook_embed", tmp_path / "sh", n_tokens=64, chunk_len=32, shard_rows=20)
     got = load_acts(tmp_path / "sh")

@@ -13,8 +13,8 @@ text file), or a built-in task (``"induction"``: repeated random tokens, :func:`
 out — by default (None) when it is a BOS token, whose activations are outliers that dominate any training;
 ``skip_first=True`` also drops a first position without BOS, which in models such as SmolLM2 is an
 attention-sink outlier with a residual norm several times the others), ``"last"`` (the last position of each
-sequence) or an int (that position of each sequence, negative counting from the end). Every sequence gives the same number of rows,
-so row ``r`` maps to ``(seq, pos)`` without a lookup; each shard stores ``seq`` and ``pos`` anyway.
+sequence) or an int (that position of each sequence, negative counting from the end). Every sequence gives the
+same number of rows, so row ``r`` maps to ``(seq, pos)`` without a lookup; each shard stores ``seq`` and ``pos`` anyway.
 
 **On disk** (directory ``out``)::
 
@@ -320,6 +320,7 @@ class Stats:
         if self.n == 0:
             self.n, self.mean, self.m2 = nb, mb, m2b
         else:
+            assert self.mean is not None and self.m2 is not None
             n = self.n + nb
             delta = mb - self.mean
             self.mean = self.mean + delta * (nb / n)
@@ -329,6 +330,9 @@ class Stats:
 
     @property
     def var(self) -> torch.Tensor:
+        """Per-dimension population variance (of no rows: an error)."""
+        if self.m2 is None:
+            raise ValueError("no rows seen: the variance of nothing is undefined.")
         return self.m2 / self.n
 
     @property
@@ -354,7 +358,9 @@ class ActivationDataset:
                 "rerun the same `interplab acts` command to resume it."
             )
         self.shards = self.manifest["shards"]
-        self._select = _select if _select is not None else [(i, None) for i in range(len(self.shards))]
+        self._select: list[tuple[int, torch.Tensor | None]] = (
+            _select if _select is not None else [(i, None) for i in range(len(self.shards))]
+        )
         self._tokens = None
 
     # ---- metadata
@@ -407,7 +413,7 @@ class ActivationDataset:
         window: int = 2,
         drop_last: bool = False,
         with_index: bool = False,
-    ) -> Iterator[torch.Tensor]:
+    ) -> Iterator[Any]:
         """Batches of rows ``[batch_size, d]`` (float32). ``shuffle``: shards in a seeded random order, rows
         shuffled within a window of ``window`` shards (memory: ``window`` shards). ``with_index``: yields
         ``(x, seq, pos)``."""

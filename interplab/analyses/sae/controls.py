@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from interplab.analyses.sae.data import SYNTHETIC, TensorData, make_synthetic
+from interplab.analyses.sae.data import SYNTHETIC, SyntheticName, TensorData, make_synthetic
 from interplab.analyses.sae.metrics import evaluate
 from interplab.analyses.sae.model import SAE, SAEConfig
 from interplab.analyses.sae.training import train_sae
@@ -189,7 +189,7 @@ def control_entry(sc: dict[str, Any]) -> dict[str, Any]:
 
 def run_synthetic_controls(
     cfg: SAEConfig,
-    names: Sequence[str] = SYNTHETIC,
+    names: Sequence[SyntheticName] = SYNTHETIC,
     n_train: int = 32768,
     n_test: int = 8192,
     log: Callable[[str], None] | None = None,

@@ -1,6 +1,6 @@
 """Data for sparse autoencoders: an in-memory activation set with the reading interface of
-:class:`~interplab.io.activations.ActivationDataset`, and the synthetic sets of the controls (isotropic Gaussian, a Gaussian mixture, uniform points,
-sparse data with a known dictionary)."""
+:class:`~interplab.io.activations.ActivationDataset`, and the synthetic sets of the controls (isotropic Gaussian,
+a Gaussian mixture, uniform points, sparse data with a known dictionary)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def known_dictionary(
 
 SyntheticName = Literal["gaussian", "mixture", "uniform", "uniform-cube", "known-dict"]
 """The synthetic sets (``interplab sae train --data NAME``)."""
-SYNTHETIC: tuple[str, ...] = get_args(SyntheticName)
+SYNTHETIC: tuple[SyntheticName, ...] = get_args(SyntheticName)
 
 
 def make_synthetic(

@@ -194,6 +194,8 @@ def run_sae(
     run_dir = Path(run_dir)
     atoms = None
     if data == "acts":
+        if acts_dir is None:
+            raise ValueError("data='acts' needs the activation directory acts_dir.")
         ds = ActivationDataset(acts_dir)
         train, test = ds.split(test_frac, by="auto")
         d = ds.d
@@ -233,6 +235,8 @@ def run_sae(
     skip_first = bool(ds.manifest["settings"].get("skipped_first")) if ds is not None else False
     can_ce = model is not None and ds is not None and ds.manifest["settings"].get("positions") == "all"
     if can_ce:
+        assert model is not None and ds is not None
+        assert isinstance(train, ActivationDataset) and isinstance(test, ActivationDataset)
         log("CE score (clean / SAE spliced / zero-ablated) …")
         res.ce = {}
         train_seqs = train.sequences()
@@ -256,6 +260,7 @@ def run_sae(
             rsae, rsc = fit_and_score(train, test, rc)
             res.controls["random-decoder"] = control_entry(rsc)
             if res.ce:
+                assert model is not None
                 res.controls["random-decoder"]["ce_score"] = ce_score(
                     model, rsae, ds.hook, ds.tokens[test_seqs[:ce_seqs]], skip_first=skip_first, baseline=res.ce["test"]
                 )["ce_score"]
@@ -285,6 +290,7 @@ def run_sae(
         g = torch.Generator().manual_seed(cfg.seed)
         pick = alive[torch.randperm(len(alive), generator=g)[:browser_features]].sort().values.tolist()
         tok = getattr(model, "tokenizer", None) if model is not None else None
+        assert isinstance(test, ActivationDataset)
         res.browser = top_contexts(sae, test, pick, tokenizer=tok)
         res.settings["browser_density"] = {int(f): float(dens[f]) for f in pick}
     res.save(run_dir)

@@ -34,7 +34,7 @@ __all__ = ["KINDS", "SAE", "JumpReLU", "SAEConfig", "SAEKind", "Step"]
 
 SAEKind = Literal["topk", "relu", "jumprelu"]
 """The SAE architectures (``interplab sae train --kind``)."""
-KINDS: tuple[str, ...] = get_args(SAEKind)
+KINDS: tuple[SAEKind, ...] = get_args(SAEKind)
 
 
 @dataclass
@@ -74,6 +74,8 @@ class SAEConfig:
 
 class SAE(nn.Module):
     """A sparse autoencoder ``x̂ = (f(x·s) @ W_dec + b_dec) / s`` (see the module docstring)."""
+
+    scale: torch.Tensor  # a buffer: the input scale s
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()

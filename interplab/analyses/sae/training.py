@@ -43,8 +43,8 @@ __all__ = ["TrainState", "load_checkpoint", "resample_dead_features", "save_chec
 class TrainState:
     """Where a training run is: the step, each feature's tokens since it last fired, the logged history."""
 
-    step: int = 0
-    tokens_since_fired: torch.Tensor | None = None
+    step: int
+    tokens_since_fired: torch.Tensor
     history: list[dict] = field(default_factory=list)
 
 
@@ -52,7 +52,6 @@ def save_checkpoint(directory: Path, sae: SAE, opt: torch.optim.Optimizer, st: T
     """``directory/checkpoint.safetensors``: SAE weights, optimizer state, counters; config and history as metadata."""
     ot, om = optimizer_tensors(opt)
     t = {f"sae.{k}": v for k, v in sae.state().items()} | {f"opt.{k}": v for k, v in ot.items()}
-    assert st.tokens_since_fired is not None
     t["tokens_since_fired"] = st.tokens_since_fired
     meta = {
         "step": str(st.step),
@@ -182,6 +181,7 @@ def train_sae(
     torch.manual_seed(cfg.seed)
     sae = SAE(cfg)
     st = data.stats()
+    assert st.mean is not None, "no training rows"
     sq = float(st.total_var + (st.mean**2).sum())  # E||x||^2
     sae.scale.fill_(math.sqrt(cfg.d_in / sq) if sq > 0 else 1.0)
     with torch.no_grad():
@@ -227,7 +227,7 @@ def train_sae(
         err = rec - xs
         mse = (err**2).sum(-1).mean()
         loss = mse
-        logs = {"step": step}
+        logs: dict[str, Any] = {"step": step}
         state.tokens_since_fired += x.shape[0]
         state.tokens_since_fired[fired] = 0
         dead = state.tokens_since_fired >= dead_window
