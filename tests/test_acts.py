@@ -10,7 +10,15 @@ import torch
 from typer.testing import CliRunner
 
 import interplab
-from interplab.io.activations import ActivationDataset, Stats, extract_activations, load_acts, save_acts, stop_layer_for
+from interplab.io.activations import (
+    ActivationDataset,
+    SplitBy,
+    Stats,
+    extract_activations,
+    load_acts,
+    save_acts,
+    stop_layer_for,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,7 +133,8 @@ def test_loader_batches_split_and_stats(tiny, tmp_path):
     tr, te = ds.split(0.25, by="shard")
     assert te.index()[0].min() > tr.index()[0].max() - 1  # test rows come from later text
     one = ActivationDataset(ds.dir, ds._select[:1])  # by="auto": by shard with 2+ shards, else by row
-    for d_, by in ((ds, "shard"), (one, "row")):
+    cases: tuple[tuple[ActivationDataset, SplitBy], ...] = ((ds, "shard"), (one, "row"))
+    for d_, by in cases:
         for a_, b_ in zip(d_.split(0.25, by="auto"), d_.split(0.25, by=by)):
             assert all(torch.equal(u, v) for u, v in zip(a_.index(), b_.index()))
     # streaming statistics equal the batch statistics

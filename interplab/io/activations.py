@@ -47,20 +47,31 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import torch
 
 from interplab.io.atomic import save_tensors, write_json
 
+if TYPE_CHECKING:
+    from interplab.models.model import Model
+
 MANIFEST = "manifest.json"
 TOKENS = "tokens.safetensors"
 PLAIN = "acts.safetensors"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-TASKS = ("induction",)
+ActsDType = Literal["float32", "float16", "bfloat16"]
+"""The storage dtype of the shards."""
+_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ActsTask = Literal["induction"]
+"""The built-in token sources (besides a corpus): ``induction`` = repeated random tokens."""
+TASKS: tuple[ActsTask, ...] = get_args(ActsTask)
+Positions = Literal["all", "last"] | int
+"""Which positions of each sequence become rows (a string holding an integer is read as that integer)."""
+SplitBy = Literal["shard", "row", "rows", "auto"]
+"""How :meth:`ActivationDataset.split` splits the rows."""
 
 
 def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -77,7 +88,7 @@ def _load_st(path: Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------ hook points
 
 
-def stop_layer_for(model, hook: str) -> int | None:
+def stop_layer_for(model: Model, hook: str) -> int | None:
     """The smallest ``stop_at_layer`` that still computes ``hook`` (blocks after it are not run)."""
     from interplab.hooks import parse_name
 
@@ -89,7 +100,7 @@ def stop_layer_for(model, hook: str) -> int | None:
     return None
 
 
-def check_hook(model, hook: str) -> None:
+def check_hook(model: Model, hook: str) -> None:
     """Raise a clear error for a hook point that this model does not have or that has no per-token vector."""
     from interplab.hooks import check_names, parse_name
 
@@ -110,14 +121,23 @@ def flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def sequences(
-    model,
+    model: Model,
     text: str | Path | None = None,
-    task: str | None = None,
+    task: ActsTask | None = None,
     n_tokens: int = 100_000,
     chunk_len: int = 128,
     seed: int = 0,
 ) -> tuple[torch.Tensor, dict]:
-    """Token ids ``[n_seq, chunk_len]`` for a corpus (``text``: None/"pydoc" or a file) or a task, and a description."""
+    """Token ids ``[n_seq, chunk_len]`` for a corpus (``text``: None/"pydoc" or a file) or a task, and a description.
+
+    Args:
+        model: its tokenizer (corpus) or vocabulary (task) makes the tokens.
+        text: a UTF-8 text file (None or "pydoc": the standard library's ``pydoc_data.topics``).
+        task: a built-in task instead of a corpus.
+        n_tokens: about this many tokens (``n_tokens // chunk_len`` sequences).
+        chunk_len: tokens per sequence.
+        seed: seeds the task's random tokens.
+    """
     if text is not None and task is not None:
         raise ValueError("give either a text (--text) or a task (--task), not both.")
     n_seq = max(1, n_tokens // chunk_len)
@@ -140,7 +160,7 @@ def sequences(
     return toks, {"source": "pydoc" if text is None else str(text)}
 
 
-def _positions(seq_len: int, positions: str | int, bos: bool) -> list[int]:
+def _positions(seq_len: int, positions: Positions | str, bos: bool) -> list[int]:
     if positions == "all":
         return list(range(1 if bos else 0, seq_len))
     if positions == "last":
@@ -158,28 +178,44 @@ def _positions(seq_len: int, positions: str | int, bos: bool) -> list[int]:
 
 
 def extract_activations(
-    model,
+    model: Model,
     hook: str,
     out: str | Path,
     *,
     text: str | Path | None = None,
-    task: str | None = None,
+    task: ActsTask | None = None,
     tokens: torch.Tensor | None = None,
     n_tokens: int = 100_000,
     chunk_len: int = 128,
-    positions: str | int = "all",
+    positions: Positions | str = "all",
     skip_first: bool | None = None,
     batch: int = 8,
     shard_rows: int = 16384,
-    dtype: str = "float32",
+    dtype: ActsDType = "float32",
     seed: int = 0,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ActivationDataset:
     """Run ``model`` over sequences and write the activations at ``hook`` to ``out`` in shards (see the module doc).
 
     ``tokens``: explicit token ids ``[n_seq, seq_len]`` instead of a corpus or task. Resumable: an existing
     directory with the same settings continues from its first missing shard (different settings: ValueError).
-    ``progress(done_rows, total_rows)`` is called after each shard."""
+    ``progress(done_rows, total_rows)`` is called after each shard.
+
+    Args:
+        model: the model to run.
+        hook: the hook point (one per-token vector per position, e.g. ``blocks.6.hook_resid_post``).
+        out: the directory to write (or to resume).
+        text, task: the token source (see :func:`sequences`); ``tokens`` overrides both.
+        tokens: explicit token ids ``[n_seq, seq_len]``.
+        n_tokens, chunk_len: size of the corpus or task (see :func:`sequences`).
+        positions: ``"all"``, ``"last"`` or one position of each sequence (see the module docstring).
+        skip_first: leave out position 0 (None: when it is a BOS token).
+        batch: sequences per forward pass.
+        shard_rows: rows per shard file.
+        dtype: storage dtype of the activations.
+        seed: seeds the task's tokens.
+        progress: called as ``progress(done_rows, total_rows)`` after each shard.
+    """
     check_hook(model, hook)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}.")
@@ -487,7 +523,7 @@ class ActivationDataset:
 
     # ---- splitting
     def split(
-        self, test_frac: float = 0.1, by: str = "shard", seed: int = 0
+        self, test_frac: float = 0.1, by: SplitBy = "shard", seed: int = 0
     ) -> tuple[ActivationDataset, ActivationDataset]:
         """``(train, test)`` views. ``by="shard"``: the last shards are the test set (so test rows come from later
         text) — as many as bring the test rows closest to ``test_frac`` of all rows (at least one, never all);
@@ -520,7 +556,7 @@ class ActivationDataset:
         raise ValueError(f"split by must be 'shard', 'row' or 'auto', not {by!r}.")
 
     # ---- contexts
-    def context(self, seq: int, pos: int, tokenizer=None, before: int = 12, after: int = 3) -> dict:
+    def context(self, seq: int, pos: int, tokenizer: Any = None, before: int = 12, after: int = 3) -> dict[str, Any]:
         """Tokens around ``(seq, pos)``: ``{"before": [...], "token": str, "after": [...]}`` (strings when a
         tokenizer is given, else ids)."""
         row = self.tokens[int(seq)]
