@@ -79,7 +79,13 @@ class PCA:
 
 
 def recovery(sae: SAE, atoms: torch.Tensor, threshold: float = 0.9) -> dict[str, Any]:
-    """Max cosine similarity of each true atom with the decoder rows: ``recovery`` (fraction ≥ threshold), ``mmcs``."""
+    """Max cosine similarity of each true atom with the decoder rows: ``recovery`` (fraction ≥ threshold), ``mmcs``.
+
+    Args:
+        sae: the trained SAE.
+        atoms: the true dictionary ``[n_atoms, d]``.
+        threshold: the cosine at which an atom counts as recovered.
+    """
     cos = F.normalize(atoms.float(), dim=-1) @ F.normalize(sae.W_dec.detach().float(), dim=-1).T
     best = cos.max(dim=1).values
     return {

@@ -83,7 +83,18 @@ def known_dictionary(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse data with a known dictionary: ``x = c @ D`` with ``D`` [n_atoms, d] random unit rows and each
     atom active independently with probability ``active / n_atoms`` (on average ``active`` per row) at a
-    magnitude Uniform(0, 1) + 0.5 (so active atoms are clearly non-zero). Returns ``(x, D)``."""
+    magnitude Uniform(0, 1) + 0.5 (so active atoms are clearly non-zero). Returns ``(x, D)``. The toy setting
+    of Sharkey et al. (2022), where an SAE should recover ``D``.
+
+    Args:
+        n: rows.
+        d: dimension.
+        n_atoms: dictionary size (ignored when ``atoms`` is given).
+        active: mean number of active atoms per row.
+        seed: seeds the atoms, the codes and the noise.
+        atoms: a dictionary ``[n_atoms, d]`` to use instead of random unit rows.
+        noise: standard deviation of isotropic Gaussian noise added to ``x``.
+    """
     g = torch.Generator().manual_seed(seed)
     if atoms is None:
         atoms = F.normalize(torch.randn(n_atoms, d, generator=g), dim=-1)

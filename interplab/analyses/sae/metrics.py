@@ -46,7 +46,14 @@ def evaluate(
     """Streaming ``l0``, ``explained_variance``, ``mse``, ``dead_frac`` (and per-feature ``density``) of an SAE
     — or of any reconstruction function ``x -> x̂`` (then L0 and dead_frac are absent) — on ``data``.
     ``row_errors``: also ``row_sq_err`` (``||x - x̂||²`` of every row, float64 of the float32 error) and
-    ``total_var`` (``E||x - x̄||²`` of the rows), what the SAE-vs-PCA gap of :mod:`.controls` needs."""
+    ``total_var`` (``E||x - x̄||²`` of the rows), what the SAE-vs-PCA gap of :mod:`.controls` needs.
+
+    Args:
+        sae: the SAE, or a function from rows to reconstructions.
+        data: the rows to evaluate.
+        batch_size: rows per batch.
+        row_errors: also return every row's squared error and the rows' total variance.
+    """
     if isinstance(data, torch.Tensor):
         data = TensorData(data)
     st = Stats()
@@ -92,7 +99,17 @@ def ce_score(
     """Next-token cross-entropy (nats/token) clean, with the SAE's reconstruction spliced in at ``hook``
     (``Apply``), and with ``hook`` zero-ablated (``Ablate``); ``ce_score = (CE_zero - CE_sae) / (CE_zero - CE_clean)``.
     ``skip_first``: keep position 0 (a BOS token the SAE never saw) unchanged. ``baseline``: the result of an
-    earlier call on the same tokens, whose clean and zero-ablated CEs are reused instead of recomputed."""
+    earlier call on the same tokens, whose clean and zero-ablated CEs are reused instead of recomputed.
+
+    Args:
+        model: the model the SAE was trained on.
+        sae: the SAE to splice in.
+        hook: the hook point the SAE reads and replaces.
+        tokens: token ids ``[n_seq, seq_len]``.
+        batch: sequences per forward pass.
+        skip_first: leave position 0 unchanged.
+        baseline: an earlier result on the same tokens (its clean and zero-ablated CEs are reused).
+    """
     from interplab.hooks import Ablate, Apply
 
     def splice(x: torch.Tensor, ctx: Any) -> torch.Tensor:

@@ -172,7 +172,7 @@ class JumpReLU(torch.autograd.Function):
         return z * (z > theta)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         z, theta = ctx.saved_tensors
         k = ((z - theta).abs() < ctx.eps / 2).to(g.dtype) / ctx.eps
         return g * (z > theta), (-theta * k * g).reshape(-1, z.shape[-1]).sum(0), None
@@ -188,7 +188,7 @@ class Step(torch.autograd.Function):
         return (z > theta).to(z.dtype)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         z, theta = ctx.saved_tensors
         k = ((z - theta).abs() < ctx.eps / 2).to(g.dtype) / ctx.eps
         return torch.zeros_like(z), (-k * g).reshape(-1, z.shape[-1]).sum(0), None
