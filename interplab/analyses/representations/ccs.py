@@ -440,29 +440,10 @@ def zero_shot_scores(
 
 
 @overload
-def run_ccs(
-    model: Model,
-    dataset: ContrastDataset,
-    layer: int | None = ...,
-    test_frac: float = ...,
-    seed: int = ...,
-    batch_size: int = ...,
-    return_acts: Literal[False] = ...,
-    **kw: Any,
-) -> CCSResult: ...
-
-
+def run_ccs(model: Model, dataset: ContrastDataset, *, return_acts: Literal[False] = ..., **kw: Any) -> CCSResult: ...
 @overload
 def run_ccs(
-    model: Model,
-    dataset: ContrastDataset,
-    layer: int | None = ...,
-    test_frac: float = ...,
-    seed: int = ...,
-    batch_size: int = ...,
-    *,
-    return_acts: Literal[True],
-    **kw: Any,
+    model: Model, dataset: ContrastDataset, *, return_acts: Literal[True], **kw: Any
 ) -> tuple[CCSResult, dict[str, np.ndarray]]: ...
 
 

@@ -29,6 +29,11 @@ SAEData = Literal["acts"] | SyntheticName
 """What ``interplab sae train --data`` trains on: an activation directory or a synthetic set."""
 
 
+# what the headline keeps of each control, in this order
+_CONTROL_HEADLINE = ("test_explained_variance", "l0", "pca_topk_ev", "pca_top_ev", "ev_gap_vs_pca_topk")
+_CONTROL_HEADLINE += ("ev_gap_se", "test_dead_frac", "recovery", "ce_score")
+
+
 @dataclass
 class SAEResult(Result):
     """An SAE run: metrics on training and held-out rows (``main``, from
@@ -74,24 +79,7 @@ class SAEResult(Result):
         if "recovery" in m:
             h.update({"recovery": m["recovery"], "mmcs": m["mmcs"]})
         if self.controls:
-            h["controls"] = {
-                k: {
-                    kk: v[kk]
-                    for kk in (
-                        "test_explained_variance",
-                        "l0",
-                        "pca_topk_ev",
-                        "pca_top_ev",
-                        "ev_gap_vs_pca_topk",
-                        "ev_gap_se",
-                        "test_dead_frac",
-                        "recovery",
-                        "ce_score",
-                    )
-                    if kk in v
-                }
-                for k, v in self.controls.items()
-            }
+            h["controls"] = {k: {kk: v[kk] for kk in _CONTROL_HEADLINE if kk in v} for k, v in self.controls.items()}
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
 
     def to_frame(self):

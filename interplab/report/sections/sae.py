@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 __all__ = ["add_sae_sections", "browser_html", "sae_parts"]
 
+# the columns of the controls table, in this order
+_CONTROL_COLUMNS = ("l0", "test_explained_variance", "pca_topk_ev", "pca_top_ev", "ev_gap_vs_pca_topk", "ev_gap_se")
+_CONTROL_COLUMNS += ("test_dead_frac", "recovery", "mmcs", "ce_score")
+
 
 def add_sae_sections(report: Report, result: SAEResult) -> Report:
     """Add the sections of an SAE run to ``report``: ``id="sae"`` (metrics and controls) and, when the result has
@@ -54,29 +58,7 @@ def sae_parts(res: SAEResult) -> list:
     ]
     if res.controls:
         parts.append(
-            table(
-                [
-                    {
-                        "control": k,
-                        **{
-                            kk: v.get(kk)
-                            for kk in (
-                                "l0",
-                                "test_explained_variance",
-                                "pca_topk_ev",
-                                "pca_top_ev",
-                                "ev_gap_vs_pca_topk",
-                                "ev_gap_se",
-                                "test_dead_frac",
-                                "recovery",
-                                "mmcs",
-                                "ce_score",
-                            )
-                        },
-                    }
-                    for k, v in res.controls.items()
-                ]
-            )
+            table([{"control": k, **{kk: v.get(kk) for kk in _CONTROL_COLUMNS}} for k, v in res.controls.items()])
         )
     return parts
 
