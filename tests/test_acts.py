@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 import interplab
-from interplab.io.activations import ActivationDataset, Stats, extract_activations, load_acts, save_acts, stop_layer_for
+from interplab.io.activations import (
+    ActivationDataset,
+    SplitBy,
+    Stats,
+    extract_activations,
+    load_acts,
+    save_acts,
+    stop_layer_for,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +78,7 @@ def test_bad_input_is_refused(tiny, tmp_path):
 
 
 def test_resume_after_kill_gives_identical_shards(tiny, tmp_path):
-    kw = dict(n_tokens=12 * 32, chunk_len=32, batch=5, shard_rows=70)
+    kw: dict[str, Any] = {"n_tokens": 12 * 32, "chunk_len": 32, "batch": 5, "shard_rows": 70}
     hook = "blocks.1.hook_mlp_out"
     extract_activations(tiny, hook, tmp_path / "full", **kw)
 
@@ -124,7 +133,8 @@ def test_loader_batches_split_and_stats(tiny, tmp_path):
     tr, te = ds.split(0.25, by="shard")
     assert te.index()[0].min() > tr.index()[0].max() - 1  # test rows come from later text
     one = ActivationDataset(ds.dir, ds._select[:1])  # by="auto": by shard with 2+ shards, else by row
-    for d_, by in ((ds, "shard"), (one, "row")):
+    cases: tuple[tuple[ActivationDataset, SplitBy], ...] = ((ds, "shard"), (one, "row"))
+    for d_, by in cases:
         for a_, b_ in zip(d_.split(0.25, by="auto"), d_.split(0.25, by=by)):
             assert all(torch.equal(u, v) for u, v in zip(a_.index(), b_.index()))
     # streaming statistics equal the batch statistics
@@ -148,8 +158,9 @@ def test_load_acts_plain_and_sharded(tiny, tmp_path):
     x, y = torch.randn(20, 4), torch.arange(20) % 2
     save_acts(tmp_path / "plain", x, y, template=torch.arange(20) % 3)
     got = load_acts(tmp_path / "plain")
+    assert got.y is not None
     assert torch.equal(got.x, x) and torch.equal(got.y, y) and torch.equal(got.meta["template"], torch.arange(20) % 3)
-    xx, yy, meta = load_acts(tmp_path / "plain" / "acts.safetensors")
+    xx, _, _ = load_acts(tmp_path / "plain" / "acts.safetensors")
     assert torch.equal(xx, x)
     ds = extract_activations(tiny, "hook_embed", tmp_path / "sh", n_tokens=64, chunk_len=32, shard_rows=20)
     got = load_acts(tmp_path / "sh")

@@ -33,8 +33,8 @@ def test_number_words_and_statements():
     assert sum(s.label for s in st) == 20
     for s in st:  # labels are the truth of the sentence
         words = s.text.rstrip(".").split(" ")
-        a = [i for i in range(100) if T.number_word(i) == words[0].lower()][0]
-        b = [i for i in range(100) if T.number_word(i) == words[-1]][0]
+        a = next(i for i in range(100) if T.number_word(i) == words[0].lower())
+        b = next(i for i in range(100) if T.number_word(i) == words[-1])
         assert s.label == int(a > b if "larger" in s.text else a < b)
     neg = T.number_statements(40, seed=1, negate=True)
     assert all(" not " in s.text and s.label != t.label for s, t in zip(neg, st))
@@ -51,8 +51,8 @@ def test_ccs_recovers_planted_truth_direction():
     hp, hn, y, tmpl, t = C.planted_truth_data(400, 32, seed=0)
     train, test = group_split(np.arange(400), 0.3, 0)
     hpn, hnn = C.normalize_by_template(hp, tmpl), C.normalize_by_template(hn, tmpl)
-    probe = C.fit_ccs(hpn[train], hnn[train], n_restarts=5, epochs=600)
-    assert abs(probe.direction @ t) > 0.9  # per-dimension std is ~1 here, so normalised and raw directions agree
+    probe = C.CCS(n_restarts=5, epochs=600).fit(hpn[train], hnn[train])
+    assert abs(probe.direction_ @ t) > 0.9  # per-dimension std is ~1 here, so normalised and raw directions agree
     res = C.ccs_evaluate(hp, hn, y, tmpl, train, test, n_restarts=5, epochs=600, max_dirs=4)
     h = res.headline()
     assert h["ccs_acc_unoriented"] > 0.95 and h["lr_acc"] > 0.95
@@ -64,7 +64,8 @@ def test_ccs_recovers_planted_truth_direction():
 def test_ccs_loss_and_prediction():
     assert C.ccs_loss(np.array([1.0]), np.array([0.0])) == 0.0  # consistent and confident
     assert abs(C.ccs_loss(np.array([0.5]), np.array([0.5])) - 0.25) < 1e-12  # consistent but unsure
-    probe = C.CCSProbe(np.array([1.0, 0.0]), 0.0, 0.0)
+    probe = C.CCS()
+    probe.coef_, probe.intercept_ = np.array([1.0, 0.0]), 0.0
     hp, hn = np.array([[5.0, 0], [-5.0, 0]]), np.array([[-5.0, 0], [5.0, 0]])
     assert probe.predict(hp, hn).tolist() == [1, 0]
 

@@ -34,7 +34,7 @@ def test_leace_guarantees(k):
     Xe = E.LeaceEraser().fit(X, y).transform(X)
     for make in (
         lambda: LogisticRegression(C=np.inf, max_iter=10000, tol=1e-12),  # unpenalised logistic regression
-        lambda: LinearSVC(dual=False, tol=1e-12, max_iter=100000),
+        lambda: LinearSVC(dual=False, tol=1e-12, max_iter=100000),  # type: ignore[arg-type]  # sklearn accepts a bool
     ):  # linear SVM
         before, after = _coef(make(), X, y), _coef(make(), Xe, y)
         assert before > 0.05
@@ -152,7 +152,7 @@ def test_load_acts_dir_and_errors(tmp_path):
     with pytest.raises(ValueError, match="single class"):
         E.LeaceEraser().fit(X, np.zeros(100))
     with pytest.raises(ValueError, match="unknown erasure method"):
-        E.make_eraser("lasso")
+        E.make_eraser("lasso")  # type: ignore[arg-type]  # an unknown name on purpose
 
 
 def test_cli_erase(tmp_path):

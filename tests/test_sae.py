@@ -17,7 +17,6 @@ from interplab.analyses.sae import (
     SAE,
     SAEConfig,
     SAEResult,
-    _resample,
     ce_score,
     evaluate,
     explained_variance,
@@ -25,6 +24,7 @@ from interplab.analyses.sae import (
     gaussian,
     known_dictionary,
     recovery,
+    resample_dead_features,
     train_sae,
 )
 
@@ -39,8 +39,13 @@ def test_explained_variance_anchors():
     e = evaluate(lambda b: b, x)
     assert e["explained_variance"] == 1.0 and e["mse"] == 0.0
     noisy = x + torch.randn_like(x)
+
+    def noisy_rows(b: torch.Tensor) -> torch.Tensor:
+        assert len(b) == 500  # one batch: the rows of noisy line up with the batch
+        return noisy[: len(b)]
+
     torch.testing.assert_close(
-        evaluate(lambda b: noisy[: len(b)] if len(b) == 500 else None, x, batch_size=500)["explained_variance"],
+        evaluate(noisy_rows, x, batch_size=500)["explained_variance"],
         explained_variance(x, noisy),
         rtol=1e-9,
         atol=1e-12,
@@ -84,18 +89,14 @@ def test_sparse_and_dense_topk_training_agree():
     x = torch.randn(4096, 16) @ torch.randn(16, 16)
     cfg = SAEConfig(d_in=16, n_features=64, k=4, batch_size=256, epochs=2, lr=1e-3)
     a, _ = train_sae(x, cfg)
-    S._SPARSE_TOPK[0] = False
-    try:
-        b, _ = train_sae(x, cfg)
-    finally:
-        S._SPARSE_TOPK[0] = True
+    b, _ = train_sae(x, cfg, sparse_topk=False)
     for k in ("W_enc", "W_dec", "b_enc", "b_dec"):
         torch.testing.assert_close(getattr(a, k), getattr(b, k), rtol=1e-3, atol=1e-4)
 
 
 def test_topk_and_relu_properties():
     x, _ = known_dictionary(8192, 16, n_atoms=48, active=2, seed=2)
-    sae, info = train_sae(x, SAEConfig(d_in=16, n_features=64, k=3, batch_size=256, epochs=2, lr=2e-3))
+    sae, _ = train_sae(x, SAEConfig(d_in=16, n_features=64, k=3, batch_size=256, epochs=2, lr=2e-3))
     assert (sae.encode(x) > 0).sum(-1).max() <= 3
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64), rtol=0, atol=1e-5)
     l0, ev = [], []
@@ -110,7 +111,7 @@ def test_topk_and_relu_properties():
     assert l0[1] < l0[0] < 64 and ev[1] < ev[0]  # the L1 penalty trades reconstruction for sparsity
     assert ev[0] > 0.8 and ev[1] > 0.1  # measured 0.93 / 0.23 after 64 steps
     with pytest.raises(ValueError, match="kind"):
-        SAEConfig(d_in=4, kind="gated")
+        SAEConfig(d_in=4, kind="gated")  # type: ignore[arg-type]
 
 
 def test_resampling_revives_dead_features():
@@ -123,7 +124,7 @@ def test_resampling_revives_dead_features():
     assert (sae.encode(x)[:, :8] == 0).all()
     dead = torch.zeros(16, dtype=torch.bool)
     dead[:8] = True
-    assert _resample(sae, opt, dead, x, seed=0) == 8
+    assert resample_dead_features(sae, opt, dead, x, seed=0) == 8
     assert (sae.b_enc[:8] == 0).all()
     torch.testing.assert_close(sae.W_dec[:8].norm(dim=-1), torch.ones(8))
     assert ((sae.encode(x)[:, :8] > 0).sum(0) > 0).all()  # every resampled feature now fires on some inputs
@@ -136,7 +137,7 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
     x = torch.randn(3000, 12)
     cfg = SAEConfig(d_in=12, n_features=48, k=3, batch_size=200, epochs=2, lr=1e-3)
     full, _ = train_sae(x, cfg)
-    part, info = train_sae(x, cfg, checkpoint_dir=tmp_path, checkpoint_every=4, max_steps=9)
+    _, info = train_sae(x, cfg, checkpoint_dir=tmp_path, checkpoint_every=4, max_steps=9)
     assert info["steps_run"] == 9 and not info["complete"]
     resumed, info2 = train_sae(x, cfg, checkpoint_dir=tmp_path, checkpoint_every=4)
     assert info2["steps_run"] == info2["steps"] - 9 and info2["complete"]
@@ -326,13 +327,15 @@ def test_jumprelu_estimator_and_training():
     """JumpReLU (Rajamanoharan et al. 2024): forward z·H(z-θ); straight-through θ-gradients -(θ/ε)K and -(1/ε)K."""
     z = torch.tensor([[0.1, 0.49, 0.52, 0.9]], requires_grad=True)
     theta = torch.full((4,), 0.5, requires_grad=True)
-    out = S._JumpReLU.apply(z, theta, 0.1)
+    out = S.JumpReLU.apply(z, theta, 0.1)
+    assert out is not None
     assert out.tolist() == [[0.0, 0.0, pytest.approx(0.52), pytest.approx(0.9)]]
     out.sum().backward()
+    assert z.grad is not None
     assert z.grad.tolist() == [[0.0, 0.0, 1.0, 1.0]]
     torch.testing.assert_close(theta.grad, torch.tensor([0.0, -5.0, -5.0, 0.0]))  # -(0.5/0.1) inside |z-θ| < ε/2
     theta.grad = None
-    S._Step.apply(z, theta, 0.1).sum().backward()
+    S.Step.apply(z, theta, 0.1).sum().backward()
     torch.testing.assert_close(theta.grad, torch.tensor([0.0, -10.0, -10.0, 0.0]))
     x, atoms = known_dictionary(12288, 32, n_atoms=128, active=3, seed=0)
     l0 = []

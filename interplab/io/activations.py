@@ -12,9 +12,9 @@ text file), or a built-in task (``"induction"``: repeated random tokens, :func:`
 **Positions.** ``"all"`` (every position; with ``skip_first`` the first position of each sequence is left
 out — by default (None) when it is a BOS token, whose activations are outliers that dominate any training;
 ``skip_first=True`` also drops a first position without BOS, which in models such as SmolLM2 is an
-attention-sink outlier with a residual norm several times the others), ``"last"`` (the last position of each sequence) or an int
-(that position of each sequence, negative counting from the end). Every sequence gives the same number of rows,
-so row ``r`` maps to ``(seq, pos)`` without a lookup; each shard stores ``seq`` and ``pos`` anyway.
+attention-sink outlier with a residual norm several times the others), ``"last"`` (the last position of each
+sequence) or an int (that position of each sequence, negative counting from the end). Every sequence gives the
+same number of rows, so row ``r`` maps to ``(seq, pos)`` without a lookup; each shard stores ``seq`` and ``pos`` anyway.
 
 **On disk** (directory ``out``)::
 
@@ -47,29 +47,36 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import torch
 
-from interplab.io.results import write_json
+from interplab.io.atomic import save_tensors, write_json
+
+if TYPE_CHECKING:
+    from interplab.models.model import Model
 
 MANIFEST = "manifest.json"
 TOKENS = "tokens.safetensors"
 PLAIN = "acts.safetensors"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-TASKS = ("induction",)
+ActsDType = Literal["float32", "float16", "bfloat16"]
+"""The storage dtype of the shards."""
+_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ActsTask = Literal["induction"]
+"""The built-in token sources (besides a corpus): ``induction`` = repeated random tokens."""
+TASKS: tuple[ActsTask, ...] = get_args(ActsTask)
+Positions = Literal["all", "last"] | int
+"""Which positions of each sequence become rows (a string holding an integer is read as that integer)."""
+SplitBy = Literal["shard", "row", "rows", "auto"]
+"""How :meth:`ActivationDataset.split` splits the rows."""
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """``directory/manifest.json`` (UTF-8 JSON, NaN refused), written atomically."""
+    write_json(directory / MANIFEST, manifest, allow_nan=False)
 
 
 def _load_st(path: Path) -> dict[str, torch.Tensor]:
@@ -81,11 +88,11 @@ def _load_st(path: Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------ hook points
 
 
-def stop_layer_for(model, hook: str) -> int | None:
+def stop_layer_for(model: Model, hook: str) -> int | None:
     """The smallest ``stop_at_layer`` that still computes ``hook`` (blocks after it are not run)."""
     from interplab.hooks import parse_name
 
-    layer, kind = parse_name(hook)
+    layer, _ = parse_name(hook)
     if layer is not None:
         return layer + 1
     if hook in ("hook_embed", "hook_pos_embed"):
@@ -93,7 +100,7 @@ def stop_layer_for(model, hook: str) -> int | None:
     return None
 
 
-def check_hook(model, hook: str) -> None:
+def check_hook(model: Model, hook: str) -> None:
     """Raise a clear error for a hook point that this model does not have or that has no per-token vector."""
     from interplab.hooks import check_names, parse_name
 
@@ -114,14 +121,23 @@ def flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def sequences(
-    model,
+    model: Model,
     text: str | Path | None = None,
-    task: str | None = None,
+    task: ActsTask | None = None,
     n_tokens: int = 100_000,
     chunk_len: int = 128,
     seed: int = 0,
 ) -> tuple[torch.Tensor, dict]:
-    """Token ids ``[n_seq, chunk_len]`` for a corpus (``text``: None/"pydoc" or a file) or a task, and a description."""
+    """Token ids ``[n_seq, chunk_len]`` for a corpus (``text``: None/"pydoc" or a file) or a task, and a description.
+
+    Args:
+        model: its tokenizer (corpus) or vocabulary (task) makes the tokens.
+        text: a UTF-8 text file (None or "pydoc": the standard library's ``pydoc_data.topics``).
+        task: a built-in task instead of a corpus.
+        n_tokens: about this many tokens (``n_tokens // chunk_len`` sequences).
+        chunk_len: tokens per sequence.
+        seed: seeds the task's random tokens.
+    """
     if text is not None and task is not None:
         raise ValueError("give either a text (--text) or a task (--task), not both.")
     n_seq = max(1, n_tokens // chunk_len)
@@ -144,7 +160,7 @@ def sequences(
     return toks, {"source": "pydoc" if text is None else str(text)}
 
 
-def _positions(seq_len: int, positions: str | int, bos: bool) -> list[int]:
+def _positions(seq_len: int, positions: Positions | str, bos: bool) -> list[int]:
     if positions == "all":
         return list(range(1 if bos else 0, seq_len))
     if positions == "last":
@@ -162,28 +178,44 @@ def _positions(seq_len: int, positions: str | int, bos: bool) -> list[int]:
 
 
 def extract_activations(
-    model,
+    model: Model,
     hook: str,
     out: str | Path,
     *,
     text: str | Path | None = None,
-    task: str | None = None,
+    task: ActsTask | None = None,
     tokens: torch.Tensor | None = None,
     n_tokens: int = 100_000,
     chunk_len: int = 128,
-    positions: str | int = "all",
+    positions: Positions | str = "all",
     skip_first: bool | None = None,
     batch: int = 8,
     shard_rows: int = 16384,
-    dtype: str = "float32",
+    dtype: ActsDType = "float32",
     seed: int = 0,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ActivationDataset:
     """Run ``model`` over sequences and write the activations at ``hook`` to ``out`` in shards (see the module doc).
 
     ``tokens``: explicit token ids ``[n_seq, seq_len]`` instead of a corpus or task. Resumable: an existing
     directory with the same settings continues from its first missing shard (different settings: ValueError).
-    ``progress(done_rows, total_rows)`` is called after each shard."""
+    ``progress(done_rows, total_rows)`` is called after each shard.
+
+    Args:
+        model: the model to run.
+        hook: the hook point (one per-token vector per position, e.g. ``blocks.6.hook_resid_post``).
+        out: the directory to write (or to resume).
+        text, task: the token source (see :func:`sequences`); ``tokens`` overrides both.
+        tokens: explicit token ids ``[n_seq, seq_len]``.
+        n_tokens, chunk_len: size of the corpus or task (see :func:`sequences`).
+        positions: ``"all"``, ``"last"`` or one position of each sequence (see the module docstring).
+        skip_first: leave out position 0 (None: when it is a BOS token).
+        batch: sequences per forward pass.
+        shard_rows: rows per shard file.
+        dtype: storage dtype of the activations.
+        seed: seeds the task's tokens.
+        progress: called as ``progress(done_rows, total_rows)`` after each shard.
+    """
     check_hook(model, hook)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}.")
@@ -234,7 +266,7 @@ def extract_activations(
     else:
         shards = []
     if not (out / TOKENS).exists():
-        _atomic_save({"tokens": toks.to(torch.int32)}, out / TOKENS)
+        save_tensors(out / TOKENS, {"tokens": toks.to(torch.int32)})
     stop = stop_layer_for(model, hook)
     d = None if not shards else shards[0]["d"]
 
@@ -258,7 +290,7 @@ def extract_activations(
 
     n_shards = math.ceil(n_rows / shard_rows)
     done = len(shards)
-    write_json(out, MANIFEST, manifest("running" if done < n_shards else "complete"))
+    _write_manifest(out, manifest("running" if done < n_shards else "complete"))
     if done == n_shards:
         return ActivationDataset(out)
     pos_t = torch.tensor(pos_list)
@@ -286,18 +318,18 @@ def extract_activations(
             k = len(shards)
             rows = torch.arange(k * shard_rows, k * shard_rows + take)
             fname = f"shard_{k:05d}.safetensors"
-            _atomic_save(
+            save_tensors(
+                out / fname,
                 {
                     "x": x[:take].to(tdt),
                     "seq": (rows // per_seq).to(torch.int32),
                     "pos": pos_t[rows % per_seq].to(torch.int32),
                 },
-                out / fname,
             )
             shards.append({"file": fname, "rows": int(take), "start": int(k * shard_rows), "d": d})
             rest = x[take:]
             buf_x, buf_n = ([rest] if rest.shape[0] else []), int(rest.shape[0])
-            write_json(out, MANIFEST, manifest("running" if len(shards) < n_shards else "complete"))
+            _write_manifest(out, manifest("running" if len(shards) < n_shards else "complete"))
             if progress is not None:
                 progress(sum(s["rows"] for s in shards), n_rows)
     return ActivationDataset(out)
@@ -324,6 +356,7 @@ class Stats:
         if self.n == 0:
             self.n, self.mean, self.m2 = nb, mb, m2b
         else:
+            assert self.mean is not None and self.m2 is not None
             n = self.n + nb
             delta = mb - self.mean
             self.mean = self.mean + delta * (nb / n)
@@ -333,6 +366,9 @@ class Stats:
 
     @property
     def var(self) -> torch.Tensor:
+        """Per-dimension population variance (of no rows: an error)."""
+        if self.m2 is None:
+            raise ValueError("no rows seen: the variance of nothing is undefined.")
         return self.m2 / self.n
 
     @property
@@ -358,7 +394,9 @@ class ActivationDataset:
                 "rerun the same `interplab acts` command to resume it."
             )
         self.shards = self.manifest["shards"]
-        self._select = _select if _select is not None else [(i, None) for i in range(len(self.shards))]
+        self._select: list[tuple[int, torch.Tensor | None]] = (
+            _select if _select is not None else [(i, None) for i in range(len(self.shards))]
+        )
         self._tokens = None
 
     # ---- metadata
@@ -389,7 +427,8 @@ class ActivationDataset:
 
     # ---- reading
     def shard(self, i: int) -> dict[str, torch.Tensor]:
-        """Shard ``i`` of the directory: {"x" float32 [rows, d], "seq", "pos"} (the whole shard, ignoring any subset)."""
+        """Shard ``i`` of the directory: {"x" float32 [rows, d], "seq", "pos"} (the whole shard, ignoring any
+        subset)."""
         t = _load_st(self.dir / self.shards[i]["file"])
         t["x"] = t["x"].to(torch.float32)
         return t
@@ -410,7 +449,7 @@ class ActivationDataset:
         window: int = 2,
         drop_last: bool = False,
         with_index: bool = False,
-    ) -> Iterator[torch.Tensor]:
+    ) -> Iterator[Any]:
         """Batches of rows ``[batch_size, d]`` (float32). ``shuffle``: shards in a seeded random order, rows
         shuffled within a window of ``window`` shards (memory: ``window`` shards). ``with_index``: yields
         ``(x, seq, pos)``."""
@@ -484,7 +523,7 @@ class ActivationDataset:
 
     # ---- splitting
     def split(
-        self, test_frac: float = 0.1, by: str = "shard", seed: int = 0
+        self, test_frac: float = 0.1, by: SplitBy = "shard", seed: int = 0
     ) -> tuple[ActivationDataset, ActivationDataset]:
         """``(train, test)`` views. ``by="shard"``: the last shards are the test set (so test rows come from later
         text) — as many as bring the test rows closest to ``test_frac`` of all rows (at least one, never all);
@@ -510,14 +549,14 @@ class ActivationDataset:
                 n = self.shards[i]["rows"] if idx is None else len(idx)
                 base = torch.arange(n) if idx is None else idx
                 perm = torch.randperm(n, generator=g)
-                k = int(round(test_frac * n))
+                k = round(test_frac * n)
                 te.append((i, base[perm[:k]].sort().values))
                 tr.append((i, base[perm[k:]].sort().values))
             return ActivationDataset(self.dir, tr), ActivationDataset(self.dir, te)
         raise ValueError(f"split by must be 'shard', 'row' or 'auto', not {by!r}.")
 
     # ---- contexts
-    def context(self, seq: int, pos: int, tokenizer=None, before: int = 12, after: int = 3) -> dict:
+    def context(self, seq: int, pos: int, tokenizer: Any = None, before: int = 12, after: int = 3) -> dict[str, Any]:
         """Tokens around ``(seq, pos)``: ``{"before": [...], "token": str, "after": [...]}`` (strings when a
         tokenizer is given, else ids)."""
         row = self.tokens[int(seq)]
@@ -545,7 +584,7 @@ def save_acts(directory: str | Path, x: torch.Tensor, y: torch.Tensor | None = N
     if y is not None:
         t["y"] = torch.as_tensor(y)
     t.update({k: torch.as_tensor(v) for k, v in extra.items()})
-    _atomic_save(t, d / PLAIN)
+    save_tensors(d / PLAIN, t)
     return d / PLAIN
 
 

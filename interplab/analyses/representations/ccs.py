@@ -6,7 +6,7 @@ Given hidden states ``h⁺`` / ``h⁻`` of the contrast pair (statement answered
 * **normalisation** per prompt template: each of ``h⁺`` and ``h⁻`` has its template's mean removed (and,
   with ``var_normalize``, is divided by its per-dimension standard deviation), which removes the direction
   that merely encodes which answer token was appended (Burns et al., §2.2);
-* **CCS**: a probe ``p(x) = σ(wᵀx + b)`` trained without labels on
+* **CCS** (:class:`CCS`, a scikit-learn estimator): a probe ``p(x) = σ(wᵀx + b)`` trained without labels on
   ``L = mean[(p(x⁺) − (1 − p(x⁻)))²] + mean[min(p(x⁺), p(x⁻))²]`` (consistency + confidence), with
   ``n_restarts`` random initialisations (all trained at once), keeping the lowest loss; the prediction is
   ``½(p⁺ + 1 − p⁻) > ½``;
@@ -29,18 +29,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, overload
 
 import numpy as np
+from sklearn.base import BaseEstimator
+
+from interplab.io.results import Result
+
+if TYPE_CHECKING:
+    from interplab.models.model import Model
+    from interplab.tasks.truth import ContrastDataset
 
 __all__ = [
-    "CCSProbe",
+    "CCS",
     "CCSResult",
     "ccs_evaluate",
     "ccs_loss",
-    "fit_ccs",
     "normalize_by_template",
     "planted_truth_data",
     "run_ccs",
@@ -50,9 +55,16 @@ __all__ = [
 
 
 def normalize_by_template(
-    h: np.ndarray, template: Sequence[int] | None = None, var_normalize: bool = True
+    h: np.ndarray, template: Sequence[int] | np.ndarray | None = None, var_normalize: bool = True
 ) -> np.ndarray:
-    """Subtract each template's mean (and divide by its per-dimension std) — separately for h⁺ and h⁻."""
+    """Subtract each template's mean (and divide by its per-dimension std) — separately for h⁺ and h⁻
+    (Burns et al. 2022, §2.2).
+
+    Args:
+        h: hidden states ``[n, d]`` of one side of the contrast pairs.
+        template: the prompt template of every row (None: one template).
+        var_normalize: also divide by each template's per-dimension standard deviation.
+    """
     h = np.asarray(h, dtype=np.float64)
     t = np.zeros(len(h), dtype=int) if template is None else np.asarray(template)
     out = np.empty_like(h)
@@ -65,7 +77,7 @@ def normalize_by_template(
     return out
 
 
-def ccs_loss(p_pos, p_neg):
+def ccs_loss(p_pos: Any, p_neg: Any) -> Any:
     """Burns et al.'s loss: consistency ``(p⁺ − (1 − p⁻))²`` + confidence ``min(p⁺, p⁻)²`` (means over rows).
     Works on numpy arrays and torch tensors; with a leading restart dimension it returns one loss per restart."""
     import torch
@@ -76,63 +88,90 @@ def ccs_loss(p_pos, p_neg):
     return ((p_pos - (1 - p_neg)) ** 2).mean(-1) + (np.minimum(p_pos, p_neg) ** 2).mean(-1)
 
 
-@dataclass
-class CCSProbe:
-    """A fitted CCS probe on normalised representations: ``p(x) = σ(w·x + b)``."""
+class CCS(BaseEstimator):
+    """Contrast-Consistent Search (Burns et al. 2022): a probe ``p(x) = σ(w·x + b)`` on normalised hidden
+    states (:func:`normalize_by_template`), trained without labels on the contrast pairs ``(x⁺, x⁻)`` to minimise
+    :func:`ccs_loss` (consistency ``(p⁺ − (1 − p⁻))²`` + confidence ``min(p⁺, p⁻)²``).
 
-    w: np.ndarray
-    b: float
-    loss: float
+    ``n_restarts`` probes are trained at once (full batch, AdamW as in Burns et al.'s code, initial weights
+    ``N(0, 1/d)``, bias 0) and the one with the lowest final loss is kept. The sign of the direction is
+    arbitrary (CCS cannot know which end means "true"); :func:`ccs_evaluate` reports both orientations.
 
-    def p(self, h: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(np.asarray(h) @ self.w + self.b)))
+    Args:
+        n_restarts: random initialisations trained together.
+        epochs: full-batch optimisation steps.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        random_state: seeds the initial weights.
 
-    def predict_proba(self, hp: np.ndarray, hn: np.ndarray) -> np.ndarray:
-        """Probability that the statement is true: ``½(p⁺ + 1 − p⁻)``."""
-        return 0.5 * (self.p(hp) + 1 - self.p(hn))
+    Fitted attributes: ``coef_`` (``w``, float64 ``[d]``), ``intercept_`` (``b``), ``loss_`` (the kept probe's
+    final loss), ``n_features_in_``.
+    """
 
-    def predict(self, hp, hn) -> np.ndarray:
-        return (self.predict_proba(hp, hn) > 0.5).astype(int)
+    coef_: np.ndarray
+    intercept_: float
+    loss_: float
+
+    def __init__(
+        self,
+        n_restarts: int = 10,
+        epochs: int = 1000,
+        lr: float = 1e-2,
+        weight_decay: float = 0.01,
+        random_state: int = 0,
+    ):
+        self.n_restarts = n_restarts
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.random_state = random_state
+
+    def fit(self, x_pos: np.ndarray, x_neg: np.ndarray) -> Self:
+        """Train on the normalised hidden states ``x_pos`` / ``x_neg`` ``[n, d]`` of the two sides of each pair."""
+        import torch
+
+        from interplab.runtime import torch_threads
+
+        with torch_threads(1):
+            g = torch.Generator().manual_seed(self.random_state)
+            Xp = torch.as_tensor(np.asarray(x_pos), dtype=torch.float32)
+            Xn = torch.as_tensor(np.asarray(x_neg), dtype=torch.float32)
+            d = Xp.shape[1]
+            W = (torch.randn(self.n_restarts, d, generator=g) / math.sqrt(d)).requires_grad_(True)
+            b = torch.zeros(self.n_restarts, 1, requires_grad=True)
+            opt = torch.optim.AdamW([W, b], lr=self.lr, weight_decay=self.weight_decay)
+            for _ in range(self.epochs):
+                opt.zero_grad()
+                pp = torch.sigmoid(W @ Xp.T + b)
+                pn = torch.sigmoid(W @ Xn.T + b)
+                loss = ccs_loss(pp, pn)
+                loss.sum().backward()
+                opt.step()
+            with torch.no_grad():
+                losses = ccs_loss(torch.sigmoid(W @ Xp.T + b), torch.sigmoid(W @ Xn.T + b))
+            i = int(losses.argmin())
+            self.coef_ = W[i].detach().double().numpy()
+            self.intercept_ = float(b.detach()[i, 0])
+            self.loss_ = float(losses[i])
+            self.n_features_in_ = d
+        return self
+
+    def prob(self, x: np.ndarray) -> np.ndarray:
+        """``p(x) = σ(w·x + b)`` for the hidden states ``x [n, d]`` of one side."""
+        return 1 / (1 + np.exp(-(np.asarray(x) @ self.coef_ + self.intercept_)))
+
+    def predict_proba(self, x_pos: np.ndarray, x_neg: np.ndarray) -> np.ndarray:
+        """Probability ``[n]`` that each statement is true: ``½(p(x⁺) + 1 − p(x⁻))``."""
+        return 0.5 * (self.prob(x_pos) + 1 - self.prob(x_neg))
+
+    def predict(self, x_pos: np.ndarray, x_neg: np.ndarray) -> np.ndarray:
+        """1 where :meth:`predict_proba` exceeds ½, else 0."""
+        return (self.predict_proba(x_pos, x_neg) > 0.5).astype(int)
 
     @property
-    def direction(self) -> np.ndarray:
-        return self.w / (np.linalg.norm(self.w) + 1e-300)
-
-
-def fit_ccs(
-    hp: np.ndarray,
-    hn: np.ndarray,
-    n_restarts: int = 10,
-    epochs: int = 1000,
-    lr: float = 1e-2,
-    weight_decay: float = 0.01,
-    seed: int = 0,
-) -> CCSProbe:
-    """Train ``n_restarts`` CCS probes at once (full batch, AdamW as in Burns et al.'s code) and keep the one
-    with the lowest final loss. Inputs should already be normalised (:func:`normalize_by_template`)."""
-    import torch
-
-    from interplab.runtime import torch_threads
-
-    with torch_threads(1):
-        g = torch.Generator().manual_seed(seed)
-        Xp = torch.as_tensor(np.asarray(hp), dtype=torch.float32)
-        Xn = torch.as_tensor(np.asarray(hn), dtype=torch.float32)
-        d = Xp.shape[1]
-        W = (torch.randn(n_restarts, d, generator=g) / math.sqrt(d)).requires_grad_(True)
-        b = torch.zeros(n_restarts, 1, requires_grad=True)
-        opt = torch.optim.AdamW([W, b], lr=lr, weight_decay=weight_decay)
-        for _ in range(epochs):
-            opt.zero_grad()
-            pp = torch.sigmoid(W @ Xp.T + b)
-            pn = torch.sigmoid(W @ Xn.T + b)
-            loss = ccs_loss(pp, pn)
-            loss.sum().backward()
-            opt.step()
-        with torch.no_grad():
-            losses = ccs_loss(torch.sigmoid(W @ Xp.T + b), torch.sigmoid(W @ Xn.T + b))
-        i = int(losses.argmin())
-        return CCSProbe(W[i].detach().double().numpy(), float(b.detach()[i, 0]), float(losses[i]))
+    def direction_(self) -> np.ndarray:
+        """The unit vector along ``w``."""
+        return self.coef_ / (np.linalg.norm(self.coef_) + 1e-300)
 
 
 def _acc(pred: np.ndarray, y: np.ndarray) -> float:
@@ -148,7 +187,7 @@ def _oriented(score_tr, y_tr, score_te, y_te) -> tuple[float, float, int]:
 
 
 def _probe_oriented(
-    probe: CCSProbe, hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train, test
+    probe: CCS, hp: np.ndarray, hn: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray
 ) -> tuple[float, float, int]:
     """:func:`_oriented` for a CCS probe's score ``predict_proba − ½`` on the ``train`` / ``test`` rows."""
     return _oriented(
@@ -167,14 +206,24 @@ def truth_like_directions(
     test: np.ndarray,
     max_dirs: int = 20,
     acc_tol: float = 0.05,
-    first: CCSProbe | None = None,
-    **ccs_kw,
+    first: CCS | None = None,
+    **ccs_kw: Any,
 ) -> dict[str, Any]:
-    """Iterate: fit CCS on the training rows, record its loss and held-out accuracy, project its direction
-    out of every row (orthogonally, in the normalised space), refit. Returns per-direction records and
-    ``n_truth_like``: directions whose unoriented held-out accuracy is ≥ the first one's − ``acc_tol``
-    (0 when the first is itself within ``acc_tol`` of chance). ``first``: the probe already fitted on
-    ``hp[train]``, ``hn[train]`` with ``ccs_kw`` (used as direction 0 instead of refitting it)."""
+    """Truth-like directions (Roger 2023): fit CCS on the training rows, record its loss and held-out accuracy,
+    project its direction out of every row (orthogonally, in the normalised space), refit. Returns
+    per-direction records and ``n_truth_like``: directions whose unoriented held-out accuracy is ≥ the first
+    one's − ``acc_tol`` (0 when the first is itself within ``acc_tol`` of chance).
+
+    Args:
+        hp, hn: normalised hidden states ``[n, d]`` of the two sides of the pairs.
+        y: truth labels ``[n]`` (used only to score).
+        train, test: row indices to fit on and to score on.
+        max_dirs: at most this many fit / project-out rounds.
+        acc_tol: accuracy tolerance that makes a direction "truth-like".
+        first: a :class:`CCS` already fitted on ``hp[train]``, ``hn[train]`` with ``ccs_kw`` (used as
+            direction 0 instead of refitting it).
+        **ccs_kw: :class:`CCS` settings; round ``i`` uses ``random_state + i``.
+    """
     hp, hn = np.array(hp, dtype=np.float64), np.array(hn, dtype=np.float64)
     y = np.asarray(y)
     U = np.zeros((hp.shape[1], 0))
@@ -185,10 +234,10 @@ def truth_like_directions(
         if i == 0 and first is not None:
             probe = first
         else:
-            probe = fit_ccs(pp[train], pn[train], **{**ccs_kw, "seed": ccs_kw.get("seed", 0) + i})
+            probe = CCS(**{**ccs_kw, "random_state": ccs_kw.get("random_state", 0) + i}).fit(pp[train], pn[train])
         oriented, unoriented, _ = _probe_oriented(probe, pp, pn, y, train, test)
-        recs.append({"direction": i, "ccs_loss": probe.loss, "acc_oriented": oriented, "acc_unoriented": unoriented})
-        u = probe.direction - U @ (U.T @ probe.direction)
+        recs.append({"direction": i, "ccs_loss": probe.loss_, "acc_oriented": oriented, "acc_unoriented": unoriented})
+        u = probe.direction_ - U @ (U.T @ probe.direction_)
         U = np.concatenate([U, (u / np.linalg.norm(u))[:, None]], axis=1)
     acc0 = recs[0]["acc_unoriented"] if recs else 0.5
     n = 0 if acc0 < 0.5 + acc_tol else sum(r["acc_unoriented"] >= acc0 - acc_tol for r in recs)
@@ -204,27 +253,36 @@ def truth_like_directions(
     }
 
 
-@dataclass
-class CCSResult:
-    """CCS and baselines on one split of one dataset at one layer (accuracies on the held-out rows)."""
+CCSTable = Literal["methods", "directions", "layers"]
+"""The tables of a :class:`CCSResult`."""
 
-    headline_: dict[str, Any]
+
+@dataclass
+class CCSResult(Result):
+    """CCS and baselines on one split of one dataset at one layer (accuracies on the held-out rows): ``scores``
+    (the headline numbers), the truth-like ``directions``, the supervised probe's ``layer_sweep`` and the
+    ``settings``."""
+
+    KIND: ClassVar[str] = "ccs"
+    FILE: ClassVar[str] = "ccs.json"
+
+    scores: dict[str, Any]
     directions: list[dict]
     layer_sweep: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
-    kind: str = "ccs"
 
     def headline(self) -> dict[str, Any]:
-        return dict(self.headline_)
+        return dict(self.scores)
 
-    def to_frame(self, which: str = "methods"):
+    def to_frame(self, which: CCSTable = "methods"):
+        """``methods`` (CCS and baselines), ``directions`` (truth-like directions) or ``layers`` (the sweep)."""
         import pandas as pd
 
         if which == "directions":
             return pd.DataFrame(self.directions)
         if which == "layers":
             return pd.DataFrame(self.layer_sweep)
-        h = self.headline_
+        h = self.scores
         rows = []
         for m, label in [
             ("ccs", "CCS"),
@@ -261,24 +319,12 @@ class CCSResult:
         fig.update_layout(barmode="group", yaxis_range=[0, 1])
         return fig
 
-    def save(self, directory: str | Path) -> Path:
-        from interplab.io.results import write_json
-
-        return write_json(directory, "ccs.json", asdict(self))
-
-    @classmethod
-    def load(cls, path: str | Path) -> CCSResult:
-        from interplab.io.results import read_json
-
-        d, _ = read_json(path, "ccs.json", "ccs")
-        return cls(**d)
-
 
 def ccs_evaluate(
     hp: np.ndarray,
     hn: np.ndarray,
-    y,
-    template,
+    y: Sequence[int] | np.ndarray,
+    template: Sequence[int] | np.ndarray | None,
     train: np.ndarray,
     test: np.ndarray,
     zero_shot: np.ndarray | None = None,
@@ -290,8 +336,21 @@ def ccs_evaluate(
     var_normalize: bool = True,
     seed: int = 0,
 ) -> CCSResult:
-    """CCS and its baselines on the same train/test rows. ``hp``/``hn`` raw hidden states ``[n, d]``;
-    ``zero_shot``: per-row score (logit Yes − logit No) or None."""
+    """CCS (Burns et al. 2022) and its baselines (random directions, CRC-TPC, supervised logistic regression,
+    zero-shot) on the same train/test rows, and the truth-like directions (Roger 2023).
+
+    Args:
+        hp, hn: raw hidden states ``[n, d]`` of the statements answered " Yes" / " No".
+        y: truth labels ``[n]`` (used only to orient and to score, and by the supervised baseline).
+        template: prompt template of every row (normalisation per template).
+        train, test: row indices to fit on and to score on.
+        zero_shot: per-row score (logit Yes − logit No), or None.
+        n_restarts, epochs: :class:`CCS` settings.
+        n_random: random directions averaged for the random baseline.
+        max_dirs, acc_tol: :func:`truth_like_directions` settings.
+        var_normalize: divide by the per-template standard deviation too.
+        seed: seeds CCS and the random directions.
+    """
     from interplab.analyses.representations.erasure import majority_acc
     from interplab.analyses.representations.probes import LinearProbe
 
@@ -299,9 +358,9 @@ def ccs_evaluate(
     hp_n = normalize_by_template(hp, template, var_normalize)
     hn_n = normalize_by_template(hn, template, var_normalize)
     h: dict[str, Any] = {}
-    probe = fit_ccs(hp_n[train], hn_n[train], n_restarts=n_restarts, epochs=epochs, seed=seed)
+    probe = CCS(n_restarts=n_restarts, epochs=epochs, random_state=seed).fit(hp_n[train], hn_n[train])
     h["ccs_acc"], h["ccs_acc_unoriented"], sign = _probe_oriented(probe, hp_n, hn_n, y, train, test)
-    h["ccs_loss"] = probe.loss
+    h["ccs_loss"] = probe.loss_
     h["ccs_sign_flipped_by_labels"] = sign < 0
     diff = hp_n - hn_n
     # random directions
@@ -318,8 +377,8 @@ def ccs_evaluate(
     h["lr_acc"] = float(lr.score(diff[test], y[test]))
     h["lr_acc_unoriented"] = max(h["lr_acc"], 1 - h["lr_acc"])
     cos = lambda a, b: float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
-    h["cos_ccs_lr"] = cos(probe.w, lr.direction_)
-    h["cos_ccs_crc"] = cos(probe.w, u)
+    h["cos_ccs_lr"] = cos(probe.coef_, lr.direction_)
+    h["cos_ccs_crc"] = cos(probe.coef_, u)
     if zero_shot is not None:
         z = np.asarray(zero_shot, dtype=np.float64)
         h["zero_shot_acc"] = _acc(z[test] > 0, y[test])
@@ -336,7 +395,7 @@ def ccs_evaluate(
         first=probe,
         n_restarts=n_restarts,
         epochs=epochs,
-        seed=seed,
+        random_state=seed,
     )
     h["n_truth_like_directions"] = tl["n_truth_like"]
     h["n_low_ccs_loss_directions"] = tl["n_low_loss"]  # loss <= max(2 x first, first + 0.01), whatever their accuracy
@@ -360,9 +419,17 @@ def ccs_evaluate(
 
 
 def zero_shot_scores(
-    model, prompts: Sequence[str], answers: tuple[str, str] = (" Yes", " No"), batch_size: int = 16
+    model: Model, prompts: Sequence[str], answers: tuple[str, str] = (" Yes", " No"), batch_size: int = 16
 ) -> np.ndarray:
-    """logit(answer[0]) − logit(answer[1]) at each prompt's last token (right padding)."""
+    """The zero-shot baseline of Burns et al. (2022): logit(answer[0]) − logit(answer[1]) at each prompt's last
+    token (right padding).
+
+    Args:
+        model: the model to ask.
+        prompts: the bare prompts (no answer appended).
+        answers: the two answers whose first tokens are compared.
+        batch_size: prompts per forward pass.
+    """
     from interplab.models.scoring import last_token_logits
 
     a, _ = model.first_token_id(answers[0])
@@ -372,21 +439,40 @@ def zero_shot_scores(
     )
 
 
+@overload
+def run_ccs(model: Model, dataset: ContrastDataset, *, return_acts: Literal[False] = ..., **kw: Any) -> CCSResult: ...
+@overload
 def run_ccs(
-    model,
-    dataset,
+    model: Model, dataset: ContrastDataset, *, return_acts: Literal[True], **kw: Any
+) -> tuple[CCSResult, dict[str, np.ndarray]]: ...
+
+
+def run_ccs(
+    model: Model,
+    dataset: ContrastDataset,
     layer: int | None = None,
     test_frac: float = 0.3,
     seed: int = 0,
     batch_size: int = 16,
     return_acts: bool = False,
-    **kw,
+    **kw: Any,
 ) -> CCSResult | tuple[CCSResult, dict[str, np.ndarray]]:
     """Collect last-token residual streams of x⁺ and x⁻ at every layer, split by statement (all templates
     of a statement on one side), choose the layer (``None``: the best supervised probe on an inner split of
     the *training* rows — the test rows are never used to choose), and run :func:`ccs_evaluate` there.
-    Also records a per-layer sweep of the supervised probe (held-out) and an easy → hard split.
-    ``return_acts=True`` also returns ``{"pos", "neg", "y"}`` at the chosen layer."""
+    Also records a per-layer sweep of the supervised probe (held-out) and an easy → hard split
+    (Hase et al. 2024). ``interplab ccs`` runs this (Burns et al. 2022).
+
+    Args:
+        model: the model whose residual streams are probed.
+        dataset: contrast pairs (:func:`interplab.tasks.truth.make_truth_dataset`).
+        layer: the layer to evaluate at (None: chosen on an inner split of the training rows).
+        test_frac: held-out fraction of the statements.
+        seed: seeds the splits, CCS and the random directions.
+        batch_size: prompts per forward pass.
+        return_acts: also return ``{"pos", "neg", "y"}`` (x⁺ and x⁻ residual streams and labels) at that layer.
+        **kw: passed to :func:`ccs_evaluate` (``n_restarts``, ``epochs``, ``n_random``, ``max_dirs``, ...).
+    """
     from interplab.analyses.representations.probes import LinearProbe, collect_activations, group_split
 
     acts_p = collect_activations(model, dataset.pos, batch_size=batch_size)
@@ -404,14 +490,15 @@ def run_ccs(
         sweep.append({"layer": l, "lr_inner_val_acc": float(inner), "lr_test_acc": float(held)})
     given = layer is not None
     if layer is None:
-        layer = max(sweep, key=lambda r: (r["lr_inner_val_acc"], -r["layer"]))["layer"]
+        layer = int(max(sweep, key=lambda r: (r["lr_inner_val_acc"], -r["layer"]))["layer"])
     elif not -model.cfg.n_layers <= layer < model.cfg.n_layers:
         raise ValueError(f"layer {layer} is outside 0..{model.cfg.n_layers - 1}.")
     layer = layer % model.cfg.n_layers
     res = ccs_evaluate(acts_p[layer], acts_n[layer], y, dataset.template, train, test, zero_shot=z, seed=seed, **kw)
-    res.headline_ = {"layer": layer, **res.headline_}
+    res.scores = {"layer": layer, **res.scores}
     diff_ = len(set(dataset.difficulty)) > 1
-    if diff_:  # easy -> hard: supervised probe and CCS trained on the easiest half of the statements, tested on the hardest 30%
+    # easy -> hard: supervised probe and CCS trained on the easiest half of the statements, tested on the hardest 30%
+    if diff_:
         from interplab.analyses.representations.probes import easy_hard_split
 
         easy, hard = easy_hard_split(dataset.difficulty, groups, 0.5, 0.3)
@@ -420,14 +507,14 @@ def run_ccs(
             normalize_by_template(acts_n[layer], dataset.template),
         )
         dp = hpn - hnn
-        res.headline_["lr_easy_to_hard_acc"] = round(
+        res.scores["lr_easy_to_hard_acc"] = round(
             float(LinearProbe().fit(dp[easy], y[easy]).score(dp[hard], y[hard])), 4
         )
-        pr = fit_ccs(
-            hpn[easy], hnn[easy], n_restarts=kw.get("n_restarts", 10), epochs=kw.get("epochs", 1000), seed=seed
+        pr = CCS(n_restarts=kw.get("n_restarts", 10), epochs=kw.get("epochs", 1000), random_state=seed).fit(
+            hpn[easy], hnn[easy]
         )
         o, u, _ = _probe_oriented(pr, hpn, hnn, y, easy, hard)
-        res.headline_["ccs_easy_to_hard_acc"], res.headline_["ccs_easy_to_hard_acc_unoriented"] = (
+        res.scores["ccs_easy_to_hard_acc"], res.scores["ccs_easy_to_hard_acc_unoriented"] = (
             round(o, 4),
             round(u, 4),
         )
@@ -447,7 +534,9 @@ def run_ccs(
     return res
 
 
-def planted_truth_data(n: int = 400, d: int = 32, n_templates: int = 2, strength: float = 2.0, seed: int = 0):
+def planted_truth_data(
+    n: int = 400, d: int = 32, n_templates: int = 2, strength: float = 2.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Synthetic contrast pairs with one planted truth direction ``t``:
     ``h⁺ = base + yes_t + s·strength·t + ε``, ``h⁻ = base + no_t − s·strength·t + ε`` with ``s = ±1`` the truth,
     ``base`` a large per-statement component shared by the pair, ``yes_t``/``no_t`` per-template answer offsets.

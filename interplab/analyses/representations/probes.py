@@ -10,14 +10,17 @@ Hard Tasks" (train on easy items, test on hard ones). Activations come from the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from interplab.analyses.representations.erasure import majority_acc
+from interplab.io.results import Result
+
+if TYPE_CHECKING:
+    from interplab.models.model import Model
 
 __all__ = ["LinearProbe", "ProbeSweep", "collect_activations", "easy_hard_split", "group_split", "probe_layers"]
 
@@ -26,14 +29,21 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     """Logistic-regression probe on standardised features (L2 penalty ``C``); scikit-learn compatible.
 
     ``direction_`` is the probe's weight vector in the *original* coordinates (the standardisation folded
-    in), so it can be compared with other directions (CCS, mean differences) or used for steering."""
+    in), so it can be compared with other directions (CCS, mean differences) or used for steering.
+
+    Args:
+        C: inverse L2 regularisation strength of the logistic regression.
+        max_iter: iterations of its solver.
+        standardize: standardise each feature (on the training rows) before fitting.
+    """
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000, standardize: bool = True):
         self.C = C
         self.max_iter = max_iter
         self.standardize = standardize
 
-    def fit(self, X, y):
+    def fit(self, X: Any, y: Any) -> Self:
+        """Fit on features ``X [n, d]`` and labels ``y [n]``."""
         from sklearn.linear_model import LogisticRegression
 
         X = np.asarray(X, dtype=np.float64)
@@ -63,7 +73,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
 
 def collect_activations(
-    model,
+    model: Model,
     prompts: Sequence[str] | Any,
     layers: Sequence[int] | None = None,
     hook: str = "hook_resid_post",
@@ -74,7 +84,16 @@ def collect_activations(
 
     ``prompts``: strings (tokenised with right padding) or a LongTensor ``[n, pos]``. ``position=-1`` is each
     prompt's last real token (pads skipped); ``position=i ≥ 0`` the i-th token. Right padding needs no mask
-    under causal attention (real tokens never attend to later pads), so every model family works the same."""
+    under causal attention (real tokens never attend to later pads), so every model family works the same.
+
+    Args:
+        model: the model to run.
+        prompts: strings or token ids ``[n, pos]``.
+        layers: the layers to read (None: all).
+        hook: the hook point within each block.
+        position: the token position read in each prompt (-1: the last real token).
+        batch_size: prompts per forward pass.
+    """
     import torch
 
     n_layers = model.cfg.n_layers
@@ -83,7 +102,7 @@ def collect_activations(
     stop = (
         max(layers, default=n_layers - 1) + 1
     )  # blocks after the last requested layer and the unembedding are not run
-    window = {"stop_at_layer": stop} if stop < n_layers else {"return_resid": True}
+    window: dict[str, Any] = {"stop_at_layer": stop} if stop < n_layers else {"return_resid": True}
     out: dict[int, list] = {l: [] for l in layers}
     is_text = isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], str)
     n = len(prompts)
@@ -106,18 +125,23 @@ def collect_activations(
     return {l: np.concatenate(v) for l, v in out.items()}
 
 
-def group_split(groups: Sequence[int], test_frac: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def group_split(
+    groups: Sequence[int] | np.ndarray, test_frac: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Row indices ``(train, test)`` with every group (e.g. one statement in all its templates) on one side."""
     g = np.asarray(groups)
     uniq = np.unique(g)
     rng = np.random.default_rng(seed)
-    test_groups = rng.choice(uniq, size=max(1, int(round(test_frac * len(uniq)))), replace=False)
+    test_groups = rng.choice(uniq, size=max(1, round(test_frac * len(uniq))), replace=False)
     te = np.isin(g, test_groups)
     return np.where(~te)[0], np.where(te)[0]
 
 
 def easy_hard_split(
-    difficulty: Sequence[float], groups: Sequence[int] | None = None, easy_frac: float = 0.5, hard_frac: float = 0.3
+    difficulty: Sequence[float] | np.ndarray,
+    groups: Sequence[int] | np.ndarray | None = None,
+    easy_frac: float = 0.5,
+    hard_frac: float = 0.3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(train, test)``: train on the ``easy_frac`` easiest groups, test on the ``hard_frac`` hardest
     (the middle is left out so easy and hard do not touch). Difficulty per row; groups keep a statement's
@@ -127,7 +151,7 @@ def easy_hard_split(
     uniq = np.unique(g)
     gd = np.array([d[g == u].mean() for u in uniq])
     order = uniq[np.argsort(gd, kind="stable")]
-    n_easy, n_hard = int(round(easy_frac * len(uniq))), int(round(hard_frac * len(uniq)))
+    n_easy, n_hard = round(easy_frac * len(uniq)), round(hard_frac * len(uniq))
     if n_easy < 1 or n_hard < 1 or n_easy + n_hard > len(uniq):
         raise ValueError(
             f"easy_frac={easy_frac}, hard_frac={hard_frac} do not split {len(uniq)} groups into two non-empty parts."
@@ -137,15 +161,17 @@ def easy_hard_split(
 
 
 @dataclass
-class ProbeSweep:
+class ProbeSweep(Result):
     """Held-out accuracy of a linear probe at each layer (train and test rows fixed across layers)."""
+
+    KIND: ClassVar[str] = "probe_sweep"
+    FILE: ClassVar[str] = "probe_sweep.json"
 
     layers: list[int]
     train_acc: list[float]
     test_acc: list[float]
     majority_acc: float
     settings: dict
-    kind: str = "probe_sweep"
 
     @property
     def best_layer(self) -> int:
@@ -178,21 +204,18 @@ class ProbeSweep:
         )
         return fig
 
-    def save(self, directory: str | Path) -> Path:
-        from interplab.io.results import write_json
 
-        return write_json(directory, "probe_sweep.json", asdict(self))
+def probe_layers(
+    acts: dict[int, np.ndarray], y: Sequence[int] | np.ndarray, train: np.ndarray, test: np.ndarray, C: float = 1.0
+) -> ProbeSweep:
+    """Fit a :class:`LinearProbe` per layer on ``train`` rows and score it on ``test`` rows (Alain & Bengio 2016).
 
-    @classmethod
-    def load(cls, path: str | Path) -> ProbeSweep:
-        from interplab.io.results import read_json
-
-        d, _ = read_json(path, "probe_sweep.json", "probe_sweep")
-        return cls(**d)
-
-
-def probe_layers(acts: dict[int, np.ndarray], y, train: np.ndarray, test: np.ndarray, C: float = 1.0) -> ProbeSweep:
-    """Fit a :class:`LinearProbe` per layer on ``train`` rows and score it on ``test`` rows."""
+    Args:
+        acts: ``{layer: [n, d]}`` activations (:func:`collect_activations`).
+        y: labels ``[n]``.
+        train, test: disjoint row indices (:func:`group_split` or :func:`easy_hard_split`).
+        C: the probes' inverse regularisation strength.
+    """
     y = np.asarray(y)
     if len(np.intersect1d(train, test)):
         raise ValueError("train and test rows overlap; use group_split or easy_hard_split.")
