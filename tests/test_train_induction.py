@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import interplab
-from interplab.train import induction_formation as I
+from interplab.train import attn_only as I
 
 
 def test_synthetic_data_has_one_varied_offset_repeat():

@@ -104,11 +104,15 @@ def digit_phase_changes(steps: list[int], losses: list[list[float]], min_drop: f
 class AdditionResult(Result):
     config: dict
     metrics: list[dict]
-    headline: dict
+    summary: dict  # the headline numbers (returned by headline())
     settings: dict = field(default_factory=dict)
 
     FILE: ClassVar[str] = "addition.json"
     KIND: ClassVar[str] = "addition"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
+
+    def headline(self) -> dict[str, Any]:
+        return self.summary
 
     def to_frame(self):
         import pandas as pd
@@ -125,7 +129,7 @@ class AdditionResult(Result):
         n = len(self.metrics[0]["digit_loss"])
         for k in range(n):
             fig.add_scatter(x=steps, y=[m["digit_loss"][k] for m in self.metrics], name=f"digit c_{k}", mode="lines")
-        for ph in self.headline["phase_changes"]:
+        for ph in self.summary["phase_changes"]:
             if ph["step"] is not None:
                 fig.add_vline(x=ph["step"], line={"dash": "dot", "color": "grey"})
         fig.update_yaxes(type="log", title="loss")
@@ -196,13 +200,3 @@ def train(
     )
     res.save(run_dir)
     return res
-
-
-def report(res: AdditionResult, path) -> Path:
-    from interplab.report.html import Report, table
-
-    rep = Report(
-        f"{res.config['n_digits']}-digit addition", "Per-digit loss curves and phase changes (Nanda et al. 2023)"
-    )
-    rep.section("Per-digit loss", res.plot(), table(res.headline["phase_changes"]))
-    return rep.save(path)

@@ -33,7 +33,6 @@ These thresholds are this module's operationalisation, not numbers from the pape
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -248,11 +247,15 @@ class GrokkingResult(Result):
     metrics: list[dict]
     analysis: dict
     progress: list[dict]
-    headline: dict
+    summary: dict  # the headline numbers (returned by headline())
     settings: dict = field(default_factory=dict)
 
     FILE: ClassVar[str] = "grokking.json"
     KIND: ClassVar[str] = "grokking"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
+
+    def headline(self) -> dict[str, Any]:
+        return self.summary
 
     def to_frame(self):
         import pandas as pd
@@ -277,7 +280,7 @@ class GrokkingResult(Result):
                     fig.add_scatter(
                         x=ps, y=[r[key] for r in self.progress], name=name, mode="lines", line={"dash": "dot"}
                     )
-        for ph in self.headline.get("phases", []):
+        for ph in self.summary.get("phases", []):
             if ph.get("end") is not None:
                 fig.add_vline(
                     x=ph["end"], line={"dash": "dash", "color": "grey"}, annotation_text=f"end of {ph['name']}"
@@ -540,36 +543,6 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
 
 def load_metrics(run_dir) -> list[dict]:
     return read_metrics(run_dir)
-
-
-def report(res: GrokkingResult, path) -> Path:
-    from interplab.report.html import Report, table
-
-    h = res.headline
-    rep = Report(
-        "Grokking modular arithmetic",
-        f"p={res.config['p']}, op={res.config['operation']}, {res.config['epochs']} epochs — Nanda et al. 2023",
-    )
-    rows = [
-        {"quantity": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else v}
-        for k, v in h.items()
-        if k != "phases"
-    ]
-    rep.section("Headline", table(rows))
-    rep.section(
-        "Phases",
-        table([{"phase": ph["name"], "start epoch": ph["start"], "end epoch": ph["end"]} for ph in h["phases"]]),
-        "Memorisation ends at the first epoch with train accuracy 1; circuit formation ends when the test loss is 10x "
-        "below its post-memorisation peak; clean-up ends when the weight norm has made 90% of its final fall.",
-    )
-    rep.section("Loss curves", res.plot(), res.plot_accuracy())
-    rep.section("Weight norm and Gini", res.plot_norms())
-    rep.section(
-        "Fourier spectra of the final model",
-        res.plot_spectra(),
-        f"Key frequencies (neuron clusters): {h['key_frequencies']}; from the embedding: {h['embedding_key_frequencies']}.",
-    )
-    return rep.save(path)
 
 
 def bench_step(

@@ -313,11 +313,15 @@ class SuperpositionResult(Result):
     config: dict
     parts: dict[str, dict]
     metrics: dict[str, list[dict]]
-    headline: dict
+    summary: dict  # the headline numbers (returned by headline())
     settings: dict = field(default_factory=dict)
 
     FILE: ClassVar[str] = "superposition.json"
     KIND: ClassVar[str] = "superposition"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
+
+    def headline(self) -> dict[str, Any]:
+        return self.summary
 
     def to_frame(self):
         import pandas as pd
@@ -475,26 +479,3 @@ def train(
     )
     res.save(run_dir)
     return res
-
-
-def report(res: SuperpositionResult, path) -> Path:
-    import json
-
-    from interplab.report.html import Report, table
-
-    rep = Report(
-        "Toy models of superposition", "Elhage et al. 2022 — ReLU(WᵀWx + b), instances trained in one batched model"
-    )
-    rep.section("Headline", table([{"quantity": k, "value": json.dumps(v)} for k, v in res.headline.items()]))
-    if "intro" in res.parts:
-        rep.section("Intro sweep: 5 features in 2 dimensions", res.plot_wtw(), res.plot_feature_norms())
-    if "geometry" in res.parts:
-        rep.section(
-            "Geometry: dimensions per feature",
-            res.plot_d_star(),
-            "Line: D* = m/‖W‖²_F per instance; grey dots: per-feature dimensionality D_i. Dotted: 1, 1/2, 2/5, 1/3.",
-        )
-    if "phase" in res.parts:
-        rep.section("Phase diagram: 2 features in 1 dimension", res.plot_phase())
-    rep.section("Instances", table(res.to_frame()))
-    return rep.save(path)
