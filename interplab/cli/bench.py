@@ -6,6 +6,8 @@ Each is a thin shell over :mod:`interplab.bench` (or, for ``bench grokking``, th
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from interplab.cli._common import err, guard, load_model, print_json, print_metrics
@@ -40,9 +42,10 @@ def bench_hooks_cmd(
 
 def bench_ablation_cmd(
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
-    layers: list[int] | None = typer.Option(
-        None, "--layer", "-l", help="Layers timed (repeat); default 3 at the centres of equal bins."
-    ),
+    layers: Annotated[
+        list[int] | None,
+        typer.Option("--layer", "-l", help="Layers timed (repeat); default 3 at the centres of equal bins."),
+    ] = None,
     n_chunks: int = typer.Option(4, "--n-chunks", help="Text chunks."),
     chunk_len: int = typer.Option(128, "--chunk-len", help="Tokens per chunk."),
     how: str = typer.Option("zero", "--how", help="zero | mean | resample."),
@@ -56,7 +59,8 @@ def bench_ablation_cmd(
     out: str | None = typer.Option(None, "--out"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Head-ablation importance: naive (one forward per head) vs fast (prefix reuse, batched variants), same heads and chunks."""
+    """Head-ablation importance: naive (one forward per head) vs fast (prefix reuse, batched variants), same heads
+    and chunks."""
     from interplab.bench.core import bench_ablation
     from interplab.io.runs import Run
 
@@ -146,7 +150,8 @@ def bench_sae_cmd(
     out: str | None = typer.Option(None, "--out"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """TopK SAE training throughput (tokens/s), beside SAELens's trainer on the same activations where it is installed."""
+    """TopK SAE training throughput (tokens/s), beside SAELens's trainer on the same activations where it is
+    installed."""
     from interplab.bench.sae import bench_sae
     from interplab.io.runs import Run
 

@@ -6,6 +6,8 @@ a run directory with the results and a report.html (built by :mod:`interplab.rep
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -24,7 +26,9 @@ def ablate(
     mean_over: str = typer.Option(
         "all", "--mean-over", help="Mean ablation: 'all' (chunks and positions) or 'position'."
     ),
-    layers: list[int] | None = typer.Option(None, "--layer", "-l", help="Only these layers (repeat); default all."),
+    layers: Annotated[
+        list[int] | None, typer.Option("--layer", "-l", help="Only these layers (repeat); default all.")
+    ] = None,
     method: str = typer.Option(
         "fast", "--method", help="fast (prefix reuse, batched variants) | naive (one forward per head)."
     ),
@@ -35,7 +39,8 @@ def ablate(
     out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-ablate)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
 ) -> None:
-    """Ablation importance of every attention head on text: loss increase, CI over chunks, important non-induction heads."""
+    """Ablation importance of every attention head on text: loss increase, CI over chunks, important
+    non-induction heads."""
     from interplab.analyses.causal.ablation import head_ablation_importance
     from interplab.io.runs import Run
     from interplab.report.sections.ablation import ablation_report
@@ -107,7 +112,9 @@ def patch(
         None, "--position", help="For head grids: a named position (e.g. END); default all positions."
     ),
     n: int = typer.Option(20, "--n", help="Prompt pairs."),
-    neuron: list[str] | None = typer.Option(None, "--neuron", help="For --grid neurons: LAYER:NEURON (repeat)."),
+    neuron: Annotated[
+        list[str] | None, typer.Option("--neuron", help="For --grid neurons: LAYER:NEURON (repeat).")
+    ] = None,
     method: str = typer.Option("fast", "--method", help="fast | naive."),
     attribution: bool = typer.Option(
         False, "--attribution", help="Also run attribution patching and report its correlation."
@@ -133,10 +140,11 @@ def patch(
         "attribution": attribution,
     }
     with guard(), Run("patch", args, out=out, seed=seed) as run:
+        neurons: list[tuple[int, int]] = []
         try:
-            neurons = [tuple(int(x) for x in s.split(":")) for s in (neuron or [])]
-            if any(len(t) != 2 for t in neurons):
-                raise ValueError
+            for s in neuron or []:
+                layer, unit = (int(x) for x in s.split(":"))  # a ValueError unless exactly two integers
+                neurons.append((layer, unit))
         except ValueError:
             raise ValueError(f"--neuron takes LAYER:NEURON, e.g. 12:345; got {neuron}.") from None
         m = load_model(model)
@@ -175,12 +183,16 @@ def patch(
 
 
 def ioi(
-    model: list[str] = typer.Option(
-        ["smollm2-135m"],
-        "--model",
-        "-m",
-        help="Model(s); repeat for a side-by-side replication (e.g. -m smollm2-135m -m gemma3-270m).",
-    ),
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            default_factory=lambda: ["smollm2-135m"],
+            show_default="smollm2-135m",
+            help="Model(s); repeat for a side-by-side replication (e.g. -m smollm2-135m -m gemma3-270m).",
+        ),
+    ],
     n: int = typer.Option(40, "--n", help="IOI prompt pairs (ABBA and BABA, Wang et al.'s templates)."),
     threshold: float = typer.Option(
         0.02, "--threshold", help="Circuit pruning threshold (fraction of the full metric)."
@@ -247,7 +259,8 @@ def trace(
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Causal tracing (Meng et al. 2022): where is a fact recalled? Peak component/layer/position, top heads and neurons."""
+    """Causal tracing (Meng et al. 2022): where is a fact recalled? Peak component/layer/position, top heads
+    and neurons."""
     from interplab.analyses.causal.tracing import causal_tracing, refine
     from interplab.io.runs import Run
     from interplab.report.sections.tracing import tracing_report
@@ -280,6 +293,7 @@ def trace(
             chosen = kept[:facts]
             partners = kept
         else:
+            assert prompt and subject and answer  # checked above
             if subject not in prompt:
                 raise ValueError(f"--subject {subject!r} does not occur in --prompt {prompt!r}.")
             chosen = [Fact(prompt.replace(subject, "{}", 1), subject, answer)]

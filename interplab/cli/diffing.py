@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -16,13 +18,15 @@ def diff(
     model_b: str | None = typer.Option(
         None, "--model-b", "-b", help="Model B (diff = loss B - loss A; > 0: A better)."
     ),
-    checkpoint: list[str] | None = typer.Option(
-        None,
-        "--checkpoint",
-        "-c",
-        help="A checkpoint of a training run, in training order; repeat (-c ckpt0 -c ckpt1 -c ckpt2). "
-        "Replaces --model-a/--model-b: finds abrupt per-token loss changes and diffs the first against the last.",
-    ),
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            help="A checkpoint of a training run, in training order; repeat (-c ckpt0 -c ckpt1 -c ckpt2). "
+            "Replaces --model-a/--model-b: finds abrupt per-token loss changes and diffs the first against the last.",
+        ),
+    ] = None,
     text_file: str | None = typer.Option(
         None, "--text", help="UTF-8 text file (default: the standard library's pydoc topics)."
     ),

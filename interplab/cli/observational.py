@@ -26,7 +26,8 @@ def heads(
     out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-heads)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline (per class [layer, head, score]) as JSON."),
 ) -> None:
-    """Head detectors: previous-token, duplicate-token, induction, sink, copying, copy-suppression heads, with null baselines."""
+    """Head detectors: previous-token, duplicate-token, induction, sink, copying, copy-suppression heads, with
+    null baselines."""
     from interplab.analyses.observational.heads import head_scores
     from interplab.io.runs import Run
     from interplab.report.sections.heads import heads_report

@@ -33,7 +33,8 @@ def erase(
     out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-erase)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
 ) -> None:
-    """Concept erasure with a held-out evaluation: linear probe (accuracy, log-loss vs label entropy), MLP, boosted trees."""
+    """Concept erasure with a held-out evaluation: linear probe (accuracy, log-loss vs label entropy), MLP,
+    boosted trees."""
     from interplab.io.runs import Run
 
     args = {
@@ -114,6 +115,8 @@ def ccs(
         "test_frac": test_frac,
     }
     with guard(), Run("ccs", args, out=out, seed=seed) as run:
+        import torch
+
         from interplab.analyses.representations.ccs import run_ccs
         from interplab.io.activations import save_acts
         from interplab.report.sections.representations import ccs_report
@@ -124,7 +127,7 @@ def ccs(
         ds = make_truth_dataset(dataset, n=n, seed=seed, model=m)
         run.save_frame("dataset.parquet", ds.to_frame())
         with err.status(f"CCS on {len(ds)} contrast pairs …"):
-            res, acts = run_ccs(
+            result = run_ccs(
                 m,
                 ds,
                 layer=layer,
@@ -136,9 +139,11 @@ def ccs(
                 max_dirs=max_dirs,
                 return_acts=True,
             )
+        assert isinstance(result, tuple)  # return_acts=True
+        res, acts = result
         res.save(run.dir)
         # x⁺ residual streams at the chosen layer + truth labels: `interplab erase --data acts DIR/acts`
-        save_acts(run.dir / "acts", acts["pos"], acts["y"])
+        save_acts(run.dir / "acts", torch.as_tensor(acts["pos"]), torch.as_tensor(acts["y"]))
         h = res.headline()
         finish_run(
             run,

@@ -95,7 +95,8 @@ def acts(
         print_json(run.headline)
     else:
         err.print(
-            f"{run.headline['n_rows']} rows x {run.headline['d']} in {run.headline['n_shards']} shards at [bold]{run.headline['out']}[/]"
+            f"{run.headline['n_rows']} rows x {run.headline['d']} in {run.headline['n_shards']} shards at "
+            f"[bold]{run.headline['out']}[/]"
         )
 
 
@@ -140,7 +141,8 @@ def sae_train(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
 ) -> None:
-    """Train a sparse autoencoder; report L0, explained variance, MSE, CE score, dead fraction (train and held-out) and controls."""
+    """Train a sparse autoencoder; report L0, explained variance, MSE, CE score, dead fraction (train and
+    held-out) and controls."""
     from interplab.io.runs import Run
 
     args = {
@@ -210,7 +212,7 @@ def sae_train(
 
             if ActivationDataset(acts_dir).hook != hook:
                 raise ValueError(f"{acts_dir} holds {ActivationDataset(acts_dir).hook}, not --hook {hook}.")
-        sae, res = run_sae(
+        _sae, res = run_sae(
             data,
             model=m,
             acts_dir=acts_dir,

@@ -3,6 +3,8 @@ and write its report (:mod:`interplab.report.sections.training`)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from interplab.cli._common import err, finish_run, guard, print_json
@@ -26,7 +28,7 @@ def _parse_layers(spec: str) -> list[int]:
 def train(
     experiment: str = typer.Argument(..., help="grokking | superposition | addition | attn-only"),
     config: str | None = typer.Option(None, "--config", help="TOML file overriding the experiment's defaults."),
-    sets: list[str] | None = typer.Option(None, "--set", help="key=value override (repeat)."),
+    sets: Annotated[list[str] | None, typer.Option("--set", help="key=value override (repeat).")] = None,
     resume: str | None = typer.Option(None, "--resume", help="Run directory to resume from its newest checkpoint."),
     out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-train-EXPERIMENT)."),
     layers: str | None = typer.Option(None, "--layers", help="attn-only: layer counts, e.g. 1..4 or 1,2."),

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from interplab.io.atomic import atomic_write, write_json
 
@@ -37,7 +37,9 @@ def versions() -> dict[str, str]:
 def git_revision() -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
         if rev.returncode != 0:
             return None
         dirty = subprocess.run(
@@ -46,6 +48,7 @@ def git_revision() -> str | None:
             capture_output=True,
             text=True,
             timeout=5,
+            check=False,
         )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -99,7 +102,7 @@ class Run:
         self._started = ""
 
     # ---- lifecycle
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Self:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._t0 = time.perf_counter()
         self._started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")

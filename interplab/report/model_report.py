@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,8 @@ from interplab.analyses.observational.lens import LogitLensResult, display_token
 from interplab.report.html import Html, Report, attention_viewer, figure, heading, table, text
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from interplab.models.model import Model
     from interplab.tasks.pairs import PromptPairs
 
@@ -42,7 +44,7 @@ DEFAULT_PROMPTS: tuple[ReportPrompt, ...] = (
 )
 
 
-def _prompts(prompts) -> list[ReportPrompt]:
+def _prompts(prompts: Any) -> list[ReportPrompt]:
     if prompts is None:
         return list(DEFAULT_PROMPTS)
     if isinstance(prompts, (str, ReportPrompt, Mapping)):
@@ -82,7 +84,7 @@ def _human(n: int) -> str:
     return f"{n:,}"
 
 
-def _model_card(model) -> list:
+def _model_card(model: Model) -> list[Html]:
     info = {
         "name": model.name,
         "family": model.cfg.family,
@@ -95,7 +97,7 @@ def _model_card(model) -> list:
     return [table(info), heading("Config (model.cfg)"), table(model.cfg.to_dict())]
 
 
-def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list:
+def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list[Html]:
     h = res.headline()
     first = h["first_layer_top1"]
     summary = (
@@ -119,7 +121,7 @@ def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list:
     ]
 
 
-def _display_frame(df):
+def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
     for c in df.columns:
         if str(c).startswith("top"):
             df[c] = df[c].map(display_token)
@@ -250,7 +252,7 @@ DEFAULT_SECTIONS: tuple[str, ...] = tuple(k for k in EXTRA_SECTIONS if k not in 
 
 
 def build_report(
-    model,
+    model: Model,
     out_dir: str | Path,
     prompts: Iterable | None = None,
     top_k: int = 5,
@@ -259,8 +261,12 @@ def build_report(
 ) -> Path:
     """Write ``out_dir/report.html`` for ``model`` and return its path.
 
+    ``model``: a loaded :class:`~interplab.models.model.Model` (with a tokenizer); ``out_dir``: created if
+    missing; ``top_k``: tokens per layer in the logit-lens tables; ``attention_prompt``: index of the prompt shown
+    in the attention viewer.
+
     Sections: model card (name, family, config, parameters, load time, source); logit lens over the
-    layers for each prompt (figure and top-token table; data saved as ``lens_<name>.json``); an
+    layers for each prompt (nostalgebraist 2020; figure and top-token table; data saved as ``lens_<name>.json``); an
     attention-pattern viewer (every layer and head) for ``prompts[attention_prompt]``.
 
     ``prompts``: None for the built-in IOI / factual-recall / induction prompts, or a list of
@@ -294,9 +300,10 @@ def build_report(
     timings: dict[str, float] = {}
     lens_parts: list = [
         text(
-            "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) passed through the "
-            "model's final norm and unembedding. Cells: the lens's top-1 next-token prediction and its probability; right: "
-            "the tracked answer's probability at the last position. The last layer's lens is the model's own output."
+            "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) passed "
+            "through the model's final norm and unembedding. Cells: the lens's top-1 next-token prediction and its "
+            "probability; right: the tracked answer's probability at the last position. The last layer's lens is the "
+            "model's own output."
         )
     ]
     taken: set[str] = set()

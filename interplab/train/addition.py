@@ -9,9 +9,10 @@ answer digits; the loss of each answer digit is logged separately.
 
 **Phase change per digit** (:func:`digit_phase_changes`): for each digit's loss curve ``L_k(t)``, the
 change is the first logged step at which ``L_k`` falls below the midpoint of ``L_k(0)`` and
-``min_t L_k`` (the centre of a sigmoid-shaped drop; robust to later spikes, unlike the steepest single drop), reported with the loss at
-the previous log and at that step; a digit whose total drop is less than ``min_drop`` nats has none. This is this module's operationalisation of Nanda et al.'s
-observation that each digit's loss drops abruptly, at different times for different digits.
+``min_t L_k`` (the centre of a sigmoid-shaped drop; robust to later spikes, unlike the steepest single drop),
+reported with the loss at the previous log and at that step; a digit whose total drop is less than ``min_drop``
+nats has none. This is this module's operationalisation of Nanda et al.'s observation that each digit's loss
+drops abruptly, at different times for different digits.
 """
 
 from __future__ import annotations

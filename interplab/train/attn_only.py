@@ -28,13 +28,15 @@ Data (``data``):
 * ``"mixed"``: each training sequence is text or synthetic with probability 1/2.
 
 Tracked at every log step (``metrics.jsonl``): loss on held-out text and on the repeated-random-tokens
-probe (``n_ctx/2`` distinct tokens repeated twice; first and second half separately), the **ICL score** (Olsson et al.: loss late in the context minus
-loss early; here mean loss over positions ``[3/4 n_ctx, n_ctx)`` minus over ``[n_ctx/16, n_ctx/8)``,
+probe (``n_ctx/2`` distinct tokens repeated twice; first and second half separately), the **ICL score**
+(Olsson et al.: loss late in the context minus loss early; here mean loss over positions ``[3/4 n_ctx, n_ctx)``
+minus over ``[n_ctx/16, n_ctx/8)``,
 on held-out text when text is used, else on the synthetic sequences; negative = in-context learning),
 and per-head induction and previous-token scores from :func:`interplab.analyses.observational.heads.head_scores`
 (repeated random tokens with a deranged null; random-token input for previous-token).
 At the end: Q/K/V-composition scores (:func:`interplab.analyses.weights.composition_scores`, Elhage
-et al. 2021) and head ablation importance on held-out data (:func:`interplab.analyses.causal.ablation.head_ablation_importance`).
+et al. 2021) and head ablation importance on held-out data
+(:func:`interplab.analyses.causal.ablation.head_ablation_importance`).
 """
 
 from __future__ import annotations

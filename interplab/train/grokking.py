@@ -180,8 +180,10 @@ def forward_eq(
             grad=torch.is_grad_enabled(),
         )
         return logits[:, -1], (cache[name][:, -1] if model.config.d_mlp else None)
+    assert model.pos_embed is not None  # _fast_ok: learned positions
     E, P = model.embed.weight, model.pos_embed.weight
-    attn = model.blocks[0].attn
+    block: Any = model.blocks[0]  # a ToyBlock (a ModuleList's items are typed Module)
+    attn = block.attn
     H, dh = attn.n_heads, attn.d_head
     x0, x1, x2 = E[:eq] + P[0], E[:eq] + P[1], E[eq] + P[2]
     q = attn.q_proj(x2).view(H, dh)
@@ -200,7 +202,7 @@ def forward_eq(
     )
     resid = x2 + attn.o_proj(z.reshape(a.shape[0], H * dh))
     acts = None
-    mlp = model.blocks[0].mlp
+    mlp = block.mlp
     if mlp is not None:
         acts = mlp.act(mlp.fc_in(resid))
         resid = resid + mlp.fc_out(acts)
@@ -230,7 +232,8 @@ def weight_norm_sq(model) -> float:
 
 def _gini_terms(model: ToyTransformer, p: int) -> dict[str, float]:
     out = {"gini_embed": fr.gini(fr.basis_norms(model.embed.weight.detach()[:p]))}
-    mlp = model.blocks[-1].mlp
+    block: Any = model.blocks[-1]  # a ToyBlock
+    mlp = block.mlp
     if mlp is not None:
         W_L = mlp.fc_out.weight.detach().T @ model.unembed.weight.detach()[:p].T  # [d_mlp, p]
         out["gini_wl"] = fr.gini(fr.basis_norms(W_L.T))

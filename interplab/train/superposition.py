@@ -5,8 +5,9 @@ Model (their ReLU output model), many instances trained at once in one batched m
 (row ``W_i`` is feature ``i``'s direction in the hidden space) and ``b`` ``[n_instances, n_features]``.
 Data: each feature is ``U[0, 1]`` with probability ``p`` (the instance's feature probability, ``1 - S``
 for sparsity ``S``), else 0. Loss: importance-weighted squared error, ``mean over batch and features``
-per instance, summed over instances (so instances do not interact) — as their Colab. AdamW (weight decay 0.01, torch default), lr 1e-3,
-batch 1024, W initialised with ``xavier_normal_`` on the ``[I, n, m]`` tensor, ``b = 0`` (their Colab).
+per instance, summed over instances (so instances do not interact) — as their Colab. AdamW (weight decay 0.01,
+torch default), lr 1e-3, batch 1024, W initialised with ``xavier_normal_`` on the ``[I, n, m]`` tensor, ``b = 0``
+(their Colab).
 
 Parts (``parts`` config):
 
@@ -82,6 +83,9 @@ class SuperpositionConfig:
 
 class ToyReLUModel(nn.Module):
     """``n_instances`` independent copies of ``x' = ReLU(W^T W x + b)`` (Elhage et al. 2022)."""
+
+    importance: torch.Tensor  # buffers [n_instances, n_features]
+    feature_probability: torch.Tensor
 
     def __init__(
         self,
