@@ -46,7 +46,7 @@ from interplab.io.results import Result
 from interplab.models.toy import ToyConfig, ToyTransformer
 from interplab.runtime import torch_threads
 from interplab.train import fourier as fr
-from interplab.train.trainer import Trainer, read_metrics
+from interplab.train.trainer import Trainer
 
 OPS = {
     "add": lambda a, b, p: (a + b) % p,
@@ -542,10 +542,6 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
     )
     res.save(run_dir)
     return res
-
-
-def load_metrics(run_dir) -> list[dict]:
-    return read_metrics(run_dir)
 
 
 def bench_step(
