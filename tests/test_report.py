@@ -124,7 +124,7 @@ def test_attention_viewer_validates_and_rounds():
     assert v.count("<option") == 2 + 3 and XSS_TOKEN not in v
     p = _Scripts()
     p.feed(v)
-    ((attrs, body),) = p.scripts
+    ((_attrs, body),) = p.scripts
     data = json.loads(body)
     assert data["tokens"] == toks and data["scale"] == 1000
     assert data["patterns"][1][2][0][1] == round(float(pat[1, 2, 0, 1]) * 1000)
@@ -317,7 +317,7 @@ def _check_page(d, page: Path):
     assert XSS_TOKEN in strip.text
     assert d.execute_script("return window.__iplAlerts") == 0
     try:
-        d.switch_to.alert
+        _ = d.switch_to.alert
         pytest.fail("an alert dialog opened")
     except NoAlertPresentException:
         pass

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import interplab
+from interplab.models.model import Model
 from interplab.train import fourier as fr
 from interplab.train import grokking as G
 
@@ -26,7 +27,7 @@ def test_fast_forward_matches_model_and_hooks():
         ref = model(G.tokens(cfg, data, idx)).logits[:, -1]
         fast, acts = G.forward_eq(model, data["a"][idx], data["b"][idx], cfg.p)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
-    m = interplab.models.Model(model)
+    m = Model(model)
     _, cache = m.run(G.tokens(cfg, data, idx), cache=["blocks.0.mlp.hook_post"])
     torch.testing.assert_close(acts, cache["blocks.0.mlp.hook_post"][:, -1], atol=1e-5, rtol=1e-5)
 
@@ -63,7 +64,9 @@ def test_restricted_excluded_and_gini_planted():
     a = torch.arange(p).repeat_interleave(p).double()
     b = torch.arange(p).repeat(p).double()
     c = torch.arange(p).double()
-    logits = sum(torch.cos(2 * math.pi * k * (a[:, None] + b[:, None] - c[None]) / p) for k in keys) * 5
+    logits = (
+        torch.stack([torch.cos(2 * math.pi * k * (a[:, None] + b[:, None] - c[None]) / p) for k in keys]).sum(0) * 5
+    )
     r, e = fr.restricted_excluded_logits(logits, keys)
     torch.testing.assert_close(r, logits, atol=1e-9, rtol=0)  # nothing outside the key directions
     torch.testing.assert_close(e, torch.zeros_like(e), atol=1e-9, rtol=0)  # nothing left once removed
@@ -133,7 +136,7 @@ def test_short_run_groks_with_progress_measures(grok_run):
 
 
 def test_trained_model_loads_through_interplab_load(grok_run):
-    out, h = grok_run
+    out, _h = grok_run
     m = interplab.load(str(out))
     assert m.cfg.n_layers == 1 and m.cfg.d_vocab == 32
     cfg = G.GrokkingConfig(p=31, frac_train=0.5)

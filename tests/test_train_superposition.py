@@ -86,7 +86,7 @@ def test_superposition_resume_skips_finished_parts(intro_run):
     out, h = intro_run
     cfg = S.SuperpositionConfig(parts=("intro",), steps=2000, lr=1e-2, log_every=500)
     res = S.train(cfg, out, resume=True, progress=False)
-    assert res.headline["intro_highest_sparsity"] == h["intro_highest_sparsity"]
+    assert res.headline()["intro_highest_sparsity"] == h["intro_highest_sparsity"]
 
 
 def test_geometry_d_star_sticks_at_one_half(tmp_path):
@@ -102,10 +102,10 @@ def test_geometry_d_star_sticks_at_one_half(tmp_path):
         geometry_probabilities=(0.45, 0.39, 0.33, 0.28, 0.18),
     )
     res = S.train(cfg, tmp_path / "geo", progress=False)
-    d = list(res.headline["d_star"].values())
+    d = list(res.headline()["d_star"].values())
     assert all(abs(x - 0.5) < 0.05 for x in d[:4]), d  # the plateau at 1/2 across 1-S = 0.45 ... 0.28
     assert d[4] < 0.4, d  # sparser: below the plateau
-    clusters = list(res.headline["feature_dimensionality_clusters"].values())
+    clusters = list(res.headline()["feature_dimensionality_clusters"].values())
     for c in clusters[:4]:
         assert c["represented"] >= 36 and c["1/2"] >= 0.9 * c["represented"], c  # ~19 antipodal pairs in 20 dims
     assert clusters[4]["1/3"] + clusters[4]["3/8"] >= 0.8 * clusters[4]["represented"], clusters[4]

@@ -19,19 +19,19 @@ from interplab.train.trainer import (
     save_optimizer,
 )
 
-SMALL = dict(
-    p=23,
-    frac_train=0.5,
-    lr=3e-3,
-    epochs=240,
-    d_model=32,
-    d_mlp=64,
-    n_heads=2,
-    d_head=16,
-    log_every=20,
-    ckpt_every=100,
-    snapshot_every=60,
-)
+SMALL = {
+    "p": 23,
+    "frac_train": 0.5,
+    "lr": 3e-3,
+    "epochs": 240,
+    "d_model": 32,
+    "d_mlp": 64,
+    "n_heads": 2,
+    "d_head": 16,
+    "log_every": 20,
+    "ckpt_every": 100,
+    "snapshot_every": 60,
+}
 
 
 class Killed(RuntimeError):
@@ -55,7 +55,7 @@ def test_same_seed_same_metrics_and_kill_resume_is_identical(tmp_path):
     with pytest.raises(Killed):
         G.train(G.GrokkingConfig(**SMALL), tmp_path / "killed", progress=False, callbacks=[_kill_at(157)])
     ck = latest_checkpoint(tmp_path / "killed")
-    assert ck.name == "step_0000100"
+    assert ck is not None and ck.name == "step_0000100"
     # the metrics file holds lines past the checkpoint (logged at 120, 140); resume must drop and redo them
     assert max(m["step"] for m in read_metrics(tmp_path / "killed")) == 140
     resumed = G.train(G.GrokkingConfig(**SMALL), tmp_path / "killed", resume=True, progress=False)
@@ -65,7 +65,9 @@ def test_same_seed_same_metrics_and_kill_resume_is_identical(tmp_path):
     wb = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     # optimizer state and RNG are in the checkpoint, no pickle files anywhere
-    files = {p.name for p in latest_checkpoint(tmp_path / "killed").iterdir()}
+    last = latest_checkpoint(tmp_path / "killed")
+    assert last is not None
+    files = {p.name for p in last.iterdir()}
     assert {"model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json"} <= files
     assert not list((tmp_path / "killed").rglob("*.pt")) and not list((tmp_path / "killed").rglob("*.pkl"))
 
@@ -112,7 +114,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match="NaN/inf between steps 30 and 40"):
         tr.fit()
     ck = latest_checkpoint(tmp_path)
-    assert ck.name == "step_0000020"
+    assert ck is not None and ck.name == "step_0000020"
     assert json.loads((ck / "state.json").read_text())["step"] == 20
     w = load_file(str(ck / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in w.values())
@@ -176,7 +178,8 @@ def test_stop_rule_ends_training_and_resume_stops_at_the_same_step(tmp_path):
     ms = full.fit()
     assert full.stopped_early and ms[-1]["step"] < 400 and ms[-1]["loss"] < 0.05
     assert all(m["loss"] >= 0.05 for m in ms[:-1])  # stopped at the first log step that met the rule
-    assert latest_checkpoint(tmp_path / "full").name == f"step_{ms[-1]['step']:07d}"  # checkpoint at the stop
+    last = latest_checkpoint(tmp_path / "full")
+    assert last is not None and last.name == f"step_{ms[-1]['step']:07d}"  # checkpoint at the stop
     stop = ms[-1]["step"]
     # killed before the stop, resumed: the same metrics and the same stop step
     with pytest.raises(Killed):

@@ -1,11 +1,11 @@
-"""CLI commands for representations: ``interplab erase``, ``interplab ccs``, ``interplab bench leace``.
-
-Registered at the end of :mod:`interplab.cli` (``register(app, bench_app)``).
-"""
+"""Representation commands: ``interplab erase`` (concept erasure, held-out evaluation) and ``interplab ccs``
+(Contrast-Consistent Search beside its baselines)."""
 
 from __future__ import annotations
 
 import typer
+
+from interplab.cli._common import err, finish_run, guard, load_model, print_metrics
 
 
 def erase(
@@ -32,9 +32,9 @@ def erase(
     seed: int = typer.Option(0, "--seed"),
     out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-erase)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
-):
-    """Concept erasure with a held-out evaluation: linear probe (accuracy, log-loss vs label entropy), MLP, boosted trees."""
-    from interplab.cli import _Guard, _print_metrics, err
+) -> None:
+    """Concept erasure with a held-out evaluation: linear probe (accuracy, log-loss vs label entropy), MLP,
+    boosted trees."""
     from interplab.io.runs import Run
 
     args = {
@@ -47,9 +47,9 @@ def erase(
         "nonlinear": nonlinear,
         "test_frac": test_frac,
     }
-    with _Guard(), Run("erase", args, out=out, seed=seed) as run:
+    with guard(), Run("erase", args, out=out, seed=seed) as run:
         from interplab.analyses.representations import erasure as E
-        from interplab.report.html import Report, table, text
+        from interplab.report.sections.representations import erasure_report
 
         if data == "synthetic":
             X, y = E.make_synthetic_data(n, d, seed)
@@ -76,25 +76,9 @@ def erase(
             res = E.evaluate_erasure(eraser, X, y, test_frac=test_frac, nonlinear=nonlinear, seed=seed, method=method)
         res.settings["data"] = data if data != "acts" else f"acts:{directory}"
         res.save(run.dir)
-        run.artefacts.append(f"erasure_{method}.json")
         h = res.headline()
-        rep = Report(
-            f"Concept erasure — {method}",
-            f"data: {res.settings['data']}, n={len(X)}, d={X.shape[1]}, held-out fraction {test_frac}",
-        )
-        rep.section(
-            "Held-out probes before and after erasure",
-            res.plot(),
-            table(res.to_frame()),
-            table(h),
-            text(
-                "Linear guardedness (equal class means) only bounds convex losses of linear predictors; the MLP "
-                "and boosted trees show what a non-linear (or 0-1 loss) adversary can still recover."
-            ),
-        )
-        path = rep.save(run.path("report.html"))
-        run.headline.update({**h, "report": str(path.resolve()), "run_dir": str(run.dir.resolve())})
-    _print_metrics(run.headline if as_json else h, as_json, title=f"{method} on {data}")
+        finish_run(run, h, erasure_report(res, method, len(X), X.shape[1], test_frac), report_in_headline=True)
+    print_metrics(run.headline if as_json else h, as_json, title=f"{method} on {data}")
 
 
 def ccs(
@@ -116,9 +100,8 @@ def ccs(
     seed: int = typer.Option(0, "--seed"),
     out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-ccs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
-):
+) -> None:
     """Contrast-Consistent Search beside random, CRC-TPC, supervised and zero-shot baselines; truth-like directions."""
-    from interplab.cli import _Guard, _load, _print_metrics, err
     from interplab.io.runs import Run
 
     args = {
@@ -131,18 +114,20 @@ def ccs(
         "max_dirs": max_dirs,
         "test_frac": test_frac,
     }
-    with _Guard(), Run("ccs", args, out=out, seed=seed) as run:
+    with guard(), Run("ccs", args, out=out, seed=seed) as run:
+        import torch
+
         from interplab.analyses.representations.ccs import run_ccs
         from interplab.io.activations import save_acts
-        from interplab.report.html import Report, table, text
+        from interplab.report.sections.representations import ccs_report
         from interplab.tasks.truth import make_truth_dataset
 
-        m = _load(model)
+        m = load_model(model)
         run.timings["load_seconds"] = round(m.load_seconds, 2)
         ds = make_truth_dataset(dataset, n=n, seed=seed, model=m)
         run.save_frame("dataset.parquet", ds.to_frame())
         with err.status(f"CCS on {len(ds)} contrast pairs …"):
-            res, acts = run_ccs(
+            result = run_ccs(
                 m,
                 ds,
                 layer=layer,
@@ -154,63 +139,16 @@ def ccs(
                 max_dirs=max_dirs,
                 return_acts=True,
             )
+        assert isinstance(result, tuple)  # return_acts=True
+        res, acts = result
         res.save(run.dir)
         # x⁺ residual streams at the chosen layer + truth labels: `interplab erase --data acts DIR/acts`
-        acts_path = save_acts(run.dir / "acts", acts["pos"], acts["y"])
-        run.artefacts.append(acts_path.relative_to(run.dir).as_posix())
-        run.artefacts.append("ccs.json")
+        save_acts(run.dir / "acts", torch.as_tensor(acts["pos"]), torch.as_tensor(acts["y"]))
         h = res.headline()
-        rep = Report(
-            f"CCS — {m.name} on {dataset}",
-            f"{len(ds.statements)} statements × {res.settings['n_templates']} templates, "
-            f"layer {h['layer']} ({res.settings['layer_chosen_by']}); accuracies on held-out statements",
+        finish_run(
+            run,
+            {"model": m.name, "dataset": dataset, **h},
+            ccs_report(res, m.name, dataset, len(ds.statements)),
+            report_in_headline=True,
         )
-        rep.section(
-            "CCS and baselines",
-            res.plot(),
-            table(res.to_frame()),
-            text(
-                "label-oriented: the sign of an unsupervised direction is chosen with the training labels (this uses "
-                "labels); unoriented: max(acc, 1 - acc) on the test rows, as Burns et al. report."
-            ),
-            id="ccs",
-        )
-        rep.section("Truth-like directions", table(res.to_frame("directions")), id="directions")
-        rep.section("Supervised probe and layer choice", table(res.to_frame("layers")), id="layers")
-        rep.section("Headline", table(h), id="headline")
-        path = rep.save(run.path("report.html"))
-        run.headline.update(
-            {"model": m.name, "dataset": dataset, **h, "report": str(path.resolve()), "run_dir": str(run.dir.resolve())}
-        )
-    _print_metrics(run.headline if as_json else h, as_json, title=f"CCS — {m.name} on {dataset}")
-
-
-def bench_leace_cmd(
-    n: int = typer.Option(8192, "--n", help="Rows."),
-    d: int = typer.Option(576, "--d", help="Dimensions (576 = SmolLM2's d_model)."),
-    classes: int = typer.Option(2, "--classes"),
-    rounds: int = typer.Option(7, "--rounds"),
-    threads: int = typer.Option(2, "--threads"),
-    out: str | None = typer.Option(None, "--out"),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """LEACE fit time: interplab vs EleutherAI's concept-erasure on the same data (interleaved rounds, medians)."""
-    from interplab.bench.leace import bench_leace
-    from interplab.cli import _Guard, _print_metrics, err
-    from interplab.io.runs import Run
-
-    with (
-        _Guard(),
-        Run("bench-leace", {"n": n, "d": d, "classes": classes, "rounds": rounds, "threads": threads}, out=out) as run,
-    ):
-        with err.status("benchmarking LEACE fits …"):
-            res = bench_leace(n=n, d=d, k=classes, rounds=rounds, threads=threads)
-        run.save_json("bench.json", res)
-        run.headline.update(res)
-    _print_metrics(res, as_json)
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    app.command("erase")(erase)
-    app.command("ccs")(ccs)
-    bench_app.command("leace")(bench_leace_cmd)
+    print_metrics(run.headline if as_json else h, as_json, title=f"CCS — {m.name} on {dataset}")

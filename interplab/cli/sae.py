@@ -1,6 +1,4 @@
-"""CLI for activation datasets and sparse autoencoders: ``interplab acts``, ``interplab sae train``, ``interplab bench sae``.
-
-Registered at the end of :mod:`interplab.cli` by :func:`register`."""
+"""Activation datasets and sparse autoencoders: ``interplab acts`` and ``interplab sae train``."""
 
 from __future__ import annotations
 
@@ -8,13 +6,7 @@ from pathlib import Path
 
 import typer
 
-sae_app = typer.Typer(no_args_is_help=True, help="Sparse autoencoders on activations, with controls.")
-
-
-def _cli():
-    from interplab import cli
-
-    return cli
+from interplab.cli._common import err, finish_run, guard, load_model, print_json, print_metrics
 
 
 def acts(
@@ -41,9 +33,8 @@ def acts(
         help="Leave out position 0 of each sequence (default: only when it is a BOS token).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
-):
+) -> None:
     """Extract activations at a hook point over a corpus or task into safetensors shards (resumable)."""
-    cli = _cli()
     from interplab.io.runs import Run
 
     args = {
@@ -59,10 +50,10 @@ def acts(
         "dtype": dtype,
         "skip_first": skip_first,
     }
-    with cli._Guard(), Run("acts", args, out=out) as run:
+    with guard(), Run("acts", args, out=out) as run:
         from interplab.io.activations import extract_activations
 
-        m = cli._load(model)
+        m = load_model(model)
         pos = (
             positions
             if positions in ("all", "last")
@@ -70,7 +61,7 @@ def acts(
             if positions.lstrip("-").isdigit()
             else positions
         )
-        with cli.err.status("extracting activations …") as status:
+        with err.status("extracting activations …") as status:
             ds = extract_activations(
                 m,
                 hook,
@@ -86,7 +77,8 @@ def acts(
                 dtype=dtype,
                 progress=lambda d, n: status.update(f"extracting activations … {d}/{n} rows"),
             )
-        run.headline.update(
+        finish_run(
+            run,
             {
                 "out": str(Path(out).resolve()),
                 "hook": ds.hook,
@@ -96,17 +88,18 @@ def acts(
                 "n_shards": len(ds.shards),
                 "dtype": dtype,
                 "positions": positions,
-            }
+            },
+            run_dir_in_headline=False,
         )
     if as_json:
-        cli._print_json(run.headline)
+        print_json(run.headline)
     else:
-        cli.err.print(
-            f"{run.headline['n_rows']} rows x {run.headline['d']} in {run.headline['n_shards']} shards at [bold]{run.headline['out']}[/]"
+        err.print(
+            f"{run.headline['n_rows']} rows x {run.headline['d']} in {run.headline['n_shards']} shards at "
+            f"[bold]{run.headline['out']}[/]"
         )
 
 
-@sae_app.command("train")
 def sae_train(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model (activations are extracted at --hook; enables the CE score)."
@@ -147,9 +140,9 @@ def sae_train(
         "rerunning into the same directory resumes training from its checkpoint.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
-):
-    """Train a sparse autoencoder; report L0, explained variance, MSE, CE score, dead fraction (train and held-out) and controls."""
-    cli = _cli()
+) -> None:
+    """Train a sparse autoencoder; report L0, explained variance, MSE, CE score, dead fraction (train and
+    held-out) and controls."""
     from interplab.io.runs import Run
 
     args = {
@@ -175,7 +168,7 @@ def sae_train(
     }
     from interplab.runtime import torch_threads
 
-    with torch_threads(threads), cli._Guard(), Run("sae-train", args, out=out, seed=seed) as run:
+    with torch_threads(threads), guard(), Run("sae-train", args, out=out, seed=seed) as run:
         from interplab.analyses.sae import SYNTHETIC, browser_html, run_sae
         from interplab.report.html import Report
 
@@ -193,7 +186,7 @@ def sae_train(
                 raise ValueError("--data acts needs the activation directory after it: --data acts DIR.")
             acts_dir = data_dir
             if model:
-                m = cli._load(model)
+                m = load_model(model)
         elif data is None:
             if not (model and hook):
                 raise ValueError(
@@ -201,9 +194,9 @@ def sae_train(
                 )
             from interplab.io.activations import extract_activations
 
-            m = cli._load(model)
+            m = load_model(model)
             acts_dir = run.dir / "acts"
-            with cli.err.status("extracting activations …"):
+            with err.status("extracting activations …"):
                 extract_activations(
                     m,
                     hook,
@@ -219,7 +212,7 @@ def sae_train(
 
             if ActivationDataset(acts_dir).hook != hook:
                 raise ValueError(f"{acts_dir} holds {ActivationDataset(acts_dir).hook}, not --hook {hook}.")
-        sae, res = run_sae(
+        _sae, res = run_sae(
             data,
             model=m,
             acts_dir=acts_dir,
@@ -236,7 +229,7 @@ def sae_train(
             epochs=epochs,
             seed=seed,
             test_frac=test_frac,
-            log=lambda s: cli.err.print(s, highlight=False),
+            log=lambda s: err.print(s, highlight=False),
         )
         rep = Report(
             f"Sparse autoencoder — {res.settings.get('model') or data}",
@@ -249,53 +242,10 @@ def sae_train(
                 browser_html(res.browser, res.settings.get("browser_density")),
                 id="browser",
             )
-        path = rep.save(run.dir / "report.html")
-        run.artefacts += ["sae.safetensors", "sae_result.json", "report.html"]
-        run.headline.update({**res.headline(), "report": str(path.resolve()), "run_dir": str(run.dir.resolve())})
+        finish_run(run, res.headline(), rep, report_in_headline=True)
     if as_json:
-        cli._print_json(run.headline)
+        print_json(run.headline)
     else:
-        cli._print_metrics({key: v for key, v in run.headline.items() if key != "controls"}, False)
+        print_metrics({key: v for key, v in run.headline.items() if key != "controls"}, False)
         for name, c in run.headline.get("controls", {}).items():
-            cli.err.print(f"control {name}: {c}")
-
-
-def bench_sae_cmd(
-    rows: int = typer.Option(32768, "--rows", help="Activation rows (Gaussian, d given)."),
-    d: int = typer.Option(512, "--d", help="Input dimension."),
-    n_features: int = typer.Option(4096, "--features"),
-    k: int = typer.Option(32, "--k"),
-    batch_size: int = typer.Option(1024, "--batch-size"),
-    steps: int = typer.Option(24, "--steps", help="Steps per timing."),
-    rounds: int = typer.Option(3, "--rounds", help="Interleaved (interplab, SAELens) pairs."),
-    threads: int = typer.Option(2, "--threads"),
-    out: str | None = typer.Option(None, "--out"),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """TopK SAE training throughput (tokens/s), beside SAELens's trainer on the same activations where it is installed."""
-    cli = _cli()
-    from interplab.bench.sae import bench_sae
-    from interplab.io.runs import Run
-
-    args = {
-        "rows": rows,
-        "d": d,
-        "n_features": n_features,
-        "k": k,
-        "batch_size": batch_size,
-        "steps": steps,
-        "rounds": rounds,
-        "threads": threads,
-    }
-    with cli._Guard(), Run("bench-sae", args, out=out) as run:
-        with cli.err.status("benchmarking SAE training …"):
-            res = bench_sae(**args)
-        run.save_json("bench.json", res)
-        run.headline.update(res)
-    cli._print_metrics(res, as_json)
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    app.command("acts")(acts)
-    app.add_typer(sae_app, name="sae")
-    bench_app.command("sae")(bench_sae_cmd)
+            err.print(f"control {name}: {c}")

@@ -154,11 +154,10 @@ class Result:
             else:
                 data[f.name] = self._encode(f.name, v)
         data["tensor_fields"] = layout
-        if callable(self.headline):  # not when a subclass keeps its headline as a field
-            try:
-                data["headline"] = _to_json(self.headline())
-            except NotImplementedError:
-                pass
+        try:
+            data["headline"] = _to_json(self.headline())
+        except NotImplementedError:
+            pass
         if tensors:
             save_tensors(tensor_path, tensors)
         return write_json(d, self.FILE, data)

@@ -8,15 +8,18 @@ so a half-written directory never looks complete. Data are JSON, Parquet or safe
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 import platform
 import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
+
+from interplab.io.atomic import atomic_write, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def versions() -> dict[str, str]:
@@ -34,7 +37,9 @@ def versions() -> dict[str, str]:
 def git_revision() -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
         if rev.returncode != 0:
             return None
         dirty = subprocess.run(
@@ -43,6 +48,7 @@ def git_revision() -> str | None:
             capture_output=True,
             text=True,
             timeout=5,
+            check=False,
         )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -96,7 +102,7 @@ class Run:
         self._started = ""
 
     # ---- lifecycle
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Self:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._t0 = time.perf_counter()
         self._started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -125,11 +131,8 @@ class Run:
             "headline": _jsonable(self.headline),
         }
 
-    def _write(self, status: str, **extra) -> None:
-        rec = self.record() | {"status": status} | extra
-        tmp = self.dir / ".run.json.tmp"
-        tmp.write_text(json.dumps(rec, indent=2, default=str))
-        os.replace(tmp, self.dir / "run.json")
+    def _write(self, status: str, **extra: Any) -> None:
+        write_json(self.dir / "run.json", self.record() | {"status": status} | extra, indent=2, default=str)
 
     # ---- artefacts (atomic writes)
     def path(self, name: str) -> Path:
@@ -137,20 +140,11 @@ class Run:
         return self.dir / name
 
     def save_json(self, name: str, obj: Any) -> Path:
-        p = self.path(name)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(_jsonable(obj), indent=2, default=str))
-        os.replace(tmp, p)
-        return p
+        """``obj`` as ``name`` in the run directory (JSON; tensors and arrays as lists), listed as an artefact."""
+        return write_json(self.path(name), _jsonable(obj), indent=2, default=str)
 
-    def save_frame(self, name: str, df) -> Path:
+    def save_frame(self, name: str, df: pd.DataFrame) -> Path:
+        """``df`` as the Parquet file ``name`` in the run directory, listed as an artefact."""
         p = self.path(name)
-        df.to_parquet(p)
-        return p
-
-    def save_tensors(self, name: str, tensors: dict) -> Path:
-        from safetensors.torch import save_file
-
-        p = self.path(name)
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(p))
+        atomic_write(p, lambda t: df.to_parquet(t))
         return p

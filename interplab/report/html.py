@@ -126,6 +126,7 @@ def figure(fig, height: int | None = None, config: Mapping[str, Any] | None = No
 
     div_id = _next_id("ipl-fig")
     fig_json = pio.to_json(fig, validate=False)  # {"data": [...], "layout": {...}}
+    assert fig_json is not None  # None only when writing to a file
     cfg = {"displaylogo": False, "responsive": True, "showLink": False}
     cfg.update(config or {})
     style = f' style="height:{int(height)}px"' if height else ""
@@ -235,7 +236,7 @@ def attention_viewer(
                     f"pattern of layer {li}, head {hi} is {shape}, but there are {n} tokens: it must be "
                     f"{n} x {n} (one query row and one key column per token)."
                 )
-            enc_l.append([[int(round(float(v) * scale)) for v in row] for row in head])
+            enc_l.append([[round(float(v) * scale) for v in row] for row in head])
         enc.append(enc_l)
     n_heads = max(len(layer) for layer in enc)
     lnames = [str(x) for x in (layer_names if layer_names is not None else [f"layer {i}" for i in range(len(enc))])]
@@ -279,7 +280,8 @@ _ATTENTION_JS = r"""
     function render(){
       var L = +ls.value, H = +hs.value, P = data.patterns[L][H], s = data.scale;
       root.setAttribute('data-layer', L); root.setAttribute('data-head', H); root.setAttribute('data-query', q);
-      cap.textContent = data.layer_names[L] + ', ' + data.head_names[H] + ' \u2014 query ' + q + ': ' + show(data.tokens[q]);
+      cap.textContent = data.layer_names[L] + ', ' + data.head_names[H] + ' \u2014 query ' + q + ': '
+        + show(data.tokens[q]);
       strip.textContent = '';
       for (var k = 0; k < n; k++){
         var v = P[q][k] / s, sp = document.createElement('span');
@@ -350,7 +352,8 @@ table.ipl-table th{background:#f3f5f7}
 .ipl-attn-controls select{margin:0 12px 0 4px}
 .ipl-attn-caption{color:var(--muted);font-size:13px;white-space:pre}
 .ipl-attn-tokens{margin:8px 0;line-height:2}
-.ipl-tok{font-family:ui-monospace,monospace;white-space:pre;border:1px solid var(--line);border-radius:3px;padding:1px 2px;margin:0 1px}
+.ipl-tok{font-family:ui-monospace,monospace;white-space:pre;border:1px solid var(--line);border-radius:3px;
+  padding:1px 2px;margin:0 1px}
 .ipl-tok-query{outline:2px solid #e6550d}
 .ipl-attn-grid-wrap{overflow:auto;max-height:80vh}
 table.ipl-attn-grid{border-collapse:collapse;font-family:ui-monospace,monospace;font-size:11px}

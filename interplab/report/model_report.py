@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from interplab.analyses.observational.lens import LogitLensResult, display_token, logit_lens
-from interplab.report.html import Report, attention_viewer, figure, heading, table, text
+from interplab.report.html import Html, Report, attention_viewer, figure, heading, table, text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from interplab.models.model import Model
+    from interplab.tasks.pairs import PromptPairs
 
 __all__ = ["DEFAULT_PROMPTS", "ReportPrompt", "build_report"]
 
@@ -37,7 +44,7 @@ DEFAULT_PROMPTS: tuple[ReportPrompt, ...] = (
 )
 
 
-def _prompts(prompts) -> list[ReportPrompt]:
+def _prompts(prompts: Any) -> list[ReportPrompt]:
     if prompts is None:
         return list(DEFAULT_PROMPTS)
     if isinstance(prompts, (str, ReportPrompt, Mapping)):
@@ -77,7 +84,7 @@ def _human(n: int) -> str:
     return f"{n:,}"
 
 
-def _model_card(model) -> list:
+def _model_card(model: Model) -> list[Html]:
     info = {
         "name": model.name,
         "family": model.cfg.family,
@@ -90,7 +97,7 @@ def _model_card(model) -> list:
     return [table(info), heading("Config (model.cfg)"), table(model.cfg.to_dict())]
 
 
-def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list:
+def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list[Html]:
     h = res.headline()
     first = h["first_layer_top1"]
     summary = (
@@ -114,44 +121,33 @@ def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list:
     ]
 
 
-def _display_frame(df):
+def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
     for c in df.columns:
         if str(c).startswith("top"):
             df[c] = df[c].map(display_token)
     return df
 
 
-def _heads_section(model, out: Path, timings: dict) -> list:
+# ---- optional analysis sections: each runs its analysis on a small workload, saves the Result next to the
+# report, records its time and returns the HTML parts (rendered by interplab.report.sections)
+
+
+def _heads_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """Head detectors (interplab.analyses.observational.heads) on a small input set, with their null baselines."""
     from interplab.analyses.observational.heads import head_scores
+    from interplab.report.sections.heads import heads_parts
 
     t = time.perf_counter()
     res = head_scores(model, n_seqs=8, batch=8)
     res.save(out)
     timings["heads"] = time.perf_counter() - t
-    rows = [
-        {
-            "class": c,
-            "members": len(res.members(c)),
-            "threshold": res.thresholds[c],
-            "top (layer.head score / null)": ", ".join(f"{a}.{b} {s:.2f} / {n:.2f}" for a, b, s, n in res.top(c, 5)),
-        }
-        for c in res.classes
-    ]
-    return [
-        text(
-            "Head detectors on 8 repeated random sequences and 8 text chunks (interplab heads for more): each "
-            "score next to its null baseline; a head is a member of a class when it passes the threshold and beats "
-            "the null by the margin. Data: heads.json"
-        ),
-        figure(res.plot()),
-        table(rows),
-    ]
+    return heads_parts(res)
 
 
-def _weights_section(model, out: Path, timings: dict) -> list:
+def _weights_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """Composition scores and per-head OV copying scores (interplab.analyses.weights)."""
     from interplab.analyses.weights import composition_scores, head_circuits
+    from interplab.report.sections.weights import weights_parts
 
     t = time.perf_counter()
     comp = composition_scores(model)
@@ -159,100 +155,47 @@ def _weights_section(model, out: Path, timings: dict) -> list:
     circ = head_circuits(model, n_directions=1, top_k=5)
     circ.save(out)
     timings["weights"] = time.perf_counter() - t
-    rows = []
-    for kind in comp.kinds:
-        for l1, h1, l2, h2, score, z in comp.top_pairs(kind, 5):
-            rows.append(
-                {
-                    "kind": kind,
-                    "writer": f"{l1}.{h1}",
-                    "reader": f"{l2}.{h2}",
-                    "score": score,
-                    "z vs random": z,
-                    "random baseline": f"{comp.baseline_mean[kind]:.4f} ± {comp.baseline_std[kind]:.4f}",
-                }
-            )
-    cop = [
-        {
-            "head": f"{a}.{b}",
-            "copying": c,
-            "reads": ", ".join(map(display_token, circ.tokens(a, b)["read+"][:5])),
-            "writes": ", ".join(map(display_token, circ.tokens(a, b)["write+"][:5])),
-        }
-        for a, b, c in circ.top_copying(8)
-    ]
-    return [
-        text(
-            "Composition (Elhage et al. 2021): ||W_OV(writer) · W_QK/OV(reader)||_F normalised, next to the same "
-            "score for random matrices of the same shapes; norm weights folded in, K/V expanded per query head."
-        ),
-        figure(comp.plot("K")),
-        table(rows),
-        heading("Copying scores of the OV circuits (Σλ / Σ|λ| of W_E W_OV W_U)"),
-        figure(circ.plot("copying")),
-        table(cop),
-    ]
+    return weights_parts(comp, circ)
 
 
-def _dla_section(model, out: Path, timings: dict) -> list:
+def _dla_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """Direct logit attribution of the IOI answer (interplab.analyses.observational.dla)."""
     from interplab.analyses.observational.dla import direct_logit_attribution
+    from interplab.report.sections.dla import dla_parts
 
     t = time.perf_counter()
     p = DEFAULT_PROMPTS[0]
     res = direct_logit_attribution(model, p.prompt, answer=" Mary", distractor=" John")
     res.save(out)
     timings["dla"] = time.perf_counter() - t
-    return [
-        text(
-            f"Direct logit attribution of logit(' Mary') − logit(' John') on: {p.prompt}\n"
-            f"Components (heads, MLPs, embeddings, biases; final norm scale frozen) sum to "
-            f"{float(res.total):.4f}; the model's logit difference is {float(res.logit_diff):.4f}."
-        ),
-        figure(res.plot()),
-        table([{"head": f"{a}.{b}", "contribution": c} for a, b, c in res.top_heads(10, "abs")]),
-    ]
+    return dla_parts(res, p.prompt, " Mary", " John")
 
 
-def _ablation_section(model, out: Path, timings: dict) -> list:
+def _ablation_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """Head-ablation importance on corpus text (interplab.analyses.causal.ablation), small workload."""
     from interplab.analyses.causal.ablation import head_ablation_importance
+    from interplab.report.sections.ablation import ablation_parts
 
     t = time.perf_counter()
-    n_ctx = model.cfg.n_ctx
-    res = head_ablation_importance(model, n_chunks=4, chunk_len=min(64, n_ctx), how="zero")
+    res = head_ablation_importance(model, n_chunks=4, chunk_len=min(64, model.cfg.n_ctx), how="zero")
     res.save(out)
     timings["ablation"] = time.perf_counter() - t
-    return [
-        text(
-            "Zero-ablation of each head's output (hook_z) on 4 chunks of 64 tokens of the pydoc corpus "
-            "(interplab ablate for more): increase of the mean next-token loss, with 95% confidence intervals over "
-            "chunks; heads that matter but are not induction heads are flagged in head_ablation.json."
-        ),
-        figure(res.plot()),
-    ]
+    return ablation_parts(res)
 
 
-def _logit_pca_section(model, out: Path, timings: dict) -> list:
+def _logit_pca_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """Logit-lens logits on fixed random tokens, every layer projected on common principal components."""
     from interplab.analyses.observational.logit_pca import logit_pca
+    from interplab.report.sections.logit_pca_model import logit_pca_parts
 
     t = time.perf_counter()
     res = logit_pca(model)
     res.save(out)
     timings["logit_pca"] = time.perf_counter() - t
-    h = res.headline()
-    return [
-        text(
-            "PCA of the logit lens's log-probabilities on fixed random tokens, layer by layer: sharp turns of "
-            "the trajectory mark layers where the prediction changes character. Data: logit_pca.json\n"
-            + ", ".join(f"{k}: {v}" for k, v in h.items() if isinstance(v, (int, float, str)))
-        ),
-        figure(res.plot()),
-    ]
+    return logit_pca_parts(res)
 
 
-def _ioi_pairs(model, n: int):
+def _ioi_pairs(model: Model, n: int) -> PromptPairs | list[Html]:
     """IOI pairs for a report section, or the section's explanatory text when they cannot be built
     (too few single-token names; :func:`build_report` has already refused a model without a tokenizer)."""
     from interplab.tasks.ioi import ioi
@@ -263,9 +206,10 @@ def _ioi_pairs(model, n: int):
         return [text(f"IOI prompts cannot be built for this model: {e}")]
 
 
-def _patching_section(model, out: Path, timings: dict) -> list:
+def _patching_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """IOI activation patching of every head at END (exact, fast path) and attribution patching beside it."""
     from interplab.analyses.causal.patching import activation_patching, attribution_patching, correlation
+    from interplab.report.sections.patching import patching_ioi_parts
 
     t = time.perf_counter()
     pairs = _ioi_pairs(model, 8)
@@ -275,22 +219,13 @@ def _patching_section(model, out: Path, timings: dict) -> list:
     att = attribution_patching(model, pairs, grid="heads", position="END", n_boot=200)
     res.save(out, "patching_ioi_heads.json")
     timings["patching"] = time.perf_counter() - t
-    h = res.headline()
-    return [
-        text(
-            f"Denoising activation patching of each head's z at END on {len(pairs)} IOI pairs (Wang et al.'s "
-            f"templates, p_ABC corruption): 1 = the clean logit difference ({h['clean_metric']:.2f}) restored, "
-            f"0 = the corrupt one ({h['corrupt_metric']:.2f}). Attribution patching (one forward + backward) "
-            f"correlates {correlation(att, res):.3f} with it. interplab ioi runs the full procedure."
-        ),
-        figure(res.plot()),
-        figure(att.plot()),
-    ]
+    return patching_ioi_parts(res, att, len(pairs), correlation(att, res))
 
 
-def _ioi_section(model, out: Path, timings: dict) -> list:
+def _ioi_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """The IOI procedure: logit difference, head classes and the circuit with its faithfulness."""
     from interplab.analyses.causal.circuits import ioi_circuit
+    from interplab.report.sections.ioi import ioi_parts
 
     t = time.perf_counter()
     pairs = _ioi_pairs(model, 16)
@@ -299,22 +234,11 @@ def _ioi_section(model, out: Path, timings: dict) -> list:
     res = ioi_circuit(model, pairs, detector_seqs=8)
     res.save(out / "ioi")
     timings["ioi"] = time.perf_counter() - t
-    h = res.headline()
-    rows = [{"class": c, "heads": " ".join(f"{a}.{b}" for a, b in hs) or "—"} for c, hs in h["heads"].items()]
-    parts = [
-        text(f"Logit difference {h['logit_diff_mean']} (IO preferred in {h['io_preferred_frac']:.0%} of prompts)."),
-        table(rows),
-    ]
-    if res.circuit is not None:
-        parts += [
-            text(f"Circuit: {len(res.circuit.nodes)} nodes, faithfulness {res.circuit.faithfulness:.3f}."),
-            figure(res.circuit.plot()),
-        ]
-    return parts
+    return ioi_parts(res)
 
 
 # Optional sections after the core ones: name -> (title, builder(model, out_dir, timings) -> parts)
-EXTRA_SECTIONS: dict = {
+EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, dict[str, float]], list[Html]]]] = {
     "heads": ("Attention heads", _heads_section),
     "weights": ("Composition and copying (weights)", _weights_section),
     "dla": ("Direct logit attribution", _dla_section),
@@ -328,7 +252,7 @@ DEFAULT_SECTIONS: tuple[str, ...] = tuple(k for k in EXTRA_SECTIONS if k not in 
 
 
 def build_report(
-    model,
+    model: Model,
     out_dir: str | Path,
     prompts: Iterable | None = None,
     top_k: int = 5,
@@ -337,8 +261,12 @@ def build_report(
 ) -> Path:
     """Write ``out_dir/report.html`` for ``model`` and return its path.
 
+    ``model``: a loaded :class:`~interplab.models.model.Model` (with a tokenizer); ``out_dir``: created if
+    missing; ``top_k``: tokens per layer in the logit-lens tables; ``attention_prompt``: index of the prompt shown
+    in the attention viewer.
+
     Sections: model card (name, family, config, parameters, load time, source); logit lens over the
-    layers for each prompt (figure and top-token table; data saved as ``lens_<name>.json``); an
+    layers for each prompt (nostalgebraist 2020; figure and top-token table; data saved as ``lens_<name>.json``); an
     attention-pattern viewer (every layer and head) for ``prompts[attention_prompt]``.
 
     ``prompts``: None for the built-in IOI / factual-recall / induction prompts, or a list of
@@ -372,9 +300,10 @@ def build_report(
     timings: dict[str, float] = {}
     lens_parts: list = [
         text(
-            "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) passed through the "
-            "model's final norm and unembedding. Cells: the lens's top-1 next-token prediction and its probability; right: "
-            "the tracked answer's probability at the last position. The last layer's lens is the model's own output."
+            "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) passed "
+            "through the model's final norm and unembedding. Cells: the lens's top-1 next-token prediction and its "
+            "probability; right: the tracked answer's probability at the last position. The last layer's lens is the "
+            "model's own output."
         )
     ]
     taken: set[str] = set()

@@ -9,9 +9,10 @@ answer digits; the loss of each answer digit is logged separately.
 
 **Phase change per digit** (:func:`digit_phase_changes`): for each digit's loss curve ``L_k(t)``, the
 change is the first logged step at which ``L_k`` falls below the midpoint of ``L_k(0)`` and
-``min_t L_k`` (the centre of a sigmoid-shaped drop; robust to later spikes, unlike the steepest single drop), reported with the loss at
-the previous log and at that step; a digit whose total drop is less than ``min_drop`` nats has none. This is this module's operationalisation of Nanda et al.'s
-observation that each digit's loss drops abruptly, at different times for different digits.
+``min_t L_k`` (the centre of a sigmoid-shaped drop; robust to later spikes, unlike the steepest single drop),
+reported with the loss at the previous log and at that step; a digit whose total drop is less than ``min_drop``
+nats has none. This is this module's operationalisation of Nanda et al.'s observation that each digit's loss
+drops abruptly, at different times for different digits.
 """
 
 from __future__ import annotations
@@ -104,11 +105,15 @@ def digit_phase_changes(steps: list[int], losses: list[list[float]], min_drop: f
 class AdditionResult(Result):
     config: dict
     metrics: list[dict]
-    headline: dict
+    summary: dict  # the headline numbers (returned by headline())
     settings: dict = field(default_factory=dict)
 
     FILE: ClassVar[str] = "addition.json"
     KIND: ClassVar[str] = "addition"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
+
+    def headline(self) -> dict[str, Any]:
+        return self.summary
 
     def to_frame(self):
         import pandas as pd
@@ -125,7 +130,7 @@ class AdditionResult(Result):
         n = len(self.metrics[0]["digit_loss"])
         for k in range(n):
             fig.add_scatter(x=steps, y=[m["digit_loss"][k] for m in self.metrics], name=f"digit c_{k}", mode="lines")
-        for ph in self.headline["phase_changes"]:
+        for ph in self.summary["phase_changes"]:
             if ph["step"] is not None:
                 fig.add_vline(x=ph["step"], line={"dash": "dot", "color": "grey"})
         fig.update_yaxes(type="log", title="loss")
@@ -196,13 +201,3 @@ def train(
     )
     res.save(run_dir)
     return res
-
-
-def report(res: AdditionResult, path) -> Path:
-    from interplab.report.html import Report, table
-
-    rep = Report(
-        f"{res.config['n_digits']}-digit addition", "Per-digit loss curves and phase changes (Nanda et al. 2023)"
-    )
-    rep.section("Per-digit loss", res.plot(), table(res.headline["phase_changes"]))
-    return rep.save(path)

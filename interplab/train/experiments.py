@@ -1,8 +1,11 @@
 """Registry of training-lab experiments for ``interplab train EXPERIMENT``.
 
-Each entry: the config dataclass, ``run(cfg, run_dir, resume, progress) -> result`` (trains or resumes,
-analyses, saves its Result and the model in ``run_dir``), ``report(result, path)`` and the headline keys
-``--json`` prints. The config is saved as ``config.json`` in the run directory; ``--resume`` reads it back."""
+One name per experiment: the CLI name is the module's name (``attn-only`` is :mod:`interplab.train.attn_only`)
+and the config class is ``<Name>Config``. Each module has ``train(cfg, run_dir, resume, progress) -> Result``
+(trains or resumes, analyses, saves its Result and the model in ``run_dir``); the Result's ``headline()`` is
+what ``--json`` prints. The config is saved as ``train_config.json`` (:data:`CONFIG_FILE`) in the run
+directory, and ``--resume`` reads it back.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,13 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
+from interplab.io.atomic import write_json
+from interplab.io.results import Result
 from interplab.train.config import build_config, config_dict
+
+ExperimentName = Literal["grokking", "superposition", "addition", "attn-only"]
 
 CONFIG_FILE = "train_config.json"
 RESUME_OVERRIDABLE = {
@@ -34,10 +42,10 @@ class Experiment:
     config: str
     description: str
 
-    def mod(self):
+    def mod(self) -> Any:
         return importlib.import_module(self.module)
 
-    def config_cls(self):
+    def config_cls(self) -> type:
         return getattr(self.mod(), self.config)
 
 
@@ -62,7 +70,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "attn-only": Experiment(
         "attn-only",
-        "interplab.train.induction_formation",
+        "interplab.train.attn_only",
         "AttnOnlyConfig",
         "attention-only transformers and induction heads, Olsson et al. 2022",
     ),
@@ -70,12 +78,22 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def get(name: str) -> Experiment:
+    """The experiment called ``name`` (one of :data:`ExperimentName`); a ValueError naming the others if unknown."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}.")
     return EXPERIMENTS[name]
 
 
-def make_config(name: str, file=None, sets=None, resume_dir=None, extra: dict | None = None):
+def make_config(
+    name: str,
+    file: str | Path | None = None,
+    sets: list[str] | None = None,
+    resume_dir: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """The config of experiment ``name``: its defaults <- the saved config of ``resume_dir`` (when resuming;
+    only :data:`RESUME_OVERRIDABLE` keys may then change) <- ``extra`` <- the TOML ``file`` <- ``sets``
+    (``key=value`` strings)."""
     exp = get(name)
     cls = exp.config_cls()
     base = None
@@ -99,16 +117,14 @@ def make_config(name: str, file=None, sets=None, resume_dir=None, extra: dict | 
     return cfg
 
 
-def save_config(name: str, cfg, run_dir) -> None:
-    d = Path(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / CONFIG_FILE).write_text(json.dumps({"experiment": name, "config": config_dict(cfg)}, indent=2))
+def save_config(name: str, cfg: Any, run_dir: str | Path) -> None:
+    """Write ``run_dir/train_config.json``: the experiment's name and its config."""
+    write_json(Path(run_dir) / CONFIG_FILE, {"experiment": name, "config": config_dict(cfg)}, indent=2)
 
 
-def run(name: str, cfg, run_dir, resume: bool = False, progress: bool = True):
-    """Train/resume + analyse + write ``report.html``; returns the Result (with ``.headline``)."""
+def run(name: str, cfg: Any, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Result:
+    """Train (or resume) experiment ``name`` with ``cfg`` in ``run_dir`` and analyse it; returns its Result (the
+    CLI writes the report with :func:`interplab.report.sections.training.training_report`)."""
     mod = get(name).mod()
     save_config(name, cfg, run_dir)
-    res = mod.train(cfg, run_dir, resume=resume, progress=progress)
-    mod.report(res, Path(run_dir) / "report.html")
-    return res
+    return mod.train(cfg, run_dir, resume=resume, progress=progress)

@@ -122,7 +122,7 @@ def restricted_excluded_logits(
     logits: torch.Tensor, freqs: list[int], op: str = "add"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``logits`` ``[p*p, c]`` for every ``(a, b)`` (row ``a*p + b``) -> (restricted, excluded) logits."""
-    p = int(round(math.sqrt(logits.shape[0])))
+    p = round(math.sqrt(logits.shape[0]))
     L = logits.double()
     D = fourier_directions(p, freqs, op)
     proj = D.T @ (D @ L)

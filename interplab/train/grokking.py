@@ -33,7 +33,6 @@ These thresholds are this module's operationalisation, not numbers from the pape
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from interplab.io.results import Result
 from interplab.models.toy import ToyConfig, ToyTransformer
 from interplab.runtime import torch_threads
 from interplab.train import fourier as fr
-from interplab.train.trainer import Trainer, read_metrics
+from interplab.train.trainer import Trainer
 
 OPS = {
     "add": lambda a, b, p: (a + b) % p,
@@ -181,8 +180,10 @@ def forward_eq(
             grad=torch.is_grad_enabled(),
         )
         return logits[:, -1], (cache[name][:, -1] if model.config.d_mlp else None)
+    assert model.pos_embed is not None  # _fast_ok: learned positions
     E, P = model.embed.weight, model.pos_embed.weight
-    attn = model.blocks[0].attn
+    block: Any = model.blocks[0]  # a ToyBlock (a ModuleList's items are typed Module)
+    attn = block.attn
     H, dh = attn.n_heads, attn.d_head
     x0, x1, x2 = E[:eq] + P[0], E[:eq] + P[1], E[eq] + P[2]
     q = attn.q_proj(x2).view(H, dh)
@@ -201,7 +202,7 @@ def forward_eq(
     )
     resid = x2 + attn.o_proj(z.reshape(a.shape[0], H * dh))
     acts = None
-    mlp = model.blocks[0].mlp
+    mlp = block.mlp
     if mlp is not None:
         acts = mlp.act(mlp.fc_in(resid))
         resid = resid + mlp.fc_out(acts)
@@ -231,7 +232,8 @@ def weight_norm_sq(model) -> float:
 
 def _gini_terms(model: ToyTransformer, p: int) -> dict[str, float]:
     out = {"gini_embed": fr.gini(fr.basis_norms(model.embed.weight.detach()[:p]))}
-    mlp = model.blocks[-1].mlp
+    block: Any = model.blocks[-1]  # a ToyBlock
+    mlp = block.mlp
     if mlp is not None:
         W_L = mlp.fc_out.weight.detach().T @ model.unembed.weight.detach()[:p].T  # [d_mlp, p]
         out["gini_wl"] = fr.gini(fr.basis_norms(W_L.T))
@@ -248,11 +250,15 @@ class GrokkingResult(Result):
     metrics: list[dict]
     analysis: dict
     progress: list[dict]
-    headline: dict
+    summary: dict  # the headline numbers (returned by headline())
     settings: dict = field(default_factory=dict)
 
     FILE: ClassVar[str] = "grokking.json"
     KIND: ClassVar[str] = "grokking"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
+
+    def headline(self) -> dict[str, Any]:
+        return self.summary
 
     def to_frame(self):
         import pandas as pd
@@ -277,7 +283,7 @@ class GrokkingResult(Result):
                     fig.add_scatter(
                         x=ps, y=[r[key] for r in self.progress], name=name, mode="lines", line={"dash": "dot"}
                     )
-        for ph in self.headline.get("phases", []):
+        for ph in self.summary.get("phases", []):
             if ph.get("end") is not None:
                 fig.add_vline(
                     x=ph["end"], line={"dash": "dash", "color": "grey"}, annotation_text=f"end of {ph['name']}"
@@ -536,40 +542,6 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
     )
     res.save(run_dir)
     return res
-
-
-def load_metrics(run_dir) -> list[dict]:
-    return read_metrics(run_dir)
-
-
-def report(res: GrokkingResult, path) -> Path:
-    from interplab.report.html import Report, table
-
-    h = res.headline
-    rep = Report(
-        "Grokking modular arithmetic",
-        f"p={res.config['p']}, op={res.config['operation']}, {res.config['epochs']} epochs — Nanda et al. 2023",
-    )
-    rows = [
-        {"quantity": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else v}
-        for k, v in h.items()
-        if k != "phases"
-    ]
-    rep.section("Headline", table(rows))
-    rep.section(
-        "Phases",
-        table([{"phase": ph["name"], "start epoch": ph["start"], "end epoch": ph["end"]} for ph in h["phases"]]),
-        "Memorisation ends at the first epoch with train accuracy 1; circuit formation ends when the test loss is 10x "
-        "below its post-memorisation peak; clean-up ends when the weight norm has made 90% of its final fall.",
-    )
-    rep.section("Loss curves", res.plot(), res.plot_accuracy())
-    rep.section("Weight norm and Gini", res.plot_norms())
-    rep.section(
-        "Fourier spectra of the final model",
-        res.plot_spectra(),
-        f"Key frequencies (neuron clusters): {h['key_frequencies']}; from the embedding: {h['embedding_key_frequencies']}.",
-    )
-    return rep.save(path)
 
 
 def bench_step(

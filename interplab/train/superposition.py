@@ -5,8 +5,9 @@ Model (their ReLU output model), many instances trained at once in one batched m
 (row ``W_i`` is feature ``i``'s direction in the hidden space) and ``b`` ``[n_instances, n_features]``.
 Data: each feature is ``U[0, 1]`` with probability ``p`` (the instance's feature probability, ``1 - S``
 for sparsity ``S``), else 0. Loss: importance-weighted squared error, ``mean over batch and features``
-per instance, summed over instances (so instances do not interact) — as their Colab. AdamW (weight decay 0.01, torch default), lr 1e-3,
-batch 1024, W initialised with ``xavier_normal_`` on the ``[I, n, m]`` tensor, ``b = 0`` (their Colab).
+per instance, summed over instances (so instances do not interact) — as their Colab. AdamW (weight decay 0.01,
+torch default), lr 1e-3, batch 1024, W initialised with ``xavier_normal_`` on the ``[I, n, m]`` tensor, ``b = 0``
+(their Colab).
 
 Parts (``parts`` config):
 
@@ -82,6 +83,9 @@ class SuperpositionConfig:
 
 class ToyReLUModel(nn.Module):
     """``n_instances`` independent copies of ``x' = ReLU(W^T W x + b)`` (Elhage et al. 2022)."""
+
+    importance: torch.Tensor  # buffers [n_instances, n_features]
+    feature_probability: torch.Tensor
 
     def __init__(
         self,
@@ -313,11 +317,15 @@ class SuperpositionResult(Result):
     config: dict
     parts: dict[str, dict]
     metrics: dict[str, list[dict]]
-    headline: dict
+    summary: dict  # the headline numbers (returned by headline())
     settings: dict = field(default_factory=dict)
 
     FILE: ClassVar[str] = "superposition.json"
     KIND: ClassVar[str] = "superposition"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
+
+    def headline(self) -> dict[str, Any]:
+        return self.summary
 
     def to_frame(self):
         import pandas as pd
@@ -475,26 +483,3 @@ def train(
     )
     res.save(run_dir)
     return res
-
-
-def report(res: SuperpositionResult, path) -> Path:
-    import json
-
-    from interplab.report.html import Report, table
-
-    rep = Report(
-        "Toy models of superposition", "Elhage et al. 2022 — ReLU(WᵀWx + b), instances trained in one batched model"
-    )
-    rep.section("Headline", table([{"quantity": k, "value": json.dumps(v)} for k, v in res.headline.items()]))
-    if "intro" in res.parts:
-        rep.section("Intro sweep: 5 features in 2 dimensions", res.plot_wtw(), res.plot_feature_norms())
-    if "geometry" in res.parts:
-        rep.section(
-            "Geometry: dimensions per feature",
-            res.plot_d_star(),
-            "Line: D* = m/‖W‖²_F per instance; grey dots: per-feature dimensionality D_i. Dotted: 1, 1/2, 2/5, 1/3.",
-        )
-    if "phase" in res.parts:
-        rep.section("Phase diagram: 2 features in 1 dimension", res.plot_phase())
-    rep.section("Instances", table(res.to_frame()))
-    return rep.save(path)

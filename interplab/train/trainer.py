@@ -114,8 +114,9 @@ class Trainer:
 
     # --------------------------------------------------------------------------- checkpoints
     def _save_model(self, directory: Path) -> None:
-        if hasattr(self.model, "save_pretrained"):
-            self.model.save_pretrained(directory)
+        save_pretrained = getattr(self.model, "save_pretrained", None)
+        if save_pretrained is not None:
+            save_pretrained(directory)
         else:
             from safetensors.torch import save_file
 

@@ -28,13 +28,15 @@ Data (``data``):
 * ``"mixed"``: each training sequence is text or synthetic with probability 1/2.
 
 Tracked at every log step (``metrics.jsonl``): loss on held-out text and on the repeated-random-tokens
-probe (``n_ctx/2`` distinct tokens repeated twice; first and second half separately), the **ICL score** (Olsson et al.: loss late in the context minus
-loss early; here mean loss over positions ``[3/4 n_ctx, n_ctx)`` minus over ``[n_ctx/16, n_ctx/8)``,
+probe (``n_ctx/2`` distinct tokens repeated twice; first and second half separately), the **ICL score**
+(Olsson et al.: loss late in the context minus loss early; here mean loss over positions ``[3/4 n_ctx, n_ctx)``
+minus over ``[n_ctx/16, n_ctx/8)``,
 on held-out text when text is used, else on the synthetic sequences; negative = in-context learning),
 and per-head induction and previous-token scores from :func:`interplab.analyses.observational.heads.head_scores`
 (repeated random tokens with a deranged null; random-token input for previous-token).
 At the end: Q/K/V-composition scores (:func:`interplab.analyses.weights.composition_scores`, Elhage
-et al. 2021) and head ablation importance on held-out data (:func:`interplab.analyses.causal.ablation.head_ablation_importance`).
+et al. 2021) and head ablation importance on held-out data
+(:func:`interplab.analyses.causal.ablation.head_ablation_importance`).
 """
 
 from __future__ import annotations
@@ -327,11 +329,15 @@ class AttnOnlyResult(Result):
     config: dict
     models: dict[str, dict]
     metrics: dict[str, list[dict]]
-    headline: dict
+    summary: dict  # the headline numbers (returned by headline())
     settings: dict = field(default_factory=dict)
 
     FILE: ClassVar[str] = "attn_only.json"
     KIND: ClassVar[str] = "attn-only"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
+
+    def headline(self) -> dict[str, Any]:
+        return self.summary
 
     def to_frame(self):
         import pandas as pd
@@ -446,53 +452,3 @@ def train(
     )
     res.save(run_dir)
     return res
-
-
-def _answer(res: AttnOnlyResult) -> str:
-    lines = []
-    for name, m in res.models.items():
-        lines.append(
-            f"{name}: final loss {m['final_loss']:.3f}, ICL score {m['icl_score']:+.3f}, loss on the repeated half "
-            f"{m['synthetic_loss_second_half']:.3f} (first half {m['synthetic_loss_first_half']:.3f}), max induction score "
-            f"{m['max_induction_score']:.3f} at head {m['max_induction_head']}"
-            + (f", first >= 0.3 at step {m['induction_step']}" if m["induction_step"] is not None else ", never >= 0.3")
-            + (f"; repeated-half loss < 1 nat from step {m['copy_step']}" if m.get("copy_step") is not None else "")
-            + (f"; strongest K-composition {m['max_k_composition']}" if m.get("max_k_composition") else "")
-            + (
-                "; max attention from i to i-S+1+k on the repeated probe: "
-                + ", ".join(f"k={k}: {v:.2f}" for k, v in m["max_attention_by_offset"].items())
-                if m.get("max_attention_by_offset")
-                else ""
-            )
-            + "."
-        )
-    return " ".join(lines)
-
-
-def report(res: AttnOnlyResult, path) -> Path:
-    import json
-
-    from interplab.report.html import Report, table
-
-    rep = Report(
-        "Attention-only transformers: induction-head formation",
-        f"Olsson et al. 2022 — {res.headline.get('tokenizer', '')}, normalization {res.config.get('normalization', 'none')}",
-    )
-    rep.section(
-        "Answer", _answer(res), table([{"quantity": k, "value": json.dumps(v)} for k, v in res.headline.items()])
-    )
-    rep.section("Curves", res.plot())
-    if any(m.get("max_attention_by_offset") for m in res.models.values()):
-        rep.section("Induction offset profile", res.plot_offsets())
-    for name in res.metrics:
-        rep.section(
-            f"{name} heads",
-            res.plot_heads(name),
-            table(
-                [
-                    {"layer": a, "head": b, "delta_loss": d, "ci_low": lo, "ci_high": hi}
-                    for a, b, d, lo, hi in res.models[name]["ablation_top_heads"]
-                ]
-            ),
-        )
-    return rep.save(path)

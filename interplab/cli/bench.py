@@ -1,0 +1,207 @@
+"""``interplab bench ...``: every benchmark command (results go in BENCHMARKS.md).
+
+Each is a thin shell over :mod:`interplab.bench` (or, for ``bench grokking``, the grokking trainer's
+``bench_step``) that writes ``bench.json`` into a run directory and prints the metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from interplab.cli._common import err, guard, load_model, print_json, print_metrics
+
+
+def bench_hooks_cmd(
+    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    batch: int = typer.Option(8, help="Batch size."),
+    seq: int = typer.Option(128, help="Tokens per sequence."),
+    rounds: int = typer.Option(7, help="Timed interleaved rounds (after 2 warm-up rounds)."),
+    threads: int = typer.Option(2, help="torch threads."),
+    out: str | None = typer.Option(None, "--out"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Cost of caching (residual streams; every hook point but patterns) relative to the plain forward."""
+    from interplab.bench.core import bench_hooks
+    from interplab.io.runs import Run
+
+    with (
+        guard(),
+        Run(
+            "bench-hooks", {"model": model, "batch": batch, "seq": seq, "rounds": rounds, "threads": threads}, out=out
+        ) as run,
+    ):
+        m = load_model(model)
+        with err.status("benchmarking …"):
+            res = bench_hooks(m, batch=batch, seq=seq, rounds=rounds, threads=threads)
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    print_metrics(res, as_json, skip_suffix="_rounds")
+
+
+def bench_ablation_cmd(
+    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    layers: Annotated[
+        list[int] | None,
+        typer.Option("--layer", "-l", help="Layers timed (repeat); default 3 at the centres of equal bins."),
+    ] = None,
+    n_chunks: int = typer.Option(4, "--n-chunks", help="Text chunks."),
+    chunk_len: int = typer.Option(128, "--chunk-len", help="Tokens per chunk."),
+    how: str = typer.Option("zero", "--how", help="zero | mean | resample."),
+    rounds: int = typer.Option(3, "--rounds", help="Rounds of (naive, fast) pairs per layer (medians over rounds)."),
+    threads: int = typer.Option(2, "--threads", help="torch threads."),
+    all_heads: bool = typer.Option(
+        False,
+        "--all-heads",
+        help="Also time the fast path on every head (the naive all-head time is then extrapolated, and labelled so).",
+    ),
+    out: str | None = typer.Option(None, "--out"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Head-ablation importance: naive (one forward per head) vs fast (prefix reuse, batched variants), same heads
+    and chunks."""
+    from interplab.bench.core import bench_ablation
+    from interplab.io.runs import Run
+
+    args = {
+        "model": model,
+        "layers": layers,
+        "n_chunks": n_chunks,
+        "chunk_len": chunk_len,
+        "how": how,
+        "rounds": rounds,
+        "threads": threads,
+        "all_heads": all_heads,
+    }
+    with guard(), Run("bench-ablation", args, out=out) as run:
+        m = load_model(model)
+        with err.status("benchmarking head ablation …"):
+            res = bench_ablation(
+                m,
+                layers=layers or None,
+                n_chunks=n_chunks,
+                chunk_len=chunk_len,
+                how=how,
+                rounds=rounds,
+                threads=threads,
+                all_heads=all_heads,
+            )
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    print_metrics(res, as_json)
+
+
+def bench_patching_cmd(
+    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    n: int = typer.Option(20, "--n", help="IOI pairs."),
+    rounds: int = typer.Option(1, "--rounds", help="(naive, fast) pairs timed; medians reported."),
+    threads: int = typer.Option(2, "--threads"),
+    peer: bool = typer.Option(False, "--peer", help="Also time TransformerLens's patching module."),
+    out: str | None = typer.Option(None, "--out"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Patching every head's z at the final position on IOI pairs: naive vs fast vs attribution patching."""
+    from interplab.bench.core import bench_patching
+    from interplab.io.runs import Run
+
+    with guard(), Run("bench-patching", {"model": model, "n": n, "rounds": rounds, "peer": peer}, out=out) as run:
+        m = load_model(model)
+        with err.status("benchmarking patching …"):
+            res = bench_patching(m, n=n, rounds=rounds, threads=threads, peer=peer)
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    print_metrics(res, as_json)
+
+
+def bench_leace_cmd(
+    n: int = typer.Option(8192, "--n", help="Rows."),
+    d: int = typer.Option(576, "--d", help="Dimensions (576 = SmolLM2's d_model)."),
+    classes: int = typer.Option(2, "--classes"),
+    rounds: int = typer.Option(7, "--rounds"),
+    threads: int = typer.Option(2, "--threads"),
+    out: str | None = typer.Option(None, "--out"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """LEACE fit time: interplab vs EleutherAI's concept-erasure on the same data (interleaved rounds, medians)."""
+    from interplab.bench.leace import bench_leace
+    from interplab.io.runs import Run
+
+    with (
+        guard(),
+        Run("bench-leace", {"n": n, "d": d, "classes": classes, "rounds": rounds, "threads": threads}, out=out) as run,
+    ):
+        with err.status("benchmarking LEACE fits …"):
+            res = bench_leace(n=n, d=d, k=classes, rounds=rounds, threads=threads)
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    print_metrics(res, as_json)
+
+
+def bench_sae_cmd(
+    rows: int = typer.Option(32768, "--rows", help="Activation rows (Gaussian, d given)."),
+    d: int = typer.Option(512, "--d", help="Input dimension."),
+    n_features: int = typer.Option(4096, "--features"),
+    k: int = typer.Option(32, "--k"),
+    batch_size: int = typer.Option(1024, "--batch-size"),
+    steps: int = typer.Option(24, "--steps", help="Steps per timing."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved (interplab, SAELens) pairs."),
+    threads: int = typer.Option(2, "--threads"),
+    out: str | None = typer.Option(None, "--out"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """TopK SAE training throughput (tokens/s), beside SAELens's trainer on the same activations where it is
+    installed."""
+    from interplab.bench.sae import bench_sae
+    from interplab.io.runs import Run
+
+    args = {
+        "rows": rows,
+        "d": d,
+        "n_features": n_features,
+        "k": k,
+        "batch_size": batch_size,
+        "steps": steps,
+        "rounds": rounds,
+        "threads": threads,
+    }
+    with guard(), Run("bench-sae", args, out=out) as run:
+        with err.status("benchmarking SAE training …"):
+            res = bench_sae(**args)
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    print_metrics(res, as_json)
+
+
+def bench_grokking_cmd(
+    steps: int = typer.Option(50, "--steps", help="Timed steps per round and thread count."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds."),
+    threads: str = typer.Option("1,2", "--threads", help="Torch thread counts to compare, e.g. 1,2."),
+    p: int = typer.Option(113, "--p", help="Prime (Nanda et al.: 113)."),
+    out: str | None = typer.Option(None, "--out", help="Run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Grokking training-step speed (Nanda et al. defaults) per thread count, interleaved rounds, medians."""
+    from interplab.io.runs import Run
+    from interplab.train.grokking import GrokkingConfig, bench_step
+
+    with guard():
+        try:
+            ts = tuple(int(x) for x in threads.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"--threads {threads!r}: use thread counts like 1,2.") from None
+        if not ts or min(ts) < 1 or steps < 1 or rounds < 1:
+            raise ValueError("--threads, --steps and --rounds must be positive.")
+        cfg = GrokkingConfig(p=p)
+        cfg.validate()
+        args = {"steps": steps, "rounds": rounds, "threads": list(ts), "p": p}
+        with Run("bench-grokking", args, out=out) as run:
+            with err.status("timing grokking steps …"):
+                res = bench_step(cfg, steps=steps, rounds=rounds, threads=ts)
+            run.save_json("bench.json", res)
+            run.headline.update(res)
+    if as_json:
+        print_json(res)
+    else:
+        for k, v in res.items():
+            err.print(f"{k}: {v}", highlight=False)
