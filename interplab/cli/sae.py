@@ -169,8 +169,9 @@ def sae_train(
     from interplab.runtime import torch_threads
 
     with torch_threads(threads), guard(), Run("sae-train", args, out=out, seed=seed) as run:
-        from interplab.analyses.sae import SYNTHETIC, browser_html, run_sae
+        from interplab.analyses.sae import SYNTHETIC, run_sae
         from interplab.report.html import Report
+        from interplab.report.sections.sae import add_sae_sections
 
         m = None
         acts_dir = None
@@ -235,13 +236,7 @@ def sae_train(
             f"Sparse autoencoder — {res.settings.get('model') or data}",
             f"{kind}, {n_features} features, hook {res.settings.get('hook')}",
         )
-        rep.section("SAE metrics and controls", *res.report_parts(), id="sae")
-        if res.browser:
-            rep.section(
-                "Feature browser: top-activating held-out contexts",
-                browser_html(res.browser, res.settings.get("browser_density")),
-                id="browser",
-            )
+        add_sae_sections(rep, res)
         finish_run(run, res.headline(), rep, report_in_headline=True)
     if as_json:
         print_json(run.headline)
