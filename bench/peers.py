@@ -15,27 +15,20 @@ these variants:
     nnsight         nnsight trace saving self_attn, mlp and decoder-layer outputs (90)
     torch_hooks     plain torch forward hooks saving the same 90 tensors
 
-Timing is interleaved: every round runs each variant once in the order above;
-``--warmup`` rounds (default 2) are discarded, then ``--rounds`` (default 7)
-are kept.  For each variant ``<variant>_ratio`` is the median over rounds of
-(variant wall time / plain HF wall time in the same round), so slow drifts of
-the machine cancel out.  Other processes on the same 2 cores can slow single
-calls several-fold, so every call also records how many cores other processes
-used meanwhile (from /proc/stat, ``rounds_foreign_cores``):
-``<variant>_ratio_quiet`` is the median ratio over the rounds in which both
-calls were quiet (``--quiet``, default at most 0.25 foreign cores;
-``<variant>_quiet_rounds`` of them), and ``<variant>_ratio_of_min`` is fastest
-variant call / fastest plain call.  Before each timed call the script waits
-(``--max-wait`` per call, ``--max-wait-total`` in all) until the other
-processes are quiet, and while fewer than ``--rounds`` whole rounds were quiet
-it adds rounds (up to ``--max-rounds`` timed rounds, or until ``--budget``
-seconds have passed); ``timed_rounds`` and ``quiet_rounds`` say how it went.
-On a quiet machine that is exactly ``--rounds`` rounds and ``_ratio`` equals
-``_ratio_quiet``; otherwise prefer ``_ratio_quiet``.  A timed call ends when the variant returns its logits and what
-it keeps (cache or saved list); freeing those is not timed.  The first warm-up
-round records the max absolute logit difference of each variant against the
-plain HF forward (``max_abs_diff_<variant>``) and the number of tensors it
-keeps (``<variant>_n_tensors``).
+    interplab_resid interplab ``model.run`` on the same HF module, caching resid_pre/mid/post (90)
+    interplab_all   the same, caching every hook point except attention patterns
+
+Timing follows interplab's shared protocol (``interplab.bench.protocol``): one
+check call per variant (max absolute logit difference against the plain HF
+forward, ``max_abs_diff_<variant>``, and the number of tensors it keeps,
+``<variant>_n_tensors``; a variant that fails here is dropped), ``--warmup``
+untimed rounds, then ``--rounds`` (default 15) rounds that call every variant
+once, the order alternating (A B C, C B A, ...).  ``<variant>_ratio`` is the
+ratio of minimums (fastest variant call / fastest plain call: other processes
+only ever slow a call down), with ``<variant>_ratio_median`` (median of
+per-round ratios) and ``<variant>_ratio_range`` (smallest and largest per-round
+ratio) beside it.  A timed call ends when the variant returns its logits and
+what it keeps (cache or saved list); freeing those is not timed.
 
 After timing, one extra call per variant measures ``<variant>_extra_peak_mb``:
 Linux VmHWM (reset through /proc/self/clear_refs) minus VmRSS before the call,
@@ -61,29 +54,23 @@ Output: one JSON object on stdout, a human-readable table on stderr.
 
 How to run
 ----------
-The peers live in their own virtual environment, outside the repository
-(they pin versions that conflict with interplab's environment)::
+From the repository root, in the project's environment (TransformerLens is
+installed there; nnsight may not be, and is then reported as failed and
+skipped); the script imports interplab from the checkout it sits in::
 
-    python3 -m venv /work/peers-venv
-    /work/peers-venv/bin/pip install torch==2.13.0          # local CPU build, first
-    echo torch==2.13.0 > /tmp/torch-pin.txt
-    /work/peers-venv/bin/pip install -c /tmp/torch-pin.txt \\
-        transformers==5.24.0 gguf accelerate transformer-lens==3.9.0 nnsight
-    /work/peers-venv/bin/python bench/peers.py > bench/peers_result.json
+    .venv/bin/python bench/peers.py > peers.json      # JSON on stdout, table on stderr
 
 transformer-lens 3.9.0 is the last release that still ships HookedTransformer
-(4.x removed it; TransformerBridge exists in both).  To measure the 4.x
-bridge too, install it beside the venv's 3.9 and point ``--tl-path`` at it::
-
-    /work/peers-venv/bin/pip install --no-deps --target /work/peers-venv/tl43 \\
-        transformer-lens==4.3.0
-    /work/peers-venv/bin/python bench/peers.py --tl-path /work/peers-venv/tl43
+(4.x removed it; TransformerBridge exists in both).  To measure another
+TransformerLens (e.g. the 4.x bridge), install it with
+``pip install --no-deps --target DIR transformer-lens==4.3.0`` and pass
+``--tl-path DIR``.
 
 The first run converts the GGUF to a safetensors directory (``--model-dir``,
 default /work/peers-cache/smollm2, about 35 s); later runs reload it in ~3 s.
-Nothing is downloaded: HF_HUB_OFFLINE=1 is set.  A full run takes about
-5 minutes on 2 idle cores; when other processes share them, waiting and
-extra rounds can stretch it to ``--budget`` (15 minutes) and a little more.
+Nothing is downloaded: HF_HUB_OFFLINE=1 is set.  Each round runs every
+variant once (about 20-40 s a round on 2 cores), so the default 15 rounds take
+several minutes, more when other processes share the cores.
 """
 
 from __future__ import annotations
@@ -98,11 +85,15 @@ import json
 import os
 import platform
 import re
-import statistics
 import sys
 import time
 import traceback
 import warnings
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+from interplab.bench.protocol import DEFAULT_ROUNDS, interleave
+from interplab.runtime import torch_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -123,6 +114,8 @@ VARIANTS = [
     "bridge_all",
     "nnsight",
     "torch_hooks",
+    "interplab_resid",
+    "interplab_all",
 ]
 LABELS = {
     "hf": "plain HF forward (sdpa)",
@@ -132,6 +125,8 @@ LABELS = {
     "bridge_all": "TL TransformerBridge run_with_cache, all",
     "nnsight": "nnsight trace, attn+mlp+layer outputs",
     "torch_hooks": "torch forward hooks, attn+mlp+layer outputs",
+    "interplab_resid": "interplab model.run, cache resid_pre/mid/post",
+    "interplab_all": "interplab model.run, cache all but patterns",
 }
 
 
@@ -167,47 +162,10 @@ def _status_kb(field: str) -> int | None:
         return None
 
 
-def rss_mb() -> float | None:
+def rss_mb() -> float:
+    """Resident memory in MB (NaN where /proc is missing)."""
     kb = _status_kb("VmRSS")
-    return None if kb is None else kb / 1024
-
-
-def _cpu_ticks() -> tuple[int, int]:
-    """(busy ticks of the whole machine, ticks used by this process)."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    busy = sum(vals[:8]) - vals[3] - vals[4]  # minus idle and iowait; steal counts
-    with open("/proc/self/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return busy, int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def timed_call(fn, *args):
-    """Run fn(*args); return (result, wall ms, cores used by other processes)."""
-    b0, o0 = _cpu_ticks()
-    t0 = time.perf_counter()
-    result = fn(*args)
-    wall = time.perf_counter() - t0
-    b1, o1 = _cpu_ticks()
-    foreign = max(0.0, (b1 - b0) - (o1 - o0)) / os.sysconf("SC_CLK_TCK") / wall
-    return result, wall * 1000, foreign
-
-
-def foreign_cores(seconds: float = 0.5) -> float:
-    """Cores used by other processes over a short idle sample."""
-    b0, o0 = _cpu_ticks()
-    time.sleep(seconds)
-    b1, o1 = _cpu_ticks()
-    return max(0.0, (b1 - b0) - (o1 - o0)) / os.sysconf("SC_CLK_TCK") / seconds
-
-
-def wait_until_quiet(threshold: float, max_wait: float) -> float:
-    """Sleep until other processes use at most ``threshold`` cores; return seconds waited."""
-    t0 = time.perf_counter()
-    while foreign_cores() > threshold and time.perf_counter() - t0 < max_wait:
-        pass
-    return time.perf_counter() - t0
+    return float("nan") if kb is None else kb / 1024
 
 
 def settle_memory() -> None:
@@ -241,7 +199,7 @@ def ensure_model_dir(model_dir: str, gguf: str) -> None:
     log(f"converting {gguf} -> {model_dir} (one time, ~35 s)")
     src, name = os.path.split(gguf)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
-    m = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+    m: Any = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)  # HF model: dynamic
     m.hf_quantizer = None
     if hasattr(m.config, "quantization_config"):
         del m.config.quantization_config
@@ -344,10 +302,8 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
         settle_memory()
         out["bridge_wrap_mb"] = round(rss_mb() - before, 1)
         out["bridge_own_weights_mb"] = own_weights_mb(br, hf)
-        try:
-            out["bridge_attn_implementation"] = br.original_model.config._attn_implementation
-        except Exception:  # noqa: BLE001
-            pass
+        config = getattr(getattr(br, "original_model", None), "config", None)
+        out["bridge_attn_implementation"] = getattr(config, "_attn_implementation", None)
 
         def br_resid(x):
             return br.run_with_cache(x, names_filter=resid_filter)
@@ -364,7 +320,7 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
     try:
         settle_memory()
         before = rss_mb()
-        from nnsight.modeling.transformers import TransformersModel
+        from nnsight.modeling.transformers import TransformersModel  # pyright: ignore[reportMissingImports]
 
         # Own copy, so nnsight's wrapping cannot touch the baseline model.
         with contextlib.redirect_stdout(sys.stderr):
@@ -407,14 +363,31 @@ def build_variants(hf, tok, model_dir: str, out: dict) -> dict:
         return logits, saved
 
     runners["torch_hooks"] = hooks_run
+
+    # interplab on the same HF module (no copy): residual streams, and every hook point but patterns
+    try:
+        from interplab.models.model import from_hf
+
+        model = from_hf(hf, tok, name="smollm2-135m")
+
+        def ip_resid(x):
+            return model.run(x, cache=lambda n: ".hook_resid_" in n)
+
+        def ip_all(x):
+            return model.run(x, cache=lambda n: not n.endswith("hook_pattern"))
+
+        runners["interplab_resid"] = ip_resid
+        runners["interplab_all"] = ip_all
+    except Exception as e:  # noqa: BLE001 - report why it could not run
+        out["errors"]["interplab_resid"] = out["errors"]["interplab_all"] = err_str(e)
     return {v: runners[v] for v in VARIANTS if v in runners}
 
 
 # ------------------------------------------------------------------- main ---
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
-    ap.add_argument("--warmup", type=int, default=2, help="warm-up rounds (default 2)")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"timed rounds (default {DEFAULT_ROUNDS})")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up rounds after the check call (default 1)")
     ap.add_argument("--model-dir", default=DEFAULT_MODEL_DIR)
     ap.add_argument("--gguf", default=DEFAULT_GGUF)
     ap.add_argument(
@@ -423,43 +396,7 @@ def main() -> int:
         help="directory holding another transformer_lens (pip install --target), put first on sys.path",
     )
     ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
-    ap.add_argument(
-        "--max-wait",
-        type=float,
-        default=30.0,
-        help="before each call wait up to this many seconds for the other processes to go quiet (default 30)",
-    )
-    ap.add_argument(
-        "--max-wait-total",
-        type=float,
-        default=180.0,
-        help="stop waiting for quiet once this many seconds were spent waiting (default 180)",
-    )
-    ap.add_argument(
-        "--max-rounds",
-        type=int,
-        default=None,
-        help="while fewer than --rounds rounds were quiet, keep adding rounds up to "
-        "this many timed rounds (default 2 * rounds) ...",
-    )
-    ap.add_argument(
-        "--budget",
-        type=float,
-        default=900.0,
-        help="... or until this many seconds have passed since the start (default 900)",
-    )
-    ap.add_argument(
-        "--quiet",
-        type=float,
-        default=0.25,
-        help="a call counts as quiet when other processes used at most this many "
-        "cores on average during it (default 0.25)",
-    )
     args = ap.parse_args()
-    if args.max_rounds is None:
-        args.max_rounds = 2 * args.rounds
-    if args.warmup < 1:
-        ap.error("--warmup must be >= 1 (the first warm-up round checks logits)")
     if args.tl_path:
         sys.path.insert(0, os.path.abspath(args.tl_path))
 
@@ -469,20 +406,10 @@ def main() -> int:
         "model": "SmolLM2-135M-Instruct (fp32, dequantized from Q4_1 GGUF)",
         "input": f"torch.manual_seed(0); torch.randint(0, {VOCAB}, ({BATCH}, {SEQ}))",
         "threads": THREADS,
-        "rounds": args.rounds,
-        "warmup_rounds": args.warmup,
-        "max_rounds": args.max_rounds,
-        "budget_s": args.budget,
-        "ratio": "median over rounds of variant_ms / plain_hf_ms of the same round "
-        "(wall clock); *_ratio_quiet: the same over the rounds in which other "
-        f"processes used at most {args.quiet} cores during both calls; "
-        "*_ratio_of_min: fastest variant call / fastest plain call",
         "errors": {},
     }
 
     import torch
-
-    torch.set_num_threads(THREADS)
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -509,105 +436,53 @@ def main() -> int:
         "accelerate": version("accelerate"),
         "gguf": version("gguf"),
     }
-    out["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
     log(f"variants: {', '.join(runners)}; setup {time.time() - t_start:.0f} s")
 
-    times: dict[str, list[float]] = {v: [] for v in runners}
-    foreign: dict[str, list[float]] = {v: [] for v in runners}
-    ref_logits = None
-    waited = 0.0
-    with torch.no_grad():
-        r = 0
-        n_timed = n_quiet = 0
-        while True:
-            timed = r >= args.warmup
-            round_ms: dict[str, tuple[float, float]] = {}
-            for v in list(runners):
-                gc.collect()
-                if timed and waited < args.max_wait_total:
-                    waited += wait_until_quiet(args.quiet, min(args.max_wait, args.max_wait_total - waited))
-                try:
-                    (logits, kept), dt, busy = timed_call(runners[v], tokens)
-                except Exception as e:  # noqa: BLE001
-                    out["errors"][v] = err_str(e)
-                    log(f"{v} failed in round {r}:\n{traceback.format_exc()}")
-                    del runners[v]
-                    times.pop(v, None)
-                    foreign.pop(v, None)
-                    continue
-                if r == 0:
-                    logits = logits.float()
-                    if v == "hf":
-                        ref_logits = logits
-                    else:
-                        out[f"max_abs_diff_{v}"] = float((logits - ref_logits).abs().max())
-                    out[f"{v}_n_tensors"] = len(kept)
-                del logits, kept
-                round_ms[v] = (dt, busy)
-                if timed:
-                    times[v].append(dt)
-                    foreign[v].append(busy)
-            if "hf" not in runners:
-                break
-            round_quiet = all(b <= args.quiet for _ms, b in round_ms.values())
-            if timed:
-                n_timed += 1
-                n_quiet += round_quiet
-            per_variant = " ".join(
-                f"{v}={ms / 1000:.2f}s" + ("" if busy <= args.quiet else f"(busy {busy:.1f})")
-                for v, (ms, busy) in round_ms.items()
-            )
-            kind = "warm-up" if not timed else "timed, quiet" if round_quiet else "timed, busy"
-            log(f"round {r + 1} ({kind}, {time.time() - t_start:.0f} s elapsed) {per_variant}")
-            r += 1
-            if n_timed >= args.rounds and (
-                n_quiet >= args.rounds or n_timed >= args.max_rounds or time.time() - t_start > args.budget
-            ):
-                break
-    out["timed_rounds"] = n_timed
-    out["quiet_rounds"] = n_quiet
-
-    out["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    out["waited_for_quiet_s"] = round(waited, 1)
-    if "hf" not in runners:
-        out["errors"]["hf"] = out["errors"].get("hf", "baseline failed")
-        print(json.dumps(out, indent=2))
-        return 1
-
-    base = times["hf"]
-    out["plain_ms"] = round(statistics.median(base), 1)
-    out["rounds_ms"] = {v: [round(t, 1) for t in ts] for v, ts in times.items()}
-    out["rounds_foreign_cores"] = {v: [round(c, 2) for c in cs] for v, cs in foreign.items()}
-    quiet = {v: [c <= args.quiet for c in cs] for v, cs in foreign.items()}
-    quiet_base = [t for t, q in zip(base, quiet["hf"]) if q]
-    out["plain_ms_quiet"] = round(statistics.median(quiet_base), 1) if quiet_base else None
-    out["plain_quiet_rounds"] = len(quiet_base)
-    for v, ts in times.items():
-        if v == "hf":
-            continue
-        ratios = [t / b for t, b in zip(ts, base)]
-        out[f"{v}_ms"] = round(statistics.median(ts), 1)
-        out[f"{v}_ratio"] = round(statistics.median(ratios), 3)
-        out[f"{v}_ratio_min_max"] = [round(min(ratios), 3), round(max(ratios), 3)]
-        out[f"{v}_ratio_of_min"] = round(min(ts) / min(base), 3)
-        q = [x for x, qv, qb in zip(ratios, quiet[v], quiet["hf"]) if qv and qb]
-        out[f"{v}_ratio_quiet"] = round(statistics.median(q), 3) if q else None
-        out[f"{v}_quiet_rounds"] = len(q)
+    with torch_threads(THREADS), torch.no_grad():
+        # check call: logits against the plain forward, tensors kept; a variant that fails is dropped
+        ref_logits = runners["hf"](tokens)[0].float()
+        for v in list(runners):
+            try:
+                logits, kept = runners[v](tokens)
+            except Exception as e:  # noqa: BLE001 - report why the peer could not run
+                out["errors"][v] = err_str(e)
+                log(f"{v} failed:\n{traceback.format_exc()}")
+                del runners[v]
+                continue
+            if v != "hf":
+                out[f"max_abs_diff_{v}"] = float((logits.float() - ref_logits).abs().max())
+            out[f"{v}_n_tensors"] = len(kept)
+            del logits, kept
+        gc.collect()
+        timings = interleave(
+            {v: (lambda fn=fn: fn(tokens)) for v, fn in runners.items()}, rounds=args.rounds, warmup=args.warmup
+        )
+    out.update(timings.protocol())
+    out.update(timings.times("hf"))
+    out["plain_ms"] = out.pop("hf_ms")
+    out["plain_ms_median"] = out.pop("hf_ms_median")
+    out["rounds_ms"] = {v: [round(1000 * t, 1) for t in ts] for v, ts in timings.seconds.items()}
+    for v in runners:
+        if v != "hf":
+            out.update(timings.times(v))
+            out.update(timings.compare(f"{v}_ratio", v, "hf"))
 
     # Memory pass: one call per variant, peak RSS over RSS before the call.
     if not args.no_memory and reset_peak():
         log(f"memory pass ({time.time() - t_start:.0f} s elapsed)")
-        with torch.no_grad():
+        with torch_threads(THREADS), torch.no_grad():
             for v in runners:
                 settle_memory()
                 before = rss_mb()
                 reset_peak()
                 try:
                     logits, kept = runners[v](tokens)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - report why the peer could not run
                     out["errors"][f"{v}_memory"] = err_str(e)
                     continue
-                out[f"{v}_extra_peak_mb"] = round(peak_mb() - before, 1)
+                peak = peak_mb()
+                if peak is not None:
+                    out[f"{v}_extra_peak_mb"] = round(peak - before, 1)
                 del logits, kept
 
     for v in VARIANTS:
@@ -622,18 +497,8 @@ def main() -> int:
 
 
 def print_table(out: dict) -> None:
-    rows = [
-        (
-            "variant",
-            "tensors",
-            "median ms",
-            "× HF (min–max)",
-            "× HF quiet (n)",
-            "min/min",
-            "max|Δlogit|",
-            "+peak MB",
-            "wrap MB",
-        )
+    rows: list[tuple[str, ...]] = [
+        ("variant", "tensors", "min ms", "× HF min/min", "× HF median (range)", "max|Δlogit|", "+peak MB", "wrap MB")
     ]
     wrap = {
         "tl_cache_all": "tl_hooked_wrap_mb",
@@ -651,24 +516,20 @@ def print_table(out: dict) -> None:
             rows.append((LABELS[v], "failed") + ("",) * (len(rows[0]) - 2))
             continue
         if v == "hf":
-            ms, ratio, of_min = out.get("plain_ms"), "1.00", "1.00"
-            quiet = f"1.00 ({out.get('plain_quiet_rounds')})"
-            diff = "0 (ref)"
+            ms, of_min, median, diff = out.get("plain_ms"), "1.00", "1.00", "0 (ref)"
         else:
             ms = out.get(f"{v}_ms")
-            lo, hi = out.get(f"{v}_ratio_min_max") or [None, None]
-            ratio = f"{fmt(out.get(f'{v}_ratio'), '.2f')} ({fmt(lo, '.2f')}–{fmt(hi, '.2f')})"
-            quiet = f"{fmt(out.get(f'{v}_ratio_quiet'), '.2f')} ({out.get(f'{v}_quiet_rounds')})"
-            of_min = fmt(out.get(f"{v}_ratio_of_min"), ".2f")
+            lo, hi = out.get(f"{v}_ratio_range") or [None, None]
+            of_min = fmt(out.get(f"{v}_ratio"), ".3f")
+            median = f"{fmt(out.get(f'{v}_ratio_median'), '.2f')} ({fmt(lo, '.2f')}–{fmt(hi, '.2f')})"
             diff = fmt(out.get(f"max_abs_diff_{v}"), ".2e")
         rows.append(
             (
                 LABELS[v],
                 fmt(out.get(f"{v}_n_tensors"), "d"),
                 fmt(ms, ".0f"),
-                ratio,
-                quiet,
                 of_min,
+                median,
                 diff,
                 fmt(out.get(f"{v}_extra_peak_mb"), ".0f"),
                 fmt(out.get(wrap.get(v, "")), ".0f"),
@@ -677,14 +538,14 @@ def print_table(out: dict) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     log("")
     for i, r in enumerate(rows):
-        log("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        log("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         if i == 0:
             log("  ".join("-" * w for w in widths))
     for v in VARIANTS:
         if v in out["errors"]:
             log(f"{v} failed: {out['errors'][v]}")
     log(f"versions: {out['versions']}")
-    log(f"load average start {out['loadavg_start']} end {out['loadavg_end']}; total {out['total_s']} s")
+    log(f"load average before {out['load_avg_before']} after {out['load_avg_after']}; total {out['total_s']} s")
 
 
 if __name__ == "__main__":

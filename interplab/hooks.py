@@ -17,7 +17,8 @@ Hook points follow TransformerLens names and shapes (``b`` batch, ``p`` position
     blocks.L.attn.hook_z            [b, p, h, e] per-head attention output, input of the out-projection
     blocks.L.attn.hook_result       [b, p, h, d] one head's write, z_h @ W_O[h] (derived from z on access)
     blocks.L.hook_attn_out          [b, p, d]   what attention adds to the residual stream
-    blocks.L.hook_resid_mid         [b, p, d]   resid_pre + attn_out (not for parallel-residual or attention-only models)
+    blocks.L.hook_resid_mid         [b, p, d]   resid_pre + attn_out (not for parallel-residual or attention-only
+                                                models)
     blocks.L.mlp.hook_post          [b, p, n]   MLP neuron activations (input of the down-projection)
     blocks.L.hook_mlp_out           [b, p, d]   what the MLP adds to the residual stream
     blocks.L.hook_resid_post        [b, p, d]   output of block L
@@ -86,7 +87,7 @@ def parse_name(name: str) -> tuple[int | None, str]:
 
 
 def layer_kinds(*, has_mlp: bool, parallel: bool) -> list[str]:
-    kinds = list(_LAYER_KINDS)
+    kinds: list[str] = list(_LAYER_KINDS)
     if not has_mlp:
         kinds = [k for k in kinds if k not in ("hook_resid_mid", "mlp.hook_post", "hook_mlp_out")]
     elif parallel:
@@ -96,7 +97,7 @@ def layer_kinds(*, has_mlp: bool, parallel: bool) -> list[str]:
 
 def hook_names(n_layers: int, *, has_mlp: bool = True, parallel: bool = False, pos_embed: bool = False) -> list[str]:
     """All hook-point names of a model, in execution order."""
-    names = ["hook_embed"] + (["hook_pos_embed"] if pos_embed else [])
+    names: list[str] = ["hook_embed"] + (["hook_pos_embed"] if pos_embed else [])
     kinds = layer_kinds(has_mlp=has_mlp, parallel=parallel)
     for layer in range(n_layers):
         names += [f"blocks.{layer}.{k}" for k in kinds]
@@ -116,10 +117,11 @@ def check_names(names: Iterable[str], valid: Sequence[str]) -> None:
             close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
             hint = f" Closest: {', '.join(close)}." if close else ""
             kinds = sorted({parse_name(v)[1] for v in valid})
+            point_kinds = ", ".join(k for k in kinds if not k.startswith(("hook_embed", "ln_final", "hook_pos")))
             raise HookNameError(
                 f"Unknown hook point {name!r} for this model.{hint} Valid names are the global points "
                 f"hook_embed, ln_final.hook_normalized and blocks.<L>.<kind> with L in 0..{_n_layers(valid) - 1} "
-                f"and kind one of: {', '.join(k for k in kinds if not k.startswith(('hook_embed', 'ln_final', 'hook_pos')))}."
+                f"and kind one of: {point_kinds}."
             )
 
 
@@ -189,7 +191,8 @@ class Cache(Mapping):
     def stack(self, kind: str, layers: Iterable[int] | None = None) -> torch.Tensor:
         """Stack ``blocks.L.<kind>`` over layers: e.g. ``cache.stack("hook_resid_post")`` -> [L, b, p, d]."""
         if layers is None:
-            layers = sorted({parse_name(n)[0] for n in self._order if parse_name(n)[1] == kind})
+            found = (parse_name(n) for n in self._order)
+            layers = sorted({layer for layer, k in found if k == kind and layer is not None})
         return torch.stack([self[f"blocks.{layer}.{kind}"] for layer in layers])
 
     def to_dict(self) -> dict[str, torch.Tensor]:
@@ -219,7 +222,7 @@ class HookContext:
 Positions = int | slice | Sequence[int] | torch.Tensor | None
 
 
-def _dims(kind: str) -> tuple[int | None, int | None, int | None]:
+def _dims(kind: str) -> tuple[int, int | None, int | None]:
     """(position dim, head dim, neuron dim) of a hook kind's canonical layout."""
     if kind in HEAD_KINDS:
         return 1, 2, None
@@ -296,11 +299,13 @@ class Intervention:
             shp[0], shp[pos_dim] = pm.shape[0], pm.shape[1]
             m = m & pm.reshape(shp)
         if self.heads is not None:
+            assert head_dim is not None  # checked above
             hm = _sel(x.shape[head_dim], self.heads, "head", ctx.name).to(x.device)
             shp = [1] * x.ndim
             shp[head_dim] = -1
             m = m & hm.reshape(shp)
         if self.neurons is not None:
+            assert neuron_dim is not None  # checked above
             nm = _sel(x.shape[neuron_dim], self.neurons, "neuron", ctx.name).to(x.device)
             shp = [1] * x.ndim
             shp[neuron_dim] = -1
@@ -389,10 +394,12 @@ class Ablate(Intervention):
 class AddVector(Intervention):
     """Add ``scale * vector`` (steering), broadcast over batch and positions."""
 
-    vector: torch.Tensor = None
+    vector: torch.Tensor | None = None
     scale: float = 1.0
 
     def apply(self, x, ctx):
+        if self.vector is None:
+            raise TypeError("AddVector needs vector= (the steering direction).")
         v = _check_shape(torch.as_tensor(self.vector, dtype=x.dtype), x, ctx, "steering vector") * self.scale
         m = self.mask(x, ctx)
         return x + v if m is None else x + m * v
@@ -403,9 +410,11 @@ class Apply(Intervention):
     """Any function ``fn(x, ctx) -> tensor | None`` (None keeps ``x``). ``ctx`` is a :class:`HookContext`.
     With ``heads=`` / ``positions=`` / ``neurons=`` the function's output is used only there (``x`` elsewhere)."""
 
-    fn: Callable = None
+    fn: Callable[..., torch.Tensor | None] | None = None
 
     def apply(self, x, ctx):
+        if self.fn is None:
+            raise TypeError("Apply needs fn= (a function of the activation and its HookContext).")
         out = self.fn(x, ctx)
         if out is None:
             return x
@@ -607,8 +616,9 @@ class HookSession:
             mid = "hook_resid_mid" in w
             # resid_pre (also kept as scratch when resid_mid is needed)
             if "hook_resid_pre" in w or mid:
+                pre_name = n("hook_resid_pre")
 
-                def pre(x, _l=layer, _n=n("hook_resid_pre"), _keep=mid, _w="hook_resid_pre" in w):
+                def pre(x, _l=layer, _n=pre_name, _keep=mid, _w="hook_resid_pre" in w):
                     if _w:
                         x = self._point(_n, "hook_resid_pre", _l, x)
                     if _keep:

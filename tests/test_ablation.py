@@ -267,9 +267,9 @@ def test_cli_ablate(tok_model, tmp_path):
 
 
 def test_bench_ablation_small(tok_model):
-    from interplab.bench.core import bench_ablation
+    from interplab.bench.ablation import bench_ablation
 
-    res = bench_ablation(tok_model, n_chunks=3, chunk_len=16, layers=[0, 1])
+    res = bench_ablation(tok_model, n_chunks=3, chunk_len=16, layers=[0, 1], rounds=3)
     assert res["max_abs_diff"] <= 1e-4 and res["heads_timed"] == 2 * tok_model.cfg.n_heads
     assert res["naive_s"] >= 0 and res["fast_s"] >= 0 and res["speedup"] > 0 and res["extrapolated"] is False
     assert 1 < res["speedup_arithmetic_model"] < 2
@@ -279,7 +279,7 @@ def test_ablation_work_ratio_smollm2_shape():
     """The multiply-add model for SmolLM2's shapes (no weights needed): prefix reuse alone stays below 2x."""
     from types import SimpleNamespace
 
-    from interplab.bench.core import ablation_work_ratio
+    from interplab.bench.ablation import ablation_work_ratio
 
     cfg = SimpleNamespace(
         n_layers=30, n_heads=9, n_kv_heads=3, d_model=576, d_head=64, d_mlp=1536, gated_mlp=True, d_vocab=49152

@@ -180,7 +180,7 @@ def test_head_interventions_agree_across_points(tiny):
 def test_qkv_pattern_patching_restores(tiny):
     clean, corrupt = toks(tiny, 1), toks(tiny, 2)
     # patterns only where the run is eager: compare with the eager clean run
-    clean_logits, cc = tiny.run(clean, cache=True)
+    _clean_logits, cc = tiny.run(clean, cache=True)
     layer = 0
     # q, k, v of every head at layer 0 plus everything downstream of the residual stream being clean:
     # patching resid_pre of layer 1 and the kernel inputs of layer 0 reproduces the clean run.
@@ -207,7 +207,7 @@ def test_resid_mid_patch(tiny):
     if "blocks.0.hook_resid_mid" not in tiny.hook_names():
         pytest.skip("no resid_mid in parallel-residual / attention-only models")
     clean, corrupt = toks(tiny, 1), toks(tiny, 2)
-    clean_logits, cc = tiny.run(clean, cache=["blocks.1.hook_resid_mid"])
+    _clean_logits, cc = tiny.run(clean, cache=["blocks.1.hook_resid_mid"])
     _, pc = tiny.run(
         corrupt,
         cache=["blocks.1.hook_resid_mid", "blocks.1.hook_resid_post"],
@@ -393,7 +393,7 @@ def test_start_and_stop_at_layer(tiny):
     """Splitting the forward at any layer reproduces the full run (the basis of fast ablation sweeps)."""
     t = toks(tiny)
     n = tiny.cfg.n_layers
-    full, c = tiny.run(t, cache=lambda name: name.endswith("hook_resid_pre") or name.endswith("hook_resid_post"))
+    full, c = tiny.run(t, cache=lambda name: name.endswith(("hook_resid_pre", "hook_resid_post")))
     for layer in range(1, n):
         resid, sc = tiny.run(t, stop_at_layer=layer, cache=lambda name: "hook_resid_post" in name)
         torch.testing.assert_close(resid, c[f"blocks.{layer}.hook_resid_pre"], rtol=0, atol=0)
