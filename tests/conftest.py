@@ -115,3 +115,14 @@ def smollm2():
 
 def pytest_report_header(config):
     return f"torch {torch.__version__}, threads {torch.get_num_threads()}, INTERPLAB_CACHE={os.environ.get('INTERPLAB_CACHE', '~/.cache/interplab')}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cwd_in_tmp(tmp_path_factory):
+    """The whole session runs in a temporary working directory, so a command without ``--out`` writes its run
+    directory (``runs/<timestamp>-<command>``, relative to the working directory) there and never into the
+    checkout. Session-scoped, so module- and session-scoped fixtures run there too; a directory apart from
+    ``tmp_path``, whose contents some tests list."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
