@@ -1,7 +1,7 @@
 """``interplab bench ...``: every benchmark command (results go in BENCHMARKS.md).
 
 Each is a thin shell over :mod:`interplab.bench` (or, for ``bench grokking``, the grokking trainer's
-``bench_step``) that writes ``bench.json`` into a run directory and prints the metrics.
+``train_step``) that writes ``bench.json`` into a run directory and prints the metrics.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ def bench_hooks_cmd(
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
     batch: int = typer.Option(8, help="Batch size."),
     seq: int = typer.Option(128, help="Tokens per sequence."),
-    rounds: int = typer.Option(7, help="Timed interleaved rounds (after 2 warm-up rounds)."),
+    rounds: int = typer.Option(15, help="Timed interleaved rounds (after 2 warm-up rounds)."),
     threads: int = typer.Option(2, help="torch threads."),
     out: str | None = typer.Option(None, "--out"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Cost of caching (residual streams; every hook point but patterns) relative to the plain forward."""
-    from interplab.bench.core import bench_hooks
+    from interplab.bench.hooks import bench_hooks
     from interplab.io.runs import Run
 
     with (
@@ -46,10 +46,10 @@ def bench_ablation_cmd(
         list[int] | None,
         typer.Option("--layer", "-l", help="Layers timed (repeat); default 3 at the centres of equal bins."),
     ] = None,
-    n_chunks: int = typer.Option(4, "--n-chunks", help="Text chunks."),
-    chunk_len: int = typer.Option(128, "--chunk-len", help="Tokens per chunk."),
+    n_chunks: int = typer.Option(2, "--n-chunks", help="Text chunks."),
+    chunk_len: int = typer.Option(64, "--chunk-len", help="Tokens per chunk."),
     how: str = typer.Option("zero", "--how", help="zero | mean | resample."),
-    rounds: int = typer.Option(3, "--rounds", help="Rounds of (naive, fast) pairs per layer (medians over rounds)."),
+    rounds: int = typer.Option(15, "--rounds", help="Interleaved rounds (naive, fast) per layer."),
     threads: int = typer.Option(2, "--threads", help="torch threads."),
     all_heads: bool = typer.Option(
         False,
@@ -61,7 +61,7 @@ def bench_ablation_cmd(
 ) -> None:
     """Head-ablation importance: naive (one forward per head) vs fast (prefix reuse, batched variants), same heads
     and chunks."""
-    from interplab.bench.core import bench_ablation
+    from interplab.bench.ablation import bench_ablation
     from interplab.io.runs import Run
 
     args = {
@@ -94,21 +94,26 @@ def bench_ablation_cmd(
 
 def bench_patching_cmd(
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
-    n: int = typer.Option(20, "--n", help="IOI pairs."),
-    rounds: int = typer.Option(1, "--rounds", help="(naive, fast) pairs timed; medians reported."),
+    n: int = typer.Option(8, "--n", help="IOI pairs."),
+    layers: Annotated[
+        list[int] | None,
+        typer.Option("--layer", "-l", help="Layers whose heads are patched (repeat); default 5, 15, 25."),
+    ] = None,
+    rounds: int = typer.Option(15, "--rounds", help="Interleaved rounds (naive, fast, attribution)."),
     threads: int = typer.Option(2, "--threads"),
     peer: bool = typer.Option(False, "--peer", help="Also time TransformerLens's patching module."),
     out: str | None = typer.Option(None, "--out"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Patching every head's z at the final position on IOI pairs: naive vs fast vs attribution patching."""
-    from interplab.bench.core import bench_patching
+    from interplab.bench.patching import bench_patching
     from interplab.io.runs import Run
 
-    with guard(), Run("bench-patching", {"model": model, "n": n, "rounds": rounds, "peer": peer}, out=out) as run:
+    args = {"model": model, "n": n, "layers": layers, "rounds": rounds, "peer": peer}
+    with guard(), Run("bench-patching", args, out=out) as run:
         m = load_model(model)
         with err.status("benchmarking patching …"):
-            res = bench_patching(m, n=n, rounds=rounds, threads=threads, peer=peer)
+            res = bench_patching(m, n=n, layers=layers or None, rounds=rounds, threads=threads, peer=peer)
         run.save_json("bench.json", res)
         run.headline.update(res)
     print_metrics(res, as_json)
@@ -118,7 +123,7 @@ def bench_leace_cmd(
     n: int = typer.Option(8192, "--n", help="Rows."),
     d: int = typer.Option(576, "--d", help="Dimensions (576 = SmolLM2's d_model)."),
     classes: int = typer.Option(2, "--classes"),
-    rounds: int = typer.Option(7, "--rounds"),
+    rounds: int = typer.Option(15, "--rounds"),
     threads: int = typer.Option(2, "--threads"),
     out: str | None = typer.Option(None, "--out"),
     as_json: bool = typer.Option(False, "--json"),
@@ -144,8 +149,8 @@ def bench_sae_cmd(
     n_features: int = typer.Option(4096, "--features"),
     k: int = typer.Option(32, "--k"),
     batch_size: int = typer.Option(1024, "--batch-size"),
-    steps: int = typer.Option(24, "--steps", help="Steps per timing."),
-    rounds: int = typer.Option(3, "--rounds", help="Interleaved (interplab, SAELens) pairs."),
+    steps: int = typer.Option(8, "--steps", help="Steps per timing."),
+    rounds: int = typer.Option(15, "--rounds", help="Interleaved rounds (interplab, SAELens)."),
     threads: int = typer.Option(2, "--threads"),
     out: str | None = typer.Option(None, "--out"),
     as_json: bool = typer.Option(False, "--json"),
@@ -175,15 +180,16 @@ def bench_sae_cmd(
 
 def bench_grokking_cmd(
     steps: int = typer.Option(50, "--steps", help="Timed steps per round and thread count."),
-    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds."),
+    rounds: int = typer.Option(15, "--rounds", help="Interleaved rounds."),
     threads: str = typer.Option("1,2", "--threads", help="Torch thread counts to compare, e.g. 1,2."),
     p: int = typer.Option(113, "--p", help="Prime (Nanda et al.: 113)."),
     out: str | None = typer.Option(None, "--out", help="Run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Grokking training-step speed (Nanda et al. defaults) per thread count, interleaved rounds, medians."""
+    from interplab.bench.grokking import bench_grokking
     from interplab.io.runs import Run
-    from interplab.train.grokking import GrokkingConfig, bench_step
+    from interplab.train.grokking import GrokkingConfig, train_step
 
     with guard():
         try:
@@ -197,7 +203,8 @@ def bench_grokking_cmd(
         args = {"steps": steps, "rounds": rounds, "threads": list(ts), "p": p}
         with Run("bench-grokking", args, out=out) as run:
             with err.status("timing grokking steps …"):
-                res = bench_step(cfg, steps=steps, rounds=rounds, threads=ts)
+                step, meta = train_step(cfg)
+                res = bench_grokking(step, steps=steps, rounds=rounds, threads=ts, epochs=cfg.epochs, meta=meta)
             run.save_json("bench.json", res)
             run.headline.update(res)
     if as_json:

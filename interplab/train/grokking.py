@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -544,14 +545,10 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
     return res
 
 
-def bench_step(
-    cfg: GrokkingConfig | None = None, steps: int = 50, rounds: int = 3, threads: tuple[int, ...] = (1, 2)
-) -> dict:
-    """Milliseconds per training step (forward at ``=``, float64 loss, backward, fused AdamW) for each torch
-    thread count, the variants interleaved round by round (A B A B …) on one model; medians reported."""
-    import statistics
-    import time
-
+def train_step(cfg: GrokkingConfig | None = None) -> tuple[Callable[[], None], dict]:
+    """One full-batch training step of the grokking setup (forward at ``=``, float64 loss, backward, fused AdamW;
+    Nanda et al. 2023's defaults) as a closure over one model and optimizer, for ``interplab bench grokking``;
+    and ``{"p", "train_pairs"}``."""
     cfg = cfg or GrokkingConfig()
     data = make_data(cfg)
     model = make_model(cfg)
@@ -559,31 +556,10 @@ def bench_step(
     tr = data["train"]
     a, b, y = data["a"][tr], data["b"][tr], data["labels"][tr]
 
-    def step():
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         logits, _ = forward_eq(model, a, b, cfg.p)
         _loss(logits, y, cfg.p).backward()
         opt.step()
 
-    times: dict[int, list[float]] = {t: [] for t in threads}
-    for _ in range(rounds):
-        for t in threads:
-            with torch_threads(t):
-                for _ in range(3):
-                    step()
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    step()
-                times[t].append(1000 * (time.perf_counter() - t0) / steps)
-    med = {t: statistics.median(v) for t, v in times.items()}
-    return {
-        "p": cfg.p,
-        "train_pairs": int(tr.numel()),
-        "steps_per_round": steps,
-        "rounds": rounds,
-        "ms_per_step": {str(t): [round(x, 2) for x in v] for t, v in times.items()},
-        "median_ms_per_step": {str(t): round(m, 2) for t, m in med.items()},
-        "median_steps_per_s": {str(t): round(1000 / m, 1) for t, m in med.items()},
-        "minutes_for_epochs": {str(t): round(cfg.epochs * m / 60000, 1) for t, m in med.items()},
-        "epochs": cfg.epochs,
-    }
+    return step, {"p": cfg.p, "train_pairs": int(tr.numel())}
