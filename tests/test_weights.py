@@ -14,15 +14,14 @@ import torch
 from interplab.analyses.weights import (
     CompositionResult,
     HeadCircuitsResult,
-    attn_input_norm,
     composition_scores,
     copying_scores,
     factored_svd,
-    folded_weights,
     head_circuits,
-    norm_info,
+    head_svds,
     random_composition_baseline,
 )
+from interplab.models.folding import attn_input_norm, folded_weights, norm_info
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
 
 
@@ -238,9 +237,8 @@ def test_head_svd_reconstructs_ov_and_qk(tiny):
         res.qk_singular, torch.linalg.svdvals(QK)[..., : res.qk_singular.shape[-1]], rtol=1e-4, atol=1e-5
     )
     # the token readings are the extremes of W_E u_1 / u_1 W_U (up to the documented sign convention)
-    from interplab.analyses.weights import _head_svds
 
-    U, _, V = _head_svds(fw)["OV"]
+    U, _, V = head_svds(fw)["OV"]
     read = fw.W_E @ U[0, 0, :, 0]
     write = V[0, 0, :, 0] @ fw.W_U
     plus = res.token_ids["OV"]["read+"][0, 0, 0]
