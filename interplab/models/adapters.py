@@ -358,7 +358,7 @@ class ToyAdapter(Adapter):
     neurons_path = "mlp.fc_out"
 
     def __init__(self, hf: nn.Module):
-        if getattr(hf, "config").positional == "learned":
+        if hf.config.positional == "learned":
             self.pos_embed_path = "pos_embed"
         super().__init__(hf)
 

@@ -6,7 +6,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from interplab.models.adapters import ADAPTERS
 from interplab.models.model import Model

@@ -39,13 +39,12 @@ S-inhibition heads) shows little DLA however important it is; use ablation or pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from interplab.models.folding import NormInfo, norm_info
 from interplab.analyses.observational.json_result import JSONResult
+from interplab.models.folding import NormInfo, norm_info
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -54,7 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from interplab.models.model import Model
 
 __all__ = ["DLAResult", "apply_final_norm_to_stack", "direct_logit_attribution", "logit_direction"]
-
 
 
 def _apply_frozen(ni: NormInfo | None, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -284,7 +282,6 @@ class DLAResult(JSONResult):
             fig.update_yaxes(title_text="layer", autorange="reversed", dtick=1, row=1, col=1)
         fig.update_layout(title={"text": title}, height=max(360, 20 * L + 160), legend={"orientation": "h", "y": -0.1})
         return fig
-
 
 
 def direct_logit_attribution(

@@ -125,7 +125,14 @@ __all__ = [
 
 HeadClass = Literal["previous_token", "duplicate_token", "induction", "sink", "copying", "copy_suppression"]
 FrameKind = Literal["long", "wide"]
-CLASSES: tuple[HeadClass, ...] = ("previous_token", "duplicate_token", "induction", "sink", "copying", "copy_suppression")
+CLASSES: tuple[HeadClass, ...] = (
+    "previous_token",
+    "duplicate_token",
+    "induction",
+    "sink",
+    "copying",
+    "copy_suppression",
+)
 ATTENTION_CLASSES: tuple[HeadClass, ...] = ("previous_token", "duplicate_token", "induction", "sink")
 THRESHOLDS: dict[str, float] = {
     "previous_token": 0.4,

@@ -24,7 +24,6 @@ Invariant (tested): at the last layer this is exactly what the model computes, s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -233,7 +232,6 @@ class LogitLensResult(JSONResult):
             fig.update_yaxes(title_text="layer (resid_post)", type="category")
         fig.update_layout(title={"text": title}, height=height, margin={"l": 60, "r": 20, "t": 50, "b": 90})
         return fig
-
 
 
 def _decode(model: Model, ids) -> list[str]:

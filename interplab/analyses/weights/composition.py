@@ -95,7 +95,6 @@ def random_composition_baseline(d_model: int, d_head: int, n_samples: int = 200,
     return torch.cat(out).float()
 
 
-
 def _grams(fw: FoldedWeights, layer: int) -> dict[str, torch.Tensor]:
     """Per head of ``layer`` the d_model x d_model Gram matrices that composition needs, each built
     from d_head-sized factors: writer ``W_OV^T W_OV = W_O^T (W_V^T W_V) W_O``; readers
@@ -385,4 +384,3 @@ def composition_scores(
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
-

@@ -63,7 +63,6 @@ def factored_svd(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.
     return U.to(dt), S.to(dt), V.to(dt)
 
 
-
 def head_svds(fw: FoldedWeights) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """OV and QK SVD factors of every head, ``U [L,H,d,k], S [L,H,k], V [L,H,d,k]`` (one layer at a time;
     batched d_head-sized decompositions run on one thread, which is faster than many on a loaded machine)."""
