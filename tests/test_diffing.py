@@ -261,7 +261,7 @@ def test_result_round_trip_plot_and_escaped_report(model_a, tmp_path):
     json.dumps(json.loads((tmp_path / "diff.json").read_text()), allow_nan=False)
     for kind in ("both", "hist", "tokens", "scatter"):
         assert res.plot(kind).to_plotly_json()["data"]
-    assert len(res.to_frame("units")) == res.n_units and list(res.to_frame("quantiles")["quantile"])[0] == "q01"
+    assert len(res.to_frame("units")) == res.n_units and next(iter(res.to_frame("quantiles")["quantile"])) == "q01"
     from interplab.report.html import Report
     from interplab.report.sections.diffing import diff_parts
 

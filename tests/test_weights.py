@@ -34,7 +34,7 @@ def _dense_scores(fw) -> dict[str, torch.Tensor]:
     """The published formula on materialised d x d matrices, pair by pair (float64)."""
     OV = fw.W_V.double() @ fw.W_O.double()  # [L, H, d, d]
     QK = fw.W_Q.double() @ fw.W_K.double().mT
-    L, H = OV.shape[:2]
+    L = OV.shape[0]
     right = {"Q": QK, "K": QK.mT, "V": OV}
     later = torch.arange(L)[:, None, None, None] < torch.arange(L)[None, None, :, None]  # l1 < l2
     out = {}

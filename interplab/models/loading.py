@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from interplab.models.adapters import ADAPTERS
 from interplab.models.model import Model
@@ -26,7 +27,8 @@ def from_pretrained_dir(path: str | Path, name: str = "", device: str = "cpu", d
         raise FileNotFoundError(f"{path} has no config.json; it is not a model directory.")
     model_type = json.loads(cfg_file.read_text()).get("model_type")
     if model_type == "interplab_toy":
-        hf, tok = ToyTransformer.from_pretrained(path), None
+        hf: Any = ToyTransformer.from_pretrained(path)  # or an HF model below: typed Any
+        tok = None
         if (path / "tokenizer_config.json").exists():
             from transformers import AutoTokenizer
 
@@ -74,10 +76,8 @@ def load(name: str = DEFAULT_MODEL, device: str = "cpu", dtype=None) -> Model:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="sdpa").to(
-            device
-        )
-        m = Model(hf, AutoTokenizer.from_pretrained(name), name=name, source=f"hub:{name}")
+        hub: Any = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="sdpa")
+        m = Model(hub.to(device), AutoTokenizer.from_pretrained(name), name=name, source=f"hub:{name}")
     else:
         raise unknown_name_error(name)
     m.load_seconds = time.perf_counter() - t

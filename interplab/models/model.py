@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ class Model:
 
     def __init__(self, hf: nn.Module, tokenizer=None, name: str = "", source: str = "", load_seconds: float = 0.0):
         H.register_attention()
-        self.hf = hf.eval()
+        self.hf: Any = hf.eval()  # an HF causal LM or a ToyTransformer: methods differ, typed Any
         self.tokenizer = tokenizer
         self.name = name
         self.source = source
@@ -60,7 +60,10 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.cfg
-        return f"Model({self.name!r}, family={c.family}, layers={c.n_layers}, heads={c.n_heads}/{c.n_kv_heads}kv, d_model={c.d_model})"
+        return (
+            f"Model({self.name!r}, family={c.family}, layers={c.n_layers}, heads={c.n_heads}/{c.n_kv_heads}kv, "
+            f"d_model={c.d_model})"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -247,7 +250,7 @@ class Model:
                 )
             if resid.shape[1] > self.cfg.n_ctx:
                 raise ValueError(f"{resid.shape[1]} positions exceed n_ctx={self.cfg.n_ctx}.")
-            kwargs = {"inputs_embeds": resid.to(self.device)}
+            kwargs: dict[str, Any] = {"inputs_embeds": resid.to(self.device)}
         else:
             kwargs = {"input_ids": self._as_tokens(tokens)}
         if attention_mask is not None:
@@ -314,8 +317,9 @@ class Model:
         do_sample: bool = False,
         interventions: Sequence[H.Intervention] = (),
         **kw,
-    ) -> str:
-        """Greedy (default) generation; returns the generated continuation as text."""
+    ) -> str | torch.Tensor:
+        """Greedy (default) generation; returns the generated continuation as text (as token ids for a model
+        without a tokenizer)."""
         tokens = self._as_tokens(prompt)
         with self.hooks(interventions), torch.no_grad():
             if self.cfg.family == "toy":
@@ -434,8 +438,7 @@ class Model:
 
 def from_hf(hf: nn.Module, tokenizer=None, name: str = "", source: str = "") -> Model:
     t = time.perf_counter()
-    m = Model(
-        hf, tokenizer, name=name or getattr(hf.config, "_name_or_path", "") or hf.config.model_type, source=source
-    )
+    config: Any = hf.config
+    m = Model(hf, tokenizer, name=name or getattr(config, "_name_or_path", "") or config.model_type, source=source)
     m.load_seconds = time.perf_counter() - t
     return m

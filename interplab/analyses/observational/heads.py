@@ -349,7 +349,8 @@ class HeadScores(Result):
         return sorted(out, key=lambda t: (-t[2], t[0], t[1]))
 
     def top(self, cls: str, k: int = 5) -> list[tuple[int, int, float, float]]:
-        """The ``k`` highest-scoring heads of class ``cls`` whether members or not: ``(layer, head, score, baseline)``."""
+        """The ``k`` highest-scoring heads of class ``cls`` whether members or not:
+        ``(layer, head, score, baseline)``."""
         self._check(cls)
         s, b = self.scores[cls], self.baselines[cls]
         flat = s.flatten().argsort(descending=True)[:k].tolist()

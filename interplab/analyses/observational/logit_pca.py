@@ -181,10 +181,6 @@ def _geometry(Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return step, turn
 
 
-
-
-
-
 # ---------------------------------------------------------------------------------- result
 
 
@@ -432,8 +428,6 @@ def _r(x, nd: int = 6):
     return None if math.isnan(x) or math.isinf(x) else round(x, nd)
 
 
-
-
 # ---------------------------------------------------------------------------------- entry points
 
 
@@ -503,7 +497,8 @@ def pca_trajectory(
         x = x[None]
     if x.ndim != 3 or x.shape[1] < 2:
         raise ValueError(
-            f"points must be [n_layers, dim] or [n_checkpoints, n_layers, dim] with n_layers >= 2, got {tuple(x.shape)}."
+            "points must be [n_layers, dim] or [n_checkpoints, n_layers, dim] with n_layers >= 2, "
+            f"got {tuple(x.shape)}."
         )
     C, T, _ = x.shape
     labels = list(layer_labels) if layer_labels is not None else [str(t) for t in range(T)]
@@ -548,8 +543,9 @@ def logit_pca(
                 size = len(items) * len(labels) * tokens.numel() * model.cfg.d_vocab
                 if size > max_elements:
                     raise ValueError(
-                        f"{len(items)} checkpoint(s) x {len(labels)} layers x {tokens.numel()} positions x {model.cfg.d_vocab} "
-                        f"vocabulary = {size:,} values exceed max_elements={max_elements:,}; use fewer or shorter random "
+                        f"{len(items)} checkpoint(s) x {len(labels)} layers x {tokens.numel()} positions x "
+                        f"{model.cfg.d_vocab} vocabulary = {size:,} values exceed max_elements={max_elements:,}; "
+                        "use fewer or shorter random "
                         "sequences (n_seqs, seq_len), fewer checkpoints, or raise max_elements."
                     )
             elif (model.cfg.n_layers, model.cfg.d_vocab) != ref_cfg:

@@ -76,7 +76,8 @@ KINDS: tuple[CompositionKind, ...] = ("Q", "K", "V")
 
 
 def random_composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: int = 0) -> torch.Tensor:
-    """The random baseline of the module docstring (Elhage et al. 2021): composition scores of ``n_samples`` pairs of random rank-``d_head`` matrices
+    """The random baseline of the module docstring (Elhage et al. 2021): composition scores of ``n_samples``
+    pairs of random rank-``d_head`` matrices
     ``(A1 B1, A2 B2)`` with standard-Gaussian factors ``A [d_model, d_head]``, ``B [d_head, d_model]``.
     Computed through d_head x d_head Gram matrices: ``||A1 M B2||^2 = tr(M^T A1^T A1 M B2 B2^T)``
     with ``M = B1 A2``. The distribution is the same for Q-, K- and V-composition (same shapes)."""

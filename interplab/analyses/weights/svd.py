@@ -212,7 +212,8 @@ class HeadCircuitsResult(Result):
         if kind == "copying":
             hover = [
                 [
-                    f"{esc(self.tokens_str['OV']['read+'][layer][h][0])} → {esc(self.tokens_str['OV']['write+'][layer][h][0])}"
+                    f"{esc(self.tokens_str['OV']['read+'][layer][h][0])} → "
+                    f"{esc(self.tokens_str['OV']['write+'][layer][h][0])}"
                     for h in range(H)
                 ]
                 for layer in range(L)
@@ -350,7 +351,9 @@ def head_circuits(model: Model, n_directions: int = 2, top_k: int = 10, fold_nor
             "norm_notes": fw.notes,
             "n_directions": n_dir,
             "top_k": top_k,
-            "copying": "sum(lambda)/sum(|lambda|) over eigenvalues of W_O W_U W_E W_V (= nonzero eigenvalues of W_E W_OV W_U)",
+            "copying": (
+                "sum(lambda)/sum(|lambda|) over eigenvalues of W_O W_U W_E W_V (= nonzero eigenvalues of W_E W_OV W_U)"
+            ),
             "token_reading": "direct path: W_E for read/query/key sides, W_U (final norm folded) for the written side",
             "seconds": round(time.perf_counter() - t0, 3),
         },

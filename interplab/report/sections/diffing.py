@@ -69,9 +69,7 @@ def diff_parts(res: DiffResult, k: int = 15) -> list[Html]:
     return [
         text(summary),
         figure(res.plot(k=k)),
-        heading(
-            f"{unit.capitalize()} types A predicts better (count ≥ {res.min_count}), largest mean diff first", 4
-        ),
+        heading(f"{unit.capitalize()} types A predicts better (count ≥ {res.min_count}), largest mean diff first", 4),
         table(tok_rows("a_better")),
         heading(f"{unit.capitalize()} types B predicts better (count ≥ {res.min_count})", 4),
         table(tok_rows("b_better")),
