@@ -15,7 +15,7 @@ Weights are read from the live modules each time, so they follow training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -358,7 +358,7 @@ class ToyAdapter(Adapter):
     neurons_path = "mlp.fc_out"
 
     def __init__(self, hf: nn.Module):
-        if hf.config.positional == "learned":
+        if cast(Any, hf).config.positional == "learned":
             self.pos_embed_path = "pos_embed"
         super().__init__(hf)
 

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -42,7 +42,9 @@ class Model:
     >>> logits, cache = model.run("When Mary and John went to the store,", cache=["blocks.3.hook_resid_post"])
     """
 
-    def __init__(self, hf: nn.Module, tokenizer=None, name: str = "", source: str = "", load_seconds: float = 0.0):
+    def __init__(
+        self, hf: nn.Module, tokenizer: Any = None, name: str = "", source: str = "", load_seconds: float = 0.0
+    ):
         H.register_attention()
         self.hf: Any = hf.eval()  # an HF causal LM or a ToyTransformer: methods differ, typed Any
         self.tokenizer = tokenizer
@@ -438,7 +440,7 @@ class Model:
 
 def from_hf(hf: nn.Module, tokenizer=None, name: str = "", source: str = "") -> Model:
     t = time.perf_counter()
-    config: Any = hf.config
+    config: Any = cast(Any, hf).config
     m = Model(hf, tokenizer, name=name or getattr(config, "_name_or_path", "") or config.model_type, source=source)
     m.load_seconds = time.perf_counter() - t
     return m

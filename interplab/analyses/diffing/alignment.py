@@ -315,7 +315,7 @@ def _cuts(offsets: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
     n = len(offsets)
     if n < 2:
         return []
-    suffix_min = [0] * n
+    suffix_min: list[float] = [0] * n
     m = math.inf
     for k in range(n - 1, -1, -1):
         m = min(m, offsets[k][0])

@@ -33,7 +33,7 @@ from interplab.analyses.diffing.alignment import (
     source_label,
     token_units,
 )
-from interplab.analyses.diffing.models import DiffResult, plot_escape, rounded, units_frame
+from interplab.analyses.diffing.models import DiffResult, plot_escape, records, rounded, units_frame
 from interplab.io.atomic import atomic_write
 from interplab.io.results import Result
 
@@ -175,9 +175,11 @@ class CheckpointSeriesResult(Result):
             .reset_index()
         )
         if len(ev):
-            by = ev.groupby(["token_id", "token", "step"]).size().rename("n").reset_index()
+            by_step: Any = ev.groupby(["token_id", "token", "step"]).size()
+            by = by_step.rename("n").reset_index()
             best = by.sort_values(["n", "step"], ascending=[False, True]).drop_duplicates(["token_id", "token"])
-            tot = ev.groupby(["token_id", "token"]).size().rename("n_drops").reset_index()
+            by_token: Any = ev.groupby(["token_id", "token"]).size()
+            tot = by_token.rename("n_drops").reset_index()
             agg = agg.merge(tot, how="left", on=["token_id", "token"]).merge(
                 best.rename(columns={"step": "main_step", "n": "drops_at_main_step"}),
                 how="left",
@@ -228,7 +230,7 @@ class CheckpointSeriesResult(Result):
                     "delta": rounded(r.delta),
                     "abruptness": rounded(r.abruptness),
                 }
-                for r in ev.itertuples(index=False)
+                for r in records(ev)
             ],
             "top_tokens": [
                 {
@@ -239,7 +241,7 @@ class CheckpointSeriesResult(Result):
                     "main_step": int(r.main_step),
                     "drops_at_main_step": int(r.drops_at_main_step),
                 }
-                for r in tt.itertuples(index=False)
+                for r in records(tt)
             ],
         }
 

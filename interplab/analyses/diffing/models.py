@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
 
@@ -66,6 +66,7 @@ __all__ = [
     "DiffResult",
     "diff_models",
     "plot_escape",
+    "records",
     "rounded",
     "show_context",
     "units_frame",
@@ -79,9 +80,15 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 UNITS_TABLE = "diff_units.parquet"
 
 
-def rounded(x: float, nd: int = 5) -> float | None:
+def rounded(x: float | torch.Tensor, nd: int = 5) -> float | None:
+    """``x`` rounded to ``nd`` digits, None when it is not finite (JSON has no NaN)."""
     x = float(x)
     return None if math.isnan(x) or math.isinf(x) else round(x, nd)
+
+
+def records(df: Any) -> Iterator[Any]:
+    """The rows of a DataFrame as named tuples (columns as attributes)."""
+    return iter(df.itertuples(index=False))
 
 
 def plot_escape(s: str) -> str:
@@ -167,7 +174,7 @@ class DiffResult(Result):
             total_diff=("diff", "sum"),
             std_diff=("diff", "std"),
         ).reset_index()
-        t = t[t["count"] >= (self.min_count if min_count is None else min_count)]
+        t = cast("pd.DataFrame", t[t["count"] >= (self.min_count if min_count is None else min_count)])
         t = t.assign(_abs=t["mean_diff"].abs()).sort_values(["_abs", "count"], ascending=[False, False], kind="stable")
         return t.drop(columns="_abs").reset_index(drop=True)
 
@@ -184,7 +191,7 @@ class DiffResult(Result):
         elif direction is not None:
             raise ValueError(f"direction must be None, 'a_better' or 'b_better', not {direction!r}.")
         rows = []
-        for r in t.head(k).itertuples(index=False):
+        for r in records(t.head(k)):
             rows.append(
                 {
                     "token": r.token,
@@ -434,6 +441,7 @@ def diff_models(
             losses = series_losses([a, b], t, batch_size)
             settings.update({"n_chunks": int(t.shape[0]), "chunk_len": int(t.shape[1]), "prepend_bos": use_bos})
         else:
+            assert s is not None  # the text path always has the text
             units, losses, info = aligned_units(a, b, s, n_chunks, chunk_len, prepend_bos, context, batch_size)
             settings.update(info)
             settings["char_spans"] = [list(x) for x in info["char_spans"]]

@@ -7,7 +7,7 @@ as HTML parts.
 from __future__ import annotations
 
 from interplab.analyses.diffing import CheckpointSeriesResult, DiffResult
-from interplab.analyses.diffing.models import show_context
+from interplab.analyses.diffing.models import records, show_context
 from interplab.analyses.observational.lens import display_token
 from interplab.report.html import Html, figure, heading, table, text
 
@@ -111,7 +111,7 @@ def checkpoint_series_parts(res: CheckpointSeriesResult, k: int = 15) -> list[Ht
             "delta": r.delta,
             "abruptness": r.abruptness,
         }
-        for r in ev.itertuples(index=False)
+        for r in records(ev)
     ]
     tt = res.token_table().head(k)
     tt = tt.assign(token=tt["token"].map(display_token))
