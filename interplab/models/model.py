@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, overload
 
 import torch
 from torch import nn
@@ -112,13 +112,37 @@ class Model:
             )
         return self.tokenizer
 
+    @overload
+    def to_tokens(
+        self,
+        text: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: str = "right",
+        return_mask: Literal[False] = False,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def to_tokens(
+        self, text: str | Sequence[str], prepend_bos: bool | None, padding_side: str, return_mask: Literal[True]
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def to_tokens(
+        self,
+        text: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: str = "right",
+        *,
+        return_mask: Literal[True],
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
     def to_tokens(
         self,
         text: str | Sequence[str],
         prepend_bos: bool | None = None,
         padding_side: str = "right",
         return_mask: bool = False,
-    ):
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Token ids ``[batch, pos]``. ``prepend_bos=None`` follows the tokenizer's own convention
         (SmolLM2 adds none); True/False force it. Lists are padded (right by default); with
         ``return_mask=True`` also returns the attention mask."""
