@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -14,17 +15,18 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 FAMILIES = ["llama", "qwen2", "mistral", "gemma3", "gpt2", "gpt_neox", "gpt_neox_seq", "toy", "toy_attn_only"]
 
 
-def _hf_config(family: str):
+def _hf_config(family: str) -> tuple[Any, Any]:
+    """(config, model class) of a tiny random model of ``family`` (HF classes differ per family: ``Any``)."""
     import transformers as T
 
-    common = dict(
-        vocab_size=97,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=64,
-    )
+    common: dict[str, Any] = {
+        "vocab_size": 97,
+        "hidden_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "intermediate_size": 48,
+        "max_position_embeddings": 64,
+    }
     if family == "llama":
         return T.LlamaConfig(num_key_value_heads=2, **common), T.LlamaForCausalLM
     if family == "qwen2":
@@ -46,7 +48,8 @@ def _hf_config(family: str):
             vocab_size=97, bos_token_id=0, eos_token_id=0, n_embd=32, n_layer=3, n_head=4, n_positions=64, n_inner=48
         ), T.GPT2LMHeadModel
     if family in ("gpt_neox", "gpt_neox_seq"):
-        cfg = T.GPTNeoXConfig(use_parallel_residual=family == "gpt_neox", rotary_pct=0.5, **common)
+        partial: dict[str, Any] = {"rotary_pct": 0.5}  # not a named parameter any more: read from **kwargs
+        cfg = T.GPTNeoXConfig(use_parallel_residual=family == "gpt_neox", **partial, **common)
         return cfg, T.GPTNeoXForCausalLM
     raise KeyError(family)
 
@@ -114,7 +117,8 @@ def smollm2():
 
 
 def pytest_report_header(config):
-    return f"torch {torch.__version__}, threads {torch.get_num_threads()}, INTERPLAB_CACHE={os.environ.get('INTERPLAB_CACHE', '~/.cache/interplab')}"
+    cache = os.environ.get("INTERPLAB_CACHE", "~/.cache/interplab")
+    return f"torch {torch.__version__}, threads {torch.get_num_threads()}, INTERPLAB_CACHE={cache}"
 
 
 @pytest.fixture(scope="session", autouse=True)

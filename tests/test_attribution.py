@@ -13,7 +13,7 @@ from tiny_tokenized import make_tiny_tokenized_model
 
 import interplab
 from interplab.analyses.observational.dla import DLAResult, apply_final_norm_to_stack, direct_logit_attribution
-from interplab.analyses.weights import norm_info
+from interplab.models.folding import norm_info
 from interplab.models.planted import INDUCTION_HEAD, induction_model
 
 TOKENS = torch.tensor([3, 14, 15, 9, 2, 6, 5, 35, 8, 9])

@@ -20,10 +20,10 @@ from interplab.analyses.diffing import (
     diff_checkpoints,
     diff_models,
     same_tokenizer,
-    token_losses,
 )
 from interplab.cli import app
 from interplab.models.model import Model
+from interplab.models.scoring import model_token_losses
 from interplab.tasks.corpus import token_chunks
 
 N_CHUNKS, CHUNK_LEN = 4, 48
@@ -88,7 +88,7 @@ def test_losses_equal_direct_cross_entropy(model_a, chunks):
     tokens = chunks
     logits = model_a.run(tokens).logits.float()
     direct = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    torch.testing.assert_close(token_losses(model_a, tokens, batch_size=3), direct, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model_token_losses(model_a, tokens, batch_size=3), direct, atol=1e-5, rtol=1e-5)
 
     res = diff_models(model_a, model_a, n_chunks=N_CHUNKS, chunk_len=CHUNK_LEN)
     assert res.mode == "tokens" and res.n_units == N_CHUNKS * (CHUNK_LEN - 1)
@@ -209,7 +209,7 @@ def test_mismatched_tokenizers_are_aligned_on_text(model_a, other_tokenizer_mode
         for m, losses in ((model_a, res.loss_a), (c, res.loss_b)):
             enc = m.tokenizer(sub, add_special_tokens=False, return_offsets_mapping=True)
             ids, offs = enc["input_ids"], enc["offset_mapping"]
-            per_token = token_losses(m, torch.tensor([ids]))[0]  # loss of token k+1
+            per_token = model_token_losses(m, torch.tensor([ids]))[0]  # loss of token k+1
             k0 = next(k for k, (s, _) in enumerate(offs) if s >= start)
             assert offs[k0 - 1][1] <= start  # a clean cut
             assert float(losses[sel].sum()) == pytest.approx(float(per_token[k0 - 1 :].sum()), rel=1e-5, abs=1e-4)
@@ -258,13 +258,14 @@ def test_result_round_trip_plot_and_escaped_report(model_a, tmp_path):
     res.save(tmp_path)
     back = DiffResult.load(tmp_path)
     assert back.headline() == res.headline() and back.tokens == res.tokens
-    json.dumps(res.to_dict(), allow_nan=False)
+    json.dumps(json.loads((tmp_path / "diff.json").read_text()), allow_nan=False)
     for kind in ("both", "hist", "tokens", "scatter"):
         assert res.plot(kind).to_plotly_json()["data"]
-    assert len(res.to_frame("units")) == res.n_units and list(res.to_frame("quantiles")["quantile"])[0] == "q01"
+    assert len(res.to_frame("units")) == res.n_units and next(iter(res.to_frame("quantiles")["quantile"])) == "q01"
     from interplab.report.html import Report
+    from interplab.report.sections.diffing import diff_parts
 
-    html = Report("diff").section("Two-model diff", *res.report_parts()).to_html()
+    html = Report("diff").section("Two-model diff", *diff_parts(res)).to_html()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert(1)</script>" not in html
 
@@ -343,7 +344,7 @@ def test_smollm2_vs_planted_copy(smollm2):
     that token must top the table, B better by most of 3 nats. (A frequent, well-predicted token such as
     " the" is a poor plant: boosting it mostly hurts the tokens it competes with, which then top the table.)"""
     chunks = token_chunks(smollm2, n_chunks=3, chunk_len=64)
-    loss = token_losses(smollm2, chunks).flatten()
+    loss = model_token_losses(smollm2, chunks).flatten()
     targets = chunks[:, 1:].flatten()
     ids, counts = targets.unique(return_counts=True)
     cands = [int(i) for i, c in zip(ids, counts) if c >= 3]

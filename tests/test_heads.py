@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from interplab.analyses.observational.heads import (
 from interplab.cli import app
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
 
-PLANTED_KW = dict(n_seqs=16, batch=8, seq_len=20)
+PLANTED_KW: dict[str, Any] = {"n_seqs": 16, "batch": 8, "seq_len": 20}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def test_matches_transformer_lens_head_detector(which, planted, planted_res, tin
         model, res, kw = planted, planted_res, PLANTED_KW
     else:  # random weights: diffuse patterns, so every cell matters
         model = interplab.load(tiny_dirs[which])
-        kw = dict(n_seqs=4, batch=2, seq_len=12, text_len=24)
+        kw: dict[str, Any] = {"n_seqs": 4, "batch": 2, "seq_len": 12, "text_len": 24}
         res = head_scores(model, copying=False, **kw)
     inp = head_inputs(model, **{k: v for k, v in kw.items() if k != "batch"})
     assert inp["offset"] == 0 and inp["text_offset"] == 0  # no BOS: the definitions coincide exactly

@@ -109,8 +109,9 @@ def test_logit_pca_on_a_model(tok_model, tmp_path):
         assert res.plot(kind).to_plotly_json()["data"]
     assert len(res.to_frame()) == L + 1 and len(res.to_frame("variance")) == 3
     from interplab.report.html import Report
+    from interplab.report.sections.logit_pca import logit_pca_parts
 
-    assert "ipl-figure" in Report("pca").section("PCA of logits", *res.report_parts()).to_html()
+    assert "ipl-figure" in Report("pca").section("PCA of logits", *logit_pca_parts(res)).to_html()
 
 
 def _with_unembedding(model: Model, weight: torch.Tensor, name: str) -> Model:

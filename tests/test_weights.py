@@ -14,15 +14,14 @@ import torch
 from interplab.analyses.weights import (
     CompositionResult,
     HeadCircuitsResult,
-    attn_input_norm,
     composition_scores,
     copying_scores,
     factored_svd,
-    folded_weights,
     head_circuits,
-    norm_info,
+    head_svds,
     random_composition_baseline,
 )
+from interplab.models.folding import attn_input_norm, folded_weights, norm_info
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
 
 
@@ -35,7 +34,7 @@ def _dense_scores(fw) -> dict[str, torch.Tensor]:
     """The published formula on materialised d x d matrices, pair by pair (float64)."""
     OV = fw.W_V.double() @ fw.W_O.double()  # [L, H, d, d]
     QK = fw.W_Q.double() @ fw.W_K.double().mT
-    L, H = OV.shape[:2]
+    L = OV.shape[0]
     right = {"Q": QK, "K": QK.mT, "V": OV}
     later = torch.arange(L)[:, None, None, None] < torch.arange(L)[None, None, :, None]  # l1 < l2
     out = {}
@@ -238,9 +237,8 @@ def test_head_svd_reconstructs_ov_and_qk(tiny):
         res.qk_singular, torch.linalg.svdvals(QK)[..., : res.qk_singular.shape[-1]], rtol=1e-4, atol=1e-5
     )
     # the token readings are the extremes of W_E u_1 / u_1 W_U (up to the documented sign convention)
-    from interplab.analyses.weights import _head_svds
 
-    U, _, V = _head_svds(fw)["OV"]
+    U, _, V = head_svds(fw)["OV"]
     read = fw.W_E @ U[0, 0, :, 0]
     write = V[0, 0, :, 0] @ fw.W_U
     plus = res.token_ids["OV"]["read+"][0, 0, 0]

@@ -9,6 +9,7 @@ the test files import it and wrap it in their own session-scoped fixtures.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 XSS_TOKEN = "<script>alert(1)</script>"
 
@@ -57,9 +58,9 @@ def make_tiny_tokenized_model(
         num_key_value_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
+        bos_token_id=cast(int, fast.bos_token_id),
+        eos_token_id=cast(int, fast.eos_token_id),
+        pad_token_id=cast(int, fast.pad_token_id),
     )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # non-trivial norm weights so a forgotten final norm shows

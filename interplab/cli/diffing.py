@@ -65,6 +65,7 @@ def diff(
     with guard(), Run("diff", args, out=out) as run:
         from interplab.analyses.diffing import diff_checkpoints, diff_models
         from interplab.report.html import Report
+        from interplab.report.sections.diffing import checkpoint_series_parts, diff_parts
 
         if checkpoint:
             if model_a or model_b:
@@ -92,10 +93,12 @@ def diff(
         if series is not None:
             series.save(run.dir)
             report.section(
-                "Checkpoint series: abrupt per-token loss changes", *series.report_parts(top), id="checkpoints"
+                "Checkpoint series: abrupt per-token loss changes",
+                *checkpoint_series_parts(series, top),
+                id="checkpoints",
             )
         report.section(
-            "Two-model diff" if series is None else "First checkpoint vs last", *res.report_parts(top), id="diff"
+            "Two-model diff" if series is None else "First checkpoint vs last", *diff_parts(res, top), id="diff"
         )
         headline = res.headline(top)
         if series is not None:

@@ -15,6 +15,7 @@ Weights are read from the live modules each time, so they follow training.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -46,8 +47,16 @@ class ModelConfig:
         return asdict(self)
 
 
-def _get(root: nn.Module, path: str) -> nn.Module:
-    mod = root
+HFModule = Any
+"""A submodule of an HF or toy model: its attributes (``q_proj``, ``weight``, ...) differ by family, so it is
+reached by attribute access the type checker cannot follow."""
+
+ATTN_INPUT_NORM_NAMES = ("input_layernorm", "ln_1", "ln1")  # Llama/Gemma/NeoX, GPT-2, toy
+
+
+def _get(root: nn.Module, path: str) -> HFModule:
+    """The submodule at dotted ``path`` (HF modules are reached by attribute: typed ``Any``)."""
+    mod: HFModule = root
     for part in path.split("."):
         mod = getattr(mod, part)
     return mod
@@ -69,50 +78,65 @@ class Adapter:
     neurons_path: str | None = "mlp.down_proj"
 
     def __init__(self, hf: nn.Module):
-        self.hf = hf
-        self.c = hf.config
+        self.hf: Any = hf  # an HF model or a ToyTransformer: submodules are reached by attribute
+        self.c: Any = hf.config  # its config (attributes differ by family)
         self.cfg = self.make_cfg()
-        self._layers = _get(hf, self.layers_path)
+        self._layers: Any = _get(hf, self.layers_path)
 
     # ---- config
     def make_cfg(self) -> ModelConfig:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # ---- modules
-    def embed(self) -> nn.Module:
+    def embed(self) -> HFModule:
         return _get(self.hf, self.embed_path)
 
-    def pos_embed(self) -> nn.Module | None:
+    def pos_embed(self) -> HFModule | None:
         return _get(self.hf, self.pos_embed_path) if self.pos_embed_path else None
 
-    def ln_final(self) -> nn.Module:
+    def ln_final(self) -> HFModule:
         return _get(self.hf, self.ln_final_path)
 
-    def unembed(self) -> nn.Module:
+    def unembed(self) -> HFModule:
         return _get(self.hf, self.unembed_path)
 
-    def layer(self, i: int) -> nn.Module:
+    def layer(self, i: int) -> HFModule:
         return self._layers[i]
 
-    def layers_slot(self) -> tuple[nn.Module, str]:
+    def layers_slot(self) -> tuple[HFModule, str]:
         """(parent module, attribute name) holding the decoder-layer ModuleList."""
         parent, _, attr = self.layers_path.rpartition(".")
         return (_get(self.hf, parent) if parent else self.hf), attr
 
-    def attn(self, i: int) -> nn.Module:
+    def attn(self, i: int) -> HFModule:
         return _get(self._layers[i], self.attn_path)
 
-    def o_proj(self, i: int) -> nn.Module:
+    def o_proj(self, i: int) -> HFModule:
         return _get(self._layers[i], self.o_proj_path)
 
-    def attn_out(self, i: int) -> nn.Module:
+    def attn_out(self, i: int) -> HFModule:
         return _get(self._layers[i], self.attn_out_path)
 
-    def mlp_out(self, i: int) -> nn.Module:
+    def mlp_out(self, i: int) -> HFModule:
+        assert self.mlp_out_path is not None
         return _get(self._layers[i], self.mlp_out_path)
 
-    def neurons(self, i: int) -> nn.Module:
+    def neurons(self, i: int) -> HFModule:
+        assert self.neurons_path is not None
         return _get(self._layers[i], self.neurons_path)
+
+    def attn_input_norm(self, i: int) -> HFModule | None:
+        """The norm module whose output layer ``i``'s attention reads (None: it reads the raw stream)."""
+        block = self._layers[i]
+        for name in ATTN_INPUT_NORM_NAMES:
+            if hasattr(block, name):
+                return getattr(block, name)
+        return None
+
+    def attn_output_norm(self, i: int) -> HFModule | None:
+        """The norm applied to layer ``i``'s attention output before it is added to the residual stream
+        (Gemma 3's sandwich norm); None for every pre-norm family."""
+        return None
 
     def set_attn_implementation(self, name: str) -> str:
         """Switch the attention function used by every layer; returns the previous one."""
@@ -212,8 +236,11 @@ class Gemma3Adapter(LlamaAdapter):
         cfg.family = "gemma3"
         return cfg
 
+    def attn_output_norm(self, i: int) -> HFModule | None:
+        return _get(self._layers[i], "post_attention_layernorm")
+
     def w_e(self) -> torch.Tensor:
-        emb = self.embed()
+        emb: Any = self.embed()
         return emb.weight * emb.embed_scale.to(emb.weight.dtype)
 
 
@@ -330,8 +357,8 @@ class ToyAdapter(Adapter):
     mlp_out_path = "mlp"
     neurons_path = "mlp.fc_out"
 
-    def __init__(self, hf):
-        if hf.config.positional == "learned":
+    def __init__(self, hf: nn.Module):
+        if cast(Any, hf).config.positional == "learned":
             self.pos_embed_path = "pos_embed"
         super().__init__(hf)
 

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple, cast, overload
 
 import torch
 from torch import nn
@@ -42,9 +42,11 @@ class Model:
     >>> logits, cache = model.run("When Mary and John went to the store,", cache=["blocks.3.hook_resid_post"])
     """
 
-    def __init__(self, hf: nn.Module, tokenizer=None, name: str = "", source: str = "", load_seconds: float = 0.0):
+    def __init__(
+        self, hf: nn.Module, tokenizer: Any = None, name: str = "", source: str = "", load_seconds: float = 0.0
+    ):
         H.register_attention()
-        self.hf = hf.eval()
+        self.hf: Any = hf.eval()  # an HF causal LM or a ToyTransformer: methods differ, typed Any
         self.tokenizer = tokenizer
         self.name = name
         self.source = source
@@ -60,7 +62,10 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.cfg
-        return f"Model({self.name!r}, family={c.family}, layers={c.n_layers}, heads={c.n_heads}/{c.n_kv_heads}kv, d_model={c.d_model})"
+        return (
+            f"Model({self.name!r}, family={c.family}, layers={c.n_layers}, heads={c.n_heads}/{c.n_kv_heads}kv, "
+            f"d_model={c.d_model})"
+        )
 
     @property
     def device(self) -> torch.device:
@@ -107,13 +112,37 @@ class Model:
             )
         return self.tokenizer
 
+    @overload
+    def to_tokens(
+        self,
+        text: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: str = "right",
+        return_mask: Literal[False] = False,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def to_tokens(
+        self, text: str | Sequence[str], prepend_bos: bool | None, padding_side: str, return_mask: Literal[True]
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def to_tokens(
+        self,
+        text: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: str = "right",
+        *,
+        return_mask: Literal[True],
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
     def to_tokens(
         self,
         text: str | Sequence[str],
         prepend_bos: bool | None = None,
         padding_side: str = "right",
         return_mask: bool = False,
-    ):
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Token ids ``[batch, pos]``. ``prepend_bos=None`` follows the tokenizer's own convention
         (SmolLM2 adds none); True/False force it. Lists are padded (right by default); with
         ``return_mask=True`` also returns the attention mask."""
@@ -247,7 +276,7 @@ class Model:
                 )
             if resid.shape[1] > self.cfg.n_ctx:
                 raise ValueError(f"{resid.shape[1]} positions exceed n_ctx={self.cfg.n_ctx}.")
-            kwargs = {"inputs_embeds": resid.to(self.device)}
+            kwargs: dict[str, Any] = {"inputs_embeds": resid.to(self.device)}
         else:
             kwargs = {"input_ids": self._as_tokens(tokens)}
         if attention_mask is not None:
@@ -314,8 +343,9 @@ class Model:
         do_sample: bool = False,
         interventions: Sequence[H.Intervention] = (),
         **kw,
-    ) -> str:
-        """Greedy (default) generation; returns the generated continuation as text."""
+    ) -> str | torch.Tensor:
+        """Greedy (default) generation; returns the generated continuation as text (as token ids for a model
+        without a tokenizer)."""
         tokens = self._as_tokens(prompt)
         with self.hooks(interventions), torch.no_grad():
             if self.cfg.family == "toy":
@@ -434,8 +464,7 @@ class Model:
 
 def from_hf(hf: nn.Module, tokenizer=None, name: str = "", source: str = "") -> Model:
     t = time.perf_counter()
-    m = Model(
-        hf, tokenizer, name=name or getattr(hf.config, "_name_or_path", "") or hf.config.model_type, source=source
-    )
+    config: Any = cast(Any, hf).config
+    m = Model(hf, tokenizer, name=name or getattr(config, "_name_or_path", "") or config.model_type, source=source)
     m.load_seconds = time.perf_counter() - t
     return m

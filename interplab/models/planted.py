@@ -22,6 +22,8 @@ The residual stream is split into four orthogonal blocks of one-hot coordinates:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from interplab.models.toy import ToyConfig, ToyTransformer
@@ -59,7 +61,7 @@ def induction_model(
     V, N = d_vocab, n_ctx
     cfg = induction_config(V, N, n_heads)
     cfg.seed = seed
-    toy = ToyTransformer(cfg)
+    toy: Any = ToyTransformer(cfg)  # modules reached by attribute (embed, blocks[i].attn.q_proj, ...)
     tok, pos, prev, out = slice(0, V), slice(V, V + N), slice(V + N, 2 * V + N), slice(2 * V + N, 3 * V + N)
     E = cfg.d_head
     sharpness = sharpness * E**0.5  # the model divides scores by sqrt(d_head)

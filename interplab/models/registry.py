@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class ModelNotAvailable(RuntimeError):
@@ -89,7 +90,7 @@ def _dist_file(dist: str, suffix_pred) -> Path | None:
         return None
     for f in d.files or []:
         if suffix_pred(str(f)):
-            p = Path(d.locate_file(f))
+            p = Path(str(d.locate_file(f)))
             if p.exists():
                 return p
     return None
@@ -175,7 +176,7 @@ def converted_dir(gguf: Path, expected_sha: str | None, label: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{label}-"))
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        hf: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         hf.hf_quantizer = None  # weights are plain fp32 after dequantisation
         if hasattr(hf.config, "quantization_config"):
             del hf.config.quantization_config

@@ -73,7 +73,7 @@ def last_token_logits(
     round differently."""
     for i in range(0, len(prompts), batch_size):
         toks, mask = model.to_tokens(list(prompts[i : i + batch_size]), padding_side="right", return_mask=True)
-        logits = model.run(toks, **({"attention_mask": mask} if attention_mask else {})).logits
+        logits = model.run(toks, attention_mask=mask if attention_mask else None).logits
         last = (mask.sum(1) - 1).to(logits.device)
         yield logits[torch.arange(len(toks)), last]
 

@@ -95,6 +95,7 @@ class ToyBlock(nn.Module):
         a, _ = self.attn(self.ln1(x), attention_mask)
         x = x + a
         if self.mlp is not None:
+            assert self.ln2 is not None  # built together with the MLP
             x = x + self.mlp(self.ln2(x))
         return x
 
@@ -128,13 +129,14 @@ class ToyTransformer(nn.Module):
         """``inputs_embeds`` (``[b, p, d_model]``) is taken as the residual stream entering block 0
         (positions are *not* added again)."""
         if inputs_embeds is None:
-            b, p = input_ids.shape
+            assert input_ids is not None, "give input_ids or inputs_embeds"
+            p = input_ids.shape[1]
             x = self.embed(input_ids)
             if self.pos_embed is not None:
                 x = x + self.pos_embed(torch.arange(p, device=input_ids.device)[None])  # [1, p, d], as GPT-2
         else:
             x = inputs_embeds
-            b, p = x.shape[:2]
+            p = x.shape[1]
         mask4 = None
         if attention_mask is not None and not bool(attention_mask.all()):
             causal = torch.ones(p, p, dtype=torch.bool, device=x.device).tril()

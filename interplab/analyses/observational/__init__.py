@@ -1,1 +1,2 @@
-"""Observational analyses: what a clean run of the model shows (logit lens, logit PCA, direct logit attribution, head detectors)."""
+"""Observational analyses: what a clean run of the model shows (logit lens, logit PCA, direct logit attribution,
+head detectors)."""

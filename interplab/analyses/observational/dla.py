@@ -39,13 +39,12 @@ S-inhibition heads) shows little DLA however important it is; use ablation or pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from interplab.analyses.weights import NormInfo, norm_info
-from interplab.io.results import read_json, write_json
+from interplab.analyses.observational.json_result import JSONResult
+from interplab.models.folding import NormInfo, norm_info
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -54,8 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from interplab.models.model import Model
 
 __all__ = ["DLAResult", "apply_final_norm_to_stack", "direct_logit_attribution", "logit_direction"]
-
-RESULT_FILE = "dla.json"
 
 
 def _apply_frozen(ni: NormInfo | None, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -98,7 +95,7 @@ def _decode(model: Model, ids) -> list[str]:
 
 
 @dataclass
-class DLAResult:
+class DLAResult(JSONResult):
     """Direct logit attribution of one prompt at one position (see the module docstring).
 
     ``heads [L, H]``: each head's result; ``attn [L]``: each layer's attn_out (``heads.sum(-1) +
@@ -127,6 +124,9 @@ class DLAResult:
     final_scale: float
     model_name: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+
+    KIND: ClassVar[str] = "direct_logit_attribution"
+    FILE: ClassVar[str] = "dla.json"  # one JSON file (several lens results share a directory)
 
     @property
     def n_layers(self) -> int:
@@ -283,64 +283,6 @@ class DLAResult:
         fig.update_layout(title={"text": title}, height=max(360, 20 * L + 160), legend={"orientation": "h", "y": -0.1})
         return fig
 
-    # ---- persistence
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "direct_logit_attribution",
-            "format_version": 1,
-            "model": self.model_name,
-            "prompt": self.prompt,
-            "str_tokens": self.str_tokens,
-            "position": self.position,
-            "answer": self.answer,
-            "answer_id": self.answer_id,
-            "distractor": self.distractor,
-            "distractor_id": self.distractor_id,
-            "heads": self.heads.tolist(),
-            "attn": self.attn.tolist(),
-            "attn_bias": self.attn_bias.tolist(),
-            "mlp": self.mlp.tolist(),
-            "embed": self.embed,
-            "pos_embed": self.pos_embed,
-            "ln_bias": self.ln_bias,
-            "unembed_bias": self.unembed_bias,
-            "logit_diff": self.logit_diff,
-            "logit_diff_precap": self.logit_diff_precap,
-            "final_scale": self.final_scale,
-            "settings": self.settings,
-            "headline": self.headline(),
-        }
-
-    def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
-        """Write the result as JSON (``directory/dla.json``; never pickle). Returns the path."""
-        return write_json(directory, name, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> DLAResult:
-        d, p = read_json(path, RESULT_FILE, "direct_logit_attribution")
-        return cls(
-            prompt=d["prompt"],
-            str_tokens=d["str_tokens"],
-            position=d["position"],
-            answer=d["answer"],
-            answer_id=d["answer_id"],
-            distractor=d["distractor"],
-            distractor_id=d["distractor_id"],
-            heads=torch.tensor(d["heads"]),
-            attn=torch.tensor(d["attn"]),
-            attn_bias=torch.tensor(d["attn_bias"]),
-            mlp=torch.tensor(d["mlp"]),
-            embed=d["embed"],
-            pos_embed=d["pos_embed"],
-            ln_bias=d["ln_bias"],
-            unembed_bias=d["unembed_bias"],
-            logit_diff=d["logit_diff"],
-            logit_diff_precap=d["logit_diff_precap"],
-            final_scale=d["final_scale"],
-            model_name=d.get("model", ""),
-            settings=d.get("settings", {}),
-        )
-
 
 def direct_logit_attribution(
     model: Model,
@@ -424,8 +366,8 @@ def direct_logit_attribution(
             res = cache[f"blocks.{layer}.attn.hook_result"][0, pos].to(f64)  # [H, d]
             b_o = model.adapter.b_o(layer)
             b_o = b_o.detach().to(f64) if b_o is not None else torch.zeros(cfg.d_model, dtype=f64)
-            out_mod = model.adapter.attn_out(layer)
-            if out_mod is not model.adapter.attn(layer):  # Gemma 3: attn_out = post_norm(sum_h result_h + b_O)
+            out_mod = model.adapter.attn_output_norm(layer)
+            if out_mod is not None:  # Gemma 3: attn_out = post_norm(sum_h result_h + b_O)
                 post = norm_info(out_mod)
                 if post is None:
                     raise ValueError(

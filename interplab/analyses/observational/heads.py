@@ -96,11 +96,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from interplab.io.results import read_json, write_json
+from interplab.analyses.weights.copying import copying_null, copying_scores
+from interplab.io.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -122,9 +123,17 @@ __all__ = [
     "text_pattern_scores",
 ]
 
-RESULT_FILE = "heads.json"
-CLASSES = ("previous_token", "duplicate_token", "induction", "sink", "copying", "copy_suppression")
-ATTENTION_CLASSES = ("previous_token", "duplicate_token", "induction", "sink")
+HeadClass = Literal["previous_token", "duplicate_token", "induction", "sink", "copying", "copy_suppression"]
+FrameKind = Literal["long", "wide"]
+CLASSES: tuple[HeadClass, ...] = (
+    "previous_token",
+    "duplicate_token",
+    "induction",
+    "sink",
+    "copying",
+    "copy_suppression",
+)
+ATTENTION_CLASSES: tuple[HeadClass, ...] = ("previous_token", "duplicate_token", "induction", "sink")
 THRESHOLDS: dict[str, float] = {
     "previous_token": 0.4,
     "duplicate_token": 0.3,
@@ -201,75 +210,21 @@ def text_pattern_scores(pattern: torch.Tensor, offset: int = 0) -> dict[str, tor
     }
 
 
-def _norm_fold(module) -> tuple[torch.Tensor | None, bool]:
-    """(per-channel gain or None, centres?) of a norm module, as folded into the copying circuit."""
-    if module is None or isinstance(module, torch.nn.Identity):
-        return None, False
-    w = getattr(module, "weight", None)
-    centre = isinstance(module, torch.nn.LayerNorm)
-    if w is None:
-        return None, centre
-    w = w.detach().float()
-    if "Gemma" in type(module).__name__:  # Gemma's RMSNorm multiplies by (1 + weight)
-        w = 1.0 + w
-    return w, centre
-
-
-def _pre_attn_norm(model: Model, layer: int):
-    blk = model.adapter.layer(layer)
-    for name in ("input_layernorm", "ln_1", "ln1"):
-        if hasattr(blk, name):
-            return getattr(blk, name)
-    return None
-
-
-def _random_rotations(n: int, e: int, g: torch.Generator) -> torch.Tensor:
-    """``[n, e, e]`` Haar-distributed orthogonal matrices (QR of a Gaussian with the sign fix)."""
-    a = torch.randn(n, e, e, generator=g, dtype=torch.float64)
-    q, r = torch.linalg.qr(a)
-    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-
-
-def _eig_ratio(k: torch.Tensor) -> torch.Tensor:
-    """``sum(lambda) / sum(|lambda|)`` of square matrices ``[..., e, e]`` (0 for an all-zero spectrum)."""
-    lam = torch.linalg.eigvals(k.double())
-    num, den = lam.sum(-1).real, lam.abs().sum(-1)
-    return torch.where(den > 1e-12, num / den.clamp_min(1e-300), torch.zeros_like(num))
-
-
 def ov_copying_scores(model: Model, n_null_rotations: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Copying score ``[n_layers, n_heads]`` of every head (positive-eigenvalue ratio of its direct-path OV
-    circuit, Elhage et al. 2021) and its rotation null baseline (mean over ``n_null_rotations`` draws).
-    See the module docstring for the exact circuit and how norms are folded in."""
-    cfg = model.cfg
+    circuit, Elhage et al. 2021, with ``W_U`` centred over the vocabulary) and its rotation null baseline
+    (mean over ``n_null_rotations`` draws): :mod:`interplab.analyses.weights.copying` with
+    ``center_unembed=True``. See the module docstring.
+
+    Args:
+        model: the model.
+        n_null_rotations: random rotations averaged in the null (0: zeros).
+        seed: seed of the rotations.
+    """
     with torch.no_grad():
-        W_E, W_U = model.W_E.float(), model.W_U.float()  # [V, d], [d, V]
-        gf, centre_f = _norm_fold(model.adapter.ln_final())
-        out = W_U if gf is None else gf[:, None] * W_U
-        if centre_f:  # C g W_U: centre over d_model
-            out = out - out.mean(0, keepdim=True)
-        out = out - out.mean(1, keepdim=True)  # centre over the vocabulary (softmax ignores a shared shift)
-        P0 = out @ W_E  # [d, d]
-        W_V, W_O = model.W_V.float(), model.W_O.float()  # [L, H, d, e], [L, H, e, d]
-        g = torch.Generator().manual_seed(seed)
-        Q = _random_rotations(n_null_rotations, cfg.d_head, g) if n_null_rotations > 0 else None
-        scores, nulls = [], []
-        for layer in range(cfg.n_layers):
-            g1, centre_1 = _norm_fold(_pre_attn_norm(model, layer))
-            P = P0 - P0.mean(1, keepdim=True) if centre_1 else P0  # W_E C: centre the embedding over d_model
-            if g1 is not None:
-                P = P * g1[None, :]
-            wo = W_O[layer]
-            if cfg.family == "gemma3":  # sandwich norm after attention, before the residual stream
-                gp, _ = _norm_fold(model.adapter.layer(layer).post_attention_layernorm)
-                wo = wo * gp
-            K = (wo @ P @ W_V[layer]).double()  # [H, e, e]
-            scores.append(_eig_ratio(K))
-            if Q is not None:
-                nulls.append(_eig_ratio(Q[:, None] @ K[None]).mean(0))  # [H]
-            else:
-                nulls.append(torch.zeros(cfg.n_heads, dtype=torch.float64))
-    return torch.stack(scores).float(), torch.stack(nulls).float()
+        scores = copying_scores(model, center_unembed=True)
+        null = copying_null(model, n_null_rotations, seed=seed, center_unembed=True)
+    return scores, null
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -349,7 +304,7 @@ def _mask(scores: torch.Tensor, base: torch.Tensor, threshold: float, margin: fl
 
 
 @dataclass
-class HeadScores:
+class HeadScores(Result):
     """Per-class head scores ``[n_layers, n_heads]`` with their null baselines.
 
     ``scores[c]``, ``baselines[c]``: tensors for each class ``c`` of :data:`CLASSES` (see the module
@@ -364,6 +319,9 @@ class HeadScores:
     margins: dict[str, float] = field(default_factory=lambda: dict(MARGINS))
     model_name: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+
+    KIND: ClassVar[str] = "head_scores"
+    FILE: ClassVar[str] = "heads.json"
 
     # ------------------------------------------------------------------ views
     @property
@@ -391,7 +349,8 @@ class HeadScores:
         return sorted(out, key=lambda t: (-t[2], t[0], t[1]))
 
     def top(self, cls: str, k: int = 5) -> list[tuple[int, int, float, float]]:
-        """The ``k`` highest-scoring heads of class ``cls`` whether members or not: ``(layer, head, score, baseline)``."""
+        """The ``k`` highest-scoring heads of class ``cls`` whether members or not:
+        ``(layer, head, score, baseline)``."""
         self._check(cls)
         s, b = self.scores[cls], self.baselines[cls]
         flat = s.flatten().argsort(descending=True)[:k].tolist()
@@ -413,7 +372,7 @@ class HeadScores:
         out["null_baseline"] = nulls
         return out
 
-    def to_frame(self, kind: str = "long") -> pd.DataFrame:
+    def to_frame(self, kind: FrameKind = "long") -> pd.DataFrame:
         """``kind="long"``: one row per layer, head and class — ``score``, ``baseline``, ``stderr``,
         ``threshold``, ``member``. ``"wide"``: one row per head with ``<class>``, ``<class>_baseline`` and
         ``<class>_member`` columns, plus ``olsson_induction`` (induction member with a positive copying
@@ -522,41 +481,6 @@ class HeadScores:
             margin={"l": 60, "r": 90, "t": 80, "b": 50},
         )
         return fig
-
-    # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "head_scores",
-            "format_version": 1,
-            "model": self.model_name,
-            "classes": self.classes,
-            "scores": {c: self.scores[c].tolist() for c in self.classes},
-            "baselines": {c: self.baselines[c].tolist() for c in self.classes},
-            "stderr": {c: v.tolist() for c, v in self.stderr.items()},
-            "thresholds": self.thresholds,
-            "margins": self.margins,
-            "papers": {c: PAPERS.get(c, "") for c in self.classes},
-            "settings": self.settings,
-            "headline": self.headline(),
-        }
-
-    def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
-        """Write the result as JSON (``directory/heads.json`` by default; never pickle). Returns the path."""
-        return write_json(directory, name, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> HeadScores:
-        """Read a result written by :meth:`save` (the JSON file or the directory holding ``heads.json``)."""
-        d, p = read_json(path, RESULT_FILE, "head_scores")
-        return cls(
-            scores={c: torch.tensor(v) for c, v in d["scores"].items()},
-            baselines={c: torch.tensor(v) for c, v in d["baselines"].items()},
-            stderr={c: torch.tensor(v) for c, v in d.get("stderr", {}).items()},
-            thresholds=d["thresholds"],
-            margins=d["margins"],
-            model_name=d.get("model", ""),
-            settings=d.get("settings", {}),
-        )
 
 
 # --------------------------------------------------------------------------------------------- driver

@@ -24,12 +24,11 @@ Invariant (tested): at the last layer this is exactly what the model computes, s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from interplab.io.results import read_json, write_json
+from interplab.analyses.observational.json_result import JSONResult
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -41,7 +40,6 @@ __all__ = ["LogitLensResult", "display_token", "logit_lens"]
 
 from interplab.models.scoring import unembed_resid
 
-RESULT_FILE = "logit_lens.json"
 _CHUNK_ELEMENTS = 64 * 2**20  # float32 logits per unembedding matmul (256 MB)
 
 
@@ -54,7 +52,7 @@ def display_token(tok: str) -> str:
 
 
 @dataclass
-class LogitLensResult:
+class LogitLensResult(JSONResult):
     """What the logit lens saw: per layer and position the top-k next-token predictions, and the
     answer token's rank and probability at the last position per layer.
 
@@ -77,6 +75,9 @@ class LogitLensResult:
     kl_to_final: torch.Tensor  # [layer] float
     model_name: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+
+    KIND: ClassVar[str] = "logit_lens"
+    FILE: ClassVar[str] = "logit_lens.json"  # one JSON file (several lens results share a directory)
 
     # ------------------------------------------------------------------ views
     @property
@@ -231,51 +232,6 @@ class LogitLensResult:
             fig.update_yaxes(title_text="layer (resid_post)", type="category")
         fig.update_layout(title={"text": title}, height=height, margin={"l": 60, "r": 20, "t": 50, "b": 90})
         return fig
-
-    # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "logit_lens",
-            "format_version": 1,
-            "model": self.model_name,
-            "prompt": self.prompt,
-            "str_tokens": self.str_tokens,
-            "layers": self.layers,
-            "top_tokens": self.top_tokens,
-            "top_ids": self.top_ids.tolist(),
-            "top_probs": self.top_probs.tolist(),
-            "answer": self.answer,
-            "answer_id": self.answer_id,
-            "answer_rank": self.answer_rank.tolist(),
-            "answer_prob": self.answer_prob.tolist(),
-            "kl_to_final": self.kl_to_final.tolist(),
-            "settings": self.settings,
-            "headline": self.headline(),
-        }
-
-    def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
-        """Write the result as JSON (``directory/logit_lens.json`` by default; never pickle). Returns the path."""
-        return write_json(directory, name, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> LogitLensResult:
-        """Read a result written by :meth:`save` (a JSON file, or the directory holding ``logit_lens.json``)."""
-        d, p = read_json(path, RESULT_FILE, "logit_lens")
-        return cls(
-            prompt=d["prompt"],
-            str_tokens=d["str_tokens"],
-            layers=d["layers"],
-            top_tokens=d["top_tokens"],
-            top_ids=torch.tensor(d["top_ids"], dtype=torch.long),
-            top_probs=torch.tensor(d["top_probs"]),
-            answer=d["answer"],
-            answer_id=d["answer_id"],
-            answer_rank=torch.tensor(d["answer_rank"], dtype=torch.long),
-            answer_prob=torch.tensor(d["answer_prob"]),
-            kl_to_final=torch.tensor(d["kl_to_final"]),
-            model_name=d.get("model", ""),
-            settings=d.get("settings", {}),
-        )
 
 
 def _decode(model: Model, ids) -> list[str]:

@@ -49,11 +49,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from interplab.io.results import read_json, write_json
+from interplab.io.results import Result
 from interplab.models.scoring import unembed_resid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,8 +64,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["LogitPCAResult", "layer_points", "logit_pca", "pca_trajectory", "random_tokens"]
 
-RESULT_FILE = "logit_pca.json"
-SPACES = ("logprobs", "probs")
+Space = Literal["logprobs", "probs"]
+Along = Literal["layers", "checkpoints"]
+SPACES: tuple[Space, ...] = ("logprobs", "probs")
 _GRAM_COLS = 1 << 18  # columns per float64 Gram block
 
 
@@ -100,7 +101,7 @@ def _layer_names(model: Model, include_embed: bool) -> tuple[list[str], list[str
 
 
 def layer_points(
-    model: Model, tokens: torch.Tensor, space: str = "logprobs", include_embed: bool = True
+    model: Model, tokens: torch.Tensor, space: Space = "logprobs", include_embed: bool = True
 ) -> torch.Tensor:
     """``[n_layers (+1), n_seqs * pos * vocab]`` float32: each layer's logit-lens output on ``tokens``,
     centred log-softmax (``"logprobs"``) or softmax (``"probs"``), flattened. The last row is the model's own
@@ -180,26 +181,11 @@ def _geometry(Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return step, turn
 
 
-def _nan_list(x) -> list:
-    if isinstance(x, torch.Tensor):
-        x = x.tolist()
-    if isinstance(x, list):
-        return [_nan_list(v) for v in x]
-    return None if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) else x
-
-
-def _from_nan_list(x) -> torch.Tensor:
-    def f(v):
-        return [f(w) for w in v] if isinstance(v, list) else (float("nan") if v is None else float(v))
-
-    return torch.tensor(f(x), dtype=torch.float64)
-
-
 # ---------------------------------------------------------------------------------- result
 
 
 @dataclass
-class LogitPCAResult:
+class LogitPCAResult(Result):
     """Trajectories of the logit-lens outputs through common principal components.
 
     ``coords`` ``[n_checkpoints, n_layers, k]`` (the first ``k`` PCs); ``explained_variance_ratio`` ``[k]``;
@@ -218,11 +204,14 @@ class LogitPCAResult:
     total_variance: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
+    KIND: ClassVar[str] = "logit_pca"
+    FILE: ClassVar[str] = "logit_pca.json"
+
     @property
     def n_checkpoints(self) -> int:
         return int(self.coords.shape[0])
 
-    def kinks(self, k: int = 3, along: str = "layers", layer: int = -1) -> list[dict[str, Any]]:
+    def kinks(self, k: int = 3, along: Along = "layers", layer: int = -1) -> list[dict[str, Any]]:
         """The ``k`` largest turning angles: ``along="layers"`` (every checkpoint's path through its layers) or
         ``"checkpoints"`` (the path of layer ``layer`` — default the last — across checkpoints)."""
         out = []
@@ -431,78 +420,12 @@ class LogitPCAResult:
         fig.update_layout(title={"text": title}, height=480, margin={"l": 60, "r": 20, "t": 70, "b": 60})
         return fig
 
-    def report_parts(self) -> list:
-        from interplab.report.html import figure, table, text
-
-        h = self.headline()
-        kinks = ", ".join(f"layer {kk['layer']} ({kk['angle']:.0f}°)" for kk in h["kinks"]) or "none"
-        s = self.settings
-        summary = (
-            f"{s.get('n_seqs')} random sequences of {s.get('seq_len')} tokens (seed {s.get('seed')}); every layer's "
-            f"logit-lens {s.get('space')} projected onto common principal components. Explained variance of "
-            f"PC1–PC{len(h['explained_variance'])}: {', '.join(f'{100 * v:.1f}%' for v in h['explained_variance'])}. "
-            f"Sharpest turns (angle between consecutive steps, full space): {kinks}. Longest step: into layer "
-            f"{h['largest_step']['layer']} ({100 * (h['largest_step']['frac_of_path'] or 0):.0f}% of the path)."
-        )
-        if "training_kinks" in h:
-            summary += (
-                " Across checkpoints (last layer), sharpest turns at: "
-                + ", ".join(f"{kk['checkpoint']} ({kk['angle']:.0f}°)" for kk in h["training_kinks"])
-                + "."
-            )
-        return [text(summary), figure(self.plot()), table(self.to_frame("points"))]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "logit_pca",
-            "format_version": 1,
-            "layer_labels": self.layer_labels,
-            "checkpoint_names": self.checkpoint_names,
-            "coords": self.coords.tolist(),
-            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
-            "total_variance": self.total_variance,
-            "step_length": _nan_list(self.step_length),
-            "turn_angle": _nan_list(self.turn_angle),
-            "ckpt_step_length": _nan_list(self.ckpt_step_length),
-            "ckpt_turn_angle": _nan_list(self.ckpt_turn_angle),
-            "settings": self.settings,
-            "headline": _nan_list_dict(self.headline()),
-        }
-
-    def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
-        """Write ``logit_pca.json`` (never pickle). Returns the path."""
-        return write_json(directory, name, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> LogitPCAResult:
-        d, p = read_json(path, RESULT_FILE, "logit_pca")
-        return cls(
-            coords=torch.tensor(d["coords"], dtype=torch.float64),
-            explained_variance_ratio=torch.tensor(d["explained_variance_ratio"], dtype=torch.float64),
-            step_length=_from_nan_list(d["step_length"]),
-            turn_angle=_from_nan_list(d["turn_angle"]),
-            ckpt_step_length=_from_nan_list(d["ckpt_step_length"]),
-            ckpt_turn_angle=_from_nan_list(d["ckpt_turn_angle"]),
-            layer_labels=d["layer_labels"],
-            checkpoint_names=d["checkpoint_names"],
-            total_variance=float(d.get("total_variance", 0.0)),
-            settings=d.get("settings", {}),
-        )
+    # ---- persistence: logit_pca.json + logit_pca.safetensors, through the Result base
 
 
 def _r(x, nd: int = 6):
     x = float(x)
     return None if math.isnan(x) or math.isinf(x) else round(x, nd)
-
-
-def _nan_list_dict(obj):
-    if isinstance(obj, dict):
-        return {k: _nan_list_dict(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_list_dict(v) for v in obj]
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    return obj
 
 
 # ---------------------------------------------------------------------------------- entry points
@@ -574,7 +497,8 @@ def pca_trajectory(
         x = x[None]
     if x.ndim != 3 or x.shape[1] < 2:
         raise ValueError(
-            f"points must be [n_layers, dim] or [n_checkpoints, n_layers, dim] with n_layers >= 2, got {tuple(x.shape)}."
+            "points must be [n_layers, dim] or [n_checkpoints, n_layers, dim] with n_layers >= 2, "
+            f"got {tuple(x.shape)}."
         )
     C, T, _ = x.shape
     labels = list(layer_labels) if layer_labels is not None else [str(t) for t in range(T)]
@@ -589,7 +513,7 @@ def logit_pca(
     n_seqs: int = 2,
     seq_len: int = 16,
     seed: int = 0,
-    space: str = "logprobs",
+    space: Space = "logprobs",
     include_embed: bool = True,
     n_components: int = 3,
     prepend_bos: bool | None = None,
@@ -619,8 +543,9 @@ def logit_pca(
                 size = len(items) * len(labels) * tokens.numel() * model.cfg.d_vocab
                 if size > max_elements:
                     raise ValueError(
-                        f"{len(items)} checkpoint(s) x {len(labels)} layers x {tokens.numel()} positions x {model.cfg.d_vocab} "
-                        f"vocabulary = {size:,} values exceed max_elements={max_elements:,}; use fewer or shorter random "
+                        f"{len(items)} checkpoint(s) x {len(labels)} layers x {tokens.numel()} positions x "
+                        f"{model.cfg.d_vocab} vocabulary = {size:,} values exceed max_elements={max_elements:,}; "
+                        "use fewer or shorter random "
                         "sequences (n_seqs, seq_len), fewer checkpoints, or raise max_elements."
                     )
             elif (model.cfg.n_layers, model.cfg.d_vocab) != ref_cfg:
