@@ -186,13 +186,13 @@ def _ablation_section(model: Model, out: Path, timings: dict[str, float]) -> lis
 def _logit_pca_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """Logit-lens logits on fixed random tokens, every layer projected on common principal components."""
     from interplab.analyses.observational.logit_pca import logit_pca
-    from interplab.report.sections.logit_pca_model import logit_pca_parts
+    from interplab.report.sections.logit_pca import model_report_parts
 
     t = time.perf_counter()
     res = logit_pca(model)
     res.save(out)
     timings["logit_pca"] = time.perf_counter() - t
-    return logit_pca_parts(res)
+    return model_report_parts(res)
 
 
 def _ioi_pairs(model: Model, n: int) -> PromptPairs | list[Html]:

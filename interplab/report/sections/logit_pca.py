@@ -9,7 +9,7 @@ from __future__ import annotations
 from interplab.analyses.observational.logit_pca import LogitPCAResult
 from interplab.report.html import Html, figure, table, text
 
-__all__ = ["logit_pca_parts"]
+__all__ = ["logit_pca_parts", "model_report_parts"]
 
 
 def logit_pca_parts(res: LogitPCAResult) -> list[Html]:
@@ -37,3 +37,17 @@ def logit_pca_parts(res: LogitPCAResult) -> list[Html]:
             + "."
         )
     return [text(summary), figure(res.plot()), table(res.to_frame("points"))]
+
+
+def model_report_parts(res: LogitPCAResult) -> list[Html]:
+    """The model report's shorter logit-PCA section: the trajectory of the logit lens's log-probabilities through
+    the layers on common principal components, with the headline's scalar numbers."""
+    h = res.headline()
+    return [
+        text(
+            "PCA of the logit lens's log-probabilities on fixed random tokens, layer by layer: sharp turns of "
+            "the trajectory mark layers where the prediction changes character. Data: logit_pca.json\n"
+            + ", ".join(f"{k}: {v}" for k, v in h.items() if isinstance(v, (int, float, str)))
+        ),
+        figure(res.plot()),
+    ]
