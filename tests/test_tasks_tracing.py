@@ -74,7 +74,7 @@ def test_subject_span_and_buckets(tm):
 def test_tracing_exactness(tm):
     f = Fact("The {} is located in the city of", "Eiffel Tower", " Paris")
     t = trace_fact(tm, f, corruption="noise", noise_std=0.05, n_samples=3, window=2)
-    a, b = t.subject_range
+    a, _b = t.subject_range
     L, P = t.effects["resid"].shape
     # restoring the last layer's output at the last token restores the clean probability exactly
     assert float(t.effects["resid"][L - 1, P - 1]) == pytest.approx(t.p_clean, abs=1e-6)
@@ -109,7 +109,7 @@ def test_tracing_resample_and_result(tm, tmp_path):
     assert back.headline() == res.headline()
     assert res.plot().data and res.fact_plot(0).data
     with pytest.raises(ValueError, match="corruption"):
-        causal_tracing(tm, facts, corruption="blur")
+        causal_tracing(tm, facts, corruption="blur")  # pyright: ignore[reportArgumentType]
 
 
 def test_tracing_checkpoint_resumes(tm, tmp_path, monkeypatch):
