@@ -171,6 +171,12 @@ def test_cli_patch_ioi_and_bench_on_tiny(tm, tmp_path):
     assert "faithfulness" in h["circuit"] and isinstance(h["circuit"]["heads"], list)
     html = (tmp_path / "i" / "report.html").read_text()
     assert "Circuit" in html
+    from interplab.analyses.causal import IOIResult, PatchingResult
+
+    back = IOIResult.load(tmp_path / "i")  # ioi.json with circuit.json and patching_heads_end.json beside it
+    assert back.circuit is not None and back.patching is not None
+    assert {k: h[k] for k in back.headline()} == back.headline()
+    assert PatchingResult.load(tmp_path / "p" / "attribution.json").method == "attribution"
     r = run.invoke(app, ["bench", "patching", "--model", d, "--n", "4", "--json", "--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
