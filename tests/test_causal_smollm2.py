@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from interplab.analyses.causal.patching import activation_patching, attribution_patching, correlation
+from interplab.analyses.causal import activation_patching, attribution_patching, correlation
 from interplab.tasks import get_task
 from interplab.tasks.ioi import ioi, single_token_names
 

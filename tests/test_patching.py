@@ -3,15 +3,18 @@ fast == naive on every family, bad input."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
-from interplab.analyses.causal.circuits import discover_circuit
-from interplab.analyses.causal.patching import (
+from interplab.analyses.causal import (
     PatchingResult,
+    PathPatchingResult,
     activation_patching,
     attribution_patching,
     correlation,
+    discover_circuit,
     path_patching,
 )
 from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
@@ -75,7 +78,7 @@ def test_full_restoration_is_exactly_one_and_none_is_zero(planted, pairs):
 
 @pytest.mark.parametrize("grid", ["resid", "attn_out", "heads", "heads_by_pos", "q", "k", "v", "pattern"])
 def test_fast_equals_naive_planted(planted, pairs, grid):
-    kw = {"position": "END"} if grid in ("q", "pattern") else {}
+    kw: dict[str, Any] = {"position": "END"} if grid in ("q", "pattern") else {}
     f = activation_patching(planted, pairs, grid=grid, method="fast", **kw)
     n = activation_patching(planted, pairs, grid=grid, method="naive", **kw)
     assert (f.per_prompt - n.per_prompt).abs().max() <= 1e-4
@@ -148,6 +151,18 @@ def test_path_patching_planted(planted):
     assert float(direct.values[0, 0]) == pytest.approx(1.0, abs=0.05)  # no direct path to the logits
 
 
+def test_path_patching_result_survives_save_and_load(planted, pairs, tmp_path):
+    res = path_patching(
+        planted, pairs, senders=[PREV_TOKEN_HEAD, (0, 1)], receivers=[INDUCTION_HEAD], receiver_input="k"
+    )
+    res.save(tmp_path)
+    assert (tmp_path / "path_patching.json").exists() and (tmp_path / "path_patching.safetensors").exists()
+    back = PathPatchingResult.load(tmp_path)
+    assert back.senders == res.senders and back.receivers == res.receivers
+    assert torch.equal(back.values, res.values) and torch.equal(back.per_prompt, res.per_prompt)
+    assert back.headline() == res.headline() and len(back.to_frame()) == 2
+
+
 def test_circuit_discovery_finds_the_planted_circuit(planted, pairs):
     c = discover_circuit(planted, pairs)
     assert sorted(c.heads) == sorted([list(PREV_TOKEN_HEAD), list(INDUCTION_HEAD)])
@@ -168,17 +183,24 @@ def test_result_roundtrip(planted, pairs, tmp_path):
     assert torch.allclose(back.values, res.values) and back.labels == res.labels
     assert back.to_frame().shape[0] == res.values.numel()
     assert res.plot().data
+    # a second grid beside the first, under its own name (e.g. attribution.json): both survive
+    att = attribution_patching(planted, pairs, grid="heads")
+    att.save(tmp_path, "attribution.json")
+    assert (tmp_path / "attribution.safetensors").exists()
+    back_att = PatchingResult.load(tmp_path / "attribution.json")
+    assert back_att.method == "attribution" and torch.equal(back_att.values, att.values)
+    assert torch.equal(PatchingResult.load(tmp_path).values, res.values)
 
 
 def test_bad_input(planted, pairs):
     with pytest.raises(ValueError, match="grid must be"):
-        activation_patching(planted, pairs, grid="nope")
+        activation_patching(planted, pairs, grid="nope")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="not a named position"):
         activation_patching(planted, pairs, grid="heads", position="IO")
     with pytest.raises(ValueError, match="out of range"):
         activation_patching(planted, pairs, grid="heads", layers=[5])
     with pytest.raises(ValueError, match="direction"):
-        activation_patching(planted, pairs, grid="heads", direction="sideways")
+        activation_patching(planted, pairs, grid="heads", direction="sideways")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="out of range"):
         path_patching(planted, pairs, senders=[(0, 9)])
 

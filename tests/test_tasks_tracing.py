@@ -74,7 +74,7 @@ def test_subject_span_and_buckets(tm):
 def test_tracing_exactness(tm):
     f = Fact("The {} is located in the city of", "Eiffel Tower", " Paris")
     t = trace_fact(tm, f, corruption="noise", noise_std=0.05, n_samples=3, window=2)
-    a, b = t.subject_range
+    a, _b = t.subject_range
     L, P = t.effects["resid"].shape
     # restoring the last layer's output at the last token restores the clean probability exactly
     assert float(t.effects["resid"][L - 1, P - 1]) == pytest.approx(t.p_clean, abs=1e-6)
@@ -109,7 +109,7 @@ def test_tracing_resample_and_result(tm, tmp_path):
     assert back.headline() == res.headline()
     assert res.plot().data and res.fact_plot(0).data
     with pytest.raises(ValueError, match="corruption"):
-        causal_tracing(tm, facts, corruption="blur")
+        causal_tracing(tm, facts, corruption="blur")  # pyright: ignore[reportArgumentType]
 
 
 def test_tracing_checkpoint_resumes(tm, tmp_path, monkeypatch):
@@ -171,6 +171,12 @@ def test_cli_patch_ioi_and_bench_on_tiny(tm, tmp_path):
     assert "faithfulness" in h["circuit"] and isinstance(h["circuit"]["heads"], list)
     html = (tmp_path / "i" / "report.html").read_text()
     assert "Circuit" in html
+    from interplab.analyses.causal import IOIResult, PatchingResult
+
+    back = IOIResult.load(tmp_path / "i")  # ioi.json with circuit.json and patching_heads_end.json beside it
+    assert back.circuit is not None and back.patching is not None
+    assert {k: h[k] for k in back.headline()} == back.headline()
+    assert PatchingResult.load(tmp_path / "p" / "attribution.json").method == "attribution"
     r = run.invoke(app, ["bench", "patching", "--model", d, "--n", "4", "--json", "--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)

@@ -16,9 +16,9 @@ def repeated_tokens(
 ) -> tuple[torch.Tensor, int]:
     """``[batch, offset + repeats*seq_len]`` token ids: a random sequence of ``seq_len`` tokens repeated
     ``repeats`` times, with a BOS token in front when ``prepend_bos`` is True (None: when the
-    model's tokenizer adds one by default, see ``Model.default_prepend_bos``). Returns ``(tokens, offset)`` where ``offset`` is 1 with
-    a BOS and 0 without. Tokens within one sequence are distinct when the vocabulary allows, so every
-    token of the second copy has exactly one earlier occurrence.
+    model's tokenizer adds one by default, see ``Model.default_prepend_bos``). Returns ``(tokens, offset)``
+    where ``offset`` is 1 with a BOS and 0 without. Tokens within one sequence are distinct when the
+    vocabulary allows, so every token of the second copy has exactly one earlier occurrence.
 
     ``vocab``: ``(low, high)`` range to draw from (default: all ids except the tokenizer's special ids)."""
     d_vocab = model.cfg.d_vocab
@@ -50,6 +50,7 @@ def repeated_tokens(
     seq = torch.stack(rows)
     tokens = seq.repeat(1, repeats)
     if use_bos:
+        assert bos is not None
         tokens = torch.cat([torch.full((batch, 1), bos, dtype=torch.long), tokens], dim=1)
     return tokens.long(), offset
 
@@ -65,7 +66,7 @@ def induction_pairs(model, n: int = 16, seq_len: int = 10, seed: int = 0):
     ``i = s // 2``."""
     from interplab.tasks.pairs import pairs_from_tokens
 
-    tokens, offset = repeated_tokens(model, batch=n, seq_len=seq_len + 1, repeats=1, seed=seed, prepend_bos=False)
+    tokens, _ = repeated_tokens(model, batch=n, seq_len=seq_len + 1, repeats=1, seed=seed, prepend_bos=False)
     seq, fresh = tokens[:, :seq_len], tokens[:, seq_len]
     i = seq_len // 2
     clean = torch.cat([seq, seq[:, : i + 1]], dim=1)

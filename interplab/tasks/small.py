@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 
-from interplab.tasks.pairs import PairSpec, PromptPairs, build_pairs
+from interplab.tasks.pairs import PairSpec, PromptPairs, Segments, build_pairs
 
 _MALE = ["John", "Tom", "James", "David", "Michael", "Peter", "George", "Paul", "Mark", "Jack", "Henry", "Sam"]
 _FEMALE = ["Mary", "Anna", "Kate", "Lisa", "Sarah", "Emma", "Laura", "Alice", "Rose", "Lucy", "Jane", "Grace"]
@@ -40,7 +40,9 @@ def pronoun_specs(n: int = 48, seed: int = 0) -> list[PairSpec]:
         a, b = rng.choice(_MALE), rng.choice(_FEMALE)
         name, other = (a, b) if male else (b, a)
         pre, post = t.split("{}")
-        mk = lambda nm: [(pre, None), (nm, "NAME"), (post, None)] if pre else [(nm, "NAME"), (post, None)]
+        mk = lambda nm, pre=pre, post=post: (
+            [(pre, None), (nm, "NAME"), (post, None)] if pre else [(nm, "NAME"), (post, None)]
+        )
         ans, wrong = (" he", " she") if male else (" she", " he")
         specs.append(
             PairSpec(mk(name), mk(other), answer=ans, wrong=wrong, meta={"template": i % len(_PRONOUN_TEMPLATES)})
@@ -126,7 +128,7 @@ def acronym_specs(model, n: int = 40, seed: int = 0) -> list[PairSpec]:
         w1, w2, w3 = rng.sample(usable, 3)
         alt = rng.choice([w for w in usable if w[0] not in (w2[0], w1[0], w3[0])])
 
-        def segs(second):
+        def segs(second: str, w1: str = w1, w3: str = w3) -> Segments:
             return [
                 (example + " The ", None),
                 (w1, "W1"),

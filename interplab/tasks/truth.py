@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 _ONES = [
     "zero",
@@ -194,7 +195,7 @@ def number_statements(
     for g in range(n):
         b = rng.randint(max_gap + 1, 99 - max_gap)
         gap = rng.randint(1, max_gap)
-        word = comparatives[g % len(comparatives)] if len(comparatives) > 1 else comparatives[0]
+        word = comparatives[g % len(comparatives)]
         want = (g // len(comparatives)) % 2 if len(comparatives) > 1 else g % 2
         a_bigger = bool(want) if word == "larger" else not want
         a = b + gap if a_bigger else b - gap
@@ -276,7 +277,7 @@ def make_truth_dataset(
         raise ValueError(
             f"unknown truth dataset {name!r}; choose one of {', '.join(DATASETS)} (optionally with '+neg')."
         )
-    settings = {"n": n, "seed": seed}
+    settings: dict[str, Any] = {"n": n, "seed": seed}
     if base == "numbers":
         st = number_statements(n, seed)
     elif base == "arithmetic":

@@ -31,8 +31,8 @@ Definitions
   text with and without the head); the importance is ``mean_i d_i`` (= the increase of the token-mean
   loss, as all chunks have the same length).
 * **Confidence interval over chunks.** ``ci="t"`` (default): Student's t interval
-  ``mean ± t_{(1+level)/2, n-1} · sd / sqrt(n)`` (exact quantiles from Abramowitz & Stegun 26.7.3-4; no
-  SciPy). ``ci="bootstrap"``: percentile bootstrap over chunks (``n_boot`` resamples, seeded). Both
+  ``mean ± t_{(1+level)/2, n-1} · sd / sqrt(n)`` (:func:`interplab.stats.confidence_interval`, on
+  ``scipy.stats``). ``ci="bootstrap"``: percentile bootstrap over chunks (``n_boot`` resamples, seeded). Both
   treat chunks as independent draws of text; consecutive chunks of one document are not quite, so
   read the interval as a guide to chunk-to-chunk variability rather than a guarantee.
 * **Non-induction important heads.** Induction heads are those of :mod:`interplab.analyses.observational.heads`'s
@@ -50,18 +50,20 @@ Speed (the hot loop: 270 heads of SmolLM2)
 the model at ``L`` (``Model.run(start_at_layer=L)``) with the ablated variants of that layer stacked
 in the batch dimension — copy ``v`` of the chunks has head ``heads[v]`` replaced, via one ``Apply``
 on ``hook_z`` with a boolean ``[variant, head]`` mask — so blocks ``0..L-1`` are computed once
-instead of once per head. At most ``max_batch_tokens`` tokens go through one forward, which bounds
-memory (logits are ``[batch, pos, vocab]``; default: at most 1 GiB of them). Both methods give the
-same numbers (tested to 1e-4; on SmolLM2 they are bit-identical). The clean run keeps
-``resid_pre`` (and ``z``) of every ablated layer for all chunks: ``n_chunks x chunk_len x d_model``
-floats per layer (SmolLM2, 16 x 128: 4.7 MB).
+instead of once per head (:func:`interplab.analyses.causal.engine.run_variants`, the engine of
+activation patching; here the whole logits are kept, for the per-token losses). At most
+``max_batch_tokens`` tokens go through one forward, which bounds memory (logits are ``[batch, pos, vocab]``;
+default: at most 1 GiB of them). Both methods give the same numbers (tested to 1e-4; on SmolLM2 they are
+bit-identical). The clean run keeps ``resid_pre`` (and ``z``) of every ablated layer for all chunks:
+``n_chunks x chunk_len x d_model`` floats per layer (SmolLM2, 16 x 128: 4.7 MB).
 
 What it buys: every variant still pays the blocks from ``L`` on and the unembedding, so the saving is
 the prefix only — about half the blocks on average. On an idle 2-core CPU, where a forward over
 several variants costs the same per token as separate ones, that is 1.5-1.6x for SmolLM2 (multiply-add
 model: 1.62x for all 270 heads, below 2x even with a free unembedding); on a loaded machine the few
 large batched forwards lose much less to contention than many small ones (3-4.5x measured); on a GPU,
-which small batches underuse, the batching should pay as well (not measured here). See ``interplab bench ablation`` and BENCHMARKS.md.
+which small batches underuse, the batching should pay as well (not measured here). See
+``interplab bench ablation`` and BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -71,17 +73,17 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 
-from interplab.hooks import Ablate, Apply, Patch
-from interplab.io.results import nan_to_none as _nan_to_none
-from interplab.io.results import none_to_nan as _none_to_nan
-from interplab.io.results import read_json, write_json
+from interplab.analyses.causal.engine import Method, run_variants, where_variants
+from interplab.hooks import Ablate, Apply, HookContext, Patch
+from interplab.io.results import Result, nan_to_none
+from interplab.models.scoring import sequence_losses
+from interplab.stats import CIMethod, confidence_interval
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
@@ -89,102 +91,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "HeadAblationResult",
+    "How",
     "InductionAblationComparison",
+    "MeanOver",
     "compare_induction_ablation",
-    "confidence_interval",
     "head_ablation_importance",
     "induction_scores",
-    "t_quantile",
+    "resample_index",
 ]
 
-RESULT_FILE = "head_ablation.json"
-TENSOR_FILE = "head_ablation.safetensors"
 DEFAULT_INDUCTION_THRESHOLD = 0.3  # = interplab.analyses.observational.heads.THRESHOLDS["induction"]
-_HOWS = ("zero", "mean", "resample")
-
-
-# ====================================================================================== statistics
-
-
-def _t_two_sided_prob(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3 / 26.7.4)."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c = math.sin(theta), math.cos(theta)
-    if df % 2 == 1:
-        if df == 1:
-            return 2 * theta / math.pi
-        term, acc = c, c
-        for k in range(1, (df - 3) // 2 + 1):
-            term *= c * c * (2 * k) / (2 * k + 1)
-            acc += term
-        return 2 / math.pi * (theta + s * acc)
-    term, acc = 1.0, 1.0
-    for k in range(1, (df - 2) // 2 + 1):
-        term *= c * c * (2 * k - 1) / (2 * k)
-        acc += term
-    return s * acc
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile (``p`` in (0.5, 1)) of Student's t with integer ``df >= 1`` degrees of freedom."""
-    if not 0.5 < p < 1:
-        raise ValueError(f"t_quantile needs 0.5 < p < 1, got {p}.")
-    if df < 1:
-        raise ValueError(f"t_quantile needs df >= 1, got {df}.")
-    target = 2 * p - 1  # P(|T| <= q)
-    lo, hi = 0.0, 1.0
-    while _t_two_sided_prob(hi, df) < target:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if _t_two_sided_prob(mid, df) < target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return (lo + hi) / 2
-
-
-def confidence_interval(
-    values: torch.Tensor, level: float = 0.95, method: str = "t", n_boot: int = 2000, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """CI of the mean over the last dimension of ``values`` ``[..., n]`` (n >= 2 independent samples).
-
-    ``method="t"``: Student's t interval; ``"bootstrap"``: percentile bootstrap with ``n_boot``
-    resamples of the n samples (one shared set of resample indices for all rows, seeded)."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}.")
-    v = values.double()
-    n = v.shape[-1]
-    if n < 2:
-        raise ValueError(f"a confidence interval needs at least 2 samples (chunks), got {n}.")
-    mean = v.mean(-1)
-    if method == "t":
-        half = t_quantile((1 + level) / 2, n - 1) * v.std(-1, unbiased=True) / math.sqrt(n)
-        return (mean - half).float(), (mean + half).float()
-    if method == "bootstrap":
-        if n_boot < 10:
-            raise ValueError(f"n_boot must be at least 10, got {n_boot}.")
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randint(0, n, (n_boot, n), generator=g)
-        boots = v[..., idx].mean(-1)  # [..., n_boot]
-        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=v.dtype)
-        lo, hi = torch.quantile(boots, q, dim=-1)
-        return lo.float(), hi.float()
-    raise ValueError(f"ci must be 't' or 'bootstrap', not {method!r}.")
+How = Literal["zero", "mean", "resample"]
+"""What replaces an ablated head's ``z``: 0, its mean over the corpus chunks, or another chunk's value."""
+MeanOver = Literal["all", "position"]
+"""Mean ablation's average: over chunks and positions (``all``) or over chunks only, per position."""
+_HOWS: tuple[How, ...] = ("zero", "mean", "resample")
 
 
 # ====================================================================================== helpers
-
-
-def _sequence_losses(logits: torch.Tensor, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """Mean next-token cross-entropy per sequence ``[b]`` over predictions of tokens ``start+1 ..``
-    (one sequence at a time, so no second ``[b, p, vocab]`` tensor is allocated)."""
-    out = torch.empty(logits.shape[0], dtype=torch.float32)
-    for i in range(logits.shape[0]):
-        out[i] = F.cross_entropy(logits[i, start:-1].float(), tokens[i, start + 1 :].to(logits.device))
-    return out
 
 
 def _check_tokens(model: Model, tokens) -> torch.Tensor:
@@ -244,8 +168,8 @@ def resample_index(n: int, seed: int = 0) -> torch.Tensor:
 
 def _replacement(
     z: torch.Tensor | None,
-    how: str,
-    mean_over: str,
+    how: How,
+    mean_over: MeanOver,
     rows: slice,
     ridx: torch.Tensor | None,
     like: torch.Tensor | None = None,
@@ -253,9 +177,11 @@ def _replacement(
     """Replacement ``z`` for the chunks ``rows``, broadcastable to ``[rows, p, H, e]``."""
     if how == "zero":
         return torch.zeros((), dtype=like.dtype if like is not None else torch.float32)
+    assert z is not None, "mean and resample ablation need the clean run's z"
     if how == "mean":
         dims = [0, 1] if mean_over == "all" else [0]
         return z.mean(dim=dims, keepdim=True)
+    assert ridx is not None
     return z[ridx[rows]]
 
 
@@ -296,8 +222,8 @@ def induction_scores(
         toks = inp[key]
         for b0 in range(0, toks.shape[0], batch):
 
-            def grab(layer):
-                def fn(p, ctx):  # p [b, h, q, k]
+            def grab(layer: int, tot: torch.Tensor = tot):
+                def fn(p: torch.Tensor, ctx: HookContext) -> None:  # p [b, h, q, k]
                     tot[layer] += repeated_pattern_scores(p, L, o)["induction"].double().sum(0).cpu()
 
                 return fn
@@ -319,14 +245,18 @@ def induction_scores(
 
 
 @dataclass
-class HeadAblationResult:
+class HeadAblationResult(Result):
     """Loss increase from ablating each head, over text chunks.
 
     Tensors (``NaN`` for heads that were not evaluated): ``delta_loss``, ``ci_low``, ``ci_high``
     ``[n_layers, n_heads]``; ``per_chunk`` ``[n_layers, n_heads, n_chunks]`` (ablated minus clean loss
     of each chunk); ``baseline_per_chunk`` ``[n_chunks]``; ``induction_score`` and ``is_induction``
-    ``[n_layers, n_heads]`` (float / bool) or None.
+    ``[n_layers, n_heads]`` (float / bool) or None. Saved as ``head_ablation.json`` +
+    ``head_ablation.safetensors``.
     """
+
+    KIND: ClassVar[str] = "head_ablation"
+    FILE: ClassVar[str] = "head_ablation.json"
 
     delta_loss: torch.Tensor
     ci_low: torch.Tensor
@@ -379,7 +309,7 @@ class HeadAblationResult:
         """Important heads that are not induction heads: in the top ``top_k`` by loss increase, with
         the whole confidence interval above 0 (``ci_low > 0``), and an induction score below the
         threshold. ``(layer, head, delta_loss, induction_score)``; empty without induction scores."""
-        if self.induction_score is None:
+        if self.induction_score is None or self.is_induction is None:
             return []
         out = []
         for layer, h, d, lo, _ in self.ranking()[: self.top_k]:
@@ -403,7 +333,7 @@ class HeadAblationResult:
             "ci": f"{self.settings.get('ci')} {self.settings.get('ci_level')}",
             "top_heads": top,
         }
-        if self.induction_score is not None:
+        if self.induction_score is not None and self.is_induction is not None:
             ind = [
                 (layer, h, float(self.induction_score[layer, h]))
                 for layer in range(self.n_layers)
@@ -455,7 +385,7 @@ class HeadAblationResult:
                 trow.append("*" if (layer, h) in flagged else "")
             custom.append(crow)
             text.append(trow)
-        z = _nan_to_none(self.delta_loss.tolist())
+        z = nan_to_none(self.delta_loss.tolist())
         heat = go.Heatmap(
             z=z,
             x=list(range(self.n_heads)),
@@ -485,62 +415,6 @@ class HeadAblationResult:
         fig.update_xaxes(dtick=1)
         return fig
 
-    # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "head_ablation",
-            "format_version": 1,
-            "model": self.model_name,
-            "baseline_loss": self.baseline_loss,
-            "baseline_per_chunk": self.baseline_per_chunk.tolist(),
-            "delta_loss": _nan_to_none(self.delta_loss.tolist()),
-            "ci_low": _nan_to_none(self.ci_low.tolist()),
-            "ci_high": _nan_to_none(self.ci_high.tolist()),
-            "per_chunk": _nan_to_none(self.per_chunk.tolist()),
-            "induction_score": None if self.induction_score is None else self.induction_score.tolist(),
-            "is_induction": None if self.is_induction is None else self.is_induction.tolist(),
-            "settings": self.settings,
-            "headline": self.headline(),
-        }
-
-    def save(self, directory: str | Path, name: str = RESULT_FILE, tensors: bool = True) -> Path:
-        """Write ``directory/head_ablation.json`` (everything; NaN as null) and, with ``tensors``, the
-        tensors as ``head_ablation.safetensors``. Never pickle. Returns the JSON path."""
-        path = write_json(directory, name, self.to_dict())
-        d = path.parent
-        if tensors:
-            from safetensors.torch import save_file
-
-            ts = {
-                "delta_loss": self.delta_loss,
-                "ci_low": self.ci_low,
-                "ci_high": self.ci_high,
-                "per_chunk": self.per_chunk,
-                "baseline_per_chunk": self.baseline_per_chunk,
-            }
-            if self.induction_score is not None:
-                ts["induction_score"] = self.induction_score
-            save_file({k: v.detach().float().contiguous().cpu() for k, v in ts.items()}, str(d / TENSOR_FILE))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> HeadAblationResult:
-        """Read a result written by :meth:`save` (the JSON file or its directory)."""
-        d, p = read_json(path, RESULT_FILE, "head_ablation")
-        t = lambda k: torch.tensor(_none_to_nan(d[k]), dtype=torch.float32)
-        return cls(
-            delta_loss=t("delta_loss"),
-            ci_low=t("ci_low"),
-            ci_high=t("ci_high"),
-            per_chunk=t("per_chunk"),
-            baseline_loss=d["baseline_loss"],
-            baseline_per_chunk=t("baseline_per_chunk"),
-            induction_score=None if d["induction_score"] is None else torch.tensor(d["induction_score"]),
-            is_induction=None if d.get("is_induction") is None else torch.tensor(d["is_induction"], dtype=torch.bool),
-            model_name=d.get("model", ""),
-            settings=d.get("settings", {}),
-        )
-
 
 # ====================================================================================== the analysis
 
@@ -559,29 +433,46 @@ def head_ablation_importance(
     text: str | Path | None = None,
     n_chunks: int = 16,
     chunk_len: int = 128,
-    how: str = "zero",
-    mean_over: str = "all",
+    how: How = "zero",
+    mean_over: MeanOver = "all",
     seed: int = 0,
     heads: Iterable[tuple[int, int]] | None = None,
     layers: int | Iterable[int] | None = None,
-    method: str = "fast",
+    method: Method = "fast",
     max_batch_tokens: int | None = None,
-    ci: str = "t",
+    ci: CIMethod = "t",
     ci_level: float = 0.95,
     n_boot: int = 2000,
     induction_score: torch.Tensor | str | None = "auto",
     induction_threshold: float = DEFAULT_INDUCTION_THRESHOLD,
     top_k: int = 10,
 ) -> HeadAblationResult:
-    """Rank attention heads by the loss increase their ablation causes on text (see the module docstring).
+    """Rank attention heads by the loss increase their ablation causes on text (Michel et al. 2019; Olsson et
+    al. 2022; Wang et al. 2022; Chan et al. 2022 — see the module docstring).
 
-    ``tokens``: ``[n_chunks, chunk_len]`` ids; if None, ``n_chunks`` chunks of ``chunk_len`` tokens of
-    ``text`` (a UTF-8 file, or None/"pydoc" for ``pydoc_data.topics``). ``how``: "zero", "mean",
-    "resample"; ``mean_over``: "all" or "position" (mean ablation). ``heads``: (layer, head) pairs, or
-    ``layers``: whole layers; default every head. ``method``: "fast" (prefix reuse, variants batched)
-    or "naive" (one full forward per head). ``ci``: "t" or "bootstrap". ``induction_score``: a tensor
-    ``[n_layers, n_heads]`` (induction heads: score >= ``induction_threshold``), "auto" (computed by
-    :func:`induction_scores`, membership as in :mod:`interplab.analyses.observational.heads`) or None (no flagging)."""
+    Args:
+        model: the model.
+        tokens: ``[n_chunks, chunk_len]`` token ids; if None, ``n_chunks`` chunks of ``chunk_len`` tokens of
+            ``text``.
+        text: a UTF-8 file, or None / ``"pydoc"`` for ``pydoc_data.topics`` (when ``tokens`` is None).
+        n_chunks: chunks cut from ``text`` (at least 2, for a confidence interval over chunks).
+        chunk_len: tokens per chunk (at least 2).
+        how: ``"zero"``, ``"mean"`` or ``"resample"`` ablation of the head's ``z``.
+        mean_over: for mean ablation, ``"all"`` (chunks and positions) or ``"position"`` (chunks only).
+        seed: seed of the resample draw and of the bootstrap.
+        heads: the ``(layer, head)`` pairs to ablate; or
+        layers: whole layers; default every head.
+        method: ``"fast"`` (prefix reuse, a layer's variants batched) or ``"naive"`` (one full forward per head).
+        max_batch_tokens: tokens per forward pass (default: logits of at most 1 GiB).
+        ci: ``"t"`` or ``"bootstrap"`` confidence interval over chunks (:mod:`interplab.stats`).
+        ci_level: the interval's level.
+        n_boot: bootstrap resamples (``ci="bootstrap"``).
+        induction_score: a tensor ``[n_layers, n_heads]`` (induction heads: score >= ``induction_threshold``),
+            ``"auto"`` (computed by :func:`induction_scores`, membership as in
+            :mod:`interplab.analyses.observational.heads`) or None (no flagging).
+        induction_threshold: the induction-head threshold for a given ``induction_score`` tensor.
+        top_k: how many top heads may be flagged as important non-induction heads.
+    """
     t0 = time.perf_counter()
     if how not in _HOWS:
         raise ValueError(f"how={how!r}: choose 'zero', 'mean' or 'resample'.")
@@ -615,7 +506,10 @@ def head_ablation_importance(
                 f"induction_score must be a tensor [n_layers, n_heads], 'auto' or None, not {induction_score!r}."
             )
         ind, _null, is_ind = induction_scores(model, seed=seed)
-        ind_rule = "interplab.analyses.observational.heads induction class: score >= 0.3 and score - null (deranged repeats) >= 0.2"
+        ind_rule = (
+            "interplab.analyses.observational.heads induction class: score >= 0.3 and score - null "
+            "(deranged repeats) >= 0.2"
+        )
     elif induction_score is None:
         ind = is_ind = ind_rule = None
     else:
@@ -650,7 +544,7 @@ def head_ablation_importance(
         for rows in chunk_slices:
             logits, cache = model.run(tokens[rows], cache=names)
             n_forward += 1
-            clean_losses.append(_sequence_losses(logits, tokens[rows]))
+            clean_losses.append(sequence_losses(logits, tokens[rows]))
             for nm in names:
                 stores[nm].append(cache[nm])
             del logits, cache
@@ -679,10 +573,11 @@ def head_ablation_importance(
                             over=("batch", "pos") if mean_over == "all" else ("batch",),
                         )
                     else:
+                        assert z is not None and ridx is not None
                         iv = Patch(hook, heads=[h], source=z[ridx[rows]])
                     logits = model.run(tokens[rows], interventions=[iv]).logits
                     n_forward += 1
-                    ablated[layer, h, rows] = _sequence_losses(logits, tokens[rows])
+                    ablated[layer, h, rows] = sequence_losses(logits, tokens[rows])
                     del logits
         else:
             for layer in layers_needed:
@@ -701,18 +596,16 @@ def head_ablation_importance(
                         for v, h in enumerate(group):
                             mask[v, 0, 0, h, 0] = True
 
-                        def fn(x, ctx, _mask=mask, _k=k, _nb=nb, _repl=repl):
-                            xs = x.view(_k, _nb, *x.shape[1:])
-                            r = _repl.to(device=x.device, dtype=x.dtype)
-                            return torch.where(_mask.to(x.device), r.unsqueeze(0), xs).reshape(x.shape)
+                        def fn(x: torch.Tensor, ctx: HookContext, _mask=mask, _k=k, _repl=repl) -> torch.Tensor:
+                            return where_variants(x, _k, _mask, _repl)
 
-                        stacked = resid[rows].repeat(k, 1, 1)  # variant-major: rows v*nb:(v+1)*nb
-                        logits = model.run(stacked, start_at_layer=layer, interventions=[Apply(hook, fn=fn)]).logits
+                        # variant-major: rows v*nb:(v+1)*nb are the chunks with head group[v] ablated
+                        logits = run_variants(model, resid[rows], layer, k, [Apply(hook, fn=fn)])
                         n_forward += 1
-                        losses = _sequence_losses(logits, tokens[rows].repeat(k, 1)).view(k, nb)
+                        losses = sequence_losses(logits, tokens[rows].repeat(k, 1)).view(k, nb)
                         for v, h in enumerate(group):
                             ablated[layer, h, rows] = losses[v]
-                        del logits, stacked
+                        del logits
     t_abl = time.perf_counter() - t2
 
     per_chunk = ablated - clean  # [L, H, n]
@@ -768,9 +661,13 @@ def head_ablation_importance(
 
 
 @dataclass
-class InductionAblationComparison:
+class InductionAblationComparison(Result):
     """Loss on the second half of repeated random sequences: clean, with the induction heads ablated
-    together, and with ``n_random`` random sets of as many other heads ablated together."""
+    together, and with ``n_random`` random sets of as many other heads ablated together. Saved as
+    ``induction_ablation.json`` + ``induction_ablation.safetensors``."""
+
+    KIND: ClassVar[str] = "induction_ablation"
+    FILE: ClassVar[str] = "induction_ablation.json"
 
     induction_heads: list[tuple[int, int]]
     random_heads: list[list[tuple[int, int]]]
@@ -825,6 +722,30 @@ class InductionAblationComparison:
             rows.append({"ablated": f"random {i}", "heads": str(hs), "loss": loss, "increase": loss - self.clean_loss})
         return pd.DataFrame(rows)
 
+    def plot(self) -> go.Figure:
+        """Bars of the loss increase: the induction heads, then each random set of as many heads."""
+        import plotly.graph_objects as go
+
+        df = self.to_frame().iloc[1:]
+        fig = go.Figure(go.Bar(x=df["ablated"], y=df["increase"], hovertext=df["heads"]))
+        fig.update_layout(
+            title={
+                "text": f"Loss increase on repeated sequences ({self.settings.get('how')} ablation) — "
+                f"{self.model_name or 'model'}"
+            },
+            yaxis_title="Δ loss (nats per token)",
+            height=360,
+        )
+        return fig
+
+    @classmethod
+    def _decode(cls, name: str, value: Any) -> Any:
+        if name == "induction_heads":
+            return [(int(a), int(b)) for a, b in value]
+        if name == "random_heads":
+            return [[(int(a), int(b)) for a, b in hs] for hs in value]
+        return value
+
 
 def compare_induction_ablation(
     model: Model,
@@ -833,18 +754,28 @@ def compare_induction_ablation(
     k: int = 5,
     n_random: int = 10,
     seed: int = 0,
-    how: str = "mean",
+    how: Literal["zero", "mean"] = "mean",
     batch: int = 8,
     seq_len: int = 32,
 ) -> InductionAblationComparison:
-    """The issue's check: does ablating the induction heads raise the loss on the second half of
-    repeated random sequences far more than ablating as many random heads?
+    """Does ablating the induction heads (Olsson et al. 2022) raise the loss on the second half of repeated
+    random sequences far more than ablating as many random heads?
 
-    ``induction_heads``: (layer, head) pairs; None takes the ``k`` heads with the highest
-    :func:`induction_scores`. The loss is the mean next-token cross-entropy on the predictions of
-    tokens 2..seq_len of the second copy (the ones induction can predict). All listed heads are
-    ablated together (``how``: "zero", or "mean" = their mean z over the same sequences and positions);
-    each of the ``n_random`` random sets is drawn (seeded) from the other heads."""
+    The loss is the mean next-token cross-entropy on the predictions of tokens 2..seq_len of the second copy
+    (the ones induction can predict). All listed heads are ablated together; each of the ``n_random`` random
+    sets is drawn (seeded) from the other heads.
+
+    Args:
+        model: the model.
+        induction_heads: ``(layer, head)`` pairs; None takes the ``k`` heads with the highest
+            :func:`induction_scores`.
+        k: how many heads to take when ``induction_heads`` is None.
+        n_random: random head sets to compare with.
+        seed: seed of the sequences and of the random sets.
+        how: ``"zero"``, or ``"mean"`` = the heads' mean ``z`` over the same sequences and positions.
+        batch: repeated sequences.
+        seq_len: length of each half (clipped to the model's context).
+    """
     if how not in ("zero", "mean"):
         raise ValueError(f"how={how!r}: choose 'zero' or 'mean'.")
     if n_random < 1:
@@ -859,7 +790,8 @@ def compare_induction_ablation(
     others = [(layer, h) for layer in range(L) for h in range(H) if (layer, h) not in ind]
     if len(others) < len(ind):
         raise ValueError(
-            f"the model has {len(others)} heads besides the {len(ind)} induction heads; cannot draw as many random heads."
+            f"the model has {len(others)} heads besides the {len(ind)} induction heads; "
+            "cannot draw as many random heads."
         )
     start = offset + s  # logits at positions start.. predict tokens start+1.. (second copy, after its first token)
 
@@ -867,7 +799,7 @@ def compare_induction_ablation(
         clean_logits, cache = model.run(
             tokens, cache=[f"blocks.{layer}.attn.hook_z" for layer in range(L)] if how == "mean" else None
         )
-        clean = float(_sequence_losses(clean_logits, tokens, start).mean())
+        clean = float(sequence_losses(clean_logits, tokens, start).mean())
 
         def loss_with(hs):
             by_layer: dict[int, list[int]] = {}
@@ -884,7 +816,7 @@ def compare_induction_ablation(
                 for layer, h in by_layer.items()
             ]
             logits = model.run(tokens, interventions=ivs).logits
-            return float(_sequence_losses(logits, tokens, start).mean())
+            return float(sequence_losses(logits, tokens, start).mean())
 
         ind_loss = loss_with(ind)
         g = torch.Generator().manual_seed(seed)

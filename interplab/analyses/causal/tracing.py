@@ -26,27 +26,52 @@ finding. :func:`refine` then patches single heads (``hook_z``) and scores single
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import torch
 
-from interplab.analyses.causal.patching import Cell, probe_gradients, run_cells
-from interplab.hooks import Apply
-from interplab.io.results import nan_to_none, none_to_nan, read_json, write_json
-from interplab.models.model import Model
+from interplab.analyses.causal.engine import Cell, Method, probe_gradients, run_cells
+from interplab.hooks import Apply, HookContext
+from interplab.io.results import Result, nan_to_none
 from interplab.tasks.facts import Fact
 from interplab.tasks.pairs import pairs_from_tokens
 
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from interplab.models.model import Model
+
+__all__ = [
+    "BUCKETS",
+    "KINDS",
+    "Corruption",
+    "FactTrace",
+    "Kind",
+    "TracingResult",
+    "bucket_of",
+    "causal_tracing",
+    "embedding_noise_std",
+    "refine",
+    "subject_noise",
+    "subject_span",
+    "trace_fact",
+]
+
 BUCKETS = ("subject_first", "subject_middle", "subject_last", "first_subsequent", "further", "last")
-KINDS = ("resid", "mlp", "attn")
+Kind = Literal["resid", "mlp", "attn"]
+"""The restored state: the residual stream after a layer, or the MLP / attention output over a window."""
+KINDS: tuple[Kind, ...] = ("resid", "mlp", "attn")
+Corruption = Literal["noise", "resample"]
+"""``noise``: Gaussian noise on the subject's embeddings (ROME); ``resample``: another subject's tokens."""
 _KIND_HOOK = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
-RESULT_FILE = "tracing.json"
 
 
 def subject_span(model: Model, prompt: str, subject: str) -> tuple[list[int], int, int]:
@@ -62,6 +87,8 @@ def subject_span(model: Model, prompt: str, subject: str) -> tuple[list[int], in
 
 
 def bucket_of(pos: int, first: int, last: int, end: int) -> str:
+    """The token class (one of :data:`BUCKETS`, or ``"before"`` the subject) of position ``pos`` for a subject
+    spanning ``first..last`` in a prompt whose last token is ``end``."""
     if pos == end:
         return "last"
     if pos == last:  # a one-token subject counts as its last token (ROME's key position)
@@ -79,6 +106,9 @@ def bucket_of(pos: int, first: int, last: int, end: int) -> str:
 
 @dataclass
 class FactTrace:
+    """One fact's trace: p(answer) of the clean and corrupted runs and, per kind, the restored probability
+    ``effects[kind]`` ``[layer, pos]``."""
+
     prompt: str
     subject: str
     answer: str
@@ -89,16 +119,49 @@ class FactTrace:
     effects: dict[str, torch.Tensor]  # kind -> [layer, pos] p_restored (not minus corrupt)
 
     def ie(self, kind: str) -> torch.Tensor:
+        """The indirect effect ``[layer, pos]``: restored minus corrupted probability."""
         return self.effects[kind] - self.p_corrupt
+
+    def to_json(self) -> dict[str, Any]:
+        """The trace as plain JSON values (one line of a resumable ``traces.jsonl``, or of ``tracing.json``)."""
+        return {
+            "prompt": self.prompt,
+            "subject": self.subject,
+            "answer": self.answer,
+            "str_tokens": self.str_tokens,
+            "subject_range": list(self.subject_range),
+            "p_clean": self.p_clean,
+            "p_corrupt": self.p_corrupt,
+            "effects": {k: v.tolist() for k, v in self.effects.items()},
+        }
+
+    @classmethod
+    def from_json(cls, t: dict[str, Any]) -> FactTrace:
+        """The inverse of :meth:`to_json`."""
+        a, b = t["subject_range"]
+        return cls(
+            t["prompt"],
+            t["subject"],
+            t["answer"],
+            t["str_tokens"],
+            (int(a), int(b)),
+            t["p_clean"],
+            t["p_corrupt"],
+            {k: torch.tensor(v) for k, v in t["effects"].items()},
+        )
 
 
 @dataclass
-class TracingResult:
-    """Per-fact traces and the average indirect effect ``aie[kind]`` ``[layer, bucket]``."""
+class TracingResult(Result):
+    """Per-fact traces and the average indirect effect ``aie[kind]`` ``[layer, bucket]``. Saved as
+    ``tracing.json`` (settings and the per-fact traces) + ``tracing.safetensors`` (the AIE maps)."""
+
+    KIND: ClassVar[str] = "causal_tracing"
+    FILE: ClassVar[str] = "tracing.json"
 
     traces: list[FactTrace]
     aie: dict[str, torch.Tensor]
-    corruption: str
+    corruption: Corruption
     model_name: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -122,7 +185,7 @@ class TracingResult:
             "peaks": peaks,
         }
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         rows = []
@@ -132,7 +195,7 @@ class TracingResult:
                     rows.append({"component": kind, "layer": layer, "position": name, "aie": float(a[layer, b])})
         return pd.DataFrame(rows)
 
-    def plot(self):
+    def plot(self) -> go.Figure:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
@@ -160,7 +223,7 @@ class TracingResult:
         )
         return fig
 
-    def fact_plot(self, i: int = 0):
+    def fact_plot(self, i: int = 0) -> go.Figure:
         """ROME-style per-fact map for one fact: layers × tokens, one panel per component."""
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
@@ -187,32 +250,25 @@ class TracingResult:
         )
         return fig
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "causal_tracing",
-            "format_version": 1,
-            "model": self.model_name,
-            "corruption": self.corruption,
-            "aie": {k: nan_to_none(v.tolist()) for k, v in self.aie.items()},
-            "settings": self.settings,
-            "headline": self.headline(),
-            "traces": [_trace_to_json(t) for t in self.traces],
-        }
-
-    def save(self, directory: str | Path, name: str = RESULT_FILE) -> Path:
-        return write_json(directory, name, self.to_dict())
+    def _encode(self, name: str, value: Any) -> Any:
+        if name == "traces":
+            return [t.to_json() for t in value]
+        return super()._encode(name, value)
 
     @classmethod
-    def load(cls, path: str | Path) -> TracingResult:
-        d, _ = read_json(path, RESULT_FILE, "causal_tracing")
-        traces = [_trace_from_json(t) for t in d["traces"]]
-        return cls(
-            traces=traces,
-            aie={k: torch.tensor(none_to_nan(v)) for k, v in d["aie"].items()},
-            corruption=d["corruption"],
-            model_name=d["model"],
-            settings=d["settings"],
-        )
+    def _decode(cls, name: str, value: Any) -> Any:
+        if name == "traces":
+            return [FactTrace.from_json(t) for t in value]
+        return value
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a result written by :meth:`save`; ``aie`` comes back in the order of the traced kinds (the order
+        of the headline's peaks; safetensors stores the maps sorted by name)."""
+        r = super().load(path)
+        order = list(r.traces[0].effects) if r.traces else []
+        r.aie = {k: r.aie[k] for k in [*order, *sorted(set(r.aie) - set(order))]}
+        return r
 
 
 def embedding_noise_std(model: Model, facts: Sequence[Fact]) -> float:
@@ -231,7 +287,7 @@ def subject_noise(model: Model, a: int, b: int, n_samples: int, std: float, scal
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(n_samples, b - a + 1, model.cfg.d_model, generator=g) * (scale * std)
 
-    def add_noise(x, ctx):
+    def add_noise(x: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         x = x.clone()
         x[:, a : b + 1] += noise.to(x.dtype)
         return x
@@ -249,17 +305,32 @@ def _window(layer: int, n_layers: int, window: int) -> list[int]:
 def trace_fact(
     model: Model,
     fact: Fact,
-    corruption: str = "noise",
+    corruption: Corruption = "noise",
     noise_std: float | None = None,
     noise_scale: float = 3.0,
     n_samples: int = 10,
     window: int = 10,
-    kinds: Sequence[str] = KINDS,
+    kinds: Sequence[Kind] = KINDS,
     partners: Sequence[Fact] = (),
     seed: int = 0,
-    method: str = "fast",
+    method: Method = "fast",
 ) -> FactTrace:
-    """Trace one fact (see the module docstring). ``partners``: same-relation facts for resampling."""
+    """Trace one fact (Meng et al. 2022; see the module docstring).
+
+    Args:
+        model: the model (with a tokenizer).
+        fact: the fact (prompt template, subject, answer).
+        corruption: ``"noise"`` (Gaussian noise on the subject's embeddings) or ``"resample"`` (other subjects).
+        noise_std: the embeddings' standard deviation ν/``noise_scale`` (:func:`embedding_noise_std`); needed
+            for noise.
+        noise_scale: the noise's multiple of ``noise_std`` (ROME: 3).
+        n_samples: noise draws, or at most this many resampled subjects.
+        window: layers restored together for the MLP and attention kinds (ROME: 10).
+        kinds: the states restored: ``"resid"``, ``"mlp"``, ``"attn"``.
+        partners: same-relation facts whose subjects are resampled.
+        seed: seed of the noise / the resampled subjects' order.
+        method: ``"fast"`` or ``"naive"`` (:func:`interplab.analyses.causal.engine.run_cells`).
+    """
     for k in kinds:
         if k not in KINDS:
             raise ValueError(f"kind {k!r}: choose from {KINDS}.")
@@ -267,7 +338,7 @@ def trace_fact(
     ans, _ = model.first_token_id(fact.answer, "answer")
     p = len(ids)
     clean_row = torch.tensor([ids])
-    extra = []
+    extra: list[Apply] = []
     if corruption == "noise":
         if noise_std is None:
             raise ValueError("corruption='noise' needs noise_std (see embedding_noise_std).")
@@ -323,59 +394,48 @@ def trace_fact(
     )
 
 
-def _trace_to_json(t: FactTrace) -> dict:
-    return {
-        "prompt": t.prompt,
-        "subject": t.subject,
-        "answer": t.answer,
-        "str_tokens": t.str_tokens,
-        "subject_range": list(t.subject_range),
-        "p_clean": t.p_clean,
-        "p_corrupt": t.p_corrupt,
-        "effects": {k: v.tolist() for k, v in t.effects.items()},
-    }
-
-
-def _trace_from_json(t: dict) -> FactTrace:
-    return FactTrace(
-        t["prompt"],
-        t["subject"],
-        t["answer"],
-        t["str_tokens"],
-        tuple(t["subject_range"]),
-        t["p_clean"],
-        t["p_corrupt"],
-        {k: torch.tensor(v) for k, v in t["effects"].items()},
-    )
-
-
 def causal_tracing(
     model: Model,
     facts: Sequence[Fact],
-    corruption: str = "noise",
+    corruption: Corruption = "noise",
     noise_scale: float = 3.0,
     n_samples: int = 10,
     window: int = 10,
-    kinds: Sequence[str] = KINDS,
+    kinds: Sequence[Kind] = KINDS,
     seed: int = 0,
-    method: str = "fast",
+    method: Method = "fast",
     partners: Sequence[Fact] | None = None,
-    progress=None,
+    progress: Callable[[int, int], Any] | None = None,
     checkpoint: str | Path | None = None,
 ) -> TracingResult:
-    """Causal tracing over ``facts`` (they should be facts the model knows, see
-    :func:`interplab.tasks.facts.known_facts`); returns per-fact maps and the AIE by token class.
+    """Causal tracing (Meng et al. 2022, §2.1; resampling after Zhang & Nanda 2023) over ``facts``; returns
+    per-fact maps and the average indirect effect by token class.
 
-    ``checkpoint``: a JSON-lines file; each finished fact is appended to it, and facts already in it
-    (same prompt, subject, answer and settings) are read back instead of recomputed, so a killed run
-    resumes where it stopped."""
+    Args:
+        model: the model (with a tokenizer).
+        facts: the facts, which should be facts the model knows (:func:`interplab.tasks.facts.known_facts`).
+        corruption: ``"noise"`` or ``"resample"`` (see the module docstring); with ``"resample"`` facts
+            without a same-length partner subject are skipped (listed in ``settings["skipped"]``).
+        noise_scale: ν = ``noise_scale`` × the std of the subject-token embeddings (ROME: 3).
+        n_samples: noise draws / resampled subjects per fact (ROME: 10).
+        window: layers restored together for the MLP and attention kinds (ROME: 10).
+        kinds: the states restored: ``"resid"``, ``"mlp"``, ``"attn"``.
+        seed: seed of fact ``i``'s corruption is ``seed + i``.
+        method: ``"fast"`` or ``"naive"`` (:func:`interplab.analyses.causal.engine.run_cells`).
+        partners: same-relation facts to resample subjects from (default: ``facts``).
+        progress: called as ``progress(done, total)`` after each fact.
+        checkpoint: a JSON-lines file; each finished fact is appended to it, and facts already in it (same
+            prompt, subject, answer and settings) are read back instead of recomputed, so a killed run
+            resumes where it stopped.
+    """
     facts = list(facts)
     if not facts:
         raise ValueError("causal tracing needs at least one fact.")
     t0 = time.perf_counter()
     std = embedding_noise_std(model, facts) if corruption == "noise" else None
     partners = list(partners if partners is not None else facts)
-    traces, skipped = [], []
+    traces: list[FactTrace] = []
+    skipped: list[str] = []
     key = {
         "model": model.name,
         "corruption": corruption,
@@ -388,15 +448,13 @@ def causal_tracing(
     done: dict[tuple, FactTrace] = {}
     ck = Path(checkpoint) if checkpoint else None
     if ck is not None and ck.exists():
-        import json
-
         for line in ck.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a kill
                 continue
             if rec.get("key") == key:
-                t = _trace_from_json(rec["trace"])
+                t = FactTrace.from_json(rec["trace"])
                 done[(t.prompt, t.subject, t.answer, rec.get("index"))] = t
     for i, f in enumerate(facts):
         old = done.get((f.prompt, f.subject, f.answer, i))
@@ -410,23 +468,21 @@ def causal_tracing(
                 trace_fact(
                     model,
                     f,
-                    corruption,
-                    std,
-                    noise_scale,
-                    n_samples,
-                    window,
-                    kinds,
-                    partners,
+                    corruption=corruption,
+                    noise_std=std,
+                    noise_scale=noise_scale,
+                    n_samples=n_samples,
+                    window=window,
+                    kinds=kinds,
+                    partners=partners,
                     seed=seed + i,
                     method=method,
                 )
             )
             if ck is not None:
-                import json
-
                 ck.parent.mkdir(parents=True, exist_ok=True)
                 with ck.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"key": key, "index": i, "trace": _trace_to_json(traces[-1])}) + "\n")
+                    fh.write(json.dumps({"key": key, "index": i, "trace": traces[-1].to_json()}) + "\n")
         except ValueError as e:
             if corruption != "resample":
                 raise
@@ -474,19 +530,33 @@ def causal_tracing(
 def refine(
     model: Model, facts: Sequence[Fact], result: TracingResult, n_samples: int = 10, top_k: int = 10, seed: int = 0
 ) -> dict[str, Any]:
-    """Refine the peaks to single components: the indirect effect of restoring one attention head
-    (``hook_z``) at the attention peak's token class, for every head of every layer, and of single
-    MLP neurons (``mlp.hook_post``) at the MLP peak's token class in the peak layer (all neurons ranked
-    by attribution patching, the top ``top_k`` restored exactly). Noise corruption as in ``result``."""
+    """Refine the peaks of a causal trace (Meng et al. 2022) to single components: the indirect effect of
+    restoring one attention head (``hook_z``) at the attention peak's token class, for every head of every
+    layer, and of single MLP neurons (``mlp.hook_post``) at the MLP peak's token class in the peak layer (all
+    neurons ranked by attribution patching, Nanda 2023; the top ``top_k`` restored exactly). Noise
+    corruption as in ``result``.
+
+    Args:
+        model: the model the trace was run on.
+        facts: the traced facts.
+        result: the :class:`TracingResult` of :func:`causal_tracing` (noise corruption).
+        n_samples: noise draws per fact.
+        top_k: heads reported and neurons restored exactly.
+        seed: seed of fact ``i``'s noise is ``seed + i``.
+
+    Returns:
+        ``{"heads": [[layer, head, IE], ...], "head_ie": [L, H], "head_position": ...}`` and, with MLPs,
+        ``"neurons": [[layer, neuron, attribution score, exact IE], ...]``, ``"neuron_layer"``,
+        ``"neuron_position"``.
+    """
     std = result.settings.get("noise_std") or embedding_noise_std(model, facts)
     scale = result.settings.get("noise_scale", 3.0)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     out: dict[str, Any] = {}
     head_ie = torch.zeros(L, H)
-    have_mlp = "mlp" in result.aie and model.cfg.d_mlp
-    mlp_peak = result.peak("mlp") if have_mlp else None
+    mlp_peak = result.peak("mlp") if "mlp" in result.aie and model.cfg.d_mlp else None
     attn_peak = result.peak("attn") if "attn" in result.aie else {"position": "last"}
-    neuron_scores = torch.zeros(model.cfg.d_mlp) if have_mlp else None
+    neuron_scores = torch.zeros(model.cfg.d_mlp or 0)
     runs = []  # per fact: what the exact neuron restorations reuse
     for i, f in enumerate(facts):
         ids, a, b = subject_span(model, f.prompt, f.subject)
@@ -501,17 +571,17 @@ def refine(
             "fact", clean.repeat(n_samples, 1), corrupt, answer_ids=ans, wrong_ids=ans, metric="prob"
         )
         zs = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
-        _, cc = model.run(clean, cache=zs + ([f"blocks.{mlp_peak['layer']}.mlp.hook_post"] if have_mlp else []))
+        _, cc = model.run(clean, cache=zs + ([f"blocks.{mlp_peak['layer']}.mlp.hook_post"] if mlp_peak else []))
         lx, cx = model.run(corrupt, cache=[f"blocks.{layer}.hook_resid_pre" for layer in range(L)], interventions=extra)
         p_corrupt = pairs.metric_from_final(lx[:, -1]).mean()
         cells = [Cell(zs[layer], layer, head=h, position=hpos) for layer in range(L) for h in range(H)]
         per, _ = run_cells(model, pairs, cells, corrupt, cc, cx)
         head_ie += (per.mean(-1) - p_corrupt).view(L, H) / len(facts)
-        if have_mlp:
+        if mlp_peak is not None:
             npos = (pos_of.get(mlp_peak["position"]) or [b])[-1]
             hk = f"blocks.{mlp_peak['layer']}.mlp.hook_post"
             _, vals, grads = probe_gradients(
-                model, corrupt, [hk], lambda lg: pairs.metric_from_final(lg[:, -1]), interventions=extra
+                model, corrupt, [hk], lambda lg, pairs=pairs: pairs.metric_from_final(lg[:, -1]), interventions=extra
             )
             delta = cc[hk][:, npos] - vals[hk][:, npos]  # [n, neurons]
             neuron_scores += (delta * grads[hk][:, npos]).mean(0) / len(facts)
@@ -520,7 +590,7 @@ def refine(
     out["heads"] = [[int(i // H), int(i % H), round(float(head_ie.reshape(-1)[i]), 5)] for i in flat]
     out["head_ie"] = head_ie
     out["head_position"] = attn_peak["position"]
-    if have_mlp:
+    if mlp_peak is not None:
         top = neuron_scores.argsort(descending=True)[:top_k].tolist()
         hk, layer = f"blocks.{mlp_peak['layer']}.mlp.hook_post", mlp_peak["layer"]
         exact = torch.zeros(len(top))
