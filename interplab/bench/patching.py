@@ -55,7 +55,7 @@ def bench_patching(
     time, which does not grow with the grid. ``max_abs_diff``: largest difference between the two exact
     paths' per-prompt patched logit differences; ``attribution_corr``: Pearson correlation of the attribution
     grid with the exact one."""
-    from interplab.analyses.causal.patching import activation_patching, attribution_patching, correlation
+    from interplab.analyses.causal import activation_patching, attribution_patching, correlation
     from interplab.tasks.ioi import ioi
 
     cfg = model.cfg

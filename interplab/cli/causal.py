@@ -124,7 +124,7 @@ def patch(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Activation patching of a task over a grid (normalised: 0 = corrupt, 1 = clean; bootstrap CIs over prompts)."""
-    from interplab.analyses.causal.patching import activation_patching, attribution_patching, correlation
+    from interplab.analyses.causal import activation_patching, attribution_patching, correlation
     from interplab.io.runs import Run
     from interplab.report.sections.patching import patching_report
     from interplab.tasks import get_task

@@ -208,7 +208,7 @@ def _ioi_pairs(model: Model, n: int) -> PromptPairs | list[Html]:
 
 def _patching_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """IOI activation patching of every head at END (exact, fast path) and attribution patching beside it."""
-    from interplab.analyses.causal.patching import activation_patching, attribution_patching, correlation
+    from interplab.analyses.causal import activation_patching, attribution_patching, correlation
     from interplab.report.sections.patching import patching_ioi_parts
 
     t = time.perf_counter()
@@ -224,7 +224,7 @@ def _patching_section(model: Model, out: Path, timings: dict[str, float]) -> lis
 
 def _ioi_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
     """The IOI procedure: logit difference, head classes and the circuit with its faithfulness."""
-    from interplab.analyses.causal.circuits import ioi_circuit
+    from interplab.analyses.causal.ioi import ioi_circuit
     from interplab.report.sections.ioi import ioi_parts
 
     t = time.perf_counter()
