@@ -203,7 +203,7 @@ def ioi(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The IOI procedure (Wang et al. 2022): logit difference, head classes, circuit and its faithfulness."""
-    from interplab.analyses.causal.circuits import IOIResult, ioi_circuit
+    from interplab.analyses.causal.ioi import IOIResult, ioi_circuit
     from interplab.io.runs import Run
     from interplab.report.sections.ioi import ioi_report
     from interplab.tasks.ioi import ioi as ioi_task

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from interplab.report.html import Html, Report, figure, table, text
 
 if TYPE_CHECKING:
-    from interplab.analyses.causal.circuits import IOIResult
+    from interplab.analyses.causal.ioi import IOIResult
 
 __all__ = ["ioi_comparison", "ioi_parts", "ioi_report", "ioi_sections"]
 
