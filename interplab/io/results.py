@@ -7,7 +7,8 @@ A Result is a dataclass with the numbers, the settings that produced them, and f
 - ``DIR/<FILE>`` (JSON, UTF-8, NaN written as null): ``kind``, ``format_version``, every field that is not a
   tensor, and the headline;
 - ``DIR/<FILE stem>.safetensors``: every field that is a ``torch.Tensor`` or ``numpy.ndarray``, and every
-  tensor inside a field that is a dict of tensors (key ``field.key``); never pickle;
+  tensor inside a field that is a dict of tensors (key ``field.key``, the dict's order kept); never pickle
+  (a Result with ``JSON_ONLY = True`` writes its tensors into the JSON file instead, with their dtypes);
 - ``DIR/<FILE stem>.<field>.parquet``: every field that is a pandas DataFrame.
 
 Floats that are not finite become ``null`` in JSON and ``NaN`` again on load. A subclass with a field that
@@ -100,6 +101,7 @@ class Result:
     KIND: ClassVar[str]
     FILE: ClassVar[str]
     FORMAT_VERSION: ClassVar[int] = 1
+    JSON_ONLY: ClassVar[bool] = False  # True: tensors go into the JSON file (small results promised as one file)
 
     # ---- what a Result shows
     def headline(self) -> dict[str, Any]:
@@ -126,28 +128,31 @@ class Result:
         return value
 
     # ---- save / load, once for every Result
-    @classmethod
-    def _paths(cls, directory: Path) -> tuple[Path, Path]:
-        stem = Path(cls.FILE).stem
-        return directory / cls.FILE, directory / f"{stem}.safetensors"
-
-    def save(self, directory: str | Path) -> Path:
-        """Write the result into ``directory`` (created if missing); returns the JSON file's path."""
+    def save(self, directory: str | Path, name: str | None = None) -> Path:
+        """Write the result into ``directory`` (created if missing) as ``name`` (default ``FILE``; a second
+        result of the same kind beside the first takes another name, e.g. ``"attribution.json"``), its tensors as
+        ``<name stem>.safetensors``; returns the JSON file's path."""
         d = Path(directory)
-        _, tensor_path = self._paths(d)
-        stem = Path(self.FILE).stem
+        json_name = name or self.FILE
+        stem = Path(json_name).stem
         data: dict[str, Any] = {"kind": self.KIND, "format_version": self.FORMAT_VERSION}
         tensors: dict[str, torch.Tensor] = {}
-        layout: dict[str, str] = {}
+        layout: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
             if isinstance(v, torch.Tensor | np.ndarray):
-                tensors[f.name] = torch.as_tensor(v)
-                layout[f.name] = "numpy" if isinstance(v, np.ndarray) else "torch"
+                how = "numpy" if isinstance(v, np.ndarray) else "torch"
+                if self.JSON_ONLY:
+                    data[f.name] = _to_json(v)
+                    layout[f.name] = {"json": how, "dtype": str(v.dtype).removeprefix("torch.")}
+                else:
+                    tensors[f.name] = torch.as_tensor(v)
+                    layout[f.name] = how
             elif isinstance(v, dict) and v and all(isinstance(t, torch.Tensor | np.ndarray) for t in v.values()):
                 for k, t in v.items():
                     tensors[f"{f.name}.{k}"] = torch.as_tensor(t)
-                layout[f.name] = "dict:" + ("numpy" if isinstance(next(iter(v.values())), np.ndarray) else "torch")
+                how = "numpy" if isinstance(next(iter(v.values())), np.ndarray) else "torch"
+                layout[f.name] = {"dict": how, "keys": [str(k) for k in v]}  # safetensors sorts; keep the order
             elif _is_frame(v):
                 atomic_write(d / f"{stem}.{f.name}.parquet", lambda t, v=v: v.to_parquet(t, index=False))
                 layout[f.name] = "parquet"
@@ -159,12 +164,13 @@ class Result:
         except NotImplementedError:
             pass
         if tensors:
-            save_tensors(tensor_path, tensors)
-        return write_json(d, self.FILE, data)
+            save_tensors(d / f"{stem}.safetensors", tensors)
+        return write_json(d, json_name, data)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        """Read a result written by :meth:`save` (its directory or its JSON file)."""
+        """Read a result written by :meth:`save`: its directory (the file ``FILE``) or its JSON file, whatever
+        its name."""
         data, p = read_json(path, cls.FILE, cls.KIND)
         version = data.get("format_version")
         if version != cls.FORMAT_VERSION:
@@ -172,34 +178,31 @@ class Result:
                 f"{p} was written in {cls.KIND} format {version!r}; this interplab reads format "
                 f"{cls.FORMAT_VERSION}. Re-run the command that produced it."
             )
-        _, tensor_path = cls._paths(p.parent)
-        layout: dict[str, str] = data.get("tensor_fields", {})
+        layout: dict[str, Any] = data.get("tensor_fields", {})
         tensors: dict[str, torch.Tensor] = {}
-        if any(not v.startswith("parquet") for v in layout.values()):
+        if any(v in ("torch", "numpy") or (isinstance(v, dict) and "dict" in v) for v in layout.values()):
             from safetensors.torch import load_file
 
-            tensors = load_file(str(tensor_path))
-        stem = Path(cls.FILE).stem
+            tensors = load_file(str(p.with_suffix(".safetensors")))
         kw: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             how = layout.get(f.name)
             if how in ("torch", "numpy"):
                 t = tensors[f.name]
                 kw[f.name] = t.numpy() if how == "numpy" else t
-            elif how is not None and how.startswith("dict:"):
-                pre = f.name + "."
-                kw[f.name] = {
-                    k[len(pre) :]: (t.numpy() if how == "dict:numpy" else t)
-                    for k, t in tensors.items()
-                    if k.startswith(pre)
-                }
+            elif isinstance(how, dict) and "dict" in how:
+                ts = {k: tensors[f"{f.name}.{k}"] for k in how["keys"]}
+                kw[f.name] = {k: t.numpy() for k, t in ts.items()} if how["dict"] == "numpy" else ts
+            elif isinstance(how, dict) and "json" in how:
+                t = torch.tensor(none_to_nan(data[f.name]), dtype=getattr(torch, how["dtype"]))
+                kw[f.name] = t.numpy() if how["json"] == "numpy" else t
             elif how == "parquet":
                 import pandas as pd
 
-                kw[f.name] = pd.read_parquet(p.parent / f"{stem}.{f.name}.parquet")
+                kw[f.name] = pd.read_parquet(p.parent / f"{p.stem}.{f.name}.parquet")
             elif f.name in data:
                 v = data[f.name]
-                if v is None and str(f.type).startswith("float"):
+                if v is None and str(f.type) == "float":
                     v = float("nan")  # a non-finite float field was written as null
                 kw[f.name] = cls._decode(f.name, v)
         return cls(**kw)

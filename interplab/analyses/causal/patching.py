@@ -30,9 +30,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
@@ -287,29 +286,6 @@ class PatchingResult(Result):
             height=max(320, 16 * (v.shape[0] if v.ndim == 2 else v.numel() // max(1, v.shape[-1])) + 140),
         )
         return fig
-
-    def save(self, directory: str | Path, name: str | None = None) -> Path:
-        """Write the grid into ``directory`` as ``patching.json`` + ``patching.safetensors`` (see
-        :class:`~interplab.io.results.Result`) or, given ``name`` (a second grid beside the first, e.g.
-        ``"attribution.json"``), as ``name`` + ``<name stem>.safetensors``. Returns the JSON file's path."""
-        if name is None or name == self.FILE:
-            return super().save(directory)
-        return _filed_as(type(self), name)(**{f.name: getattr(self, f.name) for f in fields(self)}).save(directory)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        """Read a grid written by :meth:`save`: its directory (``patching.json``) or its JSON file, whatever its
-        name."""
-        p = Path(path)
-        if p.is_dir() or p.name == cls.FILE:
-            return super().load(p)
-        r = _filed_as(cls, p.name).load(p)
-        return cls(**{f.name: getattr(r, f.name) for f in fields(cls)})
-
-
-def _filed_as(cls: type[PatchingResult], name: str) -> type[PatchingResult]:
-    """``cls`` saved under another JSON file name (its tensors beside it as ``<name stem>.safetensors``)."""
-    return type(cls.__name__, (cls,), {"FILE": name, "__module__": cls.__module__})
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
@@ -260,15 +260,6 @@ class TracingResult(Result):
         if name == "traces":
             return [FactTrace.from_json(t) for t in value]
         return value
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        """Read a result written by :meth:`save`; ``aie`` comes back in the order of the traced kinds (the order
-        of the headline's peaks; safetensors stores the maps sorted by name)."""
-        r = super().load(path)
-        order = list(r.traces[0].effects) if r.traces else []
-        r.aie = {k: r.aie[k] for k in [*order, *sorted(set(r.aie) - set(order))]}
-        return r
 
 
 def embedding_noise_std(model: Model, facts: Sequence[Fact]) -> float:

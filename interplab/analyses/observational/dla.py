@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from interplab.analyses.observational.json_result import JSONResult
+from interplab.io.results import Result
 from interplab.models.folding import NormInfo, norm_info
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,7 +95,7 @@ def _decode(model: Model, ids) -> list[str]:
 
 
 @dataclass
-class DLAResult(JSONResult):
+class DLAResult(Result):
     """Direct logit attribution of one prompt at one position (see the module docstring).
 
     ``heads [L, H]``: each head's result; ``attn [L]``: each layer's attn_out (``heads.sum(-1) +
@@ -103,6 +103,8 @@ class DLAResult(JSONResult):
     attention-only models); ``embed``/``pos_embed``: the embeddings; ``ln_bias``/``unembed_bias``: the
     final norm's and the unembedding's biases. ``total`` is the sum of all of them and equals
     ``logit_diff_precap``, the model's logit difference before any soft-cap."""
+
+    JSON_ONLY = True
 
     prompt: str
     str_tokens: list[str]

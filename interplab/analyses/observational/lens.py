@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from interplab.analyses.observational.json_result import JSONResult
-
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
@@ -38,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["LogitLensResult", "display_token", "logit_lens"]
 
+from interplab.io.results import Result
 from interplab.models.scoring import unembed_resid
 
 _CHUNK_ELEMENTS = 64 * 2**20  # float32 logits per unembedding matmul (256 MB)
@@ -52,7 +51,7 @@ def display_token(tok: str) -> str:
 
 
 @dataclass
-class LogitLensResult(JSONResult):
+class LogitLensResult(Result):
     """What the logit lens saw: per layer and position the top-k next-token predictions, and the
     answer token's rank and probability at the last position per layer.
 
@@ -61,6 +60,8 @@ class LogitLensResult(JSONResult):
     ``answer_rank`` (1 = the lens's top prediction), ``answer_prob`` and ``kl_to_final``
     (KL(model's final distribution ‖ lens distribution) at the last position, nats) ``[layer]``.
     """
+
+    JSON_ONLY = True
 
     prompt: str
     str_tokens: list[str]
