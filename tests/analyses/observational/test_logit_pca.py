@@ -151,12 +151,3 @@ def test_input_errors(tok_model, tmp_path):
         logit_pca([tok_model, other], n_seqs=1, seq_len=4)
     with pytest.raises(ValueError, match="n_layers >= 2"):
         pca_trajectory(np.zeros((1, 5)))
-
-
-@pytest.mark.integration
-def test_smollm2_logit_pca(smollm2):
-    res = logit_pca(smollm2, n_seqs=2, seq_len=16)
-    assert res.coords.shape == (1, 31, 3)
-    evr = res.explained_variance_ratio
-    assert 0.3 < float(evr.sum()) <= 1 and float(evr[0]) > float(evr[1])
-    assert len(res.headline()["kinks"]) == 3

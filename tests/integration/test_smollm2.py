@@ -87,7 +87,7 @@ def test_gemma3_if_installed():
         pytest.skip("optional model gemma3-270m not installed (" + REGISTRY["gemma3-270m"].install + ")")
     m = interplab.load("gemma3-270m")
     t = m.to_tokens("The Eiffel Tower is located in the city of")
-    logits, c = m.run(t, cache=lambda n: "pattern" not in n)
+    logits, _ = m.run(t, cache=lambda n: "pattern" not in n)
     with torch.no_grad():
         assert torch.equal(logits, m.hf(input_ids=t, use_cache=False).logits)
     assert m.to_str_tokens(logits[0, -1].argmax()[None])[0] == " Paris"

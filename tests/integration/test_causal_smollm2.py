@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from interplab.analyses.causal import activation_patching, attribution_patching, correlation
+from interplab.analyses.causal.ablation import compare_induction_ablation, induction_scores
 from interplab.tasks import get_task
 from interplab.tasks.ioi import ioi, single_token_names
 
@@ -48,7 +50,6 @@ def test_small_tasks_and_facts_on_smollm2(smollm2):
 
 
 def test_cli_trace_one_fact(tmp_path):
-    from typer.testing import CliRunner
 
     from interplab.cli import app
 
@@ -76,3 +77,18 @@ def test_cli_trace_one_fact(tmp_path):
     assert (tmp_path / "t" / "report.html").exists()
     r = CliRunner().invoke(app, ["trace", "--prompt", "The Eiffel Tower", "--subject", "Louvre", "--answer", " Paris"])
     assert r.exit_code == 2 and "does not occur" in r.output
+
+
+@pytest.mark.integration
+def test_smollm2_induction_heads_matter_more_than_random(smollm2):
+    """The issue's check, < 90 s on 2 cores: ablating SmolLM2's top-5 induction heads (by the heads.py
+    induction score) raises the loss on the second half of repeated random sequences far more than
+    ablating 5 random heads."""
+    score, _null, member = induction_scores(smollm2, n_seqs=4, batch=4)
+    top = torch.topk(score.flatten(), 5).indices.tolist()
+    heads = [(i // 9, i % 9) for i in top]
+    assert all(member[h] for h in heads)
+    c = compare_induction_ablation(smollm2, heads, n_random=5, batch=4, seq_len=32, how="mean", seed=0)
+    print(c.headline())
+    assert c.induction_increase > 2.0
+    assert c.induction_increase > 3 * float(c.random_increases.max())

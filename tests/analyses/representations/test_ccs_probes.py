@@ -151,18 +151,6 @@ def test_ccs_on_tiny_model_and_cli(tiny, tmp_path):
     assert json.loads(r.stdout)["linear_acc_after"] <= 1
 
 
-@pytest.mark.integration
-def test_smollm2_knows_number_comparisons(smollm2):
-    """Validation: on number comparisons (shortcut-controlled, tasks.truth.number_statements) a supervised probe on
-    SmolLM2's residual stream at the statement's last token is well above chance on held-out statements."""
-    st = T.number_statements(300, seed=0)
-    y = np.array([s.label for s in st])
-    acts = collect_activations(smollm2, [s.text for s in st], layers=[6, 9, 12], batch_size=32)
-    tr, te = group_split(np.arange(len(st)), 0.3, 0)
-    sweep = probe_layers(acts, y, tr, te)
-    assert max(sweep.test_acc) > 0.75, sweep.to_frame()
-
-
 def test_capitals_filtered_by_the_models_own_answer(tiny):
     ds = T.make_truth_dataset("capitals")  # no model: every country, one true and one false statement each
     assert len(ds.statements) == 2 * len(T.CAPITALS) and sum(ds.labels) == len(ds) // 2

@@ -303,18 +303,3 @@ def test_ablation_work_ratio_smollm2_shape():
 
 
 # ------------------------------------------------------------------ SmolLM2
-
-
-@pytest.mark.integration
-def test_smollm2_induction_heads_matter_more_than_random(smollm2):
-    """The issue's check, < 90 s on 2 cores: ablating SmolLM2's top-5 induction heads (by the heads.py
-    induction score) raises the loss on the second half of repeated random sequences far more than
-    ablating 5 random heads."""
-    score, _null, member = induction_scores(smollm2, n_seqs=4, batch=4)
-    top = torch.topk(score.flatten(), 5).indices.tolist()
-    heads = [(i // 9, i % 9) for i in top]
-    assert all(member[h] for h in heads)
-    c = compare_induction_ablation(smollm2, heads, n_random=5, batch=4, seq_len=32, how="mean", seed=0)
-    print(c.headline())
-    assert c.induction_increase > 2.0
-    assert c.induction_increase > 3 * float(c.random_increases.max())

@@ -154,18 +154,3 @@ def test_result_table_plot_save(tok_model, tmp_path):
     back = DLAResult.load(tmp_path)
     torch.testing.assert_close(back.heads, res.heads)
     assert back.headline() == json.loads(json.dumps(res.headline()))
-
-
-@pytest.mark.integration
-def test_smollm2_ioi_dla(smollm2):
-    res = direct_logit_attribution(smollm2, IOI, answer=" Mary", distractor=" John")
-    _check_sums(res, rtol=1e-4)
-    assert res.logit_diff > 3  # SmolLM2 gets IOI right
-    top = res.top_heads(10)
-    assert top[0][2] > 1.0  # one head writes a good part of the difference directly
-    h = res.headline(8)
-    print(f"\nIOI {h['metric']}: logit diff {h['logit_diff']:.4f}, sum of components {h['dla_total']:.4f}")
-    print("top heads by |DLA| [layer, head, contribution]:", h["top_heads"])
-    print("most positive:", h["top_positive_heads"])
-    print("most negative:", h["top_negative_heads"])
-    print("top layer components:", h["top_layer_components"])

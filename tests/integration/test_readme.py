@@ -9,7 +9,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_readme_quickstart_runs(smollm2, monkeypatch):
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     found = re.search(r"## Library quickstart\n\n```python\n(.*?)```", text, re.DOTALL)
     assert found is not None, "README.md has no '## Library quickstart' python block"
     block = found.group(1)
