@@ -105,7 +105,8 @@ class Model:
         return list(cache)
 
     # ------------------------------------------------------------------ tokens
-    def _need_tokenizer(self):
+    def need_tokenizer(self) -> Any:
+        """The tokenizer, or a clear error for a model that has none (pass token ids instead)."""
         if self.tokenizer is None:
             raise ValueError(
                 f"Model {self.name!r} has no tokenizer; pass token ids (a LongTensor [batch, pos]) instead of text."
@@ -146,7 +147,7 @@ class Model:
         """Token ids ``[batch, pos]``. ``prepend_bos=None`` follows the tokenizer's own convention
         (SmolLM2 adds none); True/False force it. Lists are padded (right by default); with
         ``return_mask=True`` also returns the attention mask."""
-        tok = self._need_tokenizer()
+        tok = self.need_tokenizer()
         texts = [text] if isinstance(text, str) else list(text)
         if prepend_bos is None:
             ids = [tok(t, add_special_tokens=True)["input_ids"] for t in texts]
@@ -170,7 +171,7 @@ class Model:
         return (out, mask) if return_mask else out
 
     def to_str_tokens(self, x: str | torch.Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str]:
-        tok = self._need_tokenizer()
+        tok = self.need_tokenizer()
         if isinstance(x, str):
             x = self.to_tokens(x, prepend_bos=prepend_bos)[0]
         ids = x.tolist() if isinstance(x, torch.Tensor) else list(x)
@@ -179,10 +180,10 @@ class Model:
         return [tok.decode([i]) for i in ids]
 
     def to_string(self, tokens) -> str:
-        return self._need_tokenizer().decode(tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)
+        return self.need_tokenizer().decode(tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)
 
     def to_single_token(self, s: str) -> int:
-        ids = self._need_tokenizer()(s, add_special_tokens=False)["input_ids"]
+        ids = self.need_tokenizer()(s, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise ValueError(f"{s!r} is {len(ids)} tokens for this tokenizer ({ids}), not one.")
         return ids[0]
@@ -207,14 +208,29 @@ class Model:
 
     def chat(self, messages: str | list[dict], add_generation_prompt: bool = True) -> str:
         """Prompt text for an instruct model through its chat template (a str is one user turn)."""
-        tok = self._need_tokenizer()
+        tok = self.need_tokenizer()
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         if not getattr(tok, "chat_template", None):
             raise ValueError(f"Model {self.name!r} has no chat template; it is not an instruct model.")
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
-    def _as_tokens(self, tokens) -> torch.Tensor:
+    def prompt_tokens(
+        self, prompt: str | torch.Tensor | Sequence[int], prepend_bos: bool | None = None, caller: str = "this analysis"
+    ) -> tuple[torch.Tensor, str]:
+        """One prompt as token ids ``[1, pos]`` and its text: ``prompt`` is text, or token ids (1-D or ``[1, pos]``)
+        for models without a tokenizer (the text is then decoded, or the ids joined by spaces)."""
+        if isinstance(prompt, str):
+            return self.to_tokens(prompt, prepend_bos=prepend_bos), prompt
+        tokens = torch.as_tensor(prompt, dtype=torch.long)
+        tokens = tokens[None] if tokens.ndim == 1 else tokens
+        if tokens.ndim != 2 or tokens.shape[0] != 1:
+            raise ValueError(f"{caller} takes one prompt; got token ids of shape {tuple(tokens.shape)}.")
+        text = self.to_string(tokens[0]) if self.tokenizer is not None else " ".join(map(str, tokens[0].tolist()))
+        return tokens, text
+
+    def as_tokens(self, tokens) -> torch.Tensor:
+        """Text, a list of texts or token ids as integer ids ``[batch, pos]`` within the model's context."""
         if isinstance(tokens, (str, list)) and (isinstance(tokens, str) or (tokens and isinstance(tokens[0], str))):
             tokens = self.to_tokens(tokens)
         tokens = torch.as_tensor(tokens)
@@ -278,7 +294,7 @@ class Model:
                 raise ValueError(f"{resid.shape[1]} positions exceed n_ctx={self.cfg.n_ctx}.")
             kwargs: dict[str, Any] = {"inputs_embeds": resid.to(self.device)}
         else:
-            kwargs = {"input_ids": self._as_tokens(tokens)}
+            kwargs = {"input_ids": self.as_tokens(tokens)}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.to(self.device)
         if self.cfg.family != "toy":
@@ -346,7 +362,7 @@ class Model:
     ) -> str | torch.Tensor:
         """Greedy (default) generation; returns the generated continuation as text (as token ids for a model
         without a tokenizer)."""
-        tokens = self._as_tokens(prompt)
+        tokens = self.as_tokens(prompt)
         with self.hooks(interventions), torch.no_grad():
             if self.cfg.family == "toy":
                 out = tokens

@@ -260,7 +260,7 @@ def fact_pairs(model, facts: Sequence[Fact] | None = None, seed: int = 0, only_k
     facts = list(facts or all_facts())
     if only_known:
         facts, _ = known_facts(model, facts)
-    tok = model._need_tokenizer()
+    tok = model.need_tokenizer()
     length = {
         f: len(
             tok(" " + f.subject if not f.template.startswith("{}") else f.subject, add_special_tokens=False)[

@@ -112,7 +112,7 @@ POSITION_NAMES = ("IO", "S1", "S1+1", "S2", "END")
 
 def single_token_names(model, names=NAMES) -> list[str]:
     """The names that are one token (with a leading space) for ``model``'s tokenizer."""
-    tok = model._need_tokenizer()
+    tok = model.need_tokenizer()
     return [n for n in names if len(tok(" " + n, add_special_tokens=False)["input_ids"]) == 1]
 
 

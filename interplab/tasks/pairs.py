@@ -178,7 +178,7 @@ def build_pairs(
     specs = list(specs)
     if not specs:
         raise ValueError(f"task {task!r} produced no prompt pairs.")
-    tok = model._need_tokenizer()
+    tok = model.need_tokenizer()
     add_special = prepend_bos is None
     bos = [tok.bos_token_id] if (prepend_bos and tok.bos_token_id is not None) else []
     rows, dropped = [], []

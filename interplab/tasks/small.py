@@ -113,7 +113,7 @@ _WORDS = [
 
 
 def acronym_specs(model, n: int = 40, seed: int = 0) -> list[PairSpec]:
-    tok = model._need_tokenizer()
+    tok = model.need_tokenizer()
     # keep words whose capital letter is one token right after "(" + letters
     usable = [w for w in _WORDS if len(tok(w[0], add_special_tokens=False)["input_ids"]) == 1]
     letters = {}

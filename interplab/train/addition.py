@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from interplab.io.results import Result
 from interplab.models.toy import ToyConfig, ToyTransformer
 from interplab.runtime import torch_threads
+from interplab.train.result import TrainingResult
 from interplab.train.trainer import Trainer, latest_checkpoint
 
 PLUS, EQ = 10, 11
@@ -102,7 +102,7 @@ def digit_phase_changes(steps: list[int], losses: list[list[float]], min_drop: f
 
 
 @dataclass
-class AdditionResult(Result):
+class AdditionResult(TrainingResult):
     config: dict
     metrics: list[dict]
     summary: dict  # the headline numbers (returned by headline())
@@ -110,10 +110,6 @@ class AdditionResult(Result):
 
     FILE: ClassVar[str] = "addition.json"
     KIND: ClassVar[str] = "addition"
-    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
-
-    def headline(self) -> dict[str, Any]:
-        return self.summary
 
     def to_frame(self):
         import pandas as pd

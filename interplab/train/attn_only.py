@@ -48,9 +48,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from interplab.io.results import Result
 from interplab.models.toy import ToyConfig, ToyTransformer
 from interplab.runtime import torch_threads
+from interplab.train.result import TrainingResult
 from interplab.train.trainer import Trainer, read_metrics
 
 
@@ -325,7 +325,7 @@ def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> 
 
 
 @dataclass
-class AttnOnlyResult(Result):
+class AttnOnlyResult(TrainingResult):
     config: dict
     models: dict[str, dict]
     metrics: dict[str, list[dict]]
@@ -334,10 +334,6 @@ class AttnOnlyResult(Result):
 
     FILE: ClassVar[str] = "attn_only.json"
     KIND: ClassVar[str] = "attn-only"
-    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
-
-    def headline(self) -> dict[str, Any]:
-        return self.summary
 
     def to_frame(self):
         import pandas as pd

@@ -43,10 +43,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from interplab.io.results import Result
 from interplab.models.toy import ToyConfig, ToyTransformer
 from interplab.runtime import torch_threads
 from interplab.train import fourier as fr
+from interplab.train.result import TrainingResult
 from interplab.train.trainer import Trainer
 
 OPS = {
@@ -243,7 +243,7 @@ def _gini_terms(model: ToyTransformer, p: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ analysis
 @dataclass
-class GrokkingResult(Result):
+class GrokkingResult(TrainingResult):
     """Curves (``metrics``: one dict per logged epoch), the Fourier analysis of the final model, the
     restricted/excluded loss curves on snapshots, the phases and the headline numbers."""
 
@@ -256,10 +256,6 @@ class GrokkingResult(Result):
 
     FILE: ClassVar[str] = "grokking.json"
     KIND: ClassVar[str] = "grokking"
-    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
-
-    def headline(self) -> dict[str, Any]:
-        return self.summary
 
     def to_frame(self):
         import pandas as pd

@@ -40,8 +40,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from interplab.io.results import Result
 from interplab.runtime import torch_threads
+from interplab.train.result import TrainingResult
 from interplab.train.trainer import Trainer, latest_checkpoint
 
 PARTS = ("intro", "geometry", "phase")
@@ -313,7 +313,7 @@ def analyse_part(part: str, model: ToyReLUModel, meta: dict) -> dict:
 
 
 @dataclass
-class SuperpositionResult(Result):
+class SuperpositionResult(TrainingResult):
     config: dict
     parts: dict[str, dict]
     metrics: dict[str, list[dict]]
@@ -322,10 +322,6 @@ class SuperpositionResult(Result):
 
     FILE: ClassVar[str] = "superposition.json"
     KIND: ClassVar[str] = "superposition"
-    FORMAT_VERSION: ClassVar[int] = 2  # 2: the headline is kept in ``summary``
-
-    def headline(self) -> dict[str, Any]:
-        return self.summary
 
     def to_frame(self):
         import pandas as pd

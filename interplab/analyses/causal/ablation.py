@@ -119,7 +119,7 @@ def _check_tokens(model: Model, tokens) -> torch.Tensor:
         raise ValueError(f"tokens must be integer ids [n_chunks, chunk_len], got shape {tuple(t.shape)} {t.dtype}.")
     if t.shape[1] < 2:
         raise ValueError(f"chunks need at least 2 tokens (one prediction), got chunk_len={t.shape[1]}.")
-    return model._as_tokens(t).cpu()
+    return model.as_tokens(t).cpu()
 
 
 def _resolve_heads(model: Model, heads, layers) -> list[tuple[int, int]]:

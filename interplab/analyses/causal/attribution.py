@@ -24,9 +24,7 @@ from interplab.analyses.causal.patching import (
     Grid,
     PatchingResult,
     Positions,
-    bootstrap_normalised,
     make_cells,
-    normalise,
 )
 from interplab.hooks import HookContext
 from interplab.tasks.pairs import PromptPairs
@@ -82,23 +80,18 @@ def attribution_patching(
         m = c.intervention(pairs, None).mask(t, HookContext(c.hook, c.layer, c.hook.split(".", 2)[2], model))
         t = t if m is None else t * m
         per[i] = m_base + t.reshape(n, -1).sum(-1)
-    per = per.view(*shape, n)
-    vals = normalise(per, m_clean, m_corrupt)
-    lo, hi = bootstrap_normalised(per, m_clean, m_corrupt, n_boot=n_boot, seed=seed)
-    return PatchingResult(
+    return PatchingResult.from_per_prompt(
+        model,
+        pairs,
+        per.view(*shape, n),
+        m_clean,
+        m_corrupt,
         grid=grid,
         direction=direction,
-        values=vals,
-        ci_low=lo,
-        ci_high=hi,
-        per_prompt=per,
-        clean_metric=m_clean,
-        corrupt_metric=m_corrupt,
         labels=labels,
-        task=pairs.task,
-        metric=pairs.metric,
-        model_name=model.name,
         method="attribution",
+        n_boot=n_boot,
+        seed=seed,
         settings={
             "positions": positions if isinstance(positions, str) else list(positions or []),
             "position": position,

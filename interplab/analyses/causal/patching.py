@@ -225,6 +225,43 @@ class PatchingResult(Result):
             out.append(([self.labels[d][c] for d, c in enumerate(coords)], float(flat[i])))
         return out
 
+    @classmethod
+    def from_per_prompt(
+        cls,
+        model: Model,
+        pairs: PromptPairs,
+        per: torch.Tensor,
+        m_clean: torch.Tensor,
+        m_corrupt: torch.Tensor,
+        *,
+        grid: Grid,
+        direction: Direction,
+        labels: list[list[str]],
+        method: Literal["exact", "attribution"],
+        n_boot: int,
+        seed: int,
+        settings: dict[str, Any],
+    ) -> PatchingResult:
+        """The grid from the per-prompt patched metric ``per [*shape, n]``: normalised values (0 = corrupt,
+        1 = clean) and their bootstrap CIs over prompts."""
+        lo, hi = bootstrap_normalised(per, m_clean, m_corrupt, n_boot=n_boot, seed=seed)
+        return cls(
+            grid=grid,
+            direction=direction,
+            values=normalise(per, m_clean, m_corrupt),
+            ci_low=lo,
+            ci_high=hi,
+            per_prompt=per,
+            clean_metric=m_clean,
+            corrupt_metric=m_corrupt,
+            labels=labels,
+            task=pairs.task,
+            metric=pairs.metric,
+            model_name=model.name,
+            method=method,
+            settings=settings,
+        )
+
     def headline(self) -> dict[str, Any]:
         return {
             "grid": self.grid,
@@ -333,23 +370,18 @@ def activation_patching(
     m_clean, m_corrupt, cc, cx = baselines(model, pairs, cache_names=set(hooks) | set(resids))
     src, base_cache, base = (cc, cx, pairs.corrupt) if direction == "denoise" else (cx, cc, pairs.clean)
     per, n_fwd = run_cells(model, pairs, cells, base, src, base_cache, method=method, max_batch_tokens=max_batch_tokens)
-    per = per.view(*shape, len(pairs))
-    vals = normalise(per, m_clean, m_corrupt)
-    lo, hi = bootstrap_normalised(per, m_clean, m_corrupt, n_boot=n_boot, seed=seed)
-    return PatchingResult(
+    return PatchingResult.from_per_prompt(
+        model,
+        pairs,
+        per.view(*shape, len(pairs)),
+        m_clean,
+        m_corrupt,
         grid=grid,
         direction=direction,
-        values=vals,
-        ci_low=lo,
-        ci_high=hi,
-        per_prompt=per,
-        clean_metric=m_clean,
-        corrupt_metric=m_corrupt,
         labels=labels,
-        task=pairs.task,
-        metric=pairs.metric,
-        model_name=model.name,
         method="exact",
+        n_boot=n_boot,
+        seed=seed,
         settings={
             "method": method,
             "positions": positions if isinstance(positions, str) else list(positions or []),

@@ -76,7 +76,7 @@ _KIND_HOOK = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_a
 
 def subject_span(model: Model, prompt: str, subject: str) -> tuple[list[int], int, int]:
     """(token ids, first, last) subject token indices of ``prompt`` (the subject's first occurrence)."""
-    tok = model._need_tokenizer()
+    tok = model.need_tokenizer()
     at = prompt.find(subject)
     if at < 0:
         raise ValueError(f"subject {subject!r} does not occur in the prompt {prompt!r}.")
@@ -337,7 +337,7 @@ def trace_fact(
         extra = [subject_noise(model, a, b, n_samples, noise_std, noise_scale, seed)]
     elif corruption == "resample":
         rows = []
-        tok = model._need_tokenizer()
+        tok = model.need_tokenizer()
         for g_ in partners:
             if g_.template != fact.template or g_.answer == fact.answer or g_.subject == fact.subject:
                 continue

@@ -301,19 +301,7 @@ def direct_logit_attribution(
     ``prompt``: text, or token ids (1-D or ``[1, pos]``) for models without a tokenizer. ``answer`` /
     ``distractor``: strings (their first token is used; ``settings`` records how many tokens each had)
     or token ids."""
-    if isinstance(prompt, str):
-        tokens = model.to_tokens(prompt, prepend_bos=prepend_bos)
-        prompt_text = prompt
-    else:
-        tokens = torch.as_tensor(prompt, dtype=torch.long)
-        tokens = tokens[None] if tokens.ndim == 1 else tokens
-        if tokens.ndim != 2 or tokens.shape[0] != 1:
-            raise ValueError(
-                f"direct_logit_attribution takes one prompt; got token ids of shape {tuple(tokens.shape)}."
-            )
-        prompt_text = (
-            model.to_string(tokens[0]) if model.tokenizer is not None else " ".join(map(str, tokens[0].tolist()))
-        )
+    tokens, prompt_text = model.prompt_tokens(prompt, prepend_bos, caller="direct_logit_attribution")
     n_pos = tokens.shape[1]
     if n_pos == 0:
         raise ValueError("The prompt is empty (no tokens).")

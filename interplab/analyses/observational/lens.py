@@ -258,17 +258,7 @@ def logit_lens(
     for the embeddings (``blocks.0.hook_resid_pre``, layer ``-1``)."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}.")
-    if isinstance(prompt, str):
-        tokens = model.to_tokens(prompt, prepend_bos=prepend_bos)
-        prompt_text = prompt
-    else:
-        tokens = torch.as_tensor(prompt, dtype=torch.long)
-        tokens = tokens[None] if tokens.ndim == 1 else tokens
-        if tokens.ndim != 2 or tokens.shape[0] != 1:
-            raise ValueError(f"logit_lens takes one prompt; got token ids of shape {tuple(tokens.shape)}.")
-        prompt_text = (
-            model.to_string(tokens[0]) if model.tokenizer is not None else " ".join(map(str, tokens[0].tolist()))
-        )
+    tokens, prompt_text = model.prompt_tokens(prompt, prepend_bos, caller="logit_lens")
     if tokens.shape[1] == 0:
         raise ValueError("The prompt is empty (no tokens).")
     n_layers = model.cfg.n_layers

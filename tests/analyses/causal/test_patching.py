@@ -222,7 +222,7 @@ def test_build_pairs_refuses_length_mismatch():
             n_ctx = 64
             d_vocab = 64
 
-        def _need_tokenizer(self):
+        def need_tokenizer(self):
             return self.tokenizer
 
         def first_token_id(self, s, what="token"):
