@@ -2,7 +2,11 @@
 
 Every read or write of a model's internals goes through this module: hook-point
 names, the :class:`Cache`, the interventions (patch, ablate, add, any function)
-and :class:`HookSession`, the only code that registers torch hooks.
+and :class:`HookSession`, the only code that registers torch hooks for reading or
+writing activations. The one other site is ``Model._layer_window`` (interplab/models/model.py),
+which runs a window of layers for ``start_at_layer`` / ``stop_at_layer``: it swaps the layer list
+for the call and registers two structural hooks (zeroed positions when starting from a residual,
+a stop before the final norm), removed in ``finally`` like these.
 
 Hook points follow TransformerLens names and shapes (``b`` batch, ``p`` position,
 ``h`` query head, ``d`` d_model, ``e`` d_head, ``n`` MLP neurons)::

@@ -313,6 +313,10 @@ class Model:
 
     @contextlib.contextmanager
     def _layer_window(self, start: int, stop: int, from_resid: bool, halt_final: bool = False):
+        """Run only layers ``start .. stop - 1`` for one call (the other layers become identities), optionally
+        from a residual stream given as ``inputs_embeds`` and stopping before the final norm. Besides
+        :class:`interplab.hooks.HookSession` this is the one place that registers torch hooks (structural ones,
+        removed in ``finally``)."""
         n = self.cfg.n_layers
         if start == 0 and stop == n and not from_resid and not halt_final:
             yield
