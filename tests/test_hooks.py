@@ -354,6 +354,7 @@ def test_hooks_context_for_generate(tiny_dirs):
     big = torch.zeros(model.cfg.d_model)
     big[0] = 1e4
     steered = model.generate(t, max_new_tokens=4, interventions=[AddVector("ln_final.hook_normalized", vector=big)])
+    assert isinstance(plain, torch.Tensor) and isinstance(steered, torch.Tensor)  # no tokenizer: token ids
     assert not torch.equal(plain, steered)
     with model.hooks(cache=["blocks.0.hook_resid_post"]) as c:
         model.hf(t)

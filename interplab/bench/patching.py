@@ -162,7 +162,17 @@ def _tl_patching(model: Model, pairs: PromptPairs, reference: PatchingResult) ->
     with torch.no_grad():
         _, clean_cache = hooked.run_with_cache(clean)
         t_tl, tl_out = timed(
-            lambda: patching.generic_activation_patch(hooked, corrupt, clean_cache, metric, setter, "z", index_df=index)
+            # TransformerLens annotates the setter's third argument as an ActivationCache, but passes it
+            # clean_cache[activation_name], a Tensor.
+            lambda: patching.generic_activation_patch(
+                hooked,
+                corrupt,
+                clean_cache,
+                metric,
+                setter,  # type: ignore[arg-type]
+                "z",
+                index_df=index,
+            )
         )
     t_ip, ip = timed(lambda: activation_patching(model, sub, grid="heads", position="END", n_boot=100))
     ip_raw = ip.per_prompt.mean(-1).reshape(-1)

@@ -37,9 +37,10 @@ def _ours(x: torch.Tensor, d: int, n_features: int, k: int, batch_size: int, ste
 
 
 def _saelens(x: torch.Tensor, d: int, n_features: int, k: int, batch_size: int, steps: int) -> float:
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.training.sae_trainer import SAETrainer
+    # sae-lens: the optional extra sae-bench (the caller checks it is installed), absent from the dev environment.
+    from sae_lens.config import SAETrainerConfig  # type: ignore[import-not-found]
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig  # type: ignore[import-not-found]
+    from sae_lens.training.sae_trainer import SAETrainer  # type: ignore[import-not-found]
 
     def provider():
         g = torch.Generator().manual_seed(0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -63,7 +63,7 @@ def diff(
         "top": top,
     }
     with guard(), Run("diff", args, out=out) as run:
-        from interplab.analyses.diffing import diff_checkpoints, diff_models
+        from interplab.analyses.diffing import Alignment, diff_checkpoints, diff_models
         from interplab.report.html import Report
         from interplab.report.sections.diffing import checkpoint_series_parts, diff_parts
 
@@ -86,7 +86,14 @@ def diff(
             a, b = load_model(model_a), load_model(model_b)
             run.timings["load_seconds"] = round(a.load_seconds + b.load_seconds, 2)
             with err.status("per-token losses …"):
-                res = diff_models(a, b, source=text_file, n_chunks=n_chunks, chunk_len=chunk_len, alignment=alignment)
+                res = diff_models(
+                    a,
+                    b,
+                    source=text_file,
+                    n_chunks=n_chunks,
+                    chunk_len=chunk_len,
+                    alignment=cast(Alignment, alignment),  # diff_models refuses other names
+                )
             res.model_a, res.model_b = model_a, model_b
         res.save(run.dir)
         report = Report(f"interplab diff — {res.model_a} vs {res.model_b}")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import typer
 
 from interplab.cli._common import err, finish_run, guard, load_model, print_metrics
@@ -71,7 +73,7 @@ def erase(
                 raise ValueError(f"--rank does not apply to {method} (its rank is fixed by the number of classes).")
         if method in ("inlp", "rlace", "median"):
             kw["random_state"] = seed
-        eraser = E.make_eraser(method, **kw)
+        eraser = E.make_eraser(cast(E.EraserMethod, method), **kw)  # make_eraser refuses other names
         with err.status(f"{method}: fitting and probing …"):
             res = E.evaluate_erasure(eraser, X, y, test_frac=test_frac, nonlinear=nonlinear, seed=seed, method=method)
         res.settings["data"] = data if data != "acts" else f"acts:{directory}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import typer
 
@@ -51,7 +52,7 @@ def acts(
         "skip_first": skip_first,
     }
     with guard(), Run("acts", args, out=out) as run:
-        from interplab.io.activations import extract_activations
+        from interplab.io.activations import ActsDType, ActsTask, extract_activations
 
         m = load_model(model)
         pos = (
@@ -67,14 +68,14 @@ def acts(
                 hook,
                 out,
                 text=text,
-                task=task,
+                task=cast(ActsTask | None, task),  # extract_activations refuses other names
                 n_tokens=tokens,
                 chunk_len=chunk_len,
                 positions=pos,
                 skip_first=skip_first,
                 batch=batch,
                 shard_rows=shard_rows,
-                dtype=dtype,
+                dtype=cast(ActsDType, dtype),  # likewise
                 progress=lambda d, n: status.update(f"extracting activations … {d}/{n} rows"),
             )
         finish_run(

@@ -22,13 +22,16 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeGuard
 
 import numpy as np
 import torch
 
 from interplab.io.atomic import atomic_write, save_tensors
 from interplab.io.atomic import write_json as _write_json_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["FormatError", "Result", "nan_to_none", "none_to_nan", "read_json", "write_json"]
 
@@ -208,5 +211,5 @@ class Result:
         return cls(**kw)
 
 
-def _is_frame(x: Any) -> bool:
+def _is_frame(x: Any) -> TypeGuard[pd.DataFrame]:
     return type(x).__name__ == "DataFrame" and hasattr(x, "to_parquet")

@@ -549,6 +549,7 @@ def logit_pca(
                         "sequences (n_seqs, seq_len), fewer checkpoints, or raise max_elements."
                     )
             elif (model.cfg.n_layers, model.cfg.d_vocab) != ref_cfg:
+                assert ref_cfg is not None  # set with tokens on the first checkpoint
                 raise ValueError(
                     f"checkpoint {i} ({_name(m)}) has {model.cfg.n_layers} layers and vocabulary {model.cfg.d_vocab}; "
                     f"the first has {ref_cfg[0]} and {ref_cfg[1]}. Checkpoints must share the architecture."
@@ -559,6 +560,7 @@ def logit_pca(
             if loaded:
                 del model
                 gc.collect()
+    assert tokens is not None and labels is not None  # items is non-empty, so the first pass set them
     settings = {
         "method": "PCA of logit-lens outputs on random tokens (after Olsson et al. 2022; Hoogland et al. 2024)",
         "hook": "blocks.{L}.hook_resid_post (embed: blocks.0.hook_resid_pre)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any, cast
 
 import pytest
 import torch
@@ -146,10 +147,11 @@ def test_checkpoint_series_finds_the_abrupt_step(model_a, frequent):
     assert series.drops_per_step == [0, n_t, 0]
     assert series.rises_per_step == [0, 0, 0]
     pc = series.phase_change_step()
+    assert pc is not None
     assert pc["step"] == 2 and pc["from"] == "ckpt1" and pc["to"] == "ckpt2" and pc["n_drops"] == n_t
     ev = series.events("drop")
     assert len(ev) == n_t and set(ev["token_id"]) == {t} and set(ev["step"]) == {2}
-    assert (ev["abruptness"] > 0.95).all()
+    assert (ev["abruptness"].to_numpy() > 0.95).all()
     tt = series.token_table()
     assert int(tt.iloc[0]["token_id"]) == t and int(tt.iloc[0]["main_step"]) == 2
     h = series.headline()
@@ -238,7 +240,7 @@ def test_bad_input_is_explained(model_a, tiny_dirs):
     with pytest.raises(ValueError, match="not both"):
         diff_models(model_a, model_a, source="pydoc", text="x")
     with pytest.raises(ValueError, match="alignment must be"):
-        diff_models(model_a, model_a, alignment="chars")
+        diff_models(model_a, model_a, alignment=cast(Any, "chars"))  # an unknown name on purpose
     with pytest.raises(FileNotFoundError):
         diff_models(model_a, model_a, source="/no/such/file.txt")
     toy = interplab.load(tiny_dirs["toy"])

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
+from plotly_traces import traces
 from tiny_tokenized import make_tiny_tokenized_model
 
 import interplab
@@ -59,6 +61,7 @@ def test_frozen_final_norm_is_the_real_norm(tiny):
     parts = torch.cat([parts, (x - parts.sum(0))[None]])  # six parts summing to x
     out = apply_final_norm_to_stack(tiny, parts, x).sum(0)
     ni = norm_info(tiny.adapter.ln_final())
+    assert ni is not None  # the final norm is a norm module
     if ni.bias is not None:
         out = out + ni.bias
     torch.testing.assert_close(out.float(), cache["ln_final.hook_normalized"][0, -1], rtol=1e-4, atol=1e-5)
@@ -137,14 +140,16 @@ def test_result_table_plot_save(tok_model, tmp_path):
     L, H = tok_model.cfg.n_layers, tok_model.cfg.n_heads
     assert len(res.to_frame()) == L * H and len(res.to_frame("layers")) == L
     comps = res.to_frame("components")
-    assert comps["contribution"].sum() == pytest.approx(res.logit_diff_precap, rel=1e-4, abs=1e-6)
+    contribution = comps["contribution"]
+    assert isinstance(contribution, pd.Series)  # one column
+    assert contribution.sum() == pytest.approx(res.logit_diff_precap, rel=1e-4, abs=1e-6)
     assert list(comps["component"][:3]) == ["embed", "L0.attn", "L0.mlp"]
     with pytest.raises(ValueError):
         res.to_frame("nope")
     fig = res.plot()
-    assert [t.type for t in fig.data] == ["heatmap", "bar", "bar"]
-    assert len(fig.data[0].z) == L and len(fig.data[0].z[0]) == H
-    assert len(res.plot("heads").data) == 1 and len(res.plot("layers").data) == 2
+    assert [t.type for t in traces(fig)] == ["heatmap", "bar", "bar"]
+    assert len(traces(fig)[0].z) == L and len(traces(fig)[0].z[0]) == H
+    assert len(traces(res.plot("heads"))) == 1 and len(traces(res.plot("layers"))) == 2
     h = res.headline(3)
     assert h["dla_total"] == pytest.approx(h["logit_diff_precap"], rel=1e-4, abs=1e-5)
     assert len(h["top_heads"]) == 3 and all(len(x) == 3 for x in h["top_heads"])

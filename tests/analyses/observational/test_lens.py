@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from plotly_traces import traces
 from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model
 
 import interplab
@@ -132,12 +133,12 @@ def test_result_table_plot_and_json_round_trip(tok_model, tmp_path):
         res.to_frame("nope")
 
     fig = res.plot()
-    assert [t.type for t in fig.data] == ["heatmap", "scatter"]
-    assert len(fig.data[0].z) == n_layers and len(fig.data[0].z[0]) == n_pos
+    assert [t.type for t in traces(fig)] == ["heatmap", "scatter"]
+    assert len(traces(fig)[0].z) == n_layers and len(traces(fig)[0].z[0]) == n_pos
     # plotly draws its text as a subset of HTML: tokens go in escaped so they show literally
     ticks = " ".join(fig.layout.xaxis.ticktext)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in ticks and XSS_TOKEN not in ticks
-    assert len(res.plot("heatmap").data) == 1 and len(res.plot("answer").data) == 1
+    assert len(traces(res.plot("heatmap"))) == 1 and len(traces(res.plot("answer"))) == 1
 
     path = res.save(tmp_path)
     assert path.name == "logit_lens.json"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ def test_input_errors(tok_model, tmp_path):
     with pytest.raises(ValueError, match="max_elements"):
         logit_pca(tok_model, max_elements=1000)
     with pytest.raises(ValueError, match="space must be"):
-        logit_pca(tok_model, space="logits")
+        logit_pca(tok_model, space=cast(Any, "logits"))  # an unknown space on purpose
     other = interplab.load(make_tiny_tokenized_model(tmp_path / "two", vocab_size=300, n_layers=2))
     with pytest.raises(ValueError, match="share the architecture"):
         logit_pca([tok_model, other], n_seqs=1, seq_len=4)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any, cast
 
 import pytest
 import torch
+from plotly_traces import traces
 
 from interplab.analyses.weights import (
     CompositionResult,
@@ -137,6 +139,7 @@ def test_folded_weights_reproduce_q_and_v(tiny):
     for layer in range(tiny.cfg.n_layers):
         x = cache[f"blocks.{layer}.hook_resid_pre"][0]
         ni = norm_info(attn_input_norm(tiny, layer))
+        assert ni is not None  # every family's attention input norm is a norm module
         s = ni.scale(x)[:, None]  # [p, 1, 1]
         nb = ni.bias if ni.bias is not None else torch.zeros(tiny.cfg.d_model)
         v = torch.einsum("pd,hde->phe", x, fw.W_V[layer]) / s + torch.einsum("d,hde->he", nb, W_V[layer]) + b_V[layer]
@@ -191,7 +194,7 @@ def test_composition_result_table_plot_save(planted, tmp_path):
     assert res.kinds == ["K", "V"]
     df = res.to_frame()
     assert len(df) == 2 * 1 * 2 * 2 and set(df.columns) == {"kind", "layer1", "head1", "layer2", "head2", "score", "z"}
-    assert len(res.plot().data) == 2 and len(res.plot("K").data) == 1
+    assert len(traces(res.plot())) == 2 and len(traces(res.plot("K"))) == 1
     with pytest.raises(ValueError):
         res.plot("Q")
     h = res.headline(3)
@@ -204,9 +207,9 @@ def test_composition_result_table_plot_save(planted, tmp_path):
         torch.testing.assert_close(back.scores[kind], res.scores[kind], equal_nan=True)
     assert back.baseline_std == res.baseline_std and back.headline() == json.loads(json.dumps(res.headline()))
     with pytest.raises(ValueError):
-        composition_scores(planted, kinds=("X",))
+        composition_scores(planted, kinds=cast(Any, ("X",)))  # an unknown kind on purpose
     with pytest.raises(ValueError):
-        composition_scores(planted, method="dense")
+        composition_scores(planted, method=cast(Any, "dense"))  # an unknown method on purpose
 
 
 # ------------------------------------------------------------------------------------ SVD, copying
@@ -285,7 +288,7 @@ def test_head_circuits_result_table_plot_save(planted, tmp_path):
     assert len(toks) == 2 * 4 * L * H * 2 * 3  # circuits x sides x heads x directions x top_k
     with pytest.raises(ValueError):
         res.to_frame("nope")
-    assert res.plot().data[0].type == "heatmap" and len(res.plot("spectrum").data) == 2 * L * H
+    assert traces(res.plot())[0].type == "heatmap" and len(traces(res.plot("spectrum"))) == 2 * L * H
     h = res.headline(2)
     assert h["top_copying"][0]["layer"] == 1 and h["top_copying"][0]["head"] == 0
     json.dumps(h)
