@@ -10,6 +10,8 @@ from interplab.bench.protocol import DEFAULT_ROUNDS, Timings, interleave, timed
 from interplab.runtime import torch_threads
 
 if TYPE_CHECKING:
+    from interplab.analyses.causal.ablation import How
+    from interplab.analyses.causal.engine import Method
     from interplab.models.model import Model
 
 __all__ = ["ablation_work_ratio", "bench_ablation"]
@@ -44,7 +46,7 @@ def bench_ablation(
     n_layers_timed: int = 3,
     n_chunks: int = 2,
     chunk_len: int = 64,
-    how: str = "zero",
+    how: How = "zero",
     rounds: int = DEFAULT_ROUNDS,
     threads: int = 2,
     all_heads: bool = False,
@@ -87,7 +89,7 @@ def bench_ablation(
             raise ValueError(f"layer {layer} is out of range: the model has layers 0..{n - 1}.")
     tokens = token_chunks(model, n_chunks=n_chunks, chunk_len=chunk_len)
 
-    def call(method: str, layer_list: list[int] | None):
+    def call(method: Method, layer_list: list[int] | None):
         return head_ablation_importance(
             model,
             tokens,
@@ -98,9 +100,11 @@ def bench_ablation(
             max_batch_tokens=max_batch_tokens,
         )
 
-    variants = {
-        f"{m}_L{layer}": (lambda m=m, layer=layer: call(m, [layer])) for layer in layers for m in ("naive", "fast")
-    }
+    def variant(m: Method, layer: int):
+        return lambda: call(m, [layer])
+
+    methods: tuple[Method, ...] = ("naive", "fast")
+    variants = {f"{m}_L{layer}": variant(m, layer) for layer in layers for m in methods}
     with torch_threads(threads):
         n_threads = torch.get_num_threads()
         t = interleave(variants, rounds=rounds, warmup=warmup, keep=True)

@@ -16,6 +16,7 @@ from interplab.bench.protocol import DEFAULT_ROUNDS, interleave, timed
 from interplab.runtime import torch_threads
 
 if TYPE_CHECKING:
+    from interplab.analyses.causal.engine import Method
     from interplab.analyses.causal.patching import PatchingResult
     from interplab.models.model import Model
     from interplab.tasks import PromptPairs
@@ -64,7 +65,7 @@ def bench_patching(
         layers = sorted({int((i + 0.5) * cfg.n_layers / k) for i in range(k)})
     pairs = ioi(model, n=n, seed=seed)
 
-    def exact(method: str):
+    def exact(method: Method):
         return activation_patching(model, pairs, grid="heads", position="END", layers=layers, method=method, n_boot=100)
 
     variants = {

@@ -6,9 +6,12 @@ Each is a thin shell over :mod:`interplab.bench` (or, for ``bench grokking``, th
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
+
+if TYPE_CHECKING:
+    from interplab.analyses.causal.ablation import How
 
 from interplab.cli._common import err, guard, load_model, print_json, print_metrics
 
@@ -82,7 +85,7 @@ def bench_ablation_cmd(
                 layers=layers or None,
                 n_chunks=n_chunks,
                 chunk_len=chunk_len,
-                how=how,
+                how=cast("How", how),
                 rounds=rounds,
                 threads=threads,
                 all_heads=all_heads,

@@ -6,13 +6,21 @@ a run directory with the results and a report.html (built by :mod:`interplab.rep
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interplab.cli._common import err, finish_run, guard, load_model, print_json, print_run
+
+if TYPE_CHECKING:
+    from interplab.analyses.causal.ablation import How, MeanOver
+    from interplab.analyses.causal.engine import Method as AblationMethod
+    from interplab.analyses.causal.engine import Method as PatchMethod
+    from interplab.analyses.causal.patching import Direction, Grid
+    from interplab.analyses.causal.tracing import Corruption
+    from interplab.stats import CIMethod
 
 
 def ablate(
@@ -67,11 +75,11 @@ def ablate(
                 text=text,
                 n_chunks=n_chunks,
                 chunk_len=chunk_len,
-                how=how,
-                mean_over=mean_over,
+                how=cast("How", how),
+                mean_over=cast("MeanOver", mean_over),
                 layers=layers or None,
-                method=method,
-                ci=ci,
+                method=cast("AblationMethod", method),
+                ci=cast("CIMethod", ci),
                 top_k=top_k,
                 seed=seed,
                 induction_score=None if no_induction else "auto",
@@ -153,10 +161,10 @@ def patch(
             res = activation_patching(
                 m,
                 pairs,
-                grid=grid,
-                direction=direction,
+                grid=cast("Grid", grid),
+                direction=cast("Direction", direction),
                 position=position,
-                method=method,
+                method=cast("PatchMethod", method),
                 seed=seed,
                 neurons=neurons or None,
             )
@@ -166,7 +174,13 @@ def patch(
         if attribution:
             with err.status("attribution patching …"):
                 att = attribution_patching(
-                    m, pairs, grid=grid, direction=direction, position=position, seed=seed, neurons=neurons or None
+                    m,
+                    pairs,
+                    grid=cast("Grid", grid),
+                    direction=cast("Direction", direction),
+                    position=position,
+                    seed=seed,
+                    neurons=neurons or None,
                 )
             att.save(run.dir, "attribution.json")
             h["attribution_corr"] = round(correlation(att, res), 4)
@@ -303,7 +317,7 @@ def trace(
             res = causal_tracing(
                 m,
                 chosen,
-                corruption=corruption,
+                corruption=cast("Corruption", corruption),
                 n_samples=samples,
                 window=window,
                 seed=seed,

@@ -280,7 +280,10 @@ def _extremes(D: torch.Tensor, M: torch.Tensor, top_k: int, chunk: int = 256):
             sc = D[i : i + chunk] @ M
             tv, ti = sc.topk(top_k, dim=-1)
             bv, bi = (-sc).topk(top_k, dim=-1)
-            tops.append(ti), bots.append(bi), mx.append(tv[:, 0]), mn.append(-bv[:, 0])
+            tops.append(ti)
+            bots.append(bi)
+            mx.append(tv[:, 0])
+            mn.append(-bv[:, 0])
     return torch.cat(tops), torch.cat(bots), torch.cat(mx), torch.cat(mn)
 
 
