@@ -4,7 +4,7 @@ changes no result.
     python bench/headlines.py record OUT.json [--src DIR] [--only a,b]   # run them (DIR's interplab first on the path)
     python bench/headlines.py compare A.json B.json      # exit 1 and list the differences if they differ
 
-Keys that measure time or name paths (``*time*``, ``*seconds*``, ``wall*``, ``*_s``, ``run_dir``, ``out``,
+Keys that measure time or name paths (``*time*``, ``*second*``, ``wall*``, ``*_s``, ``run_dir``, ``out``,
 ``path``, ``*file*``) are dropped before comparing; everything else must be identical.
 """
 
@@ -41,7 +41,7 @@ COMMANDS: dict[str, list[str]] = {
     "erase": ["erase", "--data", "synthetic", "--json"],
     "sae-known-dict": ["sae", "train", "--data", "known-dict", "--json"],
 }
-VOLATILE = ("time", "seconds", "wall", "run_dir", "path", "file", "version", "revision", "elapsed")
+VOLATILE = ("time", "second", "wall", "run_dir", "path", "file", "version", "revision", "elapsed")
 
 
 def _clean(x):
