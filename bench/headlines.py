@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         record(Path(argv[1]), src, only)
         return 0
     if len(argv) == 3 and argv[0] == "compare":
-        a, b = (_tmp(json.loads(Path(p).read_text())) for p in argv[1:])
+        a, b = (_tmp(_clean(json.loads(Path(p).read_text()))) for p in argv[1:])
         diffs = _diff(a, b)
         print("\n".join(diffs) if diffs else f"identical: {len(a)} commands")
         return 1 if diffs else 0
