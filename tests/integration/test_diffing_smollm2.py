@@ -6,28 +6,14 @@ import copy
 
 import pytest
 import torch
-from tiny_tokenized import make_tiny_tokenized_model
 from torch import nn
 
-import interplab
 from interplab.analyses.diffing import (
     diff_models,
 )
 from interplab.models.model import Model
 from interplab.models.scoring import model_token_losses
 from interplab.tasks.corpus import token_chunks
-
-N_CHUNKS, CHUNK_LEN = 4, 48
-
-
-@pytest.fixture(scope="session")
-def tok_dir(tmp_path_factory):
-    return make_tiny_tokenized_model(tmp_path_factory.mktemp("diff_a"), vocab_size=400)
-
-
-@pytest.fixture(scope="session")
-def model_a(tok_dir):
-    return interplab.load(tok_dir)
 
 
 def _boosted(model: Model, token_id: int, boost: float = 3.0, name: str = "boosted") -> Model:
@@ -42,12 +28,6 @@ def _boosted(model: Model, token_id: int, boost: float = 3.0, name: str = "boost
         new.bias[token_id] = boost
     hf.lm_head = new
     return Model(hf, model.tokenizer, name=name)
-
-
-@pytest.fixture(scope="session")
-def chunks(model_a):
-    """The corpus module's chunks of the default text (pydoc topics), as the diff should see them."""
-    return token_chunks(model_a, n_chunks=N_CHUNKS, chunk_len=CHUNK_LEN)
 
 
 @pytest.mark.integration
