@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_write", "save_tensors", "write_bytes", "write_json", "write_text"]
+__all__ = ["atomic_write", "save_tensors", "write_json", "write_text"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -26,10 +26,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return p
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda t: t.write_bytes(data))
 
 
 def write_text(path: str | Path, text: str) -> Path:

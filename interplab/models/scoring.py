@@ -12,25 +12,7 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from interplab.models.model import Model
 
-__all__ = ["last_token_logits", "model_token_losses", "sequence_losses", "token_losses", "unembed_resid"]
-
-
-def token_losses(logits: torch.Tensor, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """Next-token cross-entropy per token, ``[batch, pos - 1 - start]`` float32 nats:
-    ``out[i, p] = -log softmax(logits[i, start + p])[tokens[i, start + p + 1]]``.
-
-    Computed one sequence at a time, so no second ``[batch, pos, vocab]`` float32 tensor is allocated."""
-    if logits.ndim != 3 or tokens.shape != logits.shape[:2]:
-        raise ValueError(
-            f"token_losses needs logits [b, p, vocab] and tokens [b, p]; got {tuple(logits.shape)} "
-            f"and {tuple(tokens.shape)}."
-        )
-    n = tokens.shape[1] - 1 - start
-    out = torch.empty(logits.shape[0], max(n, 0), dtype=torch.float32)
-    tgt = tokens.to(logits.device)
-    for i in range(logits.shape[0]):
-        out[i] = F.cross_entropy(logits[i, start:-1].float(), tgt[i, start + 1 :], reduction="none").cpu()
-    return out
+__all__ = ["last_token_logits", "model_token_losses", "sequence_losses", "unembed_resid"]
 
 
 def sequence_losses(logits: torch.Tensor, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -45,8 +27,9 @@ def sequence_losses(logits: torch.Tensor, tokens: torch.Tensor, start: int = 0) 
 def model_token_losses(
     model: Model, tokens: torch.Tensor | Sequence[Sequence[int]], batch_size: int = 8
 ) -> torch.Tensor:
-    """:func:`token_losses` of ``model`` on token ids ``[batch, pos]`` (``pos >= 2``), run ``batch_size``
-    sequences at a time without gradients; float32 on the CPU."""
+    """Next-token cross-entropy per token of ``model`` on token ids ``[batch, pos]`` (``pos >= 2``):
+    ``[batch, pos - 1]`` float32 nats on the CPU, ``out[i, p] = -log softmax(logits[i, p])[tokens[i, p + 1]]``;
+    ``batch_size`` sequences at a time, without gradients."""
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if tokens.ndim == 1:
         tokens = tokens[None]
