@@ -26,7 +26,9 @@ def _parse_layers(spec: str) -> list[int]:
 
 
 def train(
-    experiment: str = typer.Argument(..., help="grokking | superposition | addition | attn-only"),
+    experiment: str = typer.Argument(
+        ..., help="grokking | superposition | addition | attn-only | double-descent | scaling"
+    ),
     config: str | None = typer.Option(None, "--config", help="TOML file overriding the experiment's defaults."),
     sets: Annotated[list[str] | None, typer.Option("--set", help="key=value override (repeat).")] = None,
     resume: str | None = typer.Option(None, "--resume", help="Run directory to resume from its newest checkpoint."),

@@ -19,7 +19,7 @@ from interplab.io.atomic import write_json
 from interplab.io.results import Result
 from interplab.train.config import build_config, config_dict
 
-ExperimentName = Literal["grokking", "superposition", "addition", "attn-only"]
+ExperimentName = Literal["grokking", "superposition", "addition", "attn-only", "double-descent", "scaling"]
 
 CONFIG_FILE = "train_config.json"
 RESUME_OVERRIDABLE = {
@@ -73,6 +73,18 @@ EXPERIMENTS: dict[str, Experiment] = {
         "interplab.train.attn_only",
         "AttnOnlyConfig",
         "attention-only transformers and induction heads, Olsson et al. 2022",
+    ),
+    "double-descent": Experiment(
+        "double-descent",
+        "interplab.train.double_descent",
+        "DoubleDescentConfig",
+        "model-wise and epoch-wise double descent on the digits with label noise, Nakkiran et al. 2019",
+    ),
+    "scaling": Experiment(
+        "scaling",
+        "interplab.train.scaling",
+        "ScalingConfig",
+        "compute-optimal scaling law L(N, D) on toy byte-level transformers, Hoffmann et al. 2022",
     ),
 }
 

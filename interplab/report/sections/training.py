@@ -17,7 +17,9 @@ __all__ = [
     "REPORTS",
     "addition_report",
     "attn_only_report",
+    "double_descent_report",
     "grokking_report",
+    "scaling_report",
     "superposition_report",
     "training_report",
 ]
@@ -133,11 +135,96 @@ def attn_only_report(res: Any) -> Report:
     return rep
 
 
+def double_descent_report(res: Any) -> Report:
+    """Peaks per noise level, the model-wise curves (error against width) and the epoch-wise curves of the widest
+    model."""
+    h = res.headline()
+    rep = Report(
+        "Deep double descent",
+        f"Nakkiran et al. 2019 — two-layer ReLU networks on the digits, {h['n_train']} training images, "
+        f"label noise {', '.join(f'{float(n):.0%}' for n in h['peaks'])}",
+    )
+    rows = []
+    for noise, p in h["peaks"].items():
+        ew = p["epoch_wise"]
+        rows.append(
+            {
+                "label noise": noise,
+                "interpolation width": p["interpolation_width"],
+                "classical min (width: test error)": f"{p['classical_min_width']}: {p['classical_min_test_error']}",
+                "peak (width: test error)": f"{p['peak_width']}: {p['peak_test_error']}",
+                "peak height": p["height"],
+                "widest model's test error": p["final_test_error"],
+                "epoch-wise peak (step: test error)": f"{ew['peak_step']}: {ew['peak_test_error']} (+{ew['height']})",
+            }
+        )
+    rep.section(
+        "Peaks",
+        table(rows),
+        "Peak height: the highest test error at or beyond the classical minimum (the best width below the "
+        "interpolation threshold) minus that minimum; the interpolation threshold is the smallest width that fits "
+        "the noisy training labels exactly.",
+    )
+    rep.section("Model-wise double descent", res.plot())
+    rep.section("Epoch-wise double descent", res.plot_epochs())
+    rep.section("Cells", table(res.to_frame()))
+    return rep
+
+
+def scaling_report(res: Any) -> Report:
+    """The fitted law with its intervals, the compute-optimal allocation, loss curves and IsoFLOP profiles."""
+    h = res.headline()
+    rep = Report(
+        "Compute-optimal scaling",
+        f"Hoffmann et al. 2022 — {h['n_runs']} byte-level toy transformers, N {h['params_range'][0]:,}–"
+        f"{h['params_range'][1]:,} non-embedding parameters ({h['decades_of_params']} decades), D "
+        f"{h['tokens_range'][0]:,}–{h['tokens_range'][1]:,} tokens",
+    )
+    rep.section(
+        "Fit: L(N, D) = E + A/N^α + B/D^β",
+        table(
+            [
+                {"constant": k, "value": f"{v['value']:.4g}", "95% CI": f"[{v['low']:.4g}, {v['high']:.4g}]"}
+                for k, v in h["fit"].items()
+            ]
+        ),
+        "Huber regression on log-loss (Hoffmann et al.'s approach 3); intervals: bootstrap over runs.",
+    )
+    iso = h["isoflop"]
+    rep.section(
+        "Compute-optimal allocation",
+        table(
+            [
+                {
+                    "FLOPs": f"{o['flops']:.2g}",
+                    "N_opt": f"{o['N_opt']:,.0f}",
+                    "D_opt": f"{o['D_opt']:,.0f}",
+                    "tokens per parameter": f"{o['tokens_per_param']:.1f}",
+                    "predicted loss": f"{o['loss']:.3f}",
+                }
+                for o in h["compute_optimal"]
+            ]
+        ),
+        f"Tokens per parameter at the optimum for the grid's geometric-mean compute "
+        f"({h['tokens_per_param_optimal_at_flops']:.2g} FLOPs): {h['tokens_per_param_optimal']:.1f} "
+        f"(Chinchilla: about 20). IsoFLOP exponent a in N_opt ∝ C^a: "
+        + (f"{iso['exponent_a']:.2f}" if iso["exponent_a"] is not None else "too few profiles")
+        + " (Chinchilla: 0.50).",
+    )
+    rep.section("Loss against tokens", res.plot())
+    if iso["profiles"]:
+        rep.section("IsoFLOP profiles", res.plot_isoflop())
+    rep.section("Runs", table(res.to_frame()))
+    return rep
+
+
 REPORTS: dict[str, Callable[[Any], Report]] = {
     "grokking": grokking_report,
     "addition": addition_report,
     "superposition": superposition_report,
     "attn-only": attn_only_report,
+    "double-descent": double_descent_report,
+    "scaling": scaling_report,
 }
 """The report builder of each training Result, by the Result's ``KIND``."""
 
