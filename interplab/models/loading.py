@@ -16,8 +16,35 @@ from interplab.models.toy import ToyTransformer
 __all__ = ["from_pretrained_dir", "load"]
 
 
-def from_pretrained_dir(path: str | Path, name: str = "", device: str = "cpu", dtype=None) -> Model:
-    """Load a local directory: an interplab toy model or any Hugging Face causal-LM directory."""
+DeviceMap = str | dict[str, Any] | None
+
+
+def _placement(device: str, device_map: DeviceMap, offload_folder: str | Path | None) -> dict[str, Any]:
+    """``from_pretrained`` keywords that place the weights: none (the model is moved to ``device`` after loading)
+    or accelerate's ``device_map`` (``"auto"``, ``"balanced"``, or ``{module name: device | "disk"}``)."""
+    if device_map is None:
+        return {}
+    if device != "cpu":
+        raise ValueError("give either device or device_map, not both: device_map places every module itself.")
+    if isinstance(device_map, dict) and "disk" in device_map.values() and offload_folder is None:
+        raise ValueError('device_map sends modules to "disk": give offload_folder=DIR for their weights.')
+    kw: dict[str, Any] = {"device_map": device_map}
+    if offload_folder is not None:
+        kw["offload_folder"] = str(offload_folder)
+    return kw
+
+
+def from_pretrained_dir(
+    path: str | Path,
+    name: str = "",
+    device: str = "cpu",
+    dtype=None,
+    device_map: DeviceMap = None,
+    offload_folder: str | Path | None = None,
+) -> Model:
+    """Load a local directory: an interplab toy model or any Hugging Face causal-LM directory. ``device_map``
+    (Hugging Face models only): spread the layers over devices (and ``"disk"``, with ``offload_folder``)
+    through accelerate, for models larger than one device; hooks work across the split."""
     import torch
 
     t = time.perf_counter()
@@ -26,7 +53,10 @@ def from_pretrained_dir(path: str | Path, name: str = "", device: str = "cpu", d
     if not cfg_file.exists():
         raise FileNotFoundError(f"{path} has no config.json; it is not a model directory.")
     model_type = json.loads(cfg_file.read_text()).get("model_type")
+    placement = _placement(device, device_map, offload_folder)
     if model_type == "interplab_toy":
+        if placement:
+            raise ValueError(f"{path} is an interplab toy model: device_map is for Hugging Face models; use device.")
         hf: Any = ToyTransformer.from_pretrained(path)  # or an HF model below: typed Any
         tok = None
         if (path / "tokenizer_config.json").exists():
@@ -40,44 +70,62 @@ def from_pretrained_dir(path: str | Path, name: str = "", device: str = "cpu", d
             )
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32, attn_implementation="sdpa")
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype or torch.float32, attn_implementation="sdpa", **placement
+        )
         tok = (
             AutoTokenizer.from_pretrained(str(path))
             if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
             else None
         )
-    hf = hf.to(device).eval()
+    hf = (hf if placement else hf.to(device)).eval()
     m = Model(hf, tok, name=name or path.name, source=str(path))
     m.load_seconds = time.perf_counter() - t
     return m
 
 
-def load(name: str = DEFAULT_MODEL, device: str = "cpu", dtype=None) -> Model:
+def load(
+    name: str = DEFAULT_MODEL,
+    device: str = "cpu",
+    dtype=None,
+    device_map: DeviceMap = None,
+    offload_folder: str | Path | None = None,
+) -> Model:
     """Load a model by registry name, ``.gguf`` path, local directory or Hugging Face hub id.
 
     Registry names (``interplab models``): smollm2-135m (default), gemma3-270m. GGUF files are
-    dequantised to fp32 once and cached as safetensors (see ``interplab.models.registry``)."""
+    dequantised to fp32 once and cached as safetensors (see ``interplab.models.registry``).
+
+    ``device_map``: for a model larger than one device, accelerate's placement (``"auto"``, ``"balanced"``, or a
+    dict from module names such as ``"model.layers.12"`` to a device or ``"disk"``, with ``offload_folder``).
+    Caching, patching and ablation hooks work on a split model (their tensors follow the activation's device);
+    analyses that read weights need every layer in memory, not on ``"disk"``."""
     t = time.perf_counter()
     name = str(name)
+    where = {"device": device, "dtype": dtype, "device_map": device_map, "offload_folder": offload_folder}
     if name in REGISTRY:
         entry = REGISTRY[name]
         src = gguf_path(entry)
-        m = from_pretrained_dir(converted_dir(src, entry.sha256, name), name=name, device=device, dtype=dtype)
+        m = from_pretrained_dir(converted_dir(src, entry.sha256, name), name=name, **where)
         m.source = str(src)
     elif name.endswith(".gguf"):
         p = Path(name)
         if not p.exists():
             raise FileNotFoundError(f"GGUF file {name} does not exist.")
-        m = from_pretrained_dir(converted_dir(p, None, p.stem), name=p.stem, device=device, dtype=dtype)
+        m = from_pretrained_dir(converted_dir(p, None, p.stem), name=p.stem, **where)
         m.source = str(p.resolve())
     elif os.path.isdir(name):
-        m = from_pretrained_dir(name, device=device, dtype=dtype)
+        m = from_pretrained_dir(name, **where)
     elif "/" in name and not name.startswith((".", "/")):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        hub: Any = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="sdpa")
-        m = Model(hub.to(device), AutoTokenizer.from_pretrained(name), name=name, source=f"hub:{name}")
+        placement = _placement(device, device_map, offload_folder)
+        hub: Any = AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype or torch.float32, attn_implementation="sdpa", **placement
+        )
+        hub = hub if placement else hub.to(device)
+        m = Model(hub.eval(), AutoTokenizer.from_pretrained(name), name=name, source=f"hub:{name}")
     else:
         raise unknown_name_error(name)
     m.load_seconds = time.perf_counter() - t

@@ -69,7 +69,13 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
+        """Where inputs go: the device of the first parameter, or, for a model spread over devices with
+        ``device_map``, the device of its input embedding (the CPU when that is offloaded to disk)."""
+        dev = next(self.hf.parameters()).device
+        if getattr(self.hf, "hf_device_map", None) is not None:
+            emb = self.hf.get_input_embeddings().weight.device
+            dev = torch.device("cpu") if emb.type == "meta" else emb
+        return dev
 
     @property
     def n_params(self) -> int:
