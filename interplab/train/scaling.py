@@ -11,8 +11,9 @@ Set-up: byte-level language models (vocabulary 256) on the bundled English corpu
 cross-entropy on the held-out bytes (nats per byte). ``N`` is the non-embedding parameter count (Kaplan et
 al.: at this scale the embedding and unembedding matrices are a large share of the parameters and bend the
 power law); the total count is kept beside it. Compute is ``C = 6·N·D``. Budgets above the training split's
-size repeat data (two epochs at 800k tokens); Muennighoff et al. (2023) find up to ~4 epochs nearly as good
-as fresh data.
+size repeat data (about four epochs at 1.6M tokens); Muennighoff et al. (2023) find up to ~4 epochs nearly as
+good as fresh data. The model sizes are small because the corpus is: at larger sizes the compute-optimal token
+count exceeds what four epochs of it hold.
 
 Fits:
 
@@ -24,9 +25,11 @@ Fits:
 * **Compute-optimal allocation** from the fit: for budget ``C``, ``N_opt = G·(C/6)^(β/(α+β))`` with
   ``G = (αA/(βB))^(1/(α+β))``, ``D_opt = C/(6 N_opt)``, and the tokens per parameter ``D_opt/N_opt``
   (≈ 20 for Chinchilla; it changes with C unless α = β).
-* **Approach 2** (IsoFLOP): runs whose compute is equal within 1% (the grids are geometric with the same
-  ratio, so they line up) are one IsoFLOP profile; a parabola in ``log N`` through each profile with ≥ 3
-  runs gives its minimising ``N``; ``N_opt ∝ C^a`` is fitted through them (Chinchilla: a ≈ 0.50).
+* **Approach 2** (IsoFLOP, :func:`isoflop_optima`): at fixed compute C, each size's loss at ``D = C/6N`` is
+  read off its loss-against-tokens curve; a parabola in ``log N`` through each profile gives the minimising
+  ``N`` and ``N_opt ∝ C^a`` is fitted through them (Chinchilla: a ≈ 0.50).
+* ``E`` is reported as not identified (``E_identified: false``) when the fit drives it to ~0: the losses of the
+  grid are then far from the irreducible regime and only the power-law terms are measured.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ FIT_KEYS = ("E", "A", "B", "alpha", "beta")
 
 @dataclass
 class ScalingConfig:
-    d_models: tuple[int, ...] = (16, 32, 64, 96)  # non-embedding parameters 6.6k ... 224k (1.53 decades)
-    tokens: tuple[int, ...] = (25_000, 50_000, 100_000, 200_000, 400_000, 800_000)
+    d_models: tuple[int, ...] = (8, 16, 32, 48)  # non-embedding parameters 1.8k ... 57k (1.5 decades)
+    tokens: tuple[int, ...] = (25_000, 50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000)
     n_layers: int = 2
     n_ctx: int = 64
     batch: int = 16
@@ -273,28 +276,40 @@ def compute_optimal(fit: dict[str, float], flops: float) -> dict[str, float]:
     }
 
 
-def isoflop_optima(cells: list[dict[str, Any]]) -> dict[str, Any]:
-    """Hoffmann et al.'s approach 2: per IsoFLOP profile (runs with compute equal within 1%) with ≥ 3 runs, the
-    vertex of a parabola in ``log N`` through its losses (kept only when it opens upward); then the exponent
-    ``a`` of ``N_opt ∝ C^a`` by least squares on the logs (None with fewer than two profiles)."""
-    profiles: dict[float, list[dict[str, Any]]] = {}
-    for c in cells:
-        key = next((k for k in profiles if abs(c["flops"] / k - 1) < 0.01), c["flops"])
-        profiles.setdefault(key, []).append(c)
-    optima = []
-    for flops, runs in sorted(profiles.items()):
-        if len(runs) < 3:
+def isoflop_optima(cells: list[dict[str, Any]], n_budgets: int = 8) -> dict[str, Any]:
+    """Hoffmann et al.'s approach 2 on a grid of (N, D) runs: for ``n_budgets`` compute budgets C (log-spaced over
+    the grid's range), each model size's loss at ``D = C/(6N)`` is read off its loss-against-tokens curve
+    (linear in log D between the runs; sizes whose runs do not span that D are left out), and a parabola in
+    ``log N`` through the lowest point of a profile of ≥ 3 sizes and up to two neighbours each side gives its
+    minimising ``N`` — kept when the parabola opens upward
+    and its vertex lies inside the profile's N range. Then the exponent ``a`` of ``N_opt ∝ C^a`` by least
+    squares on the logs (None with fewer than two profiles; Chinchilla: a ≈ 0.50)."""
+    curves: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    for n in sorted({c["params"] for c in cells}):
+        runs = sorted((c for c in cells if c["params"] == n), key=lambda c: c["tokens"])
+        curves[n] = (np.log([r["tokens"] for r in runs]), np.array([r["loss"] for r in runs]))
+    flops = [c["flops"] for c in cells]
+    optima, profiles = [], []
+    for budget in np.geomspace(min(flops), max(flops), n_budgets)[1:-1]:
+        pts = []
+        for n, (log_d, loss) in curves.items():
+            x = math.log(budget / (6 * n))
+            if len(log_d) >= 2 and log_d[0] <= x <= log_d[-1]:
+                pts.append((n, float(np.interp(x, log_d, loss))))
+        if len(pts) < 3:
             continue
-        x = np.log([r["params"] for r in runs])
-        y = np.array([r["loss"] for r in runs])
+        profiles.append({"flops": float(budget), "params": [p[0] for p in pts], "loss": [p[1] for p in pts]})
+        x, y = np.log([p[0] for p in pts]), np.array([p[1] for p in pts])
+        lo = min(max(int(np.argmin(y)) - 2, 0), len(x) - 3)  # the parabola through the lowest point's neighbours
+        x, y = x[lo : lo + 5], y[lo : lo + 5]
         c2, c1, _ = np.polyfit(x, y, 2)
-        if c2 <= 0:
-            continue
-        optima.append({"flops": flops, "N_opt": float(math.exp(-c1 / (2 * c2))), "n_runs": len(runs)})
+        vertex = -c1 / (2 * c2) if c2 > 0 else math.nan
+        if c2 > 0 and x.min() <= vertex <= x.max():
+            optima.append({"flops": float(budget), "N_opt": float(math.exp(vertex)), "n_sizes": len(pts)})
     a = None
     if len(optima) >= 2:
         a = float(np.polyfit(np.log([o["flops"] for o in optima]), np.log([o["N_opt"] for o in optima]), 1)[0])
-    return {"profiles": optima, "exponent_a": a}
+    return {"profiles": profiles, "optima": optima, "exponent_a": a}
 
 
 # ------------------------------------------------------------------------------------------ result
@@ -345,23 +360,20 @@ class ScalingResult(TrainingResult):
         )
 
     def plot_isoflop(self):
-        """IsoFLOP view: loss against N for runs of equal compute, with each profile's parabola vertex."""
+        """IsoFLOP profiles (losses read off each size's curve at D = C/6N), with each profile's parabola minimum."""
         import plotly.graph_objects as go
 
         fig = go.Figure()
-        cells = sorted(self.cells, key=lambda c: c["params"])
-        for p in self.summary["isoflop"]["profiles"]:
-            runs = [c for c in cells if abs(c["flops"] / p["flops"] - 1) < 0.01]
-            fig.add_scatter(
-                x=[r["params"] for r in runs],
-                y=[r["loss"] for r in runs],
-                mode="markers+lines",
-                name=f"C={p['flops']:.2g}",
-            )
-            fig.add_vline(x=p["N_opt"], line={"dash": "dot", "width": 1, "color": "grey"})
+        iso = self.summary["isoflop"]
+        for p in iso["profiles"]:
+            fig.add_scatter(x=p["params"], y=p["loss"], mode="markers+lines", name=f"C={p['flops']:.2g}")
+        for o in iso["optima"]:
+            fig.add_vline(x=o["N_opt"], line={"dash": "dot", "width": 1, "color": "grey"})
         fig.update_xaxes(type="log", title="non-embedding parameters N (log)")
         return fig.update_layout(
-            title="IsoFLOP profiles (dotted: the parabola's minimum)", yaxis_title="loss (nats/byte)", height=420
+            title="IsoFLOP profiles (dotted: a parabola's minimum inside the grid)",
+            yaxis_title="loss (nats/byte)",
+            height=420,
         )
 
 
@@ -404,6 +416,7 @@ def train(cfg: ScalingConfig, run_dir, resume: bool = False, progress: bool = Tr
         "tokens_per_param_optimal_at_flops": grid_flops,
         "compute_optimal": optimal,
         "isoflop": isoflop_optima(cells),
+        "E_identified": point["E"] > 1e-3,
     }
     res = ScalingResult(cd, cells, summary)
     res.save(run_dir)

@@ -212,6 +212,12 @@ def scaling_report(res: Any) -> Report:
         + " (Chinchilla: 0.50).",
     )
     rep.section("Loss against tokens", res.plot())
+    if not h.get("E_identified", True):
+        rep.section(
+            "Caveat",
+            "The fitted irreducible loss E is ~0: the runs are far from the irreducible regime, so E is not measured "
+            "and the compute-optimal allocation beyond the grid is an extrapolation of the power-law terms.",
+        )
     if iso["profiles"]:
         rep.section("IsoFLOP profiles", res.plot_isoflop())
     rep.section("Runs", table(res.to_frame()))
