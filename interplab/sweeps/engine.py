@@ -126,6 +126,9 @@ def run_sweep(
         on_cell: called with each outcome and the cell's values as it ends (progress lines).
     """
     t0 = time.perf_counter()
+    clash = sorted(set(grid) & set(META_COLUMNS))
+    if clash:
+        raise ValueError(f"grid keys {clash} are names of the sweep table's own columns {list(META_COLUMNS)}.")
     root = Path(sweep_dir).resolve()
     manifest = {"command": list(command), "args": list(args), "grid": {k: list(v) for k, v in grid.items()}}
     _check_manifest(root, manifest)

@@ -78,3 +78,12 @@ def test_values_are_typed_per_key():
     assert typed_values(["0", "1"]) == [0, 1]
     assert typed_values(["1", "1e-3"]) == [1.0, 0.001]
     assert typed_values(["1", "add"]) == ["1", "add"]
+
+
+def test_grid_keys_may_not_shadow_the_tables_own_columns(tmp_path):
+    from interplab.sweeps.backends import SerialBackend
+    from interplab.sweeps.engine import run_sweep
+
+    with pytest.raises(ValueError, match="sweep table's own columns"):
+        run_sweep(["models"], [], {"status": ["a"]}, lambda c: [], tmp_path, SerialBackend())
+    assert not any(tmp_path.iterdir())
