@@ -84,7 +84,7 @@ def sweep(
     ],
     grid: Annotated[
         list[str] | None,
-        typer.Option("--grid", "-g", help="key=v1,v2 or key=a..b (repeat; cells are the product). See below."),
+        typer.Option("--grid", "-g", help="key=v1,v2 or key=a..b (repeat; cells are the product); keys as above."),
     ] = None,
     backend: str = typer.Option("serial", "--backend", help="serial | process | ray."),
     address: str | None = typer.Option(
@@ -109,13 +109,14 @@ def sweep(
     skips finished cells; results in sweep.parquet (one row per cell) and report.html.
 
     Grid keys: NAME is the command's option --NAME (seed=0..4 -> --seed 0 ... --seed 4; a flag takes true,false);
-    set.KEY is --set KEY=VALUE (train: set.epochs=600, set.seed=0..4). Example:
+    set.KEY is --set KEY=VALUE (train: set.epochs=600, set.seed=0..4). The sweep's options may stand anywhere; every
+    other word goes to the command (each cell's --out and --json are the sweep's). Example:
     interplab sweep train grokking --set p=13 --grid set.seed=0..2 --grid set.weight_decay=0.1,1 --backend process
     """
     from interplab.io.runs import Run
     from interplab.report.sections.sweep import sweep_report
     from interplab.sweeps.backends import make_backend, parse_bytes
-    from interplab.sweeps.engine import run_sweep
+    from interplab.sweeps.engine import check_resumable, run_sweep
     from interplab.sweeps.grid import RESERVED_OPTIONS, cell_args, expand, parse_grid, validate_keys
 
     with guard():
@@ -142,6 +143,8 @@ def sweep(
             cpus_per_cell=cpus_per_cell,
             memory_per_cell=parse_bytes(memory_per_cell) if memory_per_cell else None,
         )
+        if out is not None:
+            check_resumable(out, path, fixed)  # before the sweep's run.json is rewritten
         args = {"command": path, "args": fixed, "grid": grid, "backend": backend, "address": address}
         total = len(expand(g))
 

@@ -107,10 +107,15 @@ class ProcessBackend(Backend):
         self.max_parallel = max_parallel
 
     def run(self, specs: Sequence[CellSpec], on_done: OnDone) -> None:
-        with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="sweep-cell") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="sweep-cell")
+        try:
             futures = [pool.submit(_safe_run, s) for s in specs]
             for f in as_completed(futures):
                 on_done(f.result())
+        except BaseException:  # Ctrl-C or a failing callback: start no further cells (running ones get the signal)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
 
 class RayBackend(Backend):
@@ -182,17 +187,23 @@ class RayBackend(Backend):
         todo = list(specs)
         pending: dict[Any, CellSpec] = {}
         limit = self.max_parallel or len(todo)
-        while todo or pending:
-            while todo and len(pending) < limit:
-                spec = todo.pop(0)
-                pending[task.remote(_as_dict(spec))] = spec
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                spec = pending.pop(ref)
-                try:
-                    on_done(CellOutcome(**ray.get(ref)))
-                except ray.exceptions.RayError as e:  # the task or its worker died (after Ray's retries)
-                    on_done(CellOutcome(spec.name, "failed", None, 0.0, error=f"{type(e).__name__}: {e}"))
+        try:
+            while todo or pending:
+                while todo and len(pending) < limit:
+                    spec = todo.pop(0)
+                    pending[task.remote(_as_dict(spec))] = spec
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    spec = pending.pop(ref)
+                    try:
+                        outcome = CellOutcome(**ray.get(ref))
+                    except ray.exceptions.RayError as e:  # the task or its worker died (after Ray's retries)
+                        outcome = CellOutcome(spec.name, "failed", None, 0.0, error=f"{type(e).__name__}: {e}")
+                    on_done(outcome)
+        except BaseException:  # Ctrl-C: cancel what is still queued or running (also on a cluster left running)
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
 
 
 def _as_dict(spec: CellSpec) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from interplab.sweeps.backends import Backend
 from interplab.sweeps.cell import CellOutcome, CellSpec
 from interplab.sweeps.grid import Cell, expand, typed_values
 
-__all__ = ["MANIFEST", "MARKER", "TABLE", "SweepResult", "flatten_headline", "gather", "run_sweep"]
+__all__ = ["MANIFEST", "MARKER", "TABLE", "SweepResult", "check_resumable", "flatten_headline", "gather", "run_sweep"]
 
 MANIFEST = "sweep.json"
 MARKER = "sweep_cell.json"
@@ -80,12 +80,14 @@ def flatten_headline(headline: Mapping[str, Any], prefix: str = "") -> dict[str,
     return out
 
 
-def _check_manifest(sweep_dir: Path, manifest: dict[str, Any]) -> None:
-    p = sweep_dir / MANIFEST
+def check_resumable(sweep_dir: str | Path, command: Sequence[str], args: Sequence[str]) -> None:
+    """A ValueError if ``sweep_dir`` holds a sweep of another command or other fixed arguments (a rerun into a
+    sweep directory must repeat its command; the grid may change)."""
+    p = Path(sweep_dir) / MANIFEST
     if not p.exists():
         return
     old = json.loads(p.read_text())
-    if (old.get("command"), old.get("args")) != (manifest["command"], manifest["args"]):
+    if (old.get("command"), old.get("args")) != (list(command), list(args)):
         raise ValueError(
             f"{sweep_dir} holds a sweep of `{' '.join(old.get('command', []) + old.get('args', []))}`; "
             "resume it with the same command and arguments, or give another --out."
@@ -131,7 +133,7 @@ def run_sweep(
         raise ValueError(f"grid keys {clash} are names of the sweep table's own columns {list(META_COLUMNS)}.")
     root = Path(sweep_dir).resolve()
     manifest = {"command": list(command), "args": list(args), "grid": {k: list(v) for k, v in grid.items()}}
-    _check_manifest(root, manifest)
+    check_resumable(root, command, args)
     write_json(root / MANIFEST, manifest, indent=2)
 
     cells = expand(grid)

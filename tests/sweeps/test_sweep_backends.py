@@ -137,3 +137,11 @@ def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(BackendUnavailable, match=r"pip install -e \.\[ray\]"), make_backend("ray"):
         pass
+
+
+def test_a_rerun_with_another_command_is_refused_and_leaves_the_sweep_as_it_was(serial):
+    out, _, _ = serial
+    before = (out / "run.json").read_bytes()
+    r = CliRunner().invoke(app, ["sweep", *COMMAND, "--set", "lr=1e-2", *GRID, "--out", str(out)])
+    assert r.exit_code == 2 and "resume it with the same command" in " ".join(r.output.split()), r.output
+    assert (out / "run.json").read_bytes() == before

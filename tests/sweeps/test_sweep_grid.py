@@ -87,3 +87,17 @@ def test_grid_keys_may_not_shadow_the_tables_own_columns(tmp_path):
     with pytest.raises(ValueError, match="sweep table's own columns"):
         run_sweep(["models"], [], {"status": ["a"]}, lambda c: [], tmp_path, SerialBackend())
     assert not any(tmp_path.iterdir())
+
+
+def test_memory_sizes_and_backend_choices_are_checked():
+    from interplab.sweeps.backends import ProcessBackend, make_backend, parse_bytes
+
+    assert parse_bytes("2GB") == 2 * 2**30 and parse_bytes("512m") == 512 * 2**20 and parse_bytes("1000") == 1000
+    with pytest.raises(ValueError, match="size like 2GB"):
+        parse_bytes("lots")
+    with pytest.raises(ValueError, match="with --backend ray"):
+        make_backend("process", address="auto")
+    with pytest.raises(ValueError, match="one cell at a time"):
+        make_backend("serial", max_parallel=4)
+    be = make_backend("process", max_parallel=3)
+    assert isinstance(be, ProcessBackend) and be.max_parallel == 3
