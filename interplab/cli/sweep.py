@@ -10,6 +10,9 @@ set). Grid keys name the command's options (``seed`` -> ``--seed``) or, for ``tr
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -75,6 +78,25 @@ def _set_keys(path: list[str], params: dict[str, Any]) -> list[str] | None:
 
         return [f.name for f in dataclasses.fields(X.get(params["experiment"]).config_cls())]
     return None
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``) stops the sweep as Ctrl-C does: running cells are stopped, the sweep is marked failed,
+    and a rerun resumes it."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        before = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def sweep(
@@ -155,7 +177,7 @@ def sweep(
             )
             err.print(f"cell {what} {outcome.status} ({outcome.wall_s:.1f} s){tail}", highlight=False)
 
-        with Run(f"sweep-{'-'.join(path)}", args, out=out) as run:
+        with _terminate_as_interrupt(), Run(f"sweep-{'-'.join(path)}", args, out=out) as run:
             err.print(f"sweep of `interplab {name}` over {total} cells on {be.name} → {run.dir}", highlight=False)
             res = run_sweep(
                 path,

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, Literal, Self
 
 from interplab.sweeps import cell as cell_module
-from interplab.sweeps.cell import CellOutcome, CellSpec, run_cell
+from interplab.sweeps.cell import CellOutcome, CellSpec, run_cell, stop_running
 
 __all__ = [
     "BACKENDS",
@@ -92,8 +92,12 @@ class SerialBackend(Backend):
     name = "serial"
 
     def run(self, specs: Sequence[CellSpec], on_done: OnDone) -> None:
-        for spec in specs:
-            on_done(_safe_run(spec))
+        try:
+            for spec in specs:
+                on_done(_safe_run(spec))
+        except BaseException:
+            stop_running()
+            raise
 
 
 class ProcessBackend(Backend):
@@ -112,8 +116,9 @@ class ProcessBackend(Backend):
             futures = [pool.submit(_safe_run, s) for s in specs]
             for f in as_completed(futures):
                 on_done(f.result())
-        except BaseException:  # Ctrl-C or a failing callback: start no further cells (running ones get the signal)
+        except BaseException:  # Ctrl-C, a kill or a failing callback: start no further cells, stop the running ones
             pool.shutdown(wait=False, cancel_futures=True)
+            stop_running()
             raise
         pool.shutdown()
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CellOutcome", "CellSpec", "run_cell", "run_cell_dict"]
+__all__ = ["CellOutcome", "CellSpec", "run_cell", "run_cell_dict", "stop_running"]
 
 CLI = "from interplab.cli import app; app(prog_name='interplab')"
 """What the child runs (``python -c CLI ARGS...``): the ``interplab`` command."""
@@ -95,6 +95,17 @@ def _error_text(returncode: int, stderr: str, record: dict[str, Any]) -> str:
     return "\n".join([what, *tail])
 
 
+_RUNNING: set[subprocess.Popen] = set()
+"""The cells' child processes running in this process (threads of the process backend run several)."""
+
+
+def stop_running() -> None:
+    """Terminate every cell child still running in this process (a sweep that is stopped takes its cells along,
+    so no orphan keeps writing into a cell directory that a rerun starts afresh)."""
+    for proc in list(_RUNNING):
+        proc.terminate()
+
+
 def run_cell(spec: CellSpec) -> CellOutcome:
     """Run one cell in a fresh ``run_dir`` (what a previous, unfinished attempt left there is removed first)."""
     run_dir = Path(spec.run_dir)
@@ -106,13 +117,21 @@ def run_cell(spec: CellSpec) -> CellOutcome:
     argv = [sys.executable, "-c", CLI, *spec.args, "--out", str(run_dir), "--json"]
     t0 = time.perf_counter()
     with open(run_dir / LOG_FILE, "w+", encoding="utf-8") as log:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=cwd, check=False)
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=cwd) as proc:
+            _RUNNING.add(proc)
+            try:
+                stdout, _ = proc.communicate()
+            except BaseException:  # the sweep is stopped (Ctrl-C, kill): take the cell along
+                proc.terminate()
+                raise
+            finally:
+                _RUNNING.discard(proc)
         log.seek(0)
         stderr = log.read()
     wall = round(time.perf_counter() - t0, 3)
     record = _run_record(run_dir)
     if proc.returncode == 0:
-        headline = _parse_headline(proc.stdout)
+        headline = _parse_headline(stdout)
         if headline is None:
             headline = dict(record.get("headline") or {})
         return CellOutcome(spec.name, "complete", 0, wall, headline)
