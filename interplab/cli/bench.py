@@ -215,3 +215,25 @@ def bench_grokking_cmd(
     else:
         for k, v in res.items():
             err.print(f"{k}: {v}", highlight=False)
+
+
+def bench_sweep_cmd(
+    cells: int = typer.Option(4, "--cells", help="Empty cells per sweep."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (one sweep per backend each)."),
+    backends: str = typer.Option("serial,process,ray", "--backends", help="Backends to time, e.g. serial,process."),
+    max_parallel: int = typer.Option(2, "--max-parallel", help="Cells at once for the process and Ray backends."),
+    out: str | None = typer.Option(None, "--out", help="Run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Overhead per cell of each sweep backend (serial, process, Ray), on empty cells (`interplab models`)."""
+    from interplab.bench.sweep import bench_sweep
+    from interplab.io.runs import Run
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    args = {"cells": cells, "rounds": rounds, "backends": names, "max_parallel": max_parallel}
+    with guard(), Run("bench-sweep", args, out=out) as run:
+        with err.status("timing sweeps of empty cells …"):
+            res = bench_sweep(cells=cells, rounds=rounds, backends=names, max_parallel=max_parallel)
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    print_metrics(res, as_json)

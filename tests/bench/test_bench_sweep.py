@@ -1,0 +1,19 @@
+"""``bench_sweep``: seconds per empty cell for each backend asked for, beside one direct run."""
+
+from __future__ import annotations
+
+import pytest
+
+from interplab.bench.sweep import bench_sweep
+
+
+def test_overhead_is_reported_per_backend_and_beside_a_direct_run():
+    res = bench_sweep(cells=1, rounds=1, warmup=0, backends=["serial"])
+    assert set(res["overhead_s"]) == {"serial"}
+    assert res["overhead_s"]["serial"] > 0 and res["direct_s"] > 0
+    assert res["rounds"] == 1 and "protocol" in res
+
+
+def test_unknown_backends_are_refused():
+    with pytest.raises(ValueError, match="unknown backends"):
+        bench_sweep(backends=["spark"])
