@@ -34,13 +34,16 @@ __all__ = [
     "RayBackend",
     "SerialBackend",
     "available_cpus",
+    "check_backend",
     "make_backend",
+    "map_calls",
     "parse_bytes",
 ]
 
 BackendName = Literal["serial", "process", "ray"]
 BACKENDS: tuple[str, ...] = ("serial", "process", "ray")
 OnDone = Callable[[CellOutcome], None]
+OnResult = Callable[[tuple, Any], object]
 
 
 class BackendUnavailable(ValueError):
@@ -85,6 +88,16 @@ class Backend:
     def run(self, specs: Sequence[CellSpec], on_done: OnDone) -> None:
         raise NotImplementedError
 
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple], on_result: OnResult) -> None:
+        """Call ``fn(*args)`` for every ``args`` of ``calls`` and ``on_result(args, value)`` in the calling thread
+        as each returns (in any order). How an experiment spreads its own independent pieces (the cells of
+        ``train double-descent`` or ``train scaling``) over the backend's workers; ``fn`` must be a module-level
+        function (it is pickled to the workers) and a pure function of its arguments, so every backend gives the
+        same values. Here: one call after another, in this process. An exception in a call propagates (the values
+        already handed to ``on_result`` are kept by the caller)."""
+        for args in calls:
+            on_result(args, fn(*args))
+
 
 class SerialBackend(Backend):
     """One cell at a time, in order."""
@@ -119,6 +132,22 @@ class ProcessBackend(Backend):
         except BaseException:  # Ctrl-C, a kill or a failing callback: start no further cells, stop the running ones
             pool.shutdown(wait=False, cancel_futures=True)
             stop_running()
+            raise
+        pool.shutdown()
+
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple], on_result: OnResult) -> None:
+        """:meth:`Backend.map` over ``max_parallel`` fresh worker processes (spawned, not forked: torch's thread
+        pools do not survive a fork)."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=self.max_parallel, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futures = {pool.submit(fn, *args): args for args in calls}
+            for f in as_completed(futures):
+                on_result(futures[f], f.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()
 
@@ -210,9 +239,57 @@ class RayBackend(Backend):
                 ray.cancel(ref, force=True)
             raise
 
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple], on_result: OnResult) -> None:
+        """:meth:`Backend.map` as one Ray task per call (``num_cpus=cpus_per_cell``); the workers import ``fn``'s
+        module, so interplab must be installed on every node."""
+        ray = self._ray
+        if ray is None:
+            raise RuntimeError("use the Ray backend inside `with backend:`.")
+        opts: dict[str, Any] = {"num_cpus": self.cpus_per_cell}
+        if self.memory_per_cell:
+            opts["memory"] = self.memory_per_cell
+        task = ray.remote(fn).options(**opts)
+        todo, pending = list(calls), {}
+        limit = self.max_parallel or len(todo)
+        try:
+            while todo or pending:
+                while todo and len(pending) < limit:
+                    args = todo.pop(0)
+                    pending[task.remote(*args)] = args
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    on_result(pending.pop(ref), ray.get(ref))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def map_calls(
+    fn: Callable[..., Any],
+    calls: Sequence[tuple],
+    on_result: OnResult,
+    backend: str = "serial",
+    max_parallel: int | None = None,
+) -> None:
+    """Run ``fn(*args)`` for every ``args`` in ``calls`` on the backend called ``backend`` (see
+    :meth:`Backend.map`), handing each value to ``on_result(args, value)`` as it arrives."""
+    if not calls:
+        return
+    if backend == "serial":
+        max_parallel = None
+    with make_backend(backend, max_parallel=max_parallel) as b:
+        b.map(fn, calls, on_result)
+
 
 def _as_dict(spec: CellSpec) -> dict[str, Any]:
     return {"name": spec.name, "args": list(spec.args), "run_dir": spec.run_dir, "cwd": spec.cwd, "env": spec.env}
+
+
+def check_backend(name: str) -> None:
+    """A ValueError naming the backends when ``name`` is not one of them."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r}: use one of {', '.join(BACKENDS)}.")
 
 
 def make_backend(

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from interplab.io.atomic import write_json
 from interplab.io.results import read_json
 from interplab.runtime import torch_threads
+from interplab.sweeps.backends import check_backend
 from interplab.train.result import TrainingResult
 
 __all__ = ["DoubleDescentConfig", "DoubleDescentResult", "digits_split", "find_peaks", "run_cell", "train"]
@@ -74,6 +75,7 @@ class DoubleDescentConfig:
             raise ValueError(f"n_train must be in 10..1697 (the digits set has 1,797 images), got {self.n_train}.")
         if self.steps < 1 or self.n_evals < 1:
             raise ValueError("steps and n_evals must be at least 1.")
+        check_backend(self.backend)
 
 
 def digits_split(n_train: int, data_seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -271,6 +273,7 @@ class DoubleDescentResult(TrainingResult):
 def train(cfg: DoubleDescentConfig, run_dir, resume: bool = False, progress: bool = True) -> DoubleDescentResult:
     """Train every (noise, seed, width) cell that ``run_dir/cells/`` does not hold yet, through the sweep
     backend ``cfg.backend``; then find the peaks and save the Result (``double_descent.json``)."""
+    from interplab.sweeps.backends import map_calls
     from interplab.train.config import config_dict
 
     cfg.validate()
@@ -284,8 +287,13 @@ def train(cfg: DoubleDescentConfig, run_dir, resume: bool = False, progress: boo
     def keep(args: tuple, cell: dict[str, Any]) -> None:
         write_json(cell_dir / _cell_name(*args), {"kind": "double-descent-cell", **cell})
 
-    for k in missing:  # TODO(sweeps backend)
-        keep(k, run_cell(cd, *k))
+    map_calls(
+        run_cell,
+        [(cd, *k) for k in missing],
+        lambda args, cell: keep(args[1:], cell),
+        backend=cfg.backend,
+        max_parallel=cfg.max_parallel or None,
+    )
     cells = [read_json(cell_dir / _cell_name(*k), "", "double-descent-cell")[0] for k in todo]
     for c in cells:
         c.pop("kind", None)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from interplab.io.atomic import write_json
 from interplab.io.results import read_json
 from interplab.runtime import torch_threads
+from interplab.sweeps.backends import check_backend
 from interplab.train.result import TrainingResult
 
 __all__ = [
@@ -88,6 +89,7 @@ class ScalingConfig:
             raise ValueError(f"d_models must be multiples of 4 (4 heads), got {list(self.d_models)}.")
         if min(self.tokens) < self.batch * self.n_ctx:
             raise ValueError(f"every token budget must be at least one batch ({self.batch * self.n_ctx} tokens).")
+        check_backend(self.backend)
 
 
 def text_split(text_file: str = "") -> tuple[torch.Tensor, torch.Tensor]:
@@ -380,6 +382,7 @@ class ScalingResult(TrainingResult):
 def train(cfg: ScalingConfig, run_dir, resume: bool = False, progress: bool = True) -> ScalingResult:
     """Train every (width, budget) run that ``run_dir/cells/`` does not hold yet, then fit the scaling law and
     save the Result (``scaling.json``)."""
+    from interplab.sweeps.backends import map_calls
     from interplab.train.config import config_dict
 
     cfg.validate()
@@ -393,8 +396,13 @@ def train(cfg: ScalingConfig, run_dir, resume: bool = False, progress: bool = Tr
         return cell_dir / f"d{d}-tokens{t}.json"
 
     missing = [k for k in todo if not name(*k).exists()]
-    for k in missing:  # TODO(sweeps backend)
-        write_json(name(*k), {"kind": "scaling-cell", **run_cell(cd, *k)})
+    map_calls(
+        run_cell,
+        [(cd, *k) for k in missing],
+        lambda args, cell: write_json(name(*args[1:]), {"kind": "scaling-cell", **cell}),
+        backend=cfg.backend,
+        max_parallel=cfg.max_parallel or None,
+    )
     cells = [read_json(name(*k), "", "scaling-cell")[0] for k in todo]
     for c in cells:
         c.pop("kind", None)
