@@ -8,6 +8,12 @@ is the fastest sweep's wall time divided by its cells (the process and Ray backe
 at once, so theirs can be below one child's start-up). ``direct_s`` is one such child run directly, without a
 sweep, for comparison. A local Ray (``max_parallel`` CPUs) is started once before the rounds and shut down after;
 its workers start during the warm-up round.
+
+``speedup_2_workers`` (with ``speedup_cells`` > 0): the wall time of a sweep of ``speedup_cells`` CPU-bound cells
+of about ``cell_seconds`` each (``train double-descent`` on one width and noise level, its step count calibrated
+from one short run, one thread per cell) on one worker (serial) divided by the same sweep on two (process,
+``--max-parallel 2``), in ``speedup_rounds`` interleaved rounds (ratio of minimums). On 2 free cores the goal is
+≥ 1.8; fewer free cores cap it.
 """
 
 from __future__ import annotations
@@ -30,12 +36,31 @@ __all__ = ["bench_sweep"]
 EMPTY_COMMAND = ["models"]
 
 
+def _calibrated_steps(root: Path, cell_seconds: float, env: dict[str, str], overhead: float) -> int:
+    """Steps of the speed-up cell that take about ``cell_seconds`` here, from one timed run of 300 steps."""
+    import time
+
+    argv = [sys.executable, "-c", CLI, "train", "double-descent", *_cell_sets(300), "--out", str(root / "calib")]
+    t = time.perf_counter()
+    subprocess.run([*argv, "--json", "--no-progress"], capture_output=True, env=env, check=True)
+    per_step = max(time.perf_counter() - t - overhead, 0.05) / 300
+    return max(50, int((cell_seconds - overhead) / per_step))
+
+
+def _cell_sets(steps: int) -> list[str]:
+    sets = ["widths=256", "noises=0.2", "n_evals=2", "threads=1", f"steps={steps}"]
+    return [x for s in sets for x in ("--set", s)]
+
+
 def bench_sweep(
     cells: int = 4,
     rounds: int = 3,
     warmup: int = 1,
     backends: Sequence[str] = BACKENDS,
     max_parallel: int = 2,
+    speedup_cells: int = 0,
+    cell_seconds: float = 30.0,
+    speedup_rounds: int = 1,
 ) -> dict[str, Any]:
     """Seconds per empty cell of each backend (``overhead_s``) and of one direct child run (``direct_s``).
 
@@ -44,6 +69,7 @@ def bench_sweep(
         rounds, warmup: timed and untimed interleaved rounds (a round runs one sweep per backend).
         backends: backends timed (``ray`` is left out, with a note, when Ray is not installed).
         max_parallel: cells at once for the process and Ray backends.
+        speedup_cells, cell_seconds, speedup_rounds: the 1-vs-2-worker sweep (skipped when ``speedup_cells`` is 0).
     """
     if cells < 1 or max_parallel < 1:
         raise ValueError("cells and max_parallel must be at least 1.")
@@ -90,6 +116,27 @@ def bench_sweep(
         finally:
             if started:
                 ray.shutdown()
+        speed: dict[str, Any] = {}
+        if speedup_cells > 0:
+            steps = _calibrated_steps(root, cell_seconds, env, t.min("direct"))
+            seeds = {"set.seeds": [str(i) for i in range(speedup_cells)]}
+            command = ["train", "double-descent", *_cell_sets(steps), "--no-progress"]
+
+            def work(workers: int) -> int:
+                be = make_backend("serial" if workers == 1 else "process", max_parallel=None if workers == 1 else 2)
+                res = run_sweep(command, [], seeds, lambda c: [], root / f"work{workers}-{next(counter)}", be)
+                if res.completed != speedup_cells:
+                    raise RuntimeError(f"a speed-up cell failed with {workers} worker(s); see {root}.")
+                return res.completed
+
+            w = interleave({"1": lambda: work(1), "2": lambda: work(2)}, rounds=speedup_rounds, warmup=0)
+            speed = {
+                "speedup_2_workers": round(w.ratio("1", "2"), 3),
+                "speedup_cell_steps": steps,
+                "speedup_cells": speedup_cells,
+                "speedup_wall_s": {"1_worker": round(w.min("1"), 1), "2_workers": round(w.min("2"), 1)},
+                "speedup_rounds": speedup_rounds,
+            }
     out: dict[str, Any] = {
         "cells": cells,
         "max_parallel": max_parallel,
@@ -98,6 +145,7 @@ def bench_sweep(
         "direct_s": round(t.min("direct"), 3),
         "direct_s_median": round(t.median("direct"), 3),
         "cpus": os.cpu_count(),
+        **speed,
     }
     if notes:
         out["notes"] = notes

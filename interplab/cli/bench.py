@@ -222,18 +222,40 @@ def bench_sweep_cmd(
     rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (one sweep per backend each)."),
     backends: str = typer.Option("serial,process,ray", "--backends", help="Backends to time, e.g. serial,process."),
     max_parallel: int = typer.Option(2, "--max-parallel", help="Cells at once for the process and Ray backends."),
+    speedup_cells: int = typer.Option(
+        0, "--speedup-cells", help="Also time this many CPU-bound cells on 1 vs 2 workers (e.g. 8; 0: skip)."
+    ),
+    cell_seconds: float = typer.Option(30.0, "--cell-seconds", help="Length of one speed-up cell (calibrated)."),
+    speedup_rounds: int = typer.Option(1, "--speedup-rounds", help="Interleaved rounds of the 1-vs-2-worker sweep."),
     out: str | None = typer.Option(None, "--out", help="Run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
-    """Overhead per cell of each sweep backend (serial, process, Ray), on empty cells (`interplab models`)."""
+    """Overhead per cell of each sweep backend (serial, process, Ray), on empty cells (`interplab models`), and
+    with --speedup-cells the speed-up of 2 workers over 1 on CPU-bound cells (`speedup_2_workers`)."""
     from interplab.bench.sweep import bench_sweep
     from interplab.io.runs import Run
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
-    args = {"cells": cells, "rounds": rounds, "backends": names, "max_parallel": max_parallel}
+    args = {
+        "cells": cells,
+        "rounds": rounds,
+        "backends": names,
+        "max_parallel": max_parallel,
+        "speedup_cells": speedup_cells,
+        "cell_seconds": cell_seconds,
+        "speedup_rounds": speedup_rounds,
+    }
     with guard(), Run("bench-sweep", args, out=out) as run:
         with err.status("timing sweeps of empty cells …"):
-            res = bench_sweep(cells=cells, rounds=rounds, backends=names, max_parallel=max_parallel)
+            res = bench_sweep(
+                cells=cells,
+                rounds=rounds,
+                backends=names,
+                max_parallel=max_parallel,
+                speedup_cells=speedup_cells,
+                cell_seconds=cell_seconds,
+                speedup_rounds=speedup_rounds,
+            )
         run.save_json("bench.json", res)
         run.headline.update(res)
     print_metrics(res, as_json)
