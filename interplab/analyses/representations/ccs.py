@@ -19,10 +19,12 @@ Given hidden states ``h⁺`` / ``h⁻`` of the contrast pair (statement answered
   logistic regression on the differences (a ceiling), and the model's zero-shot answer (logit of " Yes"
   minus " No" on the bare prompt; also calibrated by thresholding at the median score, unsupervised);
 * **truth-like directions** (Roger's critique, "What discovering latent knowledge did and did not find",
-  2023, who found >20 orthogonal probes of similar accuracy): fit CCS, project its direction out of the
-  (normalised) representations, refit, repeat; count the directions whose held-out unoriented accuracy is
-  within ``acc_tol`` of the first one's (and, separately, those whose CCS loss is at most
-  ``max(2 × first, first + 0.01)``, whatever their accuracy).
+  2023, who found >20 orthogonal probes of similar accuracy; Farquhar et al. 2023, "Challenges with
+  unsupervised LLM knowledge discovery"): fit CCS, project its direction out of the (normalised)
+  representations, refit, repeat; count the directions, in order, whose held-out accuracy *oriented on the
+  training rows* beats both the held-out majority rate and the 95th percentile of the same statistic for
+  random directions (:func:`truth_like_directions`), and, separately, those whose CCS loss is at most
+  ``max(2 × first, first + 0.01)``, whatever their accuracy.
 """
 
 from __future__ import annotations
@@ -198,6 +200,31 @@ def _probe_oriented(
     )
 
 
+def _random_direction_null(
+    diff: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    R: np.ndarray,
+    quantile: float = 0.95,
+) -> float:
+    """The ``quantile`` of the held-out accuracy of random directions, each oriented on the training rows exactly
+    as a CCS direction is (:func:`truth_like_directions` explains why this is the null of CCS's statistic).
+
+    Args:
+        diff: contrast differences ``x⁺ − x⁻`` ``[n, d]`` (normalised).
+        y: truth labels ``[n]``.
+        train, test: row indices to orient on and to score on.
+        R: random directions ``[k, d]`` (their norm does not matter; only the sign of ``diff · r`` is used).
+        quantile: the quantile of the ``k`` held-out accuracies to return.
+    """
+    s_tr, s_te = diff[train] @ R.T, diff[test] @ R.T  # [n_train, k], [n_test, k]
+    y_tr, y_te = np.asarray(y)[train].astype(bool)[:, None], np.asarray(y)[test].astype(bool)[:, None]
+    sign = np.where(((s_tr > 0) == y_tr).mean(0) >= 0.5, 1.0, -1.0)  # the rule of _oriented, per direction
+    acc = ((sign * s_te > 0) == y_te).mean(0)
+    return float(np.quantile(acc, quantile))
+
+
 def truth_like_directions(
     hp: np.ndarray,
     hn: np.ndarray,
@@ -205,27 +232,69 @@ def truth_like_directions(
     train: np.ndarray,
     test: np.ndarray,
     max_dirs: int = 20,
-    acc_tol: float = 0.05,
+    n_null: int = 1000,
+    null_quantile: float = 0.95,
     first: CCS | None = None,
     **ccs_kw: Any,
 ) -> dict[str, Any]:
-    """Truth-like directions (Roger 2023): fit CCS on the training rows, record its loss and held-out accuracy,
-    project its direction out of every row (orthogonally, in the normalised space), refit. Returns
-    per-direction records and ``n_truth_like``: directions whose unoriented held-out accuracy is ≥ the first
-    one's − ``acc_tol`` (0 when the first is itself within ``acc_tol`` of chance).
+    """Truth-like directions (Roger 2023, "What discovering latent knowledge did and did not find"; Farquhar et al.
+    2023, "Challenges with unsupervised LLM knowledge discovery"): fit CCS (Burns et al. 2022) on the training
+    rows, record its loss and held-out accuracy, project its direction out of every row (orthogonally, in the
+    normalised space), refit; repeat up to ``max_dirs`` times.
+
+    **What counts as truth-like.** A direction's statistic is its held-out accuracy with the sign *oriented on
+    the training rows* (``acc_oriented``; the unoriented ``max(acc, 1 − acc)`` is ≥ ½ by construction and biased
+    upward on a small test set, so it is recorded but never tested). Direction ``i`` is truth-like when that
+    accuracy is above both
+
+    * the held-out **majority-class rate** (with imbalanced classes a direction must beat the constant guess), and
+    * a **random-direction null**: the ``null_quantile`` (95th percentile) of the same statistic for ``n_null``
+      random Gaussian directions ``r`` in the same space (orthogonal to the directions already projected out),
+      each scored as ``r · (x⁺ − x⁻)`` and oriented on the training rows by the same rule. This is the same
+      classifier as CCS's — ``½(σ(w·x⁺ + b) + 1 − σ(w·x⁻ + b)) > ½`` exactly when ``w · (x⁺ − x⁻) > 0`` — with
+      the direction drawn at random instead of fitted, so the null holds the test-set size, the class balance,
+      the orientation step and the correlation between the templates of one statement (rows of a statement
+      are scored together, which a row-wise label permutation would ignore) exactly as they are for CCS. It also
+      asks more than "above chance": where truth is linearly present, random directions already carry some of
+      it, and a direction counts only when it beats what an arbitrary direction gets. Seeded by ``random_state``.
+
+    The directions are tested **in their fixed order** and counting stops at the first that fails
+    (fixed-sequence testing: the chance of any false "truth-like" stays at ``1 − null_quantile`` without a
+    multiplicity correction): ``n_truth_like`` is 0 when the first CCS direction does not beat the thresholds.
+    Each record says whether that direction passes on its own (``truth_like``), so a pass after a failure stays
+    visible without being counted.
+
+    Separately, ``n_low_loss`` counts the directions whose CCS loss is at most ``max(2 × first, first + 0.01)``,
+    whatever their accuracy: Roger's and Farquhar et al.'s point that the CCS objective is satisfied by many
+    directions unrelated to truth.
 
     Args:
         hp, hn: normalised hidden states ``[n, d]`` of the two sides of the pairs.
-        y: truth labels ``[n]`` (used only to score).
+        y: truth labels ``[n]`` (used only to orient and to score).
         train, test: row indices to fit on and to score on.
         max_dirs: at most this many fit / project-out rounds.
-        acc_tol: accuracy tolerance that makes a direction "truth-like".
+        n_null: random directions in the null of each round.
+        null_quantile: the quantile of the null a direction must beat.
         first: a :class:`CCS` already fitted on ``hp[train]``, ``hn[train]`` with ``ccs_kw`` (used as
             direction 0 instead of refitting it).
         **ccs_kw: :class:`CCS` settings; round ``i`` uses ``random_state + i``.
+
+    Returns ``directions`` (per direction: ``ccs_loss``, ``acc_oriented``, ``acc_unoriented``, ``null`` — this
+    round's null threshold — and ``truth_like``), ``n_truth_like``, ``null`` (direction 0's threshold),
+    ``majority``, ``n_low_loss`` and the settings.
     """
+    from interplab.analyses.representations.erasure import majority_acc
+
+    if not 0 < null_quantile < 1:
+        raise ValueError(f"null_quantile must be in (0, 1), got {null_quantile}.")
+    if n_null < 1:
+        raise ValueError(f"n_null must be at least 1, got {n_null}.")
     hp, hn = np.array(hp, dtype=np.float64), np.array(hn, dtype=np.float64)
     y = np.asarray(y)
+    diff = hp - hn
+    seed = ccs_kw.get("random_state", 0)
+    R = np.random.default_rng([seed, 12]).standard_normal((n_null, hp.shape[1]))
+    majority = majority_acc(y[test])
     U = np.zeros((hp.shape[1], 0))
     recs = []
     for i in range(min(max_dirs, hp.shape[1] - 1)):
@@ -234,20 +303,32 @@ def truth_like_directions(
         if i == 0 and first is not None:
             probe = first
         else:
-            probe = CCS(**{**ccs_kw, "random_state": ccs_kw.get("random_state", 0) + i}).fit(pp[train], pn[train])
+            probe = CCS(**{**ccs_kw, "random_state": seed + i}).fit(pp[train], pn[train])
         oriented, unoriented, _ = _probe_oriented(probe, pp, pn, y, train, test)
-        recs.append({"direction": i, "ccs_loss": probe.loss_, "acc_oriented": oriented, "acc_unoriented": unoriented})
+        null = _random_direction_null(diff, y, train, test, R - (R @ U) @ U.T, null_quantile)
+        recs.append(
+            {
+                "direction": i,
+                "ccs_loss": probe.loss_,
+                "acc_oriented": oriented,
+                "acc_unoriented": unoriented,
+                "null": null,
+                "truth_like": bool(oriented > max(null, majority)),
+            }
+        )
         u = probe.direction_ - U @ (U.T @ probe.direction_)
         U = np.concatenate([U, (u / np.linalg.norm(u))[:, None]], axis=1)
-    acc0 = recs[0]["acc_unoriented"] if recs else 0.5
-    n = 0 if acc0 < 0.5 + acc_tol else sum(r["acc_unoriented"] >= acc0 - acc_tol for r in recs)
+    n = next((i for i, r in enumerate(recs) if not r["truth_like"]), len(recs))
     loss0 = recs[0]["ccs_loss"] if recs else 0.0
     n_loss = sum(r["ccs_loss"] <= max(2 * loss0, loss0 + 0.01) for r in recs)
     return {
         "directions": recs,
         "n_truth_like": int(n),
+        "null": recs[0]["null"] if recs else float("nan"),
+        "majority": majority,
         "n_low_loss": int(n_loss),
-        "acc_tol": acc_tol,
+        "n_null": n_null,
+        "null_quantile": null_quantile,
         "max_dirs": max_dirs,
         "hit_max": bool(recs and n == len(recs)),
     }
@@ -260,8 +341,9 @@ CCSTable = Literal["methods", "directions", "layers"]
 @dataclass
 class CCSResult(Result):
     """CCS and baselines on one split of one dataset at one layer (accuracies on the held-out rows): ``scores``
-    (the headline numbers), the truth-like ``directions``, the supervised probe's ``layer_sweep`` and the
-    ``settings``."""
+    (the headline numbers; ``n_truth_like_directions`` with its ``truth_like_null`` and ``majority_acc`` beside
+    it, and the loss-based ``n_low_ccs_loss_directions``), the truth-like ``directions``, the supervised probe's
+    ``layer_sweep`` and the ``settings``."""
 
     KIND: ClassVar[str] = "ccs"
     FILE: ClassVar[str] = "ccs.json"
@@ -313,8 +395,15 @@ class CCSResult(Result):
         dd = self.to_frame("directions")
         if len(dd):
             fig.add_scatter(
-                x=dd["direction"], y=dd["acc_unoriented"], mode="lines+markers", name="unoriented acc", row=1, col=2
+                x=dd["direction"], y=dd["acc_oriented"], mode="lines+markers", name="label-oriented acc", row=1, col=2
             )
+            if "null" in dd:  # results saved before the null was added have none
+                fig.add_scatter(
+                    x=dd["direction"], y=dd["null"], mode="lines", line_dash="dot", name="null (95th pct)", row=1, col=2
+                )
+            if "majority_acc" in self.scores:
+                maj = [self.scores["majority_acc"]] * len(dd)
+                fig.add_scatter(x=dd["direction"], y=maj, mode="lines", line_dash="dash", name="majority", row=1, col=2)
             fig.add_scatter(x=dd["direction"], y=dd["ccs_loss"], mode="lines+markers", name="CCS loss", row=1, col=2)
         fig.update_layout(barmode="group", yaxis_range=[0, 1])
         return fig
@@ -332,7 +421,8 @@ def ccs_evaluate(
     epochs: int = 1000,
     n_random: int = 100,
     max_dirs: int = 20,
-    acc_tol: float = 0.05,
+    n_null: int = 1000,
+    null_quantile: float = 0.95,
     var_normalize: bool = True,
     seed: int = 0,
 ) -> CCSResult:
@@ -347,7 +437,8 @@ def ccs_evaluate(
         zero_shot: per-row score (logit Yes − logit No), or None.
         n_restarts, epochs: :class:`CCS` settings.
         n_random: random directions averaged for the random baseline.
-        max_dirs, acc_tol: :func:`truth_like_directions` settings.
+        max_dirs, n_null, null_quantile: :func:`truth_like_directions` settings (rounds; the random-direction null
+            a direction's label-oriented held-out accuracy must beat, beside the majority rate).
         var_normalize: divide by the per-template standard deviation too.
         seed: seeds CCS and the random directions.
     """
@@ -391,16 +482,19 @@ def ccs_evaluate(
         train,
         test,
         max_dirs=max_dirs,
-        acc_tol=acc_tol,
+        n_null=n_null,
+        null_quantile=null_quantile,
         first=probe,
         n_restarts=n_restarts,
         epochs=epochs,
         random_state=seed,
     )
+    # truth-like: label-oriented held-out accuracy above the majority rate and the random-direction null, in order
     h["n_truth_like_directions"] = tl["n_truth_like"]
+    h["truth_like_null"] = tl["null"]  # the null threshold of the first direction (each direction's: `directions`)
+    h["majority_acc"] = majority_acc(y[test])
     h["n_low_ccs_loss_directions"] = tl["n_low_loss"]  # loss <= max(2 x first, first + 0.01), whatever their accuracy
     h["truth_like_hit_max"] = tl["hit_max"]
-    h["majority_acc"] = majority_acc(y[test])
     h["n_train"], h["n_test"] = len(train), len(test)
     h = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
     return CCSResult(
@@ -411,7 +505,8 @@ def ccs_evaluate(
             "epochs": epochs,
             "n_random": n_random,
             "max_dirs": max_dirs,
-            "acc_tol": acc_tol,
+            "n_null": n_null,
+            "null_quantile": null_quantile,
             "var_normalize": var_normalize,
             "seed": seed,
         },

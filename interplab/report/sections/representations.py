@@ -54,7 +54,20 @@ def ccs_report(res: CCSResult, model_name: str, dataset: str, n_statements: int)
         ),
         id="ccs",
     )
-    rep.section("Truth-like directions", table(res.to_frame("directions")), id="directions")
+    rep.section(
+        "Truth-like directions",
+        text(
+            f"{h['n_truth_like_directions']} truth-like of {len(res.directions)} directions (CCS, project out, "
+            f"refit): label-oriented held-out accuracy above both the majority rate {h.get('majority_acc')} and "
+            f"the null {h.get('truth_like_null')} (95th percentile of the same statistic for random directions, "
+            "oriented the same way; each round's null in the table), tested in order and stopping at the first "
+            f"that fails. {h.get('n_low_ccs_loss_directions')} directions reach a CCS loss as low as the first's, "
+            "whatever their accuracy: the CCS objective alone does not single out truth (Roger 2023; Farquhar et "
+            "al. 2023)."
+        ),
+        table(res.to_frame("directions")),
+        id="directions",
+    )
     rep.section("Supervised probe and layer choice", table(res.to_frame("layers")), id="layers")
     rep.section("Headline", table(h), id="headline")
     return rep
