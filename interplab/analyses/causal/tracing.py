@@ -31,15 +31,16 @@ finding. :func:`refine` then patches single heads (``hook_z``) and scores single
 
 *Peaks.* Restoring the residual stream at the last token after the last layer restores the clean output
 exactly (the logits are a function of that state alone): IE = p* − p_corrupted, the total effect TE, by
-construction. Just below, the layers above the restored state can still read the corrupted subject
-positions, so IE(L, last) < TE only while the fact has not yet been moved to the last token. The maximum of
-the residual map is therefore almost always in this *late last-token window* and says nothing about where
-the fact is recalled. :meth:`TracingResult.late_last_token_layers` defines the window as the longest run of
-final layers in which restoring the last token's residual restores at least :data:`LATE_FRACTION` (90%) of
-the mean total effect (the last layer always belongs to it). The headline ``peak`` is the residual peak
-over the subject tokens (ROME's Figure 1a site), reported beside the MLP and attention peaks (Figures
-1b, 1c); the maximum over all maps is kept as ``peak_overall``, with ``trivial: true`` when it lies in
-that window.
+construction. At an earlier layer L the layers above can still read the corrupted subject positions, so
+IE(L, last) falls short of TE only to the extent that they still need to: once the fact has been moved to the
+last token, restoring that token's state restores (nearly) the whole effect. The maximum of the residual map
+is therefore usually in this *late last-token window*, where it says the answer is already at the output
+rather than where the fact is recalled. :meth:`TracingResult.late_last_token_layers` defines the window as
+the longest run of final layers in which restoring the last token's residual restores at least
+:data:`LATE_FRACTION` (90%) of the mean total effect (the last layer always belongs to it). The headline
+``peak`` is the residual peak over the subject tokens (ROME's Figure 1a site), reported beside the MLP and
+attention peaks (Figures 1b, 1c); the maximum over all maps is kept as ``peak_overall``, with
+``trivial: true`` when it lies in that window.
 """
 
 from __future__ import annotations
@@ -192,7 +193,9 @@ class FactTrace:
 @dataclass
 class TracingResult(Result):
     """Per-fact traces and the average indirect effect ``aie[kind]`` ``[layer, bucket]``. Saved as
-    ``tracing.json`` (settings and the per-fact traces) + ``tracing.safetensors`` (the AIE maps)."""
+    ``tracing.json`` (settings and the per-fact traces) + ``tracing.safetensors`` (the AIE maps). The headline's
+    ``peak`` is the residual peak over the subject tokens; the overall maximum is ``peak_overall``, marked
+    ``trivial`` in the late last-token window (:meth:`headline`, the module docstring)."""
 
     KIND: ClassVar[str] = "causal_tracing"
     FILE: ClassVar[str] = "tracing.json"
