@@ -290,7 +290,7 @@ def trace(
 ) -> None:
     """Causal tracing (Meng et al. 2022): where is a fact recalled? The residual peak over the subject tokens
     ("peak"), the MLP and attention peaks, top heads and neurons. The overall maximum ("peak_overall") is marked
-    trivial when it is the last token's residual in the final layers that restore >= 90% of the effect."""
+    trivial when it is the last token's residual in the final layers that restore at least half the effect."""
     from interplab.analyses.causal.tracing import causal_tracing, refine
     from interplab.io.runs import Run
     from interplab.report.sections.tracing import tracing_report
@@ -366,7 +366,7 @@ def trace(
         for k, d in h["peaks"].items():
             t.add_row(d["component"], str(d["layer"]), d["position"], f"{d['aie']:.4f}", notes.get(k, ""))
         o, w = h["peak_overall"], h["late_last_token_layers"]
-        late = f"; trivial: last token, layers {w[0]}-{w[1]} restore >= 90% of the effect" if w else ""
+        late = f"; trivial: last token, layers {w[0]}-{w[1]} restore >= half the effect" if w else ""
         note = "overall max" + (late if o["trivial"] else "")
         t.add_row(o["component"], str(o["layer"]), o["position"], f"{o['aie']:.4f}", note)
         out = [t]

@@ -74,6 +74,9 @@ def test_cli_trace_one_fact(tmp_path):
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["peak"]["component"] in ("resid", "mlp", "attn") and h["p_clean_mean"] > h["p_corrupt_mean"]
+    # the headline peak is the residual stream at a subject token; the late last-token window ends at the top
+    assert h["peak"]["position"] in ("subject_first", "subject_middle", "subject_last")
+    assert h["late_last_token_layers"][1] == 29 and "trivial" in h["peak_overall"]
     assert (tmp_path / "t" / "report.html").exists()
     r = CliRunner().invoke(app, ["trace", "--prompt", "The Eiffel Tower", "--subject", "Louvre", "--answer", " Paris"])
     assert r.exit_code == 2 and "does not occur" in r.output

@@ -32,15 +32,18 @@ finding. :func:`refine` then patches single heads (``hook_z``) and scores single
 *Peaks.* Restoring the residual stream at the last token after the last layer restores the clean output
 exactly (the logits are a function of that state alone): IE = p* − p_corrupted, the total effect TE, by
 construction. At an earlier layer L the layers above can still read the corrupted subject positions, so
-IE(L, last) falls short of TE only to the extent that they still need to: once the fact has been moved to the
-last token, restoring that token's state restores (nearly) the whole effect. The maximum of the residual map
-is therefore usually in this *late last-token window*, where it says the answer is already at the output
-rather than where the fact is recalled. :meth:`TracingResult.late_last_token_layers` defines the window as
-the longest run of final layers in which restoring the last token's residual restores at least
-:data:`LATE_FRACTION` (90%) of the mean total effect (the last layer always belongs to it). The headline
-``peak`` is the residual peak over the subject tokens (ROME's Figure 1a site), reported beside the MLP and
-attention peaks (Figures 1b, 1c); the maximum over all maps is kept as ``peak_overall``, with
-``trivial: true`` when it lies in that window.
+IE(L, last) is small until the fact has been moved to the last token and about TE after: restoring that
+token's state then restores the answer itself. The maximum of the residual map is therefore usually in this
+*late last-token window*, where it locates the read-out, not the recall.
+:meth:`TracingResult.late_last_token_layers` defines the window as the longest run of final layers in which
+restoring the last token's residual restores at least :data:`LATE_FRACTION` (half) of the mean total effect
+(the last layer always belongs to it) — the layers from which the last token alone carries most of the
+effect. The curve jumps from ≈ 0 to ≈ TE within a layer or two (SmolLM2-135M, "The Eiffel Tower is located
+in the city of" → " Paris", noise: 0.02 at layer 22, 0.75 at 23, TE 0.68), so any fraction between about
+0.1 and 0.8 gives the same window there; a stricter one breaks on the corrupted run's over- and undershoot
+after the jump (layers 24–28 restore 84–88% of TE there). The headline ``peak`` is the residual peak over
+the subject tokens (ROME's Figure 1a site), reported beside the MLP and attention peaks (Figures 1b, 1c);
+the maximum over all maps is kept as ``peak_overall``, with ``trivial: true`` when it lies in that window.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ __all__ = [
 BUCKETS = ("subject_first", "subject_middle", "subject_last", "first_subsequent", "further", "last")
 SUBJECT_BUCKETS = ("subject_first", "subject_middle", "subject_last")
 """The token classes of the subject's own tokens: where the headline residual ``peak`` is looked for."""
-LATE_FRACTION = 0.9
+LATE_FRACTION = 0.5
 """The late last-token window: final layers where restoring the last token's residual restores at least this
 fraction of the total effect (see the module docstring)."""
 Kind = Literal["resid", "mlp", "attn"]
@@ -252,9 +255,9 @@ class TracingResult(Result):
         map, the largest of the other peaks); ``peaks``: that and the MLP and attention peaks over all token
         classes (Figures 1b, 1c); ``peak_overall``: the maximum over all maps, ``trivial`` when it lies in the
         late last-token window ``late_last_token_layers`` (restoring the last token's residual there restores
-        ≥ 90% of the total effect ``total_effect``: it says the answer is at the output, not where it is
-        recalled). With resample corruption: candidate subjects tried and usable (the model no longer
-        predicts the answer) and runs used, summed over facts, and the subjects used for a single fact."""
+        at least half the total effect ``total_effect``: it locates the read-out, not the recall). With
+        resample corruption: candidate subjects tried and usable (the model no longer predicts the answer) and
+        runs used, summed over facts, and the subjects used for a single fact."""
         peaks = {k: self.peak(k, SUBJECT_BUCKETS if k == "resid" else None) for k in self.aie}
         overall = [self.peak(k) for k in self.aie]
         pc = [t.p_clean for t in self.traces]

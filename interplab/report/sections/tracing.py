@@ -43,8 +43,8 @@ def tracing_peaks_parts(res: TracingResult) -> list[Html]:
             f"Total effect p_clean − p_corrupt = {h['total_effect']:.4f} (p_clean {h['p_clean_mean']:.4f}, "
             f"p_corrupt {h['p_corrupt_mean']:.4f}). "
             + (
-                f"Restoring the last token's residual stream after layers {w[0]}–{w[1]} restores at least 90% of "
-                "it (after the last layer, all of it, by construction): a peak there says the answer is already at "
+                f"Restoring the last token's residual stream after layers {w[0]}–{w[1]} restores at least half "
+                "of it (after the last layer, all of it, by construction): a peak there says the answer is already at "
                 "the output, not where the fact is recalled, so it is marked trivial and the headline peak is the "
                 "residual stream's over the subject tokens."
                 if w

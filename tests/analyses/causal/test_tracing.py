@@ -191,14 +191,15 @@ def test_cli_patch_ioi_and_bench_on_tiny(tm, tmp_path):
 
 
 def _planted_trace() -> FactTrace:
-    """One fact over 4 layers and 5 tokens (subject at 1..2), p_clean 0.8, p_corrupt 0.1 (total effect 0.7):
-    the residual at the last subject token restores 0.4 at layer 1; at the last token it restores 0.2, 0.5, 0.65
-    and 0.7 at layers 0..3 (the last two ≥ 90% of 0.7: the late window is layers 2–3); the MLP window at the last
+    """One fact over 5 layers and 5 tokens (subject at 1..2), p_clean 0.8, p_corrupt 0.1 (total effect 0.7):
+    the residual at the last subject token restores 0.4 at layer 1; at the last token it restores 0.02, 0.1,
+    0.75, 0.6, 0.7 at layers 0..4 — a jump at layer 2 with an overshoot and a dip after it, as SmolLM2 shows
+    (restoring half of 0.7 or more from layer 2 on: the late window is layers 2–4); the MLP window at the last
     subject token restores 0.35 at layer 0, the attention window at the last token 0.5 at layer 2."""
     pc, px = 0.8, 0.1
-    eff = {k: torch.full((4, 5), px) for k in ("resid", "mlp", "attn")}
+    eff = {k: torch.full((5, 5), px) for k in ("resid", "mlp", "attn")}
     eff["resid"][1, 2] = px + 0.4
-    eff["resid"][:, 4] = px + torch.tensor([0.2, 0.5, 0.65, 0.7])
+    eff["resid"][:, 4] = px + torch.tensor([0.02, 0.1, 0.75, 0.6, 0.7])
     eff["mlp"][0, 2] = px + 0.35
     eff["attn"][2, 4] = px + 0.5
     return FactTrace("The A B is in", "A B", " X", ["The", " A", " B", " is", " in"], (1, 2), pc, px, eff)
@@ -208,14 +209,11 @@ def test_headline_peak_is_at_a_subject_token_and_the_late_last_token_maximum_is_
     t = _planted_trace()
     res = TracingResult(traces=[t], aie=average_indirect_effect([t]), corruption="noise")
     h = res.headline()
-    # the residual's maximum is the last token after the last layer (= the total effect, by construction) ...
-    assert (h["peak_overall"]["component"], h["peak_overall"]["layer"], h["peak_overall"]["position"]) == (
-        "resid",
-        3,
-        "last",
-    )
-    assert h["peak_overall"]["aie"] == pytest.approx(0.7) and h["peak_overall"]["trivial"] is True
-    assert h["late_last_token_layers"] == [2, 3]  # 0.65 ≥ 0.9 × 0.7 > 0.5
+    # the residual's maximum is the last token just after the jump: the answer is already there ...
+    o = h["peak_overall"]
+    assert (o["component"], o["layer"], o["position"]) == ("resid", 2, "last")
+    assert o["aie"] == pytest.approx(0.75) and o["trivial"] is True
+    assert h["late_last_token_layers"] == [2, 4]  # 0.75, 0.6, 0.7 ≥ 0.5 × 0.7 > 0.1
     # ... so the headline peak is the residual's over the subject tokens, beside the MLP and attention peaks
     assert (h["peak"]["layer"], h["peak"]["position"]) == (1, "subject_last")
     assert h["peak"]["aie"] == pytest.approx(0.4) and h["peak"]["trivial"] is False
@@ -230,6 +228,10 @@ def test_headline_peak_is_at_a_subject_token_and_the_late_last_token_maximum_is_
     assert res.headline()["peak_overall"]["trivial"] is False
     # refine reads the MLP and attention peaks over all token classes
     assert res.peak("attn")["position"] == "last" and res.peak("resid", ["last"])["trivial"] is True
+    # a corruption that did not lower p(answer) leaves only the last layer in the window
+    flat = FactTrace(t.prompt, t.subject, t.answer, t.str_tokens, t.subject_range, 0.1, 0.1, t.effects)
+    res = TracingResult(traces=[flat], aie=average_indirect_effect([flat]), corruption="noise")
+    assert res.late_last_token_layers() == [4]
 
 
 def test_headline_peak_on_a_traced_fact_is_at_a_subject_token(tm):
