@@ -262,8 +262,23 @@ def trace(
     facts: int = typer.Option(
         0, "--facts", help="Instead of one prompt: trace this many built-in facts the model knows."
     ),
-    corruption: str = typer.Option("noise", "--corruption", help="noise (Gaussian, 3x embedding std) | resample."),
-    samples: int = typer.Option(10, "--samples", help="Noise draws / resampled subjects per fact."),
+    corruption: str = typer.Option(
+        "noise",
+        "--corruption",
+        help="noise (Gaussian, 3x embedding std) | resample (the subject's tokens replaced by other subjects').",
+    ),
+    resample_subjects: str | None = typer.Option(
+        None,
+        "--resample-subjects",
+        help="With --corruption resample: the subjects to put in place of --subject, comma-separated "
+        "('Mount Everest,Mont Blanc') or @FILE with one subject per line (for subjects holding commas; blank "
+        "lines and lines starting with # are skipped). A subject is tried when the prompt keeps its number of "
+        "tokens and every token outside the subject, and used when the model's top-1 prediction on it is no "
+        "longer the answer. Default: the built-in facts' subjects, same relation first, then any relation.",
+    ),
+    samples: int = typer.Option(
+        10, "--samples", help="Noise draws / at most this many usable resampled subjects per fact."
+    ),
     window: int = typer.Option(10, "--window", help="Layers restored together for MLP/attention (ROME: 10)."),
     refine_peaks: bool = typer.Option(True, "--refine/--no-refine", help="Refine the peaks to heads and neurons."),
     seed: int = typer.Option(0, "--seed"),
@@ -273,8 +288,9 @@ def trace(
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Causal tracing (Meng et al. 2022): where is a fact recalled? Peak component/layer/position, top heads
-    and neurons."""
+    """Causal tracing (Meng et al. 2022): where is a fact recalled? The residual peak over the subject tokens
+    ("peak"), the MLP and attention peaks, top heads and neurons. The overall maximum ("peak_overall") is marked
+    trivial when it is the last token's residual in the final layers that restore at least half the effect."""
     from interplab.analyses.causal.tracing import causal_tracing, refine
     from interplab.io.runs import Run
     from interplab.report.sections.tracing import tracing_report
@@ -287,6 +303,7 @@ def trace(
         "answer": answer,
         "facts": facts,
         "corruption": corruption,
+        "resample_subjects": resample_subjects,
         "samples": samples,
         "window": window,
     }
@@ -299,6 +316,11 @@ def trace(
     with guard(), Run("trace", args, out=out, seed=seed) as run:
         if facts <= 0 and not (prompt and subject and answer):
             raise ValueError("give --prompt, --subject and --answer for one fact, or --facts N for the built-in set.")
+        candidates = None
+        if resample_subjects is not None:
+            if corruption != "resample":
+                raise ValueError("--resample-subjects needs --corruption resample.")
+            candidates = _subject_list(resample_subjects)
         m = load_model(model)
         if facts > 0:
             with err.status("finding the facts the model knows …"):
@@ -311,7 +333,7 @@ def trace(
             if subject not in prompt:
                 raise ValueError(f"--subject {subject!r} does not occur in --prompt {prompt!r}.")
             chosen = [Fact(prompt.replace(subject, "{}", 1), subject, answer)]
-            partners = chosen + [f for f in all_facts() if f.template == chosen[0].template]
+            partners = chosen + all_facts()  # resampling: same relation first, then any (resample_candidates)
             summary = None
         with err.status(f"tracing {len(chosen)} fact(s) …"):
             res = causal_tracing(
@@ -323,6 +345,7 @@ def trace(
                 seed=seed,
                 partners=partners,
                 checkpoint=run.dir / "traces.jsonl",
+                resample_subjects=candidates,
             )
         res.save(run.dir)
         h = res.headline()
@@ -338,9 +361,39 @@ def trace(
         finish_run(run, h, tracing_report(res, m.name, corruption, ref))
 
     def tables():
-        t = Table("component", "layer", "position", "AIE", title=f"causal tracing peaks ({corruption})")
-        for d in h["peaks"].values():
-            t.add_row(d["component"], str(d["layer"]), d["position"], f"{d['aie']:.4f}")
-        return [t]
+        t = Table("component", "layer", "position", "AIE", "note", title=f"causal tracing peaks ({corruption})")
+        notes = {"resid": "headline peak: subject tokens", "mlp": "window", "attn": "window"}
+        for k, d in h["peaks"].items():
+            t.add_row(d["component"], str(d["layer"]), d["position"], f"{d['aie']:.4f}", notes.get(k, ""))
+        o, w = h["peak_overall"], h["late_last_token_layers"]
+        late = f"; trivial: last token, layers {w[0]}-{w[1]} restore >= half the effect" if w else ""
+        note = "overall max" + (late if o["trivial"] else "")
+        t.add_row(o["component"], str(o["layer"]), o["position"], f"{o['aie']:.4f}", note)
+        out = [t]
+        if corruption == "resample":
+            r = Table("quantity", "value", title="resampled subjects")
+            for k in ("n_resamples_tried", "n_resamples_usable", "n_resamples_used", "n_facts_skipped"):
+                r.add_row(k, str(h[k]))
+            if "resampled_subjects" in h:
+                r.add_row("used", ", ".join(h["resampled_subjects"]))
+            out.append(r)
+        return out
 
     print_run(run, as_json, tables)
+
+
+def _subject_list(spec: str) -> list[str]:
+    """``--resample-subjects``: ``"A,B,C"`` or ``@FILE`` (one subject per line; blank and ``#`` lines skipped)."""
+    from pathlib import Path
+
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        if not path.is_file():
+            raise ValueError(f"--resample-subjects {spec}: no file {path} (give @FILE with one subject per line).")
+        items = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        items = [x for x in items if x and not x.startswith("#")]
+    else:
+        items = [x.strip() for x in spec.split(",") if x.strip()]
+    if not items:
+        raise ValueError(f"--resample-subjects {spec!r} holds no subject; give 'A,B,C' or @FILE (one per line).")
+    return items

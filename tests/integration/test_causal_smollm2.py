@@ -74,9 +74,31 @@ def test_cli_trace_one_fact(tmp_path):
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert h["peak"]["component"] in ("resid", "mlp", "attn") and h["p_clean_mean"] > h["p_corrupt_mean"]
+    # the headline peak is the residual stream at a subject token; the late last-token window ends at the top
+    assert h["peak"]["position"] in ("subject_first", "subject_middle", "subject_last")
+    assert h["late_last_token_layers"][1] == 29 and "trivial" in h["peak_overall"]
     assert (tmp_path / "t" / "report.html").exists()
     r = CliRunner().invoke(app, ["trace", "--prompt", "The Eiffel Tower", "--subject", "Louvre", "--answer", " Paris"])
     assert r.exit_code == 2 and "does not occur" in r.output
+
+
+def test_trace_a_users_fact_by_resampling_builtin_subjects_on_smollm2(smollm2):
+    """Issue 12: "Mount Fuji is the tallest mountain in" → " Japan" is no built-in relation; resampling draws
+    built-in subjects of the same token length from any relation, keeps those after which SmolLM2 no longer
+    predicts " Japan", and the headline peak is the residual stream at a subject token, while the overall
+    maximum (the last token, late) is marked trivial."""
+    from interplab.analyses.causal.tracing import SUBJECT_BUCKETS, causal_tracing
+    from interplab.tasks.facts import Fact
+
+    f = Fact("{} is the tallest mountain in", "Mount Fuji", " Japan")
+    res = causal_tracing(smollm2, [f], corruption="resample", n_samples=5, kinds=("resid",))
+    h = res.headline()
+    assert h["n_resamples_usable"] >= h["n_resamples_used"] == 5 and h["n_resamples_tried"] >= 5
+    assert h["p_clean_mean"] > 10 * h["p_corrupt_mean"]  # measured: 0.121 vs 0.003 (10 subjects)
+    assert h["peak"]["position"] in SUBJECT_BUCKETS and h["peak"]["aie"] > 0.2 * h["total_effect"]
+    o = h["peak_overall"]
+    assert (o["component"], o["position"], o["trivial"]) == ("resid", "last", True)
+    assert h["late_last_token_layers"][1] == smollm2.cfg.n_layers - 1
 
 
 @pytest.mark.integration

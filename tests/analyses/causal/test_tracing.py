@@ -9,9 +9,12 @@ from tiny_tokenized import make_tiny_tokenized_model, task_text
 import interplab
 from interplab.analyses.causal.tracing import (
     BUCKETS,
+    FactTrace,
     TracingResult,
+    average_indirect_effect,
     bucket_of,
     causal_tracing,
+    draw_resamples,
     subject_span,
     trace_fact,
 )
@@ -185,3 +188,129 @@ def test_cli_patch_ioi_and_bench_on_tiny(tm, tmp_path):
         assert k in h
     r = run.invoke(app, ["patch", "ioi", "--model", d, "--grid", "bogus"])
     assert r.exit_code == 2 and "grid must be" in r.output
+
+
+def _planted_trace() -> FactTrace:
+    """One fact over 5 layers and 5 tokens (subject at 1..2), p_clean 0.8, p_corrupt 0.1 (total effect 0.7):
+    the residual at the last subject token restores 0.4 at layer 1; at the last token it restores 0.02, 0.1,
+    0.75, 0.6, 0.7 at layers 0..4 — a jump at layer 2 with an overshoot and a dip after it, as SmolLM2 shows
+    (restoring half of 0.7 or more from layer 2 on: the late window is layers 2–4); the MLP window at the last
+    subject token restores 0.35 at layer 0, the attention window at the last token 0.5 at layer 2."""
+    pc, px = 0.8, 0.1
+    eff = {k: torch.full((5, 5), px) for k in ("resid", "mlp", "attn")}
+    eff["resid"][1, 2] = px + 0.4
+    eff["resid"][:, 4] = px + torch.tensor([0.02, 0.1, 0.75, 0.6, 0.7])
+    eff["mlp"][0, 2] = px + 0.35
+    eff["attn"][2, 4] = px + 0.5
+    return FactTrace("The A B is in", "A B", " X", ["The", " A", " B", " is", " in"], (1, 2), pc, px, eff)
+
+
+def test_headline_peak_is_at_a_subject_token_and_the_late_last_token_maximum_is_marked_trivial():
+    t = _planted_trace()
+    res = TracingResult(traces=[t], aie=average_indirect_effect([t]), corruption="noise")
+    h = res.headline()
+    # the residual's maximum is the last token just after the jump: the answer is already there ...
+    o = h["peak_overall"]
+    assert (o["component"], o["layer"], o["position"]) == ("resid", 2, "last")
+    assert o["aie"] == pytest.approx(0.75) and o["trivial"] is True
+    assert h["late_last_token_layers"] == [2, 4]  # 0.75, 0.6, 0.7 ≥ 0.5 × 0.7 > 0.1
+    # ... so the headline peak is the residual's over the subject tokens, beside the MLP and attention peaks
+    assert (h["peak"]["layer"], h["peak"]["position"]) == (1, "subject_last")
+    assert h["peak"]["aie"] == pytest.approx(0.4) and h["peak"]["trivial"] is False
+    assert h["peaks"]["resid"] == h["peak"]
+    assert (h["peaks"]["mlp"]["layer"], h["peaks"]["mlp"]["position"]) == (0, "subject_last")
+    assert (h["peaks"]["attn"]["layer"], h["peaks"]["attn"]["position"]) == (2, "last")
+    assert h["total_effect"] == pytest.approx(0.7)
+    # an overall maximum outside the window is not trivial
+    t.effects["resid"][1, 2] = 0.1 + 0.9
+    res = TracingResult(traces=[t], aie=average_indirect_effect([t]), corruption="noise")
+    assert res.headline()["peak_overall"]["position"] == "subject_last"
+    assert res.headline()["peak_overall"]["trivial"] is False
+    # refine reads the MLP and attention peaks over all token classes
+    assert res.peak("attn")["position"] == "last" and res.peak("resid", ["last"])["trivial"] is True
+    # a corruption that did not lower p(answer) leaves only the last layer in the window
+    flat = FactTrace(t.prompt, t.subject, t.answer, t.str_tokens, t.subject_range, 0.1, 0.1, t.effects)
+    res = TracingResult(traces=[flat], aie=average_indirect_effect([flat]), corruption="noise")
+    assert res.late_last_token_layers() == [4]
+
+
+def test_headline_peak_on_a_traced_fact_is_at_a_subject_token(tm):
+    f = Fact("The {} is located in the city of", "Eiffel Tower", " Paris")
+    res = causal_tracing(tm, [f], n_samples=3, window=2)
+    h = res.headline()
+    assert h["peak"]["component"] == "resid" and h["peak"]["position"] in (
+        "subject_first",
+        "subject_middle",
+        "subject_last",
+    )
+    L = tm.cfg.n_layers
+    assert h["late_last_token_layers"][1] == L - 1
+    last = res.peak("resid", ["last"])
+    assert last["trivial"] is (last["layer"] >= h["late_last_token_layers"][0])
+
+
+_FUJI = Fact("{} is the tallest mountain in", "Mount Fuji", " Japan")
+
+
+def _fits(model, fact: Fact, subject: str) -> bool:
+    """An independent check that ``subject`` in place of the fact's keeps the prompt's tokens around it."""
+    tok = model.need_tokenizer()
+    ids, a, b = subject_span(model, fact.prompt, fact.subject)
+    alt = tok(fact.prompt.replace(fact.subject, subject, 1))["input_ids"]
+    return len(alt) == len(ids) and alt[:a] == ids[:a] and alt[b + 1 :] == ids[b + 1 :]
+
+
+def _top1(model, prompt: str) -> int:
+    ids = model.need_tokenizer()(prompt)["input_ids"]
+    return int(model.run(torch.tensor([ids])).logits[0, -1].argmax())
+
+
+def test_resample_traces_a_users_fact_with_given_subjects(tm):
+    given = ["Kobe Bryant", "France", "Taj Mahal", "Tiger Woods"]
+    fits = [s for s in given if _fits(tm, _FUJI, s)]
+    assert fits == ["Kobe Bryant", "Taj Mahal", "Tiger Woods"]  # "France" is fewer tokens
+    res = causal_tracing(tm, [_FUJI], corruption="resample", n_samples=2, window=2, resample_subjects=given)
+    h = res.headline()
+    assert h["n_resamples_tried"] == 3 and h["n_resamples_usable"] == 3 and h["n_resamples_used"] == 2
+    assert h["resampled_subjects"] == ["Kobe Bryant", "Taj Mahal"]  # the given order
+    t = res.traces[0]
+    assert t.effects["resid"].shape == (tm.cfg.n_layers, len(t.str_tokens))
+    # the corrupted probability is the mean over the two resampled prompts
+    ans = tm.first_token_id(" Japan")[0]
+    ps = []
+    for s in ("Kobe Bryant", "Taj Mahal"):
+        ids = tm.need_tokenizer()(_FUJI.prompt.replace("Mount Fuji", s))["input_ids"]
+        ps.append(float(tm.run(torch.tensor([ids])).logits[0, -1].softmax(-1)[ans]))
+    assert t.p_corrupt == pytest.approx(sum(ps) / 2, rel=1e-4)
+
+
+def test_resample_falls_back_to_builtin_subjects_of_any_relation(tm):
+    res = causal_tracing(tm, [_FUJI], corruption="resample", n_samples=3, window=2)
+    h = res.headline()
+    subjects = {f.subject: f.template for f in all_facts()}
+    expected = [s for s in subjects if _fits(tm, _FUJI, s)]
+    assert h["n_resamples_tried"] == len(expected) >= 3 and h["n_resamples_used"] == 3
+    used = h["resampled_subjects"]
+    assert set(used) <= set(expected)
+    assert len({subjects[s] for s in expected}) > 1  # the candidates span relations (none is the fact's own)
+
+
+def test_resample_drops_subjects_for_which_the_model_still_gives_the_answer(tm):
+    cands = ["Kobe Bryant", "Taj Mahal", "Tiger Woods", "Rafael Nadal", "Roger Federer"]
+    # the answer is the model's own prediction with "Taj Mahal": that corruption still gives it
+    answer = tm.to_str_tokens(torch.tensor([_top1(tm, _FUJI.prompt.replace("Mount Fuji", "Taj Mahal"))]))[0]
+    fact = Fact(_FUJI.template, _FUJI.subject, answer)
+    still = [s for s in cands if _top1(tm, fact.prompt.replace("Mount Fuji", s)) == tm.first_token_id(answer)[0]]
+    assert "Taj Mahal" in still and len(still) < len(cands)
+    d = draw_resamples(tm, fact, cands, n_samples=10)
+    assert (d.n_candidates, d.n_tried, d.n_usable) == (5, 5, 5 - len(still))
+    assert d.subjects == [s for s in cands if s not in still]
+    with pytest.raises(ValueError, match=r"still predicts .* for all 1 same-length subject\(s\) tried"):
+        draw_resamples(tm, fact, ["Taj Mahal"])
+
+
+def test_resample_without_a_usable_subject_says_what_to_pass(tm):
+    with pytest.raises(ValueError, match=r"'Mount Fuji' is 7 token\(s\).*resample_subjects.*--resample-subjects"):
+        causal_tracing(tm, [_FUJI], corruption="resample", resample_subjects=["France", "Peru"])
+    with pytest.raises(ValueError, match="only used with corruption='resample'"):
+        causal_tracing(tm, [_FUJI], resample_subjects=["Taj Mahal"])

@@ -1,0 +1,70 @@
+"""``interplab trace`` on a tiny model with a tokenizer: a user's own fact with resampled subjects (given, from a
+file, or the built-in subjects of any relation), and the headline peaks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tiny_tokenized import make_tiny_tokenized_model, task_text
+from typer.testing import CliRunner
+
+from interplab.cli import app
+
+runner = CliRunner()
+FUJI = ["--prompt", "Mount Fuji is the tallest mountain in", "--subject", "Mount Fuji", "--answer", " Japan"]
+SUBJECT_BUCKETS = ("subject_first", "subject_middle", "subject_last")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_tiny_tokenized_model(tmp_path_factory.mktemp("tiny_trace"), vocab_size=1200, extra_text=task_text())
+
+
+def _trace(tiny_dir, out, *extra):
+    args = ["trace", "--model", tiny_dir, *FUJI, "--window", "2", "--samples", "2", "--no-refine", "--json"]
+    return runner.invoke(app, [*args, "--out", str(out), *extra])
+
+
+def test_cli_trace_resamples_a_users_fact_with_given_subjects(tiny_dir, tmp_path):
+    # "France" is fewer tokens than "Mount Fuji" here: tried are the other three, the first two used
+    r = _trace(
+        tiny_dir,
+        tmp_path / "a",
+        "--corruption",
+        "resample",
+        "--resample-subjects",
+        "Kobe Bryant, France,Taj Mahal,Tiger Woods",
+    )
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    assert (h["n_resamples_tried"], h["n_resamples_usable"], h["n_resamples_used"]) == (3, 3, 2)
+    assert h["resampled_subjects"] == ["Kobe Bryant", "Taj Mahal"]
+    assert h["peak"]["component"] == "resid" and h["peak"]["position"] in SUBJECT_BUCKETS
+    assert {"mlp", "attn"} <= set(h["peaks"]) and "trivial" in h["peak_overall"]
+    assert "Peaks" in (tmp_path / "a" / "report.html").read_text()
+    f = tmp_path / "subjects.txt"
+    f.write_text("# subjects of the same token length\nTiger Woods\n\nTaj Mahal\n", encoding="utf-8")
+    r = _trace(tiny_dir, tmp_path / "b", "--corruption", "resample", "--resample-subjects", f"@{f}")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["resampled_subjects"] == ["Tiger Woods", "Taj Mahal"]
+
+
+def test_cli_trace_resample_falls_back_to_builtin_subjects_of_any_relation(tiny_dir, tmp_path):
+    r = _trace(tiny_dir, tmp_path / "a", "--corruption", "resample")
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    assert h["n_resamples_tried"] >= h["n_resamples_usable"] >= h["n_resamples_used"] == 2
+    r = _trace(tiny_dir, tmp_path / "t", "--corruption", "resample")  # the table printout
+    assert r.exit_code == 0, r.output
+
+
+def test_cli_trace_resample_errors_say_what_to_pass(tiny_dir, tmp_path):
+    r = _trace(tiny_dir, tmp_path / "a", "--corruption", "resample", "--resample-subjects", "France,Peru")
+    assert r.exit_code == 2 and "--resample-subjects" in r.output and "7 token(s)" in r.output
+    r = _trace(tiny_dir, tmp_path / "b", "--resample-subjects", "Taj Mahal")
+    assert r.exit_code == 2 and "needs --corruption resample" in r.output
+    r = _trace(tiny_dir, tmp_path / "c", "--corruption", "resample", "--resample-subjects", f"@{tmp_path / 'none.txt'}")
+    assert r.exit_code == 2 and "no file" in r.output
+    r = _trace(tiny_dir, tmp_path / "d", "--corruption", "resample", "--resample-subjects", " , ")
+    assert r.exit_code == 2 and "holds no subject" in r.output
