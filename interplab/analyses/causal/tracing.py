@@ -595,6 +595,9 @@ def causal_tracing(
     progress: Callable[[int, int], Any] | None = None,
     checkpoint: str | Path | None = None,
     resample_subjects: Sequence[str] | None = None,
+    backend: str = "serial",
+    max_parallel: int | None = None,
+    model_ref: str | None = None,
 ) -> TracingResult:
     """Causal tracing (Meng et al. 2022, §2.1; resampling after Zhang & Nanda 2023) over ``facts``; returns
     per-fact maps and the average indirect effect by token class.
@@ -619,10 +622,21 @@ def causal_tracing(
             resumes where it stopped.
         resample_subjects: with ``"resample"``, the candidate subjects for every fact, in this order, instead
             of ``partners``' (e.g. for a fact of the user's own relation).
+        backend: ``"serial"`` (in this process), ``"process"`` or ``"ray"``: the facts not yet in the checkpoint
+            are dealt out in one share per worker, each of which loads the model by ``model_ref`` and
+            traces its facts with the same per-fact seeds and noise scale, so the result equals the serial run
+            (tested); each finished chunk is appended to the checkpoint.
+        max_parallel: workers at once (default: the backend's).
+        model_ref: what a worker passes to :func:`interplab.load` (default: the model's registry name, else the
+            directory it was loaded from).
     """
     facts = list(facts)
     if not facts:
         raise ValueError("causal tracing needs at least one fact.")
+    if backend != "serial":
+        from interplab.sweeps.backends import check_backend
+
+        check_backend(backend)
     t0 = time.perf_counter()
     std = embedding_noise_std(model, facts) if corruption == "noise" else None
     if resample_subjects is not None and corruption != "resample":
@@ -652,10 +666,36 @@ def causal_tracing(
             if rec.get("key") == key:
                 t = FactTrace.from_json(rec["trace"])
                 done[(t.prompt, t.subject, t.answer, rec.get("index"))] = t
+    gone: set[int] = set()  # facts the workers could not corrupt by resampling
+    if backend != "serial":
+        gone = _trace_in_workers(
+            model,
+            facts,
+            done,
+            ck,
+            key,
+            backend,
+            max_parallel,
+            model_ref,
+            {
+                "corruption": corruption,
+                "noise_std": std,
+                "noise_scale": noise_scale,
+                "n_samples": n_samples,
+                "window": window,
+                "kinds": list(kinds),
+                "partners": partners,
+                "seed": seed,
+                "method": method,
+                "resample_subjects": resample_subjects,
+            },
+            skipped,
+        )
     for i, f in enumerate(facts):
         old = done.get((f.prompt, f.subject, f.answer, i))
-        if old is not None:
-            traces.append(old)
+        if old is not None or i in gone:
+            if old is not None:
+                traces.append(old)
             if progress:
                 progress(i + 1, len(facts))
             continue
@@ -705,6 +745,74 @@ def causal_tracing(
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
+
+
+def trace_chunk(model_ref: str, facts: list[Fact], indices: list[int], options: dict[str, Any]) -> list[dict]:
+    """A worker's share of :func:`causal_tracing`: load the model by ``model_ref`` (one thread) and trace fact
+    ``indices[j]`` = ``facts[j]`` with seed ``options["seed"] + index``; returns ``{"index", "trace"}`` records
+    (``{"index", "skipped"}`` for a fact resampling cannot corrupt)."""
+    from interplab.models.loading import load
+    from interplab.runtime import torch_threads
+
+    opts = dict(options)
+    seed = opts.pop("seed")
+    out: list[dict] = []
+    with torch_threads(1):
+        model = load(model_ref)
+        for f, i in zip(facts, indices, strict=True):
+            try:
+                out.append({"index": i, "trace": trace_fact(model, f, seed=seed + i, **opts).to_json()})
+            except ValueError as e:
+                if opts["corruption"] != "resample":
+                    raise
+                out.append({"index": i, "skipped": str(e)})
+    return out
+
+
+def _trace_in_workers(
+    model: Model,
+    facts: list[Fact],
+    done: dict[tuple, FactTrace],
+    ck: Path | None,
+    key: dict[str, Any],
+    backend: str,
+    max_parallel: int | None,
+    model_ref: str | None,
+    options: dict[str, Any],
+    skipped: list[str],
+) -> set[int]:
+    """Trace the facts missing from ``done`` through a sweep backend (see :func:`causal_tracing`); fills
+    ``done`` (and the checkpoint) with their traces and ``skipped`` with why resampling could not corrupt a fact;
+    returns the indices of those facts, which the serial loop then passes over."""
+    from interplab.models.registry import REGISTRY
+    from interplab.sweeps.backends import available_cpus, map_calls
+
+    if model_ref is None:
+        model_ref = model.name if model.name in REGISTRY else str(model.source)
+    todo = [i for i, f in enumerate(facts) if (f.prompt, f.subject, f.answer, i) not in done]
+    if not todo:
+        return set()
+    n_chunks = min(len(todo), max_parallel or available_cpus())
+    chunks = [todo[j::n_chunks] for j in range(n_chunks)]
+    why: dict[int, str] = {}
+
+    def keep(_args: tuple, records: list[dict]) -> None:
+        for rec in records:
+            i = rec["index"]
+            if "skipped" in rec:
+                why[i] = rec["skipped"]
+                continue
+            t = FactTrace.from_json(rec["trace"])
+            done[(t.prompt, t.subject, t.answer, i)] = t
+            if ck is not None:
+                ck.parent.mkdir(parents=True, exist_ok=True)
+                with ck.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"key": key, "index": i, "trace": rec["trace"]}) + "\n")
+
+    calls = [(model_ref, [facts[i] for i in c], c, options) for c in chunks]
+    map_calls(trace_chunk, calls, keep, backend=backend, max_parallel=max_parallel)
+    skipped.extend(why[i] for i in sorted(why))  # in fact order, as the serial loop lists them
+    return set(why)
 
 
 def average_indirect_effect(traces: Sequence[FactTrace]) -> dict[str, torch.Tensor]:

@@ -314,3 +314,22 @@ def test_resample_without_a_usable_subject_says_what_to_pass(tm):
         causal_tracing(tm, [_FUJI], corruption="resample", resample_subjects=["France", "Peru"])
     with pytest.raises(ValueError, match="only used with corruption='resample'"):
         causal_tracing(tm, [_FUJI], resample_subjects=["Taj Mahal"])
+
+
+def test_tracing_split_over_worker_processes_equals_the_serial_run(tm, tmp_path):
+    """A trace spread over two worker processes (each loading the model from its directory) gives the serial
+    result: the same per-fact seeds and noise scale, the same traces, the same average effects."""
+    facts = [
+        Fact("The capital of {} is the city of", s, a)
+        for s, a in [("France", " Paris"), ("Spain", " Madrid"), ("Italy", " Rome")]
+    ]
+    serial = causal_tracing(tm, facts, n_samples=2, window=2)
+    split = causal_tracing(
+        tm, facts, n_samples=2, window=2, backend="process", max_parallel=2, checkpoint=tmp_path / "t.jsonl"
+    )
+    assert [t.to_json() for t in split.traces] == [t.to_json() for t in serial.traces]
+    for k in serial.aie:
+        assert torch.equal(torch.nan_to_num(split.aie[k]), torch.nan_to_num(serial.aie[k]))
+    assert len((tmp_path / "t.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match="use one of serial, process, ray"):
+        causal_tracing(tm, facts, backend="spark")
