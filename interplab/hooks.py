@@ -302,18 +302,12 @@ class Intervention:
             shp = [1] * x.ndim
             shp[0], shp[pos_dim] = pm.shape[0], pm.shape[1]
             m = m & pm.reshape(shp)
-        if self.heads is not None:
-            assert head_dim is not None  # checked above
-            hm = _sel(x.shape[head_dim], self.heads, "head", ctx.name).to(x.device)
-            shp = [1] * x.ndim
-            shp[head_dim] = -1
-            m = m & hm.reshape(shp)
-        if self.neurons is not None:
-            assert neuron_dim is not None  # checked above
-            nm = _sel(x.shape[neuron_dim], self.neurons, "neuron", ctx.name).to(x.device)
-            shp = [1] * x.ndim
-            shp[neuron_dim] = -1
-            m = m & nm.reshape(shp)
+        for sel, dim, what in ((self.heads, head_dim, "head"), (self.neurons, neuron_dim, "neuron")):
+            if sel is not None:
+                assert dim is not None  # checked above
+                shp = [1] * x.ndim
+                shp[dim] = -1
+                m = m & _sel(x.shape[dim], sel, what, ctx.name).to(x.device).reshape(shp)
         return m
 
     def replacement(self, x: torch.Tensor, ctx: HookContext) -> torch.Tensor:  # pragma: no cover - abstract

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,10 +22,30 @@ if TYPE_CHECKING:
     from interplab.models.model import Model
     from interplab.report.html import Report
 
-__all__ = ["err", "finish_run", "guard", "load_model", "print_json", "print_metrics", "print_run"]
+__all__ = [
+    "AsJson",
+    "ModelName",
+    "OutDir",
+    "Threads",
+    "err",
+    "finish_run",
+    "guard",
+    "load_model",
+    "print_json",
+    "print_metrics",
+    "print_run",
+]
 
 err = Console(stderr=True)
 """Everything but ``--json`` output goes to stderr."""
+
+# The options most commands share (the default goes on the parameter: ``model: ModelName = "smollm2-135m"``).
+ModelName = Annotated[
+    str, typer.Option("--model", "-m", help="Model: registry name, .gguf path, local directory or hub id.")
+]
+OutDir = Annotated[str | None, typer.Option("--out", help="Run directory (default runs/<timestamp>-<command>).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the headline as JSON on stdout.")]
+Threads = Annotated[int, typer.Option("--threads", help="torch threads.")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

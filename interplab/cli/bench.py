@@ -6,45 +6,63 @@ Each is a thin shell over :mod:`interplab.bench` (or, for ``bench grokking``, th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 if TYPE_CHECKING:
     from interplab.analyses.causal.ablation import How
 
-from interplab.cli._common import err, guard, load_model, print_json, print_metrics
+from interplab.cli._common import AsJson, ModelName, OutDir, Threads, err, guard, load_model, print_json, print_metrics
+
+
+def _bench(
+    command: str,
+    args: dict[str, Any],
+    out: str | None,
+    status: str,
+    measure: Callable[[Any], dict[str, Any]],
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Run ``measure(m)`` (``m``: ``model`` loaded, or None) in a run directory of ``command`` that records
+    ``args``, with ``status`` on stderr; its metrics go to ``bench.json`` and the run's headline, and are returned."""
+    from interplab.io.runs import Run
+
+    with guard(), Run(command, args, out=out) as run:
+        m = load_model(model) if model is not None else None
+        with err.status(status):
+            res = measure(m)
+        run.save_json("bench.json", res)
+        run.headline.update(res)
+    return res
 
 
 def bench_hooks_cmd(
-    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    model: ModelName = "smollm2-135m",
     batch: int = typer.Option(8, help="Batch size."),
     seq: int = typer.Option(128, help="Tokens per sequence."),
     rounds: int = typer.Option(15, help="Timed interleaved rounds (after 2 warm-up rounds)."),
-    threads: int = typer.Option(2, help="torch threads."),
-    out: str | None = typer.Option(None, "--out"),
-    as_json: bool = typer.Option(False, "--json"),
+    threads: Threads = 2,
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Cost of caching (residual streams; every hook point but patterns) relative to the plain forward."""
     from interplab.bench.hooks import bench_hooks
-    from interplab.io.runs import Run
 
-    with (
-        guard(),
-        Run(
-            "bench-hooks", {"model": model, "batch": batch, "seq": seq, "rounds": rounds, "threads": threads}, out=out
-        ) as run,
-    ):
-        m = load_model(model)
-        with err.status("benchmarking …"):
-            res = bench_hooks(m, batch=batch, seq=seq, rounds=rounds, threads=threads)
-        run.save_json("bench.json", res)
-        run.headline.update(res)
+    res = _bench(
+        "bench-hooks",
+        {"model": model, "batch": batch, "seq": seq, "rounds": rounds, "threads": threads},
+        out,
+        "benchmarking …",
+        lambda m: bench_hooks(m, batch=batch, seq=seq, rounds=rounds, threads=threads),
+        model,
+    )
     print_metrics(res, as_json, skip_suffix="_rounds")
 
 
 def bench_ablation_cmd(
-    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    model: ModelName = "smollm2-135m",
     layers: Annotated[
         list[int] | None,
         typer.Option("--layer", "-l", help="Layers timed (repeat); default 3 at the centres of equal bins."),
@@ -53,19 +71,18 @@ def bench_ablation_cmd(
     chunk_len: int = typer.Option(64, "--chunk-len", help="Tokens per chunk."),
     how: str = typer.Option("zero", "--how", help="zero | mean | resample."),
     rounds: int = typer.Option(15, "--rounds", help="Interleaved rounds (naive, fast) per layer."),
-    threads: int = typer.Option(2, "--threads", help="torch threads."),
+    threads: Threads = 2,
     all_heads: bool = typer.Option(
         False,
         "--all-heads",
         help="Also time the fast path on every head (the naive all-head time is then extrapolated, and labelled so).",
     ),
-    out: str | None = typer.Option(None, "--out"),
-    as_json: bool = typer.Option(False, "--json"),
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Head-ablation importance: naive (one forward per head) vs fast (prefix reuse, batched variants), same heads
     and chunks."""
     from interplab.bench.ablation import bench_ablation
-    from interplab.io.runs import Run
 
     args = {
         "model": model,
@@ -77,48 +94,50 @@ def bench_ablation_cmd(
         "threads": threads,
         "all_heads": all_heads,
     }
-    with guard(), Run("bench-ablation", args, out=out) as run:
-        m = load_model(model)
-        with err.status("benchmarking head ablation …"):
-            res = bench_ablation(
-                m,
-                layers=layers or None,
-                n_chunks=n_chunks,
-                chunk_len=chunk_len,
-                how=cast("How", how),
-                rounds=rounds,
-                threads=threads,
-                all_heads=all_heads,
-            )
-        run.save_json("bench.json", res)
-        run.headline.update(res)
+    res = _bench(
+        "bench-ablation",
+        args,
+        out,
+        "benchmarking head ablation …",
+        lambda m: bench_ablation(
+            m,
+            layers=layers or None,
+            n_chunks=n_chunks,
+            chunk_len=chunk_len,
+            how=cast("How", how),
+            rounds=rounds,
+            threads=threads,
+            all_heads=all_heads,
+        ),
+        model,
+    )
     print_metrics(res, as_json)
 
 
 def bench_patching_cmd(
-    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    model: ModelName = "smollm2-135m",
     n: int = typer.Option(8, "--n", help="IOI pairs."),
     layers: Annotated[
         list[int] | None,
         typer.Option("--layer", "-l", help="Layers whose heads are patched (repeat); default 5, 15, 25."),
     ] = None,
     rounds: int = typer.Option(15, "--rounds", help="Interleaved rounds (naive, fast, attribution)."),
-    threads: int = typer.Option(2, "--threads"),
+    threads: Threads = 2,
     peer: bool = typer.Option(False, "--peer", help="Also time TransformerLens's patching module."),
-    out: str | None = typer.Option(None, "--out"),
-    as_json: bool = typer.Option(False, "--json"),
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Patching every head's z at the final position on IOI pairs: naive vs fast vs attribution patching."""
     from interplab.bench.patching import bench_patching
-    from interplab.io.runs import Run
 
-    args = {"model": model, "n": n, "layers": layers, "rounds": rounds, "peer": peer}
-    with guard(), Run("bench-patching", args, out=out) as run:
-        m = load_model(model)
-        with err.status("benchmarking patching …"):
-            res = bench_patching(m, n=n, layers=layers or None, rounds=rounds, threads=threads, peer=peer)
-        run.save_json("bench.json", res)
-        run.headline.update(res)
+    res = _bench(
+        "bench-patching",
+        {"model": model, "n": n, "layers": layers, "rounds": rounds, "peer": peer},
+        out,
+        "benchmarking patching …",
+        lambda m: bench_patching(m, n=n, layers=layers or None, rounds=rounds, threads=threads, peer=peer),
+        model,
+    )
     print_metrics(res, as_json)
 
 
@@ -127,22 +146,20 @@ def bench_leace_cmd(
     d: int = typer.Option(576, "--d", help="Dimensions (576 = SmolLM2's d_model)."),
     classes: int = typer.Option(2, "--classes"),
     rounds: int = typer.Option(15, "--rounds"),
-    threads: int = typer.Option(2, "--threads"),
-    out: str | None = typer.Option(None, "--out"),
-    as_json: bool = typer.Option(False, "--json"),
+    threads: Threads = 2,
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """LEACE fit time: interplab vs EleutherAI's concept-erasure on the same data (interleaved rounds, medians)."""
     from interplab.bench.leace import bench_leace
-    from interplab.io.runs import Run
 
-    with (
-        guard(),
-        Run("bench-leace", {"n": n, "d": d, "classes": classes, "rounds": rounds, "threads": threads}, out=out) as run,
-    ):
-        with err.status("benchmarking LEACE fits …"):
-            res = bench_leace(n=n, d=d, k=classes, rounds=rounds, threads=threads)
-        run.save_json("bench.json", res)
-        run.headline.update(res)
+    res = _bench(
+        "bench-leace",
+        {"n": n, "d": d, "classes": classes, "rounds": rounds, "threads": threads},
+        out,
+        "benchmarking LEACE fits …",
+        lambda _: bench_leace(n=n, d=d, k=classes, rounds=rounds, threads=threads),
+    )
     print_metrics(res, as_json)
 
 
@@ -154,14 +171,13 @@ def bench_sae_cmd(
     batch_size: int = typer.Option(1024, "--batch-size"),
     steps: int = typer.Option(8, "--steps", help="Steps per timing."),
     rounds: int = typer.Option(15, "--rounds", help="Interleaved rounds (interplab, SAELens)."),
-    threads: int = typer.Option(2, "--threads"),
-    out: str | None = typer.Option(None, "--out"),
-    as_json: bool = typer.Option(False, "--json"),
+    threads: Threads = 2,
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """TopK SAE training throughput (tokens/s), beside SAELens's trainer on the same activations where it is
     installed."""
     from interplab.bench.sae import bench_sae
-    from interplab.io.runs import Run
 
     args = {
         "rows": rows,
@@ -173,11 +189,7 @@ def bench_sae_cmd(
         "rounds": rounds,
         "threads": threads,
     }
-    with guard(), Run("bench-sae", args, out=out) as run:
-        with err.status("benchmarking SAE training …"):
-            res = bench_sae(**args)
-        run.save_json("bench.json", res)
-        run.headline.update(res)
+    res = _bench("bench-sae", args, out, "benchmarking SAE training …", lambda _: bench_sae(**args))
     print_metrics(res, as_json)
 
 
@@ -186,12 +198,11 @@ def bench_grokking_cmd(
     rounds: int = typer.Option(15, "--rounds", help="Interleaved rounds."),
     threads: str = typer.Option("1,2", "--threads", help="Torch thread counts to compare, e.g. 1,2."),
     p: int = typer.Option(113, "--p", help="Prime (Nanda et al.: 113)."),
-    out: str | None = typer.Option(None, "--out", help="Run directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Grokking training-step speed (Nanda et al. defaults) per thread count, interleaved rounds, medians."""
     from interplab.bench.grokking import bench_grokking
-    from interplab.io.runs import Run
     from interplab.train.grokking import GrokkingConfig, train_step
 
     with guard():
@@ -203,13 +214,13 @@ def bench_grokking_cmd(
             raise ValueError("--threads, --steps and --rounds must be positive.")
         cfg = GrokkingConfig(p=p)
         cfg.validate()
-        args = {"steps": steps, "rounds": rounds, "threads": list(ts), "p": p}
-        with Run("bench-grokking", args, out=out) as run:
-            with err.status("timing grokking steps …"):
-                step, meta = train_step(cfg)
-                res = bench_grokking(step, steps=steps, rounds=rounds, threads=ts, epochs=cfg.epochs, meta=meta)
-            run.save_json("bench.json", res)
-            run.headline.update(res)
+
+    def measure(_) -> dict[str, Any]:
+        step, meta = train_step(cfg)
+        return bench_grokking(step, steps=steps, rounds=rounds, threads=ts, epochs=cfg.epochs, meta=meta)
+
+    args = {"steps": steps, "rounds": rounds, "threads": list(ts), "p": p}
+    res = _bench("bench-grokking", args, out, "timing grokking steps …", measure)
     if as_json:
         print_json(res)
     else:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interplab.cli._common import err, finish_run, guard, load_model, print_json
+from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, load_model, print_json
 
 
 def diff(
@@ -45,8 +45,8 @@ def diff(
         help="Checkpoint series: a loss change (nats) between consecutive checkpoints that counts as abrupt.",
     ),
     top: int = typer.Option(10, "--top", help="Token types and contexts listed."),
-    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-diff)."),
-    as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON."),
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Per-token loss of two models (or a series of checkpoints) on the same text, and where they differ."""
     from interplab.io.runs import Run

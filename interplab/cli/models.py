@@ -6,12 +6,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interplab.cli._common import guard, load_model, print_json
+from interplab.cli._common import OutDir, guard, load_model, print_json
 
 
 def models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-models)."),
+    out: OutDir = None,
 ) -> None:
     """List the named models: family, parameters, whether installed here, and how to install."""
     from interplab.io.runs import Run
@@ -46,7 +46,7 @@ def models(
 def info(
     name: str = typer.Argument(..., help="Registry name, .gguf path, local directory or hub id."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    run_dir: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-info)."),
+    run_dir: OutDir = None,
 ) -> None:
     """Print a model's configuration (layers, heads, dimensions, family)."""
     from interplab.io.runs import Run

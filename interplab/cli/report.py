@@ -6,19 +6,19 @@ import json
 
 import typer
 
-from interplab.cli._common import err, finish_run, guard, load_model, print_json
+from interplab.cli._common import AsJson, ModelName, OutDir, err, finish_run, guard, load_model, print_json
 
 
 def report(
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model to report on."),
-    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-report)."),
+    model: ModelName = "smollm2-135m",
+    out: OutDir = None,
     sections: str | None = typer.Option(
         None,
         "--sections",
         help="Comma-separated analysis sections: heads, weights, dla, logit-pca (default), ablation (opt-in, "
         "slower); 'none': only model card, lens, attention.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON."),
+    as_json: AsJson = False,
 ) -> None:
     """Build the HTML report (model card, logit lens, attention viewer, analyses) into a run directory."""
     from interplab.io.runs import Run

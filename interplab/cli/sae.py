@@ -7,7 +7,7 @@ from typing import cast
 
 import typer
 
-from interplab.cli._common import err, finish_run, guard, load_model, print_json, print_metrics
+from interplab.cli._common import AsJson, err, finish_run, guard, load_model, print_json, print_metrics
 
 
 def acts(
@@ -140,7 +140,7 @@ def sae_train(
         help="Run directory (default runs/<timestamp>-sae-train); "
         "rerunning into the same directory resumes training from its checkpoint.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
+    as_json: AsJson = False,
 ) -> None:
     """Train a sparse autoencoder; report L0, explained variance, MSE, CE score, dead fraction (train and
     held-out) and controls."""

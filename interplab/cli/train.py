@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from interplab.cli._common import err, finish_run, guard, print_json
+from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, print_json
 
 
 def _parse_layers(spec: str) -> list[int]:
@@ -32,10 +32,10 @@ def train(
     config: str | None = typer.Option(None, "--config", help="TOML file overriding the experiment's defaults."),
     sets: Annotated[list[str] | None, typer.Option("--set", help="key=value override (repeat).")] = None,
     resume: str | None = typer.Option(None, "--resume", help="Run directory to resume from its newest checkpoint."),
-    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-train-EXPERIMENT)."),
+    out: OutDir = None,
     layers: str | None = typer.Option(None, "--layers", help="attn-only: layer counts, e.g. 1..4 or 1,2."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print headline numbers as JSON on stdout."),
+    as_json: AsJson = False,
 ) -> None:
     """Train a toy model (seeded, checkpointed, resumable) and analyse it; writes metrics, model and report.html."""
     from interplab.io.runs import Run

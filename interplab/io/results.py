@@ -9,7 +9,9 @@ A Result is a dataclass with the numbers, the settings that produced them, and f
 - ``DIR/<FILE stem>.safetensors``: every field that is a ``torch.Tensor`` or ``numpy.ndarray``, and every
   tensor inside a field that is a dict of tensors (key ``field.key``, the dict's order kept); never pickle
   (a Result with ``JSON_ONLY = True`` writes its tensors into the JSON file instead, with their dtypes);
-- ``DIR/<FILE stem>.<field>.parquet``: every field that is a pandas DataFrame.
+- ``DIR/<FILE stem>.<field>.parquet``: every field that is a pandas DataFrame;
+- ``DIR/<name>`` for each ``name: what`` of ``TABLES``: ``to_frame(what)`` as parquet, for pandas users (not
+  read back: the numbers are in the other files).
 
 Floats that are not finite become ``null`` in JSON and ``NaN`` again on load. A subclass with a field that
 needs another encoding overrides ``_encode(name, value)`` / ``_decode(name, value)``; one whose file layout
@@ -105,14 +107,15 @@ class Result:
     FILE: ClassVar[str]
     FORMAT_VERSION: ClassVar[int] = 1
     JSON_ONLY: ClassVar[bool] = False  # True: tensors go into the JSON file (small results promised as one file)
+    TABLES: ClassVar[dict[str, str]] = {}  # parquet file name -> the to_frame(what) written there
 
     # ---- what a Result shows
     def headline(self) -> dict[str, Any]:
         """The few numbers a user reads first (JSON-able); printed by ``--json`` and kept in ``run.json``."""
         raise NotImplementedError(f"{type(self).__name__} has no headline")
 
-    def to_frame(self):
-        """The numbers as a tidy pandas DataFrame."""
+    def to_frame(self, *args: Any, **kwargs: Any):
+        """The numbers as a tidy pandas DataFrame (results with several tables take which one)."""
         raise NotImplementedError(f"{type(self).__name__} has no table")
 
     def plot(self):
@@ -168,7 +171,10 @@ class Result:
             pass
         if tensors:
             save_tensors(d / f"{stem}.safetensors", tensors)
-        return write_json(d, json_name, data)
+        path = write_json(d, json_name, data)
+        for table, what in self.TABLES.items():
+            atomic_write(d / table, lambda t, what=what: self.to_frame(what).to_parquet(t, index=False))
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> Self:

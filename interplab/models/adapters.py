@@ -73,7 +73,7 @@ class Adapter:
     unembed_path = "lm_head"
     attn_path = "self_attn"
     o_proj_path = "self_attn.o_proj"
-    attn_out_path = "self_attn"
+    attn_out_path: str | None = None  # what hook_attn_out reads (None: the attention module at attn_path)
     mlp_out_path: str | None = "mlp"
     neurons_path: str | None = "mlp.down_proj"
 
@@ -86,6 +86,23 @@ class Adapter:
     # ---- config
     def make_cfg(self) -> ModelConfig:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _hf_cfg(self, **family: Any) -> ModelConfig:
+        """The ModelConfig of an HF model from its config's standard names (GPT-2's ``n_layer``, ``n_embd``, ...
+        are mapped onto them by transformers), with ``family``: the fields each family reads its own way."""
+        c = self.c
+        return ModelConfig(
+            n_layers=c.num_hidden_layers,
+            n_heads=c.num_attention_heads,
+            n_kv_heads=getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
+            d_model=c.hidden_size,
+            d_head=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+            d_vocab=c.vocab_size,
+            n_ctx=c.max_position_embeddings,
+            family=self.family,
+            model_type=c.model_type,
+            **family,
+        )
 
     # ---- modules
     def embed(self) -> HFModule:
@@ -115,7 +132,7 @@ class Adapter:
         return _get(self._layers[i], self.o_proj_path)
 
     def attn_out(self, i: int) -> HFModule:
-        return _get(self._layers[i], self.attn_out_path)
+        return _get(self._layers[i], self.attn_out_path or self.attn_path)
 
     def mlp_out(self, i: int) -> HFModule:
         assert self.mlp_out_path is not None
@@ -201,21 +218,12 @@ class LlamaAdapter(Adapter):
 
     def make_cfg(self) -> ModelConfig:
         c = self.c
-        return ModelConfig(
-            n_layers=c.num_hidden_layers,
-            n_heads=c.num_attention_heads,
-            n_kv_heads=getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
-            d_model=c.hidden_size,
-            d_head=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+        return self._hf_cfg(
             d_mlp=c.intermediate_size,
-            d_vocab=c.vocab_size,
-            n_ctx=c.max_position_embeddings,
-            family=self.family,
             act_fn=str(getattr(c, "hidden_act", "")),
             normalization="RMS",
             positional="rotary",
             gated_mlp=True,
-            model_type=c.model_type,
         )
 
 
@@ -254,26 +262,12 @@ class GPT2Adapter(Adapter):
     ln_final_path = "transformer.ln_f"
     attn_path = "attn"
     o_proj_path = "attn.c_proj"
-    attn_out_path = "attn"
-    mlp_out_path = "mlp"
     neurons_path = "mlp.c_proj"
 
     def make_cfg(self) -> ModelConfig:
         c = self.c
-        return ModelConfig(
-            n_layers=c.n_layer,
-            n_heads=c.n_head,
-            n_kv_heads=c.n_head,
-            d_model=c.n_embd,
-            d_head=c.n_embd // c.n_head,
-            d_mlp=c.n_inner or 4 * c.n_embd,
-            d_vocab=c.vocab_size,
-            n_ctx=c.n_positions,
-            family=self.family,
-            act_fn=c.activation_function,
-            normalization="LN",
-            positional="learned",
-            model_type=c.model_type,
+        return self._hf_cfg(
+            d_mlp=c.n_inner or 4 * c.n_embd, act_fn=c.activation_function, normalization="LN", positional="learned"
         )
 
     def qkv(self, i):
@@ -301,30 +295,18 @@ class NeoXAdapter(Adapter):
     layers_path = "gpt_neox.layers"
     embed_path = "gpt_neox.embed_in"
     ln_final_path = "gpt_neox.final_layer_norm"
-    unembed_path = "lm_head"
     attn_path = "attention"
     o_proj_path = "attention.dense"
-    attn_out_path = "attention"
-    mlp_out_path = "mlp"
     neurons_path = "mlp.dense_4h_to_h"
 
     def make_cfg(self) -> ModelConfig:
         c = self.c
-        return ModelConfig(
-            n_layers=c.num_hidden_layers,
-            n_heads=c.num_attention_heads,
-            n_kv_heads=c.num_attention_heads,
-            d_model=c.hidden_size,
-            d_head=c.hidden_size // c.num_attention_heads,
+        return self._hf_cfg(
             d_mlp=c.intermediate_size,
-            d_vocab=c.vocab_size,
-            n_ctx=c.max_position_embeddings,
-            family=self.family,
             act_fn=c.hidden_act,
             normalization="LN",
             positional="rotary",
             parallel_attn_mlp=bool(c.use_parallel_residual),
-            model_type=c.model_type,
         )
 
     def _qkv_split(self, t: torch.Tensor):
@@ -353,8 +335,6 @@ class ToyAdapter(Adapter):
     unembed_path = "unembed"
     attn_path = "attn"
     o_proj_path = "attn.o_proj"
-    attn_out_path = "attn"
-    mlp_out_path = "mlp"
     neurons_path = "mlp.fc_out"
 
     def __init__(self, hf: nn.Module):
@@ -363,18 +343,12 @@ class ToyAdapter(Adapter):
         super().__init__(hf)
 
     def make_cfg(self) -> ModelConfig:
-        c = self.c
+        c = self.c  # a ToyConfig: its dimensions carry ModelConfig's names
+        dims = ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab", "n_ctx", "act_fn")
         return ModelConfig(
-            n_layers=c.n_layers,
-            n_heads=c.n_heads,
+            **{k: getattr(c, k) for k in dims},
             n_kv_heads=c.n_heads,
-            d_model=c.d_model,
-            d_head=c.d_head,
-            d_mlp=c.d_mlp,
-            d_vocab=c.d_vocab,
-            n_ctx=c.n_ctx,
             family="toy",
-            act_fn=c.act_fn,
             normalization=c.normalization or "none",
             positional=c.positional or "none",
             model_type="interplab_toy",

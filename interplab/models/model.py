@@ -35,6 +35,31 @@ class RunOutput(NamedTuple):
 CacheSpec = None | bool | str | Iterable[str] | Callable[[str], bool]
 
 
+class _LayerStack:
+    """A read-only weight of every layer: ``fn(model, layer)`` stacked on a new first axis, without gradient
+    (``Model.W_Q`` and the like)."""
+
+    def __init__(self, fn: Callable[[Model, int], torch.Tensor], doc: str) -> None:
+        self.fn = fn
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, model: None, owner: type | None = None) -> _LayerStack: ...
+    @overload
+    def __get__(self, model: Model, owner: type | None = None) -> torch.Tensor: ...
+    def __get__(self, model: Model | None, owner: type | None = None) -> torch.Tensor | _LayerStack:
+        if model is None:
+            return self
+        with torch.no_grad():
+            return torch.stack([self.fn(model, i) for i in range(model.cfg.n_layers)]).detach()
+
+    def __set__(self, model: Model, value: Any) -> None:
+        raise AttributeError(f"Model.{self.name} is read-only (a view of the model's weights).")
+
+
 class Model:
     """A model with TransformerLens-named hook points.
 
@@ -400,73 +425,32 @@ class Model:
         w_o = self.adapter.w_o(layer)
         return torch.einsum("bphe,hed->bphd", z, w_o.to(z.dtype))
 
-    def _stack(self, fn) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.stack([fn(i) for i in range(self.cfg.n_layers)]).detach()
+    def _b_o(self, i: int) -> torch.Tensor:
+        b = self.adapter.b_o(i)
+        return b if b is not None else torch.zeros(self.cfg.d_model, device=self.device)
 
-    @property
-    def W_Q(self) -> torch.Tensor:
-        """[n_layers, n_heads, d_model, d_head]"""
-        return self._stack(lambda i: self.adapter.qkv(i)[0])
-
-    @property
-    def W_K(self) -> torch.Tensor:
-        """[n_layers, n_heads, d_model, d_head], expanded per query head for GQA"""
-        return self._stack(lambda i: self.adapter.qkv(i)[1])
-
-    @property
-    def W_V(self) -> torch.Tensor:
-        """[n_layers, n_heads, d_model, d_head], expanded per query head for GQA"""
-        return self._stack(lambda i: self.adapter.qkv(i)[2])
-
-    @property
-    def W_O(self) -> torch.Tensor:
-        """[n_layers, n_heads, d_head, d_model]"""
-        return self._stack(self.adapter.w_o)
-
-    @property
-    def b_Q(self) -> torch.Tensor:
-        return self._stack(lambda i: self.adapter.qkv_bias(i)[0])
-
-    @property
-    def b_K(self) -> torch.Tensor:
-        return self._stack(lambda i: self.adapter.qkv_bias(i)[1])
-
-    @property
-    def b_V(self) -> torch.Tensor:
-        return self._stack(lambda i: self.adapter.qkv_bias(i)[2])
-
-    @property
-    def b_O(self) -> torch.Tensor:
-        """[n_layers, d_model] (zeros where the model has no out-projection bias)"""
-
-        def f(i):
-            b = self.adapter.b_o(i)
-            return b if b is not None else torch.zeros(self.cfg.d_model, device=self.device)
-
-        return self._stack(f)
-
-    def _mlp(self, key: str) -> torch.Tensor:
+    def _mlp(self, i: int, key: str) -> torch.Tensor:
         if self.cfg.d_mlp == 0:
             raise ValueError(f"Model {self.name!r} is attention-only; it has no MLP weights.")
         if key == "W_gate" and not self.cfg.gated_mlp:
             raise ValueError(f"Model {self.name!r} has no gated MLP (no W_gate).")
-        return self._stack(lambda i: self.adapter.mlp_weights(i)[key])
+        return self.adapter.mlp_weights(i)[key]
 
-    @property
-    def W_in(self) -> torch.Tensor:
-        """[n_layers, d_model, d_mlp]"""
-        return self._mlp("W_in")
-
-    @property
-    def W_gate(self) -> torch.Tensor:
-        """[n_layers, d_model, d_mlp] (gated MLPs only)"""
-        return self._mlp("W_gate")
-
-    @property
-    def W_out(self) -> torch.Tensor:
-        """[n_layers, d_mlp, d_model]"""
-        return self._mlp("W_out")
+    W_Q = _LayerStack(lambda m, i: m.adapter.qkv(i)[0], "[n_layers, n_heads, d_model, d_head]")
+    W_K = _LayerStack(
+        lambda m, i: m.adapter.qkv(i)[1], "[n_layers, n_heads, d_model, d_head], expanded per query head for GQA"
+    )
+    W_V = _LayerStack(
+        lambda m, i: m.adapter.qkv(i)[2], "[n_layers, n_heads, d_model, d_head], expanded per query head for GQA"
+    )
+    W_O = _LayerStack(lambda m, i: m.adapter.w_o(i), "[n_layers, n_heads, d_head, d_model]")
+    b_Q = _LayerStack(lambda m, i: m.adapter.qkv_bias(i)[0], "[n_layers, n_heads, d_head]")
+    b_K = _LayerStack(lambda m, i: m.adapter.qkv_bias(i)[1], "[n_layers, n_heads, d_head], expanded for GQA")
+    b_V = _LayerStack(lambda m, i: m.adapter.qkv_bias(i)[2], "[n_layers, n_heads, d_head], expanded for GQA")
+    b_O = _LayerStack(lambda m, i: m._b_o(i), "[n_layers, d_model] (zeros where the model has no out-projection bias)")
+    W_in = _LayerStack(lambda m, i: m._mlp(i, "W_in"), "[n_layers, d_model, d_mlp]")
+    W_gate = _LayerStack(lambda m, i: m._mlp(i, "W_gate"), "[n_layers, d_model, d_mlp] (gated MLPs only)")
+    W_out = _LayerStack(lambda m, i: m._mlp(i, "W_out"), "[n_layers, d_mlp, d_model]")
 
     @property
     def W_E(self) -> torch.Tensor:

@@ -129,69 +129,59 @@ def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- optional analysis sections: each runs its analysis on a small workload, saves the Result next to the
-# report, records its time and returns the HTML parts (rendered by interplab.report.sections)
+# report and returns the HTML parts (rendered by interplab.report.sections); build_report records its time
 
 
-def _heads_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
+def _heads_section(model: Model, out: Path) -> list[Html]:
     """Head detectors (interplab.analyses.observational.heads) on a small input set, with their null baselines."""
     from interplab.analyses.observational.heads import head_scores
     from interplab.report.sections.heads import heads_parts
 
-    t = time.perf_counter()
     res = head_scores(model, n_seqs=8, batch=8)
     res.save(out)
-    timings["heads"] = time.perf_counter() - t
     return heads_parts(res)
 
 
-def _weights_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
+def _weights_section(model: Model, out: Path) -> list[Html]:
     """Composition scores and per-head OV copying scores (interplab.analyses.weights)."""
     from interplab.analyses.weights import composition_scores, head_circuits
     from interplab.report.sections.weights import weights_parts
 
-    t = time.perf_counter()
     comp = composition_scores(model)
     comp.save(out)
     circ = head_circuits(model, n_directions=1, top_k=5)
     circ.save(out)
-    timings["weights"] = time.perf_counter() - t
     return weights_parts(comp, circ)
 
 
-def _dla_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
+def _dla_section(model: Model, out: Path) -> list[Html]:
     """Direct logit attribution of the IOI answer (interplab.analyses.observational.dla)."""
     from interplab.analyses.observational.dla import direct_logit_attribution
     from interplab.report.sections.dla import dla_parts
 
-    t = time.perf_counter()
     p = DEFAULT_PROMPTS[0]
     res = direct_logit_attribution(model, p.prompt, answer=" Mary", distractor=" John")
     res.save(out)
-    timings["dla"] = time.perf_counter() - t
     return dla_parts(res, p.prompt, " Mary", " John")
 
 
-def _ablation_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
+def _ablation_section(model: Model, out: Path) -> list[Html]:
     """Head-ablation importance on corpus text (interplab.analyses.causal.ablation), small workload."""
     from interplab.analyses.causal.ablation import head_ablation_importance
     from interplab.report.sections.ablation import ablation_parts
 
-    t = time.perf_counter()
     res = head_ablation_importance(model, n_chunks=4, chunk_len=min(64, model.cfg.n_ctx), how="zero")
     res.save(out)
-    timings["ablation"] = time.perf_counter() - t
     return ablation_parts(res)
 
 
-def _logit_pca_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
+def _logit_pca_section(model: Model, out: Path) -> list[Html]:
     """Logit-lens logits on fixed random tokens, every layer projected on common principal components."""
     from interplab.analyses.observational.logit_pca import logit_pca
     from interplab.report.sections.logit_pca import model_report_parts
 
-    t = time.perf_counter()
     res = logit_pca(model)
     res.save(out)
-    timings["logit_pca"] = time.perf_counter() - t
     return model_report_parts(res)
 
 
@@ -206,39 +196,35 @@ def _ioi_pairs(model: Model, n: int) -> PromptPairs | list[Html]:
         return [text(f"IOI prompts cannot be built for this model: {e}")]
 
 
-def _patching_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
+def _patching_section(model: Model, out: Path) -> list[Html]:
     """IOI activation patching of every head at END (exact, fast path) and attribution patching beside it."""
     from interplab.analyses.causal import activation_patching, attribution_patching, correlation
     from interplab.report.sections.patching import patching_ioi_parts
 
-    t = time.perf_counter()
     pairs = _ioi_pairs(model, 8)
     if isinstance(pairs, list):
         return pairs
     res = activation_patching(model, pairs, grid="heads", position="END", n_boot=200)
     att = attribution_patching(model, pairs, grid="heads", position="END", n_boot=200)
     res.save(out, "patching_ioi_heads.json")
-    timings["patching"] = time.perf_counter() - t
     return patching_ioi_parts(res, att, len(pairs), correlation(att, res))
 
 
-def _ioi_section(model: Model, out: Path, timings: dict[str, float]) -> list[Html]:
+def _ioi_section(model: Model, out: Path) -> list[Html]:
     """The IOI procedure: logit difference, head classes and the circuit with its faithfulness."""
     from interplab.analyses.causal.ioi import ioi_circuit
     from interplab.report.sections.ioi import ioi_parts
 
-    t = time.perf_counter()
     pairs = _ioi_pairs(model, 16)
     if isinstance(pairs, list):
         return pairs
     res = ioi_circuit(model, pairs, detector_seqs=8)
     res.save(out / "ioi")
-    timings["ioi"] = time.perf_counter() - t
     return ioi_parts(res)
 
 
-# Optional sections after the core ones: name -> (title, builder(model, out_dir, timings) -> parts)
-EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, dict[str, float]], list[Html]]]] = {
+# Optional sections after the core ones: name -> (title, builder(model, out_dir) -> parts)
+EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path], list[Html]]]] = {
     "heads": ("Attention heads", _heads_section),
     "weights": ("Composition and copying (weights)", _weights_section),
     "dla": ("Direct logit attribution", _dla_section),
@@ -342,7 +328,10 @@ def build_report(
 
     for name in extra:
         title, builder = EXTRA_SECTIONS[name]
-        report.section(title, *builder(model, out, timings), id=name)
+        t = time.perf_counter()
+        parts = builder(model, out)
+        timings[name.replace("-", "_")] = time.perf_counter() - t
+        report.section(title, *parts, id=name)
 
     timings["total"] = time.perf_counter() - t0
     import platform

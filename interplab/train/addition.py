@@ -18,7 +18,7 @@ drops abruptly, at different times for different digits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -101,12 +101,9 @@ def digit_phase_changes(steps: list[int], losses: list[list[float]], min_drop: f
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AdditionResult(TrainingResult):
-    config: dict
-    metrics: list[dict]
-    summary: dict  # the headline numbers (returned by headline())
-    settings: dict = field(default_factory=dict)
+    metrics: list[dict]  # one dict per logged step
 
     FILE: ClassVar[str] = "addition.json"
     KIND: ClassVar[str] = "addition"
@@ -163,20 +160,17 @@ def train(
             dl = digit_losses(model, eval_toks, cfg.n_digits)
             return {"loss": float(dl.mean()), "digit_loss": [float(x) for x in dl]}
 
-        tr = Trainer(
+        tr = Trainer.for_config(
+            cfg,
             model,
             opt,
             lambda s: digit_losses(model, make_batch(cfg, cfg.batch, g), cfg.n_digits).mean(),
             eval_fn,
-            steps=cfg.steps,
-            run_dir=run_dir,
-            log_every=cfg.log_every,
-            ckpt_every=cfg.ckpt_every,
-            seed=cfg.seed,
+            run_dir,
+            callbacks=callbacks,
             generators={"data": g},
             progress=progress,
             description=f"{cfg.n_digits}-digit addition",
-            callbacks=list(callbacks or []),
         )
         metrics = tr.fit(resume=resume and latest_checkpoint(run_dir) is not None)
         model.save_pretrained(run_dir)
@@ -187,13 +181,10 @@ def train(
         "phase_changes": phases,
         "steps_per_second": round(tr.steps_per_second, 2),
     }
-    from interplab.train.config import config_dict
-
-    res = AdditionResult(
-        config_dict(cfg),
-        metrics,
-        head,
-        {"paper": "Nanda et al. 2023 (5-digit addition appendix)", "ln_loss_chance": math.log(10)},
+    return AdditionResult.saved(
+        cfg,
+        run_dir,
+        metrics=metrics,
+        summary=head,
+        settings={"paper": "Nanda et al. 2023 (5-digit addition appendix)", "ln_loss_chance": math.log(10)},
     )
-    res.save(run_dir)
-    return res

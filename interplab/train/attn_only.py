@@ -41,7 +41,7 @@ et al. 2021) and head ablation importance on held-out data
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -239,20 +239,17 @@ def train_one(
         rec["max_prev_token_score"] = float(prev.max())
         return rec
 
-    tr = Trainer(
+    tr = Trainer.for_config(
+        cfg,
         model,
         opt,
         step_fn,
         eval_fn,
-        steps=cfg.steps,
-        run_dir=d,
-        log_every=cfg.log_every,
-        ckpt_every=cfg.ckpt_every,
-        seed=cfg.seed,
+        d,
+        callbacks=callbacks,
         generators={"data": g},
         progress=progress,
         description=f"attn-only {n_layers}L",
-        callbacks=list(callbacks or []),
     )
     from interplab.train.trainer import latest_checkpoint
 
@@ -324,13 +321,10 @@ def analyse(model: ToyTransformer, cfg: AttnOnlyConfig, metrics: list[dict]) -> 
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AttnOnlyResult(TrainingResult):
-    config: dict
-    models: dict[str, dict]
-    metrics: dict[str, list[dict]]
-    summary: dict  # the headline numbers (returned by headline())
-    settings: dict = field(default_factory=dict)
+    metrics: dict[str, list[dict]]  # per model ("2L"): one dict per logged step
+    models: dict[str, dict]  # per model: the analysis of the trained model
 
     FILE: ClassVar[str] = "attn_only.json"
     KIND: ClassVar[str] = "attn-only"
@@ -387,23 +381,16 @@ class AttnOnlyResult(TrainingResult):
         L, H = len(ms[0]["induction_scores"]), len(ms[0]["induction_scores"][0])
         for layer in range(L):
             for h in range(H):
-                fig.add_scatter(
-                    x=s,
-                    y=[r["induction_scores"][layer][h] for r in ms],
-                    name=f"L{layer}H{h}",
-                    row=1,
-                    col=1,
-                    legendgroup=f"{layer}.{h}",
-                )
-                fig.add_scatter(
-                    x=s,
-                    y=[r["prev_token_scores"][layer][h] for r in ms],
-                    name=f"L{layer}H{h}",
-                    row=1,
-                    col=2,
-                    legendgroup=f"{layer}.{h}",
-                    showlegend=False,
-                )
+                for col, key in enumerate(("induction_scores", "prev_token_scores"), start=1):
+                    fig.add_scatter(
+                        x=s,
+                        y=[r[key][layer][h] for r in ms],
+                        name=f"L{layer}H{h}",
+                        row=1,
+                        col=col,
+                        legendgroup=f"{layer}.{h}",
+                        showlegend=col == 1,  # one legend entry per head
+                    )
         return fig.update_layout(height=350, title=f"{name}: per-head scores across checkpoints")
 
 
@@ -434,17 +421,14 @@ def train(
         if cfg.data == "synthetic"
         else "bytes (UTF-8), vocabulary 256"
     )
-    from interplab.train.config import config_dict
-
-    res = AttnOnlyResult(
-        config_dict(cfg),
-        models,
-        metrics,
-        head,
+    return AttnOnlyResult.saved(
+        cfg,
+        run_dir,
+        models=models,
+        metrics=metrics,
+        summary=head,
         settings={
             "paper": "Olsson et al. 2022; Elhage et al. 2021",
             "icl_score": "late [3n/4,n) minus early [n/16,n/8)",
         },
     )
-    res.save(run_dir)
-    return res

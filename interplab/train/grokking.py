@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -242,17 +242,14 @@ def _gini_terms(model: ToyTransformer, p: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------ analysis
-@dataclass
+@dataclass(kw_only=True)
 class GrokkingResult(TrainingResult):
     """Curves (``metrics``: one dict per logged epoch), the Fourier analysis of the final model, the
     restricted/excluded loss curves on snapshots, the phases and the headline numbers."""
 
-    config: dict
-    metrics: list[dict]
+    metrics: list[dict]  # one dict per logged epoch
     analysis: dict
     progress: list[dict]
-    summary: dict  # the headline numbers (returned by headline())
-    settings: dict = field(default_factory=dict)
 
     FILE: ClassVar[str] = "grokking.json"
     KIND: ClassVar[str] = "grokking"
@@ -483,17 +480,15 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
         if step % cfg.snapshot_every == 0 or step == cfg.epochs:
             save_snapshot(step)
 
-    trainer = Trainer(
+    trainer = Trainer.for_config(
+        cfg,
         model,
         opt,
         step_fn,
         eval_fn,
+        run_dir,
         steps=cfg.epochs,
-        run_dir=run_dir,
-        log_every=cfg.log_every,
-        ckpt_every=cfg.ckpt_every,
-        seed=cfg.seed,
-        callbacks=[snapshot] + list(callbacks or []),
+        callbacks=[snapshot, *(callbacks or [])],
         progress=progress,
         description=f"grokking p={p} {cfg.operation}",
         should_stop=(lambda ms: clean_stop(ms, cfg.clean_window, cfg.clean_tol)) if cfg.stop_when_clean else None,
@@ -522,14 +517,13 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
     head["stopped_at_clean_up_end"] = trainer.stopped_early
     head["steps_per_second"] = round(trainer.steps_per_second, 2)
     head["training_seconds"] = round(trainer.seconds_training, 1)
-    from interplab.train.config import config_dict
-
-    res = GrokkingResult(
-        config_dict(cfg),
-        metrics,
-        analysis,
-        prog,
-        head,
+    return GrokkingResult.saved(
+        cfg,
+        run_dir,
+        metrics=metrics,
+        analysis=analysis,
+        progress=prog,
+        summary=head,
         settings={
             "paper": "Nanda et al. 2023, Progress measures for grokking via mechanistic interpretability",
             "restricted_loss": "all p^2 pairs",
@@ -537,8 +531,6 @@ def _train(cfg: GrokkingConfig, run_dir: Path, resume: bool, progress: bool, cal
             "epoch": "one full-batch step",
         },
     )
-    res.save(run_dir)
-    return res
 
 
 def train_step(cfg: GrokkingConfig | None = None) -> tuple[Callable[[], None], dict]:

@@ -33,7 +33,7 @@ resume, metrics), saved as ``model.safetensors`` with its feature probabilities 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -256,20 +256,17 @@ def train_part(
             "mean_d_star": float(d_star(model.W.detach()).mean()),
         }
 
-    tr = Trainer(
+    tr = Trainer.for_config(
+        cfg,
         model,
         opt,
         lambda s: model.loss(model.sample(cfg.batch, g)),
         eval_fn,
-        steps=cfg.steps,
-        run_dir=d,
-        log_every=cfg.log_every,
-        ckpt_every=cfg.ckpt_every,
-        seed=cfg.seed,
+        d,
+        callbacks=callbacks,
         generators={"data": g},
         progress=progress,
         description=f"superposition {part}",
-        callbacks=list(callbacks or []),
     )
     metrics = tr.fit(resume=resume and latest_checkpoint(d) is not None)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(final))
@@ -312,13 +309,10 @@ def analyse_part(part: str, model: ToyReLUModel, meta: dict) -> dict:
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SuperpositionResult(TrainingResult):
-    config: dict
-    parts: dict[str, dict]
-    metrics: dict[str, list[dict]]
-    summary: dict  # the headline numbers (returned by headline())
-    settings: dict = field(default_factory=dict)
+    metrics: dict[str, list[dict]]  # per part: one dict per logged step
+    parts: dict[str, dict]  # per part: the analysis of its trained instances
 
     FILE: ClassVar[str] = "superposition.json"
     KIND: ClassVar[str] = "superposition"
@@ -465,17 +459,14 @@ def train(
         from collections import Counter
 
         head["phase_counts"] = dict(Counter(parts["phase"]["phase"]))
-    from interplab.train.config import config_dict
-
-    res = SuperpositionResult(
-        config_dict(cfg),
-        parts,
-        metrics,
-        head,
+    return SuperpositionResult.saved(
+        cfg,
+        run_dir,
+        parts=parts,
+        metrics=metrics,
+        summary=head,
         settings={
             "paper": "Elhage et al. 2022, Toy Models of Superposition",
             "loss": "importance-weighted MSE, mean over batch and features, summed over instances",
         },
     )
-    res.save(run_dir)
-    return res

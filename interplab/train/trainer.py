@@ -29,9 +29,10 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -100,6 +101,36 @@ class Trainer:
     extra_state: Callable[[], dict] | None = None
     load_extra: Callable[[dict], None] | None = None
     should_stop: Callable[[list[dict]], bool] | None = None
+
+    @classmethod
+    def for_config(
+        cls,
+        cfg: Any,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        step_fn: Callable[[int], torch.Tensor],
+        eval_fn: Callable[[int], dict],
+        run_dir: str | Path,
+        *,
+        steps: int | None = None,
+        callbacks: Iterable[Callable[[int, Trainer], None]] | None = None,
+        **kw: Any,
+    ) -> Trainer:
+        """A Trainer on an experiment config's schedule: ``steps`` (default ``cfg.steps``), ``cfg.log_every``,
+        ``cfg.ckpt_every`` and ``cfg.seed``; ``callbacks`` copied into a list; ``kw``: the other fields."""
+        return cls(
+            model,
+            optimizer,
+            step_fn,
+            eval_fn,
+            steps=cfg.steps if steps is None else steps,
+            run_dir=Path(run_dir),
+            log_every=cfg.log_every,
+            ckpt_every=cfg.ckpt_every,
+            seed=cfg.seed,
+            callbacks=list(callbacks or []),
+            **kw,
+        )
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)

@@ -224,21 +224,17 @@ def circuit_metric(
 ) -> float:
     """Mean metric on the clean prompts with ``removed`` nodes mean-ablated to ``ref`` (starting at layer
     ``start`` from ``resid_cache`` when given: valid only if no node before ``start`` is removed)."""
-    return _circuit_run(model, pairs, removed, ref, start, resid_cache)[0]
+    m, _ = run_end_metric(model, pairs, _ablations(removed, ref), start, resid_cache)
+    return float(m.mean())
 
 
 @torch.no_grad()
 def _circuit_run(
-    model: Model,
-    pairs: PromptPairs,
-    removed: Sequence[Node],
-    ref: Mapping[str, torch.Tensor],
-    start: int = 0,
-    resid_cache: Mapping[str, torch.Tensor] | None = None,
-    cache: Sequence[str] = (),
+    model: Model, pairs: PromptPairs, removed: Sequence[Node], ref: Mapping[str, torch.Tensor], cache: Sequence[str]
 ) -> tuple[float, Any]:
-    """The metric of :func:`circuit_metric` and the same run's activations ``cache`` (one forward pass for both)."""
-    m, store = run_end_metric(model, pairs, _ablations(removed, ref), start, resid_cache, cache)
+    """The metric of :func:`circuit_metric` (from layer 0) and the same run's activations ``cache`` (one forward
+    pass for both)."""
+    m, store = run_end_metric(model, pairs, _ablations(removed, ref), cache=cache)
     return float(m.mean()), store
 
 
@@ -314,7 +310,7 @@ def discover_circuit(
     resids = [f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)]
     _, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=pairs.run_mask())
     ref = template_means(pairs, cx, hooks)
-    full, cc = _circuit_run(model, pairs, [], ref, cache=resids)  # the full model's metric and residual stream
+    full, cc = _circuit_run(model, pairs, [], ref, resids)  # the full model's metric and residual stream
     clean_cc = cc
     empty = circuit_metric(model, pairs, nodes, ref)
     scale = abs(full) if full != 0 else 1.0
@@ -329,7 +325,7 @@ def discover_circuit(
         pool = [nd for nd in nodes if nd not in removed]
     current = full
     if removed:  # the metric and residual stream with the screened nodes ablated (valid for every unvisited layer)
-        current, cc = _circuit_run(model, pairs, removed, ref, cache=resids)
+        current, cc = _circuit_run(model, pairs, removed, ref, resids)
     screen_ok = abs(current - full) < threshold * scale
     if removed and not screen_ok:  # the estimate missed real effects (e.g. saturated attention): no screening
         removed, pool, current, cc = [], nodes, full, clean_cc

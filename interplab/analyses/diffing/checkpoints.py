@@ -34,7 +34,6 @@ from interplab.analyses.diffing.alignment import (
     token_units,
 )
 from interplab.analyses.diffing.models import DiffResult, plot_escape, records, rounded, units_frame
-from interplab.io.atomic import atomic_write
 from interplab.io.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +66,7 @@ class CheckpointSeriesResult(Result):
 
     KIND: ClassVar[str] = "checkpoint_series"
     FILE: ClassVar[str] = "checkpoints.json"
+    TABLES: ClassVar[dict[str, str]] = {LOSSES_TABLE: "losses"}  # one row per unit, a loss_<k> column per checkpoint
 
     @property
     def n_checkpoints(self) -> int:
@@ -340,14 +340,6 @@ class CheckpointSeriesResult(Result):
             fig.update_yaxes(title_text="loss (nats)", row=1, col=2)
         fig.update_layout(title={"text": title}, height=420, margin={"l": 60, "r": 20, "t": 70, "b": 60})
         return fig
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``checkpoints.json`` + ``checkpoints.safetensors`` (the Result base) and
-        ``checkpoint_losses.parquet`` (one row per unit, a ``loss_<k>`` column per checkpoint). Returns the JSON
-        path."""
-        path = super().save(directory)
-        atomic_write(Path(directory) / LOSSES_TABLE, lambda t: self.to_frame("losses").to_parquet(t, index=False))
-        return path
 
 
 def diff_checkpoints(

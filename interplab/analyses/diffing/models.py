@@ -53,7 +53,6 @@ from interplab.analyses.diffing.alignment import (
     uses_bos,
 )
 from interplab.analyses.observational.lens import display_token
-from interplab.io.atomic import atomic_write
 from interplab.io.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,6 +129,7 @@ class DiffResult(Result):
 
     KIND: ClassVar[str] = "model_diff"
     FILE: ClassVar[str] = "diff.json"
+    TABLES: ClassVar[dict[str, str]] = {UNITS_TABLE: "units"}  # one row per unit, for pandas users
 
     @property
     def diff(self) -> torch.Tensor:
@@ -363,14 +363,6 @@ class DiffResult(Result):
             margin={"l": 60, "r": 20, "t": 70, "b": 60},
         )
         return fig
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path) -> Path:
-        """Write ``diff.json`` + ``diff.safetensors`` (the Result base) and ``diff_units.parquet`` (one row per
-        unit: :meth:`to_frame`, for pandas users). Returns the JSON path."""
-        path = super().save(directory)
-        atomic_write(Path(directory) / UNITS_TABLE, lambda t: self.to_frame("units").to_parquet(t, index=False))
-        return path
 
 
 def diff_models(
