@@ -33,7 +33,7 @@ absent.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -201,11 +201,10 @@ def find_peaks(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DoubleDescentResult(TrainingResult):
-    config: dict
-    cells: list[dict]  # one per (noise, seed, width): see run_cell
-    summary: dict  # the headline numbers (returned by headline())
+    cells: list[dict]  # one per cell: see run_cell
+    metrics: list[dict] = field(default_factory=list)  # no per-step log: the cells hold the curves
 
     FILE: ClassVar[str] = "double_descent.json"
     KIND: ClassVar[str] = "double-descent"
@@ -308,6 +307,4 @@ def train(cfg: DoubleDescentConfig, run_dir, resume: bool = False, progress: boo
             for a, b in zip(sorted(cfg.noises), sorted(cfg.noises)[1:], strict=False)
         ),
     }
-    res = DoubleDescentResult(cd, cells, summary)
-    res.save(run_dir)
-    return res
+    return DoubleDescentResult.saved(cfg, run_dir, cells=cells, summary=summary)

@@ -35,7 +35,7 @@ Fits:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -315,11 +315,10 @@ def isoflop_optima(cells: list[dict[str, Any]], n_budgets: int = 8) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------ result
-@dataclass
+@dataclass(kw_only=True)
 class ScalingResult(TrainingResult):
-    config: dict
-    cells: list[dict]  # one per (d_model, token budget): see run_cell
-    summary: dict  # the headline numbers (returned by headline())
+    cells: list[dict]  # one per cell: see run_cell
+    metrics: list[dict] = field(default_factory=list)  # no per-step log: the cells hold the curves
 
     FILE: ClassVar[str] = "scaling.json"
     KIND: ClassVar[str] = "scaling"
@@ -426,6 +425,4 @@ def train(cfg: ScalingConfig, run_dir, resume: bool = False, progress: bool = Tr
         "isoflop": isoflop_optima(cells),
         "E_identified": point["E"] > 1e-3,
     }
-    res = ScalingResult(cd, cells, summary)
-    res.save(run_dir)
-    return res
+    return ScalingResult.saved(cfg, run_dir, cells=cells, summary=summary)
