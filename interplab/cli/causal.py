@@ -286,6 +286,10 @@ def trace(
     resume: str | None = typer.Option(
         None, "--resume", help="Run directory of a killed trace run: finished facts are reused."
     ),
+    backend: str = typer.Option(
+        "serial", "--backend", help="serial | process | ray: spread the facts over workers (same result)."
+    ),
+    max_parallel: int | None = typer.Option(None, "--max-parallel", help="Workers at once (default: CPUs)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Causal tracing (Meng et al. 2022): where is a fact recalled? The residual peak over the subject tokens
@@ -306,6 +310,8 @@ def trace(
         "resample_subjects": resample_subjects,
         "samples": samples,
         "window": window,
+        "backend": backend,
+        "max_parallel": max_parallel,
     }
     if resume:
         from pathlib import Path
@@ -346,6 +352,9 @@ def trace(
                 partners=partners,
                 checkpoint=run.dir / "traces.jsonl",
                 resample_subjects=candidates,
+                backend=backend,
+                max_parallel=max_parallel,
+                model_ref=model,
             )
         res.save(run.dir)
         h = res.headline()

@@ -68,3 +68,13 @@ def test_cli_trace_resample_errors_say_what_to_pass(tiny_dir, tmp_path):
     assert r.exit_code == 2 and "no file" in r.output
     r = _trace(tiny_dir, tmp_path / "d", "--corruption", "resample", "--resample-subjects", " , ")
     assert r.exit_code == 2 and "holds no subject" in r.output
+
+
+def test_cli_trace_on_worker_processes_gives_the_serial_headline(tiny_dir, tmp_path):
+    serial = _trace(tiny_dir, tmp_path / "s")
+    split = _trace(tiny_dir, tmp_path / "p", "--backend", "process", "--max-parallel", "2")
+    assert serial.exit_code == 0 and split.exit_code == 0, split.output
+    a, b = json.loads(serial.stdout), json.loads(split.stdout)
+    drop = {"seconds", "run_dir", "report"}
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    assert _trace(tiny_dir, tmp_path / "x", "--backend", "spark").exit_code == 2
