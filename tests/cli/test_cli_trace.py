@@ -60,14 +60,16 @@ def test_cli_trace_resample_falls_back_to_builtin_subjects_of_any_relation(tiny_
 
 
 def test_cli_trace_resample_errors_say_what_to_pass(tiny_dir, tmp_path):
-    r = _trace(tiny_dir, tmp_path / "a", "--corruption", "resample", "--resample-subjects", "France,Peru")
-    assert r.exit_code == 2 and "--resample-subjects" in r.output and "7 token(s)" in r.output
-    r = _trace(tiny_dir, tmp_path / "b", "--resample-subjects", "Taj Mahal")
-    assert r.exit_code == 2 and "needs --corruption resample" in r.output
-    r = _trace(tiny_dir, tmp_path / "c", "--corruption", "resample", "--resample-subjects", f"@{tmp_path / 'none.txt'}")
-    assert r.exit_code == 2 and "no file" in r.output
-    r = _trace(tiny_dir, tmp_path / "d", "--corruption", "resample", "--resample-subjects", " , ")
-    assert r.exit_code == 2 and "holds no subject" in r.output
+    def said(*extra: str) -> str:  # exit 2, the message with the console's line wrapping undone
+        r = _trace(tiny_dir, tmp_path / str(len(list(tmp_path.iterdir()))), *extra)
+        assert r.exit_code == 2, r.output
+        return " ".join(r.output.split())
+
+    out = said("--corruption", "resample", "--resample-subjects", "France,Peru")
+    assert "--resample-subjects" in out and "7 token(s)" in out
+    assert "needs --corruption resample" in said("--resample-subjects", "Taj Mahal")
+    assert "no file" in said("--corruption", "resample", "--resample-subjects", f"@{tmp_path / 'none.txt'}")
+    assert "holds no subject" in said("--corruption", "resample", "--resample-subjects", " , ")
 
 
 def test_cli_trace_on_worker_processes_gives_the_serial_headline(tiny_dir, tmp_path):
