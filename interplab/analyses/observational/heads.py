@@ -67,7 +67,7 @@ A head belongs to class ``c`` when ``score >= THRESHOLDS[c]`` **and** ``score - 
 token, induction) or 50 % (sink) of its attention, averaged over query rows, on the target, and at least
 0.2 more than on the null input / control key. Copying and copy suppression use the rule of
 :func:`~interplab.analyses.weights.copying.copying_members` instead, written as the same two numbers: the
-score is at least 0.5 (the token is in its own top / bottom ``k`` for most tokens) and its ``baseline``
+score is at least 0.2 (a fifth of all tokens are in their own top / bottom ``k``) and its ``baseline``
 is the largest value of the rotation null over *all* heads and draws (not the head's own null), with
 margin 0.2 — a member beats every scrambled head clearly. :meth:`HeadScores.headline` lists only members.
 

@@ -29,8 +29,10 @@ direct-path approximation of both papers; McDougall et al. read ``W_E`` through 
 singular values, whose alignment between what it reads and what it writes is destroyed. Per head the
 null is the mean over the draws; :attr:`OVCopying.null_max` is its largest value over every head and
 draw, the level a head with scrambled alignment reaches. Membership (:func:`copying_members`): a head
-copies (suppresses copies) when its score is at least :data:`MIN_SCORE` (0.5: the token is in its own
-top (bottom) ``k`` for most tokens) **and** exceeds ``null_max`` by at least :data:`NULL_MARGIN` (0.2).
+copies (suppresses copies) when its score is at least :data:`MIN_SCORE` (0.2: a fifth of all tokens are
+in their own top (bottom) ``k``, where chance is about ``k / vocab``) **and** exceeds ``null_max`` by at least
+:data:`NULL_MARGIN` (0.2). On SmolLM2-135M (k = 10, 2048 tokens) the null's maximum is 0.0015 and the top
+copying heads score 0.70, 0.61, 0.48, 0.44, 0.41: distinct, where the eigenvalue ratio ties them at 0.99.
 
 **Reference** (:func:`eigenvalue_copying`): Elhage et al. 2021, "A Mathematical Framework for Transformer
 Circuits", section "Summarizing OV/QK matrices" (used by Olsson et al. 2022 as the copying half of their
@@ -69,7 +71,7 @@ __all__ = [
     "random_rotations",
 ]
 
-MIN_SCORE = 0.5
+MIN_SCORE = 0.2
 NULL_MARGIN = 0.2
 
 
@@ -87,16 +89,16 @@ def _extremes(A: torch.Tensor, B: torch.Tensor, ids: torch.Tensor, k: int, scree
     n = A.shape[0]
     top = torch.zeros(n, dtype=torch.bool)
     bot = torch.zeros(n, dtype=torch.bool)
-    own = (A * B[:, ids].T).sum(-1)  # [n]
-    tol = 1e-4 * A.norm(dim=-1) * B.norm(dim=0).max() + 1e-30
+    own = (A * B[:, ids].T).sum(-1, keepdim=True)  # [n, 1]
+    tol = 1e-4 * A.norm(dim=-1, keepdim=True) * B.norm(dim=0).max() + 1e-30
     Bs = B[:, screen]
     cand = []
     for s in range(0, n, chunk):
-        sub = A[s : s + chunk] @ Bs  # [c, m]
-        o, t = own[s : s + chunk, None], tol[s : s + chunk, None]
-        maybe_top = (sub > o + t).sum(1) < k
-        maybe_bot = (sub < o - t).sum(1) < k
-        cand.append(torch.nonzero(maybe_top | maybe_bot).flatten() + s)
+        d = (A[s : s + chunk] @ Bs).sub_(own[s : s + chunk])  # [c, m]: screened logits minus the own logit
+        t = tol[s : s + chunk]
+        above = d.clone().gt_(t).sum(1)  # in place on a float tensor, then a float sum: the fastest count
+        below = d.lt_(-t).sum(1)
+        cand.append(torch.nonzero((above < k) | (below < k)).flatten() + s)
     rows = torch.cat(cand)
     kk = min(k + 1, B.shape[1])
     for s in range(0, rows.numel(), chunk):
@@ -117,16 +119,17 @@ def copying_fractions(
     seed: int = 0,
     chunk: int = 512,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(copying, suppression)`` ``[R, L, H]`` float32: for every head the fraction of ``token_ids`` whose own
-    logit is among the ``k`` largest / smallest of ``W_E[t] W_V Q W_O W_U`` over the full vocabulary, for
-    ``Q = I`` (``R = 1``) or, with ``rotations [R, d_head, d_head]``, for each rotation (the null). Exact; a
-    screening pass on ``n_screen`` random columns (drawn with ``seed``) skips the full row of every token that
-    is clearly out of both extremes (see :func:`_extremes`)."""
+    """``(copying, suppression)`` ``[1 + R, L, H]`` float32: for every head the fraction of ``token_ids`` whose
+    own logit is among the ``k`` largest / smallest of ``W_E[t] W_V Q W_O W_U`` over the full vocabulary: index
+    0 for the head itself (``Q = I``), ``1 + i`` for each of ``rotations [R, d_head, d_head]`` (the null; one
+    ``W_O W_U`` product per head serves them all). Exact; a screening pass on ``n_screen`` random columns
+    (drawn with ``seed``) skips the full row of every token that is clearly out of both extremes (see
+    :func:`_extremes`)."""
     L, H = fw.W_V.shape[:2]
     vocab = fw.W_U.shape[1]
     g = torch.Generator().manual_seed(seed)
     screen = torch.randperm(vocab, generator=g)[: min(n_screen, vocab)].sort().values
-    qs = [None] if rotations is None else list(rotations.to(fw.W_V))
+    qs = [None] + ([] if rotations is None else list(rotations.to(fw.W_V)))
     cop = torch.zeros(len(qs), L, H)
     sup = torch.zeros(len(qs), L, H)
     E = fw.W_E[token_ids]  # [n, d]
@@ -207,12 +210,10 @@ def ov_copying(
     vocab = fw.W_E.shape[0]
     g = torch.Generator().manual_seed(seed)
     ids = torch.arange(vocab) if n_tokens >= vocab else torch.randperm(vocab, generator=g)[:n_tokens].sort().values
-    real, real_s = copying_fractions(fw, ids, k, seed=seed)
-    copying, suppression = real[0], real_s[0]
-    nc, ns = torch.zeros(1, *copying.shape), torch.zeros(1, *copying.shape)
-    if n_null_rotations:
-        rots = random_rotations(n_null_rotations, fw.W_V.shape[-1], g)
-        nc, ns = copying_fractions(fw, ids, k, rotations=rots, seed=seed)
+    rots = random_rotations(n_null_rotations, fw.W_V.shape[-1], g) if n_null_rotations else None
+    cop, sup = copying_fractions(fw, ids, k, rotations=rots, seed=seed)
+    copying, suppression = cop[0], sup[0]
+    nc, ns = (cop[1:], sup[1:]) if n_null_rotations else (torch.zeros_like(cop), torch.zeros_like(sup))
     return OVCopying(
         copying=copying,
         suppression=suppression,
