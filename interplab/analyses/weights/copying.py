@@ -77,7 +77,7 @@ NULL_MARGIN = 0.2
 
 
 # ------------------------------------------------------------------------------- the copying score
-def _extremes(A: torch.Tensor, B: torch.Tensor, ids: torch.Tensor, k: int, screen: torch.Tensor, chunk: int):
+def _extremes(A: torch.Tensor, B: torch.Tensor, ids: torch.Tensor, k: int, screen: torch.Tensor, chunk: int, pre):
     """For rows ``A [n, e]`` and ``B [e, vocab]`` (one head), booleans ``[n]``: is ``ids[i]`` among the ``k``
     largest (``top``) / smallest (``bottom``) entries of the row ``A[i] @ B``? A row's rank among other tokens
     counts every other token whose logit is ``>=`` (``<=``) its own, so ties count against it.
@@ -86,13 +86,14 @@ def _extremes(A: torch.Tensor, B: torch.Tensor, ids: torch.Tensor, k: int, scree
     screened columns clearly above (below) its own logit cannot be in the top (bottom) ``k`` of the full row
     ("clearly": by more than a rounding tolerance, since its own logit is recomputed here). Every other row
     is computed over the full vocabulary: its own logit is in the top ``k`` iff at most ``k`` of the ``k + 1``
-    largest entries (its own included) are ``>=`` it."""
+    largest entries (its own included) are ``>=`` it. ``pre``: ``(B[:, ids], B[:, screen], max column norm of
+    B)``, shared by the head and its rotations."""
     n = A.shape[0]
+    B_own, Bs, b_max = pre
     top = torch.zeros(n, dtype=torch.bool)
     bot = torch.zeros(n, dtype=torch.bool)
-    own = (A * B[:, ids].T).sum(-1, keepdim=True)  # [n, 1]
-    tol = 1e-4 * A.norm(dim=-1, keepdim=True) * B.norm(dim=0).max() + 1e-30
-    Bs = B[:, screen]
+    own = (A * B_own.T).sum(-1, keepdim=True)  # [n, 1]
+    tol = 1e-4 * A.norm(dim=-1, keepdim=True) * b_max + 1e-30
     cand = []
     for s in range(0, n, chunk):
         d = (A[s : s + chunk] @ Bs).sub_(own[s : s + chunk])  # [c, m]: screened logits minus the own logit
@@ -107,7 +108,7 @@ def _extremes(A: torch.Tensor, B: torch.Tensor, ids: torch.Tensor, k: int, scree
         logits = A[r] @ B  # [c, vocab]
         o = logits.gather(1, ids[r, None])
         top[r] = (logits.topk(kk, dim=1).values >= o).sum(1) <= k
-        bot[r] = ((-logits).topk(kk, dim=1).values >= -o).sum(1) <= k
+        bot[r] = (logits.topk(kk, dim=1, largest=False).values <= o).sum(1) <= k
     return top, bot
 
 
@@ -139,8 +140,9 @@ def copying_fractions(
             A = torch.einsum("nd,hde->hne", E, fw.W_V[layer])  # [H, n, e]
             B = fw.W_O[layer] @ fw.W_U  # [H, e, vocab]
             for h in range(H):
+                pre = (B[h][:, token_ids], B[h][:, screen], B[h].norm(dim=0).max())
                 for i, q in enumerate(qs):
-                    top, bot = _extremes(A[h] if q is None else A[h] @ q, B[h], token_ids, k, screen, chunk)
+                    top, bot = _extremes(A[h] if q is None else A[h] @ q, B[h], token_ids, k, screen, chunk, pre)
                     cop[i, layer, h], sup[i, layer, h] = top.float().mean(), bot.float().mean()
     return cop, sup
 
