@@ -18,6 +18,10 @@ The residual stream is split into four orthogonal blocks of one-hot coordinates:
   the attended *token* into the *output* block;
 * the unembedding reads the *output* block: the model predicts the token that followed the earlier
   occurrence of the current token.
+
+``copying_model()`` builds a 2-layer attention-only model with one copying head, one anti-copying
+(copy-suppression) head and one rank-1 positive semi-definite head among random heads: the ground truth
+of the OV copying score (:mod:`interplab.analyses.weights.copying`).
 """
 
 from __future__ import annotations
@@ -93,3 +97,63 @@ def induction_model(
                 a.v_proj.weight[h0][:V, tok] = torch.eye(V)
                 a.o_proj.weight[out, h0][:, :V] = torch.eye(V)
     return Model(toy.eval(), None, name="planted-induction-2l", source="interplab.models.planted.induction_model")
+
+
+COPYING_HEAD = (1, 0)
+ANTI_COPYING_HEAD = (0, 1)
+PSD_HEAD = (1, 2)
+
+
+def copying_model(d_vocab: int = 512, d_model: int = 64, n_heads: int = 4, seed: int = 0):
+    """A planted 2-layer attention-only model for copying scores, wrapped as an interplab ``Model`` (no
+    tokenizer). Tied Gaussian embeddings (``W_U = W_E^T``, entries N(0, 1)), RMSNorm with unit gains,
+    ``d_head = d_model``; every head's OV circuit is set by hand:
+
+    * :data:`COPYING_HEAD` (layer 1, head 0): ``W_V = W_O = I``, so ``W_E W_OV W_U = W_E W_E^T``, whose
+      diagonal (``|e_t|^2``) is the largest entry of each row: the head raises the logit of the token it
+      attends to, for every token;
+    * :data:`ANTI_COPYING_HEAD` (layer 0, head 1): ``W_O = -I``: it lowers the attended token's logit;
+    * :data:`PSD_HEAD` (layer 1, head 2): ``W_OV = a a^T`` for one random direction ``a`` (rank 1, positive
+      semi-definite): every nonzero eigenvalue of its full OV circuit is positive (Elhage et al.'s ratio is
+      1, as for the copying head), yet it writes the same direction whatever it attends to and copies no
+      token;
+    * every other head: ``W_V``, ``W_O`` with N(0, 1/d_model) entries (random OV circuits).
+
+    Queries and keys are random (N(0, 1/d_model)); attention plays no role in the copying scores."""
+    from interplab.models.model import Model
+
+    cfg = ToyConfig(
+        n_layers=2,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=d_model,
+        d_mlp=0,
+        d_vocab=d_vocab,
+        n_ctx=64,
+        normalization="RMS",
+        positional=None,
+        attn_bias=False,
+        unembed_bias=False,
+        seed=seed,
+    )
+    toy: Any = ToyTransformer(cfg)
+    d = d_model
+    g = torch.Generator().manual_seed(seed)
+    eye = torch.eye(d)
+    with torch.no_grad():
+        toy.embed.weight.copy_(torch.randn(d_vocab, d, generator=g))
+        toy.unembed.weight.copy_(toy.embed.weight)  # nn.Linear weight [vocab, d_model]: W_U = W_E^T
+        for block in toy.blocks:
+            a = block.attn
+            for w in (a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight):
+                w.copy_(torch.randn(w.shape, generator=g) * d**-0.5)
+        planted = {COPYING_HEAD: (eye, eye), ANTI_COPYING_HEAD: (eye, -eye)}
+        u = torch.randn(d, generator=g)
+        u, e0 = u / u.norm(), eye[0]
+        planted[PSD_HEAD] = (torch.outer(u, e0), torch.outer(e0, u))  # W_V = u e_0^T, W_O = e_0 u^T: W_OV = u u^T
+        for (layer, head), (w_v, w_o) in planted.items():
+            a = toy.blocks[layer].attn
+            rows = slice(head * d, (head + 1) * d)
+            a.v_proj.weight[rows] = w_v.T  # v = x @ v_proj.weight[rows].T = x @ W_V
+            a.o_proj.weight[:, rows] = w_o.T  # out = z @ o_proj.weight[:, rows].T = z @ W_O
+    return Model(toy.eval(), None, name="planted-copying-2l", source="interplab.models.planted.copying_model")

@@ -25,7 +25,13 @@ def test_smollm2_composition_and_copying(smollm2):
     t0 = time.perf_counter()
     circ = head_circuits(smollm2, n_directions=1, top_k=5)
     t_circ = time.perf_counter() - t0
-    assert circ.copying.shape == (c.n_layers, c.n_heads) and float(circ.copying.abs().max()) <= 1 + 1e-5
+    assert (
+        circ.copying.shape == (c.n_layers, c.n_heads)
+        and 0 <= float(circ.copying.min()) <= float(circ.copying.max()) <= 1
+    )
+    # the copying score does not saturate: few members, and the top heads differ in score (Elhage et al.'s
+    # eigenvalue ratio puts 111 of the 270 heads above 0.5 and its top twelve at >= 0.99)
+    assert len(circ.members("copying")) < 30 and len(circ.members("copy_suppression")) < 30
     print(f"\ncomposition: {t_comp:.1f} s ({comp.settings['algorithm']}), head circuits: {t_circ:.1f} s")
     for kind in "QKV":
         h = comp.headline(5)[kind]
@@ -34,5 +40,9 @@ def test_smollm2_composition_and_copying(smollm2):
             f"{h['frac_above_3std']:.1%} of pairs > 3 std; top [l1, h1, l2, h2, score, z]: {h['top']}"
         )
     for e in circ.headline(8)["top_copying"]:
-        print(f"copying L{e['layer']}H{e['head']} {e['copying']:+.3f}  reads {e['read']} -> writes {e['write']}")
-    print("most negative copying:", circ.headline(5)["most_negative"])
+        print(
+            f"copying L{e['layer']}H{e['head']} {e['copying']:.3f} (eigenvalue ratio {e['eigenvalue_ratio']:+.3f})  "
+            f"reads {e['read']} -> writes {e['write']}"
+        )
+    print("top copy suppression:", circ.headline(5)["top_copy_suppression"], "null max:", circ.null_max)
+    print("most negative eigenvalue ratio:", circ.headline(5)["most_negative"])

@@ -41,37 +41,35 @@ Classes and their scores
 ``sink`` (first token / attention sink) — Xiao et al. (2023), "Efficient Streaming Language Models
     with Attention Sinks". On *text*: ``mean_{i in [1, n)} A[i, 0]`` (position 0 is the BOS when there
     is one, else the first token). Null (control key): ``mean_{i in [2, n)} mean_{j in [1, i-1]} A[i, j]``.
-``copying`` — Elhage et al. (2021), section "Summarizing OV/QK matrices", used by Olsson et al.
-    (2022) as the copying half of their induction-head definition. From the weights: the direct-path
-    OV circuit of head ``(L, h)`` through embedding and unembedding, ``M = W_E' W_V W_O W_U'`` ``[vocab,
-    vocab]``, and the ratio of its eigenvalues ``(sum_k lambda_k) / (sum_k |lambda_k|)`` in ``[-1, 1]``: +1
-    when every eigenvalue is positive (the head raises the logit of the token it attends to), -1 when
-    every one is negative. The non-zero eigenvalues of ``M`` are those of the ``d_head x d_head`` matrix
-    ``K = W_O W_U' W_E' W_V`` (cyclic permutation), which is what is computed. Norms: the pre-attention
-    norm of layer ``L`` is folded into ``W_E' = W_E C g_L`` and the final norm into ``W_U' = C g_f W_U``,
-    where ``g`` is the norm's per-channel gain (``diag(weight)``; Gemma's ``1 + weight``) and ``C`` the
-    centring matrix for LayerNorm (identity for RMSNorm); Gemma 3's post-attention norm gain is folded
-    into ``W_O``. ``W_U'`` is also centred over the vocabulary (TransformerLens's ``center_unembed``: the
-    softmax ignores a shift shared by all logits; without it the mean embedding direction, SmolLM2's
-    largest singular direction by a factor of 5, dominates ``M``). The per-token ``1/rms`` scale, norm
-    biases, positional embeddings and every layer between the embedding and head ``(L, h)`` are ignored
-    (the direct-path approximation of both papers).
-    Null baseline: the same ratio with a random rotation ``Q`` (Haar orthogonal, ``d_head x d_head``)
-    inserted between ``W_V`` and ``W_O`` (``eig(Q K)``), averaged over ``n_null_rotations`` draws: it keeps
-    the singular values of ``W_V`` and ``W_O`` and destroys their alignment (``E[tr(Q K)] = 0`` for Haar
-    ``Q``, so the null sits near 0; on SmolLM2 its spread over draws is ~0.05 per head).
+``copying`` — From the weights: :func:`interplab.analyses.weights.copying.ov_copying`, the one copying
+    score of interplab (also :func:`~interplab.analyses.weights.svd.head_circuits`'s): the fraction of
+    tokens ``t`` (a fixed seeded sample of ``copying_tokens``, default 2048, compared with the full
+    vocabulary) whose own logit is among the ``copying_k`` (default 10) largest of the head's direct-path
+    OV output ``W_E[t] W_V W_O W_U`` (norms folded) — the statistic McDougall et al. (2023) use for the OV
+    circuit of a copy-suppression head, with the sign reversed. In ``[0, 1]``.
+    Null baseline: the same fraction with a random rotation ``Q`` (Haar orthogonal, ``d_head x d_head``)
+    inserted between ``W_V`` and ``W_O`` (same singular values, alignment destroyed), mean over
+    ``n_null_rotations`` draws per head; ``settings["copying_null_max"]`` is its largest value over all heads.
+    Elhage et al.'s (2021) eigenvalue ratio ``sum(lambda) / sum(|lambda|)`` of ``W_E W_OV W_U`` (``W_U``
+    centred over the vocabulary), which Olsson et al. (2022) use as the copying half of their
+    induction-head definition, is kept in ``reference["copying_eigenvalue_ratio"]``: near ±1 for most heads
+    of a model with a large vocabulary, it cannot rank heads (see :mod:`interplab.analyses.weights.copying`).
 ``copy_suppression`` — McDougall et al. (2023), "Copy Suppression: Comprehensively Understanding an
-    Attention Head": heads whose OV circuit *lowers* the logit of the attended token. Score ``= -copying``
-    (null ``= -copying null``). This is only the OV (negative-eigenvalue) half of their definition; the
-    QK half (attending to tokens the model is predicting) is not checked.
+    Attention Head": heads whose OV circuit *lowers* the logit of the attended token. Score: the fraction
+    of tokens whose own logit is among the ``copying_k`` *smallest* of their OV output; null as above. This
+    is only the OV half of their definition; the QK half (attending to tokens the model is predicting) is
+    not checked.
 
 Membership rule
 ---------------
 A head belongs to class ``c`` when ``score >= THRESHOLDS[c]`` **and** ``score - baseline >= MARGINS[c]``
 (both can be overridden). Defaults: the head puts at least 40 % (previous token), 30 % (duplicate
 token, induction) or 50 % (sink) of its attention, averaged over query rows, on the target, and at least
-0.2 more than on the null input / control key; for copying and copy suppression the eigenvalue ratio is
-at least 0.5 and 0.2 above its rotation null. :meth:`HeadScores.headline` lists only members.
+0.2 more than on the null input / control key. Copying and copy suppression use the rule of
+:func:`~interplab.analyses.weights.copying.copying_members` instead, written as the same two numbers: the
+score is at least 0.2 (a fifth of all tokens are in their own top / bottom ``k``) and its ``baseline``
+is the largest value of the rotation null over *all* heads and draws (not the head's own null), with
+margin 0.2 — a member beats every scrambled head clearly. :meth:`HeadScores.headline` lists only members.
 
 Relation to TransformerLens (tested): ``transformer_lens.head_detector`` with ``error_measure="mul"``,
 ``exclude_bos=False``, ``exclude_current_token=False`` and its ``previous_token`` / ``duplicate_token``
@@ -100,7 +98,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from interplab.analyses.weights.copying import copying_null, copying_scores
+from interplab.analyses.weights.copying import MIN_SCORE, NULL_MARGIN, OVCopying, eigenvalue_copying, ov_copying
 from interplab.io.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,7 +115,6 @@ __all__ = [
     "deranged",
     "head_inputs",
     "head_scores",
-    "ov_copying_scores",
     "repeated_offset_scores",
     "repeated_pattern_scores",
     "text_pattern_scores",
@@ -139,17 +136,17 @@ THRESHOLDS: dict[str, float] = {
     "duplicate_token": 0.3,
     "induction": 0.3,
     "sink": 0.5,
-    "copying": 0.5,
-    "copy_suppression": 0.5,
+    "copying": MIN_SCORE,
+    "copy_suppression": MIN_SCORE,
 }
-MARGINS: dict[str, float] = {c: 0.2 for c in CLASSES}
+MARGINS: dict[str, float] = {c: 0.2 for c in CLASSES} | {"copying": NULL_MARGIN, "copy_suppression": NULL_MARGIN}
 PAPERS = {
     "previous_token": "Elhage et al. 2021; Olsson et al. 2022",
     "duplicate_token": "Wang et al. 2022 (IOI)",
     "induction": "Olsson et al. 2022 (prefix matching); Elhage et al. 2021",
     "sink": "Xiao et al. 2023 (attention sinks)",
-    "copying": "Elhage et al. 2021; Olsson et al. 2022 (OV eigenvalues)",
-    "copy_suppression": "McDougall et al. 2023 (OV half only)",
+    "copying": "McDougall et al. 2023 (own token in the top k of the OV output)",
+    "copy_suppression": "McDougall et al. 2023 (own token in the bottom k of the OV output; OV half only)",
 }
 _PATTERN = "attn.hook_pattern"
 
@@ -208,23 +205,6 @@ def text_pattern_scores(pattern: torch.Tensor, offset: int = 0) -> dict[str, tor
         "sink": p[..., 1:, 0].mean(-1),
         "sink_null": torch.einsum("bhqk,qk->bh", p, _control_weights(n, 2, 1, p.device)),
     }
-
-
-def ov_copying_scores(model: Model, n_null_rotations: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Copying score ``[n_layers, n_heads]`` of every head (positive-eigenvalue ratio of its direct-path OV
-    circuit, Elhage et al. 2021, with ``W_U`` centred over the vocabulary) and its rotation null baseline
-    (mean over ``n_null_rotations`` draws): :mod:`interplab.analyses.weights.copying` with
-    ``center_unembed=True``. See the module docstring.
-
-    Args:
-        model: the model.
-        n_null_rotations: random rotations averaged in the null (0: zeros).
-        seed: seed of the rotations.
-    """
-    with torch.no_grad():
-        scores = copying_scores(model, center_unembed=True)
-        null = copying_null(model, n_null_rotations, seed=seed, center_unembed=True)
-    return scores, null
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -309,12 +289,16 @@ class HeadScores(Result):
 
     ``scores[c]``, ``baselines[c]``: tensors for each class ``c`` of :data:`CLASSES` (see the module
     docstring for the definitions); ``stderr[c]``: the standard error over sequences (attention classes
-    only); ``thresholds`` / ``margins``: the membership rule ``score >= threshold and score - baseline >=
-    margin``; ``settings``: what produced them (inputs, lengths, seeds, timings)."""
+    only); ``reference``: statistics kept beside the scores but not used to rank or classify
+    (``copying_eigenvalue_ratio``: Elhage et al.'s eigenvalue ratio; ``<class>_null_per_head``: each head's
+    own rotation null of the copying classes, whose ``baseline`` is the largest over all heads);
+    ``thresholds`` / ``margins``: the membership rule ``score >= threshold and score - baseline >= margin``;
+    ``settings``: what produced them (inputs, lengths, seeds, timings)."""
 
     scores: dict[str, torch.Tensor]
     baselines: dict[str, torch.Tensor]
     stderr: dict[str, torch.Tensor] = field(default_factory=dict)
+    reference: dict[str, torch.Tensor] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
     margins: dict[str, float] = field(default_factory=lambda: dict(MARGINS))
     model_name: str = ""
@@ -322,6 +306,7 @@ class HeadScores(Result):
 
     KIND: ClassVar[str] = "head_scores"
     FILE: ClassVar[str] = "heads.json"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: copying classes are top/bottom-k token fractions, not eigenvalue ratios
 
     # ------------------------------------------------------------------ views
     @property
@@ -375,8 +360,8 @@ class HeadScores(Result):
     def to_frame(self, kind: FrameKind = "long") -> pd.DataFrame:
         """``kind="long"``: one row per layer, head and class — ``score``, ``baseline``, ``stderr``,
         ``threshold``, ``member``. ``"wide"``: one row per head with ``<class>``, ``<class>_baseline`` and
-        ``<class>_member`` columns, plus ``olsson_induction`` (induction member with a positive copying
-        score: Olsson et al.'s prefix matching *and* copying)."""
+        ``<class>_member`` columns, plus ``olsson_induction`` (induction member with a positive eigenvalue
+        ratio: Olsson et al.'s prefix matching *and* their copying criterion) and ``copying_eigenvalue_ratio``."""
         import pandas as pd
 
         L, H = self.n_layers, self.n_heads
@@ -409,14 +394,17 @@ class HeadScores(Result):
                 d[c] = self.scores[c].flatten().tolist()
                 d[f"{c}_baseline"] = self.baselines[c].flatten().tolist()
                 d[f"{c}_member"] = self.is_member(c).flatten().tolist()
-            if "induction" in self.scores and "copying" in self.scores:
-                d["olsson_induction"] = (self.is_member("induction") & (self.scores["copying"] > 0)).flatten().tolist()
+            ratio = self.reference.get("copying_eigenvalue_ratio")
+            if ratio is not None:
+                d["copying_eigenvalue_ratio"] = ratio.flatten().tolist()
+                if "induction" in self.scores:
+                    d["olsson_induction"] = (self.is_member("induction") & (ratio > 0)).flatten().tolist()
             return pd.DataFrame(d)
         raise ValueError(f"kind must be 'long' or 'wide', not {kind!r}.")
 
     def plot(self, classes: list[str] | None = None) -> go.Figure:
         """Plotly heatmaps, layers (rows) x heads (columns), one panel per class; members are marked ●.
-        Attention classes share a 0..1 colour scale, copying classes a -1..1 diverging one."""
+        Attention classes share a 0..1 colour scale (attention), copying classes another (token fraction)."""
         import html
 
         import plotly.graph_objects as go
@@ -440,7 +428,7 @@ class HeadScores(Result):
             r, col = k // ncols + 1, k % ncols + 1
             s, b, m = self.scores[c].tolist(), self.baselines[c].tolist(), self.is_member(c).tolist()
             text = [["●" if m[i][j] else "" for j in heads] for i in layers]
-            diverging = c in ("copying", "copy_suppression")
+            fraction = c in ("copying", "copy_suppression")
             fig.add_trace(
                 go.Heatmap(
                     z=s,
@@ -450,7 +438,7 @@ class HeadScores(Result):
                     text=text,
                     texttemplate="%{text}",
                     textfont={"size": 9},
-                    coloraxis="coloraxis2" if diverging else "coloraxis",
+                    coloraxis="coloraxis2" if fraction else "coloraxis",
                     name=html.escape(c),
                     hovertemplate=(
                         f"{html.escape(c)}<br>layer %{{y}}, head %{{x}}<br>score %{{z:.3f}}"
@@ -472,10 +460,10 @@ class HeadScores(Result):
                 "colorbar": {"title": {"text": "attention"}, "x": 1.02, "len": 0.45, "y": 0.78},
             },
             coloraxis2={
-                "colorscale": "RdBu",
-                "cmin": -1.0,
+                "colorscale": "Reds",
+                "cmin": 0.0,
                 "cmax": 1.0,
-                "colorbar": {"title": {"text": "eig ratio"}, "x": 1.02, "len": 0.45, "y": 0.22},
+                "colorbar": {"title": {"text": "token fraction"}, "x": 1.02, "len": 0.45, "y": 0.22},
             },
             height=max(360, nrows * (14 * self.n_layers + 120)),
             margin={"l": 60, "r": 90, "t": 80, "b": 50},
@@ -537,7 +525,9 @@ def head_scores(
     prepend_bos: bool | None = None,
     seed: int = 0,
     copying: bool = True,
-    n_null_rotations: int = 4,
+    n_null_rotations: int = 1,
+    copying_k: int = 10,
+    copying_tokens: int = 2048,
     thresholds: dict[str, float] | None = None,
     margins: dict[str, float] | None = None,
 ) -> HeadScores:
@@ -547,7 +537,9 @@ def head_scores(
     layer: ``n_layers x batch x n_heads x pos^2`` floats). ``seq_len``: the length of the random sequence
     that is repeated (default 50, or what fits the context); ``text``: ``"pydoc"`` (default with a
     tokenizer), a text file, or ``"random"`` (default without one); ``text_len``: tokens per text sequence
-    (default 128 or the context). ``copying=False`` skips the weight-based classes. ``thresholds`` /
+    (default 128 or the context). ``copying=False`` skips the weight-based classes; ``copying_k``,
+    ``copying_tokens`` and ``n_null_rotations`` are those of
+    :func:`~interplab.analyses.weights.copying.ov_copying`. ``thresholds`` /
     ``margins`` override :data:`THRESHOLDS` / :data:`MARGINS` per class."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}.")
@@ -573,22 +565,36 @@ def head_scores(
         scores[c], base[c], se[c] = rep.mean(c), nul.mean(c), rep.stderr(c)
     scores["sink"], base["sink"] = txt.mean("sink"), txt.mean("sink_null")
     se["previous_token"], se["sink"] = txt.stderr("previous_token"), txt.stderr("sink")
+    reference: dict[str, torch.Tensor] = {}
+    copy_settings: dict[str, Any] = {}
     t1 = time.perf_counter()
     if copying:
-        cp, cp_null = ov_copying_scores(model, n_null_rotations=n_null_rotations, seed=seed)
-        scores["copying"], base["copying"] = cp, cp_null
-        scores["copy_suppression"], base["copy_suppression"] = -cp, -cp_null
+        cp: OVCopying = ov_copying(
+            model, k=copying_k, n_tokens=copying_tokens, n_null_rotations=n_null_rotations, seed=seed
+        )
+        for c, sc, null in (
+            ("copying", cp.copying, cp.copying_null),
+            ("copy_suppression", cp.suppression, cp.suppression_null),
+        ):
+            scores[c], base[c] = sc, torch.full_like(sc, cp.null_max[c])
+            reference[f"{c}_null_per_head"] = null
+        reference["copying_eigenvalue_ratio"] = eigenvalue_copying(model, center_unembed=True)
+        copy_settings = cp.settings()
     t_copy = time.perf_counter() - t1
     ordered = {c: scores[c] for c in CLASSES if c in scores}
     return HeadScores(
         scores=ordered,
         baselines={c: base[c] for c in ordered},
         stderr=se,
+        reference=reference,
         thresholds={c: float((thresholds or {}).get(c, THRESHOLDS[c])) for c in ordered},
         margins={c: float((margins or {}).get(c, MARGINS[c])) for c in ordered},
         model_name=model.name,
         settings={
-            "method": "head detectors (attention scores on repeated random tokens and text; OV eigenvalue copying)",
+            "method": (
+                "head detectors (attention scores on repeated random tokens and text; OV copying: own token in the "
+                "top / bottom k of the direct-path OV output)"
+            ),
             "hook": f"blocks.{{L}}.{_PATTERN}",
             "n_seqs": n_seqs,
             "batch": batch,
@@ -603,12 +609,13 @@ def head_scores(
                 "induction": "deranged second copy",
                 "previous_token": "control key (mean attention to one other earlier key)",
                 "sink": "control key (mean attention to one other earlier key)",
-                "copying": f"random d_head rotation between W_V and W_O (mean of {n_null_rotations})",
-                "copy_suppression": "minus the copying null",
+                "copying": "largest copying score of any head with a random d_head rotation between W_V and W_O",
+                "copy_suppression": "largest copy-suppression score of any head with a random d_head rotation",
             },
             "n_null_rotations": n_null_rotations if copying else 0,
             "attention_seconds": round(t_attn, 3),
             "copying_seconds": round(t_copy, 3),
+            **copy_settings,
             "n_layers": model.cfg.n_layers,
             "n_heads": model.cfg.n_heads,
         },

@@ -4,8 +4,9 @@ Circuits", https://transformer-circuits.pub/2021/framework/index.html; Transform
 
 - :mod:`~interplab.analyses.weights.composition`: Q-, K-, V-composition between heads, with a random baseline;
 - :mod:`~interplab.analyses.weights.svd`: OV and QK circuits by SVD, read in token space (:func:`head_circuits`);
-- :mod:`~interplab.analyses.weights.copying`: the copying score (OV eigenvalues), one implementation, also used
-  by the head detectors.
+- :mod:`~interplab.analyses.weights.copying`: the copying score (rank of the attended token in its own OV
+  output, with a rotation null), one implementation, also used by the head detectors; Elhage et al.'s
+  eigenvalue ratio for reference.
 
 Weights follow TransformerLens's layout (``W_Q, W_K, W_V [H, d_model, d_head]``, ``W_O [H, d_head, d_model]``,
 row-vector residual stream ``x @ W``); norms are folded in by :mod:`interplab.models.folding`.
@@ -22,7 +23,15 @@ from interplab.analyses.weights.composition import (
     composition_scores,
     random_composition_baseline,
 )
-from interplab.analyses.weights.copying import copying_null, copying_ratio, copying_scores, ov_eigenvalues
+from interplab.analyses.weights.copying import (
+    OVCopying,
+    copying_fractions,
+    copying_members,
+    copying_ratio,
+    eigenvalue_copying,
+    ov_copying,
+    ov_eigenvalues,
+)
 from interplab.analyses.weights.svd import Circuit, HeadCircuitsResult, factored_svd, head_circuits, head_svds
 
 __all__ = [
@@ -32,13 +41,16 @@ __all__ = [
     "CompositionMethod",
     "CompositionResult",
     "HeadCircuitsResult",
+    "OVCopying",
     "composition_scores",
-    "copying_null",
+    "copying_fractions",
+    "copying_members",
     "copying_ratio",
-    "copying_scores",
+    "eigenvalue_copying",
     "factored_svd",
     "head_circuits",
     "head_svds",
+    "ov_copying",
     "ov_eigenvalues",
     "random_composition_baseline",
 ]

@@ -18,8 +18,10 @@ direction has two poles: ``+`` (largest read scores → largest written logits) 
 → most negative); we orient each pair so the ``+`` pole is the read side's larger extreme. For
 ``W_QK = U S V^T`` the ``+`` pole lists query tokens (largest ``W_E u_i``) and key tokens (largest
 ``W_E v_i``) that the head matches. Reading W_E at every layer is the *direct path* view: exact for
-layer 0, an approximation deeper in the model. The result also holds each head's copying score
-(:mod:`interplab.analyses.weights.copying`). Norms are folded as :mod:`interplab.models.folding` describes.
+layer 0, an approximation deeper in the model. The result also holds each head's copying and
+copy-suppression scores with their null (:func:`~interplab.analyses.weights.copying.ov_copying`, the one copying
+score, also the head detectors'), and for reference Elhage et al.'s eigenvalue ratio of the full OV circuit.
+Norms are folded as :mod:`interplab.models.folding` describes.
 
 >>> circ = head_circuits(model)
 >>> circ.copying[5, 3], circ.tokens(5, 3, "OV", 0)
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from interplab.analyses.weights.copying import copying_ratio, ov_eigenvalues
+from interplab.analyses.weights.copying import copying_members, copying_ratio, ov_copying, ov_eigenvalues
 from interplab.io.results import Result
 from interplab.models.folding import FoldedWeights, folded_weights
 from interplab.runtime import torch_threads
@@ -83,9 +85,12 @@ def _decode_ids(model: Model, ids: list[int]) -> list[str]:
 @dataclass
 class HeadCircuitsResult(Result):
     """Per head: singular values of the OV and QK circuits, the top singular directions read in token
-    space, and the copying score of the full OV circuit — see the module docstring.
+    space, and the copying scores of the full OV circuit — see the module docstring.
 
-    Tensors: ``ov_singular``, ``qk_singular`` ``[L, H, k]`` (descending); ``copying``,
+    Tensors: ``ov_singular``, ``qk_singular`` ``[L, H, k]`` (descending); ``copying``, ``copy_suppression``
+    ``[L, H]`` (:func:`~interplab.analyses.weights.copying.ov_copying`: fraction of tokens in the top / bottom
+    ``k`` of their own OV output), with ``null_max`` (per score, the largest value of the rotation null over
+    all heads); for reference ``eigenvalue_copying`` (Elhage et al.'s ``sum(lambda) / sum(|lambda|)``) and
     ``positive_fraction`` ``[L, H]``; ``eigenvalues`` ``[L, H, d_head, 2]`` (real, imaginary) of the
     full OV circuit; token ids ``[L, H, n_directions, top_k]`` in ``token_ids[circuit][side]`` with
     sides ``read+``, ``write+``, ``read-``, ``write-`` for OV and ``query+``, ``key+``, ``query-``,
@@ -94,6 +99,9 @@ class HeadCircuitsResult(Result):
     ov_singular: torch.Tensor
     qk_singular: torch.Tensor
     copying: torch.Tensor
+    copy_suppression: torch.Tensor
+    null_max: dict[str, float]
+    eigenvalue_copying: torch.Tensor
     positive_fraction: torch.Tensor
     eigenvalues: torch.Tensor
     token_ids: dict[str, dict[str, torch.Tensor]]
@@ -103,6 +111,7 @@ class HeadCircuitsResult(Result):
 
     KIND: ClassVar[str] = "head_circuits"
     FILE: ClassVar[str] = "head_circuits.json"
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: copying is the top-k token fraction; the eigenvalue ratio moved
 
     @property
     def n_layers(self) -> int:
@@ -117,11 +126,24 @@ class HeadCircuitsResult(Result):
         ``{"query+": ..., "key+": ...}`` (QK)."""
         return {side: v[layer][head][direction] for side, v in self.tokens_str[circuit].items()}
 
-    def top_copying(self, n: int = 10) -> list[list]:
-        """Heads with the highest copying score: ``[layer, head, copying]``."""
-        vals, idx = self.copying.flatten().topk(min(n, self.copying.numel()))
+    def top_copying(self, n: int = 10, score: str = "copying") -> list[list]:
+        """Heads with the highest ``score`` (``"copying"`` or ``"copy_suppression"``): ``[layer, head, score]``."""
+        t = self._score(score)
+        vals, idx = t.flatten().topk(min(n, t.numel()))
         H = self.n_heads
         return [[i // H, i % H, round(v, 4)] for v, i in zip(vals.tolist(), idx.tolist())]
+
+    def members(self, score: str = "copying") -> list[list]:
+        """Heads that pass the membership rule of :func:`~interplab.analyses.weights.copying.copying_members`
+        for ``score``, highest first: ``[layer, head, score]``."""
+        t = self._score(score)
+        m = copying_members(t, self.null_max[score])
+        return [row for row in self.top_copying(t.numel(), score) if bool(m[row[0], row[1]])]
+
+    def _score(self, score: str) -> torch.Tensor:
+        if score not in ("copying", "copy_suppression"):
+            raise ValueError(f"score must be 'copying' or 'copy_suppression', not {score!r}.")
+        return self.copying if score == "copying" else self.copy_suppression
 
     def effective_rank(self, circuit: Circuit = "OV") -> torch.Tensor:
         """``(sum s)^2 / sum s^2`` per head ``[L, H]`` (participation ratio of the singular values)."""
@@ -129,20 +151,33 @@ class HeadCircuitsResult(Result):
         return s.sum(-1).square() / s.square().sum(-1).clamp_min(1e-30)
 
     def headline(self, n: int = 5) -> dict[str, Any]:
-        """The top copying heads (with their first OV direction's read → written tokens), the most
-        negative (copy-suppressing candidates), and the fraction of heads with copying > 0.5."""
+        """The top copying heads (with their first OV direction's read → written tokens and Elhage et al.'s
+        eigenvalue ratio), the top copy-suppression heads, the members of both classes and the null level
+        they beat, the fraction of heads with copying > 0.5, and ``most_negative``: the heads with the most
+        negative eigenvalue ratio (reference)."""
 
         def entry(lh):
             layer, head, score = lh
             t = self.tokens(layer, head, "OV", 0)
-            return {"layer": layer, "head": head, "copying": score, "read": t["read+"][:5], "write": t["write+"][:5]}
+            return {
+                "layer": layer,
+                "head": head,
+                "copying": score,
+                "eigenvalue_ratio": round(float(self.eigenvalue_copying[layer, head]), 4),
+                "read": t["read+"][:5],
+                "write": t["write+"][:5],
+            }
 
-        vals, idx = (-self.copying).flatten().topk(min(n, self.copying.numel()))
+        vals, idx = (-self.eigenvalue_copying).flatten().topk(min(n, self.eigenvalue_copying.numel()))
         H = self.n_heads
         neg = [[i // H, i % H, round(-v, 4)] for v, i in zip(vals.tolist(), idx.tolist())]
         return {
             "model": self.model_name,
             "top_copying": [entry(x) for x in self.top_copying(n)],
+            "top_copy_suppression": self.top_copying(n, "copy_suppression"),
+            "copying_members": self.members("copying"),
+            "copy_suppression_members": self.members("copy_suppression"),
+            "null_max": {c: round(v, 4) for c, v in self.null_max.items()},
             "most_negative": neg,
             "frac_copying_above_0.5": round(float((self.copying > 0.5).float().mean()), 4),
             "mean_copying": round(float(self.copying.mean()), 4),
@@ -161,6 +196,8 @@ class HeadCircuitsResult(Result):
                     "layer": layer,
                     "head": h,
                     "copying": float(self.copying[layer, h]),
+                    "copy_suppression": float(self.copy_suppression[layer, h]),
+                    "eigenvalue_copying": float(self.eigenvalue_copying[layer, h]),
                     "positive_fraction": float(self.positive_fraction[layer, h]),
                     "ov_sv1": float(self.ov_singular[layer, h, 0]),
                     "qk_sv1": float(self.qk_singular[layer, h, 0]),
@@ -196,8 +233,9 @@ class HeadCircuitsResult(Result):
         raise ValueError(f"which must be 'heads' or 'tokens', not {which!r}.")
 
     def plot(self, kind: str = "copying") -> go.Figure:
-        """``kind="copying"``: heatmap layers × heads of the copying score (hover: top read → written
-        tokens); ``"spectrum"``: normalised OV and QK singular values of every head (lines)."""
+        """``kind="copying"``: heatmap layers × heads of the copying score (hover: copy suppression, Elhage et
+        al.'s eigenvalue ratio, top read → written tokens); ``"spectrum"``: normalised OV and QK singular values
+        of every head (lines)."""
         import html
 
         import plotly.graph_objects as go
@@ -212,6 +250,8 @@ class HeadCircuitsResult(Result):
         if kind == "copying":
             hover = [
                 [
+                    f"copy suppression {float(self.copy_suppression[layer, h]):.3f}, eigenvalue ratio "
+                    f"{float(self.eigenvalue_copying[layer, h]):+.3f}<br>"
                     f"{esc(self.tokens_str['OV']['read+'][layer][h][0])} → "
                     f"{esc(self.tokens_str['OV']['write+'][layer][h][0])}"
                     for h in range(H)
@@ -224,8 +264,8 @@ class HeadCircuitsResult(Result):
                     x=list(range(H)),
                     y=list(range(L)),
                     customdata=hover,
-                    colorscale="RdBu",
-                    zmin=-1,
+                    colorscale="Reds",
+                    zmin=0,
                     zmax=1,
                     colorbar={"title": {"text": "copying"}},
                     hovertemplate="L%{y} H%{x}<br>copying %{z:.3f}<br>%{customdata}<extra></extra>",
@@ -233,7 +273,8 @@ class HeadCircuitsResult(Result):
             )
             fig.update_xaxes(title_text="head", dtick=1)
             fig.update_yaxes(title_text="layer", autorange="reversed", dtick=1)
-            title = "Copying score (eigenvalues of W_E W_OV W_U)"
+            k = self.settings.get("copying_k", "k")
+            title = f"Copying score (fraction of tokens in the top {k} of their own OV output W_E W_OV W_U)"
         elif kind == "spectrum":
             fig = make_subplots(rows=1, cols=2, subplot_titles=["OV singular values", "QK singular values"])
             for col, s in ((1, self.ov_singular), (2, self.qk_singular)):
@@ -287,15 +328,27 @@ def _extremes(D: torch.Tensor, M: torch.Tensor, top_k: int, chunk: int = 256):
     return torch.cat(tops), torch.cat(bots), torch.cat(mx), torch.cat(mn)
 
 
-def head_circuits(model: Model, n_directions: int = 2, top_k: int = 10, fold_norms: bool = True) -> HeadCircuitsResult:
-    """SVD of every head's OV and QK circuit, its top singular directions read in token space, and copying
-    scores (Elhage et al. 2021). See the module docstring.
+def head_circuits(
+    model: Model,
+    n_directions: int = 2,
+    top_k: int = 10,
+    fold_norms: bool = True,
+    copying_k: int = 10,
+    copying_tokens: int = 2048,
+    n_null_rotations: int = 1,
+    seed: int = 0,
+) -> HeadCircuitsResult:
+    """SVD of every head's OV and QK circuit, its top singular directions read in token space (Elhage et al.
+    2021), and copying scores (:func:`~interplab.analyses.weights.copying.ov_copying`). See the module
+    docstring.
 
     Args:
         model: the model.
         n_directions: singular directions per head read in token space.
         top_k: tokens per pole of each direction.
         fold_norms: fold the norms into the weights (:mod:`interplab.models.folding`); False: raw weights.
+        copying_k, copying_tokens, n_null_rotations, seed: ``k``, ``n_tokens``, ``n_null_rotations`` and
+            ``seed`` of :func:`~interplab.analyses.weights.copying.ov_copying`.
     """
     if n_directions < 1 or top_k < 1:
         raise ValueError(f"n_directions and top_k must be at least 1, got {n_directions} and {top_k}.")
@@ -304,7 +357,10 @@ def head_circuits(model: Model, n_directions: int = 2, top_k: int = 10, fold_nor
     fw = folded_weights(model, fold_norms=fold_norms)
     svd = head_svds(fw)
     eig = ov_eigenvalues(fw)
-    copying, positive = copying_ratio(eig)
+    eigenvalue_copying, positive = copying_ratio(eig)
+    cp = ov_copying(
+        model, k=copying_k, n_tokens=copying_tokens, n_null_rotations=n_null_rotations, seed=seed, fold_norms=fold_norms
+    )
     L, H = cfg.n_layers, cfg.n_heads
     k = svd["OV"][1].shape[-1]
     n_dir = min(n_directions, k)
@@ -342,21 +398,25 @@ def head_circuits(model: Model, n_directions: int = 2, top_k: int = 10, fold_nor
     return HeadCircuitsResult(
         ov_singular=svd["OV"][1].float(),
         qk_singular=svd["QK"][1].float(),
-        copying=copying.float(),
+        copying=cp.copying,
+        copy_suppression=cp.suppression,
+        null_max=dict(cp.null_max),
+        eigenvalue_copying=eigenvalue_copying.float(),
         positive_fraction=positive.float(),
         eigenvalues=torch.stack([eig.real, eig.imag], -1).float(),
         token_ids=token_ids,
         tokens_str=tokens_str,
         model_name=model.name,
         settings={
-            "method": "OV/QK SVD and copying score (Elhage et al. 2021)",
+            "method": "OV/QK SVD (Elhage et al. 2021) and copying score (own token in the top k of the OV output)",
             "fold_norms": fold_norms,
             "norm_notes": fw.notes,
             "n_directions": n_dir,
             "top_k": top_k,
-            "copying": (
+            "eigenvalue_copying": (
                 "sum(lambda)/sum(|lambda|) over eigenvalues of W_O W_U W_E W_V (= nonzero eigenvalues of W_E W_OV W_U)"
             ),
+            **cp.settings(),
             "token_reading": "direct path: W_E for read/query/key sides, W_U (final norm folded) for the written side",
             "seconds": round(time.perf_counter() - t0, 3),
         },

@@ -26,6 +26,23 @@ def head_classes_table(res: HeadScores, margin: bool = False) -> Html:
     return table(rows)
 
 
+def _copying_note(res: HeadScores) -> list[Html]:
+    """What the copying classes' scores and null are (only when the result has them)."""
+    if "copying" not in res.scores:
+        return []
+    k = res.settings.get("copying_k", "k")
+    n = res.settings.get("copying_tokens", "sampled")
+    return [
+        text(
+            f"Copying / copy suppression (from the weights): the fraction of {n} sampled tokens whose own logit is "
+            f"among the {k} largest / smallest of the head's direct-path OV output W_E[t] W_OV W_U over the full "
+            "vocabulary (McDougall et al. 2023). Their null is the largest score of any head with a random rotation "
+            "between W_V and W_O; Elhage et al.'s eigenvalue ratio is kept in heads.json as a reference only (near "
+            "±1 for most heads of a large-vocabulary model, it cannot rank them)."
+        )
+    ]
+
+
 def heads_parts(res: HeadScores) -> list[Html]:
     """The model report's section (8 repeated random sequences and 8 text chunks)."""
     return [
@@ -34,6 +51,7 @@ def heads_parts(res: HeadScores) -> list[Html]:
             "score next to its null baseline; a head is a member of a class when it passes the threshold and beats "
             "the null by the margin. Data: heads.json"
         ),
+        *_copying_note(res),
         figure(res.plot()),
         head_classes_table(res),
     ]
@@ -42,5 +60,5 @@ def heads_parts(res: HeadScores) -> list[Html]:
 def heads_report(res: HeadScores, model_name: str) -> Report:
     """The report of ``interplab heads``."""
     rep = Report(f"Head detectors — {model_name}")
-    rep.section("Head detectors", res.plot(), head_classes_table(res, margin=True))
+    rep.section("Head detectors", *_copying_note(res), res.plot(), head_classes_table(res, margin=True))
     return rep

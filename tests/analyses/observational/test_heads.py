@@ -21,8 +21,17 @@ from interplab.analyses.observational.heads import (
     repeated_pattern_scores,
     text_pattern_scores,
 )
+from interplab.analyses.weights import eigenvalue_copying, head_circuits
 from interplab.cli import app
-from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
+from interplab.models.planted import (
+    ANTI_COPYING_HEAD,
+    COPYING_HEAD,
+    INDUCTION_HEAD,
+    PREV_TOKEN_HEAD,
+    PSD_HEAD,
+    copying_model,
+    induction_model,
+)
 
 PLANTED_KW: dict[str, Any] = {"n_seqs": 16, "batch": 8, "seq_len": 20}
 
@@ -55,8 +64,9 @@ def test_planted_heads_are_singled_out(planted_res):
         others = res.scores[c].clone()
         others[pl, ph] = others[il, ih] = 0
         assert others.max() < 0.15, (c, others)
-    # copying (OV eigenvalues through embed/unembed): the induction head copies the attended token
-    assert res.scores["copying"][il, ih] > 0.99 and abs(res.baselines["copying"][il, ih]) < 0.3
+    # copying (own token in the top k of the OV output through embed/unembed): the induction head copies the
+    # attended token; the null (random heads' level, ~k / vocab = 10 / 64 here) stays far below
+    assert res.scores["copying"][il, ih] == 1.0 and res.baselines["copying"][il, ih] < 0.5
     assert (il, ih) in [(a, b) for a, b, _ in res.members("copying")]
     assert res.members("copy_suppression") == []
     hl = res.headline()
@@ -81,8 +91,34 @@ def test_planted_copy_suppression_when_ov_is_negated():
     res = head_scores(m, **PLANTED_KW)
     assert [(a, b) for a, b, _ in res.members("copy_suppression")] == [INDUCTION_HEAD]
     assert (il, ih) not in [(a, b) for a, b, _ in res.members("copying")]
-    assert res.scores["copying"][il, ih] < -0.99
+    assert res.scores["copy_suppression"][il, ih] == 1.0 and res.scores["copying"][il, ih] == 0.0
+    assert res.reference["copying_eigenvalue_ratio"][il, ih] < -0.99
     assert [(a, b) for a, b, _ in res.members("induction")] == [INDUCTION_HEAD]
+
+
+def test_planted_copying_classes_and_one_score_for_both_users():
+    """The planted copying model (one W_OV = I head, one W_OV = -I head, one rank-1 positive semi-definite head
+    and random heads, tied embeddings): only the planted heads are members, and the head detector reports the
+    same copying score as the weights analysis. Elhage et al.'s eigenvalue ratio, kept as a reference, would have
+    made the PSD head a copying member too (ratio 1, like the true copier)."""
+    m = copying_model()
+    res = head_scores(m, n_seqs=2, batch=2, seq_len=8, text_len=16, copying_tokens=256)
+    assert [(a, b) for a, b, _ in res.members("copying")] == [COPYING_HEAD]
+    assert [(a, b) for a, b, _ in res.members("copy_suppression")] == [ANTI_COPYING_HEAD]
+    for c, head in (("copying", COPYING_HEAD), ("copy_suppression", ANTI_COPYING_HEAD)):
+        others = res.scores[c].clone()
+        others[head] = 0
+        assert res.scores[c][head] > 0.99 and others.max() < 0.1 and res.baselines[c].max() < 0.1
+    ratio = res.reference["copying_eigenvalue_ratio"]
+    assert ratio[PSD_HEAD] > 0.99 and ratio[COPYING_HEAD] > 0.99
+    torch.testing.assert_close(ratio, eigenvalue_copying(m, center_unembed=True))
+    circ = head_circuits(m, n_directions=1, top_k=2, copying_tokens=256)
+    assert torch.equal(circ.copying, res.scores["copying"])
+    assert torch.equal(circ.copy_suppression, res.scores["copy_suppression"])
+    assert circ.null_max == {c: float(res.baselines[c][0, 0]) for c in ("copying", "copy_suppression")}
+    assert [m[:2] for m in circ.members("copying")] == [list(COPYING_HEAD)]
+    assert [m[:2] for m in circ.members("copy_suppression")] == [list(ANTI_COPYING_HEAD)]
+    assert res.settings["copying_tokens"] == 256 and res.settings["copying_k"] == 10
 
 
 def test_deranged_null_input():
@@ -178,9 +214,10 @@ def test_every_family(tiny):
     for c in CLASSES:
         s, b = res.scores[c], res.baselines[c]
         assert s.shape == b.shape == (L, H) and torch.isfinite(s).all() and torch.isfinite(b).all()
-        lo = -1.0 if c in ("copying", "copy_suppression") else 0.0
-        assert s.min() >= lo - 1e-6 and s.max() <= 1 + 1e-6
-    torch.testing.assert_close(res.scores["copy_suppression"], -res.scores["copying"])
+        assert s.min() >= 0 and s.max() <= 1 + 1e-6
+    # a token cannot be both in the top and the bottom k of its row (vocab > 2k)
+    assert (res.scores["copy_suppression"] + res.scores["copying"]).max() <= 1 + 1e-6
+    assert res.reference["copying_eigenvalue_ratio"].abs().max() <= 1 + 1e-6
     assert res.stderr["induction"].shape == (L, H)
 
 

@@ -1,6 +1,7 @@
 """Weights-only head analyses (interplab.analyses.weights): composition scores against a planted
 circuit, a random baseline, a dense implementation of the formula and TransformerLens; norm folding
-against the model's own q/v; SVD reconstruction; copying scores against dense eigenvalues."""
+against the model's own q/v; SVD reconstruction; the copying score against the dense full OV circuit and a planted
+copying model, Elhage et al.'s eigenvalue ratio (reference) against dense eigenvalues."""
 
 from __future__ import annotations
 
@@ -16,14 +17,26 @@ from interplab.analyses.weights import (
     CompositionResult,
     HeadCircuitsResult,
     composition_scores,
-    copying_scores,
+    copying_fractions,
+    copying_members,
+    eigenvalue_copying,
     factored_svd,
     head_circuits,
     head_svds,
+    ov_copying,
     random_composition_baseline,
 )
+from interplab.analyses.weights.copying import random_rotations
 from interplab.models.folding import attn_input_norm, folded_weights, norm_info
-from interplab.models.planted import INDUCTION_HEAD, PREV_TOKEN_HEAD, induction_model
+from interplab.models.planted import (
+    ANTI_COPYING_HEAD,
+    COPYING_HEAD,
+    INDUCTION_HEAD,
+    PREV_TOKEN_HEAD,
+    PSD_HEAD,
+    copying_model,
+    induction_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -250,13 +263,79 @@ def test_head_svd_reconstructs_ov_and_qk(tiny):
     assert torch.equal(plus, exp_read) and torch.equal(res.token_ids["OV"]["write+"][0, 0, 0], exp_write)
 
 
-def test_copying_matches_dense_eigenvalues(tiny):
+def test_eigenvalue_ratio_matches_dense_eigenvalues(tiny):
     fw = folded_weights(tiny)
     full = fw.W_E.double() @ fw.W_V.double() @ fw.W_O.double() @ fw.W_U.double()  # [L, H, vocab, vocab]
     eig = torch.linalg.eigvals(full)
     dense = eig.real.sum(-1) / eig.abs().sum(-1)
-    torch.testing.assert_close(copying_scores(tiny), dense.float(), rtol=1e-4, atol=1e-5)
-    assert float(copying_scores(tiny).abs().max()) <= 1 + 1e-6
+    torch.testing.assert_close(eigenvalue_copying(tiny), dense.float(), rtol=1e-4, atol=1e-5)
+    assert float(eigenvalue_copying(tiny).abs().max()) <= 1 + 1e-6
+
+
+def _dense_fractions(fw, k: int, rotations=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copying score's definition on the materialised [vocab, vocab] OV circuit of every head: the fraction
+    of rows whose diagonal entry has fewer than k other entries >= (<=) it."""
+    V_ = fw.W_V.double() if rotations is None else fw.W_V.double() @ rotations.double()[:, None, None]
+    full = fw.W_E.double() @ V_ @ fw.W_O.double() @ fw.W_U.double()  # [(R,) L, H, vocab, vocab]
+    own = full.diagonal(dim1=-2, dim2=-1)[..., None]
+    top = (full >= own).sum(-1) - 1
+    bottom = (full <= own).sum(-1) - 1
+    return (top < k).double().mean(-1), (bottom < k).double().mean(-1)
+
+
+@pytest.mark.parametrize("n_screen", [3, 4096])
+def test_copying_fractions_match_the_dense_definition(tiny, n_screen):
+    """Every token of the vocabulary, with and without the screening pass doing any work, real heads and
+    rotated (null) heads: the fractions equal the definition computed on the full OV circuit."""
+    fw = folded_weights(tiny)
+    V = fw.W_E.shape[0]
+    q = random_rotations(2, fw.W_V.shape[-1], torch.Generator().manual_seed(1))
+    for k in (1, 5):
+        c, s = copying_fractions(fw, torch.arange(V), k, n_screen=n_screen, chunk=17)
+        dc, ds = _dense_fractions(fw, k)
+        assert c.shape == (1, *dc.shape)
+        torch.testing.assert_close(c[0].double(), dc, atol=1e-6, rtol=0)
+        torch.testing.assert_close(s[0].double(), ds, atol=1e-6, rtol=0)
+        c, s = copying_fractions(fw, torch.arange(V), k, rotations=q, n_screen=n_screen)
+        assert c.shape == (3, *dc.shape)
+        dc, ds = _dense_fractions(fw, k, rotations=q)
+        torch.testing.assert_close(c[1:].double(), dc, atol=1e-6, rtol=0)
+        torch.testing.assert_close(s[1:].double(), ds, atol=1e-6, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def copier():
+    return copying_model()
+
+
+def test_planted_copying_head_is_ranked_first_and_separated(copier):
+    """One exact copying head (W_OV = I, tied embeddings), one anti-copying head (W_OV = -I), one rank-1 positive
+    semi-definite head, random heads: the copying score ranks the planted heads first by a wide margin, puts every
+    other head below the membership rule, and does not saturate where Elhage et al.'s eigenvalue ratio does."""
+    cp = ov_copying(copier, n_tokens=256, n_null_rotations=2)
+    assert cp.token_ids.numel() == 256 and cp.token_ids.unique().numel() == 256  # a sample, without repeats
+    for score, head in ((cp.copying, COPYING_HEAD), (cp.suppression, ANTI_COPYING_HEAD)):
+        others = score.clone()
+        others[head] = -1
+        assert float(score[head]) > 0.99
+        assert float(score[head]) - float(others.max()) > 0.8  # random heads score near k / vocab = 0.02
+        assert copying_members(
+            score, cp.null_max["copying" if score is cp.copying else "copy_suppression"]
+        ).nonzero().tolist() == [list(head)]
+    assert max(cp.null_max.values()) < 0.1
+    # the PSD head: every eigenvalue positive, Elhage's ratio ties with the true copier's; it copies no token
+    ratio = eigenvalue_copying(copier)
+    assert float(ratio[PSD_HEAD]) == pytest.approx(1.0, abs=1e-4)
+    assert float(ratio[COPYING_HEAD]) == pytest.approx(1.0, abs=1e-4)
+    assert float(cp.copying[PSD_HEAD]) < 0.1
+    # the same sample and rotations with the same seed: the same numbers
+    again = ov_copying(copier, n_tokens=256, n_null_rotations=2)
+    assert torch.equal(again.copying, cp.copying) and again.null_max == cp.null_max
+
+
+def test_ov_copying_rejects_bad_arguments(copier):
+    with pytest.raises(ValueError, match="at least"):
+        ov_copying(copier, k=0)
 
 
 def test_planted_induction_head_copies(planted):
@@ -264,14 +343,17 @@ def test_planted_induction_head_copies(planted):
     il, ih = INDUCTION_HEAD
     pl, ph = PREV_TOKEN_HEAD
     # W_E writes the token block, the induction head's OV copies it into the output block, W_U reads it:
-    # W_E W_OV W_U = I, every eigenvalue 1
-    assert float(res.copying[il, ih]) == pytest.approx(1.0, abs=1e-5)
+    # W_E W_OV W_U = I: every token is its own top-1, and every eigenvalue is 1
+    assert float(res.copying[il, ih]) == 1.0 and float(res.copy_suppression[il, ih]) == 0.0
+    assert float(res.eigenvalue_copying[il, ih]) == pytest.approx(1.0, abs=1e-5)
     assert float(res.positive_fraction[il, ih]) == pytest.approx(1.0, abs=1e-5)
     ev = res.eigenvalues[il, ih]
     torch.testing.assert_close(ev[..., 0], torch.ones(ev.shape[0]), atol=1e-4, rtol=0)
-    # the previous-token head writes where the unembedding does not read: its full OV circuit is 0
-    assert float(res.copying[pl, ph]) == 0.0
+    # the previous-token head writes where the unembedding does not read: its full OV circuit is 0, all ties
+    assert float(res.eigenvalue_copying[pl, ph]) == 0.0
+    assert float(res.copying[pl, ph]) == 0.0 and float(res.copy_suppression[pl, ph]) == 0.0
     assert res.top_copying(1)[0][:2] == [il, ih]
+    assert [m[:2] for m in res.members("copying")] == [[il, ih]] and res.members("copy_suppression") == []
     # what it reads is what it writes, direction by direction
     for d in range(3):
         t = res.tokens(il, ih, "OV", d)
@@ -283,7 +365,9 @@ def test_head_circuits_result_table_plot_save(planted, tmp_path):
     res = head_circuits(planted, n_directions=2, top_k=3)
     L, H = 2, 2
     heads = res.to_frame()
-    assert len(heads) == L * H and {"copying", "positive_fraction", "ov_sv1", "qk_effective_rank"} <= set(heads.columns)
+    assert len(heads) == L * H and {"copying", "copy_suppression", "eigenvalue_copying", "positive_fraction"} <= set(
+        heads.columns
+    )
     toks = res.to_frame("tokens")
     assert len(toks) == 2 * 4 * L * H * 2 * 3  # circuits x sides x heads x directions x top_k
     with pytest.raises(ValueError):
@@ -291,11 +375,14 @@ def test_head_circuits_result_table_plot_save(planted, tmp_path):
     assert traces(res.plot())[0].type == "heatmap" and len(traces(res.plot("spectrum"))) == 2 * L * H
     h = res.headline(2)
     assert h["top_copying"][0]["layer"] == 1 and h["top_copying"][0]["head"] == 0
+    assert h["copying_members"][0][:2] == [1, 0] and set(h["null_max"]) == {"copying", "copy_suppression"}
     json.dumps(h)
     path = res.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["head_circuits.json", "head_circuits.safetensors"]
     back = HeadCircuitsResult.load(path)
     torch.testing.assert_close(back.copying, res.copying)
+    torch.testing.assert_close(back.eigenvalue_copying, res.eigenvalue_copying)
+    assert back.null_max == res.null_max
     assert back.tokens_str == res.tokens_str
     assert all(torch.equal(back.token_ids[c][s], res.token_ids[c][s]) for c in res.token_ids for s in res.token_ids[c])
     with pytest.raises(ValueError):
