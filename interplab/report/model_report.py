@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,12 +133,25 @@ def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
 # report and returns the HTML parts (rendered by interplab.report.sections); build_report records its time
 
 
+_OV_COPYING: weakref.WeakKeyDictionary[Model, Any] = weakref.WeakKeyDictionary()
+
+
+def _ov_copying(model: Model) -> Any:
+    """The OV copying scores of ``model``, computed once for the heads and the weights sections of one report
+    (they are its slowest weight computation: minutes on SmolLM2)."""
+    from interplab.analyses.weights.copying import ov_copying
+
+    if model not in _OV_COPYING:
+        _OV_COPYING[model] = ov_copying(model)
+    return _OV_COPYING[model]
+
+
 def _heads_section(model: Model, out: Path) -> list[Html]:
     """Head detectors (interplab.analyses.observational.heads) on a small input set, with their null baselines."""
     from interplab.analyses.observational.heads import head_scores
     from interplab.report.sections.heads import heads_parts
 
-    res = head_scores(model, n_seqs=8, batch=8)
+    res = head_scores(model, n_seqs=8, batch=8, ov=_ov_copying(model))
     res.save(out)
     return heads_parts(res)
 
@@ -149,7 +163,7 @@ def _weights_section(model: Model, out: Path) -> list[Html]:
 
     comp = composition_scores(model)
     comp.save(out)
-    circ = head_circuits(model, n_directions=1, top_k=5)
+    circ = head_circuits(model, n_directions=1, top_k=5, ov=_ov_copying(model))
     circ.save(out)
     return weights_parts(comp, circ)
 

@@ -528,6 +528,7 @@ def head_scores(
     n_null_rotations: int = 1,
     copying_k: int = 10,
     copying_tokens: int = 2048,
+    ov: OVCopying | None = None,
     thresholds: dict[str, float] | None = None,
     margins: dict[str, float] | None = None,
 ) -> HeadScores:
@@ -539,7 +540,8 @@ def head_scores(
     tokenizer), a text file, or ``"random"`` (default without one); ``text_len``: tokens per text sequence
     (default 128 or the context). ``copying=False`` skips the weight-based classes; ``copying_k``,
     ``copying_tokens`` and ``n_null_rotations`` are those of
-    :func:`~interplab.analyses.weights.copying.ov_copying`. ``thresholds`` /
+    :func:`~interplab.analyses.weights.copying.ov_copying`; ``ov``: its result for this model, already computed
+    (e.g. for :func:`~interplab.analyses.weights.svd.head_circuits`), used instead of computing it. ``thresholds`` /
     ``margins`` override :data:`THRESHOLDS` / :data:`MARGINS` per class."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}.")
@@ -569,7 +571,7 @@ def head_scores(
     copy_settings: dict[str, Any] = {}
     t1 = time.perf_counter()
     if copying:
-        cp: OVCopying = ov_copying(
+        cp: OVCopying = ov or ov_copying(
             model, k=copying_k, n_tokens=copying_tokens, n_null_rotations=n_null_rotations, seed=seed
         )
         for c, sc, null in (

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from interplab.analyses.weights.copying import copying_members, copying_ratio, ov_copying, ov_eigenvalues
+from interplab.analyses.weights.copying import OVCopying, copying_members, copying_ratio, ov_copying, ov_eigenvalues
 from interplab.io.results import Result
 from interplab.models.folding import FoldedWeights, folded_weights
 from interplab.runtime import torch_threads
@@ -335,6 +335,7 @@ def head_circuits(
     fold_norms: bool = True,
     copying_k: int = 10,
     copying_tokens: int = 2048,
+    ov: OVCopying | None = None,
     n_null_rotations: int = 1,
     seed: int = 0,
 ) -> HeadCircuitsResult:
@@ -349,6 +350,9 @@ def head_circuits(
         fold_norms: fold the norms into the weights (:mod:`interplab.models.folding`); False: raw weights.
         copying_k, copying_tokens, n_null_rotations, seed: ``k``, ``n_tokens``, ``n_null_rotations`` and
             ``seed`` of :func:`~interplab.analyses.weights.copying.ov_copying`.
+        ov: copying scores already computed with :func:`~interplab.analyses.weights.copying.ov_copying` for this
+            model (e.g. by :func:`~interplab.analyses.observational.heads.head_scores`), used instead of
+            computing them again (the settings above then do not apply to them).
     """
     if n_directions < 1 or top_k < 1:
         raise ValueError(f"n_directions and top_k must be at least 1, got {n_directions} and {top_k}.")
@@ -358,7 +362,7 @@ def head_circuits(
     svd = head_svds(fw)
     eig = ov_eigenvalues(fw)
     eigenvalue_copying, positive = copying_ratio(eig)
-    cp = ov_copying(
+    cp = ov or ov_copying(
         model, k=copying_k, n_tokens=copying_tokens, n_null_rotations=n_null_rotations, seed=seed, fold_norms=fold_norms
     )
     L, H = cfg.n_layers, cfg.n_heads
