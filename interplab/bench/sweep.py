@@ -11,7 +11,7 @@ its workers start during the warm-up round.
 
 ``speedup_2_workers`` (with ``speedup_cells`` > 0): the wall time of a sweep of ``speedup_cells`` CPU-bound cells
 of about ``cell_seconds`` each (``train double-descent`` on one width and noise level, its step count calibrated
-from one short run, one thread per cell) on one worker (serial) divided by the same sweep on two (process,
+from two short runs, one thread per cell) on one worker (serial) divided by the same sweep on two (process,
 ``--max-parallel 2``), in ``speedup_rounds`` interleaved rounds (ratio of minimums). On 2 free cores the goal is
 ≥ 1.8; fewer free cores cap it.
 """
@@ -36,15 +36,22 @@ __all__ = ["bench_sweep"]
 EMPTY_COMMAND = ["models"]
 
 
-def _calibrated_steps(root: Path, cell_seconds: float, env: dict[str, str], overhead: float) -> int:
-    """Steps of the speed-up cell that take about ``cell_seconds`` here, from one timed run of 300 steps."""
+def _calibrated_steps(root: Path, cell_seconds: float, env: dict[str, str]) -> int:
+    """Steps of the speed-up cell that take about ``cell_seconds`` here: two timed runs (200 and 800 steps)
+    separate the cost per step from the fixed cost of a run (interpreter, imports, data, run directory)."""
     import time
 
-    argv = [sys.executable, "-c", CLI, "train", "double-descent", *_cell_sets(300), "--out", str(root / "calib")]
-    t = time.perf_counter()
-    subprocess.run([*argv, "--json", "--no-progress"], capture_output=True, env=env, check=True)
-    per_step = max(time.perf_counter() - t - overhead, 0.05) / 300
-    return max(50, int((cell_seconds - overhead) / per_step))
+    def run(steps: int) -> float:
+        argv = [sys.executable, "-c", CLI, "train", "double-descent", *_cell_sets(steps)]
+        t = time.perf_counter()
+        out = root / f"calib-{steps}"
+        subprocess.run([*argv, "--out", str(out), "--json", "--no-progress"], capture_output=True, env=env, check=True)
+        return time.perf_counter() - t
+
+    short, long = run(200), run(800)
+    per_step = max(long - short, 0.01) / 600
+    fixed = max(short - 200 * per_step, 0.0)
+    return max(50, int((cell_seconds - fixed) / per_step))
 
 
 def _cell_sets(steps: int) -> list[str]:
@@ -118,7 +125,7 @@ def bench_sweep(
                 ray.shutdown()
         speed: dict[str, Any] = {}
         if speedup_cells > 0:
-            steps = _calibrated_steps(root, cell_seconds, env, t.min("direct"))
+            steps = _calibrated_steps(root, cell_seconds, env)
             seeds = {"set.seeds": [str(i) for i in range(speedup_cells)]}
             command = ["train", "double-descent", *_cell_sets(steps), "--no-progress"]
 
