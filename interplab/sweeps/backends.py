@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Self
 
@@ -34,6 +35,7 @@ __all__ = [
     "RayBackend",
     "SerialBackend",
     "available_cpus",
+    "cached_cells",
     "check_backend",
     "make_backend",
     "map_calls",
@@ -280,6 +282,37 @@ def map_calls(
         max_parallel = None
     with make_backend(backend, max_parallel=max_parallel) as b:
         b.map(fn, calls, on_result)
+
+
+def cached_cells(
+    fn: Callable[..., dict[str, Any]],
+    config: dict[str, Any],
+    keys: Sequence[tuple],
+    cell_dir: str | Path,
+    file_name: Callable[..., str],
+    kind: str,
+    backend: str = "serial",
+    max_parallel: int | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """An experiment's cells kept for resume: ``fn(config, *key)`` for every key whose JSON file
+    ``cell_dir/file_name(*key)`` does not exist yet, run through :func:`map_calls` and written (atomically, with
+    ``kind``) as each arrives, so a killed run keeps its finished cells. Returns every key's cell, in ``keys``'
+    order, and how many were computed now."""
+    from interplab.io.atomic import write_json
+    from interplab.io.results import read_json
+
+    root = Path(cell_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    missing = [k for k in keys if not (root / file_name(*k)).exists()]
+    map_calls(
+        fn,
+        [(config, *k) for k in missing],
+        lambda args, cell: write_json(root / file_name(*args[1:]), {"kind": kind, **cell}),
+        backend=backend,
+        max_parallel=max_parallel,
+    )
+    cells = [read_json(root / file_name(*k), "", kind)[0] for k in keys]
+    return [{k: v for k, v in c.items() if k != "kind"} for c in cells], len(missing)
 
 
 def _as_dict(spec: CellSpec) -> dict[str, Any]:

@@ -41,8 +41,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from interplab.io.atomic import write_json
-from interplab.io.results import read_json
 from interplab.runtime import torch_threads
 from interplab.sweeps.backends import check_backend
 from interplab.train.result import TrainingResult
@@ -272,35 +270,26 @@ class DoubleDescentResult(TrainingResult):
 def train(cfg: DoubleDescentConfig, run_dir, resume: bool = False, progress: bool = True) -> DoubleDescentResult:
     """Train every (noise, seed, width) cell that ``run_dir/cells/`` does not hold yet, through the sweep
     backend ``cfg.backend``; then find the peaks and save the Result (``double_descent.json``)."""
-    from interplab.sweeps.backends import map_calls
+    from interplab.sweeps.backends import cached_cells
     from interplab.train.config import config_dict
 
     cfg.validate()
-    run_dir = Path(run_dir)
-    cell_dir = run_dir / "cells"
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    cd = config_dict(cfg)
-    todo = [(n, s, w) for n in cfg.noises for s in cfg.seeds for w in cfg.widths]
-    missing = [k for k in todo if not (cell_dir / _cell_name(*k)).exists()]
-
-    def keep(args: tuple, cell: dict[str, Any]) -> None:
-        write_json(cell_dir / _cell_name(*args), {"kind": "double-descent-cell", **cell})
-
-    map_calls(
+    keys = [(n, s, w) for n in cfg.noises for s in cfg.seeds for w in cfg.widths]
+    cells, n_new = cached_cells(
         run_cell,
-        [(cd, *k) for k in missing],
-        lambda args, cell: keep(args[1:], cell),
+        config_dict(cfg),
+        keys,
+        Path(run_dir) / "cells",
+        _cell_name,
+        "double-descent-cell",
         backend=cfg.backend,
         max_parallel=cfg.max_parallel or None,
     )
-    cells = [read_json(cell_dir / _cell_name(*k), "", "double-descent-cell")[0] for k in todo]
-    for c in cells:
-        c.pop("kind", None)
     peaks = find_peaks(cells)
     summary = {
         "n_train": cfg.n_train,
         "n_cells": len(cells),
-        "n_trained_now": len(missing),
+        "n_trained_now": n_new,
         "peaks": peaks,
         "peak_grows_with_noise": all(
             peaks[f"{a:g}"]["height"] <= peaks[f"{b:g}"]["height"]

@@ -43,8 +43,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from interplab.io.atomic import write_json
-from interplab.io.results import read_json
 from interplab.runtime import torch_threads
 from interplab.sweeps.backends import check_backend
 from interplab.train.result import TrainingResult
@@ -381,30 +379,21 @@ class ScalingResult(TrainingResult):
 def train(cfg: ScalingConfig, run_dir, resume: bool = False, progress: bool = True) -> ScalingResult:
     """Train every (width, budget) run that ``run_dir/cells/`` does not hold yet, then fit the scaling law and
     save the Result (``scaling.json``)."""
-    from interplab.sweeps.backends import map_calls
+    from interplab.sweeps.backends import cached_cells
     from interplab.train.config import config_dict
 
     cfg.validate()
-    run_dir = Path(run_dir)
-    cell_dir = run_dir / "cells"
-    cell_dir.mkdir(parents=True, exist_ok=True)
     cd = config_dict(cfg)
-    todo = [(d, t) for d in cfg.d_models for t in cfg.tokens]
-
-    def name(d: int, t: int) -> Path:
-        return cell_dir / f"d{d}-tokens{t}.json"
-
-    missing = [k for k in todo if not name(*k).exists()]
-    map_calls(
+    cells, n_new = cached_cells(
         run_cell,
-        [(cd, *k) for k in missing],
-        lambda args, cell: write_json(name(*args[1:]), {"kind": "scaling-cell", **cell}),
+        cd,
+        [(d, t) for d in cfg.d_models for t in cfg.tokens],
+        Path(run_dir) / "cells",
+        lambda d, t: f"d{d}-tokens{t}.json",
+        "scaling-cell",
         backend=cfg.backend,
         max_parallel=cfg.max_parallel or None,
     )
-    cells = [read_json(name(*k), "", "scaling-cell")[0] for k in todo]
-    for c in cells:
-        c.pop("kind", None)
     n = [c["params"] for c in cells]
     d = [c["tokens"] for c in cells]
     loss = [c["loss"] for c in cells]
@@ -414,7 +403,7 @@ def train(cfg: ScalingConfig, run_dir, resume: bool = False, progress: bool = Tr
     grid_flops = float(np.exp(np.mean(np.log([c["flops"] for c in cells]))))
     summary = {
         "n_runs": len(cells),
-        "n_trained_now": len(missing),
+        "n_trained_now": n_new,
         "params_range": [min(n), max(n)],
         "decades_of_params": round(math.log10(max(n) / min(n)), 2),
         "tokens_range": [min(d), max(d)],
