@@ -130,3 +130,27 @@ def _cwd_in_tmp(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path_factory.mktemp("cwd"))
         yield
+
+
+@pytest.fixture(scope="session")
+def report_model(tmp_path_factory):
+    """The tiny tokenized Llama the report tests build their pages from."""
+    from tiny_tokenized import make_tiny_tokenized_model, task_text
+
+    return interplab.load(
+        make_tiny_tokenized_model(
+            tmp_path_factory.mktemp("tiny_tokenized_report"), vocab_size=1200, extra_text=task_text()
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def report_dir(report_model, tmp_path_factory):
+    """A report with the core sections only, on the XSS and Eiffel Tower prompts."""
+    from tiny_tokenized import XSS_PROMPTS
+
+    from interplab.report import build_report
+
+    out = tmp_path_factory.mktemp("report")
+    build_report(report_model, out, prompts=XSS_PROMPTS, sections=())
+    return out

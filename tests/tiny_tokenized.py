@@ -80,3 +80,53 @@ def task_text() -> list[str]:
 
     words = " ".join(NAMES + _MALE + _FEMALE + _WORDS + PLACES + OBJECTS + ["he", "she", "The", "the", "gave", "to"])
     return [" " + words, words]
+
+
+REPORT_SECTIONS = ["model-card", "logit-lens", "attention", "about"]
+"""The core sections every model report has."""
+
+XSS_PROMPTS = [
+    {"name": "xss", "prompt": f"{XSS_TOKEN} When Mary and John went to the store, & John"},
+    ("The Eiffel Tower is located in the city of", " Paris"),
+]
+"""Report prompts: one carrying a token that tries to break out of the page, one plain (prompt, answer) pair."""
+
+
+def gemma3_softcap_config():
+    """A tiny Gemma 3 text config (2 full-attention layers) with a final-logit soft-cap of 0.5."""
+    import transformers as T
+
+    return T.Gemma3TextConfig(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        query_pre_attn_scalar=8,
+        final_logit_softcapping=0.5,
+        layer_types=["full_attention", "full_attention"],
+    )
+
+
+def boosted_unembedding(model, token_id: int, boost: float = 3.0, name: str = "boosted"):
+    """Model B = model A whose unembedding raises one token's logit by ``boost`` at every position
+    (an unembedding bias on that vocabulary row; every other weight shared)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from interplab.models.model import Model
+
+    hf = copy.deepcopy(model.hf)
+    old = hf.lm_head
+    new = nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        new.weight.copy_(old.weight)
+        new.bias.zero_()
+        new.bias[token_id] = boost
+    hf.lm_head = new
+    return Model(hf, model.tokenizer, name=name)

@@ -322,7 +322,7 @@ def _as_dict(spec: CellSpec) -> dict[str, Any]:
 def check_backend(name: str) -> None:
     """A ValueError naming the backends when ``name`` is not one of them."""
     if name not in BACKENDS:
-        raise ValueError(f"backend {name!r}: use one of {', '.join(BACKENDS)}.")
+        raise ValueError(f"--backend {name!r}: use one of {', '.join(BACKENDS)}.")
 
 
 def make_backend(
@@ -335,8 +335,7 @@ def make_backend(
 ) -> Backend:
     """The backend called ``name`` (one of :data:`BACKENDS`). ``process`` runs ``max_parallel`` cells at once
     (default: CPUs / ``cpus_per_cell``); a local ``ray`` gets ``max_parallel * cpus_per_cell`` CPUs (default: all)."""
-    if name not in BACKENDS:
-        raise ValueError(f"--backend {name!r}: use one of {', '.join(BACKENDS)}.")
+    check_backend(name)
     if cpus_per_cell <= 0:
         raise ValueError("--cpus-per-cell must be positive.")
     if address is not None and name != "ray":

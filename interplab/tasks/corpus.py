@@ -22,6 +22,15 @@ def corpus_text(source: str | Path | None = None) -> str:
     return p.read_text(encoding="utf-8", errors="replace")
 
 
+def corpus_bytes(source: str | Path | None = None, train_fraction: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """A corpus as byte tokens (UTF-8, vocabulary 256): the first ``train_fraction`` of the bytes for training and
+    the rest held out (the byte-level training lab's data)."""
+    raw = corpus_text(source).encode("utf-8")
+    t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
+    cut = int(train_fraction * t.numel())
+    return t[:cut], t[cut:]
+
+
 def token_chunks(
     model,
     source: str | Path | None = None,

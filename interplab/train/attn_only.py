@@ -96,12 +96,9 @@ class AttnOnlyConfig:
 
 # ------------------------------------------------------------------------------------------ data
 def text_bytes(cfg: AttnOnlyConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    from interplab.tasks.corpus import corpus_text
+    from interplab.tasks.corpus import corpus_bytes
 
-    raw = corpus_text(cfg.text_file or None).encode("utf-8")
-    t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
-    cut = int(0.9 * t.numel())
-    return t[:cut], t[cut:]
+    return corpus_bytes(cfg.text_file or None)
 
 
 def repeated_probe(n: int, cfg: AttnOnlyConfig, g: torch.Generator) -> torch.Tensor:

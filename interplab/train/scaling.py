@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from interplab.runtime import torch_threads
 from interplab.sweeps.backends import check_backend
+from interplab.tasks.corpus import corpus_bytes
 from interplab.train.result import TrainingResult
 
 __all__ = [
@@ -90,16 +91,6 @@ class ScalingConfig:
         check_backend(self.backend)
 
 
-def text_split(text_file: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    """The corpus as bytes: the first 90% (training) and the last 10% (held out)."""
-    from interplab.tasks.corpus import corpus_text
-
-    raw = corpus_text(text_file or None).encode("utf-8")
-    t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
-    cut = int(0.9 * t.numel())
-    return t[:cut], t[cut:]
-
-
 def make_model(cfg: dict[str, Any], d_model: int):
     from interplab.models.toy import ToyConfig, ToyTransformer
 
@@ -130,7 +121,7 @@ def run_cell(cfg: dict[str, Any], d_model: int, tokens: int) -> dict[str, Any]:
     """Train one model of width ``d_model`` on ``tokens`` training bytes and return its held-out loss (a pure
     function of its arguments: the same numbers on every backend)."""
     with torch_threads(int(cfg.get("threads", 1))):
-        train_bytes, test_bytes = text_split(str(cfg.get("text_file", "")))
+        train_bytes, test_bytes = corpus_bytes(str(cfg.get("text_file", "")) or None)
         n_ctx, batch = int(cfg["n_ctx"]), int(cfg["batch"])
         model = make_model(cfg, d_model)
         n, n_total = param_counts(model)

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from torch import nn
+from tiny_tokenized import boosted_unembedding
 
 from interplab.analyses.diffing import (
     diff_models,
 )
-from interplab.models.model import Model
 from interplab.models.scoring import model_token_losses
 from interplab.tasks.corpus import token_chunks
-
-
-def _boosted(model: Model, token_id: int, boost: float = 3.0, name: str = "boosted") -> Model:
-    """Model B = model A whose unembedding raises one token's logit by ``boost`` at every position
-    (an unembedding bias on that vocabulary row; every other weight shared)."""
-    hf = copy.deepcopy(model.hf)
-    old = hf.lm_head
-    new = nn.Linear(old.in_features, old.out_features, bias=True)
-    with torch.no_grad():
-        new.weight.copy_(old.weight)
-        new.bias.zero_()
-        new.bias[token_id] = boost
-    hf.lm_head = new
-    return Model(hf, model.tokenizer, name=name)
 
 
 @pytest.mark.integration
@@ -41,7 +24,7 @@ def test_smollm2_vs_planted_copy(smollm2):
     ids, counts = targets.unique(return_counts=True)
     cands = [int(i) for i, c in zip(ids, counts) if c >= 3]
     planted = max(cands, key=lambda i: float(loss[targets == i].mean()))
-    b = _boosted(smollm2, planted, boost=3.0, name="smollm2-planted")
+    b = boosted_unembedding(smollm2, planted, boost=3.0, name="smollm2-planted")
     res = diff_models(smollm2, b, n_chunks=3, chunk_len=64)
     h = res.headline()
     assert res.mode == "tokens" and h["n_units"] == 3 * 63

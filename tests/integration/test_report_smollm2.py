@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model, task_text
+from tiny_tokenized import REPORT_SECTIONS, XSS_TOKEN
 
 import interplab
 from interplab.analyses.observational.lens import LogitLensResult
@@ -15,31 +15,6 @@ from interplab.report import (
     Report,
     build_report,
 )
-
-SECTIONS = ["model-card", "logit-lens", "attention", "about"]
-
-
-XSS_PROMPTS = [
-    {"name": "xss", "prompt": f"{XSS_TOKEN} When Mary and John went to the store, & John"},
-    ("The Eiffel Tower is located in the city of", " Paris"),
-]
-
-
-@pytest.fixture(scope="session")
-def tok_model(tmp_path_factory):
-    return interplab.load(
-        make_tiny_tokenized_model(
-            tmp_path_factory.mktemp("tiny_tokenized_report"), vocab_size=1200, extra_text=task_text()
-        )
-    )
-
-
-@pytest.fixture(scope="module")
-def report_dir(tok_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    build_report(tok_model, out, prompts=XSS_PROMPTS, sections=())  # core sections only
-    return out
-
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -93,7 +68,7 @@ def _check_page(d, page: Path):
 
     d.get(page.as_uri())
     WebDriverWait(d, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
-    for sid in SECTIONS:
+    for sid in REPORT_SECTIONS:
         assert d.find_element(By.ID, sid).is_displayed(), sid
     # plotly.js (inline) drew every figure; nothing was fetched from anywhere but the file itself
     WebDriverWait(d, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".ipl-figure .main-svg")) >= 2)
@@ -164,7 +139,7 @@ def test_report_smollm2(smol, tmp_path):
     seconds = time.perf_counter() - t
     print(f"build_report(smollm2-135m): {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB")
     html = path.read_text(encoding="utf-8")
-    for sid in SECTIONS:
+    for sid in REPORT_SECTIONS:
         assert f'<section class="ipl-section" id="{sid}">' in html
     viewer = html[html.index('class="ipl-attn"') :]
     assert viewer.count("<option") == 30 + 9

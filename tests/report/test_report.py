@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
-from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model, task_text
+from tiny_tokenized import REPORT_SECTIONS, XSS_TOKEN
 
 import interplab
 from interplab.analyses.observational.lens import LogitLensResult
@@ -23,28 +23,6 @@ from interplab.report import (
     table,
     text,
 )
-
-SECTIONS = ["model-card", "logit-lens", "attention", "about"]
-XSS_PROMPTS = [
-    {"name": "xss", "prompt": f"{XSS_TOKEN} When Mary and John went to the store, & John"},
-    ("The Eiffel Tower is located in the city of", " Paris"),
-]
-
-
-@pytest.fixture(scope="session")
-def tok_model(tmp_path_factory):
-    return interplab.load(
-        make_tiny_tokenized_model(
-            tmp_path_factory.mktemp("tiny_tokenized_report"), vocab_size=1200, extra_text=task_text()
-        )
-    )
-
-
-@pytest.fixture(scope="module")
-def report_dir(tok_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    build_report(tok_model, out, prompts=XSS_PROMPTS, sections=())  # core sections only
-    return out
 
 
 class _Scripts(HTMLParser):
@@ -135,24 +113,24 @@ def test_attention_viewer_validates_and_rounds():
 # ------------------------------------------------------------------------------------ model report
 
 
-def test_report_sections_and_data(report_dir, tok_model):
+def test_report_sections_and_data(report_dir, report_model):
     html = (report_dir / "report.html").read_text(encoding="utf-8")
-    for sid in SECTIONS:
+    for sid in REPORT_SECTIONS:
         assert f'<section class="ipl-section" id="{sid}">' in html
-    assert tok_model.name in html and "llama" in html and f"{tok_model.n_params:,}" in html
+    assert report_model.name in html and "llama" in html and f"{report_model.n_params:,}" in html
     # lens data saved next to the page, one JSON per prompt, loadable
     files = sorted(p.name for p in report_dir.iterdir())
     assert files == ["lens_prompt2.json", "lens_xss.json", "report.html"]
     res = LogitLensResult.load(report_dir / "lens_xss.json")
-    assert XSS_TOKEN in res.str_tokens and len(res.layers) == tok_model.cfg.n_layers
+    assert XSS_TOKEN in res.str_tokens and len(res.layers) == report_model.cfg.n_layers
     assert (
         LogitLensResult.load(report_dir / "lens_prompt2.json").answer_id
-        == tok_model.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0]
+        == report_model.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0]
     )
     # one figure per prompt, one attention viewer with every layer and head
     assert html.count('class="ipl-figure"') == 2 and html.count('class="ipl-attn"') == 1
     viewer = html[html.index('class="ipl-attn"') :]
-    assert viewer.count("<option") == tok_model.cfg.n_layers + tok_model.cfg.n_heads
+    assert viewer.count("<option") == report_model.cfg.n_layers + report_model.cfg.n_heads
 
 
 def test_report_escapes_token_strings(report_dir):
@@ -173,22 +151,22 @@ def test_report_escapes_token_strings(report_dir):
             assert body[: m.start()].endswith(("\\u003e", "\\u0026gt;")), body[m.start() - 40 : m.end() + 40]
 
 
-def test_report_analysis_sections(tok_model, tmp_path):
+def test_report_analysis_sections(report_model, tmp_path):
     from interplab.report.model_report import EXTRA_SECTIONS
 
-    path = build_report(tok_model, tmp_path, prompts=["a b c"], sections=list(EXTRA_SECTIONS))
+    path = build_report(report_model, tmp_path, prompts=["a b c"], sections=list(EXTRA_SECTIONS))
     html = path.read_text(encoding="utf-8")
-    for sid in [*SECTIONS, *EXTRA_SECTIONS]:
+    for sid in [*REPORT_SECTIONS, *EXTRA_SECTIONS]:
         assert f'<section class="ipl-section" id="{sid}">' in html
     assert (tmp_path / "heads.json").exists()
     assert (tmp_path / "patching_ioi_heads.json").exists() and (tmp_path / "ioi" / "ioi.json").exists()
     assert "cannot be built" not in html
     with pytest.raises(ValueError, match="unknown report section"):
-        build_report(tok_model, tmp_path, sections=["nope"])
+        build_report(report_model, tmp_path, sections=["nope"])
 
 
-def test_report_default_prompts(tok_model, tmp_path):
-    path = build_report(tok_model, tmp_path, sections=())
+def test_report_default_prompts(report_model, tmp_path):
+    path = build_report(report_model, tmp_path, sections=())
     assert path == tmp_path / "report.html"
     assert sorted(p.name for p in tmp_path.glob("lens_*.json")) == [
         "lens_factual.json",

@@ -716,10 +716,7 @@ def causal_tracing(
                     resample_subjects=resample_subjects,
                 )
             )
-            if ck is not None:
-                ck.parent.mkdir(parents=True, exist_ok=True)
-                with ck.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"key": key, "index": i, "trace": traces[-1].to_json()}) + "\n")
+            _append_checkpoint(ck, key, i, traces[-1].to_json())
         except ValueError as e:
             if corruption != "resample":
                 raise
@@ -745,6 +742,15 @@ def causal_tracing(
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
+
+
+def _append_checkpoint(ck: Path | None, key: dict[str, Any], index: int, trace: dict[str, Any]) -> None:
+    """Append fact ``index``'s finished trace to the JSON-lines checkpoint (a line cut by a kill is skipped on
+    resume)."""
+    if ck is not None:
+        ck.parent.mkdir(parents=True, exist_ok=True)
+        with ck.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"key": key, "index": index, "trace": trace}) + "\n")
 
 
 def trace_chunk(model_ref: str, facts: list[Fact], indices: list[int], options: dict[str, Any]) -> list[dict]:
@@ -804,10 +810,7 @@ def _trace_in_workers(
                 continue
             t = FactTrace.from_json(rec["trace"])
             done[(t.prompt, t.subject, t.answer, i)] = t
-            if ck is not None:
-                ck.parent.mkdir(parents=True, exist_ok=True)
-                with ck.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"key": key, "index": i, "trace": rec["trace"]}) + "\n")
+            _append_checkpoint(ck, key, i, rec["trace"])
 
     calls = [(model_ref, [facts[i] for i in c], c, options) for c in chunks]
     map_calls(trace_chunk, calls, keep, backend=backend, max_parallel=max_parallel)

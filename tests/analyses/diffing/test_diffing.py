@@ -10,8 +10,7 @@ from typing import Any, cast
 
 import pytest
 import torch
-from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model
-from torch import nn
+from tiny_tokenized import XSS_TOKEN, boosted_unembedding, make_tiny_tokenized_model
 from typer.testing import CliRunner
 
 import interplab
@@ -53,20 +52,6 @@ def _copy(model: Model, name: str, noise: float = 0.0, seed: int = 1) -> Model:
         with torch.no_grad():
             for p in hf.parameters():
                 p.add_(torch.randn(p.shape, generator=g) * noise)
-    return Model(hf, model.tokenizer, name=name)
-
-
-def _boosted(model: Model, token_id: int, boost: float = 3.0, name: str = "boosted") -> Model:
-    """Model B = model A whose unembedding raises one token's logit by ``boost`` at every position
-    (an unembedding bias on that vocabulary row; every other weight shared)."""
-    hf = copy.deepcopy(model.hf)
-    old = hf.lm_head
-    new = nn.Linear(old.in_features, old.out_features, bias=True)
-    with torch.no_grad():
-        new.weight.copy_(old.weight)
-        new.bias.zero_()
-        new.bias[token_id] = boost
-    hf.lm_head = new
     return Model(hf, model.tokenizer, name=name)
 
 
@@ -115,7 +100,7 @@ def test_self_diff_is_zero_everywhere(model_a):
 
 def test_planted_difference_tops_the_table(model_a, frequent):
     t = frequent
-    b = _boosted(model_a, t, boost=3.0)
+    b = boosted_unembedding(model_a, t, boost=3.0)
     res = diff_models(model_a, b, n_chunks=N_CHUNKS, chunk_len=CHUNK_LEN)
     top = res.headline()["top_tokens"]
     assert top[0]["token_id"] == t and top[0]["better"] == "B"
@@ -139,7 +124,7 @@ def test_planted_difference_tops_the_table(model_a, frequent):
 
 def test_checkpoint_series_finds_the_abrupt_step(model_a, frequent):
     t = frequent
-    boosted = _boosted(model_a, t, boost=3.0)
+    boosted = boosted_unembedding(model_a, t, boost=3.0)
     ckpts = [model_a, _copy(model_a, "ckpt1", noise=1e-4, seed=1), boosted, _copy(boosted, "ckpt3", noise=1e-4, seed=2)]
     ckpts[2].name = "ckpt2"
     series = diff_checkpoints(ckpts, n_chunks=N_CHUNKS, chunk_len=CHUNK_LEN, threshold=1.0)
@@ -218,7 +203,7 @@ def test_mismatched_tokenizers_are_aligned_on_text(model_a, other_tokenizer_mode
 
 
 def test_text_alignment_of_one_tokenizer_reproduces_the_token_path(model_a):
-    b = _boosted(model_a, 5, boost=1.0)
+    b = boosted_unembedding(model_a, 5, boost=1.0)
     tok = diff_models(model_a, b, n_chunks=N_CHUNKS, chunk_len=CHUNK_LEN)
     txt = diff_models(model_a, b, n_chunks=N_CHUNKS, chunk_len=CHUNK_LEN, alignment="text")
     assert tok.mode == "tokens" and txt.mode == "text"
@@ -255,7 +240,7 @@ def test_bad_input_is_explained(model_a, tiny_dirs):
 def test_result_round_trip_plot_and_escaped_report(model_a, tmp_path):
     t = model_a.tokenizer.convert_tokens_to_ids(XSS_TOKEN)
     text = ("The quick brown fox " + XSS_TOKEN + " jumps over the lazy dog. ") * 40
-    res = diff_models(model_a, _boosted(model_a, t, 4.0), text=text, n_chunks=3, chunk_len=40)
+    res = diff_models(model_a, boosted_unembedding(model_a, t, 4.0), text=text, n_chunks=3, chunk_len=40)
     assert res.headline()["top_tokens"][0]["token"] == XSS_TOKEN
     res.save(tmp_path)
     back = DiffResult.load(tmp_path)

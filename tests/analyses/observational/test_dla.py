@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from plotly_traces import traces
-from tiny_tokenized import make_tiny_tokenized_model
+from tiny_tokenized import gemma3_softcap_config, make_tiny_tokenized_model
 
 import interplab
 from interplab.analyses.observational.dla import DLAResult, apply_final_norm_to_stack, direct_logit_attribution
@@ -75,19 +75,7 @@ def test_gemma_softcap_and_sandwich_norms():
     from interplab.models.model import from_hf
 
     torch.manual_seed(0)
-    cfg = T.Gemma3TextConfig(
-        vocab_size=97,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        intermediate_size=48,
-        max_position_embeddings=64,
-        query_pre_attn_scalar=8,
-        final_logit_softcapping=0.5,
-        layer_types=["full_attention", "full_attention"],
-    )
+    cfg = gemma3_softcap_config()
     hf = T.Gemma3ForCausalLM(cfg).eval()
     with torch.no_grad():
         for p in hf.parameters():

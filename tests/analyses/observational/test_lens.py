@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from plotly_traces import traces
-from tiny_tokenized import XSS_TOKEN, make_tiny_tokenized_model
+from tiny_tokenized import XSS_TOKEN, gemma3_softcap_config, make_tiny_tokenized_model
 
 import interplab
 from interplab.analyses.observational.lens import LogitLensResult, logit_lens
@@ -66,19 +66,7 @@ def test_softcapping_applied():
     from interplab.models.model import from_hf
 
     torch.manual_seed(0)
-    cfg = T.Gemma3TextConfig(
-        vocab_size=97,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        intermediate_size=48,
-        max_position_embeddings=64,
-        query_pre_attn_scalar=8,
-        final_logit_softcapping=0.5,
-        layer_types=["full_attention", "full_attention"],
-    )
+    cfg = gemma3_softcap_config()
     model = from_hf(T.Gemma3ForCausalLM(cfg).eval(), name="gemma3-softcap")
     tokens = torch.tensor([[1, 5, 9, 33, 2]])
     logits, cache = _real(model, tokens)
