@@ -1,6 +1,6 @@
 """The package's import layers, checked on the source with ``ast`` (every ``import`` and ``from`` statement, at
 module level and inside functions): analyses never import the report or the CLI; a CLI leaf never imports the
-CLI package root (only ``interplab.cli._common``); only the trainers and the CLI import ``interplab.train``."""
+CLI package root (only ``interplab.cli._common``); only the trainers (``train``, ``finetune``, ``organisms``) and the CLI import ``interplab.train``."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def cli_leaves_never_import_the_cli_root(rel: str, found: set[str]) -> list[str]
 
 
 def only_trainers_and_cli_import_train(rel: str, found: set[str]) -> list[str]:
-    if rel.startswith(("interplab/train/", "interplab/cli/")):
+    if rel.startswith(("interplab/train/", "interplab/finetune/", "interplab/organisms/", "interplab/cli/")):
         return []
     return _hits(found, "interplab.train")
 
