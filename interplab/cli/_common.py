@@ -46,6 +46,13 @@ ModelName = Annotated[
 OutDir = Annotated[str | None, typer.Option("--out", help="Run directory (default runs/<timestamp>-<command>).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the headline as JSON on stdout.")]
 Threads = Annotated[int, typer.Option("--threads", help="torch threads.")]
+SplitBackend = Annotated[
+    str,
+    typer.Option(
+        "--backend", help="serial | process | ray: spread the work over workers that each load the model (same result)."
+    ),
+]
+MaxParallel = Annotated[int | None, typer.Option("--max-parallel", help="Workers at once (default: the CPUs here).")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

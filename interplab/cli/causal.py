@@ -12,7 +12,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interplab.cli._common import err, finish_run, guard, load_model, print_json, print_run
+from interplab.cli._common import (
+    MaxParallel,
+    SplitBackend,
+    err,
+    finish_run,
+    guard,
+    load_model,
+    print_json,
+    print_run,
+)
 
 if TYPE_CHECKING:
     from interplab.analyses.causal.ablation import How, MeanOver
@@ -44,6 +53,8 @@ def ablate(
     top_k: int = typer.Option(10, "--top-k", help="Heads in the headline; 'important' means top-k."),
     no_induction: bool = typer.Option(False, "--no-induction", help="Skip the induction scores (no flagging)."),
     seed: int = typer.Option(0, "--seed", help="Seed of resample ablation, bootstrap and induction inputs."),
+    backend: SplitBackend = "serial",
+    max_parallel: MaxParallel = None,
     out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-ablate)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
 ) -> None:
@@ -65,6 +76,8 @@ def ablate(
         "ci": ci,
         "top_k": top_k,
         "induction": not no_induction,
+        "backend": backend,
+        "max_parallel": max_parallel,
     }
     with guard(), Run("ablate", args, out=out, seed=seed) as run:
         m = load_model(model)
@@ -83,6 +96,8 @@ def ablate(
                 top_k=top_k,
                 seed=seed,
                 induction_score=None if no_induction else "auto",
+                backend=backend,
+                max_parallel=max_parallel,
             )
         run.timings.update(res.settings["seconds"])
         res.save(run.dir)
@@ -128,6 +143,8 @@ def patch(
         False, "--attribution", help="Also run attribution patching and report its correlation."
     ),
     seed: int = typer.Option(0, "--seed"),
+    backend: SplitBackend = "serial",
+    max_parallel: MaxParallel = None,
     out: str | None = typer.Option(None, "--out"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -146,6 +163,8 @@ def patch(
         "n": n,
         "method": method,
         "attribution": attribution,
+        "backend": backend,
+        "max_parallel": max_parallel,
     }
     with guard(), Run("patch", args, out=out, seed=seed) as run:
         neurons: list[tuple[int, int]] = []
@@ -167,6 +186,8 @@ def patch(
                 method=cast("PatchMethod", method),
                 seed=seed,
                 neurons=neurons or None,
+                backend=backend,
+                max_parallel=max_parallel,
             )
         res.save(run.dir)
         h = res.headline()
@@ -286,10 +307,8 @@ def trace(
     resume: str | None = typer.Option(
         None, "--resume", help="Run directory of a killed trace run: finished facts are reused."
     ),
-    backend: str = typer.Option(
-        "serial", "--backend", help="serial | process | ray: spread the facts over workers (same result)."
-    ),
-    max_parallel: int | None = typer.Option(None, "--max-parallel", help="Workers at once (default: CPUs)."),
+    backend: SplitBackend = "serial",
+    max_parallel: MaxParallel = None,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Causal tracing (Meng et al. 2022): where is a fact recalled? The residual peak over the subject tokens

@@ -426,106 +426,22 @@ def _auto_batch_tokens(model: Model, chunk_len: int) -> int:
     return max(chunk_len, min(16384, (2**28) // max(1, model.cfg.d_vocab)))
 
 
-def head_ablation_importance(
+def ablated_losses(
     model: Model,
-    tokens: torch.Tensor | None = None,
-    *,
-    text: str | Path | None = None,
-    n_chunks: int = 16,
-    chunk_len: int = 128,
-    how: How = "zero",
-    mean_over: MeanOver = "all",
-    seed: int = 0,
-    heads: Iterable[tuple[int, int]] | None = None,
-    layers: int | Iterable[int] | None = None,
-    method: Method = "fast",
-    max_batch_tokens: int | None = None,
-    ci: CIMethod = "t",
-    ci_level: float = 0.95,
-    n_boot: int = 2000,
-    induction_score: torch.Tensor | str | None = "auto",
-    induction_threshold: float = DEFAULT_INDUCTION_THRESHOLD,
-    top_k: int = 10,
-) -> HeadAblationResult:
-    """Rank attention heads by the loss increase their ablation causes on text (Michel et al. 2019; Olsson et
-    al. 2022; Wang et al. 2022; Chan et al. 2022 — see the module docstring).
-
-    Args:
-        model: the model.
-        tokens: ``[n_chunks, chunk_len]`` token ids; if None, ``n_chunks`` chunks of ``chunk_len`` tokens of
-            ``text``.
-        text: a UTF-8 file, or None / ``"pydoc"`` for ``pydoc_data.topics`` (when ``tokens`` is None).
-        n_chunks: chunks cut from ``text`` (at least 2, for a confidence interval over chunks).
-        chunk_len: tokens per chunk (at least 2).
-        how: ``"zero"``, ``"mean"`` or ``"resample"`` ablation of the head's ``z``.
-        mean_over: for mean ablation, ``"all"`` (chunks and positions) or ``"position"`` (chunks only).
-        seed: seed of the resample draw and of the bootstrap.
-        heads: the ``(layer, head)`` pairs to ablate; or
-        layers: whole layers; default every head.
-        method: ``"fast"`` (prefix reuse, a layer's variants batched) or ``"naive"`` (one full forward per head).
-        max_batch_tokens: tokens per forward pass (default: logits of at most 1 GiB).
-        ci: ``"t"`` or ``"bootstrap"`` confidence interval over chunks (:mod:`interplab.stats`).
-        ci_level: the interval's level.
-        n_boot: bootstrap resamples (``ci="bootstrap"``).
-        induction_score: a tensor ``[n_layers, n_heads]`` (induction heads: score >= ``induction_threshold``),
-            ``"auto"`` (computed by :func:`induction_scores`, membership as in
-            :mod:`interplab.analyses.observational.heads`) or None (no flagging).
-        induction_threshold: the induction-head threshold for a given ``induction_score`` tensor.
-        top_k: how many top heads may be flagged as important non-induction heads.
-    """
-    t0 = time.perf_counter()
-    if how not in _HOWS:
-        raise ValueError(f"how={how!r}: choose 'zero', 'mean' or 'resample'.")
-    if mean_over not in ("all", "position"):
-        raise ValueError(f"mean_over={mean_over!r}: choose 'all' (chunks and positions) or 'position' (chunks only).")
-    if method not in ("fast", "naive"):
-        raise ValueError(f"method={method!r}: choose 'fast' or 'naive'.")
-    if ci not in ("t", "bootstrap"):
-        raise ValueError(f"ci={ci!r}: choose 't' or 'bootstrap'.")
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}.")
-    source = "tokens"
-    if tokens is None:
-        from interplab.tasks import token_chunks
-
-        if n_chunks < 2:
-            raise ValueError(f"n_chunks must be at least 2 (a confidence interval over chunks), got {n_chunks}.")
-        if chunk_len < 2:
-            raise ValueError(f"chunk_len must be at least 2, got {chunk_len}.")
-        tokens = token_chunks(model, source=text, n_chunks=n_chunks, chunk_len=chunk_len)
-        source = "pydoc_data.topics" if text is None or str(text) == "pydoc" else str(text)
-    tokens = _check_tokens(model, tokens)
+    tokens: torch.Tensor,
+    head_list: Sequence[tuple[int, int]],
+    how: How,
+    mean_over: MeanOver,
+    seed: int,
+    method: Method,
+    budget: int,
+) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
+    """The clean run and the ablated runs of :func:`head_ablation_importance`: ``(clean loss per chunk [n],
+    ablated loss [n_layers, n_heads, n] (NaN for heads not in ``head_list``), forward passes, clean seconds,
+    ablation seconds)``. Heads of one layer are batched the same way whichever other layers are asked for, so a
+    worker given some of the layers computes exactly what the whole run computes for them."""
     n, p = tokens.shape
-    if n < 2:
-        raise ValueError(f"need at least 2 chunks for a confidence interval over chunks, got {n}.")
-    head_list = _resolve_heads(model, heads, layers)
     cfg = model.cfg
-    if isinstance(induction_score, str):
-        if induction_score != "auto":
-            raise ValueError(
-                f"induction_score must be a tensor [n_layers, n_heads], 'auto' or None, not {induction_score!r}."
-            )
-        ind, _null, is_ind = induction_scores(model, seed=seed)
-        ind_rule = (
-            "interplab.analyses.observational.heads induction class: score >= 0.3 and score - null "
-            "(deranged repeats) >= 0.2"
-        )
-    elif induction_score is None:
-        ind = is_ind = ind_rule = None
-    else:
-        ind = torch.as_tensor(induction_score, dtype=torch.float32).cpu()
-        if tuple(ind.shape) != (cfg.n_layers, cfg.n_heads):
-            raise ValueError(
-                f"induction_score has shape {tuple(ind.shape)}; expected [n_layers, n_heads] = "
-                f"{[cfg.n_layers, cfg.n_heads]}."
-            )
-        is_ind = ind >= induction_threshold
-        ind_rule = f"given scores; induction head when score >= {induction_threshold}"
-    t_ind = time.perf_counter() - t0
-
-    budget = max_batch_tokens or _auto_batch_tokens(model, p)
-    if budget < p:
-        raise ValueError(f"max_batch_tokens={budget} is smaller than one chunk ({p} tokens).")
     per_batch = max(1, budget // p)  # chunks per forward
     chunk_slices = _batches(n, per_batch)
     ridx = resample_index(n, seed) if how == "resample" else None
@@ -607,6 +523,185 @@ def head_ablation_importance(
                             ablated[layer, h, rows] = losses[v]
                         del logits
     t_abl = time.perf_counter() - t2
+    return clean, ablated, n_forward, t_clean, t_abl
+
+
+def ablation_share(
+    model_ref: str, layers: list[int], tokens: torch.Tensor, head_list: list[tuple[int, int]], options: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
+    """A worker's share of :func:`head_ablation_importance`: the model loaded by ``model_ref`` (one thread) and
+    :func:`ablated_losses` for the heads of ``head_list`` in ``layers``."""
+    from interplab.sweeps.split import worker_model
+
+    with worker_model(model_ref) as model:
+        mine = [(a, h) for a, h in head_list if a in set(layers)]
+        return ablated_losses(model, tokens, mine, **options)
+
+
+def _ablation_runs(
+    model: Model,
+    tokens: torch.Tensor,
+    head_list: list[tuple[int, int]],
+    how: How,
+    mean_over: MeanOver,
+    seed: int,
+    method: Method,
+    budget: int,
+    backend: str,
+    max_parallel: int | None,
+    model_ref: str | None,
+) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
+    """:func:`ablated_losses` in this process (``backend="serial"``) or with the layers dealt out to workers of
+    a sweep backend (:mod:`interplab.sweeps.split`); the clean losses are every worker's (identical) clean run's,
+    the seconds the workers' sums."""
+    if backend == "serial":
+        return ablated_losses(model, tokens, head_list, how, mean_over, seed, method, budget)
+    from interplab.sweeps.split import deal, run_shares
+
+    options = {"how": how, "mean_over": mean_over, "seed": seed, "method": method, "budget": budget}
+    ablated = torch.full((model.cfg.n_layers, model.cfg.n_heads, tokens.shape[0]), float("nan"))
+    got: dict[str, Any] = {"clean": None, "n_forward": 0, "t_clean": 0.0, "t_abl": 0.0}
+
+    def keep(layers: list[int], value: tuple) -> None:
+        clean, abl, n_fwd, t_c, t_a = value
+        for a, h in head_list:
+            if a in layers:
+                ablated[a, h] = abl[a, h]
+        got["clean"] = clean if got["clean"] is None else got["clean"]
+        got["n_forward"] += n_fwd
+        got["t_clean"] += t_c
+        got["t_abl"] += t_a
+
+    layers = sorted({a for a, _ in head_list})
+    run_shares(
+        ablation_share,
+        model,
+        deal(layers, max_parallel),
+        (tokens, head_list, options),
+        keep,
+        backend,
+        max_parallel,
+        model_ref,
+    )
+    return got["clean"], ablated, got["n_forward"], got["t_clean"], got["t_abl"]
+
+
+def head_ablation_importance(
+    model: Model,
+    tokens: torch.Tensor | None = None,
+    *,
+    text: str | Path | None = None,
+    n_chunks: int = 16,
+    chunk_len: int = 128,
+    how: How = "zero",
+    mean_over: MeanOver = "all",
+    seed: int = 0,
+    heads: Iterable[tuple[int, int]] | None = None,
+    layers: int | Iterable[int] | None = None,
+    method: Method = "fast",
+    max_batch_tokens: int | None = None,
+    ci: CIMethod = "t",
+    ci_level: float = 0.95,
+    n_boot: int = 2000,
+    induction_score: torch.Tensor | str | None = "auto",
+    induction_threshold: float = DEFAULT_INDUCTION_THRESHOLD,
+    top_k: int = 10,
+    backend: str = "serial",
+    max_parallel: int | None = None,
+    model_ref: str | None = None,
+) -> HeadAblationResult:
+    """Rank attention heads by the loss increase their ablation causes on text (Michel et al. 2019; Olsson et
+    al. 2022; Wang et al. 2022; Chan et al. 2022 — see the module docstring).
+
+    Args:
+        model: the model.
+        tokens: ``[n_chunks, chunk_len]`` token ids; if None, ``n_chunks`` chunks of ``chunk_len`` tokens of
+            ``text``.
+        text: a UTF-8 file, or None / ``"pydoc"`` for ``pydoc_data.topics`` (when ``tokens`` is None).
+        n_chunks: chunks cut from ``text`` (at least 2, for a confidence interval over chunks).
+        chunk_len: tokens per chunk (at least 2).
+        how: ``"zero"``, ``"mean"`` or ``"resample"`` ablation of the head's ``z``.
+        mean_over: for mean ablation, ``"all"`` (chunks and positions) or ``"position"`` (chunks only).
+        seed: seed of the resample draw and of the bootstrap.
+        heads: the ``(layer, head)`` pairs to ablate; or
+        layers: whole layers; default every head.
+        method: ``"fast"`` (prefix reuse, a layer's variants batched) or ``"naive"`` (one full forward per head).
+        max_batch_tokens: tokens per forward pass (default: logits of at most 1 GiB).
+        ci: ``"t"`` or ``"bootstrap"`` confidence interval over chunks (:mod:`interplab.stats`).
+        ci_level: the interval's level.
+        n_boot: bootstrap resamples (``ci="bootstrap"``).
+        induction_score: a tensor ``[n_layers, n_heads]`` (induction heads: score >= ``induction_threshold``),
+            ``"auto"`` (computed by :func:`induction_scores`, membership as in
+            :mod:`interplab.analyses.observational.heads`) or None (no flagging).
+        induction_threshold: the induction-head threshold for a given ``induction_score`` tensor.
+        top_k: how many top heads may be flagged as important non-induction heads.
+        backend: ``"serial"`` (in this process), ``"process"`` or ``"ray"``: the ablated layers are dealt out in
+            one share per worker (:mod:`interplab.sweeps.split`), each of which loads the model by ``model_ref``
+            and runs the clean pass and its layers' ablations with the serial run's batches — the same numbers.
+        max_parallel: workers at once (default: the backend's).
+        model_ref: what a worker passes to :func:`interplab.load` (default: the model's registry name, else the
+            directory it was loaded from).
+    """
+    t0 = time.perf_counter()
+    if backend != "serial":
+        from interplab.sweeps.backends import check_backend
+
+        check_backend(backend)
+    if how not in _HOWS:
+        raise ValueError(f"how={how!r}: choose 'zero', 'mean' or 'resample'.")
+    if mean_over not in ("all", "position"):
+        raise ValueError(f"mean_over={mean_over!r}: choose 'all' (chunks and positions) or 'position' (chunks only).")
+    if method not in ("fast", "naive"):
+        raise ValueError(f"method={method!r}: choose 'fast' or 'naive'.")
+    if ci not in ("t", "bootstrap"):
+        raise ValueError(f"ci={ci!r}: choose 't' or 'bootstrap'.")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}.")
+    source = "tokens"
+    if tokens is None:
+        from interplab.tasks import token_chunks
+
+        if n_chunks < 2:
+            raise ValueError(f"n_chunks must be at least 2 (a confidence interval over chunks), got {n_chunks}.")
+        if chunk_len < 2:
+            raise ValueError(f"chunk_len must be at least 2, got {chunk_len}.")
+        tokens = token_chunks(model, source=text, n_chunks=n_chunks, chunk_len=chunk_len)
+        source = "pydoc_data.topics" if text is None or str(text) == "pydoc" else str(text)
+    tokens = _check_tokens(model, tokens)
+    n, p = tokens.shape
+    if n < 2:
+        raise ValueError(f"need at least 2 chunks for a confidence interval over chunks, got {n}.")
+    head_list = _resolve_heads(model, heads, layers)
+    cfg = model.cfg
+    if isinstance(induction_score, str):
+        if induction_score != "auto":
+            raise ValueError(
+                f"induction_score must be a tensor [n_layers, n_heads], 'auto' or None, not {induction_score!r}."
+            )
+        ind, _null, is_ind = induction_scores(model, seed=seed)
+        ind_rule = (
+            "interplab.analyses.observational.heads induction class: score >= 0.3 and score - null "
+            "(deranged repeats) >= 0.2"
+        )
+    elif induction_score is None:
+        ind = is_ind = ind_rule = None
+    else:
+        ind = torch.as_tensor(induction_score, dtype=torch.float32).cpu()
+        if tuple(ind.shape) != (cfg.n_layers, cfg.n_heads):
+            raise ValueError(
+                f"induction_score has shape {tuple(ind.shape)}; expected [n_layers, n_heads] = "
+                f"{[cfg.n_layers, cfg.n_heads]}."
+            )
+        is_ind = ind >= induction_threshold
+        ind_rule = f"given scores; induction head when score >= {induction_threshold}"
+    t_ind = time.perf_counter() - t0
+
+    budget = max_batch_tokens or _auto_batch_tokens(model, p)
+    if budget < p:
+        raise ValueError(f"max_batch_tokens={budget} is smaller than one chunk ({p} tokens).")
+    clean, ablated, n_forward, t_clean, t_abl = _ablation_runs(
+        model, tokens, head_list, how, mean_over, seed, method, budget, backend, max_parallel, model_ref
+    )
 
     per_chunk = ablated - clean  # [L, H, n]
     delta = per_chunk.mean(-1)
@@ -629,6 +724,7 @@ def head_ablation_importance(
         "method": method,
         "max_batch_tokens": budget,
         "n_forward": n_forward,
+        "backend": backend,
         "ci": ci,
         "ci_level": ci_level,
         "n_boot": n_boot if ci == "bootstrap" else None,

@@ -325,6 +325,34 @@ class PatchingResult(Result):
         return fig
 
 
+def patch_cells(
+    model: Model, pairs: PromptPairs, cells: Sequence[Cell], direction: Direction, method: Method, max_batch_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The clean and corrupt runs, then every cell patched (:func:`~interplab.analyses.causal.engine.run_cells`):
+    ``(clean metric [n], corrupt metric [n], per-prompt metric [len(cells), n], forward passes)``."""
+    hooks = sorted({h for c in cells for h in c.hooks})
+    resids = sorted({f"blocks.{c.layer}.hook_resid_pre" for c in cells})
+    m_clean, m_corrupt, cc, cx = baselines(model, pairs, cache_names=set(hooks) | set(resids))
+    src, base_cache, base = (cc, cx, pairs.corrupt) if direction == "denoise" else (cx, cc, pairs.clean)
+    per, n_fwd = run_cells(model, pairs, cells, base, src, base_cache, method=method, max_batch_tokens=max_batch_tokens)
+    return m_clean, m_corrupt, per, n_fwd
+
+
+def patching_share(
+    model_ref: str, layers: list[int], pairs: PromptPairs, grid_args: tuple, options: dict[str, Any]
+) -> tuple[list[int], torch.Tensor, int]:
+    """A worker's share of :func:`activation_patching`: the model loaded by ``model_ref`` (one thread), the grid's
+    cells rebuilt, and those in ``layers`` patched over every prompt; returns ``(cell indices, per-prompt metric
+    [len(indices), n], forward passes)``."""
+    from interplab.sweeps.split import worker_model
+
+    with worker_model(model_ref) as model, torch.no_grad():
+        cells, _, _ = make_cells(model, pairs, *grid_args)
+        idx = [i for i, c in enumerate(cells) if c.layer in set(layers)]
+        _, _, per, n_fwd = patch_cells(model, pairs, [cells[i] for i in idx], **options)
+    return idx, per, n_fwd + 2
+
+
 @torch.no_grad()
 def activation_patching(
     model: Model,
@@ -339,6 +367,9 @@ def activation_patching(
     max_batch_tokens: int = 8192,
     n_boot: int = 1000,
     seed: int = 0,
+    backend: str = "serial",
+    max_parallel: int | None = None,
+    model_ref: str | None = None,
 ) -> PatchingResult:
     """Activation patching over a grid (Meng et al. 2022; Wang et al. 2022; Heimersheim & Nanda 2024; see the
     module docstring).
@@ -360,16 +391,39 @@ def activation_patching(
         max_batch_tokens: at most this many tokens per forward pass of the fast method.
         n_boot: bootstrap resamples of the prompts for the confidence intervals (at least 10).
         seed: seed of the bootstrap resamples.
+        backend: ``"serial"`` (in this process), ``"process"`` or ``"ray"``: the grid's layers are dealt out in
+            one share per worker (:mod:`interplab.sweeps.split`), each of which loads the model by ``model_ref``,
+            runs the clean and corrupt prompts and patches its layers' cells over every prompt with the serial
+            run's batches — the same numbers.
+        max_parallel: workers at once (default: the backend's).
+        model_ref: what a worker passes to :func:`interplab.load` (default: the model's registry name, else the
+            directory it was loaded from).
     """
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}.")
     t0 = time.perf_counter()
-    cells, shape, labels = make_cells(model, pairs, grid, positions, position, layers, neurons)
-    hooks = sorted({h for c in cells for h in c.hooks})
-    resids = sorted({f"blocks.{c.layer}.hook_resid_pre" for c in cells})
-    m_clean, m_corrupt, cc, cx = baselines(model, pairs, cache_names=set(hooks) | set(resids))
-    src, base_cache, base = (cc, cx, pairs.corrupt) if direction == "denoise" else (cx, cc, pairs.clean)
-    per, n_fwd = run_cells(model, pairs, cells, base, src, base_cache, method=method, max_batch_tokens=max_batch_tokens)
+    grid_args = (grid, positions, position, layers, neurons)
+    cells, shape, labels = make_cells(model, pairs, *grid_args)
+    if backend == "serial":
+        m_clean, m_corrupt, per, n_fwd = patch_cells(model, pairs, cells, direction, method, max_batch_tokens)
+    else:
+        from interplab.sweeps.backends import check_backend
+        from interplab.sweeps.split import deal, run_shares
+
+        check_backend(backend)
+        m_clean, m_corrupt, _, _ = baselines(model, pairs)
+        per = torch.full((len(cells), len(pairs)), float("nan"))
+        n_fwd = 0
+
+        def keep(_layers: list[int], value: tuple[list[int], torch.Tensor, int]) -> None:
+            nonlocal n_fwd
+            idx, vals, k = value
+            per[torch.tensor(idx)] = vals
+            n_fwd += k
+
+        options = {"direction": direction, "method": method, "max_batch_tokens": max_batch_tokens}
+        shares = deal(sorted({c.layer for c in cells}), max_parallel)
+        run_shares(patching_share, model, shares, (pairs, grid_args, options), keep, backend, max_parallel, model_ref)
     return PatchingResult.from_per_prompt(
         model,
         pairs,
@@ -384,6 +438,7 @@ def activation_patching(
         seed=seed,
         settings={
             "method": method,
+            "backend": backend,
             "positions": positions if isinstance(positions, str) else list(positions or []),
             "position": position,
             "n_forward": n_fwd + 2,

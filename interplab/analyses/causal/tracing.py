@@ -753,19 +753,18 @@ def _append_checkpoint(ck: Path | None, key: dict[str, Any], index: int, trace: 
             fh.write(json.dumps({"key": key, "index": index, "trace": trace}) + "\n")
 
 
-def trace_chunk(model_ref: str, facts: list[Fact], indices: list[int], options: dict[str, Any]) -> list[dict]:
-    """A worker's share of :func:`causal_tracing`: load the model by ``model_ref`` (one thread) and trace fact
-    ``indices[j]`` = ``facts[j]`` with seed ``options["seed"] + index``; returns ``{"index", "trace"}`` records
+def trace_chunk(model_ref: str, indices: list[int], facts: list[Fact], options: dict[str, Any]) -> list[dict]:
+    """A worker's share of :func:`causal_tracing`: load the model by ``model_ref`` (one thread) and trace facts
+    ``facts[i]`` for ``i`` in ``indices``, with seed ``options["seed"] + i``; returns ``{"index", "trace"}`` records
     (``{"index", "skipped"}`` for a fact resampling cannot corrupt)."""
-    from interplab.models.loading import load
-    from interplab.runtime import torch_threads
+    from interplab.sweeps.split import worker_model
 
     opts = dict(options)
     seed = opts.pop("seed")
     out: list[dict] = []
-    with torch_threads(1):
-        model = load(model_ref)
-        for f, i in zip(facts, indices, strict=True):
+    with worker_model(model_ref) as model:
+        for i in indices:
+            f = facts[i]
             try:
                 out.append({"index": i, "trace": trace_fact(model, f, seed=seed + i, **opts).to_json()})
             except ValueError as e:
@@ -790,19 +789,14 @@ def _trace_in_workers(
     """Trace the facts missing from ``done`` through a sweep backend (see :func:`causal_tracing`); fills
     ``done`` (and the checkpoint) with their traces and ``skipped`` with why resampling could not corrupt a fact;
     returns the indices of those facts, which the serial loop then passes over."""
-    from interplab.models.registry import REGISTRY
-    from interplab.sweeps.backends import available_cpus, map_calls
+    from interplab.sweeps.split import deal, run_shares
 
-    if model_ref is None:
-        model_ref = model.name if model.name in REGISTRY else str(model.source)
     todo = [i for i, f in enumerate(facts) if (f.prompt, f.subject, f.answer, i) not in done]
     if not todo:
         return set()
-    n_chunks = min(len(todo), max_parallel or available_cpus())
-    chunks = [todo[j::n_chunks] for j in range(n_chunks)]
     why: dict[int, str] = {}
 
-    def keep(_args: tuple, records: list[dict]) -> None:
+    def keep(_share: list[int], records: list[dict]) -> None:
         for rec in records:
             i = rec["index"]
             if "skipped" in rec:
@@ -812,8 +806,7 @@ def _trace_in_workers(
             done[(t.prompt, t.subject, t.answer, i)] = t
             _append_checkpoint(ck, key, i, rec["trace"])
 
-    calls = [(model_ref, [facts[i] for i in c], c, options) for c in chunks]
-    map_calls(trace_chunk, calls, keep, backend=backend, max_parallel=max_parallel)
+    run_shares(trace_chunk, model, deal(todo, max_parallel), (facts, options), keep, backend, max_parallel, model_ref)
     skipped.extend(why[i] for i in sorted(why))  # in fact order, as the serial loop lists them
     return set(why)
 
