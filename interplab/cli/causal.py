@@ -283,6 +283,13 @@ def trace(
     facts: int = typer.Option(
         0, "--facts", help="Instead of one prompt: trace this many built-in facts the model knows."
     ),
+    facts_file: str | None = typer.Option(
+        None,
+        "--facts-file",
+        help="Your facts instead of the built-in ones: a .jsonl or .csv with subject, answer and prompt (holding "
+        "the subject) or template (with {} for it). The facts the model knows are traced (the first --facts N of "
+        "them if given).",
+    ),
     corruption: str = typer.Option(
         "noise",
         "--corruption",
@@ -317,7 +324,7 @@ def trace(
     from interplab.analyses.causal.tracing import causal_tracing, refine
     from interplab.io.runs import Run
     from interplab.report.sections.tracing import tracing_report
-    from interplab.tasks.facts import Fact, all_facts, known_facts
+    from interplab.tasks.facts import Fact, all_facts, known_facts, read_facts
 
     args = {
         "model": model,
@@ -325,6 +332,7 @@ def trace(
         "subject": subject,
         "answer": answer,
         "facts": facts,
+        "facts_file": facts_file,
         "corruption": corruption,
         "resample_subjects": resample_subjects,
         "samples": samples,
@@ -339,20 +347,30 @@ def trace(
             raise typer.BadParameter(f"{resume} holds no traces.jsonl: it is not a trace run directory.")
         out = resume
     with guard(), Run("trace", args, out=out, seed=seed) as run:
-        if facts <= 0 and not (prompt and subject and answer):
-            raise ValueError("give --prompt, --subject and --answer for one fact, or --facts N for the built-in set.")
+        if facts <= 0 and not facts_file and not (prompt and subject and answer):
+            raise ValueError(
+                "give --prompt, --subject and --answer for one fact, --facts N for the built-in set, or --facts-file."
+            )
+        if facts_file and prompt:
+            raise ValueError("give either --prompt (one fact) or --facts-file, not both.")
+        file_facts = read_facts(facts_file) if facts_file else None
         candidates = None
         if resample_subjects is not None:
             if corruption != "resample":
                 raise ValueError("--resample-subjects needs --corruption resample.")
             candidates = _subject_list(resample_subjects)
         m = load_model(model)
-        if facts > 0:
+        if facts > 0 or file_facts:
             with err.status("finding the facts the model knows …"):
-                kept, summary = known_facts(m)
+                kept, summary = known_facts(m, file_facts)
             run.save_json("known_facts.json", summary)
-            chosen = kept[:facts]
-            partners = kept
+            if not kept:
+                raise ValueError(
+                    f"the model knows none of the {summary['n_total']} facts (its top-1 next token is never the "
+                    "answer's first token); check the answers' leading spaces, or give facts it knows."
+                )
+            chosen = kept[:facts] if facts > 0 else kept
+            partners = kept if file_facts is None else kept + all_facts()
         else:
             assert prompt and subject and answer  # checked above
             if subject not in prompt:

@@ -225,6 +225,32 @@ def all_facts() -> list[Fact]:
     return [Fact(t, s, a) for t, s, a in FACTS]
 
 
+def read_facts(path) -> list[Fact]:
+    """A user's facts from a ``.jsonl`` or ``.csv`` file (:func:`interplab.io.records.read_records`): each row has
+    ``subject``, ``answer`` (with its leading space; its first token is scored) and either ``prompt`` (holding the
+    subject) or ``template`` (with one ``{}`` where the subject goes). A row that breaks this is reported with its
+    line number."""
+    from interplab.io.records import RecordError, read_records
+
+    facts = []
+    for r in read_records(path, ["subject", "answer"], what="fact"):
+        where = f"{path}, line {r['line']}"
+        subject = str(r["subject"])
+        if r.get("template"):
+            template = str(r["template"])
+            if template.count("{}") != 1:
+                raise RecordError(f"{where}: the template must hold exactly one {{}} for the subject: {template!r}.")
+        elif r.get("prompt"):
+            prompt = str(r["prompt"])
+            if subject not in prompt:
+                raise RecordError(f"{where}: the subject {subject!r} does not occur in the prompt {prompt!r}.")
+            template = prompt.replace("{", "{{").replace("}", "}}").replace(subject, "{}", 1)
+        else:
+            raise RecordError(f"{where}: the fact needs a 'prompt' (holding the subject) or a 'template' with {{}}.")
+        facts.append(Fact(template, subject, str(r["answer"])))
+    return facts
+
+
 def _top1(model, prompts: Sequence[str], batch: int = 32) -> list[int]:
     from interplab.models.scoring import last_token_logits
 

@@ -80,3 +80,35 @@ def test_cli_trace_on_worker_processes_gives_the_serial_headline(tiny_dir, tmp_p
     drop = {"seconds", "run_dir", "report"}
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
     assert _trace(tiny_dir, tmp_path / "x", "--backend", "spark").exit_code == 2
+
+
+def test_cli_trace_reads_a_users_facts_file_and_keeps_the_known_ones(tiny_dir, tmp_path):
+    import interplab
+    from interplab.models.scoring import last_token_logits
+    from interplab.tasks.facts import all_facts
+
+    m = interplab.load(tiny_dir)
+    facts = all_facts()[:40]
+    top = [int(r.argmax()) for rows in last_token_logits(m, [x.prompt for x in facts], 8, True) for r in rows]
+    # the random model's top-1 token as the answer, where it decodes to a string that tokenizes back to it
+    decoded = [(x, m.tokenizer.decode([t]), t) for x, t in zip(facts, top)]
+    known = [(x, a) for x, a, t in decoded if m.first_token_id(a, "answer")[0] == t][:2]
+    (f1, a1), (f2, a2) = known
+    rows = [
+        {"prompt": f1.prompt, "subject": f1.subject, "answer": a1},
+        {"template": f2.template, "subject": f2.subject, "answer": a2},
+        {"prompt": f1.prompt, "subject": f1.subject, "answer": " zzzz-not-predicted"},
+    ]
+    f = tmp_path / "facts.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    args = ["trace", "--model", tiny_dir, "--facts-file", str(f), "--window", "2", "--samples", "2", "--no-refine"]
+    r = runner.invoke(app, [*args, "--json", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    assert h["facts_known"] == "2/3" and h["n_facts"] == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps(rows[0]) + "\n" + json.dumps({"prompt": "No subject here", "subject": "X", "answer": " Y"})
+    )
+    r = runner.invoke(app, [*args[:3], "--facts-file", str(bad), "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "line 2" in " ".join(r.output.split()) and "does not occur" in r.output
