@@ -125,8 +125,20 @@ def ablate(
 
 
 def patch(
-    task: str = typer.Argument(..., help="ioi | facts | pronouns | capitalisation | acronyms"),
+    task: str | None = typer.Argument(
+        None, help="ioi | facts | pronouns | capitalisation | acronyms; or give your own --pairs / --clean …"
+    ),
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    pairs_file: str | None = typer.Option(
+        None,
+        "--pairs",
+        help="Your prompt pairs: .jsonl (clean, corrupt, answer, wrong; optional positions: {name: text}) or .csv.",
+    ),
+    clean: str | None = typer.Option(None, "--clean", help="One pair: the clean prompt."),
+    corrupt: str | None = typer.Option(None, "--corrupt", help="One pair: the corrupt prompt (same token length)."),
+    answer: str | None = typer.Option(None, "--answer", help="One pair: the clean answer, e.g. ' Mary'."),
+    wrong: str | None = typer.Option(None, "--wrong", help="One pair: the competing answer, e.g. ' John'."),
+    metric: str = typer.Option("logit_diff", "--metric", help="Your pairs' metric: logit_diff | prob | logprob."),
     grid: str = typer.Option(
         "resid", "--grid", help="resid | attn_out | mlp_out | heads | heads_by_pos | q | k | v | pattern | neurons"
     ),
@@ -142,20 +154,49 @@ def patch(
     attribution: bool = typer.Option(
         False, "--attribution", help="Also run attribution patching and report its correlation."
     ),
+    path: bool = typer.Option(
+        False, "--path", help="Also path-patch every head's direct path to the logits (Wang et al. 2022)."
+    ),
+    circuit: bool = typer.Option(
+        False, "--circuit", help="Also discover a circuit of heads and MLPs (ACDC-style node pruning)."
+    ),
+    threshold: float = typer.Option(0.02, "--threshold", help="--circuit: pruning threshold (fraction of the metric)."),
     seed: int = typer.Option(0, "--seed"),
     backend: SplitBackend = "serial",
     max_parallel: MaxParallel = None,
     out: str | None = typer.Option(None, "--out"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Activation patching of a task over a grid (normalised: 0 = corrupt, 1 = clean; bootstrap CIs over prompts)."""
+    """Activation patching of a task or your own prompt pairs over a grid (normalised: 0 = corrupt, 1 = clean;
+    bootstrap CIs over prompts); optionally attribution patching, path patching and circuit discovery on the same
+    pairs."""
     from interplab.analyses.causal import activation_patching, attribution_patching, correlation
     from interplab.io.runs import Run
     from interplab.report.sections.patching import patching_report
     from interplab.tasks import get_task
+    from interplab.tasks.user_pairs import one_pair, read_pairs, user_pairs
 
+    one = [clean, corrupt, answer, wrong]
+    given = [x is not None for x in one]
+    sources = [task is not None, pairs_file is not None, any(given)]
+    if sum(sources) != 1:
+        raise typer.BadParameter(
+            "give one of: a task name (ioi, facts, …), --pairs FILE, or --clean/--corrupt/--answer/--wrong."
+        )
+    if any(given) and not all(given):
+        raise typer.BadParameter("one pair needs all four of --clean, --corrupt, --answer and --wrong.")
+    label = task or (pairs_file and f"pairs from {pairs_file}") or "your pair"
     args = {
         "task": task,
+        "pairs": pairs_file,
+        "clean": clean,
+        "corrupt": corrupt,
+        "answer": answer,
+        "wrong": wrong,
+        "metric": metric,
+        "path": path,
+        "circuit": circuit,
+        "threshold": threshold,
         "model": model,
         "grid": grid,
         "direction": direction,
@@ -174,9 +215,16 @@ def patch(
                 neurons.append((layer, unit))
         except ValueError:
             raise ValueError(f"--neuron takes LAYER:NEURON, e.g. 12:345; got {neuron}.") from None
+        specs = read_pairs(pairs_file) if pairs_file else None
+        if clean is not None and corrupt is not None and answer is not None and wrong is not None:
+            specs = [one_pair(clean, corrupt, answer, wrong)]
         m = load_model(model)
-        pairs = get_task(m, task, n=n, seed=seed)
-        with err.status(f"patching {grid} on {len(pairs)} {task} pairs …"):
+        if specs is not None:
+            pairs = user_pairs(m, specs, metric=metric)
+        else:
+            assert task is not None
+            pairs = get_task(m, task, n=n, seed=seed)
+        with err.status(f"patching {grid} on {len(pairs)} pair(s) ({label}) …"):
             res = activation_patching(
                 m,
                 pairs,
@@ -205,11 +253,26 @@ def patch(
                 )
             att.save(run.dir, "attribution.json")
             h["attribution_corr"] = round(correlation(att, res), 4)
-        rep = patching_report(res, m.name, task, len(pairs), att, h.get("attribution_corr"))
+        pp = circ = None
+        if path:
+            from interplab.analyses.causal.path_patching import path_patching
+
+            with err.status("path patching every head's direct path to the logits …"):
+                pp = path_patching(m, pairs)
+            pp.save(run.dir, "path_patching.json")
+            h["path_patching_top"] = pp.headline()["top"][:5]
+        if circuit:
+            from interplab.analyses.causal.circuits import discover_circuit
+
+            with err.status("discovering a circuit …"):
+                circ = discover_circuit(m, pairs, threshold=threshold)
+            circ.save(run.dir, "circuit.json")
+            h["circuit"] = circ.headline()
+        rep = patching_report(res, m.name, label, len(pairs), att, h.get("attribution_corr"), pp, circ)
         finish_run(run, h, rep)
 
     def tables():
-        t = Table(*res.axis_names, "value", title=f"{task}: top cells ({direction})")
+        t = Table(*res.axis_names, "value", title=f"{label}: top cells ({direction})")
         for coords, v in res.top(10, "abs" if direction == "denoise" else "effect"):
             t.add_row(*coords, f"{v:.3f}")
         return [t]

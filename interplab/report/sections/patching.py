@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 from interplab.report.html import Html, Report, figure, table, text
 
 if TYPE_CHECKING:
+    from interplab.analyses.causal.circuits import CircuitResult
     from interplab.analyses.causal.patching import PatchingResult
+    from interplab.analyses.causal.path_patching import PathPatchingResult
 
 __all__ = ["patching_ioi_parts", "patching_report"]
 
@@ -35,9 +37,12 @@ def patching_report(
     n_pairs: int,
     att: PatchingResult | None = None,
     attribution_corr: float | None = None,
+    path: PathPatchingResult | None = None,
+    circuit: CircuitResult | None = None,
 ) -> Report:
     """The report of ``interplab patch``: the grid and its top 60 cells, and attribution patching beside it
-    (``att``, with its correlation to exact patching) when it was run."""
+    (``att``, with its correlation to exact patching), path patching and the discovered circuit when they were
+    run."""
     h = res.headline()
     rep = Report(
         f"Activation patching — {task} — {model_name}",
@@ -52,4 +57,10 @@ def patching_report(
             text(f"Pearson correlation with exact patching: {attribution_corr}"),
             id="attribution",
         )
+    if path is not None:
+        f = path.to_frame()
+        top = f.assign(abs_effect=f["effect"].abs()).nlargest(30, "abs_effect").drop(columns="abs_effect")
+        rep.section("Path patching (each head's direct path to the logits)", table(top), id="path-patching")
+    if circuit is not None:
+        rep.section("Circuit", circuit.plot(), table(circuit.to_frame().head(60)), id="circuit")
     return rep
