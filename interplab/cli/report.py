@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated, Any
 
 import typer
 
@@ -18,9 +19,32 @@ def report(
         help="Comma-separated analysis sections: heads, weights, dla, logit-pca (default), ablation (opt-in, "
         "slower); 'none': only model card, lens, attention.",
     ),
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Your prompt instead of the built-in ones (repeat for several); the first one gets the attention "
+            "viewer and the direct logit attribution.",
+        ),
+    ] = None,
+    answer: str | None = typer.Option(
+        None,
+        "--answer",
+        help="The first prompt's answer to track (default: the model's top prediction), e.g. ' Paris'.",
+    ),
+    wrong: str | None = typer.Option(
+        None, "--wrong", help="The first prompt's competing answer: DLA of logit(answer) - logit(wrong)."
+    ),
+    prompts_file: str | None = typer.Option(
+        None,
+        "--prompts",
+        help="Your prompts from a file: .txt (one per line) or .jsonl/.csv with prompt[, answer, wrong, name].",
+    ),
     as_json: AsJson = False,
 ) -> None:
-    """Build the HTML report (model card, logit lens, attention viewer, analyses) into a run directory."""
+    """Build the HTML report (model card, logit lens, attention viewer, analyses) into a run directory; on the
+    built-in prompts, or on yours (--prompt, --prompts)."""
     from interplab.io.runs import Run
     from interplab.report.model_report import build_report
 
@@ -29,11 +53,13 @@ def report(
         if sections is None
         else ([] if sections.strip() == "none" else [x.strip() for x in sections.split(",") if x.strip()])
     )
-    with guard(), Run("report", {"model": model, "sections": sections}, out=out) as run:
+    args = {"model": model, "sections": sections, "prompt": prompt, "answer": answer, "wrong": wrong}
+    with guard(), Run("report", {**args, "prompts": prompts_file}, out=out) as run:
+        users = _user_prompts(prompt, answer, wrong, prompts_file)
         m = load_model(model)
         run.timings["load_seconds"] = round(m.load_seconds, 2)
         with err.status("building report …"):
-            path = build_report(m, run.dir, sections=chosen)
+            path = build_report(m, run.dir, prompts=users, sections=chosen)
         lens = {
             p.stem.removeprefix("lens_"): json.loads(p.read_text())["headline"]
             for p in sorted(run.dir.glob("lens_*.json"))
@@ -52,3 +78,32 @@ def report(
         print_json(run.headline)
     else:
         err.print(f"report written to [bold]{path.resolve()}[/]")
+
+
+def _user_prompts(
+    prompt: list[str] | None, answer: str | None, wrong: str | None, prompts_file: str | None
+) -> list[dict[str, Any]] | None:
+    """The report's prompts from ``--prompt``/``--answer``/``--wrong`` and ``--prompts FILE``; None: built-in."""
+    from pathlib import Path
+
+    rows: list[dict[str, Any]] = [{"prompt": p} for p in prompt or []]
+    if (answer is not None or wrong is not None) and not rows:
+        raise ValueError("--answer and --wrong go with --prompt (the first prompt's answers).")
+    if rows:
+        rows[0].update({"answer": answer, "wrong": wrong})
+    if prompts_file:
+        path = Path(prompts_file)
+        if path.suffix.lower() == ".txt":
+            if not path.is_file():
+                raise ValueError(f"--prompts {path}: no such file (a .txt with one prompt per line, or .jsonl/.csv).")
+            rows += [{"prompt": line} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            from interplab.io.records import read_records
+
+            rows += [
+                {k: r.get(k) or None for k in ("prompt", "answer", "wrong", "name")}
+                for r in read_records(path, ["prompt"], what="prompt")
+            ]
+        if not rows:
+            raise ValueError(f"--prompts {path}: holds no prompts.")
+    return rows or None

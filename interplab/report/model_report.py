@@ -34,10 +34,11 @@ class ReportPrompt:
     name: str
     prompt: str
     answer: str | None = None  # None: the model's own top prediction
+    wrong: str | None = None  # DLA's distractor: logit(answer) - logit(wrong); None: logit(answer) alone
 
 
 DEFAULT_PROMPTS: tuple[ReportPrompt, ...] = (
-    ReportPrompt("ioi", "When Mary and John went to the store, John gave a drink to", " Mary"),
+    ReportPrompt("ioi", "When Mary and John went to the store, John gave a drink to", " Mary", " John"),
     ReportPrompt("factual", "The Eiffel Tower is located in the city of", " Paris"),
     ReportPrompt(
         "induction", "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy", " dog"
@@ -57,7 +58,9 @@ def _prompts(prompts: Any) -> list[ReportPrompt]:
         elif isinstance(p, str):
             out.append(ReportPrompt(f"prompt{i + 1}", p))
         elif isinstance(p, Mapping):
-            out.append(ReportPrompt(str(p.get("name") or f"prompt{i + 1}"), p["prompt"], p.get("answer")))
+            out.append(
+                ReportPrompt(str(p.get("name") or f"prompt{i + 1}"), p["prompt"], p.get("answer"), p.get("wrong"))
+            )
         elif isinstance(p, (tuple, list)) and 1 <= len(p) <= 2:
             out.append(ReportPrompt(f"prompt{i + 1}", p[0], p[1] if len(p) > 1 else None))
         else:
@@ -146,7 +149,7 @@ def _ov_copying(model: Model) -> Any:
     return _OV_COPYING[model]
 
 
-def _heads_section(model: Model, out: Path) -> list[Html]:
+def _heads_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     """Head detectors (interplab.analyses.observational.heads) on a small input set, with their null baselines."""
     from interplab.analyses.observational.heads import head_scores
     from interplab.report.sections.heads import heads_parts
@@ -156,7 +159,7 @@ def _heads_section(model: Model, out: Path) -> list[Html]:
     return heads_parts(res)
 
 
-def _weights_section(model: Model, out: Path) -> list[Html]:
+def _weights_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     """Composition scores and per-head OV copying scores (interplab.analyses.weights)."""
     from interplab.analyses.weights import composition_scores, head_circuits
     from interplab.report.sections.weights import weights_parts
@@ -168,18 +171,25 @@ def _weights_section(model: Model, out: Path) -> list[Html]:
     return weights_parts(comp, circ)
 
 
-def _dla_section(model: Model, out: Path) -> list[Html]:
-    """Direct logit attribution of the IOI answer (interplab.analyses.observational.dla)."""
+def _dla_section(model: Model, out: Path, focus: ReportPrompt) -> list[Html]:
+    """Direct logit attribution (interplab.analyses.observational.dla) on the focus prompt: of its answer (default:
+    the model's top prediction) against its wrong answer when it has one."""
     from interplab.analyses.observational.dla import direct_logit_attribution
     from interplab.report.sections.dla import dla_parts
 
-    p = DEFAULT_PROMPTS[0]
-    res = direct_logit_attribution(model, p.prompt, answer=" Mary", distractor=" John")
+    answer: str | int = focus.answer if focus.answer is not None else _top_prediction(model, focus.prompt)
+    res = direct_logit_attribution(model, focus.prompt, answer=answer, distractor=focus.wrong)
     res.save(out)
-    return dla_parts(res, p.prompt, " Mary", " John")
+    shown = answer if isinstance(answer, str) else model.to_str_tokens(torch.tensor([answer]))[0]
+    return dla_parts(res, focus.prompt, shown, focus.wrong)
 
 
-def _ablation_section(model: Model, out: Path) -> list[Html]:
+def _top_prediction(model: Model, prompt: str) -> int:
+    with torch.no_grad():
+        return int(model.run(model.to_tokens(prompt)).logits[0, -1].argmax())
+
+
+def _ablation_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     """Head-ablation importance on corpus text (interplab.analyses.causal.ablation), small workload."""
     from interplab.analyses.causal.ablation import head_ablation_importance
     from interplab.report.sections.ablation import ablation_parts
@@ -189,7 +199,7 @@ def _ablation_section(model: Model, out: Path) -> list[Html]:
     return ablation_parts(res)
 
 
-def _logit_pca_section(model: Model, out: Path) -> list[Html]:
+def _logit_pca_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     """Logit-lens logits on fixed random tokens, every layer projected on common principal components."""
     from interplab.analyses.observational.logit_pca import logit_pca
     from interplab.report.sections.logit_pca import model_report_parts
@@ -210,7 +220,7 @@ def _ioi_pairs(model: Model, n: int) -> PromptPairs | list[Html]:
         return [text(f"IOI prompts cannot be built for this model: {e}")]
 
 
-def _patching_section(model: Model, out: Path) -> list[Html]:
+def _patching_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     """IOI activation patching of every head at END (exact, fast path) and attribution patching beside it."""
     from interplab.analyses.causal import activation_patching, attribution_patching, correlation
     from interplab.report.sections.patching import patching_ioi_parts
@@ -224,7 +234,7 @@ def _patching_section(model: Model, out: Path) -> list[Html]:
     return patching_ioi_parts(res, att, len(pairs), correlation(att, res))
 
 
-def _ioi_section(model: Model, out: Path) -> list[Html]:
+def _ioi_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     """The IOI procedure: logit difference, head classes and the circuit with its faithfulness."""
     from interplab.analyses.causal.ioi import ioi_circuit
     from interplab.report.sections.ioi import ioi_parts
@@ -238,7 +248,7 @@ def _ioi_section(model: Model, out: Path) -> list[Html]:
 
 
 # Optional sections after the core ones: name -> (title, builder(model, out_dir) -> parts)
-EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path], list[Html]]]] = {
+EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, ReportPrompt], list[Html]]]] = {
     "heads": ("Attention heads", _heads_section),
     "weights": ("Composition and copying (weights)", _weights_section),
     "dla": ("Direct logit attribution", _dla_section),
@@ -263,14 +273,15 @@ def build_report(
 
     ``model``: a loaded :class:`~interplab.models.model.Model` (with a tokenizer); ``out_dir``: created if
     missing; ``top_k``: tokens per layer in the logit-lens tables; ``attention_prompt``: index of the prompt shown
-    in the attention viewer.
+    in the attention viewer and the direct logit attribution (its answer, default the model's top prediction,
+    against its ``wrong`` answer when given).
 
     Sections: model card (name, family, config, parameters, load time, source); logit lens over the
     layers for each prompt (nostalgebraist 2020; figure and top-token table; data saved as ``lens_<name>.json``); an
     attention-pattern viewer (every layer and head) for ``prompts[attention_prompt]``.
 
     ``prompts``: None for the built-in IOI / factual-recall / induction prompts, or a list of
-    strings, ``(prompt, answer)`` pairs, dicts ``{"name", "prompt", "answer"}`` or :class:`ReportPrompt`.
+    strings, ``(prompt, answer)`` pairs, dicts ``{"name", "prompt", "answer", "wrong"}`` or :class:`ReportPrompt`.
     ``sections``: which of the analysis sections in ``EXTRA_SECTIONS`` to add (default ``DEFAULT_SECTIONS``:
     all but the slower head ablation; ``()``: none).
     The model needs a tokenizer (the report is about text)."""
@@ -343,7 +354,7 @@ def build_report(
     for name in extra:
         title, builder = EXTRA_SECTIONS[name]
         t = time.perf_counter()
-        parts = builder(model, out)
+        parts = builder(model, out, ps[attention_prompt])
         timings[name.replace("-", "_")] = time.perf_counter() - t
         report.section(title, *parts, id=name)
 
