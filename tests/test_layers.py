@@ -1,6 +1,7 @@
 """The package's import layers, checked on the source with ``ast`` (every ``import`` and ``from`` statement, at
 module level and inside functions): analyses never import the report or the CLI; a CLI leaf never imports the
-CLI package root (only ``interplab.cli._common``); only the trainers (``train``, ``finetune``, ``organisms``) and the CLI import ``interplab.train``."""
+CLI package root (only ``interplab.cli._common``); only the trainers (``train``, ``finetune``, ``organisms``) and
+the CLI import ``interplab.train``."""
 
 from __future__ import annotations
 
