@@ -1,15 +1,17 @@
-"""Direct logit attribution (:mod:`interplab.analyses.observational.dla`) as HTML."""
+"""Direct logit attribution (:mod:`interplab.analyses.observational.dla`) and integrated gradients
+(:mod:`interplab.analyses.observational.integrated_gradients`) as HTML."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from interplab.report.html import Html, figure, table, text
+from interplab.report.html import Html, Report, figure, table, text
 
 if TYPE_CHECKING:
     from interplab.analyses.observational.dla import DLAResult
+    from interplab.analyses.observational.integrated_gradients import IntegratedGradientsResult
 
-__all__ = ["dla_parts"]
+__all__ = ["dla_parts", "integrated_gradients_report"]
 
 
 def dla_parts(res: DLAResult, prompt: str, answer: str, distractor: str | None) -> list[Html]:
@@ -26,3 +28,21 @@ def dla_parts(res: DLAResult, prompt: str, answer: str, distractor: str | None) 
         figure(res.plot()),
         table([{"head": f"{a}.{b}", "contribution": c} for a, b, c in res.top_heads(10, "abs")]),
     ]
+
+
+def integrated_gradients_report(res: IntegratedGradientsResult, model_name: str) -> Report:
+    """The report of ``interplab ig``: the completeness check in the subtitle, the per-token bar chart and table."""
+    h = res.headline()
+    rep = Report(f"Integrated gradients — {model_name}", h["method"])
+    rep.section(
+        "Attributions",
+        text(
+            f"Prompt: {res.prompt}\nMetric {h['metric']}: F(input) = {h['f_input']}, F(baseline) = "
+            f"{h['f_baseline']}; the attributions sum to {h['sum_attributions']} (completeness gap "
+            f"{h['completeness_gap']:.3g}, {res.n_steps} steps)."
+        ),
+        figure(res.plot()),
+        table(res.to_frame()),
+        id="integrated-gradients",
+    )
+    return rep
