@@ -125,3 +125,63 @@ def ig(
             t.add_row(str(i), repr(tok), f"{v:.4f}")
         Console().print(t)
         err.print(f"run directory [bold]{run.dir.resolve()}[/]")
+
+
+def tuned_lens(
+    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    steps: int = typer.Option(200, "--steps", help="Adam steps over all layers' translators."),
+    n_chunks: int = typer.Option(32, "--n-chunks", help="Training chunks of the corpus."),
+    heldout_chunks: int = typer.Option(8, "--heldout-chunks", help="Held-out chunks the KL is measured on."),
+    chunk_len: int = typer.Option(64, "--chunk-len", help="Tokens per chunk."),
+    batch_tokens: int = typer.Option(256, "--batch-tokens", help="Training tokens per step."),
+    lr: float = typer.Option(1e-3, "--lr"),
+    text: str | None = typer.Option(None, "--text", help="UTF-8 text file (default: the pydoc topics)."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: str | None = typer.Option(None, "--resume", help="Run directory of a killed run: continue its training."),
+    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-tuned-lens)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
+) -> None:
+    """Tuned lens (Belrose et al. 2023): train per-layer affine translators on the corpus (checkpointed,
+    resumable) and compare their held-out KL to the final distribution with the logit lens's, per layer."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from interplab.analyses.observational.tuned_lens import TunedLensConfig, train_tuned_lens
+    from interplab.io.runs import Run
+    from interplab.report.sections.dla import tuned_lens_report
+
+    cfg = TunedLensConfig(
+        n_chunks=n_chunks,
+        heldout_chunks=heldout_chunks,
+        chunk_len=chunk_len,
+        steps=steps,
+        batch_tokens=batch_tokens,
+        lr=lr,
+        seed=seed,
+        text=text,
+    )
+    if resume:
+        if not (Path(resume) / "checkpoint.safetensors").exists():
+            raise typer.BadParameter(f"{resume} holds no checkpoint.safetensors: it is not a tuned-lens run directory.")
+        out = resume
+    with guard(), Run("tuned-lens", {"model": model, **cfg.__dict__}, out=out, seed=seed) as run:
+        m = load_model(model)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("training translators", total=steps)
+            lens, res = train_tuned_lens(
+                m, cfg, checkpoint_dir=run.dir, on_step=lambda s, loss: bar.update(task, completed=s)
+            )
+        res.save(run.dir)
+        from interplab.io.atomic import save_tensors
+
+        save_tensors(run.dir / "tuned_lens.safetensors", dict(lens.state_dict()))
+        finish_run(run, {"model": m.name, **res.headline()}, tuned_lens_report(res))
+    if as_json:
+        print_json(run.headline)
+    else:
+        t = Table("layer", "KL logit lens", "KL tuned lens", title="held-out KL(final || lens), nats")
+        for i, (a, b) in enumerate(zip(res.kl_logit_lens.tolist(), res.kl_tuned_lens.tolist(), strict=True)):
+            t.add_row(str(i), f"{a:.3f}", f"{b:.3f}")
+        Console().print(t)
+        err.print(f"run directory [bold]{run.dir.resolve()}[/]")

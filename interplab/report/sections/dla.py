@@ -10,8 +10,9 @@ from interplab.report.html import Html, Report, figure, table, text
 if TYPE_CHECKING:
     from interplab.analyses.observational.dla import DLAResult
     from interplab.analyses.observational.integrated_gradients import IntegratedGradientsResult
+    from interplab.analyses.observational.tuned_lens import TunedLensResult
 
-__all__ = ["dla_parts", "integrated_gradients_report"]
+__all__ = ["dla_parts", "integrated_gradients_report", "tuned_lens_report"]
 
 
 def dla_parts(res: DLAResult, prompt: str, answer: str, distractor: str | None) -> list[Html]:
@@ -45,4 +46,21 @@ def integrated_gradients_report(res: IntegratedGradientsResult, model_name: str)
         table(res.to_frame()),
         id="integrated-gradients",
     )
+    return rep
+
+
+def tuned_lens_report(res: TunedLensResult) -> Report:
+    """The report of ``interplab tuned-lens``: held-out KL per layer of both lenses, and the training loss."""
+    import plotly.graph_objects as go
+
+    h = res.headline()
+    rep = Report(
+        f"Tuned lens vs logit lens — {res.model_name}",
+        f"mean held-out KL: logit lens {h['mean_kl_logit_lens']} nats, tuned lens {h['mean_kl_tuned_lens']} nats; "
+        f"tuned lens lower at {h['layers_tuned_better']}/{h['n_layers_compared']} layers",
+    )
+    loss = go.Figure(go.Scatter(x=[r["step"] for r in res.history], y=[r["loss"] for r in res.history]))
+    loss.update_layout(title={"text": "training loss (mean KL over layers)"}, xaxis={"title": "step"})
+    rep.section("KL per layer", figure(res.plot()), table(res.to_frame()), id="tuned-lens")
+    rep.section("Training", figure(loss), text(f"settings: {res.settings}"), id="tuned-lens-training")
     return rep
