@@ -1,4 +1,4 @@
-"""Activation datasets and sparse autoencoders: ``interplab acts`` and ``interplab sae train``."""
+"""Activation datasets and sparse autoencoders: ``interplab acts``, ``interplab sae train`` and ``interplab sae features``."""
 
 from __future__ import annotations
 
@@ -245,3 +245,103 @@ def sae_train(
         print_metrics({key: v for key, v in run.headline.items() if key != "controls"}, False)
         for name, c in run.headline.get("controls", {}).items():
             err.print(f"control {name}: {c}")
+
+
+def sae_features(
+    sae_path: str = typer.Option(
+        ...,
+        "--sae",
+        help="An SAE: a SAELens directory (cfg.json + sae_weights.safetensors) or an interplab SAE "
+        "(sae.safetensors, or the sae-train run directory holding it).",
+    ),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="The model the SAE reads."),
+    hook: str | None = typer.Option(
+        None, "--hook", help="Hook point the SAE reads (default: the one recorded with the SAE)."
+    ),
+    features: str | None = typer.Option(
+        None, "--features", help="Comma-separated feature indices (default: the --n-features most frequent)."
+    ),
+    n_features: int = typer.Option(8, "--n-features", help="Without --features: how many of the most frequent."),
+    n_top: int = typer.Option(8, "--n-top", help="Max-activating examples per feature."),
+    n_chunks: int = typer.Option(32, "--n-chunks", help="Text chunks searched."),
+    chunk_len: int = typer.Option(64, "--chunk-len", help="Tokens per chunk."),
+    text: str | None = typer.Option(None, "--text", help="UTF-8 text file (default: the pydoc topics)."),
+    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-sae-features)."),
+    as_json: AsJson = False,
+) -> None:
+    """Any SAE's features (trained here or from SAELens): max-activating examples on text and the tokens each
+    decoder direction promotes and suppresses directly."""
+    import json
+
+    import torch
+
+    from interplab.analyses.sae import SAE
+    from interplab.analyses.sae.features import (
+        feature_logit_effects,
+        load_saelens,
+        max_activating_examples,
+        saelens_hook,
+    )
+    from interplab.io.runs import Run
+    from interplab.report.sections.sae import sae_features_report
+    from interplab.tasks import token_chunks
+
+    args = {"sae": sae_path, "model": model, "hook": hook, "features": features, "n_chunks": n_chunks}
+    with guard(), Run("sae-features", {**args, "chunk_len": chunk_len, "text": text}, out=out) as run:
+        p = Path(sae_path)
+        recorded = None
+        if (p / "cfg.json").exists():
+            sae, (recorded, _) = load_saelens(p), saelens_hook(p)
+            source = "SAELens"
+        elif p.is_file() or (p / "sae.safetensors").exists():
+            sae, source = SAE.load(p), "interplab"
+            rj = (p if p.is_dir() else p.parent) / "run.json"
+            if rj.exists():
+                recorded = json.loads(rj.read_text(encoding="utf-8")).get("args", {}).get("hook")
+        else:
+            raise ValueError(
+                f"--sae {sae_path}: neither a SAELens directory (cfg.json) nor an interplab SAE (sae.safetensors)."
+            )
+        hook_name = hook or recorded
+        if not hook_name:
+            raise ValueError(
+                "the SAE does not record the hook point it reads; give --hook (e.g. blocks.6.hook_resid_post)."
+            )
+        m = load_model(model)
+        if sae.cfg.d_in != m.cfg.d_model:
+            raise ValueError(f"the SAE reads d_in={sae.cfg.d_in}; {m.name} has d_model={m.cfg.d_model}.")
+        tokens = token_chunks(m, source=text, n_chunks=n_chunks, chunk_len=chunk_len)
+        skip_first = bool(m.default_prepend_bos) if m.tokenizer is not None else False
+        with torch.no_grad():
+            counts = torch.zeros(sae.cfg.n_features)
+            for s in range(0, tokens.shape[0], 8):
+                _, cache = m.run(tokens[s : s + 8], cache=[hook_name])
+                f = sae.encode(cache[hook_name].float().reshape(-1, sae.cfg.d_in))
+                counts += (f > 0).sum(0).float()
+        density = counts / tokens.numel()
+        chosen = (
+            [int(x) for x in features.split(",") if x.strip()]
+            if features
+            else density.topk(min(n_features, sae.cfg.n_features)).indices.tolist()
+        )
+        bad = [f for f in chosen if not 0 <= f < sae.cfg.n_features]
+        if bad:
+            raise ValueError(f"--features {bad}: the SAE has features 0..{sae.cfg.n_features - 1}.")
+        examples = max_activating_examples(m, sae, hook_name, tokens, chosen, n_top=n_top, skip_first=skip_first)
+        effects = feature_logit_effects(m, sae, chosen)
+        dens = {f: float(density[f]) for f in chosen}
+        run.save_json("features.json", {"examples": examples, "logit_effects": effects, "density": dens})
+        title = f"SAE features ({source}, {hook_name}) — {m.name}"
+        headline = {
+            "source": source,
+            "hook": hook_name,
+            "features": chosen,
+            "density": dens,
+            "top_example": {f: (ex[0]["token"] if ex else None) for f, ex in examples.items()},
+            "promotes": {f: [t for t, _ in e["top"][:3]] for f, e in effects.items()},
+        }
+        finish_run(run, headline, sae_features_report(title, examples, effects, dens))
+    if as_json:
+        print_json(run.headline)
+    else:
+        err.print(f"report written to [bold]{run.dir / 'report.html'}[/]")

@@ -62,6 +62,7 @@ class SAEConfig:
     jump_eps: float = 0.05  # jumprelu: bandwidth ε of the straight-through estimator's rectangle kernel
     threshold_init: float = 0.5  # jumprelu: initial threshold θ (pre-activations are O(1) with the transposed init)
     seed: int = 0
+    apply_b_dec_to_input: bool = True  # the encoder reads x - b_dec (False for some SAEs loaded from SAELens)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,7 +98,8 @@ class SAE(nn.Module):
         return self.log_threshold.exp()
 
     def pre(self, x: torch.Tensor) -> torch.Tensor:
-        return (x * self.scale - self.b_dec) @ self.W_enc + self.b_enc
+        x = x * self.scale
+        return ((x - self.b_dec) if self.cfg.apply_b_dec_to_input else x) @ self.W_enc + self.b_enc
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         if self.cfg.kind == "topk":

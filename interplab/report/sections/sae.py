@@ -13,7 +13,7 @@ from interplab.report.html import Html, Report, escape, figure, table, text
 if TYPE_CHECKING:
     from interplab.analyses.sae import SAEResult
 
-__all__ = ["add_sae_sections", "browser_html", "sae_parts"]
+__all__ = ["add_sae_sections", "browser_html", "sae_features_report", "sae_parts"]
 
 # the columns of the controls table, in this order
 _CONTROL_COLUMNS = ("l0", "test_explained_variance", "pca_topk_ev", "pca_top_ev", "ev_gap_vs_pca_topk", "ev_gap_se")
@@ -92,3 +92,22 @@ def browser_html(contexts: dict[int, list[dict]], density: dict[int, float] | No
         parts.append("</table>")
     parts.append("</div>")
     return Html("".join(parts))
+
+
+def sae_features_report(
+    title: str, examples: dict[int, list[dict]], effects: dict[int, dict[str, list]], density: dict[int, float]
+) -> Report:
+    """The report of ``interplab sae features``: per feature its max-activating contexts and the tokens its decoder
+    direction promotes and suppresses directly."""
+    rep = Report(title, f"{len(examples)} features")
+    rep.section("Max-activating examples", browser_html(examples, density), id="sae-examples")
+    rows = [
+        {
+            "feature": f,
+            "promotes": "  ".join(f"{t!r} {v:+.3g}" for t, v in e["top"]),
+            "suppresses": "  ".join(f"{t!r} {v:+.3g}" for t, v in e["bottom"]),
+        }
+        for f, e in effects.items()
+    ]
+    rep.section("Direct logit effects of the decoder directions", table(rows), id="sae-logit-effects")
+    return rep
