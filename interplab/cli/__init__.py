@@ -5,7 +5,7 @@ Analysis commands write a run directory (``runs/<timestamp>-<command>/`` or ``--
 to stderr). Bad input exits with status 2 and a message saying what was wrong and what to do.
 
 This module only assembles the app: each command is a module-level function in a leaf module
-(``models``, ``report``, ``observational``, ``diffing``, ``causal``, ``representations``, ``sae``,
+(``models``, ``report``, ``generate``, ``observational``, ``diffing``, ``causal``, ``representations``, ``sae``,
 ``train``, ``sweep``, ``bench``); the leaves share :mod:`interplab.cli._common` and never import this module.
 """
 
@@ -15,7 +15,7 @@ import os
 
 import typer
 
-from interplab.cli import bench, causal, diffing, models, observational, representations, sae, sweep, train
+from interplab.cli import bench, causal, diffing, generate, models, observational, representations, sae, sweep, train
 from interplab.cli import report as report_cmd
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -29,6 +29,8 @@ sae_app = typer.Typer(no_args_is_help=True, help="Sparse autoencoders on activat
 app.command("models")(models.models)
 app.command("info")(models.info)
 app.command("report")(report_cmd.report)
+app.command("generate")(generate.generate)
+app.command("chat")(generate.chat)
 app.command("diff")(diffing.diff)
 app.command("heads")(observational.heads)
 app.command("ig")(observational.ig)

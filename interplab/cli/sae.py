@@ -1,4 +1,5 @@
-"""Activation datasets and sparse autoencoders: ``interplab acts``, ``interplab sae train`` and ``interplab sae features``."""
+"""Activation datasets and sparse autoencoders: ``interplab acts``, ``interplab sae train`` and
+``interplab sae features``."""
 
 from __future__ import annotations
 
