@@ -20,10 +20,12 @@ Every error is JSON ``{"error": message}`` with a 4xx status; no traceback reach
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -118,6 +120,11 @@ def make_app(
     else:
         model = model_or_name
     model.need_tokenizer()  # the page is about text: refuse a model without a tokenizer now
+    # Requests are checked in the server's threads while the worker runs the model, and a Rust fast tokenizer may
+    # not be used by two threads at once: the checks use their own copy of the tokenizer, one at a time.
+    checker = copy.copy(model)
+    checker.tokenizer = copy.deepcopy(model.tokenizer)
+    check_lock = threading.Lock()
     runs = Path(runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
     runs_root = runs.resolve()
@@ -225,7 +232,8 @@ def make_app(
     def submit(body: JobIn, request: Request):
         req = A.Request(**body.model_dump())
         try:
-            req = A.check_request(model, req)
+            with check_lock:
+                req = A.check_request(checker, req)
         except ValueError as e:
             return _error(400, str(e))
         job = jobs.submit(req, tag(request))

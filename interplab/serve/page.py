@@ -179,6 +179,7 @@ def index_html(model_name: str, model_line: str, analyses: dict[str, dict[str, s
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>interplab serve — {escape(model_name)}</title>
 <style nonce="{n}">{_CSS}</style>
 </head>

@@ -202,3 +202,17 @@ def test_head_patching_reports_progress_per_slice_of_layers(report_model):
 def test_check_request_normalises_empty_answers(report_model):
     req = check_request(report_model, Request("lens", prompt=PROMPT, answer="", wrong=""))
     assert req.answer is None and req.wrong is None
+
+
+def test_failed_analysis_leaves_a_failed_run_and_a_message(app, monkeypatch):
+    from interplab.analyses.observational import lens
+
+    def broken(*a, **k):
+        raise ValueError("the lens cannot read this model (planted failure)")
+
+    monkeypatch.setattr(lens, "logit_lens", broken)
+    c = client(app)
+    job = run_job(c, {"analysis": "lens", "prompt": PROMPT})
+    assert job["state"] == "failed" and job["error"] == "the lens cannot read this model (planted failure)"
+    run = c.get(f"/api/runs/{job['run_id']}").json()
+    assert run["status"] == "failed" and "planted failure" in run["error"] and not run["has_report"]
