@@ -67,6 +67,8 @@ class Request:
             return {"clean": self.clean, "corrupt": self.corrupt, "answer": self.answer, "wrong": self.wrong}
         if self.analysis == "attention":
             return {"prompt": self.prompt}
+        if self.analysis == "lens":
+            return {"prompt": self.prompt, "answer": self.answer}
         return {"prompt": self.prompt, "answer": self.answer, "wrong": self.wrong}
 
     def summary(self) -> str:
@@ -81,12 +83,15 @@ def _opt(s: str | None) -> str | None:
 
 
 def check_request(model: Model, req: Request) -> Request:
-    """``req`` with empty optional answers made None, or a :class:`ValueError` saying what is wrong: an unknown
-    analysis, an empty prompt, a prompt longer than the model's context, an answer that is no tokens, a pair that
-    lacks a field or whose prompts tokenize to different lengths. Only the tokenizer runs."""
+    """``req`` with empty optional answers (and those its analysis does not use) made None, or a
+    :class:`ValueError` saying what is wrong: an unknown analysis, an empty prompt, a prompt longer than the model's
+    context, an answer that is no tokens, a pair that lacks a field or whose prompts tokenize to different lengths.
+    Only the tokenizer runs."""
     if req.analysis not in ANALYSES:
         raise ValueError(f"unknown analysis {req.analysis!r}; choose one of {', '.join(ANALYSES)}.")
     req = dataclasses.replace(req, answer=_opt(req.answer), wrong=_opt(req.wrong))
+    if req.analysis in ("lens", "attention"):  # the answers these analyses do not use are dropped
+        req = dataclasses.replace(req, wrong=None, answer=req.answer if req.analysis == "lens" else None)
     model.need_tokenizer()
     if ANALYSES[req.analysis]["input"] == "pair":
         missing = [k for k in ("clean", "corrupt", "answer", "wrong") if not (getattr(req, k) or "").strip()]

@@ -67,7 +67,7 @@ _JS = r"""
     var pair = ANALYSES[$('analysis').value].input === 'pair';
     $('prompt-inputs').classList.toggle('hidden', pair);
     $('pair-inputs').classList.toggle('hidden', !pair);
-    $('wrong-box').classList.toggle('hidden', $('analysis').value === 'attention');
+    $('wrong-box').classList.toggle('hidden', $('analysis').value !== 'dla');
     $('answer-box').classList.toggle('hidden', $('analysis').value === 'attention');
   }
   function request(){
@@ -76,7 +76,10 @@ _JS = r"""
       return {analysis: a, clean: $('clean').value, corrupt: $('corrupt').value,
               answer: $('pair-answer').value, wrong: $('pair-wrong').value};
     }
-    return {analysis: a, prompt: $('prompt').value, answer: $('answer').value, wrong: $('wrong').value};
+    var body = {analysis: a, prompt: $('prompt').value};
+    if (a !== 'attention') body.answer = $('answer').value;
+    if (a === 'dla') body.wrong = $('wrong').value;
+    return body;
   }
   function submit(ev){
     ev.preventDefault();

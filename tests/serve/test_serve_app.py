@@ -216,3 +216,10 @@ def test_failed_analysis_leaves_a_failed_run_and_a_message(app, monkeypatch):
     assert job["state"] == "failed" and job["error"] == "the lens cannot read this model (planted failure)"
     run = c.get(f"/api/runs/{job['run_id']}").json()
     assert run["status"] == "failed" and "planted failure" in run["error"] and not run["has_report"]
+
+
+def test_answers_an_analysis_does_not_use_are_not_recorded(report_model):
+    lens = check_request(report_model, Request("lens", prompt=PROMPT, answer=" Paris", wrong=" Rome"))
+    assert (lens.answer, lens.wrong) == (" Paris", None) and "wrong" not in lens.arguments()
+    att = check_request(report_model, Request("attention", prompt=PROMPT, answer=" Paris", wrong=" Rome"))
+    assert (att.answer, att.wrong) == (None, None) and att.arguments() == {"prompt": PROMPT}
