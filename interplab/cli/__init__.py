@@ -15,7 +15,19 @@ import os
 
 import typer
 
-from interplab.cli import bench, causal, diffing, generate, models, observational, representations, sae, sweep, train
+from interplab.cli import (
+    bench,
+    causal,
+    diffing,
+    generate,
+    models,
+    observational,
+    representations,
+    sae,
+    serve,
+    sweep,
+    train,
+)
 from interplab.cli import report as report_cmd
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -46,6 +58,7 @@ sae_app.command("train")(sae.sae_train)
 sae_app.command("features")(sae.sae_features)
 app.command("train")(train.train)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
+app.command("serve")(serve.serve)
 app.add_typer(bench_app, name="bench")
 app.add_typer(sae_app, name="sae")
 bench_app.command("hooks")(bench.bench_hooks_cmd)
