@@ -63,6 +63,7 @@ def invert(
     lr: float = typer.Option(2e-3, "--lr", help="AdamW peak learning rate."),
     d_inv: int = typer.Option(128, "--inverter-d-model", help="The inverter's width."),
     inv_layers: int = typer.Option(2, "--inverter-layers", help="The inverter's blocks."),
+    d_mlp: int = typer.Option(512, "--inverter-d-mlp", help="The inverter's MLP width."),
     k: int = typer.Option(10, "--k", help="Guesses per input (guess 0 greedy, the others sampled)."),
     seed: int = typer.Option(0, "--seed"),
     threads: Threads = 0,
@@ -94,6 +95,7 @@ def invert(
         "lr": lr,
         "inverter_d_model": d_inv,
         "inverter_layers": inv_layers,
+        "inverter_d_mlp": d_mlp,
         "k": k,
         "threads": threads,
     }
@@ -104,7 +106,7 @@ def invert(
         more_layers = _ints(layers, "--layers")
         fracs = _floats(dims_fractions, "--dims-fractions")
         cfg = InverterConfig(
-            d_model=d_inv, n_layers=inv_layers, steps=steps, batch_size=batch_size, lr=lr, k=k, seed=seed
+            d_model=d_inv, n_layers=inv_layers, d_mlp=d_mlp, steps=steps, batch_size=batch_size, lr=lr, k=k, seed=seed
         )
         with Run("invert", args, out=out, seed=seed) as run:
             from interplab.report.sections.invert import invert_report
