@@ -10,9 +10,11 @@ equals the observed ``h_t`` is ``x_t``.
 Here, for each position ``t`` (with the recovered prefix fixed):
 
 1. linearise: ``g = d/de ||f_L(prefix, e)_t - h_t||^2`` at a point ``e`` of the input-embedding space (the mean
-   embedding first), and order the untried tokens by the first-order change ``g . (E_v - e)`` — SipIt's gradient
-   policy, taken as a ranking of the whole vocabulary;
-2. verify the best-ranked untried candidates in one batch (8, then 16, ... up to ``max_batch``): run
+   embedding first), and rank the untried tokens three ways: by the first-order change ``g . (E_v - e)`` (SipIt's
+   gradient policy, taken as a ranking of the whole vocabulary), by the cosine of ``E_v - mean(E)`` with ``-g``, and
+   by the cosine of ``E_v`` with ``h_t`` itself (the token's own direction often survives in the stream); no one
+   ranking is reliable at every position of SmolLM2 (measured), so candidates are taken from the three in turn;
+2. verify the best-ranked untried candidates in one batch (16, then 32, ... up to ``max_batch``): run
    ``prefix + v`` through the model and compare the state at ``t`` with ``h_t``; accept the first candidate whose
    relative distance ``||f(prefix + v)_t - h_t|| / ||h_t||`` is at most ``tol``;
 3. otherwise move ``e`` to the nearest verified candidate and repeat until the vocabulary is exhausted.
@@ -31,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.nn import functional as F
 
 from interplab.finetune.invert import check_layer, residual_hook, residual_states
 
@@ -56,6 +59,22 @@ def _embedding_table(model: Model) -> torch.Tensor:
     return torch.cat(rows).float().cpu()
 
 
+def _interleave(scores: list[torch.Tensor], tried: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` untried candidates taken in turn from the top of each ranking (higher score first), without repeats."""
+    tops = []
+    for sc in scores:
+        sc = sc.masked_fill(tried, -torch.inf)
+        tops.append(torch.topk(sc, min(n, int((~tried).sum()))).indices.tolist())
+    out: list[int] = []
+    seen: set[int] = set()
+    for row in zip(*tops, strict=True):
+        for c in row:
+            if c not in seen:
+                seen.add(c)
+                out.append(c)
+    return torch.tensor(out[:n], dtype=torch.long)
+
+
 def search_sequence(
     model: Model,
     target: torch.Tensor,
@@ -63,7 +82,7 @@ def search_sequence(
     *,
     table: torch.Tensor | None = None,
     tol: float = 1e-3,
-    first_batch: int = 8,
+    first_batch: int = 16,
     max_batch: int = 256,
     max_candidates: int | None = None,
 ) -> dict[str, Any]:
@@ -79,6 +98,7 @@ def search_sequence(
     r0 = model.run(zeros, stop_at_layer=0, return_resid=True).logits[0].float().cpu()
     shift = r0 - r0[:1]  # positional offset of each position (0 without additive positions)
     cap = V if max_candidates is None else min(V, max_candidates)
+    centred = E - E.mean(0)
     recovered: list[int] = []
     checked, acc_d, rej_d, capped = [], [], [], []
     for t in range(T):
@@ -92,6 +112,7 @@ def search_sequence(
         )
         tried = torch.zeros(V, dtype=torch.bool)
         e = E.mean(0)
+        cos_h = F.cosine_similarity(E, h[None], dim=-1)
         size, n_checked = first_batch, 0
         found: int | None = None
         best, best_d, nearest_wrong = -1, float("inf"), float("inf")
@@ -99,10 +120,10 @@ def search_sequence(
             x0 = torch.cat([prefix0, (e + shift[t])[None]])[None].requires_grad_(True)
             s = _layer_input(model, x0, layer, grad=True)[0, t]
             (g,) = torch.autograd.grad((s.float() - h).pow(2).sum(), x0)
-            scores = E @ g[0, t].float()
-            scores[tried] = torch.inf
+            g = g[0, t].float()
             n = min(size, cap - n_checked)
-            cand = torch.topk(scores, n, largest=False).indices
+            cand = _interleave([-(E @ g), cos_h, F.cosine_similarity(centred, -g[None], dim=-1)], tried, n)
+            n = cand.numel()
             tried[cand] = True
             n_checked += n
             seqs = torch.cat([prefix.expand(n, t), cand[:, None]], dim=1)
@@ -140,7 +161,7 @@ def search_inversion(
     layer: int,
     *,
     tol: float = 1e-3,
-    first_batch: int = 8,
+    first_batch: int = 16,
     max_batch: int = 256,
     max_candidates: int | None = None,
 ) -> dict[str, Any]:
