@@ -679,6 +679,19 @@ def _run_name(layer: int, dims_label: str, positions: str) -> str:
     return f"L{layer}-{dims_label.replace(' ', '')}-{positions}"
 
 
+def _same_run(rec: dict, cfg: InverterConfig, train: torch.Tensor, test: torch.Tensor, n_dims: int) -> bool:
+    """Whether a finished inverter's summary was made with this config, training set size, held-out set (its size and
+    first sequences) and number of dims (else it is trained again)."""
+    run, ex = rec.get("run", {}), rec.get("examples", [])
+    return (
+        rec.get("config") == asdict(cfg)
+        and rec.get("n_train") == int(train.shape[0])
+        and run.get("n_test_sequences") == int(test.shape[0])
+        and run.get("n_dims") == n_dims
+        and all(e["original_ids"] == test[i].tolist() for i, e in enumerate(ex))
+    )
+
+
 def _token_strings(model: Model, ids: Sequence[int]) -> list[str]:
     if model.tokenizer is None:
         return [str(i) for i in ids]
@@ -770,7 +783,7 @@ def invert(
         summary = d / "summary.json"
         if resume and summary.exists():
             rec = json.loads(summary.read_text())
-            if rec.get("config") == asdict(cfg) and rec.get("n_train") == int(train_tok.shape[0]):
+            if _same_run(rec, cfg, train_tok, test_tok, len(idx)):
                 runs.append(rec["run"])
                 examples += rec["examples"]
                 continue

@@ -87,6 +87,10 @@ def test_rerun_into_the_same_directory_reuses_finished_inverters(eraser: Model, 
     b = invert(eraser, 1, seq_len=N, n_train=64, n_test=16, cfg=cfg, out=tmp_path, status=seen.append)
     assert a.runs[0]["exact_token_recovery"] == b.runs[0]["exact_token_recovery"]
     assert not any("training" in s for s in seen)
+    seen.clear()
+    c = invert(eraser, 1, seq_len=N, n_train=64, n_test=12, cfg=cfg, out=tmp_path, status=seen.append)
+    assert any("training" in s for s in seen)  # another held-out set: trained and scored again
+    assert c.runs[0]["n_test_sequences"] == 12
 
 
 def test_metrics_follow_their_definitions() -> None:
