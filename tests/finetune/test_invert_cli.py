@@ -4,6 +4,7 @@ out of range and invalid dims, and a report whose token strings are escaped."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -30,8 +31,6 @@ def test_invert_json_has_the_contract_keys_and_the_layer_curve(tiny_tok_dir, tmp
     assert [row["layer"] for row in h["curve_vs_layer"]] == [0, 1, 2]
     assert (out / "inversion.json").exists() and (out / "report.html").exists()
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
-    again = runner.invoke(app, [*args, *SMALL, "--out", str(out)])  # a rerun reuses the finished inverters
-    assert json.loads(again.stdout)["exact_token_recovery"] == h["exact_token_recovery"]
 
 
 @pytest.mark.parametrize(
@@ -48,8 +47,6 @@ def test_invert_json_has_the_contract_keys_and_the_layer_curve(tiny_tok_dir, tmp
 def test_bad_layer_or_dims_exit_2_with_a_clear_message(tiny_tok_dir, tmp_path, extra, message) -> None:
     r = runner.invoke(app, ["invert", "--model", tiny_tok_dir, *extra, *SMALL, "--out", str(tmp_path / "run")])
     assert r.exit_code == 2, r.output
-    import re
-
     assert re.search(message, " ".join(r.output.split()))
 
 

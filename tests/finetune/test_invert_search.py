@@ -19,7 +19,7 @@ def tiny_llama(tiny_tok_dir):
     return interplab.load(tiny_tok_dir)
 
 
-@pytest.mark.parametrize("layer", [0, 1, 2])
+@pytest.mark.parametrize("layer", [0, 2])
 def test_search_recovers_every_token_exactly_from_an_injective_layer(tiny_llama, layer: int) -> None:
     from interplab.finetune.invert import corpus_split
 
