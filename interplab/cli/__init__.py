@@ -20,6 +20,7 @@ from interplab.cli import (
     causal,
     diffing,
     generate,
+    invert,
     models,
     observational,
     representations,
@@ -57,6 +58,7 @@ app.command("acts")(sae.acts)
 sae_app.command("train")(sae.sae_train)
 sae_app.command("features")(sae.sae_features)
 app.command("train")(train.train)
+app.command("invert")(invert.invert)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
 app.command("serve")(serve.serve)
 app.add_typer(bench_app, name="bench")
