@@ -478,7 +478,7 @@ def _eager_attention(query, key, value, mask, scaling, softcap, on_pattern):
         scores = scores.masked_fill(~mask[..., :k_len], torch.finfo(scores.dtype).min)
     else:
         scores = scores + mask[..., :k_len]
-    pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)  # = query.dtype but in GPT-Neo
     pattern = on_pattern(pattern)
     out = torch.matmul(pattern, value)
     return out.transpose(1, 2).contiguous(), pattern

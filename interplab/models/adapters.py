@@ -425,9 +425,9 @@ class GPTNeoAdapter(Adapter):
 
     GPT-Neo has no SDPA path and does not call transformers' ``AttentionInterface``: it is loaded with eager
     attention, and the kernel hook points (q, k, v, pattern) wrap the attention module's own ``_attn`` for the
-    run, with its local/global mask, in the eager arithmetic (so patterns equal HF eager attentions, local layers
-    included, and a run with kernel points cached returns the plain logits exactly). Computed in the model's
-    dtype, where GPT-Neo's own ``_attn`` upcasts q and k to float32: equal for float32 models."""
+    run, with its local/global mask, in GPT-Neo's arithmetic (so patterns equal HF eager attentions, local layers
+    included, and a run with kernel points cached returns the plain logits exactly). As in GPT-Neo, the score is
+    computed from q and k in float32: ``hook_q``/``hook_k`` are float32 in a half-precision model."""
 
     family = "gpt_neo"
     layers_path = "transformer.h"
@@ -462,8 +462,9 @@ class GPTNeoAdapter(Adapter):
         attn = self.attn(i)
 
         def _attn(query, key, value, attention_mask=None):
-            # GPT-Neo's mask: its causal (global) or banded (local) bool buffer, then the additive padding mask;
-            # folded into one additive mask (0 where kept) with the same result after the softmax
+            # as GPT-Neo's own _attn: q and k in float32, its causal (global) or banded (local) bool buffer, then
+            # the additive padding mask, here folded into one additive mask (0 where kept): the same softmax
+            query, key = query.to(torch.float32), key.to(torch.float32)
             q_len, k_len = query.shape[-2], key.shape[-2]
             keep = attn.bias[:, :, k_len - q_len : k_len, :k_len]
             zero = torch.zeros((), dtype=query.dtype, device=query.device)

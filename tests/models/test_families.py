@@ -276,3 +276,16 @@ def test_lens_heads_and_patching_cli_run_end_to_end(family, tokenized_dirs, tmp_
     h = json.loads(r.stdout)
     assert h["n_prompts"] == 1 and "path_patching_top" in h
     assert (tmp_path / "report.html").exists()
+
+
+def test_gpt_neo_in_bfloat16_keeps_its_float32_score(tiny_dirs):
+    """GPT-Neo computes its score from q and k upcast to float32: the wrapped kernel does the same, so a bf16
+    model with every hook point cached (patterns included) still returns HF's logits and attentions exactly."""
+    model = interplab.load(tiny_dirs["gpt_neo"], dtype=torch.bfloat16)
+    t = toks(model)
+    ref = hf(model, t, output_attentions=True)
+    logits, c = model.run(t, cache=True)
+    assert torch.equal(logits, ref.logits)
+    for layer in range(model.cfg.n_layers):
+        assert torch.equal(c[f"blocks.{layer}.attn.hook_pattern"], ref.attentions[layer])
+    assert c["blocks.0.attn.hook_q"].dtype == torch.float32 and c["blocks.0.attn.hook_v"].dtype == torch.bfloat16
