@@ -38,7 +38,9 @@ Design notes (see README, "Architecture"):
   them the model's attention implementation is switched to ``"interplab"``, a function registered
   with transformers' ``AttentionInterface`` that calls the stock SDPA kernel unless a pattern or a
   k/v intervention is needed on that layer, in which case it computes eager attention itself
-  (same arithmetic as transformers' eager path), so patterns equal HF eager attentions.
+  (same arithmetic as transformers' eager path), so patterns equal HF eager attentions. A family whose
+  attention bypasses ``AttentionInterface`` (GPT-Neo) has its own kernel wrapped for the run by its adapter
+  (``Adapter.install_attn_site``), in its own arithmetic.
 * ``hook_result`` is not materialised during the forward (it would be n_heads x the size of
   attn_out); the cache derives it from ``z`` and W_O when read. Interventions on it are applied by a
   forward hook on the out-projection that recomputes the output as sum_h result_h + b_O.

@@ -10,6 +10,38 @@ An adapter only *locates* things (modules and weight slices); the hooking itself
 * ``W_E``: ``[d_vocab, d_model]`` (Gemma's sqrt(d_model) embedding scale folded in), ``W_U``: ``[d_model, d_vocab]``.
 
 Weights are read from the live modules each time, so they follow training.
+
+Adding a decoder family (OPT and GPT-Neo were added this way):
+
+1. Read the family's Hugging Face modeling file: the decoder layer's forward (pre- or post-norm, parallel
+   residual, what exactly is added to the stream, what the layer returns), the attention forward (does it call
+   ``ALL_ATTENTION_FUNCTIONS``, with which ``scaling``; is the query scaled before the call?), the MLP (a module,
+   or linear layers directly on the layer; run on flattened tokens?), the positions and the config's names.
+2. Subclass :class:`Adapter`: the module paths (``layers_path``, ``embed_path``, ``pos_embed_path``,
+   ``ln_final_path``, ``unembed_path``; per layer ``attn_path`` = the module holding ``q_proj``/``k_proj``/
+   ``v_proj``, ``o_proj_path`` = whose input is ``hook_z``, ``attn_out_path`` = whose output is added to the
+   stream, ``mlp_out_path``, ``neurons_path`` = whose input is ``mlp.hook_post``) and ``make_cfg`` through
+   ``_hf_cfg``. Override the weight readers whose layout differs (``qkv``, ``qkv_bias``, ``w_o``,
+   ``mlp_weights``, ``w_e``) and ``attn_input_norm`` when the norm's name is not in ``ATTN_INPUT_NORM_NAMES``.
+   Then the family's quirks, each a hook of its own: ``check_config`` (refuse variants by name, before the weights
+   load), ``attn_implementation`` ("eager" without SDPA), ``install_attn_site`` + ``set_attn_implementation``
+   (attention that bypasses ``AttentionInterface``), ``attn_score_scale`` / ``query_prescale`` (scaling),
+   ``layer_returns_tuple``, ``mlp_flat_tokens``, ``attn_output_norm`` (sandwich norms). Register the model_type
+   in ``ADAPTERS``.
+3. Add a tiny random config of it to ``FAMILIES`` in tests/conftest.py (2-3 layers, d_model 32, windows shorter
+   than the test prompts): every invariant of tests/test_hooks.py (logits equal HF's exactly, resid_post =
+   hidden_states, patterns = HF eager attentions, heads + b_O = attn_out, no hook survives an error, split
+   forwards, padding) and the every-family analysis tests then run on it. Copy tests/models/test_families.py
+   for what is particular to it (q, pattern, z and result recomputed from the weights with its own mask and
+   score scale; refused variants; an end-to-end CLI run with a tokenizer).
+
+Pitfalls met: GPT-Neo has no SDPA and calls its own ``_attn`` (switching its ``_attn_implementation`` would also
+change the mask transformers builds), scores without ``1/sqrt(d_head)``, keeps its local band in a bool buffer
+apart from the padding mask, upcasts q and k to float32, and its layers return tuples (a skipped layer answering
+a bare tensor makes ``outputs[0]`` silently take the first prompt). OPT scales q before the kernel (scale 1),
+runs its MLP on ``[batch * pos, d]``, reads positions from the attention mask with an offset of 2, and opt-350m
+is post-LN with an embedding projection (refused). Every family checked so far returns the final norm's output
+as HF's last ``hidden_states`` entry.
 """
 
 from __future__ import annotations
