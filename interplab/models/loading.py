@@ -137,9 +137,12 @@ def load(
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         placement = _placement(device, device_map, offload_folder)
-        hub: Any = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype or torch.float32, attn_implementation=_checked_attn(name), **placement
-        )
+        # transformers' default kernel (SDPA where the family has one, else eager); the family's adapter checks the
+        # config when the Model is built and its kernel is set here if the default differs
+        hub: Any = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, **placement)
+        adapter = ADAPTERS.get(getattr(hub.config, "model_type", None) or "")
+        if adapter is not None and hub.config._attn_implementation != adapter.attn_implementation:
+            hub.set_attn_implementation(adapter.attn_implementation)
         hub = hub if placement else hub.to(device)
         m = Model(hub.eval(), AutoTokenizer.from_pretrained(name), name=name, source=f"hub:{name}")
     else:

@@ -289,3 +289,20 @@ def test_gpt_neo_in_bfloat16_keeps_its_float32_score(tiny_dirs):
     for layer in range(model.cfg.n_layers):
         assert torch.equal(c[f"blocks.{layer}.attn.hook_pattern"], ref.attentions[layer])
     assert c["blocks.0.attn.hook_q"].dtype == torch.float32 and c["blocks.0.attn.hook_v"].dtype == torch.bfloat16
+
+
+def test_hub_ids_load_with_the_family_kernel_and_refuse_post_ln_opt(tiny_dirs, tmp_path, monkeypatch):
+    """Loading by hub id stays real code (here the hub is a local directory): GPT-Neo comes up eager, OPT with
+    SDPA, and a post-LN OPT is refused by name once its config is read."""
+    import transformers
+
+    orig = transformers.AutoModelForCausalLM.from_pretrained
+    where = {"org/neo": tiny_dirs["gpt_neo"], "org/opt": tiny_dirs["opt"]}
+    where["org/opt-post-ln"] = _opt_dir(tmp_path, do_layer_norm_before=False)[1]
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda n, **kw: orig(where[n], **kw))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda name, **kw: None)
+    neo, opt = interplab.load("org/neo"), interplab.load("org/opt")
+    assert (neo.cfg.family, neo.hf.config._attn_implementation) == ("gpt_neo", "eager")
+    assert (opt.cfg.family, opt.hf.config._attn_implementation) == ("opt", "sdpa")
+    with pytest.raises(ValueError, match="post-LN"):
+        interplab.load("org/opt-post-ln")
