@@ -12,9 +12,10 @@ Hook points follow TransformerLens names and shapes (``b`` batch, ``p`` position
 ``h`` query head, ``d`` d_model, ``e`` d_head, ``n`` MLP neurons)::
 
     hook_embed                      [b, p, d]   token embedding (Gemma: after its sqrt(d) scale)
-    hook_pos_embed                  [1, p, d]   learned positions (GPT-2, toy models only)
+    hook_pos_embed                  [1, p, d]   learned positions (GPT-2, GPT-Neo, OPT ([b, p, d]: from the mask), toy)
     blocks.L.hook_resid_pre         [b, p, d]   input of block L
-    blocks.L.attn.hook_q            [b, p, h, e] queries as they enter the score (after rotary and q-norm)
+    blocks.L.attn.hook_q            [b, p, h, e] queries as they enter the score (after rotary and q-norm; OPT's
+                                                 without its 1/sqrt(e) pre-scaling: Adapter.query_prescale)
     blocks.L.attn.hook_k            [b, p, h, e] keys, likewise; GQA expanded per query head
     blocks.L.attn.hook_v            [b, p, h, e] values; GQA expanded per query head
     blocks.L.attn.hook_pattern      [b, h, q, k] attention probabilities (computed only when asked)
@@ -37,7 +38,9 @@ Design notes (see README, "Architecture"):
   them the model's attention implementation is switched to ``"interplab"``, a function registered
   with transformers' ``AttentionInterface`` that calls the stock SDPA kernel unless a pattern or a
   k/v intervention is needed on that layer, in which case it computes eager attention itself
-  (same arithmetic as transformers' eager path), so patterns equal HF eager attentions.
+  (same arithmetic as transformers' eager path), so patterns equal HF eager attentions. A family whose
+  attention bypasses ``AttentionInterface`` (GPT-Neo) has its own kernel wrapped for the run by its adapter
+  (``Adapter.install_attn_site``), in its own arithmetic.
 * ``hook_result`` is not materialised during the forward (it would be n_heads x the size of
   attn_out); the cache derives it from ``z`` and W_O when read. Interventions on it are applied by a
   forward hook on the out-projection that recomputes the output as sum_h result_h + b_O.
@@ -477,7 +480,7 @@ def _eager_attention(query, key, value, mask, scaling, softcap, on_pattern):
         scores = scores.masked_fill(~mask[..., :k_len], torch.finfo(scores.dtype).min)
     else:
         scores = scores + mask[..., :k_len]
-    pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)  # = query.dtype but in GPT-Neo
     pattern = on_pattern(pattern)
     out = torch.matmul(pattern, value)
     return out.transpose(1, 2).contiguous(), pattern
@@ -520,7 +523,8 @@ class HookSession:
         for iv in interventions:
             self.ivs.setdefault(iv.hook, []).append(iv)
         self._handles: list = []
-        self._sites: list = []
+        self._undo: list[Callable[[], None]] = []  # the adapter's undo of each attention-kernel site
+        self._shape: dict[int, torch.Size] = {}  # [batch, pos] of each layer's input, for flat-token MLPs
         self._attn_impl_saved = None
         self._scratch: dict[int, torch.Tensor] = {}
 
@@ -559,13 +563,14 @@ class HookSession:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for mod in self._sites:
-            mod.__dict__.pop("_interplab_site", None)
-        self._sites.clear()
+        for undo in self._undo:
+            undo()
+        self._undo.clear()
         if self._attn_impl_saved is not None:
             self.model.adapter.set_attn_implementation(self._attn_impl_saved)
             self._attn_impl_saved = None
         self._scratch.clear()
+        self._shape.clear()
 
     def _out_hook(self, module, names: list[tuple[str, str, int | None]]):
         def hook(mod, args, output):
@@ -612,24 +617,25 @@ class HookSession:
             n = lambda k, _l=layer: f"blocks.{_l}.{k}"
             block = ad.layer(layer)
             mid = "hook_resid_mid" in w
-            # resid_pre (also kept as scratch when resid_mid is needed)
-            if "hook_resid_pre" in w or mid:
+            flat = ad.mlp_flat_tokens and bool(w & {"mlp.hook_post", "hook_mlp_out"})
+            # resid_pre (also kept as scratch when resid_mid is needed; its shape kept for a flat-token MLP)
+            if "hook_resid_pre" in w or mid or flat:
                 pre_name = n("hook_resid_pre")
 
-                def pre(x, _l=layer, _n=pre_name, _keep=mid, _w="hook_resid_pre" in w):
+                def pre(x, _l=layer, _n=pre_name, _keep=mid, _w="hook_resid_pre" in w, _flat=flat):
                     if _w:
                         x = self._point(_n, "hook_resid_pre", _l, x)
                     if _keep:
                         self._scratch[_l] = x
+                    if _flat:
+                        self._shape[_l] = x.shape[:-1]
                     return x
 
                 self._in_hook(block, pre)
             # attention kernel: q, k, v, pattern
             if w & ATTN_KERNEL_KINDS:
                 need_kernel = True
-                attn = ad.attn(layer)
-                attn.__dict__["_interplab_site"] = self._kernel_site(layer)
-                self._sites.append(attn)
+                self._undo.append(ad.install_attn_site(layer, self._kernel_site(layer)))
             # z (and result)
             result_iv = n("attn.hook_result") in self.ivs
             if not result_iv and ("attn.hook_z" in w or "attn.hook_result" in w):
@@ -642,16 +648,30 @@ class HookSession:
             if "hook_attn_out" in w or mid:
                 self._attn_out_hook(layer, mid)
             if "mlp.hook_post" in w:
-                self._in_hook(
-                    ad.neurons(layer),
-                    lambda x, _l=layer: self._point(f"blocks.{_l}.mlp.hook_post", "mlp.hook_post", _l, x),
-                )
+                self._in_hook(ad.neurons(layer), self._mlp_fn(layer, "mlp.hook_post"))
             if "hook_mlp_out" in w:
-                self._out_hook(ad.mlp_out(layer), [(n("hook_mlp_out"), "hook_mlp_out", layer)])
+                if flat:
+                    mlp_out = self._mlp_fn(layer, "hook_mlp_out")
+                    self._handles.append(ad.mlp_out(layer).register_forward_hook(lambda m, a, o, _f=mlp_out: _f(o)))
+                else:
+                    self._out_hook(ad.mlp_out(layer), [(n("hook_mlp_out"), "hook_mlp_out", layer)])
             if "hook_resid_post" in w:
                 self._out_hook(block, [(n("hook_resid_post"), "hook_resid_post", layer)])
         if need_kernel:
             self._attn_impl_saved = ad.set_attn_implementation("interplab")
+
+    def _mlp_fn(self, layer: int, kind: str):
+        """An MLP hook point; a flat-token MLP's ``[batch * pos, n]`` is seen as ``[batch, pos, n]``."""
+        name = f"blocks.{layer}.{kind}"
+
+        def fn(x):
+            if x.ndim != 2 or layer not in self._shape:
+                return self._point(name, kind, layer, x)
+            x3 = x.view(*self._shape[layer], x.shape[-1])
+            y3 = self._point(name, kind, layer, x3)
+            return x if y3 is x3 else y3.reshape(x.shape)
+
+        return fn
 
     def _z_fn(self, layer: int, cache_result: bool):
         cfg = self.model.cfg
@@ -712,15 +732,17 @@ class HookSession:
         cfg = self.model.cfg
         groups = cfg.n_heads // cfg.n_kv_heads
         names = {k: f"blocks.{layer}.attn.{k}" for k in ("hook_q", "hook_k", "hook_v", "hook_pattern")}
+        eager_native = self.model.adapter.attn_implementation == "eager"
+        q_pre = self.model.adapter.query_prescale(layer)
 
         def site(module, q, k, v, mask, scaling, dropout, kw):
             if scaling is None:
                 scaling = q.shape[-1] ** -0.5
             if self._wants(names["hook_q"]):
-                qc = q.transpose(1, 2)
+                qc = q.transpose(1, 2) if q_pre == 1.0 else q.transpose(1, 2) / q_pre
                 q2 = self._point(names["hook_q"], "attn.hook_q", layer, qc)
                 if q2 is not qc:
-                    q = q2.transpose(1, 2)
+                    q = (q2 if q_pre == 1.0 else q2 * q_pre).transpose(1, 2)
             kv_iv = names["hook_k"] in self.ivs or names["hook_v"] in self.ivs
             expanded = kv_iv or self._wants(names["hook_pattern"])
             if kv_iv:
@@ -740,7 +762,7 @@ class HookSession:
                     k = out
                 else:
                     v = out
-            if not expanded:
+            if not expanded and not eager_native:
                 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
                 return sdpa_attention_forward(module, q, k, v, mask, scaling=scaling, dropout=dropout, **kw)

@@ -12,7 +12,19 @@ import interplab
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-FAMILIES = ["llama", "qwen2", "mistral", "gemma3", "gpt2", "gpt_neox", "gpt_neox_seq", "toy", "toy_attn_only"]
+FAMILIES = [
+    "llama",
+    "qwen2",
+    "mistral",
+    "gemma3",
+    "gpt2",
+    "gpt_neox",
+    "gpt_neox_seq",
+    "opt",
+    "gpt_neo",
+    "toy",
+    "toy_attn_only",
+]
 
 
 def _hf_config(family: str) -> tuple[Any, Any]:
@@ -51,6 +63,29 @@ def _hf_config(family: str) -> tuple[Any, Any]:
         partial: dict[str, Any] = {"rotary_pct": 0.5}  # not a named parameter any more: read from **kwargs
         cfg = T.GPTNeoXConfig(use_parallel_residual=family == "gpt_neox", **partial, **common)
         return cfg, T.GPTNeoXForCausalLM
+    if family == "opt":
+        return T.OPTConfig(
+            vocab_size=97,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            ffn_dim=48,
+            max_position_embeddings=64,
+            do_layer_norm_before=True,
+        ), T.OPTForCausalLM
+    if family == "gpt_neo":  # a global layer, then two local ones with a window shorter than the test prompts
+        return T.GPTNeoConfig(
+            vocab_size=97,
+            bos_token_id=0,
+            eos_token_id=0,
+            hidden_size=32,
+            num_layers=3,
+            num_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            window_size=4,
+            attention_types=[[["global", "local"], 1], [["local"], 1]],
+        ), T.GPTNeoForCausalLM
     raise KeyError(family)
 
 

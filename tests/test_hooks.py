@@ -32,7 +32,7 @@ def no_hooks_left(model):
             assert not getattr(fn, "__module__", "").startswith("interplab"), f"hook left on {type(mod).__name__}"
         assert "_interplab_site" not in mod.__dict__
     if model.cfg.family != "toy":
-        assert model.hf.config._attn_implementation == "sdpa"
+        assert model.hf.config._attn_implementation == model.adapter.attn_implementation
 
 
 def not_pattern(n):
@@ -118,13 +118,13 @@ def test_patterns_equal_hf_eager(tiny):
 
 def test_qk_recompute_pattern(tiny):
     """hook_q/hook_k are exactly what enters the score: softmax(q.k * scale) reproduces the pattern."""
-    if tiny.cfg.family in ("gemma3", "toy"):
-        pytest.skip("gemma3 uses a sliding window / query_pre_attn_scalar; toy is covered above")
+    if tiny.cfg.family in ("gemma3", "toy", "gpt_neo"):
+        pytest.skip("gemma3 / gpt_neo use a sliding window (gpt_neo: tests/models/test_families.py); toy above")
     t = toks(tiny)
     _, c = tiny.run(t, cache=lambda n: n.endswith(("hook_q", "hook_k", "hook_pattern")))
     for layer in range(tiny.cfg.n_layers):
         q, k = c[f"blocks.{layer}.attn.hook_q"], c[f"blocks.{layer}.attn.hook_k"]
-        s = torch.einsum("bqhe,bkhe->bhqk", q, k) * tiny.adapter.attn(layer).scaling
+        s = torch.einsum("bqhe,bkhe->bhqk", q, k) * tiny.adapter.attn_score_scale(layer)
         s = s.masked_fill(~torch.ones(P, P, dtype=torch.bool).tril(), float("-inf"))
         torch.testing.assert_close(c[f"blocks.{layer}.attn.hook_pattern"], s.softmax(-1), rtol=1e-4, atol=1e-5)
 
@@ -318,11 +318,7 @@ def test_weights_shapes_and_reconstruct_z(tiny):
     names = ["blocks.0.attn.hook_v", "blocks.0.hook_resid_pre"]
     _, c = tiny.run(t, cache=names)
     with torch.no_grad():
-        block = tiny.adapter.layer(0)
-        ln = getattr(
-            block, {"gpt2": "ln_1", "gpt_neox": "input_layernorm", "toy": "ln1"}.get(cfg.family, "input_layernorm")
-        )
-        x = ln(c["blocks.0.hook_resid_pre"])
+        x = tiny.adapter.attn_input_norm(0)(c["blocks.0.hook_resid_pre"])
         v = torch.einsum("bpd,hde->bphe", x, tiny.W_V[0]) + tiny.b_V[0]
     torch.testing.assert_close(c["blocks.0.attn.hook_v"], v, rtol=1e-4, atol=1e-5)
 

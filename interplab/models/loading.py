@@ -34,6 +34,22 @@ def _placement(device: str, device_map: DeviceMap, offload_folder: str | Path | 
     return kw
 
 
+def _checked_attn(source: str) -> str:
+    """The attention implementation to load ``source`` (a directory or hub id) with, after its adapter has checked
+    the config, so an unsupported variant (post-LN OPT, ...) is refused before its weights are read."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source)
+    adapter = ADAPTERS.get(config.model_type)
+    if adapter is None:
+        raise ValueError(
+            f"{source}: model_type {config.model_type!r} has no interplab adapter. "
+            f"Supported: {', '.join(sorted(ADAPTERS))}."
+        )
+    adapter.check_config(config)
+    return adapter.attn_implementation
+
+
 def from_pretrained_dir(
     path: str | Path,
     name: str = "",
@@ -71,7 +87,7 @@ def from_pretrained_dir(
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hf = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype or torch.float32, attn_implementation="sdpa", **placement
+            str(path), dtype=dtype or torch.float32, attn_implementation=_checked_attn(str(path)), **placement
         )
         tok = (
             AutoTokenizer.from_pretrained(str(path))
@@ -121,9 +137,12 @@ def load(
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         placement = _placement(device, device_map, offload_folder)
-        hub: Any = AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype or torch.float32, attn_implementation="sdpa", **placement
-        )
+        # transformers' default kernel (SDPA where the family has one, else eager); the family's adapter checks the
+        # config when the Model is built and its kernel is set here if the default differs
+        hub: Any = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, **placement)
+        adapter = ADAPTERS.get(getattr(hub.config, "model_type", None) or "")
+        if adapter is not None and hub.config._attn_implementation != adapter.attn_implementation:
+            hub.set_attn_implementation(adapter.attn_implementation)
         hub = hub if placement else hub.to(device)
         m = Model(hub.eval(), AutoTokenizer.from_pretrained(name), name=name, source=f"hub:{name}")
     else:

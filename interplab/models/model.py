@@ -16,10 +16,15 @@ from interplab.models.adapters import Adapter, ModelConfig, adapter_for
 
 
 class _Skip(nn.Module):
-    """Stands in for a decoder layer outside the requested window: returns the residual unchanged."""
+    """Stands in for a decoder layer outside the requested window: returns the residual unchanged (as
+    ``(residual,)`` for families whose layers return a tuple)."""
+
+    def __init__(self, as_tuple: bool = False):
+        super().__init__()
+        self.as_tuple = as_tuple
 
     def forward(self, hidden_states=None, *args, **kwargs):
-        return hidden_states
+        return (hidden_states, None) if self.as_tuple else hidden_states
 
 
 class _Stop(Exception):
@@ -356,7 +361,8 @@ class Model:
         orig = getattr(parent, attr)
         handles = []
         try:
-            setattr(parent, attr, nn.ModuleList([orig[i] if start <= i < stop else _Skip() for i in range(n)]))
+            skip = self.adapter.layer_returns_tuple
+            setattr(parent, attr, nn.ModuleList([orig[i] if start <= i < stop else _Skip(skip) for i in range(n)]))
             pos = self.adapter.pos_embed()
             if from_resid and pos is not None and self.cfg.family != "toy":  # GPT-2 adds positions to inputs_embeds
                 handles.append(pos.register_forward_hook(lambda m, a, o: torch.zeros_like(o)))
