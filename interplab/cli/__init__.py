@@ -15,7 +15,7 @@ import os
 
 import typer
 
-from interplab.cli import bench, causal, diffing, models, observational, representations, sae, sweep, train
+from interplab.cli import bench, causal, diffing, finetune, models, observational, representations, sae, sweep, train
 from interplab.cli import report as report_cmd
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -40,6 +40,7 @@ app.command("ccs")(representations.ccs)
 app.command("acts")(sae.acts)
 sae_app.command("train")(sae.sae_train)
 app.command("train")(train.train)
+app.command("finetune")(finetune.finetune)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
 app.add_typer(bench_app, name="bench")
 app.add_typer(sae_app, name="sae")
@@ -50,6 +51,7 @@ bench_app.command("leace")(bench.bench_leace_cmd)
 bench_app.command("sae")(bench.bench_sae_cmd)
 bench_app.command("grokking")(bench.bench_grokking_cmd)
 bench_app.command("sweep")(bench.bench_sweep_cmd)
+bench_app.command("finetune")(finetune.bench_finetune_cmd)
 
 __all__ = ["app", "main"]
 

@@ -52,6 +52,7 @@ __all__ = [
     "TrainableParams",
     "base_name",
     "batch_rows",
+    "check_out",
     "finetune",
     "heldout_loss",
     "lm_loss",
@@ -251,8 +252,6 @@ def _settings(cfg: FinetuneConfig, data: FinetuneData, base: str | None) -> dict
 
 def _check_resume(run_dir: Path, settings: dict[str, Any]) -> None:
     p = run_dir / SETTINGS_FILE
-    if not p.exists() or latest_checkpoint(run_dir) is None:
-        raise ValueError(f"{run_dir} holds no fine-tune to resume (no {SETTINGS_FILE} or checkpoint); start a new run.")
     saved = json.loads(p.read_text())
     free = set(FinetuneConfig.RESUME_FREE)
     diff = [k for k in settings["config"] if k not in free and saved["config"].get(k) != settings["config"][k]]
@@ -266,6 +265,17 @@ def _check_resume(run_dir: Path, settings: dict[str, Any]) -> None:
             f"{run_dir} was started with other settings ({', '.join(diff)} differ); resume with the settings in "
             f"{p}, or start a new run in another directory."
         )
+
+
+def check_out(out: str | Path, resume: bool) -> None:
+    """Refuse an output directory that already holds a fine-tune unless resuming, and a resumption where there is
+    nothing to resume (the CLI asks before it writes its ``run.json`` there)."""
+    d = Path(out)
+    started = any((d / f).exists() for f in (SETTINGS_FILE, FINETUNE_CARD, CKPT_DIR))
+    if resume and not (started and latest_checkpoint(d) is not None):
+        raise ValueError(f"{d} holds no fine-tune to resume (no {SETTINGS_FILE} or checkpoint); start a new run.")
+    if not resume and started:
+        raise ValueError(f"{d} already holds a fine-tune; resume it (resume=True, --resume) or choose another output.")
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -310,12 +320,9 @@ def finetune(
 
     tmp = out is None
     run_dir = Path(tempfile.mkdtemp(prefix="interplab-finetune-")) if out is None else Path(out)
+    check_out(run_dir, resume)
     if resume:
         _check_resume(run_dir, settings)
-    elif (run_dir / SETTINGS_FILE).exists() or (run_dir / FINETUNE_CARD).exists() or (run_dir / CKPT_DIR).exists():
-        raise ValueError(
-            f"{run_dir} already holds a fine-tune; pass resume=True to continue it, or choose another --out."
-        )
 
     try:
         with torch_threads(cfg.threads):
