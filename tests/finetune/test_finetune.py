@@ -226,3 +226,13 @@ def test_jsonl_pairs_and_texts_and_corpus_names_are_read(tiny, tmp_path):
         load_data(str(tmp_path / "missing.txt"), model)
     with pytest.raises(ValueError, match="mix plain texts and prompt/completion pairs"):
         load_data(["a text", ("a", "pair")], model)
+
+
+def test_the_report_shows_the_loss_curves_and_settings(tiny, text_file):
+    from interplab.report.sections.finetune import finetune_report
+
+    res = finetune(tiny, text_file, small(steps=4, log_every=2), progress=False)
+    html = finetune_report(res).to_html()
+    assert "Loss curves" in html and "held-out loss" in html and "q_proj" in html
+    frame = res.to_frame()
+    assert frame["step"].tolist() == [0, 2, 4] and frame["heldout_loss"].notna().all()
