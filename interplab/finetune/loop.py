@@ -307,6 +307,8 @@ def finetune(
     cfg = (cfg or FinetuneConfig()).validate()
     if resume and out is None:
         raise ValueError("resume=True needs out: the directory of the run to continue.")
+    if out is not None:
+        check_out(out, resume)  # before the model is loaded: fail fast
     base_model = load(model) if isinstance(model, str) else model
     hf: Any = base_model.hf if isinstance(model, str) else copy.deepcopy(base_model.hf)
     base = base_name(base_model)
@@ -320,7 +322,6 @@ def finetune(
 
     tmp = out is None
     run_dir = Path(tempfile.mkdtemp(prefix="interplab-finetune-")) if out is None else Path(out)
-    check_out(run_dir, resume)
     if resume:
         _check_resume(run_dir, settings)
 
