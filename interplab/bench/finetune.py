@@ -15,8 +15,10 @@ untimed in both. Rounds interleave the paths (A B, B A, ...; :mod:`interplab.ben
 the median of the per-round ratios TRL seconds / interplab seconds, with the ratio of minimums beside it.
 
 Peak memory: the process's peak resident set during each call (``VmHWM`` after resetting it through
-``/proc/self/clear_refs``; Linux), in MB, and the part above the resident set before the call; the largest over the
-rounds is reported. Both include the call's copy of the model.
+``/proc/self/clear_refs``; Linux), in MB, the largest over the rounds. Both include the process's base model, the
+call's copy of it and memory the allocator kept from earlier calls of either path, so they are comparable upper
+bounds, not each path's own footprint (an increase over the resident set before the call is not reported: it
+depends on which path ran first).
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ def bench_finetune(
         trl: also time TRL (where installed); False times interplab alone.
 
     Returns ``tokens_per_s`` per path (from the median call), ``speedup_vs_trl`` (median of per-round ratios),
-    ``peak_rss_mb`` and ``peak_extra_rss_mb`` per path, ``weight_change`` per path (norm of the merged weights' change:
+    ``peak_rss_mb`` per path, ``weight_change`` per path (norm of the merged weights' change:
     > 0 means the path trained) and the protocol."""
     from interplab.finetune import FinetuneConfig, load_data
 
@@ -219,20 +221,17 @@ def bench_finetune(
         variants["trl"] = lambda: _trl(model, data.train.input_ids, cfg)
     seconds: dict[str, list[float]] = {k: [] for k in variants}
     peak: dict[str, float] = {}
-    extra: dict[str, float] = {}
     change: dict[str, float] = {}
     measured_peak = True
 
     def call(name: str) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
             nonlocal measured_peak
-            before = _status_mb("VmRSS") or 0.0
             measured_peak = _reset_peak() and measured_peak
             out = variants[name]()
             hwm = _status_mb("VmHWM")
             if hwm is not None:
                 peak[name] = max(peak.get(name, 0.0), hwm)
-                extra[name] = max(extra.get(name, 0.0), hwm - before)
             return out
 
         return run
@@ -262,7 +261,6 @@ def bench_finetune(
         res["trl_version"] = None
     res |= {
         "peak_rss_mb": {k: round(v, 1) for k, v in peak.items()} if measured_peak else None,
-        "peak_extra_rss_mb": {k: round(v, 1) for k, v in extra.items()} if measured_peak else None,
         "weight_change": {k: round(v, 6) for k, v in change.items()},
         "steps": steps,
         "batch_size": batch_size,
