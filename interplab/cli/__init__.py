@@ -19,6 +19,7 @@ from interplab.cli import (
     bench,
     causal,
     diffing,
+    finetune,
     generate,
     invert,
     models,
@@ -59,6 +60,7 @@ sae_app.command("train")(sae.sae_train)
 sae_app.command("features")(sae.sae_features)
 app.command("train")(train.train)
 app.command("invert")(invert.invert)
+app.command("finetune")(finetune.finetune)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
 app.command("serve")(serve.serve)
 app.add_typer(bench_app, name="bench")
@@ -70,6 +72,7 @@ bench_app.command("leace")(bench.bench_leace_cmd)
 bench_app.command("sae")(bench.bench_sae_cmd)
 bench_app.command("grokking")(bench.bench_grokking_cmd)
 bench_app.command("sweep")(bench.bench_sweep_cmd)
+bench_app.command("finetune")(finetune.bench_finetune_cmd)
 
 __all__ = ["app", "main"]
 
