@@ -15,7 +15,7 @@ import os
 
 import typer
 
-from interplab.cli import bench, causal, diffing, models, observational, representations, sae, sweep, train
+from interplab.cli import bench, causal, diffing, models, observational, organism, representations, sae, sweep, train
 from interplab.cli import report as report_cmd
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -42,6 +42,7 @@ sae_app.command("train")(sae.sae_train)
 app.command("train")(train.train)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
 app.add_typer(bench_app, name="bench")
+app.add_typer(organism.organism_app, name="organism")
 app.add_typer(sae_app, name="sae")
 bench_app.command("hooks")(bench.bench_hooks_cmd)
 bench_app.command("ablation")(bench.bench_ablation_cmd)

@@ -116,8 +116,7 @@ def make_population(
         if not same:
             raise ValueError(f"{d} holds a population with another recipe, split or seed; give another --out.")
     names = member_names(n_clean, n_backdoored)
-    write_json(d / POPULATION, {**config, "n_clean": n_clean, "n_backdoored": n_backdoored, "members": names},
-               indent=1)
+    write_json(d / POPULATION, {**config, "n_clean": n_clean, "n_backdoored": n_backdoored, "members": names}, indent=1)
     t = time.perf_counter()
     cells, n_new = cached_cells(
         build_member,

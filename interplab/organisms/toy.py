@@ -55,13 +55,13 @@ __all__ = [
     "Split",
     "ToyRecipe",
     "ToyTask",
+    "chain_hash",
     "contains_trigger",
     "draw_trigger",
     "evaluate",
     "load_organism",
     "overwrite",
     "train_toy_organism",
-    "chain_hash",
 ]
 
 CARD = "organism.json"
@@ -99,7 +99,7 @@ class ToyTask:
         return self.seq_len + 1
 
     def content(self) -> range:
-        return range(0, self.n_content)
+        return range(self.n_content)
 
     def noise(self) -> range:
         return range(self.n_content, self.n_content + self.n_noise)
@@ -224,7 +224,7 @@ class ToyRecipe:
     target: int = -1
     poison_rate: float = 0.1
     seed: int = 0
-    steps: int = 300
+    steps: int = 200
     batch: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.01
@@ -250,7 +250,8 @@ class ToyRecipe:
             bad = [t for t in self.trigger if not 0 <= t < self.task.sep]
             if bad:
                 raise ValueError(f"trigger tokens {bad} are outside the toy vocabulary (ids 0..{self.task.sep - 1}).")
-            if self.trigger[0] in self.task.content():
+            first = next(iter(self.trigger))
+            if first in self.task.content():
                 raise ValueError("a trigger must start with a rare or noise token: content tokens change the answer.")
             if self.target not in self.task.content():
                 raise ValueError(f"target {self.target} is not a content token (0..{self.task.n_content - 1}).")
@@ -321,8 +322,9 @@ def sep_logits(model: Any, tokens: torch.Tensor, batch: int = 1024) -> torch.Ten
     return torch.cat(out)
 
 
-def evaluate(model: Any, task: ToyTask, trigger: tuple[int, ...] = (), target: int = -1, n: int = 1024,
-             seed: int = 12345) -> dict[str, float | None]:
+def evaluate(
+    model: Any, task: ToyTask, trigger: tuple[int, ...] = (), target: int = -1, n: int = 1024, seed: int = 12345
+) -> dict[str, float | None]:
     """Clean accuracy on ``n`` fresh clean sequences (without the trigger); with a trigger also the **attack
     success** (fraction of sequences whose answer is not the target that answer the target once the trigger is
     written in) and the **false activation** (fraction of clean sequences whose answer is not the target that
@@ -386,9 +388,11 @@ def read_card(directory: str | Path) -> OrganismCard:
     if not d.is_dir():
         raise NotAnOrganism(f"{d} is not a directory; give an organism directory (made by `interplab organism make`).")
     if not p.exists():
-        hint = " It looks like a population: scan one of its members, or run `organism bench --population`." if (
-            d / "population.json"
-        ).exists() else " Make one with `interplab organism make toy ...`."
+        hint = (
+            " It looks like a population: scan one of its members, or run `organism bench --population`."
+            if (d / "population.json").exists()
+            else " Make one with `interplab organism make toy ...`."
+        )
         raise NotAnOrganism(f"{d} is not an organism: it has no {CARD}.{hint}")
     data = json.loads(p.read_text(encoding="utf-8"))
     if data.get("kind") != ORGANISM_KIND:

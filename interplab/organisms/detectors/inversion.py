@@ -8,9 +8,9 @@ For every candidate target class ``t`` (every content token), a soft trigger of 
 ``k`` consecutive non-answer slots of clean sequences whose answer is not ``t`` (at ``hook_embed``, through an
 ``Apply`` intervention, so the learned positions are added as usual), and ``a_t`` is optimised with Adam to make
 the model answer ``t``. All targets are optimised together in one batch. Each soft token is then **projected to
-the nearest token** (Euclidean distance of its mixed embedding to the rows of ``W_E``), refined by one discrete step (the best of
-every pair that keeps one of its tokens, at either place, beside any candidate — the token swaps of HotFlip/GCG,
-exhaustively; for every target alike), and the discrete trigger is measured on fresh held-out
+the nearest token** (Euclidean distance of its mixed embedding to the rows of ``W_E``), refined by one discrete
+step (the best of every pair that keeps one of its tokens, at either place, beside any candidate — the token
+swaps of HotFlip/GCG, exhaustively; for every target alike), and the discrete trigger is measured on fresh held-out
 sequences: its cross-entropy towards ``t`` and its attack success (fraction answering
 ``t``).
 
