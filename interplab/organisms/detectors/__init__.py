@@ -88,14 +88,18 @@ SCORES: dict[str, str] = {
 """Score name -> the detector module that computes it."""
 
 
-def run_detector(name: str, model: Model, task: ToyTask, base: Model | None = None, seed: int = 0) -> DetectorOutput:
-    """Run detector ``name`` on ``model`` and time it."""
+def run_detector(
+    name: str, model: Model, task: ToyTask | None, base: Model | None = None, seed: int = 0
+) -> DetectorOutput:
+    """Run detector ``name`` on ``model`` and time it (``task``: the toy task; None only for ``weight_diff``)."""
     reg = _registry()
     if name not in reg:
         raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}.")
     fn, needs_base = reg[name]
     if needs_base and base is None:
         raise ValueError(f"detector {name!r} needs a base model (--base BASE).")
+    if task is None and not needs_base:
+        raise ValueError(f"detector {name!r} needs the toy task: it runs on toy organisms only.")
     t = time.perf_counter()
     out = fn(model, task, base=base, seed=seed) if needs_base else fn(model, task, seed=seed)
     out.seconds = round(time.perf_counter() - t, 4)

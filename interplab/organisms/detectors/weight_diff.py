@@ -51,13 +51,13 @@ def weight_diffs(model: Model, base: Model) -> list[dict]:
             {
                 "weight": k,
                 "relative_norm": float(d.norm() / (ref.norm() + 1e-12)),
-                "effective_rank": round(effective_rank(d), 3),
+                "effective_rank": round(effective_rank(d), 3) if bool(d.any()) else 0.0,
             }
         )
     return rows
 
 
-def scan(model: Model, task: ToyTask, base: Model | None = None, seed: int = 0) -> DetectorOutput:
+def scan(model: Model, task: ToyTask | None, base: Model | None = None, seed: int = 0) -> DetectorOutput:
     """Score ``weight_diff``: the largest relative norm of a weight's change (see the module docstring)."""
     if base is None:
         raise ValueError("weight_diff needs the base model the organism was tuned from (--base BASE).")
