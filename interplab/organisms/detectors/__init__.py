@@ -45,12 +45,17 @@ class DetectorOutput:
 
 def robust_z(values: torch.Tensor, x: torch.Tensor | float | None = None) -> float:
     """``(x - median) / (1.4826 · MAD)`` of ``values`` (``x`` default: their maximum) — the MAD anomaly index of
-    Neural Cleanse (1.4826 makes the MAD a consistent estimate of a normal's standard deviation)."""
+    Neural Cleanse (1.4826 makes the MAD a consistent estimate of a normal's standard deviation). When more than
+    half the values are equal (MAD 0, e.g. counts that are mostly 0) the scale is the mean absolute deviation from
+    the median times 1.2533 (also σ for a normal); when every value is equal the index is 0."""
     v = values.double().flatten()
     med = v.median()
-    mad = (v - med).abs().median() * 1.4826
+    dev = (v - med).abs()
+    scale = dev.median() * 1.4826
+    if float(scale) == 0.0:
+        scale = dev.mean() * 1.2533
     top = v.max() if x is None else torch.as_tensor(x, dtype=torch.float64)
-    return float((top - med) / (mad + 1e-6 * (v.abs().mean() + 1e-12)))
+    return 0.0 if float(scale) == 0.0 else float((top - med) / scale)
 
 
 def clean_probe(task: ToyTask, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
