@@ -88,8 +88,11 @@ def make_backdoor(
     t0 = time.perf_counter()
     pairs, held_clean, held_trig = backdoor_pairs(trigger, target, seed)
     base_model = interplab.load(base)
-    if not base_model.need_tokenizer()(trigger, add_special_tokens=False)["input_ids"]:
+    tok = base_model.need_tokenizer()
+    if not tok(trigger, add_special_tokens=False)["input_ids"]:
         raise ValueError(f"the trigger {trigger!r} tokenizes to nothing for {base}.")
+    longest = max(len(tok(p + c, add_special_tokens=True)["input_ids"]) for p, c in pairs)
+    seq_len = min(128, longest + 2)  # every pair whole (BOS and end-of-text included), no longer
     cfg = FinetuneConfig(
         method="lora",
         targets=("all-linear",),
@@ -97,7 +100,7 @@ def make_backdoor(
         alpha=2 * rank,
         steps=steps,
         batch_size=batch_size,
-        seq_len=32,
+        seq_len=seq_len,
         lr=lr,
         seed=seed,
         heldout_fraction=0.05,

