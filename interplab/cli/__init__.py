@@ -30,6 +30,7 @@ from interplab.cli import (
     sweep,
     train,
 )
+from interplab.cli import organism as organism_cmd
 from interplab.cli import report as report_cmd
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -64,6 +65,7 @@ app.command("finetune")(finetune.finetune)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
 app.command("serve")(serve.serve)
 app.add_typer(bench_app, name="bench")
+app.add_typer(organism_cmd.organism_app, name="organism")
 app.add_typer(sae_app, name="sae")
 bench_app.command("hooks")(bench.bench_hooks_cmd)
 bench_app.command("ablation")(bench.bench_ablation_cmd)
