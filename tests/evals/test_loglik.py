@@ -1,0 +1,81 @@
+"""Log-likelihood multiple choice on interplab's provider agrees with lm-evaluation-harness's HFLM, item by item."""
+
+from __future__ import annotations
+
+import pytest
+from inspect_ai import Task
+from inspect_ai import eval as inspect_eval
+from inspect_ai.dataset import MemoryDataset, Sample
+
+from interplab.evals.loglik import loglik_accuracy, loglik_choices
+
+ITEMS = [
+    ("The Eiffel Tower is located in the city of", [" Paris", " London", " Rome"], 0),
+    ("When Mary and John went to the store, John gave a drink to", [" Mary", " John"], 0),
+    ("The quick brown fox jumps over the lazy", [" dog", " cat", " fox jumps"], 0),
+    ("Interpretability asks what a network computes and", [" how.", " why", " when it is trained"], 0),
+    ("It is okay to", [" Yes", " No"], 1),
+    ("Is it true? ", ["True", "False"], 0),  # trailing space moves into the continuation, as in lm-eval
+    ("Paris", [" is", ",", " London Rome"], 2),
+    ("The", [" quick brown fox", " Eiffel"], 1),
+]
+
+
+def lm_eval_logliks(model, items, batch_size: int = 3) -> list[list[float]]:
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model.hf, tokenizer=model.tokenizer, batch_size=batch_size, max_length=128)
+    reqs = [
+        Instance(request_type="loglikelihood", doc={}, arguments=(ctx, c), idx=i)
+        for ctx, choices, _ in items
+        for i, c in enumerate(choices)
+    ]
+    flat = [ll for ll, _ in lm.loglikelihood(reqs, disable_tqdm=True)]
+    out, k = [], 0
+    for _, choices, _ in items:
+        out.append(flat[k : k + len(choices)])
+        k += len(choices)
+    return out
+
+
+def run_items(items, model: str, tmp_path, batch_size: int = 4):
+    ds = MemoryDataset(
+        [Sample(input=ctx, choices=choices, target=chr(65 + gold), id=i) for i, (ctx, choices, gold) in enumerate(items)]
+    )
+    task = Task(dataset=ds, solver=loglik_choices(chat=False), scorer=loglik_accuracy())
+    (log,) = inspect_eval(
+        task, model=model, model_args={"batch_size": batch_size}, log_dir=str(tmp_path), display="none"
+    )
+    assert log.status == "success", log.error
+    assert log.samples is not None
+    return sorted(log.samples, key=lambda s: int(s.id)), log
+
+
+def test_per_choice_logliks_match_lm_eval_hflm_within_1e_4_with_identical_argmax(tiny, tmp_path):
+    samples, log = run_items(ITEMS, "interplab/tiny", tmp_path)
+    ref = lm_eval_logliks(tiny, ITEMS)
+    for s, want in zip(samples, ref, strict=True):
+        got = s.metadata["choice_logliks"]
+        assert got == pytest.approx(want, abs=1e-4), (s.id, got, want)
+        assert max(range(len(got)), key=got.__getitem__) == max(range(len(want)), key=want.__getitem__)
+        score = s.scores["loglik_accuracy"]
+        assert score.metadata["choice_logliks"] == got  # kept in the log
+    metrics = log.results.scores[0].metrics
+    assert {"mean", "stderr"} <= set(metrics) or {"acc", "acc_norm"} & {m.split("/")[0] for m in metrics}
+
+
+def test_acc_norm_divides_by_choice_length_in_characters(tiny, tmp_path):
+    samples, _ = run_items(ITEMS, "interplab/tiny", tmp_path)
+    for s in samples:
+        lls, choices = s.metadata["choice_logliks"], [c for c in ITEMS[int(s.id)][1]]
+        gold = ITEMS[int(s.id)][2]
+        best_norm = max(range(len(lls)), key=lambda i: lls[i] / len(choices[i]))
+        assert s.scores["loglik_accuracy"].value["acc_norm"] == float(best_norm == gold)
+
+
+def test_batch_size_does_not_change_logliks(tiny, tmp_path):
+    a, _ = run_items(ITEMS, "interplab/tiny", tmp_path / "a", batch_size=1)
+    b, _ = run_items(ITEMS, "interplab/tiny", tmp_path / "b", batch_size=8)
+    for x, y in zip(a, b, strict=True):
+        assert x.metadata["choice_logliks"] == pytest.approx(y.metadata["choice_logliks"], abs=1e-5)
