@@ -14,3 +14,11 @@ def interplab() -> Any:
     from interplab.evals.provider import InterplabAPI
 
     return InterplabAPI
+
+
+def _register_tasks() -> None:
+    """The built-in tasks, so ``inspect eval interplab/framing`` finds them."""
+    from interplab.evals import tasks as _tasks  # noqa: F401
+
+
+_register_tasks()
