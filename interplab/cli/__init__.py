@@ -6,7 +6,7 @@ to stderr). Bad input exits with status 2 and a message saying what was wrong an
 
 This module only assembles the app: each command is a module-level function in a leaf module
 (``models``, ``report``, ``observational``, ``diffing``, ``causal``, ``representations``, ``sae``,
-``train``, ``sweep``, ``bench``); the leaves share :mod:`interplab.cli._common` and never import this module.
+``train``, ``sweep``, ``bench``, ``eval``); the leaves share :mod:`interplab.cli._common` and never import this module.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import typer
 
 from interplab.cli import bench, causal, diffing, models, observational, representations, sae, sweep, train
+from interplab.cli import eval as eval_cmd
 from interplab.cli import report as report_cmd
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -41,6 +42,7 @@ app.command("acts")(sae.acts)
 sae_app.command("train")(sae.sae_train)
 app.command("train")(train.train)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
+app.command("eval")(eval_cmd.eval_cmd)
 app.add_typer(bench_app, name="bench")
 app.add_typer(sae_app, name="sae")
 bench_app.command("hooks")(bench.bench_hooks_cmd)
@@ -50,6 +52,7 @@ bench_app.command("leace")(bench.bench_leace_cmd)
 bench_app.command("sae")(bench.bench_sae_cmd)
 bench_app.command("grokking")(bench.bench_grokking_cmd)
 bench_app.command("sweep")(bench.bench_sweep_cmd)
+bench_app.command("eval")(eval_cmd.bench_eval_cmd)
 
 __all__ = ["app", "main"]
 

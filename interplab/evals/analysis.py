@@ -70,7 +70,7 @@ def _effect_block(est: Any, pairs: pd.DataFrame) -> dict[str, Any]:
     sp = template_spread(pairs["diff"].to_numpy(), pairs["item"].tolist(), pairs["template"].tolist())
     return {
         "n_items": int(pairs["item"].nunique()),
-        "n_pairs": int(len(pairs)),
+        "n_pairs": len(pairs),
         **est.to_dict(),
         "template_sd": _r(sp.sd),
         "template_sd_observed": _r(sp.sd_observed),
@@ -80,7 +80,7 @@ def _effect_block(est: Any, pairs: pd.DataFrame) -> dict[str, Any]:
 
 def _rate(df: pd.DataFrame, column: str = "value") -> dict[str, Any]:
     if len(df) < 2 or df["cluster"].nunique() < 2:
-        return {"effect": _r(df[column].mean()) if len(df) else None, "ci95": [None, None], "n": int(len(df))}
+        return {"effect": _r(df[column].mean()) if len(df) else None, "ci95": [None, None], "n": len(df)}
     est = clustered_mean(df[column].to_numpy(dtype=np.float64), df["cluster"].tolist())
     sp = template_spread(df[column].to_numpy(dtype=np.float64), df["item"].tolist(), df["template"].tolist())
     d = est.to_dict()

@@ -46,6 +46,8 @@ from inspect_ai.model._model_info import MODEL_INFO_LOOKUP_API_KEY
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 if TYPE_CHECKING:
+    import torch
+
     from interplab.hooks import Intervention
     from interplab.models.model import Model
 
@@ -53,7 +55,18 @@ __all__ = ["InterplabAPI", "parse_interventions", "register_model"]
 
 DEFAULT_BATCH = 16
 DEFAULT_MAX_TOKENS = 128
-_KNOWN_ARGS = {"steer", "steer_layer", "steer_scale", "steer_hook", "steer_key", "ablate", "batch_size", "device", "dtype"}
+MIN_SHARED_PREFIX = 8  # tokens every row of a log-likelihood batch must share before they are run once
+_KNOWN_ARGS = {
+    "steer",
+    "steer_layer",
+    "steer_scale",
+    "steer_hook",
+    "steer_key",
+    "ablate",
+    "batch_size",
+    "device",
+    "dtype",
+}
 
 _MODELS: dict[tuple[str, str, str], Model] = {}
 _MODELS_LOCK = threading.Lock()
@@ -164,7 +177,7 @@ class _Batcher:
             self.pending = [r for r in self.pending if id(r) not in taken]
             try:
                 results = await anyio.to_thread.run_sync(self.run, batch[0].kind, [r.payload for r in batch])
-            except Exception as e:  # every waiting sample gets the error
+            except Exception as e:  # noqa: BLE001 - not swallowed: every waiting sample gets the error
                 for r in batch:
                     if not r.future.done():
                         r.future.set_exception(e)
@@ -182,7 +195,7 @@ class InterplabAPI(ModelAPI):
         model_name: str,
         base_url: str | None = None,
         api_key: str | None = None,
-        config: GenerateConfig = GenerateConfig(),
+        config: GenerateConfig = GenerateConfig(),  # noqa: B008 - ModelAPI's own signature
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
@@ -356,16 +369,49 @@ class InterplabAPI(ModelAPI):
         inp = torch.full((len(rows), n), pad, dtype=torch.long)
         for i, r in enumerate(rows):  # right padding: causal attention never sees it
             inp[i, : len(r)] = torch.tensor(r)
-        resid = m.run(inp, interventions=self.interventions, return_resid=True).logits
+        first_read = min(start for mine in reads for _, start, _ in mine)
+        shared = min(_common_prefix(rows), first_read)
+        if shared >= MIN_SHARED_PREFIX and len(rows) > 1 and m.cfg.family != "toy":
+            logits = self._forward_shared_prefix(inp, shared)  # [b, n - shared, vocab]
+
+            def logprobs(r: int, pos: torch.Tensor) -> torch.Tensor:
+                return logits[r, pos - shared].float().log_softmax(-1)
+        else:
+            resid = m.run(inp, interventions=self.interventions, return_resid=True).logits
+
+            def logprobs(r: int, pos: torch.Tensor) -> torch.Tensor:
+                return unembed_resid(m, resid[r, pos]).float().log_softmax(-1)
+
         out: list[list[float]] = []
         for mine in reads:
             vals = []
             for r, start, ce in mine:
-                pos = torch.arange(start, start + len(ce))
-                logp = unembed_resid(m, resid[r, pos]).float().log_softmax(-1)
+                logp = logprobs(r, torch.arange(start, start + len(ce)))
                 vals.append(float(logp[torch.arange(len(ce)), torch.tensor(ce)].double().sum()))
             out.append(vals)
         return out
+
+    def _forward_shared_prefix(self, inp: torch.Tensor, shared: int) -> torch.Tensor:
+        """Logits of positions ``shared ..`` of every row, running the ``shared`` tokens all rows begin with once
+        (batch 1, its key/value cache repeated over the batch) and then the rest of each row: the chat template's
+        system prompt and the template's opening words cost one row instead of ``b``. Interventions apply to both
+        passes (the same hook session)."""
+        m = self.model
+        with m.hooks(self.interventions):
+            pre = m.hf(input_ids=inp[:1, :shared].to(m.device), use_cache=True)
+            cache = pre.cache
+            cache.batch_repeat_interleave(inp.shape[0])
+            return m.hf(input_ids=inp[:, shared:].to(m.device), cache=cache, use_cache=True).logits
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix every row shares."""
+    first, n = rows[0], min(len(r) for r in rows)
+    for i in range(n):
+        t = first[i]
+        if any(r[i] != t for r in rows):
+            return i
+    return n
 
 
 def _as_list(x: Any) -> list[int]:

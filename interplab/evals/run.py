@@ -66,9 +66,9 @@ def read_logs(log_dir: str | Path, models: Sequence[str], task_name: str) -> dic
         best = None
         for info in infos:
             head = read_eval_log(info, header_only=True)
-            if head.eval.model == ref and head.status == "success" and head.eval.task.split("/")[-1] == task_name:
-                if best is None or head.eval.created > best.eval.created:
-                    best = head
+            mine = head.eval.model == ref and head.eval.task.split("/")[-1] == task_name
+            if mine and head.status == "success" and (best is None or head.eval.created > best.eval.created):
+                best = head
         if best is not None:
             out[m] = read_eval_log(best.location)
     return out
@@ -93,8 +93,9 @@ def run_eval(
     ``template_set``: ``all``, ``first`` or indices ``0,2``; ``dataset``: a user's items file for a built-in task;
     ``limit_items``: the first N items; ``method``: ``loglik`` or ``generate`` (framing, truthful); ``model_args``:
     the provider's model args (``steer=``, ``steer_layer=``, ``steer_scale=``, ``ablate=``, ...)."""
-    import interplab.evals  # noqa: F401 - registers the provider
     from inspect_ai import eval_set
+
+    import interplab.evals  # noqa: F401 - registers the provider
 
     if not models:
         raise ValueError("give at least one --model.")

@@ -54,7 +54,9 @@ __all__ = ["BUILTIN", "framing", "harmful", "select_templates", "truthful"]
 Method = Literal["loglik", "generate"]
 BUILTIN = ("framing", "truthful", "harmful")
 GEN_TOKENS = {"framing": 48, "truthful": 48, "harmful": 96}
-_POSITIVE_TAG = re.compile(r",\s*(is it|is there|are they|are there|does it|do they|will it|can it)\?\s*$", re.I)
+_POSITIVE_TAG = re.compile(
+    r",\s*(is it|is there|are they|are there|does it|do they|will it|can it)\?\s*$", re.IGNORECASE
+)
 
 
 def select_templates(n: int, which: str | None) -> list[int]:
@@ -105,9 +107,11 @@ def framing(
     tpl = datasets.load_templates("framing")
     idx = select_templates(len(tpl["confirming"]), templates)
     samples = []
-    for it in _items("framing", dataset, limit_items):
-        for t in idx:
-            for cond in ("confirming", "disconfirming"):
+    items = _items("framing", dataset, limit_items)
+    # template and condition outermost: a batch of neighbouring samples shares its prompt's opening tokens
+    for t in idx:
+        for cond in ("confirming", "disconfirming"):
+            for it in items:
                 q = datasets.render(tpl[cond][t], "framing", it)
                 meta = {
                     "item": it["id"],
@@ -173,17 +177,18 @@ def truthful(
     limit_items: int | None = None,
     max_tokens: int = GEN_TOKENS["truthful"],
 ) -> Task:
-    """"X and truthful" vs "truthful" system prompts on true and false statements (module docstring)."""
+    """ "X and truthful" vs "truthful" system prompts on true and false statements (module docstring)."""
     m = _check_method(method)
     tpl = datasets.load_templates("truthful")
     idx = select_templates(len(tpl["user"]), templates)
     conds = truthful_conditions(tpl)
     samples = []
-    for it in _items("truthful", dataset, limit_items):
+    items = _items("truthful", dataset, limit_items)
+    for cond, system in conds.items():  # system prompt and template outermost (shared prompt openings)
         for t in idx:
-            q = datasets.render(tpl["user"][t], "truthful", it)
             tf = "true or false" in tpl["user"][t].lower()
-            for cond, system in conds.items():
+            for it in items:
+                q = datasets.render(tpl["user"][t], "truthful", it)
                 msgs: list[Any] = ([ChatMessageSystem(content=system)] if system else []) + [ChatMessageUser(content=q)]
                 meta = {
                     "item": it["id"],
@@ -241,8 +246,9 @@ def harmful(
     tpl = datasets.load_templates("harmful")
     idx = select_templates(len(tpl["user"]), templates)
     samples = []
-    for it in _items("harmful", dataset, limit_items):
-        for t in idx:
+    items = _items("harmful", dataset, limit_items)
+    for t in idx:
+        for it in items:
             meta = {
                 "item": it["id"],
                 "cluster": str(it["cluster"]),

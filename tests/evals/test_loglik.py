@@ -41,7 +41,10 @@ def lm_eval_logliks(model, items, batch_size: int = 3) -> list[list[float]]:
 
 def run_items(items, model: str, tmp_path, batch_size: int = 4):
     ds = MemoryDataset(
-        [Sample(input=ctx, choices=choices, target=chr(65 + gold), id=i) for i, (ctx, choices, gold) in enumerate(items)]
+        [
+            Sample(input=ctx, choices=choices, target=chr(65 + gold), id=i)
+            for i, (ctx, choices, gold) in enumerate(items)
+        ]
     )
     task = Task(dataset=ds, solver=loglik_choices(chat=False), scorer=loglik_accuracy())
     (log,) = inspect_eval(
@@ -79,3 +82,29 @@ def test_batch_size_does_not_change_logliks(tiny, tmp_path):
     b, _ = run_items(ITEMS, "interplab/tiny", tmp_path / "b", batch_size=8)
     for x, y in zip(a, b, strict=True):
         assert x.metadata["choice_logliks"] == pytest.approx(y.metadata["choice_logliks"], abs=1e-5)
+
+
+def test_shared_prefix_pass_gives_the_same_logliks_as_full_rows(tiny, tmp_path, monkeypatch):
+    """Chat-templated prompts share the template's opening tokens: run once and repeated over the batch, they must
+    give HFLM's log-likelihoods on the full prompts."""
+    from interplab.evals.provider import InterplabAPI
+
+    api = InterplabAPI("tiny")
+    items = [
+        (api.prompt_text(f"The Eiffel Tower is located in the city of {w}"), [" Paris", " London", " Rome"], 0)
+        for w in ("Paris", "London", "the quick brown fox", "Mary")
+    ]
+    items += [(api.prompt_text("The Eiffel Tower is located in the city of"), [" Mary", " John gave a drink"], 0)]
+    calls = []
+    orig = InterplabAPI._forward_shared_prefix
+
+    def spy(self, inp, shared):
+        calls.append(shared)
+        return orig(self, inp, shared)
+
+    monkeypatch.setattr(InterplabAPI, "_forward_shared_prefix", spy)
+    samples, _ = run_items(items, "interplab/tiny", tmp_path, batch_size=8)
+    assert calls and min(calls) >= 8  # the shared pass ran
+    ref = lm_eval_logliks(tiny, items)
+    for s, want in zip(samples, ref, strict=True):
+        assert s.metadata["choice_logliks"] == pytest.approx(want, abs=1e-4)
