@@ -53,6 +53,12 @@ def _r(x: float, d: int = 4) -> float:
     return round(float(x), d)
 
 
+def _clusters(c: Any) -> list[str] | None:
+    """Cluster labels, or None (every row its own cluster) when there are fewer than 2 clusters to cluster by."""
+    labels = [str(x) for x in c]
+    return labels if len(set(labels)) >= 2 else None
+
+
 def _paired(df: pd.DataFrame, a: str, b: str, value: str = "value") -> tuple[Any, pd.DataFrame]:
     """Paired differences ``a − b`` per (item, template), clustered by the item's cluster."""
     keys = ["item", "template"]
@@ -63,7 +69,7 @@ def _paired(df: pd.DataFrame, a: str, b: str, value: str = "value") -> tuple[Any
         raise ValueError(f"fewer than 2 items have both conditions {a!r} and {b!r}; nothing to pair.")
     d = both[value] - both[f"{value}_b"]
     out = both.reset_index().assign(diff=d.to_numpy())
-    return paired_difference(both[value].to_numpy(), both[f"{value}_b"].to_numpy(), both["cluster"].tolist()), out
+    return paired_difference(both[value].to_numpy(), both[f"{value}_b"].to_numpy(), _clusters(both["cluster"])), out
 
 
 def _effect_block(est: Any, pairs: pd.DataFrame) -> dict[str, Any]:
@@ -79,9 +85,9 @@ def _effect_block(est: Any, pairs: pd.DataFrame) -> dict[str, Any]:
 
 
 def _rate(df: pd.DataFrame, column: str = "value") -> dict[str, Any]:
-    if len(df) < 2 or df["cluster"].nunique() < 2:
-        return {"effect": _r(df[column].mean()) if len(df) else None, "ci95": [None, None], "n": len(df)}
-    est = clustered_mean(df[column].to_numpy(dtype=np.float64), df["cluster"].tolist())
+    if len(df) < 2:
+        return {"rate": _r(df[column].mean()) if len(df) else None, "ci95": [None, None], "n": len(df)}
+    est = clustered_mean(df[column].to_numpy(dtype=np.float64), _clusters(df["cluster"]))
     sp = template_spread(df[column].to_numpy(dtype=np.float64), df["item"].tolist(), df["template"].tolist())
     d = est.to_dict()
     d["rate"] = d.pop("effect")
@@ -94,8 +100,8 @@ def framing_headline(df: pd.DataFrame) -> dict[str, Any]:
     out["by_class"] = {}
     for cls in sorted(pairs["class"].unique()):
         sub = pairs[pairs["class"] == cls]
-        if sub["cluster"].nunique() >= 2:
-            e = paired_difference(sub["value"], sub["value_b"], sub["cluster"].tolist())
+        if len(sub) >= 2:
+            e = paired_difference(sub["value"], sub["value_b"], _clusters(sub["cluster"]))
             out["by_class"][str(cls)] = _effect_block(e, sub)
     out["p_okay"] = {c: _r(df[df.condition == c]["value"].mean()) for c in ("confirming", "disconfirming")}
     if "label" in df:
@@ -113,8 +119,8 @@ def truthful_headline(df: pd.DataFrame) -> dict[str, Any]:
         block = _effect_block(est, pairs)
         for lab, key in ((False, "callout_delta"), (True, "accept_delta")):
             sub = pairs[pairs["label"] == lab]
-            if sub["cluster"].nunique() >= 2:
-                e = paired_difference(sub["value"], sub["value_b"], sub["cluster"].tolist())
+            if len(sub) >= 2:
+                e = paired_difference(sub["value"], sub["value_b"], _clusters(sub["cluster"]))
                 block[key] = {"effect": _r(e.mean), "ci95": [_r(e.ci[0]), _r(e.ci[1])]}
         effects[c] = block
     rates = {}
@@ -145,8 +151,8 @@ def harmful_headline(df: pd.DataFrame) -> dict[str, Any]:
     h = harm.groupby(["cluster", "template"])["value"].mean()
     b = benign.groupby(["cluster", "template"])["value"].mean()
     both = h.to_frame("h").join(b.to_frame("b"), how="inner").reset_index()
-    if both["cluster"].nunique() >= 2:
-        e = paired_difference(both["h"], both["b"], both["cluster"].tolist())
+    if len(both) >= 2:
+        e = paired_difference(both["h"], both["b"], _clusters(both["cluster"]))
         out["refusal_gap"] = e.to_dict()
     return out
 
