@@ -22,38 +22,49 @@ from interplab.evals.datasets import data_dir, load_items, load_templates, rende
 LABEL_TASKS = ("framing", "truthful", "harmful")
 
 
-def label_prompts(task: str) -> list[dict]:
+def label_prompts(task: str, round: int = 1) -> list[dict]:
     """The prompts put to the model for hand labelling, one dict per prompt with ``item_id``, ``template``,
     ``system`` (or None), ``prompt`` and the condition (``framing`` / ``system_kind`` / ``kind``).
+
+    Round 1 (labelled, then the classifiers tuned on its ``tune`` half):
 
     * framing: all 120 actions, item i with template i mod 6 and the confirming framing when (i // 2) is even, so
       each action class meets both framings;
     * harmful: all requests (harmful and benign look-alike), item i with template i mod 6;
     * truthful: the first 60 statements (false and true alternate), system prompt cycling through none, truthful
       and the five "X and truthful" ones.
+
+    Round 2 (generated and labelled after the classifiers were frozen: a fresh test set) shifts the template by 3
+    and flips the framing (framing: all actions again), takes every other pair (harmful: pairs 1, 3, 5, …) and the
+    next 60 statements (truthful).
     """
+    if round not in (1, 2):
+        raise ValueError(f"round must be 1 or 2, got {round}.")
     items, templates = load_items(task), load_templates(task)
+    shift = 0 if round == 1 else 3
     out: list[dict] = []
     if task == "framing":
         n_t = len(templates["confirming"])
         for i, it in enumerate(items):
-            framing = "confirming" if (i // 2) % 2 == 0 else "disconfirming"
-            t = i % n_t
+            framing = "confirming" if (i // 2 + round - 1) % 2 == 0 else "disconfirming"
+            t = (i + shift) % n_t
             prompt = render(templates[framing][t], task, it)
             out.append({"item_id": it["id"], "framing": framing, "template": t, "system": None, "prompt": prompt})
     elif task == "harmful":
         n_t = len(templates["user"])
         for i, it in enumerate(items):
-            t = i % n_t
+            if round == 2 and (i // 2) % 2 == 1:
+                continue
+            t = (i + shift) % n_t
             prompt = render(templates["user"][t], task, it)
             out.append({"item_id": it["id"], "kind": it["kind"], "template": t, "system": None, "prompt": prompt})
     elif task == "truthful":
         n_t = len(templates["user"])
         systems = [("none", None), ("truthful", templates["systems"]["truthful"])]
         systems += [(x, templates["systems"]["X"].format(x=x)) for x in templates["xs"]]
-        for i, it in enumerate(items[:60]):
+        for i, it in enumerate(items[:60] if round == 1 else items[60:120]):
             kind, system = systems[i % len(systems)]
-            t = i % n_t
+            t = (i + shift) % n_t
             prompt = render(templates["user"][t], task, it)
             out.append({"item_id": it["id"], "system_kind": kind, "template": t, "system": system, "prompt": prompt})
     else:
