@@ -149,7 +149,7 @@ def framing_scorer(method: str = "loglik"):
         else:
             from interplab.evals import classify
 
-            label = classify.agreement(state.output.completion)
+            label = classify.agreement(state.output.completion, meta["condition"])
             p_agree = {"agree": 1.0, "disagree": 0.0}.get(label, 0.5)
             extra = {"p_agree": p_agree}
         okay = p_agree if conf else 1 - p_agree
