@@ -64,7 +64,7 @@ def _paired(df: pd.DataFrame, a: str, b: str, value: str = "value") -> tuple[Any
     keys = ["item", "template"]
     pa = df[df.condition == a].set_index(keys)
     pb = df[df.condition == b].set_index(keys)
-    both = pa.join(pb[[value]], how="inner", rsuffix="_b")
+    both = pa.join(pb[[value]].rename(columns={value: f"{value}_b"}), how="inner")
     if len(both) < 2:
         raise ValueError(f"fewer than 2 items have both conditions {a!r} and {b!r}; nothing to pair.")
     d = both[value] - both[f"{value}_b"]

@@ -209,7 +209,7 @@ class InterplabAPI(ModelAPI):
         self.dtype = str(model_args.get("dtype", ""))
         self.batch_size = int(model_args.get("batch_size", DEFAULT_BATCH))
         self._interventions: list[Intervention] | None = None
-        self._batcher = _Batcher(self._run_batch, self.batch_size)
+        self._batcher = _Batcher(lambda kind, payloads: self._run_batch(kind, payloads), self.batch_size)
         if api_key == MODEL_INFO_LOOKUP_API_KEY:  # Inspect canonicalising the name: no weights needed
             return
         m = self.model  # load now: a bad name fails before any sample runs

@@ -108,7 +108,8 @@ def run_eval(
         model_args=args,
         log_dir=str(log_dir),
         display=display,  # type: ignore[arg-type]
-        retry_attempts=0,
+        retry_attempts=1,  # an earlier run's failed or interrupted log in log_dir is resumed (not redone)
+        retry_wait=1,
         max_tasks=1,
         log_format="eval",
         fail_on_error=True,

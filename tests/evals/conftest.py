@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tiny_tokenized import make_tiny_tokenized_model
 
 import interplab
-from tests.tiny_tokenized import make_tiny_tokenized_model
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|endoftext|>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
