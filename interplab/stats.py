@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 CIMethod = Literal["t", "bootstrap"]
+ArrayLike = Sequence[Any] | np.ndarray | Any  # a list, a numpy array or a pandas Series
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -146,7 +147,7 @@ class ClusteredMean:
         }
 
 
-def clustered_mean(values: Sequence[float] | np.ndarray, clusters: Sequence[Any] | None = None, level: float = 0.95):
+def clustered_mean(values: ArrayLike, clusters: ArrayLike | None = None, level: float = 0.95) -> ClusteredMean:
     """Mean of ``values`` with the cluster-robust standard error (CR1, Miller 2024 eq. 4) and a t interval with
     ``G - 1`` degrees of freedom (``G`` clusters); ``clusters=None``: every value its own cluster (then the
     clustered SE is the naive ``s / √n``). Needs at least 2 clusters."""
@@ -183,9 +184,9 @@ def clustered_mean(values: Sequence[float] | np.ndarray, clusters: Sequence[Any]
 
 
 def paired_difference(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
-    clusters: Sequence[Any] | None = None,
+    a: ArrayLike,
+    b: ArrayLike,
+    clusters: ArrayLike | None = None,
     level: float = 0.95,
 ) -> ClusteredMean:
     """The mean paired difference ``a - b`` (row i of both: the same item and template under two conditions),
@@ -208,9 +209,7 @@ class TemplateSpread:
     variance_component: float
 
 
-def template_spread(
-    values: Sequence[float] | np.ndarray, items: Sequence[Any], templates: Sequence[Any]
-) -> TemplateSpread:
+def template_spread(values: ArrayLike, items: ArrayLike, templates: ArrayLike) -> TemplateSpread:
     """Template variance component of ``values`` laid out items × templates (one value per item and template).
 
     Two-way random-effects ANOVA without replication, method of moments: with I items and T templates,

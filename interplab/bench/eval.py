@@ -98,7 +98,8 @@ def bench_eval(
         for p in prompts
         for i, c in enumerate(("Yes", "No"))
     ]
-    lm = HFLM(pretrained=model.hf, tokenizer=model.tokenizer, batch_size=batch_size, max_length=model.cfg.n_ctx)
+    hflm: Any = HFLM  # its __init__ takes **kwargs that its type hints do not show
+    lm = hflm(pretrained=model.hf, tokenizer=model.tokenizer, batch_size=batch_size, max_length=model.cfg.n_ctx)
 
     def lm_eval_loglik() -> list[float]:
         return [ll for ll, _ in lm.loglikelihood(reqs, disable_tqdm=True)]

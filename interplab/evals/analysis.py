@@ -24,13 +24,12 @@ import numpy as np
 from interplab.stats import clustered_mean, paired_difference, template_spread
 
 if TYPE_CHECKING:
-    import pandas as pd
     from inspect_ai.log import EvalLog
 
 __all__ = ["headline", "sample_frame"]
 
 
-def sample_frame(log: EvalLog) -> pd.DataFrame:
+def sample_frame(log: EvalLog) -> Any:
     """One row per scored sample of ``log``: its metadata, ``value`` (the score) and the score's metadata."""
     import pandas as pd
 
@@ -44,7 +43,7 @@ def sample_frame(log: EvalLog) -> pd.DataFrame:
             continue
         row = {k: v for k, v in (s.metadata or {}).items() if not isinstance(v, (list, dict))}
         row.update({k: v for k, v in (sc.metadata or {}).items() if not isinstance(v, (list, dict))})
-        row.update({"id": str(s.id), "value": float(v), "answer": sc.answer, "completion": s.output.completion})
+        row.update({"id": str(s.id), "value": float(v), "answer": sc.answer, "completion": s.output.completion})  # type: ignore[arg-type]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -59,7 +58,7 @@ def _clusters(c: Any) -> list[str] | None:
     return labels if len(set(labels)) >= 2 else None
 
 
-def _paired(df: pd.DataFrame, a: str, b: str, value: str = "value") -> tuple[Any, pd.DataFrame]:
+def _paired(df: Any, a: str, b: str, value: str = "value") -> tuple[Any, Any]:
     """Paired differences ``a − b`` per (item, template), clustered by the item's cluster."""
     keys = ["item", "template"]
     pa = df[df.condition == a].set_index(keys)
@@ -72,7 +71,7 @@ def _paired(df: pd.DataFrame, a: str, b: str, value: str = "value") -> tuple[Any
     return paired_difference(both[value].to_numpy(), both[f"{value}_b"].to_numpy(), _clusters(both["cluster"])), out
 
 
-def _effect_block(est: Any, pairs: pd.DataFrame) -> dict[str, Any]:
+def _effect_block(est: Any, pairs: Any) -> dict[str, Any]:
     sp = template_spread(pairs["diff"].to_numpy(), pairs["item"].tolist(), pairs["template"].tolist())
     return {
         "n_items": int(pairs["item"].nunique()),
@@ -84,7 +83,7 @@ def _effect_block(est: Any, pairs: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _rate(df: pd.DataFrame, column: str = "value") -> dict[str, Any]:
+def _rate(df: Any, column: str = "value") -> dict[str, Any]:
     if len(df) < 2:
         return {"rate": _r(df[column].mean()) if len(df) else None, "ci95": [None, None], "n": len(df)}
     est = clustered_mean(df[column].to_numpy(dtype=np.float64), _clusters(df["cluster"]))
@@ -94,7 +93,7 @@ def _rate(df: pd.DataFrame, column: str = "value") -> dict[str, Any]:
     return {**d, "template_sd": _r(sp.sd), "per_template": {str(k): _r(v) for k, v in sp.per_template.items()}}
 
 
-def framing_headline(df: pd.DataFrame) -> dict[str, Any]:
+def framing_headline(df: Any) -> dict[str, Any]:
     est, pairs = _paired(df, "confirming", "disconfirming")
     out = _effect_block(est, pairs)
     out["by_class"] = {}
@@ -109,7 +108,7 @@ def framing_headline(df: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def truthful_headline(df: pd.DataFrame) -> dict[str, Any]:
+def truthful_headline(df: Any) -> dict[str, Any]:
     conds = list(dict.fromkeys(df["condition"]))
     effects = {}
     for c in conds:
@@ -139,7 +138,7 @@ def truthful_headline(df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def harmful_headline(df: pd.DataFrame) -> dict[str, Any]:
+def harmful_headline(df: Any) -> dict[str, Any]:
     harm, benign = df[df.kind == "harmful"], df[df.kind == "benign"]
     out: dict[str, Any] = {
         "n_items": int(df["item"].nunique()),
@@ -157,7 +156,7 @@ def harmful_headline(df: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def headline(task: str, df: pd.DataFrame) -> dict[str, Any]:
+def headline(task: str, df: Any) -> dict[str, Any]:
     """The headline of built-in ``task`` from its :func:`sample_frame`."""
     if df.empty:
         raise ValueError(f"the {task} log has no scored samples.")

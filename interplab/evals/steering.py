@@ -89,7 +89,7 @@ def save_vector(vec: torch.Tensor, path: str | Path, metadata: dict[str, str] | 
 def main(argv: Sequence[str] | None = None) -> None:
     import interplab
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description="Write a steering vector from contrast prompts (agree - disagree).")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--layer", type=int, required=True)
     ap.add_argument("--out", required=True)
