@@ -26,7 +26,7 @@ from interplab.stats import clustered_mean, paired_difference, template_spread
 if TYPE_CHECKING:
     from inspect_ai.log import EvalLog
 
-__all__ = ["headline", "sample_frame"]
+__all__ = ["framing_shift", "headline", "sample_frame"]
 
 
 def sample_frame(log: EvalLog) -> Any:
@@ -162,3 +162,17 @@ def headline(task: str, df: Any) -> dict[str, Any]:
         raise ValueError(f"the {task} log has no scored samples.")
     fn = {"framing": framing_headline, "truthful": truthful_headline, "harmful": harmful_headline}[task]
     return fn(df)
+
+
+def framing_shift(base: Any, other: Any) -> dict[str, Any]:
+    """How the framing effect moves between two runs of the same items and templates (a steering scale against no
+    steering): the paired change ``effect(other) − effect(base)`` per (action, template), clustered by action."""
+    _, a = _paired(base, "confirming", "disconfirming")
+    _, b = _paired(other, "confirming", "disconfirming")
+    both = a.set_index(["item", "template"])[["diff", "cluster"]].join(
+        b.set_index(["item", "template"])[["diff"]].rename(columns={"diff": "diff_other"}), how="inner"
+    )
+    if len(both) < 2:
+        raise ValueError("the two runs share fewer than 2 (action, template) pairs; run them on the same items.")
+    est = paired_difference(both["diff_other"].to_numpy(), both["diff"].to_numpy(), _clusters(both["cluster"]))
+    return {"n_pairs": len(both), **est.to_dict()}

@@ -65,3 +65,22 @@ def test_clustered_mean_rejects_bad_input_clearly():
         clustered_mean([1.0, 2.0], ["a", "a"])
     with pytest.raises(ValueError, match="NaN"):
         clustered_mean([1.0, float("nan")])
+
+
+def test_framing_shift_is_the_paired_change_of_the_framing_effect():
+    import pandas as pd
+
+    from interplab.evals.analysis import framing_shift
+
+    def frame(okay_conf: float) -> pd.DataFrame:
+        rows = []
+        for i in range(6):
+            for t in range(2):
+                for cond, v in (("confirming", okay_conf + 0.01 * i), ("disconfirming", 0.5)):
+                    rows.append({"item": f"a{i}", "cluster": f"c{i // 2}", "template": t, "condition": cond,
+                                 "class": "fine", "value": v})  # fmt: skip
+        return pd.DataFrame(rows)
+
+    shift = framing_shift(frame(0.5), frame(0.8))
+    assert shift["effect"] == pytest.approx(0.3)
+    assert shift["n_pairs"] == 12 and shift["n_clusters"] == 3
