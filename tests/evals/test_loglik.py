@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from inspect_ai import Task
-from inspect_ai import eval as inspect_eval
-from inspect_ai.dataset import MemoryDataset, Sample
-
-from interplab.evals.loglik import loglik_accuracy, loglik_choices
+from loglik_oracle import lm_eval_logliks, run_items
 
 ITEMS = [
     ("The Eiffel Tower is located in the city of", [" Paris", " London", " Rome"], 0),
@@ -21,41 +15,6 @@ ITEMS = [
     ("Paris", [" is", ",", " London Rome"], 2),
     ("The", [" quick brown fox", " Eiffel"], 1),
 ]
-
-
-def lm_eval_logliks(model, items, batch_size: int = 3) -> list[list[float]]:
-    from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
-
-    hflm: Any = HFLM  # its __init__ takes **kwargs that its type hints do not show
-    lm = hflm(pretrained=model.hf, tokenizer=model.tokenizer, batch_size=batch_size, max_length=128)
-    reqs = [
-        Instance(request_type="loglikelihood", doc={}, arguments=(ctx, c), idx=i)
-        for ctx, choices, _ in items
-        for i, c in enumerate(choices)
-    ]
-    flat = [ll for ll, _ in lm.loglikelihood(reqs, disable_tqdm=True)]
-    out, k = [], 0
-    for _, choices, _ in items:
-        out.append(flat[k : k + len(choices)])
-        k += len(choices)
-    return out
-
-
-def run_items(items, model: str, tmp_path, batch_size: int = 4) -> tuple[list[Any], Any]:
-    ds = MemoryDataset(
-        [
-            Sample(input=ctx, choices=choices, target=chr(65 + gold), id=i)
-            for i, (ctx, choices, gold) in enumerate(items)
-        ]
-    )
-    task = Task(dataset=ds, solver=loglik_choices(chat=False), scorer=loglik_accuracy())
-    (log,) = inspect_eval(
-        task, model=model, model_args={"batch_size": batch_size}, log_dir=str(tmp_path), display="none"
-    )
-    assert log.status == "success", log.error
-    assert log.samples is not None
-    return sorted(log.samples, key=lambda s: int(s.id)), log
 
 
 def test_per_choice_logliks_match_lm_eval_hflm_within_1e_4_with_identical_argmax(tiny, tmp_path):
