@@ -134,3 +134,23 @@ def test_an_interrupted_eval_resumes_from_its_log_without_redoing_finished_sampl
     res = run_eval("framing", ["tiny"], tmp_path / "logs", **kw)
     assert sum(again) == 24 - done  # only the samples the first run did not finish
     assert res["models"]["tiny"]["n_pairs"] == 12
+
+
+def test_eval_runs_a_users_task_file_and_reports_its_metrics(tiny, tiny_dir, tmp_path):
+    f = tmp_path / "my_task.py"
+    f.write_text(
+        "from inspect_ai import Task, task\n"
+        "from inspect_ai.dataset import Sample\n"
+        "from inspect_ai.scorer import includes\n"
+        "from inspect_ai.solver import generate\n\n"
+        "@task\n"
+        "def capitals():\n"
+        "    return Task(dataset=[Sample(input='The capital of France is', target='Paris'),\n"
+        "                         Sample(input='The capital of Italy is', target='Rome')],\n"
+        "                solver=generate(), scorer=includes())\n"
+    )
+    r = _eval(f"{f}@capitals", "--model", tiny_dir, "--max-tokens", "3", "--out", str(tmp_path / "run"))
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["task"] == "capitals"
+    assert "accuracy" in res["models"][tiny_dir]["includes"] and res["models"][tiny_dir]["n_samples"] == 2
