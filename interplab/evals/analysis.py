@@ -42,7 +42,9 @@ def sample_frame(log: EvalLog) -> Any:
         if isinstance(v, dict):
             continue
         row = {k: v for k, v in (s.metadata or {}).items() if not isinstance(v, (list, dict))}
-        row.update({k: v for k, v in (sc.metadata or {}).items() if not isinstance(v, (list, dict))})
+        for k, val in (sc.metadata or {}).items():  # the scorer's fields never overwrite the sample's own
+            if not isinstance(val, (list, dict)):
+                row[k if k not in row else f"score_{k}"] = val
         row.update({"id": str(s.id), "value": float(v), "answer": sc.answer, "completion": s.output.completion})  # type: ignore[arg-type]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -103,8 +105,8 @@ def framing_headline(df: Any) -> dict[str, Any]:
             e = paired_difference(sub["value"], sub["value_b"], _clusters(sub["cluster"]))
             out["by_class"][str(cls)] = _effect_block(e, sub)
     out["p_okay"] = {c: _r(df[df.condition == c]["value"].mean()) for c in ("confirming", "disconfirming")}
-    if "label" in df:
-        out["ambiguous_rate"] = _r((df["label"] == "ambiguous").mean())
+    if "judgement" in df:
+        out["ambiguous_rate"] = _r((df["judgement"] == "ambiguous").mean())
     return out
 
 

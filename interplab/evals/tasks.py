@@ -153,7 +153,7 @@ def framing_scorer(method: str = "loglik"):
             p_agree = {"agree": 1.0, "disagree": 0.0}.get(label, 0.5)
             extra = {"p_agree": p_agree}
         okay = p_agree if conf else 1 - p_agree
-        return Score(value=okay, answer=label, metadata={**extra, "label": label, "okay": okay})
+        return Score(value=okay, answer=label, metadata={**extra, "judgement": label, "okay": okay})
 
     return score
 
@@ -227,7 +227,7 @@ def truthful_scorer(method: str = "loglik"):
             p_true = {"true": 1.0, "false": 0.0}.get(label, 0.5)
             extra = {}
         correct = p_true if meta["label"] else 1 - p_true
-        return Score(value=correct, answer=label, metadata={**extra, "p_true": p_true, "label": label})
+        return Score(value=correct, answer=label, metadata={**extra, "p_true": p_true, "judgement": label})
 
     return score
 

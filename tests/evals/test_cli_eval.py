@@ -68,6 +68,9 @@ def test_eval_truthful_and_harmful_print_their_contract_keys(tiny, tiny_dir, tmp
     ht = json.loads(t.stdout)["models"][tiny_dir]
     assert {"friendly", "funny", "concise", "enthusiastic", "polite", "none"} <= set(ht["effects"])
     assert {"effect", "ci95", "se_clustered", "template_sd"} <= set(ht["effects"]["funny"])
+    assert {"callout_delta", "accept_delta"} <= set(ht["effects"]["funny"])  # split by the statement's truth
+    for rates in ht["rates"].values():
+        assert rates["callout_rate"]["rate"] is not None and rates["accept_rate"]["rate"] is not None
     h = _eval(
         "harmful", "--model", tiny_dir, "--dataset", _jsonl(tmp_path / "h.jsonl", HARMFUL),
         "--template-set", "0,1", "--max-tokens", "3", "--out", str(tmp_path / "h"),
