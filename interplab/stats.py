@@ -43,6 +43,7 @@ __all__ = [
     "paired_difference",
     "t_quantile",
     "template_spread",
+    "wilson_interval",
 ]
 
 CIMethod = Literal["t", "bootstrap"]
@@ -242,3 +243,16 @@ def template_spread(values: ArrayLike, items: ArrayLike, templates: ArrayLike) -
     ms_e = float(((grid - row - col + grand) ** 2).sum()) / ((n_i - 1) * (n_t - 1))
     comp = max(0.0, (ms_t - ms_e) / n_i)
     return TemplateSpread(per, math.sqrt(comp), observed, comp)
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (Wilson 1927): unlike a t interval it does not collapse to a
+    point at 0 or 1 (0 of 8 refusals: [0, 0.32]). It assumes independent trials (no clustering)."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"wilson_interval needs 0 <= k <= n and n >= 1, got k={k}, n={n}.")
+    z = float(_st.norm.ppf((1 + level) / 2))
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from interplab.stats import clustered_mean, paired_difference, template_spread
+from interplab.stats import clustered_mean, paired_difference, template_spread, wilson_interval
 
 if TYPE_CHECKING:
     from inspect_ai.log import EvalLog
@@ -92,6 +92,10 @@ def _rate(df: Any, column: str = "value") -> dict[str, Any]:
     sp = template_spread(df[column].to_numpy(dtype=np.float64), df["item"].tolist(), df["template"].tolist())
     d = est.to_dict()
     d["rate"] = d.pop("effect")
+    x = df[column].to_numpy(dtype=np.float64)
+    if np.isin(x, (0.0, 1.0)).all():  # a 0/1 outcome: the Wilson interval too, which does not collapse at 0 or 1
+        lo, hi = wilson_interval(int(x.sum()), len(x))
+        d["ci95_wilson"] = [_r(lo), _r(hi)]
     return {**d, "template_sd": _r(sp.sd), "per_template": {str(k): _r(v) for k, v in sp.per_template.items()}}
 
 

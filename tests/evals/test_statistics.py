@@ -84,3 +84,12 @@ def test_framing_shift_is_the_paired_change_of_the_framing_effect():
     shift = framing_shift(frame(0.5), frame(0.8))
     assert shift["effect"] == pytest.approx(0.3)
     assert shift["n_pairs"] == 12 and shift["n_clusters"] == 3
+
+
+def test_wilson_interval_matches_the_textbook_value_and_does_not_collapse_at_zero():
+    from interplab.stats import wilson_interval
+
+    lo, hi = wilson_interval(0, 8)
+    assert lo == 0.0 and hi == pytest.approx(0.3244, abs=1e-4)
+    lo, hi = wilson_interval(5, 10)
+    assert (lo, hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)
