@@ -6,7 +6,8 @@ to stderr). Bad input exits with status 2 and a message saying what was wrong an
 
 This module only assembles the app: each command is a module-level function in a leaf module
 (``models``, ``report``, ``generate``, ``observational``, ``diffing``, ``causal``, ``representations``, ``sae``,
-``train``, ``sweep``, ``bench``); the leaves share :mod:`interplab.cli._common` and never import this module.
+``train``, ``finetune``, ``invert``, ``organism``, ``eval``, ``serve``, ``sweep``, ``bench``); the leaves share
+:mod:`interplab.cli._common` and never import this module.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from interplab.cli import (
     sweep,
     train,
 )
+from interplab.cli import eval as eval_cmd
 from interplab.cli import organism as organism_cmd
 from interplab.cli import report as report_cmd
 
@@ -64,6 +66,7 @@ app.command("invert")(invert.invert)
 app.command("finetune")(finetune.finetune)
 app.command("sweep", context_settings=sweep.CONTEXT_SETTINGS)(sweep.sweep)
 app.command("serve")(serve.serve)
+app.command("eval")(eval_cmd.eval_cmd)
 app.add_typer(bench_app, name="bench")
 app.add_typer(organism_cmd.organism_app, name="organism")
 app.add_typer(sae_app, name="sae")
@@ -75,6 +78,7 @@ bench_app.command("sae")(bench.bench_sae_cmd)
 bench_app.command("grokking")(bench.bench_grokking_cmd)
 bench_app.command("sweep")(bench.bench_sweep_cmd)
 bench_app.command("finetune")(finetune.bench_finetune_cmd)
+bench_app.command("eval")(eval_cmd.bench_eval_cmd)
 
 __all__ = ["app", "main"]
 

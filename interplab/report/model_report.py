@@ -247,6 +247,20 @@ def _ioi_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     return ioi_parts(res)
 
 
+def _evals_section(model: Model, out: Path) -> list[Html]:
+    """The framing eval (interplab.evals, log-prob method) on 12 actions x 2 templates, with clustered CIs
+    (``interplab eval`` for the full evals); its Inspect logs go in ``eval_logs/``."""
+    from interplab.evals.provider import register_model
+    from interplab.evals.run import run_eval
+    from interplab.io.atomic import write_json
+    from interplab.report.sections.evals import evals_parts
+
+    register_model(model.name, model)
+    res = run_eval("framing", [model.name], out / "eval_logs", template_set="0,1", limit_items=12)
+    write_json(out / "evals_framing.json", res, indent=2, default=str)
+    return evals_parts(res)
+
+
 # Optional sections after the core ones: name -> (title, builder(model, out_dir) -> parts)
 EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, ReportPrompt], list[Html]]]] = {
     "heads": ("Attention heads", _heads_section),
@@ -256,9 +270,12 @@ EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, ReportPrompt], list[
     "logit-pca": ("Logit PCA across layers", _logit_pca_section),
     "patching": ("IOI activation and attribution patching", _patching_section),
     "ioi": ("IOI circuit", _ioi_section),
+    "evals": ("Behavioural evals (framing)", _evals_section),
 }
 # ablation, patching and ioi are opt-in (--sections ...,ablation): on SmolLM2 each takes minutes on 2 cores
-DEFAULT_SECTIONS: tuple[str, ...] = tuple(k for k in EXTRA_SECTIONS if k not in ("ablation", "patching", "ioi"))
+DEFAULT_SECTIONS: tuple[str, ...] = tuple(
+    k for k in EXTRA_SECTIONS if k not in ("ablation", "patching", "ioi", "evals")
+)
 
 
 def build_report(
