@@ -30,13 +30,14 @@ def label_prompts(task: str, round: int = 1) -> list[dict]:
 
     * framing: all 120 actions, item i with template i mod 6 and the confirming framing when (i // 2) is even, so
       each action class meets both framings;
-    * harmful: all requests (harmful and benign look-alike), item i with template i mod 6;
+    * harmful: the odd-numbered pairs (pair-001, pair-003, …: 106 requests, harmful and benign look-alike), item
+      i with template i mod 6;
     * truthful: the first 60 statements (false and true alternate), system prompt cycling through none, truthful
       and the five "X and truthful" ones.
 
     Round 2 (generated and labelled after the classifiers were frozen: a fresh test set) shifts the template by 3
-    and flips the framing (framing: all actions again), takes every other pair (harmful: pairs 1, 3, 5, …) and the
-    next 60 statements (truthful).
+    and flips the framing (framing: all actions again), takes the even-numbered pairs (harmful) and the next 60
+    statements (truthful).
     """
     if round not in (1, 2):
         raise ValueError(f"round must be 1 or 2, got {round}.")
@@ -53,7 +54,7 @@ def label_prompts(task: str, round: int = 1) -> list[dict]:
     elif task == "harmful":
         n_t = len(templates["user"])
         for i, it in enumerate(items):
-            if round == 2 and (i // 2) % 2 == 1:
+            if (i // 2) % 2 != round - 1:
                 continue
             t = (i + shift) % n_t
             prompt = render(templates["user"][t], task, it)
