@@ -92,11 +92,7 @@ def test_unknown_task_lists_the_tasks():
 
 def test_jsonl_row_missing_a_field_is_reported_with_its_line(tmp_path):
     f = tmp_path / "mine.jsonl"
-    f.write_text(
-        '{"id": "a", "action": "help a friend", "class": "fine"}\n'
-        "\n"
-        '{"id": "b", "class": "dubious"}\n'
-    )
+    f.write_text('{"id": "a", "action": "help a friend", "class": "fine"}\n\n{"id": "b", "class": "dubious"}\n')
     with pytest.raises(DatasetError, match=r"mine\.jsonl, line 3: missing field 'action'"):
         load_items("framing", f)
 
@@ -121,10 +117,7 @@ def test_csv_rows_are_validated_with_physical_line_numbers(tmp_path):
     f = tmp_path / "mine.csv"
     # line 3 is a quoted cell spanning two physical lines, so the bad row is on line 5
     f.write_text(
-        "id,statement,label,cluster\n"
-        "t1,Snow is white.,true,snow\n"
-        't2,"Ice is cold,\nand hard.",1,ice\n'
-        "t3,,false,sun\n"
+        'id,statement,label,cluster\nt1,Snow is white.,true,snow\nt2,"Ice is cold,\nand hard.",1,ice\nt3,,false,sun\n'
     )
     with pytest.raises(DatasetError, match=r"mine\.csv, line 5: missing field 'statement'"):
         load_items("truthful", f)
