@@ -4,8 +4,9 @@ the model, how its answers were generated, how the labels are read back, and agr
 Protocol (``data/README.md`` has the full text): :func:`label_prompts` picks a fixed, class- and framing-balanced
 set of prompts per task; :func:`generate_answers` answers them greedily through the model's chat template
 (batched, left-padded); the answers were written to ``data/labels/<task>.jsonl`` with the model name and git
-commit, then labelled by reading each answer, before the classifiers were tuned. Rows alternate between a tuning
-half (``split == "tune"``) and a held-out half (``split == "heldout"``); agreement is reported on the held-out half.
+commit, then labelled by reading each answer, before the classifiers were tuned. Round-1 rows alternate in blocks
+between a tuning half (``split == "tune"``) and a held-out half (``"heldout"``); round 2 (``"fresh"``) was generated
+and labelled after the classifiers were frozen. Agreement is reported on the held-out and fresh rows.
 Agreement is accuracy and Cohen's kappa (Cohen 1960, "A Coefficient of Agreement for Nominal Scales").
 """
 
