@@ -4,8 +4,9 @@ the model, how its answers were generated, how the labels are read back, and agr
 Protocol (``data/README.md`` has the full text): :func:`label_prompts` picks a fixed, class- and framing-balanced
 set of prompts per task; :func:`generate_answers` answers them greedily through the model's chat template
 (batched, left-padded); the answers were written to ``data/labels/<task>.jsonl`` with the model name and git
-commit, then labelled by reading each answer, before the classifiers were tuned. Rows alternate between a tuning
-half (``split == "tune"``) and a held-out half (``split == "heldout"``); agreement is reported on the held-out half.
+commit, then labelled by reading each answer, before the classifiers were tuned. Round-1 rows alternate in blocks
+between a tuning half (``split == "tune"``) and a held-out half (``"heldout"``); round 2 (``"fresh"``) was generated
+and labelled after the classifiers were frozen. Agreement is reported on the held-out and fresh rows.
 Agreement is accuracy and Cohen's kappa (Cohen 1960, "A Coefficient of Agreement for Nominal Scales").
 """
 
@@ -30,13 +31,14 @@ def label_prompts(task: str, round: int = 1) -> list[dict]:
 
     * framing: all 120 actions, item i with template i mod 6 and the confirming framing when (i // 2) is even, so
       each action class meets both framings;
-    * harmful: all requests (harmful and benign look-alike), item i with template i mod 6;
+    * harmful: the odd-numbered pairs (pair-001, pair-003, …: 106 requests, harmful and benign look-alike), item
+      i with template i mod 6;
     * truthful: the first 60 statements (false and true alternate), system prompt cycling through none, truthful
       and the five "X and truthful" ones.
 
     Round 2 (generated and labelled after the classifiers were frozen: a fresh test set) shifts the template by 3
-    and flips the framing (framing: all actions again), takes every other pair (harmful: pairs 1, 3, 5, …) and the
-    next 60 statements (truthful).
+    and flips the framing (framing: all actions again), takes the even-numbered pairs (harmful) and the next 60
+    statements (truthful).
     """
     if round not in (1, 2):
         raise ValueError(f"round must be 1 or 2, got {round}.")
@@ -53,7 +55,7 @@ def label_prompts(task: str, round: int = 1) -> list[dict]:
     elif task == "harmful":
         n_t = len(templates["user"])
         for i, it in enumerate(items):
-            if round == 2 and (i // 2) % 2 == 1:
+            if (i // 2) % 2 != round - 1:
                 continue
             t = (i + shift) % n_t
             prompt = render(templates["user"][t], task, it)
