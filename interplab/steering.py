@@ -15,6 +15,7 @@ what follows says more about that than about the direction.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,20 +26,45 @@ from interplab.hooks import Ablate, AddVector, Intervention
 if TYPE_CHECKING:
     from interplab.models.model import Model
 
-__all__ = ["contrast_vector", "interventions_from_args", "parse_heads", "steering_norms", "steering_vector"]
+__all__ = [
+    "contrast_vector",
+    "interventions_from_args",
+    "mean_difference",
+    "parse_heads",
+    "steering_norms",
+    "steering_vector",
+]
 
 _CONTRAST = re.compile(r'^\s*"(?P<a>(?:[^"\\]|\\.)*)"\s*-\s*"(?P<b>(?:[^"\\]|\\.)*)"\s*$')
 
 
 @torch.no_grad()
+def mean_difference(
+    model: Model, positive: Sequence[str], negative: Sequence[str], layer: int, prepend_bos: bool | None = None
+) -> torch.Tensor:
+    """Mean over pairs of ``resid_post[layer](positive[i]) − resid_post[layer](negative[i])`` at each text's last
+    token (one pair: activation addition, Turner et al. 2023; many: contrastive activation addition, Rimsky et al.
+    2024). Texts are tokenized as given, right-padded in one batch; ``prepend_bos=False`` for texts that already hold
+    one (chat-templated ones)."""
+    if len(positive) != len(negative) or not positive:
+        raise ValueError(
+            f"give as many positive as negative texts (at least one); got {len(positive)}, {len(negative)}."
+        )
+    if not 0 <= layer < model.cfg.n_layers:
+        raise ValueError(f"layer {layer} is outside 0..{model.cfg.n_layers - 1}.")
+    hook = f"blocks.{layer}.hook_resid_post"
+
+    def last(texts: Sequence[str]) -> torch.Tensor:
+        ids, mask = model.to_tokens(list(texts), prepend_bos=prepend_bos, padding_side="right", return_mask=True)
+        _, cache = model.run(ids, cache=[hook], attention_mask=mask)
+        return cache[hook][torch.arange(len(texts)), mask.sum(1) - 1].float()
+
+    return (last(positive) - last(negative)).mean(0)
+
+
 def contrast_vector(model: Model, a: str, b: str, layer: int) -> torch.Tensor:
     """``resid_post[layer]`` of prompt ``a`` minus that of ``b``, at their last tokens (Turner et al. 2023)."""
-    hook = f"blocks.{layer}.hook_resid_post"
-    out = []
-    for text in (a, b):
-        _, cache = model.run(model.to_tokens(text), cache=[hook])
-        out.append(cache[hook][0, -1].float())
-    return out[0] - out[1]
+    return mean_difference(model, [a], [b], layer)
 
 
 def steering_vector(model: Model, spec: str, layer: int, key: str | None = None) -> torch.Tensor:

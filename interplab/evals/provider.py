@@ -30,7 +30,6 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inspect_ai.model import (
@@ -92,52 +91,12 @@ def _load(name: str, device: str, dtype: str) -> Model:
 
 
 def parse_interventions(model: Model, args: dict[str, Any]) -> list[Intervention]:
-    """The interventions the model args ask for (see the module docstring), checked against ``model``."""
-    from interplab.hooks import Ablate, AddVector
+    """The interventions the model args ask for (see the module docstring), checked against ``model``: the same
+    parser as ``interplab generate`` (:func:`interplab.steering.interventions_from_args`), so ``steer`` may also be
+    contrast prompts ``"A"-"B"``."""
+    from interplab.steering import interventions_from_args
 
-    out: list[Intervention] = []
-    if args.get("steer") is not None:
-        from safetensors.torch import load_file
-
-        path = Path(str(args["steer"]))
-        if not path.exists():
-            raise FileNotFoundError(f"steer={path}: no such file (a .safetensors file with the steering vector).")
-        tensors = load_file(str(path))
-        key = args.get("steer_key")
-        if key is None and len(tensors) != 1:
-            raise ValueError(f"steer={path} holds {sorted(tensors)}: name one with -M steer_key=NAME.")
-        vec = tensors[str(key)] if key is not None else next(iter(tensors.values()))
-        if vec.ndim != 1 or vec.shape[0] != model.cfg.d_model:
-            raise ValueError(
-                f"steer={path}: the vector has shape {tuple(vec.shape)}; {model.name} needs [{model.cfg.d_model}]."
-            )
-        hook = args.get("steer_hook")
-        if hook is None:
-            if args.get("steer_layer") is None:
-                raise ValueError("steer= needs steer_layer=L (or steer_hook=NAME): where to add the vector.")
-            layer = int(args["steer_layer"])
-            if not 0 <= layer < model.cfg.n_layers:
-                raise ValueError(f"steer_layer={layer} is outside 0..{model.cfg.n_layers - 1} for {model.name}.")
-            hook = f"blocks.{layer}.hook_resid_post"
-        if hook not in model.hook_names():
-            raise ValueError(f"steer_hook={hook!r} is not a hook point of {model.name} (see model.hook_names()).")
-        out.append(AddVector(str(hook), vector=vec.float(), scale=float(args.get("steer_scale", 1.0))))
-    if args.get("ablate"):
-        by_layer: dict[int, list[int]] = {}
-        for part in str(args["ablate"]).replace(" ", "").split(","):
-            try:
-                layer_s, head_s = part.split(".")
-                layer, head = int(layer_s), int(head_s)
-            except ValueError:
-                raise ValueError(f"ablate={args['ablate']!r}: write heads as L.H,L.H (e.g. 12.3,14.0).") from None
-            if not (0 <= layer < model.cfg.n_layers and 0 <= head < model.cfg.n_heads):
-                raise ValueError(
-                    f"ablate: head {layer}.{head} does not exist ({model.cfg.n_layers} layers x "
-                    f"{model.cfg.n_heads} heads)."
-                )
-            by_layer.setdefault(layer, []).append(head)
-        out += [Ablate(f"blocks.{lay}.attn.hook_z", heads=hs, how="zero") for lay, hs in sorted(by_layer.items())]
-    return out
+    return interventions_from_args(model, args)
 
 
 @dataclass

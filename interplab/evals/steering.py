@@ -56,24 +56,15 @@ def contrast_vector(
 ) -> torch.Tensor:
     """Mean over ``questions`` of ``resid_post[layer](question + positive) − resid_post[layer](question + negative)``
     at the answer's last token, each question in the model's chat template (``[d_model]``, float32)."""
-    if not 0 <= layer < model.cfg.n_layers:
-        raise ValueError(f"layer {layer} is outside 0..{model.cfg.n_layers - 1}.")
+    from interplab.steering import mean_difference
+
     if len(questions) < 2:
         raise ValueError("give at least 2 contrast questions.")
-    hook = f"blocks.{layer}.hook_resid_post"
     tok = model.need_tokenizer()
-
-    def last_resid(answer: str) -> torch.Tensor:
-        texts = [
-            (model.chat(q) if getattr(tok, "chat_template", None) else f"user: {q}\nassistant:") + answer
-            for q in questions
-        ]
-        ids, mask = model.to_tokens(texts, prepend_bos=False, return_mask=True)
-        _, cache = model.run(ids, cache=[hook], attention_mask=mask)
-        last = mask.sum(1) - 1
-        return cache[hook][torch.arange(len(texts)), last].float()
-
-    return (last_resid(positive) - last_resid(negative)).mean(0)
+    asked = [model.chat(q) if getattr(tok, "chat_template", None) else f"user: {q}\nassistant:" for q in questions]
+    return mean_difference(
+        model, [q + positive for q in asked], [q + negative for q in asked], layer, prepend_bos=False
+    )
 
 
 def save_vector(vec: torch.Tensor, path: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -247,7 +247,7 @@ def _ioi_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     return ioi_parts(res)
 
 
-def _evals_section(model: Model, out: Path) -> list[Html]:
+def _evals_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     """The framing eval (interplab.evals, log-prob method) on 12 actions x 2 templates, with clustered CIs
     (``interplab eval`` for the full evals); its Inspect logs go in ``eval_logs/``."""
     from interplab.evals.provider import register_model
