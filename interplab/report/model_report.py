@@ -261,7 +261,7 @@ def _evals_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     return evals_parts(res)
 
 
-# Optional sections after the core ones: name -> (title, builder(model, out_dir) -> parts)
+# Optional sections after the core ones: name -> (title, builder(model, out_dir, focus prompt) -> parts)
 EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, ReportPrompt], list[Html]]]] = {
     "heads": ("Attention heads", _heads_section),
     "weights": ("Composition and copying (weights)", _weights_section),
