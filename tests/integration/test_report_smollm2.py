@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import start_chromium
 from tiny_tokenized import REPORT_SECTIONS, XSS_TOKEN
 
 import interplab
@@ -15,50 +16,6 @@ from interplab.report import (
     Report,
     build_report,
 )
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
-def _start_chromium(profile_dir):
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(
-            f"The browser test needs headless Chromium, but {', '.join(missing)} is missing. "
-            "Run `make setup` (it installs the Debian packages chromium and chromium-driver).",
-            pytrace=False,
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for a in [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1000",
-        f"--user-data-dir={profile_dir}",
-    ]:
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
-    # before any page script runs: record errors and any alert() attempt
-    driver.execute_cdp_cmd(
-        "Page.addScriptToEvaluateOnNewDocument",
-        {
-            "source": """
-        window.__iplErrors = []; window.__iplAlerts = 0;
-        window.addEventListener('error', function(e){ window.__iplErrors.push(String(e.message)); });
-        window.alert = function(){ window.__iplAlerts += 1; };
-    """
-        },
-    )
-    return driver
 
 
 def _check_page(d, page: Path):
@@ -121,7 +78,7 @@ def smol():
 
 @pytest.mark.browser
 def test_report_in_headless_chromium(report_dir, tmp_path):
-    d = _start_chromium(tmp_path / "chromium-profile")  # fails (not skips) without Chromium
+    d = start_chromium(tmp_path / "chromium-profile")  # fails (not skips) without Chromium
     try:
         _check_page(d, report_dir / "report.html")
         # negative control: the harness does notice a script that runs (trusted raw markup here)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from browser import start_chromium
 from tiny_tokenized import XSS_TOKEN
 
 from interplab.serve import make_app
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 XSS_PROMPT = f"{XSS_TOKEN} When Mary and John went to the store, & John"
 
 pytestmark = pytest.mark.browser
@@ -47,41 +46,7 @@ def server(report_model, tmp_path):
 
 @pytest.fixture
 def chromium(tmp_path):
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(
-            f"The browser test needs headless Chromium, but {', '.join(missing)} is missing. "
-            "Run `make setup` (it installs the Debian packages chromium and chromium-driver).",
-            pytrace=False,
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for a in [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ]:
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
-    driver.execute_cdp_cmd(  # before any page script runs: record errors and any alert() attempt
-        "Page.addScriptToEvaluateOnNewDocument",
-        {
-            "source": "window.__iplErrors = []; window.__iplAlerts = 0;"
-            "window.addEventListener('error', function(e){ window.__iplErrors.push(String(e.message)); });"
-            "window.alert = function(){ window.__iplAlerts += 1; };"
-        },
-    )
+    driver = start_chromium(tmp_path / "chromium-profile")
     try:
         yield driver
     finally:
