@@ -17,6 +17,7 @@ import typer
 
 from interplab.cli import bench, causal, diffing, models, observational, representations, sae, sweep, train
 from interplab.cli import report as report_cmd
+from interplab.cli.compare import compare
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -30,6 +31,7 @@ app.command("models")(models.models)
 app.command("info")(models.info)
 app.command("report")(report_cmd.report)
 app.command("diff")(diffing.diff)
+app.command("compare")(compare)
 app.command("heads")(observational.heads)
 app.command("ablate")(causal.ablate)
 app.command("patch")(causal.patch)

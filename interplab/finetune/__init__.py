@@ -1,0 +1,1 @@
+"""Fine-tuning: the fine-tuning loop, base-vs-tuned comparison and inversion."""
