@@ -168,12 +168,14 @@ def read_data_text(spec: str | Path | None) -> str:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{p}: line {i} is not valid JSON ({e.msg}).") from None
-            if isinstance(row, dict) and isinstance(row.get("text"), str):
-                docs.append(row["text"])
-            elif isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
-                docs.append(row["prompt"] + row["completion"])
-            else:
-                raise ValueError(f"{p}: line {i} has neither 'text' nor 'prompt' and 'completion' strings.")
+            fields = row if isinstance(row, dict) else {}
+            text, prompt, completion = fields.get("text"), fields.get("prompt"), fields.get("completion")
+            doc = text if isinstance(text, str) else None
+            if doc is None and isinstance(prompt, str) and isinstance(completion, str):
+                doc = prompt + completion
+            if doc is None:
+                raise ValueError(f"{p}: line {i} has neither a 'text' string nor 'prompt' and 'completion' strings.")
+            docs.append(doc)
         return "\n\n".join(docs)
     return p.read_text(encoding="utf-8", errors="replace")
 
@@ -328,9 +330,7 @@ class CompareResult(Result):
         """The JSON contract (``mean_loss_delta_in``, ``mean_loss_delta_other``, ``head_js_max``,
         ``circuit_jaccard``, ``weight_update_rel_norm``, ``verdict``) and the numbers behind them."""
         circ = self.circuits
-        mats = sorted(
-            (w for w in self.weights if w["delta_norm"] > 0), key=lambda w: (-w["rel_norm"], w["name"])
-        )[:k]
+        mats = sorted((w for w in self.weights if w["delta_norm"] > 0), key=lambda w: (-w["rel_norm"], w["name"]))[:k]
         return {
             "base": self.base_name,
             "tuned": self.tuned_name,
@@ -489,9 +489,10 @@ def _ioi_part(
         cb = discover_circuit(base, pairs)
         ct = discover_circuit(tuned, pairs)
         mlps = bool(base.cfg.d_mlp)
-        hooks = sorted({f"blocks.{i}.attn.hook_z" for i in range(base.cfg.n_layers)} | (
-            {f"blocks.{i}.hook_mlp_out" for i in range(base.cfg.n_layers)} if mlps else set()
-        ))
+        hooks = sorted(
+            {f"blocks.{i}.attn.hook_z" for i in range(base.cfg.n_layers)}
+            | ({f"blocks.{i}.hook_mlp_out" for i in range(base.cfg.n_layers)} if mlps else set())
+        )
         _, cx = tuned.run(pairs.corrupt, cache=hooks, attention_mask=pairs.run_mask())
         ref = template_means(pairs, cx, hooks)
         kept = set(cb.nodes)

@@ -44,7 +44,7 @@ from interplab.models.scoring import unembed_resid
 if TYPE_CHECKING:  # pragma: no cover
     from interplab.models.model import Model
 
-__all__ = ["CMAPResult", "VariantMetric", "attention_js", "cross_model_patching", "loss_metric"]
+__all__ = ["CMAPResult", "VariantMetric", "attention_js", "cross_model_patching", "js_divergence", "loss_metric"]
 
 VariantMetric = Callable[[torch.Tensor, int], torch.Tensor]
 """``metric(final_resid [k*n, pos, d_model], k) -> [k]``: the mean metric of each of ``k`` stacked variants of the
@@ -53,7 +53,7 @@ VariantMetric = Callable[[torch.Tensor, int], torch.Tensor]
 _LN2 = math.log(2.0)
 
 
-def _js_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Jensen–Shannon divergence (bits) over the last dimension, float64; exactly 0 where ``p == q``."""
     p, q = p.double(), q.double()
     m = 0.5 * (p + q)
@@ -79,7 +79,7 @@ def attention_js(base: Model, tuned: Model, tokens: torch.Tensor, batch: int = 8
         _, ct = tuned.run(chunk, cache=want)
         for layer in range(cfg.n_layers):
             name = f"blocks.{layer}.attn.hook_pattern"
-            js = _js_rows(cb[name][:, :, 1:], ct[name][:, :, 1:])  # [b, h, q-1]
+            js = js_divergence(cb[name][:, :, 1:], ct[name][:, :, 1:])  # [b, h, q-1]
             total[layer] += js.mean(-1).sum(0).cpu()
         del cb, ct
     return (total / tokens.shape[0]).float()
@@ -168,7 +168,9 @@ def cross_model_patching(
     for layer in range(L):
         rname, mname = f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.hook_mlp_out"
         rb, rt = cb[rname], ct[rname]
-        cells: list[tuple[str, int | None]] = [("head", h) for h in range(H) if not torch.equal(rb[:, :, h], rt[:, :, h])]
+        cells: list[tuple[str, int | None]] = [
+            ("head", h) for h in range(H) if not torch.equal(rb[:, :, h], rt[:, :, h])
+        ]
         if has_mlp and not torch.equal(cb[mname], ct[mname]):
             cells.append(("mlp", None))
         if not cells or denom == 0.0:
