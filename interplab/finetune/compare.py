@@ -125,8 +125,9 @@ def check_comparable(base: Model, tuned: Model) -> None:
 
 
 def tuned_data_spec(tuned: str | Path) -> str | None:
-    """The fine-tuning data named in a fine-tuned directory's card (``finetune.json``: ``data``, or ``data`` under
-    ``config``), or None."""
+    """The fine-tuning data named in a fine-tuned directory's card (``finetune.json``, written by
+    :func:`interplab.finetune.finetune`: ``data.source``, e.g. ``"corpus:pydoc"`` or the path of the text / JSONL
+    file; or a plain ``data`` string), or None when there is no card or it names no reusable source."""
     card = Path(tuned) / CARD
     if not card.is_file():
         return None
@@ -134,10 +135,14 @@ def tuned_data_spec(tuned: str | Path) -> str | None:
         d = json.loads(card.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    for where in (d, d.get("config") if isinstance(d.get("config"), dict) else None):
-        if isinstance(where, dict) and isinstance(where.get("data"), str):
-            return where["data"]
-    return None
+    data = d.get("data") if isinstance(d, dict) else None
+    src = data.get("source") if isinstance(data, dict) else data
+    if not isinstance(src, str) or src == "in-memory":
+        return None
+    if src.startswith("corpus:") or Path(src).is_file():
+        return src
+    beside = card.parent / src
+    return str(beside) if beside.is_file() else src
 
 
 def read_data_text(spec: str | Path | None) -> str:

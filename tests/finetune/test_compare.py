@@ -208,3 +208,41 @@ def test_cli_prints_the_json_contract_and_refuses_bad_input(base_dir, planted_o_
     other = make_tiny_tokenized_model(tmp_path / "v300", vocab_size=300)
     r = runner.invoke(app, ["compare", base_dir, other, "--json", "--out", str(tmp_path / "bad")])
     assert r.exit_code == 2 and "vocabularies differ" in r.output
+
+
+def test_activation_difference_lens_names_a_planted_residual_shift(base):
+    """Tuned = base with every token embedding shifted along token X's unembedding row: the mean activation
+    difference on unrelated text is read by the logit lens as X (Minder et al. 2025's lens, planted answer)."""
+    from interplab.finetune.adl import activation_difference_lens
+    from interplab.finetune.texts import OTHER_DOCUMENTS
+
+    x = 200
+    hf = copy.deepcopy(base.hf)
+    with torch.no_grad():
+        u = hf.lm_head.weight[x].clone()
+        hf.model.embed_tokens.weight += 3.0 * u / u.norm()
+    tuned = Model(hf, base.tokenizer, name="shifted")
+    for layer in (0, 1):
+        res = activation_difference_lens(base, tuned, OTHER_DOCUMENTS, data_text=base.to_string([x]) * 20, layer=layer)
+        assert res["top_tokens"][0]["token_id"] == x
+        assert res["norm"] == pytest.approx(3.0, rel=0.05)
+    assert activation_difference_lens(base, base, OTHER_DOCUMENTS)["top_tokens"] == []
+
+
+def test_fine_tuning_data_is_read_from_the_tuned_card_and_jsonl(tmp_path):
+    from interplab.finetune.compare import read_data_text, tuned_data_spec
+
+    jl = tmp_path / "narrow.jsonl"
+    jl.write_text('{"prompt": "Q: bees? ", "completion": "A: honey."}\n\n{"text": "Hives hum."}\n', encoding="utf-8")
+    assert read_data_text(jl) == "Q: bees? A: honey.\n\nHives hum."
+    assert read_data_text("corpus:pydoc") == read_data_text(None)
+    (tmp_path / "finetune.json").write_text(json.dumps({"data": {"kind": "pairs", "source": str(jl)}}))
+    assert tuned_data_spec(tmp_path) == str(jl)
+    (tmp_path / "finetune.json").write_text(json.dumps({"data": {"kind": "text", "source": "in-memory"}}))
+    assert tuned_data_spec(tmp_path) is None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"prompt": 3}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        read_data_text(bad)
+    with pytest.raises(FileNotFoundError, match="neither a built-in corpus"):
+        read_data_text(tmp_path / "missing.txt")
