@@ -34,6 +34,10 @@ def compare(
     important_frac: float = typer.Option(
         0.2, "--important-frac", help="Fraction of heads (by base ablation importance) that were important before."
     ),
+    ablation_chunks: int = typer.Option(4, "--ablation-chunks", help="Fine-tuning chunks of the ablation importance."),
+    cmap_exact: int = typer.Option(
+        20, "--cmap-exact", help="Heads patched exactly after an attribution screen (0: every changed head exactly)."
+    ),
     top: int = typer.Option(10, "--top", help="Heads, tokens and matrices listed."),
     seed: int = typer.Option(0, "--seed"),
     out: OutDir = None,
@@ -56,6 +60,8 @@ def compare(
         "ioi_n": ioi_n,
         "circuit": not no_circuit,
         "important_frac": important_frac,
+        "ablation_chunks": ablation_chunks,
+        "cmap_exact": cmap_exact,
         "top": top,
     }
     with guard(), Run("compare", args, out=out, seed=seed) as run:
@@ -78,6 +84,8 @@ def compare(
                 detector_seqs=detector_seqs,
                 detector_copying=copying,
                 important_frac=important_frac,
+                ablation_chunks=ablation_chunks,
+                cmap_exact=cmap_exact or None,
                 ioi=cast(IOIMode, ioi),
                 ioi_n=ioi_n,
                 circuit=not no_circuit,

@@ -29,7 +29,8 @@ new ones?
 Verdict rule
 ------------
 Let ``r_h`` be head ``h``'s recovered fraction of the loss change on the fine-tuning text (cross-model
-patching, 1 = patching that head alone turns the base model's loss into the tuned model's), ``R_heads`` the
+patching, 1 = patching that head alone turns the base model's loss into the tuned model's; 0 for heads the
+attribution screen left out of the exact patching), ``R_heads`` the
 fraction recovered by patching every head at once, and *important before* the heads in the top
 ``important_frac`` (default 20 %) of the base model's mean-ablation importance on the same text whose 95 %
 confidence interval lies above 0. With ``S = Σ_h max(r_h, 0)`` and ``S_pre`` the same sum over the heads
@@ -276,7 +277,9 @@ def _r(x: float | None, nd: int = 6) -> float | None:
 class CompareResult(Result):
     """What a fine-tune changed (see the module docstring). ``[L, H]`` tensors per head: ``attention_js`` (bits),
     ``ablation_base`` / ``ablation_tuned`` (mean-ablation loss increase, nats), ``ablation_ci_low_base``,
-    ``cmap_heads`` (recovered fraction of the loss change), ``head_weight_rel``; ``cmap_mlps`` ``[L]``;
+    ``cmap_heads`` (recovered fraction of the loss change; NaN where the screen left a head out),
+    ``cmap_estimate`` (its attribution estimate for every head, or None without a screen), ``head_weight_rel``;
+    ``cmap_mlps`` ``[L]``;
     ``detector_base`` / ``detector_tuned``: head-detector scores per class. ``loss``: the two-model diff
     headlines on ``"in"`` (fine-tuning text) and ``"other"``; ``weights``: one row per shared parameter;
     ``adl``: the activation difference lens; ``circuits``: the IOI comparison or ``{"skipped": reason}``."""
@@ -296,6 +299,7 @@ class CompareResult(Result):
     important_before: torch.Tensor
     cmap_heads: torch.Tensor
     cmap_mlps: torch.Tensor
+    cmap_estimate: torch.Tensor | None
     cmap: dict[str, Any]
     head_weight_rel: torch.Tensor
     weights: list[dict[str, Any]]
@@ -442,6 +446,7 @@ def _ioi_part(
     seed: int,
     hs_base: Any,
     hs_tuned: Any,
+    cmap_exact: int | None,
 ) -> dict[str, Any]:
     from interplab.analyses.causal.circuits import all_nodes, circuit_metric, template_means
     from interplab.analyses.causal.engine import end_metric
@@ -484,7 +489,13 @@ def _ioi_part(
         return metric
 
     cm = cross_model_patching(
-        base, tuned, pairs.clean, ioi_metric(base), ioi_metric(tuned), attention_mask=pairs.run_mask()
+        base,
+        tuned,
+        pairs.clean,
+        ioi_metric(base),
+        ioi_metric(tuned),
+        attention_mask=pairs.run_mask(),
+        exact=cmap_exact,
     )
     out["cmap_top_heads"] = [[a, b, _r(v)] for a, b, v in cm.top_heads(top_k)]
     out["cmap_recovered_all_heads"] = _r(cm.recovered_all_heads)
@@ -530,6 +541,8 @@ def compare_models(
     detector_copying: bool = False,
     ablation_how: Literal["zero", "mean", "resample"] = "mean",
     important_frac: float = 0.2,
+    ablation_chunks: int = 4,
+    cmap_exact: int | None = 20,
     ioi: IOIMode = "auto",
     ioi_n: int = 16,
     circuit: bool = True,
@@ -553,6 +566,10 @@ def compare_models(
         detector_copying: also compare the weight-based copying scores (slower on large vocabularies).
         ablation_how: the ablation of the importance scores (``"mean"``: the head's mean output over the chunks).
         important_frac: the fraction of heads (by base ablation importance) that counts as important before.
+        ablation_chunks: fine-tuning chunks used by the ablation importance (the first ones; at least 2, for its
+            confidence interval).
+        cmap_exact: heads patched exactly by cross-model patching after an attribution screen (None: every head;
+            see :func:`interplab.finetune.head_diff.cross_model_patching`).
         ioi: ``"auto"`` (run the IOI comparison when the base model does the task), ``"always"``, ``"never"``.
         ioi_n: IOI prompt pairs.
         circuit: also discover both IOI circuits (ACDC-style) and cross the base circuit into the tuned model.
@@ -573,6 +590,8 @@ def compare_models(
 
     if ioi not in ("auto", "always", "never"):
         raise ValueError(f"ioi must be 'auto', 'always' or 'never', not {ioi!r}.")
+    if ablation_chunks < 2:
+        raise ValueError(f"ablation_chunks must be at least 2 (for a confidence interval), not {ablation_chunks}.")
     if not 0 < important_frac <= 1:
         raise ValueError(f"important_frac must lie in (0, 1], got {important_frac}.")
     say = progress or (lambda s: None)
@@ -625,14 +644,19 @@ def compare_models(
     t0 = time.perf_counter()
     say("head-ablation importance …")
     kw: dict[str, Any] = {"how": ablation_how, "induction_score": None, "seed": seed, "max_batch_tokens": 2048}
-    ab_b = head_ablation_importance(b, tok_in, **kw)
-    ab_t = head_ablation_importance(t, tok_in, **kw)
+    if ablation_chunks < 2:
+        raise ValueError(
+            f"ablation_chunks must be at least 2 (a confidence interval over chunks), got {ablation_chunks}."
+        )
+    tok_ab = tok_in[:ablation_chunks]
+    ab_b = head_ablation_importance(b, tok_ab, **kw)
+    ab_t = head_ablation_importance(t, tok_ab, **kw)
     important = important_heads(ab_b.delta_loss, ab_b.ci_low, important_frac)
     lap("ablation", t0)
 
     t0 = time.perf_counter()
     say("cross-model activation patching …")
-    cm = cross_model_patching(b, t, tok_in, loss_metric(b, tok_in), loss_metric(t, tok_in))
+    cm = cross_model_patching(b, t, tok_in, loss_metric(b, tok_in), loss_metric(t, tok_in), exact=cmap_exact)
     lap("cmap", t0)
 
     t0 = time.perf_counter()
@@ -644,11 +668,11 @@ def compare_models(
 
     t0 = time.perf_counter()
     say("IOI on both models …")
-    circuits = _ioi_part(b, t, ioi, ioi_n, top_k, circuit, seed, hs_b, hs_t)
+    circuits = _ioi_part(b, t, ioi, ioi_n, top_k, circuit, seed, hs_b, hs_t, cmap_exact)
     lap("circuits", t0)
 
     delta_in = float(loss["in"]["mean_diff"] or 0.0)
-    v, detail = verdict(rel_total, delta_in, cm.heads, cm.recovered_all_heads, important)
+    v, detail = verdict(rel_total, delta_in, cm.heads.nan_to_num(0.0), cm.recovered_all_heads, important)
     seconds["total"] = round(time.perf_counter() - t_all, 2)
     return CompareResult(
         base_name=names[0],
@@ -663,6 +687,7 @@ def compare_models(
         important_before=important,
         cmap_heads=cm.heads,
         cmap_mlps=cm.mlps,
+        cmap_estimate=cm.heads_estimate,
         cmap={
             "metric": "mean next-token loss on the fine-tuning chunks (nats)",
             "loss_base": cm.metric_base,
@@ -670,6 +695,10 @@ def compare_models(
             "recovered_all_heads": cm.recovered_all_heads,
             "recovered_all_mlps": cm.recovered_all_mlps,
             "n_forward": cm.n_forward,
+            "exact_heads": int((~cm.heads.isnan()).sum()),
+            "screen": "attribution patching, then the top cmap_exact heads exactly"
+            if cm.heads_estimate is not None
+            else "none: every changed head patched exactly",
         },
         head_weight_rel=head_rel,
         weights=weights,
@@ -688,6 +717,8 @@ def compare_models(
             "detector_copying": detector_copying,
             "ablation": ablation_how,
             "important_frac": important_frac,
+            "ablation_chunks": int(tok_ab.shape[0]),
+            "cmap_exact": cmap_exact,
             "ioi": ioi,
             "ioi_n": ioi_n,
             "circuit": circuit,

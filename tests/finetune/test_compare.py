@@ -246,3 +246,15 @@ def test_fine_tuning_data_is_read_from_the_tuned_card_and_jsonl(tmp_path):
         read_data_text(bad)
     with pytest.raises(FileNotFoundError, match="neither a built-in corpus"):
         read_data_text(tmp_path / "missing.txt")
+
+
+def test_attribution_screen_keeps_the_planted_head_among_the_exactly_patched(base):
+    tuned = planted(base, "o", 0, 2)
+    toks = base.to_tokens(["When Mary and John went to the store, John gave a drink to Mary."] * 3)
+    full = cross_model_patching(base, tuned, toks, loss_metric(base, toks), loss_metric(tuned, toks))
+    cm = cross_model_patching(base, tuned, toks, loss_metric(base, toks), loss_metric(tuned, toks), exact=2)
+    assert cm.heads_estimate is not None and full.heads_estimate is None
+    assert int((~cm.heads.isnan()).sum()) == 2 + 3  # 2 screened heads kept; the 3 unchanged heads of layer 0 are 0
+    assert cm.top_heads(1)[0][:2] == (0, 2)
+    kept = ~cm.heads.isnan()
+    assert torch.allclose(cm.heads[kept], full.heads[kept], atol=1e-5)
