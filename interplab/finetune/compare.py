@@ -324,9 +324,10 @@ class CompareResult(Result):
         return {c: self.detector_tuned[c] - self.detector_base[c] for c in self.detector_base}
 
     def top(self, values: torch.Tensor, k: int = 10, signed: bool = False) -> list[list[Any]]:
-        """``[[layer, head, value], ...]`` of the ``k`` heads with the largest value (``|value|`` when ``signed``)."""
-        flat = values.flatten().nan_to_num(0.0)
-        key = flat.abs() if signed else flat
+        """``[[layer, head, value], ...]`` of the ``k`` heads with the largest value (``|value|`` when ``signed``);
+        NaN (not evaluated) last, shown as None."""
+        flat = values.flatten()
+        key = (flat.abs() if signed else flat).nan_to_num(float("-inf"), neginf=float("-inf"))
         H = values.shape[1]
         idx = sorted(range(flat.numel()), key=lambda i: (-float(key[i]), i))[:k]
         return [[i // H, i % H, _r(float(flat[i]))] for i in idx]
