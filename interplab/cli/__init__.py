@@ -34,6 +34,7 @@ from interplab.cli import (
 from interplab.cli import eval as eval_cmd
 from interplab.cli import organism as organism_cmd
 from interplab.cli import report as report_cmd
+from interplab.cli.compare import compare
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -49,6 +50,7 @@ app.command("report")(report_cmd.report)
 app.command("generate")(generate.generate)
 app.command("chat")(generate.chat)
 app.command("diff")(diffing.diff)
+app.command("compare")(compare)
 app.command("heads")(observational.heads)
 app.command("ig")(observational.ig)
 app.command("tuned-lens")(observational.tuned_lens)
