@@ -6,8 +6,8 @@ to stderr). Bad input exits with status 2 and a message saying what was wrong an
 
 This module only assembles the app: each command is a module-level function in a leaf module
 (``models``, ``report``, ``generate``, ``observational``, ``diffing``, ``causal``, ``representations``, ``sae``,
-``train``, ``finetune``, ``invert``, ``organism``, ``eval``, ``serve``, ``sweep``, ``bench``); the leaves share
-:mod:`interplab.cli._common` and never import this module.
+``train``, ``finetune``, ``compare``, ``invert``, ``organism``, ``eval``, ``serve``, ``sweep``, ``bench``); the
+leaves share :mod:`interplab.cli._common` and never import this module.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import typer
 from interplab.cli import (
     bench,
     causal,
+    compare,
     diffing,
     finetune,
     generate,
@@ -34,7 +35,6 @@ from interplab.cli import (
 from interplab.cli import eval as eval_cmd
 from interplab.cli import organism as organism_cmd
 from interplab.cli import report as report_cmd
-from interplab.cli.compare import compare
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -50,7 +50,7 @@ app.command("report")(report_cmd.report)
 app.command("generate")(generate.generate)
 app.command("chat")(generate.chat)
 app.command("diff")(diffing.diff)
-app.command("compare")(compare)
+app.command("compare")(compare.compare)
 app.command("heads")(observational.heads)
 app.command("ig")(observational.ig)
 app.command("tuned-lens")(observational.tuned_lens)
