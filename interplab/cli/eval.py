@@ -9,7 +9,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, load_model, print_json, print_metrics
+from interplab.cli._common import (
+    AsJson,
+    MaxParallel,
+    OutDir,
+    SplitBackend,
+    err,
+    finish_run,
+    guard,
+    load_model,
+    print_json,
+    print_metrics,
+)
 
 __all__ = ["bench_eval_cmd", "eval_cmd", "parse_model_args"]
 
@@ -61,6 +72,8 @@ def eval_cmd(
     ] = None,
     batch_size: int = typer.Option(16, "--batch-size", help="Requests per forward pass."),
     max_tokens: int | None = typer.Option(None, "--max-tokens", help="Generated tokens per answer (generate)."),
+    backend: SplitBackend = "serial",
+    max_parallel: MaxParallel = None,
     out: OutDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -69,7 +82,7 @@ def eval_cmd(
     The Inspect .eval logs go in RUN_DIR/logs (open them with `inspect view --log-dir RUN_DIR/logs`); rerunning with
     --out RUN_DIR resumes an interrupted run without redoing finished samples."""
     from interplab.evals.provider import register_model
-    from interplab.evals.run import run_eval
+    from interplab.evals.run import run_eval_split
     from interplab.io.runs import Run
     from interplab.report.sections.evals import evals_report
 
@@ -84,17 +97,22 @@ def eval_cmd(
         "model_args": model_args,
         "batch_size": batch_size,
         "max_tokens": max_tokens,
+        "backend": backend,
+        "max_parallel": max_parallel,
     }
     with guard(), Run("eval", args, out=out) as run:
         margs = parse_model_args(model_args)
-        for name in names:
-            m = load_model(name.removeprefix("interplab/"))
-            register_model(name.removeprefix("interplab/"), m)
+        if backend == "serial":  # the workers of another backend load their own model
+            for name in names:
+                m = load_model(name.removeprefix("interplab/"))
+                register_model(name.removeprefix("interplab/"), m)
         with err.status(f"running {task} on {', '.join(names)} …"):
-            res = run_eval(
+            res = run_eval_split(
                 task,
                 names,
                 run.dir / "logs",
+                backend=backend,
+                max_parallel=max_parallel,
                 template_set=template_set,
                 dataset=dataset,
                 limit_items=limit,

@@ -132,3 +132,51 @@ def run_eval(
             }
             out["models"][m]["n_samples"] = log.results.completed_samples if log.results else 0
     return out
+
+
+def eval_share(model_name: str, log_dir: str, task: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A worker's share of :func:`run_eval_split`: one model, loaded here (one torch thread), its logs in
+    ``log_dir``."""
+    from interplab.evals.provider import register_model
+    from interplab.sweeps.split import worker_model
+
+    with worker_model(model_name.removeprefix("interplab/")) as m:
+        register_model(model_name.removeprefix("interplab/"), m)
+        return run_eval(task, [model_name], log_dir, **options)
+
+
+def run_eval_split(
+    task: str,
+    models: Sequence[str],
+    log_dir: str | Path,
+    backend: str = "serial",
+    max_parallel: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`run_eval` with the models spread over the workers of a sweep backend (``process`` or ``ray``; one
+    model per worker, its logs in ``log_dir/<n>-<model>``, resumable like :func:`run_eval`); ``serial`` is
+    :func:`run_eval` itself. The headlines are those of each model's own run."""
+    import re
+
+    from interplab.sweeps.backends import check_backend, map_calls
+
+    check_backend(backend)
+    if backend == "serial":
+        return run_eval(task, models, log_dir, **options)
+    if not models:
+        raise ValueError("give at least one --model.")
+    dirs = {m: str(Path(log_dir) / f"{i}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', m)[-60:]}") for i, m in enumerate(models)}
+    got: dict[str, dict[str, Any]] = {}
+    map_calls(
+        eval_share,
+        [(m, dirs[m], task, options) for m in models],
+        lambda call, res: got.__setitem__(call[0], res),
+        backend=backend,
+        max_parallel=max_parallel,
+    )
+    first = got[models[0]]
+    return {
+        "task": first["task"],
+        "models": {m: got[m]["models"][m] for m in models},
+        "logs": {m: got[m]["logs"][m] for m in models},
+    }

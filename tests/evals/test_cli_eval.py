@@ -157,3 +157,20 @@ def test_eval_runs_a_users_task_file_and_reports_its_metrics(tiny, tiny_dir, tmp
     res = json.loads(r.stdout)
     assert res["task"] == "capitals"
     assert "accuracy" in res["models"][tiny_dir]["includes"] and res["models"][tiny_dir]["n_samples"] == 2
+
+
+def test_eval_over_models_split_across_worker_processes_gives_the_serial_headlines(tiny, tiny_dir, tmp_path):
+    import shutil
+
+    a, b = tmp_path / "model-a", tmp_path / "model-b"
+    for d in (a, b):
+        shutil.copytree(tiny_dir, d)
+        tiny.tokenizer.save_pretrained(str(d))  # with its chat template, which each worker reads from the directory
+    data = _jsonl(tmp_path / "framing.jsonl", FRAMING[:4])
+    common = ["framing", "--model", str(a), "--model", str(b), "--dataset", data, "--template-set", "0"]
+    serial = _eval(*common, "--out", str(tmp_path / "serial"))
+    split = _eval(*common, "--backend", "process", "--max-parallel", "2", "--out", str(tmp_path / "split"))
+    assert serial.exit_code == 0 and split.exit_code == 0, split.output
+    s, p = json.loads(serial.stdout), json.loads(split.stdout)
+    assert s["models"] == p["models"] and set(p["models"]) == {str(a), str(b)}
+    assert all(Path(v.removeprefix("file://")).exists() for v in p["logs"].values()), p["logs"]
