@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interplab.analyses.observational.lens import LogitLensResult, display_token, logit_lens
-from interplab.report.html import Html, Report, attention_viewer, figure, heading, table, text
+from interplab.analyses.observational.lens import LogitLensResult, logit_lens
+from interplab.report.html import Html, Report, attention_viewer, heading, table, text
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from interplab.models.model import Model
     from interplab.tasks.pairs import PromptPairs
 
@@ -102,34 +100,9 @@ def _model_card(model: Model) -> list[Html]:
 
 
 def _lens_parts(res: LogitLensResult, p: ReportPrompt, json_name: str) -> list[Html]:
-    h = res.headline()
-    first = h["first_layer_top1"]
-    summary = (
-        f"Prompt: {res.prompt}\n"
-        f"Answer tracked: {display_token(res.answer)!r}"
-        + ("" if p.answer is not None else " (the model's own top prediction)")
-        + f" — final p = {h['answer_prob_final']:.3f}, rank {h['answer_rank_final']}; "
-        + (
-            f"first ranked top-1 at layer {first}, top-1 from layer {h['stable_top1_from_layer']} on."
-            if first is not None
-            else "never ranked top-1 by the lens."
-        )
-        + f"\nData: {json_name}"
-    )
-    return [
-        heading(f"{p.name}"),
-        text(summary),
-        figure(res.plot()),
-        heading("Top tokens at the last position, per layer", 4),
-        table(_display_frame(res.to_frame("last"))),
-    ]
+    from interplab.report.sections.lens import lens_parts
 
-
-def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
-    for c in df.columns:
-        if str(c).startswith("top"):
-            df[c] = df[c].map(display_token)
-    return df
+    return [heading(f"{p.name}"), *lens_parts(res, p.answer is not None, data_name=json_name)]
 
 
 # ---- optional analysis sections: each runs its analysis on a small workload, saves the Result next to the

@@ -26,7 +26,7 @@ import torch
 
 from interplab.io.atomic import save_tensors, write_json, write_text
 from interplab.io.runs import Run
-from interplab.report.html import Html, Report, attention_viewer, figure, heading, table, text
+from interplab.report.html import Html, Report, attention_viewer, table, text
 
 if TYPE_CHECKING:
     from interplab.analyses.causal.patching import PatchingResult
@@ -126,31 +126,18 @@ def _pairs(model: Model, req: Request):
 
 
 def _lens(model: Model, req: Request, out: Path, progress: Progress) -> tuple[list[Html], dict[str, Any]]:
-    from interplab.analyses.observational.lens import display_token, logit_lens
+    from interplab.analyses.observational.lens import logit_lens
+    from interplab.report.sections.lens import lens_parts
 
     progress("logit lens: running the model", 0, 1)
     res = logit_lens(model, req.prompt, answer=req.answer)
     res.save(out)
-    h = res.headline()
-    first = h["first_layer_top1"]
-    summary = (
-        f"Logit lens (nostalgebraist 2020): each layer's blocks.L.hook_resid_post through the final norm and the "
-        f"unembedding.\nPrompt: {res.prompt}\nAnswer tracked: {display_token(res.answer)!r}"
-        + ("" if req.answer is not None else " (the model's own top prediction)")
-        + f" — final p = {h['answer_prob_final']:.3f}, rank {h['answer_rank_final']}; "
-        + (f"first ranked top-1 at layer {first}." if first is not None else "never ranked top-1 by the lens.")
+    intro = (
+        "Logit lens (nostalgebraist 2020): each layer's blocks.L.hook_resid_post through the final norm and the "
+        "unembedding.\n"
     )
-    frame = res.to_frame("last")
-    for c in frame.columns:
-        if str(c).startswith("top"):
-            frame[c] = frame[c].map(display_token)
-    parts = [
-        text(summary),
-        figure(res.plot()),
-        heading("Top tokens at the last position, per layer", 4),
-        table(frame),
-    ]
-    return parts, h
+    parts = lens_parts(res, req.answer is not None, intro=intro)
+    return parts, res.headline()
 
 
 def _attention(model: Model, req: Request, out: Path, progress: Progress) -> tuple[list[Html], dict[str, Any]]:
