@@ -260,7 +260,7 @@ def run_parts(section: str, runs: Iterable[ReportRun]) -> list[Html]:
         rec = r.record
         about = f"Directory {r.dir.resolve()}"
         if rec.get("command"):
-            about += f"; `{rec['command']}` run of {rec.get('started', '?')}"
+            about += f"; interplab {_cli(rec['command'])} run of {rec.get('started', '?')}"
             if rec.get("wall_seconds") is not None:
                 about += f" ({rec['wall_seconds']:.0f} s)"
         parts += [heading(f"{kind.title} — {r.dir.name}", 3), text(about + "."), *kind.parts(r)]

@@ -30,8 +30,8 @@ def _invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory) -> tuple[str, Path, Path]:
-    """(base directory, fine-tuned model directory, its data): a tiny tokenized Llama and a 4-step LoRA fine-tune of it, written
-    as `interplab finetune --out` writes it (run.json, finetune_result.json, merged weights)."""
+    """(base directory, fine-tuned model directory, its data): a tiny tokenized Llama and a 4-step LoRA fine-tune of
+    it, written as `interplab finetune --out` writes it (run.json, finetune_result.json, merged weights)."""
     from interplab.finetune import FinetuneConfig, finetune
 
     root = tmp_path_factory.mktemp("ft")
@@ -262,6 +262,24 @@ def test_runs_that_are_not_runs_or_not_shown_are_refused(report_model, invert_ru
         with Run("compare", {}, out=tmp_path / "half"):
             pass
         read_run(tmp_path / "half")
+
+
+def test_a_finetuned_adapter_whose_base_is_gone_is_refused_saying_which_base(tuned, tmp_path):
+    """The adapter directory holds finetune_result.json, so the section has something to show; loading it names the
+    missing base and how to fix it."""
+    import shutil
+
+    from interplab.finetune import FinetuneConfig, finetune
+
+    base_dir, _, data = tuned
+    base = tmp_path / "base"
+    shutil.copytree(base_dir, base)
+    cfg = FinetuneConfig(targets=("q_proj",), rank=2, alpha=4, steps=1, batch_size=2, seq_len=8, save="adapter",
+                         log_every=1, ckpt_every=1, threads=1)  # fmt: skip
+    finetune(str(base), data, cfg, out=tmp_path / "adapter", progress=False)
+    shutil.rmtree(base)
+    r, msg = _invoke("report", "--model", str(tmp_path / "adapter"), "--sections", "finetune", "--out", str(tmp_path))
+    assert r.exit_code == 2 and "LoRA adapter for the base model" in msg and "point 'base' in" in msg, msg
 
 
 def test_a_model_without_tokenizer_still_needs_one_for_the_text_sections(organism, tmp_path):
