@@ -219,6 +219,22 @@ def test_a_population_run_shows_every_members_card(tmp_path):
     assert "clean-000" in html and "backdoor-000" in html and "1 clean and 1 backdoored" in html
 
 
+def test_an_eval_run_given_is_shown_instead_of_running_an_eval(report_model, tmp_path, monkeypatch):
+    import interplab.evals.run as evals_run
+
+    def no_eval(*a, **k):
+        raise AssertionError("the evals section ran an eval although an eval run was given")
+
+    monkeypatch.setattr(evals_run, "run_eval", no_eval)
+    res = {"task": "framing", "models": {"tuned-xyz": {"effect": 0.125, "ci95": [0.05, 0.2], "n": 24}}}
+    with Run("eval", {"task": "framing"}, out=tmp_path / "ev") as run:
+        run.save_json("evals_framing.json", res)
+    path = build_report(report_model, tmp_path / "r", prompts=["a b"], sections=["evals"], runs=[tmp_path / "ev"])
+    page = path.read_text(encoding="utf-8")
+    ev = page[page.index('<section class="ipl-section" id="evals">') :]
+    assert "tuned-xyz" in ev and "Framing effect" in ev
+
+
 # ------------------------------------------------------------------------------------ bad input
 
 
