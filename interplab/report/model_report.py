@@ -3,6 +3,12 @@
 ``build_report(model, out_dir)`` writes ``out_dir/report.html`` (self-contained, works offline) and
 the logit-lens data as JSON next to it (``out_dir/lens_<name>.json``). The report only assembles
 results; the numbers come from :mod:`interplab.analyses`.
+
+Besides the analyses it runs, the report shows results other commands wrote (the ``finetune``, ``invert``,
+``organisms`` and ``evals`` sections): found in the model directory (a fine-tune's ``finetune_result.json``, an
+organism's ``organism.json``) and in run directories given with ``runs`` (``interplab report --runs DIR``), rendered
+through the registry of run kinds in :mod:`interplab.report.runs`. Every section builder receives a
+:class:`ReportContext` (the focus prompt and those runs).
 """
 
 from __future__ import annotations
