@@ -299,6 +299,7 @@ def plan_report(
     looks for result files). ``sections=None``: ``DEFAULT_SECTIONS`` plus the sections of the runs found. A
     ValueError says what is wrong and what to do: an unknown section, a ``--runs`` directory that is not a run or
     of a kind the report does not show, a run whose section is not chosen, a run section with nothing to show."""
+    runs = list(runs)
     found = tuple(find_runs(runs, model_dir))
     if sections is None:
         chosen = list(DEFAULT_SECTIONS)
