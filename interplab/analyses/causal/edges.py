@@ -1,0 +1,653 @@
+"""Edge attribution patching (EAP; Syed et al. 2023, "Attribution Patching Outperforms Automated Circuit
+Discovery") and EAP with integrated gradients (EAP-IG; Hanna et al. 2024, "Have Faith in Faithfulness: Going
+Beyond Circuit Overlap When Finding Model Mechanisms"), over the graph of heads and MLPs (Conmy et al. 2023).
+
+The graph
+---------
+* upstream nodes (what writes into the residual stream): ``input`` (the residual stream entering block 0:
+  embeddings and positions), each head ``"L.H"`` (its write ``hook_result``, ``z_h W_O[h]``) and each MLP
+  ``"MLPL"`` (``hook_mlp_out``);
+* downstream inputs (what reads it): each head's query, key and value input separately (``"L.H.q"``,
+  ``"L.H.k"``, ``"L.H.v"``: the residual stream as that head's q / k / v path reads it, before the layer's norm),
+  each MLP's input ``"MLPL"``, and ``"logits"`` (the residual stream entering the final norm);
+* an edge ``u → v`` exists when ``u`` is in an earlier layer than ``v``, or ``u`` is a head and ``v`` the MLP of
+  the same layer (not in parallel-residual models, whose MLP reads the layer's input). ``input`` feeds everything.
+
+The input of ``v`` is the sum of the writes of every upstream node of ``v`` (plus biases): corrupting the
+edge ``u → v`` adds ``a_u(corrupt) − a_u(clean)`` to ``v``'s input only.
+
+Scores
+------
+* EAP: ``score(u, v) = Σ_pos (a_u(corrupt) − a_u(clean)) · ∂M/∂x_v`` at the clean run, averaged over prompts,
+  where ``x_v`` is ``v``'s own input: the first-order estimate of the metric change when only that edge carries
+  the corrupt activation. A head's q (k, v) input gradient is the vector-Jacobian product of ``∂M/∂q_h`` (from a
+  zero probe on ``hook_q``; keys/values are expanded per query head under GQA) through that layer's own modules
+  (norm, projection, q/k-norm, rotary), taken by autograd from the residual stream entering the layer — exact in
+  every family. An MLP's input gradient is the VJP of ``∂M/∂mlp_out`` to the residual stream the MLP reads
+  (``hook_resid_mid``, or ``hook_resid_pre`` in parallel-residual models).
+* EAP-IG: the gradients are averaged over ``m`` runs whose input (the residual stream entering block 0) is
+  interpolated ``corrupt + k/m (clean − corrupt)``, ``k = 1..m`` (Hanna et al. use ``m = 5``).
+* :func:`exact_edge_patching`: the reference — the metric when only the edge ``u → v`` carries the corrupt
+  activation: ``v``'s input gets ``a_u(corrupt) − a_u(clean)`` added, every other input as in the clean run.
+  For a head's q / k / v the layer is run once on the modified residual stream and only that head's q (k, v) is
+  patched into a clean run (two runs, as path patching does).
+
+Circuits
+--------
+:func:`edge_circuit_metric` runs the clean prompts with every edge outside a circuit carrying the reference
+activation (the corrupt run's, as Hanna et al., or the per-template mean of the corrupt prompts, as
+:mod:`~interplab.analyses.causal.circuits`): ``x_v = x_v(run) + Σ_{u→v ∉ C} (a_u(ref) − a_u(run))``, layer by
+layer. Faithfulness is ``mean metric(circuit) / mean metric(full)`` (the scale of ``circuits.py``); the
+normalised faithfulness ``(M(C) − M(ref))/(M(full) − M(ref))`` is reported beside it.
+
+Families whose head writes pass through a norm before the residual stream (Gemma 3's post-attention norm) have
+no additive per-head writes; their edges are refused (the q/k/v input gradients themselves work everywhere).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+
+from interplab.analyses.causal.engine import end_metric
+from interplab.hooks import Apply, HookContext, Patch
+from interplab.io.results import Result
+from interplab.tasks.pairs import PromptPairs
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from interplab.models.model import Model
+
+__all__ = [
+    "EdgeAttributionResult",
+    "EdgeGraph",
+    "Reference",
+    "edge_attribution_patching",
+    "edge_circuit_metric",
+    "edge_graph",
+    "exact_edge_patching",
+    "input_gradients",
+    "node_circuit_edges",
+    "top_edges",
+]
+
+Reference = Literal["corrupt", "mean"]
+"""What an edge outside a circuit carries: the corrupt run's activation (Hanna et al. 2024) or the per-template
+mean over the corrupt prompts (Wang et al. 2022; :func:`~interplab.analyses.causal.circuits.template_means`)."""
+
+QKV = ("q", "k", "v")
+
+
+# ====================================================================================== the graph
+
+
+@dataclass(frozen=True)
+class EdgeGraph:
+    """The nodes and edges of a model's graph: ``upstream`` / ``downstream`` names (module docstring), each
+    one's layer (``input``: −1, ``logits``: n_layers) and ``valid`` ``[U, D]``: True where the edge exists."""
+
+    upstream: list[str]
+    downstream: list[str]
+    up_layer: list[int]
+    down_layer: list[int]
+    valid: torch.Tensor
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.valid.sum())
+
+    def edge_name(self, u: int, v: int) -> str:
+        return f"{self.upstream[u]}->{self.downstream[v]}"
+
+    def down_node(self, v: int) -> str:
+        """The node a downstream input belongs to (``"L.H"`` for ``"L.H.q"``)."""
+        name = self.downstream[v]
+        return name.rsplit(".", 1)[0] if name.endswith((".q", ".k", ".v")) else name
+
+
+def _check_family(model: Model) -> None:
+    if model.adapter.attn_output_norm(0) is not None:
+        raise ValueError(
+            f"{model.cfg.family} passes attention output through a norm before the residual stream, so a head's "
+            "write is not additive and edges from single heads are not defined; use node-level circuits "
+            "(interplab.analyses.causal.circuits.discover_circuit) for this family."
+        )
+
+
+def edge_graph(model: Model) -> EdgeGraph:
+    """The graph of ``model`` (module docstring)."""
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    mlp = cfg.d_mlp > 0
+    up, upl, down, downl = ["input"], [-1], [], []
+    up_kind = ["input"]
+    for layer in range(L):
+        up += [f"{layer}.{h}" for h in range(H)]
+        upl += [layer] * H
+        up_kind += ["head"] * H
+        down += [f"{layer}.{h}.{t}" for h in range(H) for t in QKV]
+        downl += [layer] * (3 * H)
+        if mlp:
+            up.append(f"MLP{layer}")
+            upl.append(layer)
+            up_kind.append("mlp")
+            down.append(f"MLP{layer}")
+            downl.append(layer)
+    down.append("logits")
+    downl.append(L)
+    ul, dl = torch.tensor(upl), torch.tensor(downl)
+    valid = ul[:, None] < dl[None, :]
+    if mlp and not cfg.parallel_attn_mlp:
+        is_head = torch.tensor([k == "head" for k in up_kind])
+        is_mlp_in = torch.tensor([d.startswith("MLP") for d in down])
+        valid |= (ul[:, None] == dl[None, :]) & is_head[:, None] & is_mlp_in[None, :]
+    return EdgeGraph(up, down, upl, downl, valid)
+
+
+def _layer_downstream(g: EdgeGraph, layer: int) -> list[int]:
+    return [v for v, lv in enumerate(g.down_layer) if lv == layer]
+
+
+# ====================================================================================== activations
+
+
+def _up_hooks(model: Model) -> list[str]:
+    cfg = model.cfg
+    hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.attn.hook_result" for layer in range(cfg.n_layers)]
+    if cfg.d_mlp > 0:
+        hooks += [f"blocks.{layer}.hook_mlp_out" for layer in range(cfg.n_layers)]
+    return hooks
+
+
+def _up_acts(model: Model, cache: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Every upstream node's write ``[n, pos, d]`` from a cache of :func:`_up_hooks`, in graph order."""
+    out = [cache["blocks.0.hook_resid_pre"]]
+    for layer in range(model.cfg.n_layers):
+        res = cache[f"blocks.{layer}.attn.hook_result"]
+        out += [res[:, :, h] for h in range(model.cfg.n_heads)]
+        if model.cfg.d_mlp > 0:
+            out.append(cache[f"blocks.{layer}.hook_mlp_out"])
+    return [t.detach().float() for t in out]
+
+
+def _reference(model: Model, pairs: PromptPairs, cx: Mapping[str, torch.Tensor], reference: Reference) -> Any:
+    if reference == "corrupt":
+        return cx
+    if reference == "mean":
+        from interplab.analyses.causal.circuits import template_means
+
+        return template_means(pairs, cx, _up_hooks(model))
+    raise ValueError(f"reference must be 'corrupt' or 'mean', not {reference!r}.")
+
+
+# ====================================================================================== gradients
+
+
+def _mlp_input_hook(model: Model, layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_pre" if model.cfg.parallel_attn_mlp else f"blocks.{layer}.hook_resid_mid"
+
+
+def input_gradients(
+    model: Model,
+    pairs: PromptPairs,
+    resid0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Gradients of the summed per-prompt metric w.r.t. every downstream input of the graph, each through its
+    own path only (module docstring): ``(metric [n], {downstream index: gradient [n, pos, d_model]})``.
+
+    ``resid0``: run from this residual stream entering block 0 instead of the clean prompts' (EAP-IG's
+    interpolated inputs)."""
+    cfg = model.cfg
+    g = edge_graph(model)
+    mlp = cfg.d_mlp > 0
+    probes: dict[str, torch.Tensor] = {}
+    seen: dict[str, torch.Tensor] = {}
+
+    def probe(x: torch.Tensor, ctx: HookContext) -> torch.Tensor:
+        d = torch.zeros_like(x, requires_grad=True)
+        y = x + d
+        probes[ctx.name], seen[ctx.name] = d, y
+        return y
+
+    ivs: list[Any] = []
+    if resid0 is not None:
+        r0 = resid0.detach()
+        ivs.append(Apply("blocks.0.hook_resid_pre", fn=lambda x, ctx: r0.to(x.dtype)))
+    inputs = {f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)}
+    if mlp:
+        inputs |= {_mlp_input_hook(model, layer) for layer in range(cfg.n_layers)}
+    outs = [f"blocks.{layer}.attn.hook_{t}" for layer in range(cfg.n_layers) for t in QKV]
+    if mlp:
+        outs += [f"blocks.{layer}.hook_mlp_out" for layer in range(cfg.n_layers)]
+    ivs += [Apply(h, fn=probe) for h in sorted(inputs) + outs]
+    with torch.enable_grad():
+        final = model.run(
+            pairs.clean, attention_mask=pairs.run_mask(), grad=True, return_resid=True, interventions=ivs
+        ).logits
+        m = end_metric(model, pairs, final)
+        got = torch.autograd.grad(m.sum(), [final] + [probes[h] for h in outs], retain_graph=True)
+        d_out = dict(zip(outs, got[1:]))
+        grads: dict[int, torch.Tensor] = {g.downstream.index("logits"): got[0].detach().float()}
+        for layer in range(cfg.n_layers):
+            x = seen[f"blocks.{layer}.hook_resid_pre"]
+            for t in QKV:
+                name = f"blocks.{layer}.attn.hook_{t}"
+                y, dy = seen[name], d_out[name]
+                for h in range(cfg.n_heads):
+                    go_ = torch.zeros_like(dy)
+                    go_[:, :, h] = dy[:, :, h]
+                    (gx,) = torch.autograd.grad(y, x, grad_outputs=go_, retain_graph=True)
+                    grads[g.downstream.index(f"{layer}.{h}.{t}")] = gx.detach().float()
+            if mlp:
+                name = f"blocks.{layer}.hook_mlp_out"
+                (gx,) = torch.autograd.grad(
+                    seen[name], seen[_mlp_input_hook(model, layer)], grad_outputs=d_out[name], retain_graph=True
+                )
+                grads[g.downstream.index(f"MLP{layer}")] = gx.detach().float()
+    return m.detach(), grads
+
+
+# ====================================================================================== EAP / EAP-IG
+
+
+@dataclass
+class EdgeAttributionResult(Result):
+    """Edge scores ``[upstream, downstream]`` (NaN where no edge exists): the estimated change of the mean
+    metric when only that edge carries the corrupt activation (EAP, or EAP-IG with ``ig_steps > 1``); the clean
+    and corrupt per-prompt metrics; the circuits evaluated (top-k edges: size, metric, faithfulness); and, when
+    computed, exact edge patching of some edges with the Spearman rank correlation."""
+
+    KIND: ClassVar[str] = "edge_attribution"
+    FILE: ClassVar[str] = "edges.json"
+
+    upstream: list[str]
+    downstream: list[str]
+    scores: torch.Tensor
+    clean_metric: torch.Tensor
+    corrupt_metric: torch.Tensor
+    method: str = "eap"
+    ig_steps: int = 1
+    circuits: list[dict[str, Any]] = field(default_factory=list)
+    exact: dict[str, Any] = field(default_factory=dict)
+    model_name: str = ""
+    task: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def ranked(self, k: int | None = None) -> list[tuple[str, str, float]]:
+        """The edges by |score|, largest first: ``(upstream, downstream, score)``."""
+        s = self.scores.reshape(-1)
+        ok = ~torch.isnan(s)
+        idx = torch.nonzero(ok).reshape(-1)
+        order = idx[s[idx].abs().argsort(descending=True)]
+        if k is not None:
+            order = order[:k]
+        D = len(self.downstream)
+        return [(self.upstream[i // D], self.downstream[i % D], float(s[i])) for i in order.tolist()]
+
+    def headline(self) -> dict[str, Any]:
+        h: dict[str, Any] = {
+            "method": self.method,
+            "ig_steps": self.ig_steps,
+            "n_edges": int((~torch.isnan(self.scores)).sum()),
+            "metric_clean": round(float(self.clean_metric.mean()), 4),
+            "metric_corrupt": round(float(self.corrupt_metric.mean()), 4),
+            "top_edges": [[f"{u}->{v}", round(s, 5)] for u, v, s in self.ranked(10)],
+        }
+        if self.circuits:
+            h["circuits"] = [
+                {k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items() if k != "edges"}
+                for c in self.circuits
+            ]
+        if self.exact:
+            h["exact_spearman"] = self.exact.get("spearman")
+            h["exact_n_edges"] = self.exact.get("n_edges")
+        return h
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per edge: upstream, downstream, score, |score| rank (1 = largest)."""
+        import pandas as pd
+
+        rows = [
+            {"upstream": u, "downstream": v, "score": s, "rank": i + 1} for i, (u, v, s) in enumerate(self.ranked())
+        ]
+        return pd.DataFrame(rows)
+
+    def plot(self) -> go.Figure:
+        """The score matrix (upstream × downstream)."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure(
+            go.Heatmap(
+                z=self.scores.tolist(),
+                x=self.downstream,
+                y=self.upstream,
+                colorscale="RdBu",
+                zmid=0,
+                hovertemplate="%{y} -> %{x}: %{z:.4g}<extra></extra>",
+            )
+        )
+        fig.update_layout(
+            title={"text": f"Edge scores ({self.method}) — {self.task} — {self.model_name}"},
+            xaxis_title="downstream input",
+            yaxis_title="upstream node",
+            height=700,
+        )
+        return fig
+
+
+def edge_attribution_patching(
+    model: Model,
+    pairs: PromptPairs,
+    ig_steps: int = 1,
+    top_k: Sequence[int] = (),
+    reference: Reference = "corrupt",
+    exact_edges: int = 0,
+) -> EdgeAttributionResult:
+    """EAP (``ig_steps=1``; Syed et al. 2023) or EAP-IG (``ig_steps=m > 1``; Hanna et al. 2024) edge scores on
+    ``pairs`` (module docstring), and the faithfulness and size of the top-``k`` circuits for each ``k`` of
+    ``top_k`` (edges outside the circuit carry the ``reference`` activation).
+
+    Args:
+        model: the model (not a family with a post-attention norm, e.g. Gemma 3).
+        pairs: clean/corrupt prompt pairs with their metric (same token length per pair).
+        ig_steps: interpolation steps of EAP-IG (1: plain EAP at the clean input; the paper uses 5).
+        top_k: circuit sizes (edges) to evaluate.
+        reference: what edges outside a circuit carry: ``"corrupt"`` or ``"mean"``.
+        exact_edges: also patch this many edges exactly (the top ones by |score|, :func:`exact_edge_patching`)
+            and report the Spearman rank correlation of score and exact effect (0: none; -1: every edge).
+    """
+    from scipy.stats import spearmanr
+
+    _check_family(model)
+    if ig_steps < 1:
+        raise ValueError(f"ig_steps must be at least 1 (1 = plain EAP), got {ig_steps}.")
+    t0 = time.perf_counter()
+    g = edge_graph(model)
+    hooks = _up_hooks(model)
+    mask = pairs.run_mask()
+    with torch.no_grad():
+        lc, cc = model.run(pairs.clean, cache=hooks, attention_mask=mask)
+        lx, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=mask)
+    m_clean, m_corrupt = pairs.metric_from_logits(lc).detach(), pairs.metric_from_logits(lx).detach()
+    pm = pairs.mask.to(torch.float32)[:, :, None]
+    n = len(pairs)
+    delta = torch.stack([(x - c) * pm for x, c in zip(_up_acts(model, cx), _up_acts(model, cc))])  # [U, n, p, d]
+    A = delta.reshape(len(g.upstream), -1)
+    scores = torch.zeros(len(g.upstream), len(g.downstream))
+    r_clean, r_corrupt = cc["blocks.0.hook_resid_pre"], cx["blocks.0.hook_resid_pre"]
+    for k in range(1, ig_steps + 1):
+        r0 = None if ig_steps == 1 else r_corrupt + (k / ig_steps) * (r_clean - r_corrupt)
+        _, grads = input_gradients(model, pairs, r0)
+        idx = sorted(grads)
+        G = torch.stack([grads[v] for v in idx]).reshape(len(idx), -1)
+        scores[:, idx] += (A @ G.T) / (n * ig_steps)
+    scores[~g.valid] = float("nan")
+    res = EdgeAttributionResult(
+        upstream=g.upstream,
+        downstream=g.downstream,
+        scores=scores,
+        clean_metric=m_clean,
+        corrupt_metric=m_corrupt,
+        method="eap" if ig_steps == 1 else "eap-ig",
+        ig_steps=ig_steps,
+        model_name=model.name,
+        task=pairs.task,
+        settings={"reference": reference, "top_k": list(top_k)},
+    )
+    res.settings["seconds_scores"] = round(time.perf_counter() - t0, 3)
+    ref = _reference(model, pairs, cx, reference) if top_k else None
+    for k in top_k:
+        chosen = top_edges(scores, k)
+        metric = float(edge_circuit_metric(model, pairs, chosen, ref, clean_cache=cc).mean())
+        res.circuits.append(_circuit_summary(g, chosen, k, metric, m_clean))
+    if top_k:
+        empty = float(edge_circuit_metric(model, pairs, torch.zeros_like(g.valid), ref, clean_cache=cc).mean())
+        for c in res.circuits:
+            full = float(m_clean.mean())
+            c["metric_empty"] = empty
+            c["faithfulness_normalised"] = (c["metric"] - empty) / (full - empty) if full != empty else float("nan")
+    if exact_edges:
+        chosen = [(u, v) for u, v, _ in res.ranked(None if exact_edges < 0 else exact_edges)]
+        pairs_idx = [(g.upstream.index(u), g.downstream.index(v)) for u, v in chosen]
+        ex = exact_edge_patching(model, pairs, pairs_idx, clean_cache=cc, corrupt_cache=cx)
+        est = torch.tensor([float(scores[u, v]) for u, v in pairs_idx])
+        rho = float(spearmanr(est.numpy(), ex.numpy()).statistic) if len(ex) > 2 else float("nan")
+        res.exact = {
+            "n_edges": len(ex),
+            "spearman": round(rho, 4),
+            "edges": [f"{a}->{b}" for a, b in chosen],
+            "exact": ex.tolist(),
+            "estimate": est.tolist(),
+        }
+    res.settings["seconds"] = round(time.perf_counter() - t0, 3)
+    return res
+
+
+def top_edges(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The boolean ``[U, D]`` mask of the ``k`` edges with the largest |score| (NaN: no edge)."""
+    s = scores.abs().nan_to_num(-1.0).reshape(-1)
+    chosen = torch.zeros_like(s, dtype=torch.bool)
+    k = max(0, min(k, int((~torch.isnan(scores)).sum())))
+    if k:
+        chosen[s.argsort(descending=True)[:k]] = True
+    return chosen.view(scores.shape)
+
+
+def _circuit_summary(g: EdgeGraph, chosen: torch.Tensor, k: int, metric: float, m_clean: torch.Tensor) -> dict[str, Any]:
+    full = float(m_clean.mean())
+    nodes = set()
+    for u, v in torch.nonzero(chosen).tolist():
+        nodes.add(g.upstream[u])
+        nodes.add(g.down_node(v))
+    return {
+        "top_k": k,
+        "n_edges": int(chosen.sum()),
+        "n_nodes": len(nodes),
+        "metric": metric,
+        "metric_full": full,
+        "faithfulness": metric / full if full != 0 else float("nan"),
+    }
+
+
+# ====================================================================================== exact edge patching
+
+
+def _run_layer(
+    model: Model, resid: torch.Tensor, layer: int, cache: Sequence[str], interventions: Sequence[Any] = (), am=None
+):
+    """One block from ``resid`` (its hook_resid_pre): ``(resid_post, cache)``."""
+    return model.run(
+        resid,
+        start_at_layer=layer,
+        stop_at_layer=layer + 1,
+        attention_mask=am,
+        interventions=interventions,
+        cache=list(cache),
+        return_resid=layer + 1 == model.cfg.n_layers,
+    )
+
+
+def _stack_mask(mask: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    return None if mask is None else mask.repeat(k, 1)
+
+
+@torch.no_grad()
+def exact_edge_patching(
+    model: Model,
+    pairs: PromptPairs,
+    edges: Sequence[tuple[int, int]],
+    clean_cache: Mapping[str, torch.Tensor] | None = None,
+    corrupt_cache: Mapping[str, torch.Tensor] | None = None,
+    max_variants: int = 64,
+) -> torch.Tensor:
+    """The exact change of the mean metric when only edge ``(u, v)`` (indices into :func:`edge_graph`) carries
+    the corrupt activation — ``v``'s input gets ``a_u(corrupt) − a_u(clean)`` added, everything else clean —
+    for each edge: ``[len(edges)]`` (the scale of EAP scores)."""
+    _check_family(model)
+    cfg = model.cfg
+    g = edge_graph(model)
+    for u, v in edges:
+        if not bool(g.valid[u, v]):
+            raise ValueError(f"there is no edge {g.upstream[u]} -> {g.downstream[v]} in this model's graph.")
+    mask = pairs.run_mask()
+    n = len(pairs)
+    resids = [f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)]
+    mids = [_mlp_input_hook(model, layer) for layer in range(cfg.n_layers)] if cfg.d_mlp else []
+    if clean_cache is None or corrupt_cache is None:
+        _, clean_cache = model.run(pairs.clean, cache=_up_hooks(model), attention_mask=mask)
+        _, corrupt_cache = model.run(pairs.corrupt, cache=_up_hooks(model), attention_mask=mask)
+    final, cc = model.run(pairs.clean, cache=resids + mids, attention_mask=mask, return_resid=True)
+    base = float(end_metric(model, pairs, final).mean())
+    delta = [x - c for x, c in zip(_up_acts(model, corrupt_cache), _up_acts(model, clean_cache))]
+    out = torch.empty(len(edges))
+    by_v: dict[int, list[int]] = {}
+    for i, (_, v) in enumerate(edges):
+        by_v.setdefault(v, []).append(i)
+    for v, idxs in by_v.items():
+        name, layer = g.downstream[v], g.down_layer[v]
+        for c0 in range(0, len(idxs), max_variants):
+            chunk = idxs[c0 : c0 + max_variants]
+            k = len(chunk)
+            d = torch.cat([delta[edges[i][0]] for i in chunk])  # [k*n, p, d]
+            if name == "logits":
+                fin = final.repeat(k, 1, 1) + d.to(final.dtype)
+                vals = end_metric(model, pairs, fin).view(k, n).mean(1)
+            else:
+                resid = cc[f"blocks.{layer}.hook_resid_pre"]
+                rs = resid.repeat(k, 1, 1)
+                am = _stack_mask(mask, k)
+                if name.startswith("MLP"):
+                    hook_in = _mlp_input_hook(model, layer)
+                    dd = d.to(rs.dtype)
+                    add = Apply(hook_in, fn=lambda x, ctx, dd=dd: x + dd)
+                    _, c1 = _run_layer(model, rs, layer, [f"blocks.{layer}.hook_mlp_out"], [add], am)
+                    hk, heads = f"blocks.{layer}.hook_mlp_out", None
+                else:
+                    h, t = int(name.split(".")[1]), name.split(".")[2]
+                    hk, heads = f"blocks.{layer}.attn.hook_{t}", [h]
+                    _, c1 = _run_layer(model, rs + d.to(rs.dtype), layer, [hk], (), am)
+                src = c1[hk]
+                fin = model.run(
+                    rs,
+                    start_at_layer=layer,
+                    attention_mask=am,
+                    return_resid=True,
+                    interventions=[Patch(hk, heads=heads, source=src)],
+                ).logits
+                vals = end_metric(model, pairs, fin).view(k, n).mean(1)
+            out[torch.tensor(chunk)] = vals.float() - base
+    return out
+
+
+# ====================================================================================== circuits
+
+
+@torch.no_grad()
+def edge_circuit_metric(
+    model: Model,
+    pairs: PromptPairs,
+    circuit: torch.Tensor,
+    reference: Mapping[str, torch.Tensor],
+    clean_cache: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Per-prompt metric ``[n]`` on the clean prompts when every edge outside ``circuit`` (a boolean ``[U, D]``
+    mask over :func:`edge_graph`) carries the ``reference`` activation (a cache of the upstream hook points:
+    the corrupt run's, or template means): ``x_v = x_v(run) + Σ_{u→v ∉ C} (a_u(ref) − a_u(run))``, computed
+    layer by layer (each head's q, k and v from its own input; inputs that share the same missing edges are
+    computed together)."""
+    _check_family(model)
+    cfg = model.cfg
+    g = edge_graph(model)
+    mask = pairs.run_mask()
+    n = len(pairs)
+    out_c = g.valid & ~circuit.to(torch.bool)  # edges carrying the reference
+    ref = _up_acts(model, reference)
+    if clean_cache is None:
+        _, clean_cache = model.run(pairs.clean, cache=["blocks.0.hook_resid_pre"], attention_mask=mask)
+    resid = clean_cache["blocks.0.hook_resid_pre"].clone()
+    run: list[torch.Tensor | None] = [None] * len(g.upstream)
+    run[0] = resid.float()
+
+    def missing(v: int) -> torch.Tensor | None:
+        us = torch.nonzero(out_c[:, v]).reshape(-1).tolist()
+        if not us:
+            return None
+        tot = torch.zeros_like(run[0])  # type: ignore[arg-type]
+        for u in us:
+            a = run[u]
+            assert a is not None, g.edge_name(u, v)
+            tot += ref[u] - a
+        return tot
+
+    H = cfg.n_heads
+    for layer in range(cfg.n_layers):
+        vs = _layer_downstream(g, layer)
+        qkv = [v for v in vs if not g.downstream[v].startswith("MLP")]
+        groups: dict[bytes, list[int]] = {}
+        for v in qkv:
+            groups.setdefault(out_c[:, v].numpy().tobytes(), []).append(v)
+        ivs: list[Any] = []
+        needed = {key: vs_ for key, vs_ in groups.items() if out_c[:, vs_[0]].any()}
+        if needed:
+            keys = list(needed)
+            ds = [missing(needed[key][0]) for key in keys]
+            k = len(keys)
+            rs = torch.cat([resid + dlt.to(resid.dtype) for dlt in ds if dlt is not None])
+            names = [f"blocks.{layer}.attn.hook_{t}" for t in QKV]
+            _, c1 = _run_layer(model, rs, layer, names, (), _stack_mask(mask, k))
+            for t, hk in zip(QKV, names):
+                full = c1[hk]  # [k*n, p, H, e]
+                heads, srcs = [], []
+                for gi, key in enumerate(keys):
+                    for v in needed[key]:
+                        h, tt = int(g.downstream[v].split(".")[1]), g.downstream[v].split(".")[2]
+                        if tt == t:
+                            heads.append(h)
+                            srcs.append((h, full[gi * n : (gi + 1) * n, :, h]))
+                if heads:
+                    src = torch.zeros_like(full[:n])
+                    for h, s in srcs:
+                        src[:, :, h] = s
+                    ivs.append(Patch(hk, heads=sorted(heads), source=src))
+        want = [f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.hook_attn_out"]
+        if cfg.d_mlp:
+            want.append(f"blocks.{layer}.hook_mlp_out")
+        post, c2 = _run_layer(model, resid, layer, want, ivs, mask)
+        res = c2[f"blocks.{layer}.attn.hook_result"]
+        base_u = g.upstream.index(f"{layer}.0")
+        for h in range(H):
+            run[base_u + h] = res[:, :, h].float()
+        if cfg.d_mlp:
+            vm = g.downstream.index(f"MLP{layer}")
+            dm = missing(vm)
+            mlp_out = c2[f"blocks.{layer}.hook_mlp_out"]
+            if dm is not None:
+                dd = dm.to(resid.dtype)
+                add = Apply(_mlp_input_hook(model, layer), fn=lambda x, ctx, dd=dd: x + dd)
+                _, c3 = _run_layer(model, resid, layer, [f"blocks.{layer}.hook_mlp_out"], [*ivs, add], mask)
+                mlp_out = c3[f"blocks.{layer}.hook_mlp_out"]
+                post = resid + c2[f"blocks.{layer}.hook_attn_out"] + mlp_out
+            run[g.upstream.index(f"MLP{layer}")] = mlp_out.float()
+        resid = post
+    dl = missing(g.downstream.index("logits"))
+    final = resid if dl is None else resid + dl.to(resid.dtype)
+    return end_metric(model, pairs, final).float()
+
+
+def node_circuit_edges(model: Model, nodes: Sequence[tuple[str, int, int | None]]) -> torch.Tensor:
+    """The edge mask of a node-level circuit (:class:`~interplab.analyses.causal.circuits.CircuitResult`'s
+    ``nodes``): every edge between kept nodes, from ``input`` and into ``logits``. With mean reference it gives
+    the node-level circuit's metric (a removed node's every outgoing edge carries its mean)."""
+    g = edge_graph(model)
+    kept = {"input", "logits"}
+    for kind, layer, h in nodes:
+        kept.add(f"{layer}.{h}" if kind == "head" else f"MLP{layer}")
+    up_ok = torch.tensor([u in kept for u in g.upstream])
+    down_ok = torch.tensor([g.down_node(v) in kept for v in range(len(g.downstream))])
+    return g.valid & up_ok[:, None] & down_ok[None, :]
