@@ -27,6 +27,9 @@ Scores
   (``hook_resid_mid``, or ``hook_resid_pre`` in parallel-residual models).
 * EAP-IG: the gradients are averaged over ``m`` runs whose input (the residual stream entering block 0) is
   interpolated ``corrupt + k/m (clean − corrupt)``, ``k = 1..m`` (Hanna et al. use ``m = 5``).
+* With ``reference="mean"`` the corrupt activations above are replaced by the per-template means over the
+  corrupt prompts (the ablation of :mod:`~interplab.analyses.causal.circuits`), in the scores, the interpolation
+  and the circuits alike, so that scores estimate the circuits' own ablation.
 * :func:`exact_edge_patching`: the reference — the metric when only the edge ``u → v`` carries the corrupt
   activation: ``v``'s input gets ``a_u(corrupt) − a_u(clean)`` added, every other input as in the clean run.
   For a head's q / k / v the layer is run once on the modified residual stream and only that head's q (k, v) is
@@ -74,6 +77,7 @@ __all__ = [
     "exact_edge_patching",
     "input_gradients",
     "node_circuit_edges",
+    "spearman",
     "top_edges",
 ]
 
@@ -362,8 +366,6 @@ def edge_attribution_patching(
         exact_edges: also patch this many edges exactly (the top ones by |score|, :func:`exact_edge_patching`)
             and report the Spearman rank correlation of score and exact effect (0: none; -1: every edge).
     """
-    from scipy.stats import spearmanr
-
     _check_family(model)
     if ig_steps < 1:
         raise ValueError(f"ig_steps must be at least 1 (1 = plain EAP), got {ig_steps}.")
@@ -375,18 +377,20 @@ def edge_attribution_patching(
         lc, cc = model.run(pairs.clean, cache=hooks, attention_mask=mask)
         lx, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=mask)
     m_clean, m_corrupt = pairs.metric_from_logits(lc).detach(), pairs.metric_from_logits(lx).detach()
+    ref = _reference(model, pairs, cx, reference)
     pm = pairs.mask.to(torch.float32)[:, :, None]
     n = len(pairs)
-    delta = torch.stack([(x - c) * pm for x, c in zip(_up_acts(model, cx), _up_acts(model, cc))])  # [U, n, p, d]
+    delta = torch.stack([(x - c) * pm for x, c in zip(_up_acts(model, ref), _up_acts(model, cc))])  # [U, n, p, d]
     A = delta.reshape(len(g.upstream), -1)
     scores = torch.zeros(len(g.upstream), len(g.downstream))
-    r_clean, r_corrupt = cc["blocks.0.hook_resid_pre"], cx["blocks.0.hook_resid_pre"]
+    r_clean, r_ref = cc["blocks.0.hook_resid_pre"], ref["blocks.0.hook_resid_pre"]
     for k in range(1, ig_steps + 1):
-        r0 = None if ig_steps == 1 else r_corrupt + (k / ig_steps) * (r_clean - r_corrupt)
+        r0 = None if ig_steps == 1 else r_ref + (k / ig_steps) * (r_clean - r_ref)
         _, grads = input_gradients(model, pairs, r0)
         idx = sorted(grads)
         G = torch.stack([grads[v] for v in idx]).reshape(len(idx), -1)
         scores[:, idx] += (A @ G.T) / (n * ig_steps)
+    del A, delta
     scores[~g.valid] = float("nan")
     res = EdgeAttributionResult(
         upstream=g.upstream,
@@ -401,7 +405,6 @@ def edge_attribution_patching(
         settings={"reference": reference, "top_k": list(top_k)},
     )
     res.settings["seconds_scores"] = round(time.perf_counter() - t0, 3)
-    ref = _reference(model, pairs, cx, reference) if top_k else None
     for k in top_k:
         chosen = top_edges(scores, k)
         metric = float(edge_circuit_metric(model, pairs, chosen, ref, clean_cache=cc).mean())
@@ -415,9 +418,9 @@ def edge_attribution_patching(
     if exact_edges:
         chosen = [(u, v) for u, v, _ in res.ranked(None if exact_edges < 0 else exact_edges)]
         pairs_idx = [(g.upstream.index(u), g.downstream.index(v)) for u, v in chosen]
-        ex = exact_edge_patching(model, pairs, pairs_idx, clean_cache=cc, corrupt_cache=cx)
+        ex = exact_edge_patching(model, pairs, pairs_idx, clean_cache=cc, corrupt_cache=ref)
         est = torch.tensor([float(scores[u, v]) for u, v in pairs_idx])
-        rho = float(spearmanr(est.numpy(), ex.numpy()).statistic) if len(ex) > 2 else float("nan")
+        rho = spearman(est, ex) if len(ex) > 2 else float("nan")
         res.exact = {
             "n_edges": len(ex),
             "spearman": round(rho, 4),
@@ -427,6 +430,15 @@ def edge_attribution_patching(
         }
     res.settings["seconds"] = round(time.perf_counter() - t0, 3)
     return res
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the ranks (ties get their average rank)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a.numpy()), rankdata(b.numpy())
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def top_edges(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -439,7 +451,9 @@ def top_edges(scores: torch.Tensor, k: int) -> torch.Tensor:
     return chosen.view(scores.shape)
 
 
-def _circuit_summary(g: EdgeGraph, chosen: torch.Tensor, k: int, metric: float, m_clean: torch.Tensor) -> dict[str, Any]:
+def _circuit_summary(
+    g: EdgeGraph, chosen: torch.Tensor, k: int, metric: float, m_clean: torch.Tensor
+) -> dict[str, Any]:
     full = float(m_clean.mean())
     nodes = set()
     for u, v in torch.nonzero(chosen).tolist():
@@ -488,7 +502,9 @@ def exact_edge_patching(
 ) -> torch.Tensor:
     """The exact change of the mean metric when only edge ``(u, v)`` (indices into :func:`edge_graph`) carries
     the corrupt activation — ``v``'s input gets ``a_u(corrupt) − a_u(clean)`` added, everything else clean —
-    for each edge: ``[len(edges)]`` (the scale of EAP scores)."""
+    for each edge: ``[len(edges)]`` (the scale of EAP scores). ``corrupt_cache``: the corrupt run's cache of the
+    upstream hook points (or any reference of the same shapes, e.g. template means); ``clean_cache`` likewise for
+    the clean run (both computed when either is missing); ``max_variants``: edges into one input per forward pass."""
     _check_family(model)
     cfg = model.cfg
     g = edge_graph(model)
