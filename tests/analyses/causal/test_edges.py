@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import FAMILIES
 from scipy.stats import spearmanr
 
 import interplab
@@ -142,10 +143,11 @@ def _patched_input_gradient(model, pairs, name: str) -> torch.Tensor:
     return grad
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3", "gpt_neox", "toy"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_input_gradients_match_an_independent_autograd(tiny_dirs, family):
     """Per-head q / k / v input gradients (rotary, GQA keys/values expanded per query head, Gemma's q/k-norm,
-    GPT-NeoX's parallel residual) and MLP input gradients equal autograd through a patched run."""
+    GPT-NeoX's parallel residual, OPT's query pre-scaling, GPT-Neo's own kernel) and MLP input gradients equal
+    autograd through a patched run, in every family."""
     model = interplab.load(tiny_dirs[family])
     pairs = random_pairs(model, n=2, p=6)
     _, grads = input_gradients(model, pairs)
@@ -256,14 +258,14 @@ def test_eap_ranks_edges_like_exact_edge_patching(tiny_dirs, family):
 # ---------------------------------------------------------------------------------------------- faithfulness
 
 
-@pytest.mark.parametrize("family", ["toy", "gpt_neox", "llama"])
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gemma3"])
 def test_full_circuit_is_clean_and_empty_circuit_is_corrupt(tiny_dirs, family):
     model = interplab.load(tiny_dirs[family])
     pairs = random_pairs(model)
     g = edge_graph(model)
     mask = pairs.run_mask()
     hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.attn.hook_result" for i in range(model.cfg.n_layers)]
-    hooks += [f"blocks.{i}.hook_mlp_out" for i in range(model.cfg.n_layers)]
+    hooks += [f"blocks.{i}.hook_mlp_out" for i in range(model.cfg.n_layers) if model.cfg.d_mlp]
     lc, cc = model.run(pairs.clean, cache=hooks, attention_mask=mask)
     lx, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=mask)
     full = edge_circuit_metric(model, pairs, g.valid, cx, clean_cache=cc)
