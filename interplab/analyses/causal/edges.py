@@ -362,7 +362,8 @@ def edge_attribution_patching(
         pairs: clean/corrupt prompt pairs with their metric (same token length per pair).
         ig_steps: interpolation steps of EAP-IG (1: plain EAP at the clean input; the paper uses 5).
         top_k: circuit sizes (edges) to evaluate.
-        reference: what edges outside a circuit carry: ``"corrupt"`` or ``"mean"``.
+        reference: what a corrupted edge carries, in the scores and in the circuits: ``"corrupt"`` (the corrupt
+            run, Hanna et al.) or ``"mean"`` (per-template means of the corrupt prompts, as ``circuits.py``).
         exact_edges: also patch this many edges exactly (the top ones by |score|, :func:`exact_edge_patching`)
             and report the Spearman rank correlation of score and exact effect (0: none; -1: every edge).
     """
