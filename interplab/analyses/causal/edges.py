@@ -505,7 +505,7 @@ def exact_edge_patching(
     the corrupt activation — ``v``'s input gets ``a_u(corrupt) − a_u(clean)`` added, everything else clean —
     for each edge: ``[len(edges)]`` (the scale of EAP scores). ``corrupt_cache``: the corrupt run's cache of the
     upstream hook points (or any reference of the same shapes, e.g. template means); ``clean_cache`` likewise for
-    the clean run (both computed when either is missing); ``max_variants``: edges into one input per forward pass."""
+    the clean run (each computed when missing); ``max_variants``: edges into one input per forward pass."""
     _check_family(model)
     cfg = model.cfg
     g = edge_graph(model)
@@ -516,8 +516,9 @@ def exact_edge_patching(
     n = len(pairs)
     resids = [f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)]
     mids = [_mlp_input_hook(model, layer) for layer in range(cfg.n_layers)] if cfg.d_mlp else []
-    if clean_cache is None or corrupt_cache is None:
+    if clean_cache is None:
         _, clean_cache = model.run(pairs.clean, cache=_up_hooks(model), attention_mask=mask)
+    if corrupt_cache is None:
         _, corrupt_cache = model.run(pairs.corrupt, cache=_up_hooks(model), attention_mask=mask)
     final, cc = model.run(pairs.clean, cache=resids + mids, attention_mask=mask, return_resid=True)
     base = float(end_metric(model, pairs, final).mean())

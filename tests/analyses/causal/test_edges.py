@@ -228,6 +228,22 @@ def test_eap_equals_exact_where_the_metric_is_linear_in_the_input(tiny_dirs):
     torch.testing.assert_close(est, ex, atol=1e-5, rtol=1e-4)
 
 
+def test_mean_reference_scores_estimate_mean_ablation(tiny_dirs):
+    """With reference="mean" the scores estimate patching the per-template mean into one edge: on the linear edges
+    of an attention-only model without norms they equal exact edge patching from the template means."""
+    model = interplab.load(tiny_dirs["toy_attn_only"])
+    pairs = random_pairs(model, n=6)
+    r = edge_attribution_patching(model, pairs, reference="mean")
+    g = edge_graph(model)
+    logits = [(u, v) for u, v in torch.nonzero(g.valid).tolist() if g.downstream[v] == "logits"]
+    hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.attn.hook_result" for i in range(model.cfg.n_layers)]
+    _, cx = model.run(pairs.corrupt, cache=hooks)
+    ex = exact_edge_patching(model, pairs, logits, corrupt_cache=template_means(pairs, cx, hooks))
+    est = torch.tensor([float(r.scores[u, v]) for u, v in logits])
+    assert ex.abs().max() > 1e-4
+    torch.testing.assert_close(est, ex, atol=1e-5, rtol=1e-4)
+
+
 def test_eap_is_first_order_through_softmax(planted, ppairs):
     """Through the induction head's key (softmax) EAP is only the linear estimate: it differs from exact edge
     patching on the K-composition edge, and EAP-IG, which averages gradients along the path from the corrupt
