@@ -50,7 +50,7 @@ no additive per-head writes; their edges are refused (the q/k/v input gradients 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -201,14 +201,25 @@ def input_gradients(
     model: Model,
     pairs: PromptPairs,
     resid0: torch.Tensor | None = None,
+    on_gradient: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Gradients of the summed per-prompt metric w.r.t. every downstream input of the graph, each through its
     own path only (module docstring): ``(metric [n], {downstream index: gradient [n, pos, d_model]})``.
 
     ``resid0``: run from this residual stream entering block 0 instead of the clean prompts' (EAP-IG's
-    interpolated inputs)."""
+    interpolated inputs). ``on_gradient(v, gradient)``: called with each gradient as soon as it is computed,
+    instead of keeping them all (the dict is then empty; memory stays that of one forward and backward pass)."""
     cfg = model.cfg
     g = edge_graph(model)
+    index = {name: v for v, name in enumerate(g.downstream)}
+    grads: dict[int, torch.Tensor] = {}
+
+    def put(name: str, grad: torch.Tensor) -> None:
+        if on_gradient is None:
+            grads[index[name]] = grad.detach().float()
+        else:
+            on_gradient(index[name], grad.detach().float())
+
     mlp = cfg.d_mlp > 0
     probes: dict[str, torch.Tensor] = {}
     seen: dict[str, torch.Tensor] = {}
@@ -237,7 +248,7 @@ def input_gradients(
         m = end_metric(model, pairs, final)
         got = torch.autograd.grad(m.sum(), [final] + [probes[h] for h in outs], retain_graph=True)
         d_out = dict(zip(outs, got[1:]))
-        grads: dict[int, torch.Tensor] = {g.downstream.index("logits"): got[0].detach().float()}
+        put("logits", got[0])
         for layer in range(cfg.n_layers):
             x = seen[f"blocks.{layer}.hook_resid_pre"]
             for t in QKV:
@@ -247,13 +258,13 @@ def input_gradients(
                     go_ = torch.zeros_like(dy)
                     go_[:, :, h] = dy[:, :, h]
                     (gx,) = torch.autograd.grad(y, x, grad_outputs=go_, retain_graph=True)
-                    grads[g.downstream.index(f"{layer}.{h}.{t}")] = gx.detach().float()
+                    put(f"{layer}.{h}.{t}", gx)
             if mlp:
                 name = f"blocks.{layer}.hook_mlp_out"
                 (gx,) = torch.autograd.grad(
                     seen[name], seen[_mlp_input_hook(model, layer)], grad_outputs=d_out[name], retain_graph=True
                 )
-                grads[g.downstream.index(f"MLP{layer}")] = gx.detach().float()
+                put(f"MLP{layer}", gx)
     return m.detach(), grads
 
 
@@ -379,19 +390,8 @@ def edge_attribution_patching(
         lx, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=mask)
     m_clean, m_corrupt = pairs.metric_from_logits(lc).detach(), pairs.metric_from_logits(lx).detach()
     ref = _reference(model, pairs, cx, reference)
-    pm = pairs.mask.to(torch.float32)[:, :, None]
-    n = len(pairs)
-    delta = torch.stack([(x - c) * pm for x, c in zip(_up_acts(model, ref), _up_acts(model, cc))])  # [U, n, p, d]
-    A = delta.reshape(len(g.upstream), -1)
-    scores = torch.zeros(len(g.upstream), len(g.downstream))
     r_clean, r_ref = cc["blocks.0.hook_resid_pre"], ref["blocks.0.hook_resid_pre"]
-    for k in range(1, ig_steps + 1):
-        r0 = None if ig_steps == 1 else r_ref + (k / ig_steps) * (r_clean - r_ref)
-        _, grads = input_gradients(model, pairs, r0)
-        idx = sorted(grads)
-        G = torch.stack([grads[v] for v in idx]).reshape(len(idx), -1)
-        scores[:, idx] += (A @ G.T) / (n * ig_steps)
-    del A, delta
+    scores = _edge_scores(model, pairs, _up_acts(model, ref), _up_acts(model, cc), r_clean, r_ref, ig_steps)
     scores[~g.valid] = float("nan")
     res = EdgeAttributionResult(
         upstream=g.upstream,
@@ -431,6 +431,31 @@ def edge_attribution_patching(
         }
     res.settings["seconds"] = round(time.perf_counter() - t0, 3)
     return res
+
+
+def _edge_scores(
+    model: Model,
+    pairs: PromptPairs,
+    ref_acts: Sequence[torch.Tensor],
+    clean_acts: Sequence[torch.Tensor],
+    r_clean: torch.Tensor,
+    r_ref: torch.Tensor,
+    ig_steps: int,
+) -> torch.Tensor:
+    """``[U, D]``: Σ_pos (a_u(ref) − a_u(clean)) · ∂M/∂x_v, averaged over prompts and over the ``ig_steps``
+    interpolated inputs ``r_ref + k/m (r_clean − r_ref)`` (the clean input alone when ``ig_steps == 1``)."""
+    pm = pairs.mask.to(torch.float32)[:, :, None]
+    A = torch.stack([(x - c) * pm for x, c in zip(ref_acts, clean_acts)]).reshape(len(ref_acts), -1)  # [U, n*p*d]
+    scores = torch.zeros(len(ref_acts), len(edge_graph(model).downstream))
+    w = 1.0 / (len(pairs) * ig_steps)
+
+    def accumulate(v: int, grad: torch.Tensor) -> None:
+        scores[:, v] += (A @ grad.reshape(-1)) * w
+
+    for k in range(1, ig_steps + 1):
+        r0 = None if ig_steps == 1 else r_ref + (k / ig_steps) * (r_clean - r_ref)
+        input_gradients(model, pairs, r0, on_gradient=accumulate)
+    return scores
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
