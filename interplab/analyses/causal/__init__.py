@@ -11,7 +11,8 @@
 - :mod:`~interplab.analyses.causal.tracing`: causal tracing of factual recall (Meng et al. 2022).
 - :mod:`~interplab.analyses.causal.circuits`: ACDC-style circuit discovery (Conmy et al. 2023).
 - :mod:`~interplab.analyses.causal.edges`: edge attribution patching, EAP and EAP-IG (Syed et al. 2023; Hanna et
-  al. 2024), exact edge patching and edge-circuit faithfulness.
+  al. 2024), with the graph in :mod:`~interplab.analyses.causal.edge_graph` and exact edge patching and
+  edge-circuit faithfulness in :mod:`~interplab.analyses.causal.edge_patching`.
 - :mod:`~interplab.analyses.causal.ioi`: the IOI procedure (Wang et al. 2022).
 """
 

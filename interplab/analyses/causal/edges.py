@@ -43,6 +43,10 @@ activation (the corrupt run's, as Hanna et al., or the per-template mean of the 
 layer. Faithfulness is ``mean metric(circuit) / mean metric(full)`` (the scale of ``circuits.py``); the
 normalised faithfulness ``(M(C) − M(ref))/(M(full) − M(ref))`` is reported beside it.
 
+Layout: the graph and the upstream activations are in :mod:`~interplab.analyses.causal.edge_graph`, exact edge
+patching and the circuit evaluation in :mod:`~interplab.analyses.causal.edge_patching`, the gradients, scores and
+:class:`EdgeAttributionResult` here.
+
 Families whose head writes pass through a norm before the residual stream (Gemma 3's post-attention norm) have
 no additive per-head writes; their edges are refused (the q/k/v input gradients themselves work everywhere).
 """
@@ -50,14 +54,26 @@ no additive per-head writes; their edges are refused (the q/k/v input gradients 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from interplab.analyses.causal.edge_graph import (
+    QKV,
+    EdgeGraph,
+    Reference,
+    check_edge_family,
+    edge_graph,
+    mlp_input_hook,
+    reference_cache,
+    upstream_acts,
+    upstream_hooks,
+)
+from interplab.analyses.causal.edge_patching import edge_circuit_metric, exact_edge_patching, node_circuit_edges
 from interplab.analyses.causal.engine import end_metric
-from interplab.hooks import Apply, HookContext, Patch
+from interplab.hooks import Apply, HookContext
 from interplab.io.results import Result
 from interplab.tasks.pairs import PromptPairs
 
@@ -81,120 +97,8 @@ __all__ = [
     "top_edges",
 ]
 
-Reference = Literal["corrupt", "mean"]
-"""What an edge outside a circuit carries: the corrupt run's activation (Hanna et al. 2024) or the per-template
-mean over the corrupt prompts (Wang et al. 2022; :func:`~interplab.analyses.causal.circuits.template_means`)."""
-
-QKV = ("q", "k", "v")
-
-
-# ====================================================================================== the graph
-
-
-@dataclass(frozen=True)
-class EdgeGraph:
-    """The nodes and edges of a model's graph: ``upstream`` / ``downstream`` names (module docstring), each
-    one's layer (``input``: −1, ``logits``: n_layers) and ``valid`` ``[U, D]``: True where the edge exists."""
-
-    upstream: list[str]
-    downstream: list[str]
-    up_layer: list[int]
-    down_layer: list[int]
-    valid: torch.Tensor
-
-    @property
-    def n_edges(self) -> int:
-        return int(self.valid.sum())
-
-    def edge_name(self, u: int, v: int) -> str:
-        return f"{self.upstream[u]}->{self.downstream[v]}"
-
-    def down_node(self, v: int) -> str:
-        """The node a downstream input belongs to (``"L.H"`` for ``"L.H.q"``)."""
-        name = self.downstream[v]
-        return name.rsplit(".", 1)[0] if name.endswith((".q", ".k", ".v")) else name
-
-
-def _check_family(model: Model) -> None:
-    if model.adapter.attn_output_norm(0) is not None:
-        raise ValueError(
-            f"{model.cfg.family} passes attention output through a norm before the residual stream, so a head's "
-            "write is not additive and edges from single heads are not defined; use node-level circuits "
-            "(interplab.analyses.causal.circuits.discover_circuit) for this family."
-        )
-
-
-def edge_graph(model: Model) -> EdgeGraph:
-    """The graph of ``model`` (module docstring)."""
-    cfg = model.cfg
-    L, H = cfg.n_layers, cfg.n_heads
-    mlp = cfg.d_mlp > 0
-    up, upl, down, downl = ["input"], [-1], [], []
-    up_kind = ["input"]
-    for layer in range(L):
-        up += [f"{layer}.{h}" for h in range(H)]
-        upl += [layer] * H
-        up_kind += ["head"] * H
-        down += [f"{layer}.{h}.{t}" for h in range(H) for t in QKV]
-        downl += [layer] * (3 * H)
-        if mlp:
-            up.append(f"MLP{layer}")
-            upl.append(layer)
-            up_kind.append("mlp")
-            down.append(f"MLP{layer}")
-            downl.append(layer)
-    down.append("logits")
-    downl.append(L)
-    ul, dl = torch.tensor(upl), torch.tensor(downl)
-    valid = ul[:, None] < dl[None, :]
-    if mlp and not cfg.parallel_attn_mlp:
-        is_head = torch.tensor([k == "head" for k in up_kind])
-        is_mlp_in = torch.tensor([d.startswith("MLP") for d in down])
-        valid |= (ul[:, None] == dl[None, :]) & is_head[:, None] & is_mlp_in[None, :]
-    return EdgeGraph(up, down, upl, downl, valid)
-
-
-def _layer_downstream(g: EdgeGraph, layer: int) -> list[int]:
-    return [v for v, lv in enumerate(g.down_layer) if lv == layer]
-
-
-# ====================================================================================== activations
-
-
-def _up_hooks(model: Model) -> list[str]:
-    cfg = model.cfg
-    hooks = ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.attn.hook_result" for layer in range(cfg.n_layers)]
-    if cfg.d_mlp > 0:
-        hooks += [f"blocks.{layer}.hook_mlp_out" for layer in range(cfg.n_layers)]
-    return hooks
-
-
-def _up_acts(model: Model, cache: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-    """Every upstream node's write ``[n, pos, d]`` from a cache of :func:`_up_hooks`, in graph order."""
-    out = [cache["blocks.0.hook_resid_pre"]]
-    for layer in range(model.cfg.n_layers):
-        res = cache[f"blocks.{layer}.attn.hook_result"]
-        out += [res[:, :, h] for h in range(model.cfg.n_heads)]
-        if model.cfg.d_mlp > 0:
-            out.append(cache[f"blocks.{layer}.hook_mlp_out"])
-    return [t.detach().float() for t in out]
-
-
-def _reference(model: Model, pairs: PromptPairs, cx: Mapping[str, torch.Tensor], reference: Reference) -> Any:
-    if reference == "corrupt":
-        return cx
-    if reference == "mean":
-        from interplab.analyses.causal.circuits import template_means
-
-        return template_means(pairs, cx, _up_hooks(model))
-    raise ValueError(f"reference must be 'corrupt' or 'mean', not {reference!r}.")
-
 
 # ====================================================================================== gradients
-
-
-def _mlp_input_hook(model: Model, layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_pre" if model.cfg.parallel_attn_mlp else f"blocks.{layer}.hook_resid_mid"
 
 
 def input_gradients(
@@ -236,7 +140,7 @@ def input_gradients(
         ivs.append(Apply("blocks.0.hook_resid_pre", fn=lambda x, ctx: r0.to(x.dtype)))
     inputs = {f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)}
     if mlp:
-        inputs |= {_mlp_input_hook(model, layer) for layer in range(cfg.n_layers)}
+        inputs |= {mlp_input_hook(model, layer) for layer in range(cfg.n_layers)}
     outs = [f"blocks.{layer}.attn.hook_{t}" for layer in range(cfg.n_layers) for t in QKV]
     if mlp:
         outs += [f"blocks.{layer}.hook_mlp_out" for layer in range(cfg.n_layers)]
@@ -262,7 +166,7 @@ def input_gradients(
             if mlp:
                 name = f"blocks.{layer}.hook_mlp_out"
                 (gx,) = torch.autograd.grad(
-                    seen[name], seen[_mlp_input_hook(model, layer)], grad_outputs=d_out[name], retain_graph=True
+                    seen[name], seen[mlp_input_hook(model, layer)], grad_outputs=d_out[name], retain_graph=True
                 )
                 put(f"MLP{layer}", gx)
     return m.detach(), grads
@@ -378,20 +282,20 @@ def edge_attribution_patching(
         exact_edges: also patch this many edges exactly (the top ones by |score|, :func:`exact_edge_patching`)
             and report the Spearman rank correlation of score and exact effect (0: none; -1: every edge).
     """
-    _check_family(model)
+    check_edge_family(model)
     if ig_steps < 1:
         raise ValueError(f"ig_steps must be at least 1 (1 = plain EAP), got {ig_steps}.")
     t0 = time.perf_counter()
     g = edge_graph(model)
-    hooks = _up_hooks(model)
+    hooks = upstream_hooks(model)
     mask = pairs.run_mask()
     with torch.no_grad():
         lc, cc = model.run(pairs.clean, cache=hooks, attention_mask=mask)
         lx, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=mask)
     m_clean, m_corrupt = pairs.metric_from_logits(lc).detach(), pairs.metric_from_logits(lx).detach()
-    ref = _reference(model, pairs, cx, reference)
+    ref = reference_cache(model, pairs, cx, reference)
     r_clean, r_ref = cc["blocks.0.hook_resid_pre"], ref["blocks.0.hook_resid_pre"]
-    scores = _edge_scores(model, pairs, _up_acts(model, ref), _up_acts(model, cc), r_clean, r_ref, ig_steps)
+    scores = _edge_scores(model, pairs, upstream_acts(model, ref), upstream_acts(model, cc), r_clean, r_ref, ig_steps)
     scores[~g.valid] = float("nan")
     res = EdgeAttributionResult(
         upstream=g.upstream,
@@ -493,204 +397,3 @@ def _circuit_summary(
         "metric_full": full,
         "faithfulness": metric / full if full != 0 else float("nan"),
     }
-
-
-# ====================================================================================== exact edge patching
-
-
-def _run_layer(
-    model: Model, resid: torch.Tensor, layer: int, cache: Sequence[str], interventions: Sequence[Any] = (), am=None
-):
-    """One block from ``resid`` (its hook_resid_pre): ``(resid_post, cache)``."""
-    return model.run(
-        resid,
-        start_at_layer=layer,
-        stop_at_layer=layer + 1,
-        attention_mask=am,
-        interventions=interventions,
-        cache=list(cache),
-        return_resid=layer + 1 == model.cfg.n_layers,
-    )
-
-
-def _stack_mask(mask: torch.Tensor | None, k: int) -> torch.Tensor | None:
-    return None if mask is None else mask.repeat(k, 1)
-
-
-@torch.no_grad()
-def exact_edge_patching(
-    model: Model,
-    pairs: PromptPairs,
-    edges: Sequence[tuple[int, int]],
-    clean_cache: Mapping[str, torch.Tensor] | None = None,
-    corrupt_cache: Mapping[str, torch.Tensor] | None = None,
-    max_variants: int = 64,
-) -> torch.Tensor:
-    """The exact change of the mean metric when only edge ``(u, v)`` (indices into :func:`edge_graph`) carries
-    the corrupt activation — ``v``'s input gets ``a_u(corrupt) − a_u(clean)`` added, everything else clean —
-    for each edge: ``[len(edges)]`` (the scale of EAP scores). ``corrupt_cache``: the corrupt run's cache of the
-    upstream hook points (or any reference of the same shapes, e.g. template means); ``clean_cache`` likewise for
-    the clean run (each computed when missing); ``max_variants``: edges into one input per forward pass."""
-    _check_family(model)
-    cfg = model.cfg
-    g = edge_graph(model)
-    for u, v in edges:
-        if not bool(g.valid[u, v]):
-            raise ValueError(f"there is no edge {g.upstream[u]} -> {g.downstream[v]} in this model's graph.")
-    mask = pairs.run_mask()
-    n = len(pairs)
-    resids = [f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)]
-    mids = [_mlp_input_hook(model, layer) for layer in range(cfg.n_layers)] if cfg.d_mlp else []
-    if clean_cache is None:
-        _, clean_cache = model.run(pairs.clean, cache=_up_hooks(model), attention_mask=mask)
-    if corrupt_cache is None:
-        _, corrupt_cache = model.run(pairs.corrupt, cache=_up_hooks(model), attention_mask=mask)
-    final, cc = model.run(pairs.clean, cache=resids + mids, attention_mask=mask, return_resid=True)
-    base = float(end_metric(model, pairs, final).mean())
-    delta = [x - c for x, c in zip(_up_acts(model, corrupt_cache), _up_acts(model, clean_cache))]
-    out = torch.empty(len(edges))
-    by_v: dict[int, list[int]] = {}
-    for i, (_, v) in enumerate(edges):
-        by_v.setdefault(v, []).append(i)
-    for v, idxs in by_v.items():
-        name, layer = g.downstream[v], g.down_layer[v]
-        for c0 in range(0, len(idxs), max_variants):
-            chunk = idxs[c0 : c0 + max_variants]
-            k = len(chunk)
-            d = torch.cat([delta[edges[i][0]] for i in chunk])  # [k*n, p, d]
-            if name == "logits":
-                fin = final.repeat(k, 1, 1) + d.to(final.dtype)
-                vals = end_metric(model, pairs, fin).view(k, n).mean(1)
-            else:
-                resid = cc[f"blocks.{layer}.hook_resid_pre"]
-                rs = resid.repeat(k, 1, 1)
-                am = _stack_mask(mask, k)
-                if name.startswith("MLP"):
-                    hook_in = _mlp_input_hook(model, layer)
-                    dd = d.to(rs.dtype)
-                    add = Apply(hook_in, fn=lambda x, ctx, dd=dd: x + dd)
-                    _, c1 = _run_layer(model, rs, layer, [f"blocks.{layer}.hook_mlp_out"], [add], am)
-                    hk, heads = f"blocks.{layer}.hook_mlp_out", None
-                else:
-                    h, t = int(name.split(".")[1]), name.split(".")[2]
-                    hk, heads = f"blocks.{layer}.attn.hook_{t}", [h]
-                    _, c1 = _run_layer(model, rs + d.to(rs.dtype), layer, [hk], (), am)
-                src = c1[hk]
-                fin = model.run(
-                    rs,
-                    start_at_layer=layer,
-                    attention_mask=am,
-                    return_resid=True,
-                    interventions=[Patch(hk, heads=heads, source=src)],
-                ).logits
-                vals = end_metric(model, pairs, fin).view(k, n).mean(1)
-            out[torch.tensor(chunk)] = vals.float() - base
-    return out
-
-
-# ====================================================================================== circuits
-
-
-@torch.no_grad()
-def edge_circuit_metric(
-    model: Model,
-    pairs: PromptPairs,
-    circuit: torch.Tensor,
-    reference: Mapping[str, torch.Tensor],
-    clean_cache: Mapping[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Per-prompt metric ``[n]`` on the clean prompts when every edge outside ``circuit`` (a boolean ``[U, D]``
-    mask over :func:`edge_graph`) carries the ``reference`` activation (a cache of the upstream hook points:
-    the corrupt run's, or template means): ``x_v = x_v(run) + Σ_{u→v ∉ C} (a_u(ref) − a_u(run))``, computed
-    layer by layer (each head's q, k and v from its own input; inputs that share the same missing edges are
-    computed together)."""
-    _check_family(model)
-    cfg = model.cfg
-    g = edge_graph(model)
-    mask = pairs.run_mask()
-    n = len(pairs)
-    out_c = g.valid & ~circuit.to(torch.bool)  # edges carrying the reference
-    ref = _up_acts(model, reference)
-    if clean_cache is None:
-        _, clean_cache = model.run(pairs.clean, cache=["blocks.0.hook_resid_pre"], attention_mask=mask)
-    resid = clean_cache["blocks.0.hook_resid_pre"].clone()
-    run: list[torch.Tensor | None] = [None] * len(g.upstream)
-    run[0] = resid.float()
-
-    def missing(v: int) -> torch.Tensor | None:
-        us = torch.nonzero(out_c[:, v]).reshape(-1).tolist()
-        if not us:
-            return None
-        tot = torch.zeros_like(run[0])  # type: ignore[arg-type]
-        for u in us:
-            a = run[u]
-            assert a is not None, g.edge_name(u, v)
-            tot += ref[u] - a
-        return tot
-
-    H = cfg.n_heads
-    for layer in range(cfg.n_layers):
-        vs = _layer_downstream(g, layer)
-        qkv = [v for v in vs if not g.downstream[v].startswith("MLP")]
-        groups: dict[bytes, list[int]] = {}
-        for v in qkv:
-            groups.setdefault(out_c[:, v].numpy().tobytes(), []).append(v)
-        ivs: list[Any] = []
-        needed = {key: vs_ for key, vs_ in groups.items() if out_c[:, vs_[0]].any()}
-        if needed:
-            keys = list(needed)
-            ds = [missing(needed[key][0]) for key in keys]
-            k = len(keys)
-            rs = torch.cat([resid + dlt.to(resid.dtype) for dlt in ds if dlt is not None])
-            names = [f"blocks.{layer}.attn.hook_{t}" for t in QKV]
-            _, c1 = _run_layer(model, rs, layer, names, (), _stack_mask(mask, k))
-            for t, hk in zip(QKV, names):
-                full = c1[hk]  # [k*n, p, H, e]
-                heads, srcs = [], []
-                for gi, key in enumerate(keys):
-                    for v in needed[key]:
-                        h, tt = int(g.downstream[v].split(".")[1]), g.downstream[v].split(".")[2]
-                        if tt == t:
-                            heads.append(h)
-                            srcs.append((h, full[gi * n : (gi + 1) * n, :, h]))
-                if heads:
-                    src = torch.zeros_like(full[:n])
-                    for h, s in srcs:
-                        src[:, :, h] = s
-                    ivs.append(Patch(hk, heads=sorted(heads), source=src))
-        want = [f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.hook_attn_out"]
-        if cfg.d_mlp:
-            want.append(f"blocks.{layer}.hook_mlp_out")
-        post, c2 = _run_layer(model, resid, layer, want, ivs, mask)
-        res = c2[f"blocks.{layer}.attn.hook_result"]
-        base_u = g.upstream.index(f"{layer}.0")
-        for h in range(H):
-            run[base_u + h] = res[:, :, h].float()
-        if cfg.d_mlp:
-            vm = g.downstream.index(f"MLP{layer}")
-            dm = missing(vm)
-            mlp_out = c2[f"blocks.{layer}.hook_mlp_out"]
-            if dm is not None:
-                dd = dm.to(resid.dtype)
-                add = Apply(_mlp_input_hook(model, layer), fn=lambda x, ctx, dd=dd: x + dd)
-                _, c3 = _run_layer(model, resid, layer, [f"blocks.{layer}.hook_mlp_out"], [*ivs, add], mask)
-                mlp_out = c3[f"blocks.{layer}.hook_mlp_out"]
-                post = resid + c2[f"blocks.{layer}.hook_attn_out"] + mlp_out
-            run[g.upstream.index(f"MLP{layer}")] = mlp_out.float()
-        resid = post
-    dl = missing(g.downstream.index("logits"))
-    final = resid if dl is None else resid + dl.to(resid.dtype)
-    return end_metric(model, pairs, final).float()
-
-
-def node_circuit_edges(model: Model, nodes: Sequence[tuple[str, int, int | None]]) -> torch.Tensor:
-    """The edge mask of a node-level circuit (:class:`~interplab.analyses.causal.circuits.CircuitResult`'s
-    ``nodes``): every edge between kept nodes, from ``input`` and into ``logits``. With mean reference it gives
-    the node-level circuit's metric (a removed node's every outgoing edge carries its mean)."""
-    g = edge_graph(model)
-    kept = {"input", "logits"}
-    for kind, layer, h in nodes:
-        kept.add(f"{layer}.{h}" if kind == "head" else f"MLP{layer}")
-    up_ok = torch.tensor([u in kept for u in g.upstream])
-    down_ok = torch.tensor([g.down_node(v) in kept for v in range(len(g.downstream))])
-    return g.valid & up_ok[:, None] & down_ok[None, :]
