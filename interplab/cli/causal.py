@@ -295,7 +295,7 @@ def patch(
                 eres = edge_attribution_patching(m, pairs, ig_steps=ig_steps, top_k=top_k or [100])
             eres.save(run.dir, "edges.json")
             h["edges"] = eres.headline()
-        rep = patching_report(res, m.name, label, len(pairs), att, h.get("attribution_corr"), pp, circ)
+        rep = patching_report(res, m.name, label, len(pairs), att, h.get("attribution_corr"), pp, circ, eres)
         finish_run(run, h, rep)
 
     def tables():

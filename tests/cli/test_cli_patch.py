@@ -128,5 +128,7 @@ def test_patch_edges_json_has_top_edges_faithfulness_and_size(tiny_dir, tmp_path
     assert small["n_edges"] == 5 and small["n_nodes"] >= 2
     assert full["n_edges"] == e["n_edges"] and full["faithfulness"] == pytest.approx(1.0, abs=1e-3)
     assert (tmp_path / "edges.json").exists() and (tmp_path / "edges.safetensors").exists()
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="edges"' in page and "Edge attribution patching" in page and e["top_edges"][0][0].split("->")[0] in page
     bad = runner.invoke(app, [*args, "--edges", "--ig-steps", "0", "--out", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "--ig-steps must be at least 1" in _said(bad)

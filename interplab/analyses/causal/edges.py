@@ -243,7 +243,7 @@ class EdgeAttributionResult(Result):
 
         fig = go.Figure(
             go.Heatmap(
-                z=self.scores.tolist(),
+                z=[[float(f"{v:.4g}") for v in row] for row in self.scores.tolist()],  # 4 digits keep pages small
                 x=self.downstream,
                 y=self.upstream,
                 colorscale="RdBu",
