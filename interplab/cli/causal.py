@@ -172,6 +172,12 @@ def patch(
         list[int] | None,
         typer.Option("--top-k", help="--edges: circuit sizes in edges to evaluate (repeat; default 100)."),
     ] = None,
+    edge_reference: str = typer.Option(
+        "corrupt",
+        "--edge-reference",
+        help="--edges: what an edge outside the circuit carries: corrupt (the corrupt prompt's activation) or mean "
+        "(per-template means over the corrupt prompts, the ablation of --circuit).",
+    ),
     seed: int = typer.Option(0, "--seed"),
     backend: SplitBackend = "serial",
     max_parallel: MaxParallel = None,
@@ -211,6 +217,7 @@ def patch(
         "edges": edges,
         "ig_steps": ig_steps,
         "top_k": top_k,
+        "edge_reference": edge_reference,
         "model": model,
         "grid": grid,
         "direction": direction,
@@ -221,6 +228,8 @@ def patch(
         "backend": backend,
         "max_parallel": max_parallel,
     }
+    if edge_reference not in ("corrupt", "mean"):
+        raise typer.BadParameter(f"--edge-reference is corrupt or mean, not {edge_reference!r}.")
     if ig_steps < 1:
         raise typer.BadParameter(f"--ig-steps must be at least 1 (1 = plain EAP), got {ig_steps}.")
     if any(k < 1 for k in top_k or []):
@@ -292,7 +301,9 @@ def patch(
 
             what = "EAP" if ig_steps == 1 else f"EAP-IG ({ig_steps} steps)"
             with err.status(f"{what}: scoring every edge and evaluating the top-k edge circuits …"):
-                eres = edge_attribution_patching(m, pairs, ig_steps=ig_steps, top_k=top_k or [100])
+                eres = edge_attribution_patching(
+                    m, pairs, ig_steps=ig_steps, top_k=top_k or [100], reference=edge_reference
+                )
             eres.save(run.dir, "edges.json")
             h["edges"] = eres.headline()
         rep = patching_report(res, m.name, label, len(pairs), att, h.get("attribution_corr"), pp, circ, eres)

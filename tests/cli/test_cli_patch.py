@@ -130,5 +130,10 @@ def test_patch_edges_json_has_top_edges_faithfulness_and_size(tiny_dir, tmp_path
     assert (tmp_path / "edges.json").exists() and (tmp_path / "edges.safetensors").exists()
     page = (tmp_path / "report.html").read_text()
     assert 'id="edges"' in page and "Edge attribution patching" in page and e["top_edges"][0][0].split("->")[0] in page
+    mean = runner.invoke(app, [*args, "--edges", "--edge-reference", "mean", "--json", "--out", str(tmp_path / "m")])
+    assert mean.exit_code == 0, mean.output
+    assert json.loads(mean.stdout)["edges"]["reference"] == "mean"
+    wrong = runner.invoke(app, [*args, "--edges", "--edge-reference", "zero", "--out", str(tmp_path / "z")])
+    assert wrong.exit_code != 0 and "corrupt or mean" in _said(wrong)
     bad = runner.invoke(app, [*args, "--edges", "--ig-steps", "0", "--out", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "--ig-steps must be at least 1" in _said(bad)

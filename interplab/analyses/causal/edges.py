@@ -213,6 +213,7 @@ class EdgeAttributionResult(Result):
         h: dict[str, Any] = {
             "method": self.method,
             "ig_steps": self.ig_steps,
+            "reference": self.settings.get("reference", "corrupt"),
             "n_edges": int((~torch.isnan(self.scores)).sum()),
             "metric_clean": round(float(self.clean_metric.mean()), 4),
             "metric_corrupt": round(float(self.corrupt_metric.mean()), 4),
