@@ -64,23 +64,43 @@ model: 1.62x for all 270 heads, below 2x even with a free unembedding); on a loa
 large batched forwards lose much less to contention than many small ones (3-4.5x measured); on a GPU,
 which small batches underuse, the batching should pay as well (not measured here). See
 ``interplab bench ablation`` and BENCHMARKS.md.
+
+Where things are: this module holds :class:`HeadAblationResult` and :func:`head_ablation_importance`; the clean
+and ablated runs and the helpers the ablation analyses share are in :mod:`interplab.analyses.causal.ablation_runs`,
+the induction scores and :func:`compare_induction_ablation` in :mod:`interplab.analyses.causal.induction_ablation`
+(their public names are importable from here too).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from interplab.analyses.causal.engine import Method, run_variants, where_variants
-from interplab.hooks import Ablate, Apply, HookContext, Patch
+from interplab.analyses.causal.ablation_runs import (
+    HOWS,
+    How,
+    MeanOver,
+    ablated_losses,
+    ablation_runs,
+    ablation_share,
+    auto_batch_tokens,
+    check_tokens,
+    resample_index,
+    resolve_heads,
+)
+from interplab.analyses.causal.engine import Method
+from interplab.analyses.causal.induction_ablation import (
+    InductionAblationComparison,
+    compare_induction_ablation,
+    induction_scores,
+)
 from interplab.io.results import Result, nan_to_none
-from interplab.models.scoring import sequence_losses
 from interplab.stats import CIMethod, confidence_interval
 
 if TYPE_CHECKING:
@@ -94,6 +114,8 @@ __all__ = [
     "How",
     "InductionAblationComparison",
     "MeanOver",
+    "ablated_losses",
+    "ablation_share",
     "compare_induction_ablation",
     "head_ablation_importance",
     "induction_scores",
@@ -101,144 +123,6 @@ __all__ = [
 ]
 
 DEFAULT_INDUCTION_THRESHOLD = 0.3  # = interplab.analyses.observational.heads.THRESHOLDS["induction"]
-How = Literal["zero", "mean", "resample"]
-"""What replaces an ablated head's ``z``: 0, its mean over the corpus chunks, or another chunk's value."""
-MeanOver = Literal["all", "position"]
-"""Mean ablation's average: over chunks and positions (``all``) or over chunks only, per position."""
-_HOWS: tuple[How, ...] = ("zero", "mean", "resample")
-
-
-# ====================================================================================== helpers
-
-
-def _check_tokens(model: Model, tokens) -> torch.Tensor:
-    t = torch.as_tensor(tokens)
-    if t.ndim == 1:
-        t = t[None]
-    if t.ndim != 2 or t.is_floating_point():
-        raise ValueError(f"tokens must be integer ids [n_chunks, chunk_len], got shape {tuple(t.shape)} {t.dtype}.")
-    if t.shape[1] < 2:
-        raise ValueError(f"chunks need at least 2 tokens (one prediction), got chunk_len={t.shape[1]}.")
-    return model.as_tokens(t).cpu()
-
-
-def _resolve_heads(model: Model, heads, layers) -> list[tuple[int, int]]:
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    if heads is not None and layers is not None:
-        raise ValueError("give heads= or layers=, not both.")
-    if layers is not None:
-        layers = [layers] if isinstance(layers, int) else list(layers)
-        for layer in layers:
-            if not 0 <= int(layer) < n_layers:
-                raise ValueError(f"layer {layer} is out of range: the model has layers 0..{n_layers - 1}.")
-        return [(int(layer), h) for layer in sorted(set(layers)) for h in range(n_heads)]
-    if heads is None:
-        return [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
-    out = []
-    for item in heads:
-        try:
-            layer, h = (int(x) for x in item)
-        except (TypeError, ValueError):
-            raise ValueError(f"heads must be (layer, head) pairs, got {item!r}.") from None
-        if not 0 <= layer < n_layers:
-            raise ValueError(
-                f"head ({layer}, {h}): layer {layer} is out of range; the model has layers 0..{n_layers - 1}."
-            )
-        if not 0 <= h < n_heads:
-            raise ValueError(f"head ({layer}, {h}): head {h} is out of range; each layer has heads 0..{n_heads - 1}.")
-        if (layer, h) not in out:
-            out.append((layer, h))
-    if not out:
-        raise ValueError("heads= is empty; give at least one (layer, head) pair, or None for all heads.")
-    return sorted(out)
-
-
-def _batches(n: int, size: int) -> list[slice]:
-    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
-
-
-def resample_index(n: int, seed: int = 0) -> torch.Tensor:
-    """Which chunk each chunk takes its activation from in resample ablation: ``(i + r_i) mod n``,
-    ``r_i`` uniform in ``1..n-1`` (never itself) — the draw of ``Ablate(how="resample", seed=seed)``."""
-    if n < 2:
-        raise ValueError("resample ablation needs at least 2 chunks (a chunk never takes its own activation).")
-    g = torch.Generator().manual_seed(seed)
-    return (torch.arange(n) + torch.randint(1, n, (n,), generator=g)) % n
-
-
-def _replacement(
-    z: torch.Tensor | None,
-    how: How,
-    mean_over: MeanOver,
-    rows: slice,
-    ridx: torch.Tensor | None,
-    like: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Replacement ``z`` for the chunks ``rows``, broadcastable to ``[rows, p, H, e]``."""
-    if how == "zero":
-        return torch.zeros((), dtype=like.dtype if like is not None else torch.float32)
-    assert z is not None, "mean and resample ablation need the clean run's z"
-    if how == "mean":
-        dims = [0, 1] if mean_over == "all" else [0]
-        return z.mean(dim=dims, keepdim=True)
-    assert ridx is not None
-    return z[ridx[rows]]
-
-
-# ====================================================================================== induction score
-
-
-def _repeat_setup(model: Model, batch: int, seq_len: int, seed: int):
-    from interplab.tasks import repeated_tokens
-
-    bos = model.default_prepend_bos if model.tokenizer is not None else False
-    seq_len = min(seq_len, (model.cfg.n_ctx - int(bos)) // 2)
-    if seq_len < 2:
-        raise ValueError(f"the model's context n_ctx={model.cfg.n_ctx} is too short for repeated sequences.")
-    tokens, offset = repeated_tokens(model, batch=batch, seq_len=seq_len, seed=seed)
-    return tokens, offset, seq_len
-
-
-def induction_scores(
-    model: Model, n_seqs: int = 8, batch: int = 8, seq_len: int | None = None, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Induction score per head, its null baseline and membership, all ``[n_layers, n_heads]``:
-    ``(score, null, is_induction)``.
-
-    Exactly the ``induction`` class of :mod:`interplab.analyses.observational.heads` (Olsson et al. 2022: attention
-    from each token of the second copy of a repeated random sequence to the token after its earlier
-    occurrence; null = the same on a deranged second copy; a head is an induction head when
-    ``score >= THRESHOLDS["induction"]`` (0.3) and ``score - null >= MARGINS["induction"]`` (0.2)), computed
-    on ``n_seqs`` sequences without that module's text and weight-based classes, which this analysis
-    does not need."""
-    from interplab.analyses.observational.heads import MARGINS, THRESHOLDS, head_inputs, repeated_pattern_scores
-
-    inp = head_inputs(model, n_seqs=n_seqs, seq_len=seq_len, text="random", seed=seed)
-    L, o = inp["seq_len"], inp["offset"]
-    n_layers = model.cfg.n_layers
-    out = []
-    for key in ("repeated", "deranged"):
-        tot = torch.zeros(n_layers, model.cfg.n_heads, dtype=torch.float64)
-        toks = inp[key]
-        for b0 in range(0, toks.shape[0], batch):
-
-            def grab(layer: int, tot: torch.Tensor = tot):
-                def fn(p: torch.Tensor, ctx: HookContext) -> None:  # p [b, h, q, k]
-                    tot[layer] += repeated_pattern_scores(p, L, o)["induction"].double().sum(0).cpu()
-
-                return fn
-
-            with torch.no_grad():
-                model.run(
-                    toks[b0 : b0 + batch],
-                    interventions=[
-                        Apply(f"blocks.{layer}.attn.hook_pattern", fn=grab(layer)) for layer in range(n_layers)
-                    ],
-                )
-        out.append((tot / toks.shape[0]).float())
-    score, null = out
-    member = (score >= THRESHOLDS["induction"]) & (score - null >= MARGINS["induction"])
-    return score, null, member
 
 
 # ====================================================================================== result
@@ -419,173 +303,6 @@ class HeadAblationResult(Result):
 # ====================================================================================== the analysis
 
 
-def _auto_batch_tokens(model: Model, chunk_len: int) -> int:
-    """Default tokens per forward pass: the logits of one forward are ``[tokens, vocab]`` float32, kept
-    at or below 1 GiB (SmolLM2: 5461 tokens, so the 9 variants of a layer on 4 chunks of 128 go through
-    one pass), at most 16384 tokens, and at least one chunk."""
-    return max(chunk_len, min(16384, (2**28) // max(1, model.cfg.d_vocab)))
-
-
-def ablated_losses(
-    model: Model,
-    tokens: torch.Tensor,
-    head_list: Sequence[tuple[int, int]],
-    how: How,
-    mean_over: MeanOver,
-    seed: int,
-    method: Method,
-    budget: int,
-) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
-    """The clean run and the ablated runs of :func:`head_ablation_importance`: ``(clean loss per chunk [n],
-    ablated loss [n_layers, n_heads, n] (NaN for heads not in ``head_list``), forward passes, clean seconds,
-    ablation seconds)``. Heads of one layer are batched the same way whichever other layers are asked for, so a
-    worker given some of the layers computes exactly what the whole run computes for them."""
-    n, p = tokens.shape
-    cfg = model.cfg
-    per_batch = max(1, budget // p)  # chunks per forward
-    chunk_slices = _batches(n, per_batch)
-    ridx = resample_index(n, seed) if how == "resample" else None
-    layers_needed = sorted({layer for layer, _ in head_list})
-    need_z = how != "zero"
-    H = cfg.n_heads
-
-    # ---- clean run: baseline loss, and what the ablations need (z), and the fast path's resid_pre
-    t1 = time.perf_counter()
-    names = [f"blocks.{layer}.attn.hook_z" for layer in layers_needed] if need_z else []
-    if method == "fast":
-        names += [f"blocks.{layer}.hook_resid_pre" for layer in layers_needed]
-    clean_losses, stores = [], {nm: [] for nm in names}
-    n_forward = 0
-    with torch.no_grad():
-        for rows in chunk_slices:
-            logits, cache = model.run(tokens[rows], cache=names)
-            n_forward += 1
-            clean_losses.append(sequence_losses(logits, tokens[rows]))
-            for nm in names:
-                stores[nm].append(cache[nm])
-            del logits, cache
-    clean = torch.cat(clean_losses)
-    acts = {nm: torch.cat(v) for nm, v in stores.items()}
-    del stores
-    t_clean = time.perf_counter() - t1
-
-    # ---- ablated runs
-    t2 = time.perf_counter()
-    ablated = torch.full((cfg.n_layers, H, n), float("nan"))
-    with torch.no_grad():
-        if method == "naive":
-            for layer, h in head_list:
-                hook = f"blocks.{layer}.attn.hook_z"
-                z = acts.get(hook)
-                for rows in chunk_slices:
-                    if how == "zero":
-                        iv = Ablate(hook, heads=[h], how="zero")
-                    elif how == "mean":
-                        iv = Ablate(
-                            hook,
-                            heads=[h],
-                            how="mean",
-                            reference=z,
-                            over=("batch", "pos") if mean_over == "all" else ("batch",),
-                        )
-                    else:
-                        assert z is not None and ridx is not None
-                        iv = Patch(hook, heads=[h], source=z[ridx[rows]])
-                    logits = model.run(tokens[rows], interventions=[iv]).logits
-                    n_forward += 1
-                    ablated[layer, h, rows] = sequence_losses(logits, tokens[rows])
-                    del logits
-        else:
-            for layer in layers_needed:
-                hook = f"blocks.{layer}.attn.hook_z"
-                resid = acts[f"blocks.{layer}.hook_resid_pre"]
-                z = acts.get(hook)
-                lheads = [h for lay, h in head_list if lay == layer]
-                for rows in chunk_slices:
-                    nb = rows.stop - rows.start
-                    per_fwd = max(1, budget // (nb * p))  # variants per forward
-                    repl = _replacement(z, how, mean_over, rows, ridx, like=resid)
-                    for g0 in range(0, len(lheads), per_fwd):
-                        group = lheads[g0 : g0 + per_fwd]
-                        k = len(group)
-                        mask = torch.zeros(k, 1, 1, H, 1, dtype=torch.bool)
-                        for v, h in enumerate(group):
-                            mask[v, 0, 0, h, 0] = True
-
-                        def fn(x: torch.Tensor, ctx: HookContext, _mask=mask, _k=k, _repl=repl) -> torch.Tensor:
-                            return where_variants(x, _k, _mask, _repl)
-
-                        # variant-major: rows v*nb:(v+1)*nb are the chunks with head group[v] ablated
-                        logits = run_variants(model, resid[rows], layer, k, [Apply(hook, fn=fn)])
-                        n_forward += 1
-                        losses = sequence_losses(logits, tokens[rows].repeat(k, 1)).view(k, nb)
-                        for v, h in enumerate(group):
-                            ablated[layer, h, rows] = losses[v]
-                        del logits
-    t_abl = time.perf_counter() - t2
-    return clean, ablated, n_forward, t_clean, t_abl
-
-
-def ablation_share(
-    model_ref: str, layers: list[int], tokens: torch.Tensor, head_list: list[tuple[int, int]], options: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
-    """A worker's share of :func:`head_ablation_importance`: the model loaded by ``model_ref`` (one thread) and
-    :func:`ablated_losses` for the heads of ``head_list`` in ``layers``."""
-    from interplab.sweeps.split import worker_model
-
-    with worker_model(model_ref) as model:
-        mine = [(a, h) for a, h in head_list if a in set(layers)]
-        return ablated_losses(model, tokens, mine, **options)
-
-
-def _ablation_runs(
-    model: Model,
-    tokens: torch.Tensor,
-    head_list: list[tuple[int, int]],
-    how: How,
-    mean_over: MeanOver,
-    seed: int,
-    method: Method,
-    budget: int,
-    backend: str,
-    max_parallel: int | None,
-    model_ref: str | None,
-) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
-    """:func:`ablated_losses` in this process (``backend="serial"``) or with the layers dealt out to workers of
-    a sweep backend (:mod:`interplab.sweeps.split`); the clean losses are every worker's (identical) clean run's,
-    the seconds the workers' sums."""
-    if backend == "serial":
-        return ablated_losses(model, tokens, head_list, how, mean_over, seed, method, budget)
-    from interplab.sweeps.split import deal, run_shares
-
-    options = {"how": how, "mean_over": mean_over, "seed": seed, "method": method, "budget": budget}
-    ablated = torch.full((model.cfg.n_layers, model.cfg.n_heads, tokens.shape[0]), float("nan"))
-    got: dict[str, Any] = {"clean": None, "n_forward": 0, "t_clean": 0.0, "t_abl": 0.0}
-
-    def keep(layers: list[int], value: tuple) -> None:
-        clean, abl, n_fwd, t_c, t_a = value
-        for a, h in head_list:
-            if a in layers:
-                ablated[a, h] = abl[a, h]
-        got["clean"] = clean if got["clean"] is None else got["clean"]
-        got["n_forward"] += n_fwd
-        got["t_clean"] += t_c
-        got["t_abl"] += t_a
-
-    layers = sorted({a for a, _ in head_list})
-    run_shares(
-        ablation_share,
-        model,
-        deal(layers, max_parallel),
-        (tokens, head_list, options),
-        keep,
-        backend,
-        max_parallel,
-        model_ref,
-    )
-    return got["clean"], ablated, got["n_forward"], got["t_clean"], got["t_abl"]
-
-
 def head_ablation_importance(
     model: Model,
     tokens: torch.Tensor | None = None,
@@ -647,7 +364,7 @@ def head_ablation_importance(
         from interplab.sweeps.backends import check_backend
 
         check_backend(backend)
-    if how not in _HOWS:
+    if how not in HOWS:
         raise ValueError(f"how={how!r}: choose 'zero', 'mean' or 'resample'.")
     if mean_over not in ("all", "position"):
         raise ValueError(f"mean_over={mean_over!r}: choose 'all' (chunks and positions) or 'position' (chunks only).")
@@ -667,11 +384,11 @@ def head_ablation_importance(
             raise ValueError(f"chunk_len must be at least 2, got {chunk_len}.")
         tokens = token_chunks(model, source=text, n_chunks=n_chunks, chunk_len=chunk_len)
         source = "pydoc_data.topics" if text is None or str(text) == "pydoc" else str(text)
-    tokens = _check_tokens(model, tokens)
+    tokens = check_tokens(model, tokens)
     n, p = tokens.shape
     if n < 2:
         raise ValueError(f"need at least 2 chunks for a confidence interval over chunks, got {n}.")
-    head_list = _resolve_heads(model, heads, layers)
+    head_list = resolve_heads(model, heads, layers)
     cfg = model.cfg
     if isinstance(induction_score, str):
         if induction_score != "auto":
@@ -696,10 +413,10 @@ def head_ablation_importance(
         ind_rule = f"given scores; induction head when score >= {induction_threshold}"
     t_ind = time.perf_counter() - t0
 
-    budget = max_batch_tokens or _auto_batch_tokens(model, p)
+    budget = max_batch_tokens or auto_batch_tokens(model, p)
     if budget < p:
         raise ValueError(f"max_batch_tokens={budget} is smaller than one chunk ({p} tokens).")
-    clean, ablated, n_forward, t_clean, t_abl = _ablation_runs(
+    clean, ablated, n_forward, t_clean, t_abl = ablation_runs(
         model, tokens, head_list, how, mean_over, seed, method, budget, backend, max_parallel, model_ref
     )
 
@@ -750,193 +467,4 @@ def head_ablation_importance(
         is_induction=is_ind,
         model_name=model.name,
         settings=settings,
-    )
-
-
-# ====================================================================================== induction check
-
-
-@dataclass
-class InductionAblationComparison(Result):
-    """Loss on the second half of repeated random sequences: clean, with the induction heads ablated
-    together, and with ``n_random`` random sets of as many other heads ablated together. Saved as
-    ``induction_ablation.json`` + ``induction_ablation.safetensors``."""
-
-    KIND: ClassVar[str] = "induction_ablation"
-    FILE: ClassVar[str] = "induction_ablation.json"
-
-    induction_heads: list[tuple[int, int]]
-    random_heads: list[list[tuple[int, int]]]
-    clean_loss: float
-    induction_loss: float
-    random_losses: torch.Tensor  # [n_random]
-    model_name: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def induction_increase(self) -> float:
-        return self.induction_loss - self.clean_loss
-
-    @property
-    def random_increases(self) -> torch.Tensor:
-        return self.random_losses - self.clean_loss
-
-    @property
-    def ratio(self) -> float:
-        """Induction-head loss increase over the mean random-head loss increase (inf if that is <= 0)."""
-        m = float(self.random_increases.mean())
-        return self.induction_increase / m if m > 0 else float("inf")
-
-    def headline(self) -> dict[str, Any]:
-        r = self.random_increases
-        return {
-            "model": self.model_name,
-            "how": self.settings.get("how"),
-            "induction_heads": [list(x) for x in self.induction_heads],
-            "clean_loss": round(self.clean_loss, 5),
-            "induction_ablated_loss": round(self.induction_loss, 5),
-            "induction_increase": round(self.induction_increase, 5),
-            "random_increase_mean": round(float(r.mean()), 5),
-            "random_increase_max": round(float(r.max()), 5),
-            "n_random": int(r.numel()),
-            "ratio_to_random_mean": round(self.ratio, 3) if math.isfinite(self.ratio) else None,
-        }
-
-    def to_frame(self) -> pd.DataFrame:
-        import pandas as pd
-
-        rows = [
-            {"ablated": "none", "heads": "", "loss": self.clean_loss, "increase": 0.0},
-            {
-                "ablated": "induction",
-                "heads": str(self.induction_heads),
-                "loss": self.induction_loss,
-                "increase": self.induction_increase,
-            },
-        ]
-        for i, (hs, loss) in enumerate(zip(self.random_heads, self.random_losses.tolist())):
-            rows.append({"ablated": f"random {i}", "heads": str(hs), "loss": loss, "increase": loss - self.clean_loss})
-        return pd.DataFrame(rows)
-
-    def plot(self) -> go.Figure:
-        """Bars of the loss increase: the induction heads, then each random set of as many heads."""
-        import plotly.graph_objects as go
-
-        df = self.to_frame().iloc[1:]
-        fig = go.Figure(go.Bar(x=df["ablated"], y=df["increase"], hovertext=df["heads"]))
-        fig.update_layout(
-            title={
-                "text": f"Loss increase on repeated sequences ({self.settings.get('how')} ablation) — "
-                f"{self.model_name or 'model'}"
-            },
-            yaxis_title="Δ loss (nats per token)",
-            height=360,
-        )
-        return fig
-
-    @classmethod
-    def _decode(cls, name: str, value: Any) -> Any:
-        if name == "induction_heads":
-            return [(int(a), int(b)) for a, b in value]
-        if name == "random_heads":
-            return [[(int(a), int(b)) for a, b in hs] for hs in value]
-        return value
-
-
-def compare_induction_ablation(
-    model: Model,
-    induction_heads: Sequence[tuple[int, int]] | None = None,
-    *,
-    k: int = 5,
-    n_random: int = 10,
-    seed: int = 0,
-    how: Literal["zero", "mean"] = "mean",
-    batch: int = 8,
-    seq_len: int = 32,
-) -> InductionAblationComparison:
-    """Does ablating the induction heads (Olsson et al. 2022) raise the loss on the second half of repeated
-    random sequences far more than ablating as many random heads?
-
-    The loss is the mean next-token cross-entropy on the predictions of tokens 2..seq_len of the second copy
-    (the ones induction can predict). All listed heads are ablated together; each of the ``n_random`` random
-    sets is drawn (seeded) from the other heads.
-
-    Args:
-        model: the model.
-        induction_heads: ``(layer, head)`` pairs; None takes the ``k`` heads with the highest
-            :func:`induction_scores`.
-        k: how many heads to take when ``induction_heads`` is None.
-        n_random: random head sets to compare with.
-        seed: seed of the sequences and of the random sets.
-        how: ``"zero"``, or ``"mean"`` = the heads' mean ``z`` over the same sequences and positions.
-        batch: repeated sequences.
-        seq_len: length of each half (clipped to the model's context).
-    """
-    if how not in ("zero", "mean"):
-        raise ValueError(f"how={how!r}: choose 'zero' or 'mean'.")
-    if n_random < 1:
-        raise ValueError(f"n_random must be at least 1, got {n_random}.")
-    tokens, offset, s = _repeat_setup(model, batch, seq_len, seed)
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    if induction_heads is None:
-        sc = induction_scores(model, n_seqs=batch, batch=batch, seed=seed + 1)[0]
-        top = torch.topk(sc.flatten(), k).indices.tolist()
-        induction_heads = [(i // H, i % H) for i in top]
-    ind = _resolve_heads(model, induction_heads, None)
-    others = [(layer, h) for layer in range(L) for h in range(H) if (layer, h) not in ind]
-    if len(others) < len(ind):
-        raise ValueError(
-            f"the model has {len(others)} heads besides the {len(ind)} induction heads; "
-            "cannot draw as many random heads."
-        )
-    start = offset + s  # logits at positions start.. predict tokens start+1.. (second copy, after its first token)
-
-    with torch.no_grad():
-        clean_logits, cache = model.run(
-            tokens, cache=[f"blocks.{layer}.attn.hook_z" for layer in range(L)] if how == "mean" else None
-        )
-        clean = float(sequence_losses(clean_logits, tokens, start).mean())
-
-        def loss_with(hs):
-            by_layer: dict[int, list[int]] = {}
-            for layer, h in hs:
-                by_layer.setdefault(layer, []).append(h)
-            ivs = [
-                Ablate(
-                    f"blocks.{layer}.attn.hook_z",
-                    heads=h,
-                    how=how,
-                    reference=cache[f"blocks.{layer}.attn.hook_z"] if how == "mean" else None,
-                    over=("batch", "pos"),
-                )
-                for layer, h in by_layer.items()
-            ]
-            logits = model.run(tokens, interventions=ivs).logits
-            return float(sequence_losses(logits, tokens, start).mean())
-
-        ind_loss = loss_with(ind)
-        g = torch.Generator().manual_seed(seed)
-        rand_sets, rand_losses = [], []
-        for _ in range(n_random):
-            pick = torch.randperm(len(others), generator=g)[: len(ind)].tolist()
-            hs = sorted(others[i] for i in pick)
-            rand_sets.append(hs)
-            rand_losses.append(loss_with(hs))
-    return InductionAblationComparison(
-        induction_heads=ind,
-        random_heads=rand_sets,
-        clean_loss=clean,
-        induction_loss=ind_loss,
-        random_losses=torch.tensor(rand_losses),
-        model_name=model.name,
-        settings={
-            "how": how,
-            "mean_over": "all" if how == "mean" else None,
-            "batch": batch,
-            "seq_len": s,
-            "offset": offset,
-            "seed": seed,
-            "n_random": n_random,
-            "loss_positions": f"predictions of tokens {start + 1}..{tokens.shape[1] - 1}",
-        },
     )
