@@ -9,7 +9,10 @@
 - :mod:`~interplab.analyses.causal.ablation`: head-ablation importance on text (Michel et al. 2019; Olsson et
   al. 2022), with the ablated runs in :mod:`~interplab.analyses.causal.ablation_runs` and the induction scores and
   the induction-vs-random-heads ablation in :mod:`~interplab.analyses.causal.induction_ablation`.
-- :mod:`~interplab.analyses.causal.tracing`: causal tracing of factual recall (Meng et al. 2022).
+- :mod:`~interplab.analyses.causal.tracing`: causal tracing of factual recall (Meng et al. 2022), with the
+  corruptions in :mod:`~interplab.analyses.causal.tracing_corruption`, the traces and the result in
+  :mod:`~interplab.analyses.causal.tracing_result` and the refinement to heads and neurons in
+  :mod:`~interplab.analyses.causal.tracing_refine`.
 - :mod:`~interplab.analyses.causal.circuits`: ACDC-style circuit discovery (Conmy et al. 2023).
 - :mod:`~interplab.analyses.causal.edges`: edge attribution patching, EAP and EAP-IG (Syed et al. 2023; Hanna et
   al. 2024), with the graph in :mod:`~interplab.analyses.causal.edge_graph` and exact edge patching and
