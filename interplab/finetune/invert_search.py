@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn import functional as F
 
-from interplab.finetune.invert import check_layer, residual_hook, residual_states
+from interplab.finetune.invert_model import check_layer, residual_hook, residual_states
 
 if TYPE_CHECKING:
     from interplab.models.model import Model
