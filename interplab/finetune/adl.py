@@ -234,7 +234,9 @@ def _predict(scores: Mapping[str, float], norm: float) -> str | None:
 class IdentifyResult(Result):
     """The topic identification benchmark (:func:`identify_topics`). ``rows``: one per (tuned model, layer) with
     ``model`` (its label), ``truth``, ``layer``, ``norm`` (``||δ||``), ``base_norm``, ``top_tokens`` (of ``δ``'s
-    lens), ``scores`` (``{method: {topic: score}}``) and ``predicted`` (``{method: topic or None}``);
+    lens), ``scores`` (``{method: {topic: score}}``), ``predicted`` (``{method: topic or None}``),
+    ``norm_by_position`` and ``predicted_by_position`` (the z-score prediction from each position's ``δ_j`` alone,
+    a diagnostic: Minder et al. read positions separately);
     ``topics``: the ``K`` candidates; ``n_distinctive``: ``|D_t|`` per topic; ``layers``: the layers read (the
     first is the primary one of the headline)."""
 
@@ -271,6 +273,12 @@ class IdentifyResult(Result):
             "ci": [round(lo, 4), round(hi, 4)],
             "chance": 1 / len(self.topics),
         }
+
+    def accuracy_by_position(self, layer: int | None = None) -> list[float]:
+        """Top-1 accuracy of the z-score prediction from each position's ``δ_j`` alone (position 0 first)."""
+        rows = self.rows_at(layer)
+        n = min(len(r.get("predicted_by_position", [])) for r in rows)
+        return [sum(r["predicted_by_position"][j] == r["truth"] for r in rows) / len(rows) for j in range(n)]
 
     def confusion(self, method: str = "zscore", layer: int | None = None) -> dict[str, dict[str, int]]:
         """``{truth: {predicted: count}}`` (a missing prediction is ``"none"``)."""
@@ -309,6 +317,7 @@ class IdentifyResult(Result):
                 }
                 for r in self.rows_at(L)
             ],
+            "accuracy_by_position": self.accuracy_by_position(),
             "confusion": self.confusion("zscore"),
             "n_distinctive": self.n_distinctive,
             "seconds": self.settings.get("seconds", {}),
@@ -442,12 +451,18 @@ def identify_topics(
         check_comparable(b, t)
         _, ct = t.run(toks, cache=hooks)
         for layer, h in zip(layers, hooks, strict=True):
-            delta = (ct[h].double().cpu() - base_h[h]).mean((0, 1))
+            delta_pos = (ct[h].double().cpu() - base_h[h]).mean(0)  # [k, d]
+            delta = delta_pos.mean(0)
             norm = float(delta.norm())
-            logits = unembed_resid(t, delta.float().to(t.device)[None, None]).float()[0, 0].cpu()
-            if norm == 0.0:
-                logits = torch.zeros_like(logits)
+            vecs = torch.cat([delta[None], delta_pos]).float().to(t.device)
+            all_logits = unembed_resid(t, vecs[None]).float()[0].cpu()  # [1 + k, d_vocab]
+            logits = all_logits[0] if norm > 0 else torch.zeros_like(all_logits[0])
             scores = score_topics(logits, dist, top_k)
+            by_pos = []
+            for j in range(delta_pos.shape[0]):
+                nj = float(delta_pos[j].norm())
+                sj = score_topics(all_logits[1 + j] if nj > 0 else torch.zeros_like(logits), dist, top_k)["zscore"]
+                by_pos.append(_predict(sj, nj))
             rows.append(
                 {
                     "model": model_label(spec),
@@ -458,6 +473,8 @@ def identify_topics(
                     "top_tokens": _top(t, delta.float(), top_k),
                     "scores": scores,
                     "predicted": {m: _predict(scores[m], norm) for m in IDENTIFY_METHODS},
+                    "norm_by_position": [float(v.norm()) for v in delta_pos],
+                    "predicted_by_position": by_pos,
                 }
             )
         if loaded:

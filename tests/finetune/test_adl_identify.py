@@ -95,6 +95,8 @@ def test_planted_topic_fine_tunes_are_all_identified(base, topics, tmp_path):
     h = res.headline()
     assert h["accuracy"] == 1.0 and h["k"] == K and h["layer"] == 1
     assert [p["predicted"] for p in h["predictions"]] == list(topics)
+    assert h["accuracy_by_position"] == [1.0] * 5  # the planted shift is there at every position
+    assert all(len(r["norm_by_position"]) == 5 and r["norm"] > 0 for r in res.rows)
     loaded = IdentifyResult.load(res.save(tmp_path))
     assert loaded.headline() == h
     assert res.to_frame().shape == (2 * K * K, 8)
@@ -106,6 +108,7 @@ def test_model_compared_with_itself_gets_no_prediction(base, topics):
     (row,) = res.rows
     assert row["norm"] == 0.0 and row["top_tokens"] == []
     assert row["predicted"] == {"zscore": None, "relevance": None}
+    assert row["predicted_by_position"] == [None] * 5 and res.accuracy_by_position() == [0.0] * 5
     assert all(v == 0.0 for m in row["scores"].values() for v in m.values())
     assert res.accuracy()["accuracy"] == 0.0 and res.confusion() == {"volcano": {"none": 1}}
 
