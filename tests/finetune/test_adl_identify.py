@@ -102,6 +102,44 @@ def test_planted_topic_fine_tunes_are_all_identified(base, topics, tmp_path):
     assert res.to_frame().shape == (2 * K * K, 8)
 
 
+def test_real_lora_fine_tunes_on_disjoint_topics_are_identified(base_dir, tmp_path):
+    """Five real LoRA fine-tunes of the tiny Llama (unembedding scaled up so adapters can move the loss, as in
+    test_finetune), each on text made only of one topic's words: the lens of the last layer names each topic."""
+    import random
+
+    from interplab.finetune import FinetuneConfig, finetune
+
+    m = interplab.load(base_dir)
+    with torch.no_grad():
+        m.hf.lm_head.weight.mul_(20)
+    d = str(tmp_path / "base")
+    m.save(d)
+    base = interplab.load(d)
+    cfg = FinetuneConfig(
+        targets=("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        rank=4,
+        alpha=8,
+        steps=12,
+        batch_size=4,
+        seq_len=24,
+        lr=5e-2,
+        log_every=4,
+        ckpt_every=4,
+        heldout_fraction=0.2,
+        threads=1,
+    )
+    texts, tuned = {}, {}
+    for t, words in TOPIC_WORDS.items():
+        rng = random.Random(0)
+        texts[t] = " ".join(" ".join(rng.sample(words, len(words))) + "." for _ in range(80))
+        (tmp_path / f"{t}.txt").write_text(texts[t], encoding="utf-8")
+        r = finetune(d, tmp_path / f"{t}.txt", cfg, progress=False)
+        assert r.heldout_loss_after < r.heldout_loss_before - 2.0
+        tuned[t] = r.model
+    res = identify_topics(base, tuned, texts, list(OTHER_DOCUMENTS), layers=[1])
+    assert res.accuracy("zscore")["accuracy"] == 1.0, res.headline()["predictions"]
+
+
 def test_model_compared_with_itself_gets_no_prediction(base, topics):
     texts = {t: topic_text(base, ids) for t, ids in topics.items()}
     res = identify_topics(base, {"volcano": base}, texts, list(OTHER_DOCUMENTS))
