@@ -43,6 +43,12 @@ def compare(
         None, "--layers", help="With --topics: layers of the difference lens, e.g. 15,20 (default the middle one)."
     ),
     n_docs: int = typer.Option(200, "--n-docs", help="With --topics: unrelated documents read."),
+    skip_first: bool = typer.Option(
+        False,
+        "--skip-first",
+        help="With --topics: leave each document's first token (an attention sink without BOS) out of the mean "
+        "difference.",
+    ),
     n_chunks: int = typer.Option(8, "--n-chunks", help="Chunks of each text."),
     chunk_len: int = typer.Option(64, "--chunk-len", help="Tokens per chunk."),
     detector_seqs: int = typer.Option(8, "--detector-seqs", help="Sequences per head-detector input set."),
@@ -75,7 +81,7 @@ def compare(
                 raise ValueError("give a TUNED model to compare with BASE, or --topics NAME=DIR,… for the benchmark.")
             if tuned is not None:
                 raise ValueError("give either TUNED (one comparison) or --topics (the benchmark), not both.")
-        _identify(base, topics, topic_texts, other, layers, n_docs, top, seed, out, as_json)
+        _identify(base, topics, topic_texts, other, layers, n_docs, skip_first, top, seed, out, as_json)
         return
 
     args = {
@@ -174,6 +180,7 @@ def _identify(
     other: str | None,
     layers: str | None,
     n_docs: int,
+    skip_first: bool,
     top: int,
     seed: int,
     out: str | None,
@@ -188,6 +195,7 @@ def _identify(
         "other": other,
         "layers": layers,
         "n_docs": n_docs,
+        "skip_first": skip_first,
         "top": top,
     }
     with guard(), Run("compare", args, out=out, seed=seed) as run:
@@ -225,6 +233,7 @@ def _identify(
                 docs,
                 unrelated_text=other_txt if other_txt is not None else corpus_text(None),
                 layers=lay,
+                skip_first=skip_first,
                 top_k=2 * top,
                 progress=lambda s: status.update(s),
             )

@@ -21,7 +21,8 @@ neither is done here.
 
 **Topic identification benchmark** (:func:`identify_topics`; the issue's "does the lens alone name what the model
 was tuned on", with ``K`` candidate topics): for each tuned model, ``δ`` (as above, on the same unrelated documents
-for every model, default paragraphs of the standard library's pydoc text) is read through the logit lens into
+for every model, default paragraphs of the standard library's pydoc text; optionally without position 0, see
+``skip_first``) is read through the logit lens into
 logits ``ℓ`` over the vocabulary, and every candidate topic ``t`` is scored against ``ℓ``. A topic's *distinctive*
 tokens ``D_t`` are those that occur in its text and in no other candidate's text and not in the unrelated text
 (:func:`distinctive_tokens`), each with its count ``c_t(v)`` in the topic's text. Two scores:
@@ -298,6 +299,7 @@ class IdentifyResult(Result):
             "k": len(self.topics),
             "layer": L,
             "layers": self.layers,
+            "skip_first": bool(self.settings.get("skip_first", False)),
             "chance": round(1 / len(self.topics), 6),
             "accuracy": self.accuracy("zscore")["accuracy"],
             "accuracy_ci": self.accuracy("zscore")["ci"],
@@ -378,6 +380,7 @@ def identify_topics(
     *,
     unrelated_text: str | None = None,
     k: int = 5,
+    skip_first: bool = False,
     layers: Sequence[int] | None = None,
     top_k: int = 20,
     progress: Callable[[str], None] | None = None,
@@ -395,6 +398,10 @@ def identify_topics(
         unrelated_text: the text the distinctive tokens must be absent from (default: the whole pydoc text when
             ``unrelated`` is None, else the documents joined).
         k: tokens read per document (Minder et al.: 5).
+        skip_first: leave position 0 out of ``δ``'s mean (``δ = mean_{j >= 1} δ_j``). In a model without a BOS
+            token the first token is an attention sink whose residual norm is many times the others'; on SmolLM2
+            its difference (norm ~3000 against ~25-300 at positions 1-4) swamps the mean with a direction shared
+            by every fine-tune. ``norm_by_position`` shows whether it does.
         layers: the layers whose ``hook_resid_post`` is compared (default the middle one); the first is the
             headline's.
         top_k: lens tokens of the ``"relevance"`` score and the listings.
@@ -436,6 +443,8 @@ def identify_topics(
             f"topics {empty} have no distinctive token (every token of their text also occurs in another topic's "
             "text or in the unrelated text); give longer or more distinct topic texts."
         )
+    if skip_first and k < 2:
+        raise ValueError(f"skip_first needs k >= 2 tokens per document, got k={k}.")
     toks = document_prefixes(b, docs, k)
     hooks = [f"blocks.{x}.hook_resid_post" for x in layers]
     t0 = time.perf_counter()
@@ -452,7 +461,7 @@ def identify_topics(
         _, ct = t.run(toks, cache=hooks)
         for layer, h in zip(layers, hooks, strict=True):
             delta_pos = (ct[h].double().cpu() - base_h[h]).mean(0)  # [k, d]
-            delta = delta_pos.mean(0)
+            delta = delta_pos[1:].mean(0) if skip_first else delta_pos.mean(0)
             norm = float(delta.norm())
             vecs = torch.cat([delta[None], delta_pos]).float().to(t.device)
             all_logits = unembed_resid(t, vecs[None]).float()[0].cpu()  # [1 + k, d_vocab]
@@ -488,6 +497,7 @@ def identify_topics(
         n_distinctive={t: len(dist[t]) for t in topics},
         settings={
             "k": k,
+            "skip_first": skip_first,
             "n_documents": int(toks.shape[0]),
             "unrelated": "pydoc paragraphs" if unrelated is None else f"{len(docs)} given documents",
             "top_k": top_k,

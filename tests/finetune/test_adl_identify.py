@@ -100,6 +100,11 @@ def test_planted_topic_fine_tunes_are_all_identified(base, topics, tmp_path):
     loaded = IdentifyResult.load(res.save(tmp_path))
     assert loaded.headline() == h
     assert res.to_frame().shape == (2 * K * K, 8)
+    # leaving position 0 out of the mean keeps the per-position reading and still names every topic
+    res1 = identify_topics(base, tuned, texts, list(OTHER_DOCUMENTS), layers=[1, 0], skip_first=True)
+    assert res1.accuracy()["accuracy"] == 1.0 and res1.headline()["skip_first"] is True
+    for a, b in zip(res.rows, res1.rows, strict=True):
+        assert a["norm_by_position"] == b["norm_by_position"] and a["norm"] != b["norm"]
 
 
 def test_real_lora_fine_tunes_on_disjoint_topics_are_identified(base_dir, tmp_path):
@@ -190,6 +195,8 @@ def test_bad_input_is_refused(base, topics):
         identify_topics(base, {"volcano": base}, {"volcano": texts["volcano"]}, list(OTHER_DOCUMENTS))
     with pytest.raises(ValueError, match="layers must lie"):
         identify_topics(base, {"volcano": base}, texts, list(OTHER_DOCUMENTS), layers=[7])
+    with pytest.raises(ValueError, match="skip_first needs k >= 2"):
+        identify_topics(base, {"volcano": base}, texts, list(OTHER_DOCUMENTS), k=1, skip_first=True)
     with pytest.raises(ValueError, match="no distinctive token"):
         identify_topics(base, {"volcano": base}, {"volcano": " a", "bread": " a"}, list(OTHER_DOCUMENTS))
 
@@ -205,12 +212,12 @@ def test_cli_identifies_planted_topics_and_prints_json(base, base_dir, topics, t
     other.write_text(other_text(), encoding="utf-8")
     texts = ",".join(f"{t}={tmp_path / f'{t}.txt'}" for t in ("volcano", "bread", "light"))
     args = ["compare", base_dir, "--topics", ",".join(spec), "--topic-texts", texts, "--other", str(other)]
-    r = CliRunner().invoke(app, [*args, "--layers", "0,1", "--json", "--out", str(tmp_path / "run")])
+    r = CliRunner().invoke(app, [*args, "--layers", "0,1", "--skip-first", "--json", "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     for key in ("topics", "k", "accuracy", "accuracy_ci", "chance", "predictions", "confusion", "layers"):
         assert key in h
-    assert h["accuracy"] == 1.0 and h["k"] == 3 and h["layers"] == [0, 1]
+    assert h["accuracy"] == 1.0 and h["k"] == 3 and h["layers"] == [0, 1] and h["skip_first"] is True
     assert (tmp_path / "run" / "identify.json").is_file() and (tmp_path / "run" / "report.html").is_file()
     r = CliRunner().invoke(app, ["compare", base_dir, str(tmp_path / "volcano"), "--topics", ",".join(spec)])
     assert r.exit_code == 2 and "either TUNED (one comparison) or --topics" in r.output

@@ -109,7 +109,8 @@ def identify_parts(res: IdentifyResult, k: int = 10) -> list[Html]:
     summary = (
         f"{len(h['predictions'])} tuned models, K = {h['k']} candidate topics ({', '.join(res.topics)}); "
         f"difference lens at layer {h['layer']} on the first {res.settings.get('k')} tokens of "
-        f"{res.settings.get('n_documents')} unrelated documents ({res.settings.get('unrelated')}).\n"
+        f"{res.settings.get('n_documents')} unrelated documents ({res.settings.get('unrelated')})"
+        f"{', position 0 left out' if h['skip_first'] else ''}.\n"
         f"Top-1 accuracy (z-score of the topic's distinctive tokens): {acc['zscore']['correct']}/{acc['zscore']['n']}"
         f" = {acc['zscore']['accuracy']:.3f}, 95% Wilson CI {acc['zscore']['ci']}; relevance of the top tokens: "
         f"{acc['relevance']['accuracy']:.3f} {acc['relevance']['ci']}; chance {h['chance']:.3f}."
