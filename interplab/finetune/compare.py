@@ -338,7 +338,9 @@ class CompareResult(Result):
 
     def headline(self, k: int = 10) -> dict[str, Any]:
         """The JSON contract (``mean_loss_delta_in``, ``mean_loss_delta_other``, ``head_js_max``,
-        ``circuit_jaccard``, ``weight_update_rel_norm``, ``verdict``) and the numbers behind them."""
+        ``circuit_jaccard`` — the Jaccard overlap of the top-k heads of the two IOI patching grids —,
+        ``weight_update_rel_norm``, ``verdict``) and the numbers behind them, including ``circuit_heads_jaccard``
+        (of the two discovered circuits' heads) and ``faithfulness_base_circuit_in_tuned`` (None without them)."""
         circ = self.circuits
         mats = sorted((w for w in self.weights if w["delta_norm"] > 0), key=lambda w: (-w["rel_norm"], w["name"]))[:k]
         return {
@@ -348,6 +350,10 @@ class CompareResult(Result):
             "mean_loss_delta_other": _r(self.loss["other"]["mean_diff"]),
             "head_js_max": _r(float(self.attention_js.max())),
             "circuit_jaccard": _r(circ.get("top_k_jaccard")) if "skipped" not in circ else None,
+            # circuit_jaccard (kept for compatibility) is the top-k heads of the IOI patching grids; these two are
+            # the discovered circuits' heads and the base circuit's faithfulness inside the tuned model
+            "circuit_heads_jaccard": _r(circ.get("circuit_jaccard")),
+            "faithfulness_base_circuit_in_tuned": circ.get("faithfulness_base_circuit_in_tuned"),
             "weight_update_rel_norm": _r(self.weight_update_rel_norm, 8),
             "verdict": self.verdict,
             "verdict_detail": {k2: (_r(v) if isinstance(v, float) else v) for k2, v in self.verdict_detail.items()},

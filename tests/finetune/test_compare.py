@@ -93,6 +93,7 @@ def test_model_compared_with_itself_changes_nowhere_and_verdict_is_no_change(tmp
     assert res.adl["norm"] == 0.0 and res.adl["top_tokens"] == []
     c = res.circuits
     assert c["top_k_jaccard"] == 1.0 and c["circuit_jaccard"] == 1.0
+    assert h["circuit_heads_jaccard"] == 1.0 and h["faithfulness_base_circuit_in_tuned"] == c["faithfulness_base"]
     assert c["faithfulness_base_circuit_in_tuned"] == c["faithfulness_base"]
     assert all(v == 0.0 for _, _, v in c["cmap_top_heads"])
 
@@ -203,6 +204,7 @@ def test_cli_prints_the_json_contract_and_refuses_bad_input(base_dir, planted_o_
     h = json.loads(r.stdout)
     assert set(CONTRACT) <= set(h)
     assert h["weight_update_rel_norm"] > 0 and h["circuit_jaccard"] is None and h["verdict"] in VERDICTS
+    assert h["circuit_heads_jaccard"] is None and h["faithfulness_base_circuit_in_tuned"] is None
     assert h["circuits"]["skipped"].startswith("not asked for")
     assert (tmp_path / "run" / "report.html").is_file()
     other = make_tiny_tokenized_model(tmp_path / "v300", vocab_size=300)

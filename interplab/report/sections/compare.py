@@ -13,9 +13,10 @@ from interplab.analyses.observational.lens import display_token
 from interplab.report.html import Html, figure, heading, table, text
 
 if TYPE_CHECKING:
+    from interplab.finetune.adl import IdentifyResult
     from interplab.finetune.compare import CompareResult
 
-__all__ = ["compare_parts"]
+__all__ = ["compare_parts", "identify_parts"]
 
 
 def _heads(rows: list[list[Any]], what: str) -> list[dict[str, Any]]:
@@ -97,4 +98,40 @@ def compare_parts(res: CompareResult, k: int = 10) -> list[Html]:
         table(adl_rows),
         heading("IOI circuits (Wang et al. 2022)", 4),
         *circ_parts,
+    ]
+
+
+def identify_parts(res: IdentifyResult, k: int = 10) -> list[Html]:
+    """Report parts of the difference-lens topic benchmark (:func:`interplab.finetune.adl.identify_topics`):
+    accuracy with its interval per method and layer, the score heatmap, each model's prediction and lens tokens."""
+    h = res.headline(k)
+    acc = h["accuracy_by_method"]
+    summary = (
+        f"{len(h['predictions'])} tuned models, K = {h['k']} candidate topics ({', '.join(res.topics)}); "
+        f"difference lens at layer {h['layer']} on the first {res.settings.get('k')} tokens of "
+        f"{res.settings.get('n_documents')} unrelated documents ({res.settings.get('unrelated')})"
+        f"{', position 0 left out' if h['skip_first'] else ''}.\n"
+        f"Top-1 accuracy (z-score of the topic's distinctive tokens): {acc['zscore']['correct']}/{acc['zscore']['n']}"
+        f" = {acc['zscore']['accuracy']:.3f}, 95% Wilson CI {acc['zscore']['ci']}; relevance of the top tokens: "
+        f"{acc['relevance']['accuracy']:.3f} {acc['relevance']['ci']}; chance {h['chance']:.3f}."
+    )
+    preds = [
+        {
+            "tuned on": p["truth"],
+            "predicted (z-score)": p["predicted"] or "none",
+            "predicted (relevance)": p["predicted_relevance"] or "none",
+            "||δ||": p["norm"],
+            **{f"z {t}": v for t, v in p["scores"].items()},
+            "lens tokens": " ".join(display_token(t) for t in p["top_tokens"]),
+        }
+        for p in h["predictions"]
+    ]
+    by_layer = [{"layer": lay, **v} for lay, v in h["accuracy_by_layer"].items()]
+    return [
+        text(summary),
+        figure(res.plot()),
+        heading("Predictions", 4),
+        table(preds),
+        heading("Accuracy by layer", 4),
+        table(by_layer),
     ]
