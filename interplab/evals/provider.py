@@ -6,10 +6,13 @@
 
 - greedy decoding by default; sampling only when the task or ``--temperature`` asks for a temperature > 0, seeded
   by ``GenerateConfig.seed`` (0 when unset), so a rerun gives the same answers;
-- the model's own chat template (plain ``role: content`` lines for a model without one);
-- requests from concurrent samples are gathered into batches of ``batch_size`` (model arg, default 16): left-padded
-  generation, and one forward pass per batch for log-likelihoods (:meth:`InterplabAPI.loglikelihood`, used by
+- the model's own chat template; on a template without a system role (Gemma's) the system text opens the first user
+  turn, once (:func:`chat_prompt`); a model without a template (the bundled Gemma-3-270M GGUF) gets ``role: content``
+  lines after its BOS token, and its answers stop at the next ``user:`` line;
+- requests from concurrent samples are gathered into batches of ``batch_size`` (model arg, default 16): batched
+  generation and one forward pass per batch for log-likelihoods (:meth:`InterplabAPI.loglikelihood`, used by
   :mod:`interplab.evals.loglik`), where a context whose choices are all one token is run once for all its choices;
+  in both, the tokens every prompt of a batch begins with are run once and their key/value cache shared;
 - ``count_text_tokens`` uses the model's tokenizer (Inspect's default downloads a tiktoken vocabulary), and the model
   info is registered with ``set_model_info`` so that Inspect never looks the name up on the hub.
 
