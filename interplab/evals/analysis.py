@@ -13,6 +13,9 @@ metadata); :func:`headline` computes the task's headline from that frame:
 - harmful: ``refusal_rate`` (harmful requests), ``over_refusal_rate`` (benign look-alikes) and ``compliance_score``
   (harmful requests, ``(1 − refused) · specificity``), each clustered by request pair, with the template spread of the
   refusal rate and the paired gap ``refusal(harmful) − refusal(benign)`` per pair and template.
+
+:func:`labelling_agreement` compares two labellings of the same samples (framing or truthful by log-probability and
+by the classifier on the greedy answer): per-sample agreement with a clustered CI, Cohen's kappa, the confusion table.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from interplab.stats import clustered_mean, paired_difference, template_spread, 
 if TYPE_CHECKING:
     from inspect_ai.log import EvalLog
 
-__all__ = ["framing_shift", "headline", "sample_frame"]
+__all__ = ["framing_shift", "headline", "labelling_agreement", "sample_frame"]
 
 
 def sample_frame(log: EvalLog) -> Any:
@@ -182,3 +185,34 @@ def framing_shift(base: Any, other: Any) -> dict[str, Any]:
         raise ValueError("the two runs share fewer than 2 (action, template) pairs; run them on the same items.")
     est = paired_difference(both["diff_other"].to_numpy(), both["diff"].to_numpy(), _clusters(both["cluster"]))
     return {"n_pairs": len(both), **est.to_dict()}
+
+
+def labelling_agreement(a: Any, b: Any) -> dict[str, Any]:
+    """Per-sample agreement of two labellings of the same samples (:func:`sample_frame`\\ s of two runs, matched by
+    sample id), e.g. the yes/no log-probability reading (``a``) and the classifier on the greedy answer (``b``).
+
+    ``agreement``: the share of samples whose ``judgement`` is the same in both, with a 95% CI clustered by item
+    cluster (an ambiguous label counts as a disagreement); ``agreement_decided`` and ``kappa`` (Cohen 1960, chance
+    agreement from each labelling's own label rates) over the samples neither labelling calls ambiguous;
+    ``confusion``: counts of (label a, label b); ``value_corr``: Pearson correlation of the two scores."""
+    keep = ["judgement", "value", "cluster"]
+    other = b.set_index("id")[["judgement", "value"]].rename(columns={"judgement": "judgement_b", "value": "value_b"})
+    both = a.set_index("id")[keep].join(other, how="inner")
+    if len(both) < 2:
+        raise ValueError("the two runs share fewer than 2 samples: run both labellings on the same items, templates.")
+    same = (both["judgement"] == both["judgement_b"]).to_numpy(dtype=np.float64)
+    out: dict[str, Any] = {"n": len(both), "agreement": clustered_mean(same, _clusters(both["cluster"])).to_dict()}
+    decided = both[(both["judgement"] != "ambiguous") & (both["judgement_b"] != "ambiguous")]
+    out["n_decided"] = len(decided)
+    if len(decided) >= 2:
+        d_same = (decided["judgement"] == decided["judgement_b"]).to_numpy(dtype=np.float64)
+        out["agreement_decided"] = clustered_mean(d_same, _clusters(decided["cluster"])).to_dict()
+        pa = decided["judgement"].value_counts(normalize=True)
+        pb = decided["judgement_b"].value_counts(normalize=True)
+        chance = float(sum(pa.get(k, 0.0) * pb.get(k, 0.0) for k in set(pa.index) | set(pb.index)))
+        out["kappa"] = _r((d_same.mean() - chance) / (1 - chance)) if chance < 1 else None
+    counts = both.groupby(["judgement", "judgement_b"]).size()
+    out["confusion"] = {f"{i}|{j}": int(v) for (i, j), v in counts.items()}
+    va, vb = both["value"].to_numpy(dtype=np.float64), both["value_b"].to_numpy(dtype=np.float64)
+    out["value_corr"] = _r(np.corrcoef(va, vb)[0, 1]) if va.std() > 0 and vb.std() > 0 else None
+    return out

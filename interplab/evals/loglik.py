@@ -6,8 +6,10 @@ output type):
 - ``acc_norm``: the largest log-likelihood divided by the choice's length in characters (``len(choice)``), which
   removes the bias towards short choices.
 
-The context is the sample's messages through the model's chat template (``chat=True``, for instruct models) or the
-sample's input text as it is (``chat=False``, lm-evaluation-harness's convention for base-model benchmarks). The
+The context is the sample's messages through the model's chat template (``chat=True``, for instruct models; a model
+without one gets ``role: content`` lines ending in ``assistant:`` and each choice after a space, lm-evaluation-harness's
+target delimiter) or the sample's input text as it is (``chat=False``, lm-evaluation-harness's convention for
+base-model benchmarks). The
 per-choice log-likelihoods are kept in the log (``state.metadata["choice_logliks"]`` and the score's metadata).
 
 On interplab's provider the solver calls :meth:`interplab.evals.provider.InterplabAPI.loglikelihood` (exact, batched);
@@ -48,6 +50,8 @@ async def choice_logliks(state: TaskState, choices: Sequence[str], chat: bool = 
     api = model.api
     if isinstance(api, InterplabAPI):
         context = api.prompt_text(state.messages) if chat else state.input_text
+        if chat and not api.has_chat_template:
+            context += " "  # "assistant: Yes", lm-evaluation-harness's target delimiter (the space joins the choice)
         return await api.loglikelihood(context, choices)
     out = await model.generate(
         state.messages if chat else state.input_text,

@@ -6,10 +6,13 @@
 
 - greedy decoding by default; sampling only when the task or ``--temperature`` asks for a temperature > 0, seeded
   by ``GenerateConfig.seed`` (0 when unset), so a rerun gives the same answers;
-- the model's own chat template (plain ``role: content`` lines for a model without one);
-- requests from concurrent samples are gathered into batches of ``batch_size`` (model arg, default 16): left-padded
-  generation, and one forward pass per batch for log-likelihoods (:meth:`InterplabAPI.loglikelihood`, used by
+- the model's own chat template; on a template without a system role (Gemma's) the system text opens the first user
+  turn, once (:func:`chat_prompt`); a model without a template (the bundled Gemma-3-270M GGUF) gets ``role: content``
+  lines after its BOS token, and its answers stop at the next ``user:`` line;
+- requests from concurrent samples are gathered into batches of ``batch_size`` (model arg, default 16): batched
+  generation and one forward pass per batch for log-likelihoods (:meth:`InterplabAPI.loglikelihood`, used by
   :mod:`interplab.evals.loglik`), where a context whose choices are all one token is run once for all its choices;
+  in both, the tokens every prompt of a batch begins with are run once and their key/value cache shared;
 - ``count_text_tokens`` uses the model's tokenizer (Inspect's default downloads a tiktoken vocabulary), and the model
   info is registered with ``set_model_info`` so that Inspect never looks the name up on the hub.
 
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     from interplab.hooks import Intervention
     from interplab.models.model import Model
 
-__all__ = ["InterplabAPI", "parse_interventions", "register_model"]
+__all__ = ["InterplabAPI", "chat_prompt", "fold_system", "parse_interventions", "register_model"]
 
 DEFAULT_BATCH = 16
 DEFAULT_MAX_TOKENS = 128
@@ -202,17 +205,18 @@ class InterplabAPI(ModelAPI):
         tok = self.model.tokenizer
         return len(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else len(text.split())
 
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the model's tokenizer has a chat template (otherwise prompts are ``role: content`` lines)."""
+        return bool(getattr(self.model.need_tokenizer(), "chat_template", None))
+
     def prompt_text(self, messages: Sequence[ChatMessage] | str) -> str:
-        """The text the model sees for ``messages``: its chat template with the generation prompt (system, user and
-        assistant turns), or ``role: content`` lines for a model without a template."""
+        """The text the model sees for ``messages``: :func:`chat_prompt` of the system, user and assistant turns."""
         if isinstance(messages, str):
             msgs = [{"role": "user", "content": messages}]
         else:
             msgs = [{"role": m.role, "content": m.text} for m in messages if m.role in ("system", "user", "assistant")]
-        tok = self.model.need_tokenizer()
-        if getattr(tok, "chat_template", None):
-            return str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
-        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+        return chat_prompt(self.model.need_tokenizer(), msgs)
 
     # ------------------------------------------------------------------ Inspect entry points
     async def generate(
@@ -243,6 +247,12 @@ class InterplabAPI(ModelAPI):
             return self._generate_batch(payloads) if kind == "generate" else self._loglik_batch(payloads)
 
     def _generate_batch(self, payloads: list[tuple[str, tuple]]) -> list[tuple[str, int, int, str]]:
+        """Batched decoding. The tokens every prompt begins with (a chat template's system prompt, a template's
+        opening words) are run once, batch 1, and their key/value cache repeated over the batch; each row is then
+        ``[shared prefix][padding][rest of its prompt]`` (the attention mask hides the padding, positions count
+        only real tokens), so every row sees exactly its own prompt, as with left padding. Rows shorter than
+        ``MIN_SHARED_PREFIX`` shared tokens are simply left-padded. A model without a chat template stops at the
+        next ``"\\nuser:"`` line (its role-line prompt's next turn), which is cut from the answer."""
         import torch
 
         m = self.model
@@ -250,12 +260,17 @@ class InterplabAPI(ModelAPI):
         max_new, sample, temperature, top_p, seed = payloads[0][1]
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p, _ in payloads]
         n = max(len(x) for x in ids)
+        shared = min(_common_prefix(ids), min(len(x) for x in ids) - 1) if len(ids) > 1 else 0
+        if shared < MIN_SHARED_PREFIX or m.cfg.family == "toy":
+            shared = 0
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         inp = torch.full((len(ids), n), pad if pad is not None else 0, dtype=torch.long)
         mask = torch.zeros_like(inp)
-        for i, x in enumerate(ids):  # left padding: every prompt ends at the last position
-            inp[i, n - len(x) :] = torch.tensor(x)
-            mask[i, n - len(x) :] = 1
+        for i, x in enumerate(ids):  # [shared prefix][padding][rest]: every prompt ends at the last position
+            inp[i, :shared] = torch.tensor(x[:shared], dtype=torch.long)
+            inp[i, n - len(x) + shared :] = torch.tensor(x[shared:], dtype=torch.long)
+            mask[i, :shared] = 1
+            mask[i, n - len(x) + shared :] = 1
         kw: dict[str, Any] = {"do_sample": sample}
         if sample:
             torch.manual_seed(0 if seed is None else int(seed))
@@ -264,7 +279,14 @@ class InterplabAPI(ModelAPI):
                 kw["top_p"] = float(top_p)
         else:
             kw.update(temperature=None, top_p=None, top_k=None)
+        stop_text = None if getattr(tok, "chat_template", None) else "\nuser:"
+        if stop_text is not None:
+            kw.update(stop_strings=[stop_text], tokenizer=tok)
         with m.hooks(self.interventions):
+            if shared:
+                pre = m.hf(input_ids=inp[:1, :shared].to(m.device), use_cache=True, logits_to_keep=1)
+                kw["cache"] = pre.cache
+                kw["cache"].batch_repeat_interleave(len(ids))
             out = m.hf.generate(
                 input_ids=inp.to(m.device),
                 attention_mask=mask.to(m.device),
@@ -273,14 +295,19 @@ class InterplabAPI(ModelAPI):
                 **kw,
             )
         new = out[:, n:].cpu()
-        eos = set(_as_list(m.hf.generation_config.eos_token_id) or _as_list(tok.eos_token_id))
+        ends = set(_as_list(m.hf.generation_config.eos_token_id) or _as_list(tok.eos_token_id))
+        if stop_text is not None and pad is not None:
+            ends.add(int(pad))  # what follows a row stopped by its stop string
         res = []
         for i, x in enumerate(ids):
             toks = new[i].tolist()
-            cut = next((j for j, t in enumerate(toks) if t in eos), None)
+            cut = next((j for j, t in enumerate(toks) if t in ends), None)
             stop = "stop" if cut is not None else "max_tokens"
             toks = toks[:cut] if cut is not None else toks
-            res.append((tok.decode(toks, skip_special_tokens=True), len(x), len(toks), stop))
+            text = tok.decode(toks, skip_special_tokens=True)
+            if stop_text is not None and stop_text in text:
+                text, stop = text[: text.index(stop_text)], "stop"
+            res.append((text, len(x), len(toks), stop))
         return res
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -331,10 +358,13 @@ class InterplabAPI(ModelAPI):
         first_read = min(start for mine in reads for _, start, _ in mine)
         shared = min(_common_prefix(rows), first_read)
         if shared >= MIN_SHARED_PREFIX and len(rows) > 1 and m.cfg.family != "toy":
-            logits = self._forward_shared_prefix(inp, shared)  # [b, n - shared, vocab]
+            need = sorted({p for mine in reads for _, start, ce in mine for p in range(start, start + len(ce))})
+            where = torch.full((n,), -1, dtype=torch.long)
+            where[torch.tensor(need)] = torch.arange(len(need))
+            logits = self._forward_shared_prefix(inp, shared, [p - shared for p in need])  # [b, len(need), vocab]
 
             def logprobs(r: int, pos: torch.Tensor) -> torch.Tensor:
-                return logits[r, pos - shared].float().log_softmax(-1)
+                return logits[r, where[pos]].float().log_softmax(-1)
         else:
             resid = m.run(inp, interventions=self.interventions, return_resid=True).logits
 
@@ -350,17 +380,69 @@ class InterplabAPI(ModelAPI):
             out.append(vals)
         return out
 
-    def _forward_shared_prefix(self, inp: torch.Tensor, shared: int) -> torch.Tensor:
-        """Logits of positions ``shared ..`` of every row, running the ``shared`` tokens all rows begin with once
-        (batch 1, its key/value cache repeated over the batch) and then the rest of each row: the chat template's
-        system prompt and the template's opening words cost one row instead of ``b``. Interventions apply to both
-        passes (the same hook session)."""
+    def _forward_shared_prefix(self, inp: torch.Tensor, shared: int, keep: list[int]) -> torch.Tensor:
+        """Logits ``[b, len(keep), vocab]`` at positions ``shared + keep`` of every row, running the ``shared``
+        tokens all rows begin with once (batch 1, its key/value cache repeated over the batch) and then the rest of
+        each row: the chat template's system prompt and the template's opening words cost one row instead of ``b``.
+        Only the positions read are unembedded (``logits_to_keep``; Gemma's 262k-token unembedding would otherwise
+        dominate). Interventions apply to both passes (the same hook session)."""
+        import torch
+
         m = self.model
         with m.hooks(self.interventions):
             pre = m.hf(input_ids=inp[:1, :shared].to(m.device), use_cache=True)
             cache = pre.cache
             cache.batch_repeat_interleave(inp.shape[0])
-            return m.hf(input_ids=inp[:, shared:].to(m.device), cache=cache, use_cache=True).logits
+            idx = torch.tensor(keep, device=m.device)
+            return m.hf(input_ids=inp[:, shared:].to(m.device), cache=cache, use_cache=True, logits_to_keep=idx).logits
+
+
+def fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``messages`` with the system turns' text moved to the start of the first user turn, joined by a blank line:
+    Gemma's own convention (its chat template has no system role and writes ``system + "\\n\\n" + user``)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"])
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
+def chat_prompt(tok: Any, messages: list[dict[str, str]]) -> str:
+    """Prompt text for ``messages`` (dicts with ``role`` and ``content``), ending where the assistant's reply starts.
+
+    - A tokenizer with a chat template renders them with the generation prompt. A template without a system role
+      (Gemma's, some Mistral ones) either raises on a system turn or drops it silently; then the system text goes at
+      the start of the first user turn (:func:`fold_system`) and the template renders that, so a system instruction
+      reaches the prompt exactly once on every model.
+    - Without a template: ``role: content`` lines and ``assistant:``, after the BOS token when the tokenizer adds one
+      by default (prompts are tokenised without special tokens; Gemma's predictions fall apart without its BOS).
+    """
+    if not getattr(tok, "chat_template", None):
+        bos = tok.bos_token if _adds_bos(tok) else ""
+        return bos + "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    from jinja2.exceptions import TemplateError
+
+    system = [m["content"] for m in messages if m["role"] == "system" and m["content"]]
+    if system:
+        try:
+            text = str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        except TemplateError:  # a template that refuses the system role
+            text = None
+        if text is not None and all(s in text for s in system):
+            return text
+        messages = fold_system(messages)
+    return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
+def _adds_bos(tok: Any) -> bool:
+    if tok.bos_token is None or tok.bos_token_id is None:
+        return False
+    ids = tok("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == tok.bos_token_id
 
 
 def _common_prefix(rows: list[list[int]]) -> int:

@@ -60,9 +60,9 @@ def test_shared_prefix_pass_gives_the_same_logliks_as_full_rows(tiny, tmp_path, 
     calls = []
     orig = InterplabAPI._forward_shared_prefix
 
-    def spy(self, inp, shared):
+    def spy(self, inp, shared, keep):
         calls.append(shared)
-        return orig(self, inp, shared)
+        return orig(self, inp, shared, keep)
 
     monkeypatch.setattr(InterplabAPI, "_forward_shared_prefix", spy)
     samples, _ = run_items(items, "interplab/tiny", tmp_path, batch_size=8)

@@ -102,3 +102,39 @@ def test_bad_model_args_are_clear_errors(tiny, tmp_path):
         parse_interventions(tiny, {"steer": str(f)})
     with pytest.raises(ValueError, match="outside"):
         parse_interventions(tiny, {"steer": str(f), "steer_layer": 99})
+
+
+def test_generation_with_a_shared_prompt_prefix_gives_the_same_greedy_answers(tiny, tmp_path, monkeypatch):
+    """Prompts opening with the same system turn: the prefix run once and its cache repeated over the batch gives
+    the answers of plain left-padded batches and of Model.generate prompt by prompt."""
+    from inspect_ai.model import ChatMessageSystem, ChatMessageUser
+
+    from interplab.evals import provider
+
+    system = "You are a careful assistant. Answer every question about Paris, London and Rome in a few words."
+    turns = [[ChatMessageSystem(content=system), ChatMessageUser(content=p)] for p in PROMPTS]
+    ds = MemoryDataset([Sample(input=t, id=i) for i, t in enumerate(turns)])
+    api = InterplabAPI("tiny")
+    prompts = [api.prompt_text(t) for t in turns]
+    ids = [tiny.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    shared = next(i for i in range(min(map(len, ids))) if len({x[i] for x in ids}) > 1)
+    assert shared >= provider.MIN_SHARED_PREFIX and tiny.cfg.family != "toy"  # the prefix path runs
+
+    def answers(sub: str) -> dict[int, str]:
+        (log,) = inspect_eval(
+            Task(dataset=ds, solver=generate()),
+            model="interplab/tiny",
+            model_args={"batch_size": 4},
+            max_tokens=8,
+            log_dir=str(tmp_path / sub),
+            display="none",
+        )
+        assert log.status == "success" and log.samples
+        return {int(s.id): s.output.completion for s in log.samples}
+
+    with_prefix = answers("prefix")
+    monkeypatch.setattr(provider, "MIN_SHARED_PREFIX", 10**6)
+    assert answers("plain") == with_prefix
+    for i, p in enumerate(prompts):
+        want = tiny.generate(tiny.to_tokens(p, prepend_bos=False), max_new_tokens=8).split("<|endoftext|>")[0]
+        assert with_prefix[i] == want
