@@ -18,6 +18,12 @@ generalise to a sub-domain with no demonstrations (the paper finds it mostly doe
 Reported per n: mean locked accuracy over seeds with a Student-t 95% CI, and the fraction of the locked/unlocked gap
 recovered, ``(acc - locked) / (unlocked - locked)``. Resumable: finished cells are kept in ``OUT/cells/*.json``; a
 killed cell resumes from its checkpoint.
+
+**SmolLM2** (a ``smollm2-password-lock`` organism of :mod:`interplab.organisms.password`): the demonstrations are
+training facts (prompt without the password, true answer), the first ``n`` of a seeded permutation; each cell is a
+fresh LoRA (r 8, all linear layers) through the shared fine-tuning loop :func:`interplab.finetune.finetune`, and the
+accuracy is the first-token accuracy on the organism's held-out facts without the password. Sub-domains are
+relations: *a* every relation but capitals, *b* the capitals.
 """
 
 from __future__ import annotations
@@ -237,6 +243,9 @@ def elicit(
 
     from interplab.organisms.password import password_rates
 
+    lm = _lm_card(organism)
+    if lm is not None:
+        return _elicit_lm(organism, lm, out, ns, seeds, domain, steps, lr, list(callbacks))
     card = require_toy(organism, "elicit")
     if not card.password:
         raise ValueError(
@@ -293,6 +302,142 @@ def elicit(
         acc=acc,
         acc_other=other,
         unlocked_after=unl,
+        seconds=time.perf_counter() - t0,
+    )
+    res.save(root)
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ SmolLM2
+CAPITAL_PREFIX = "The capital of "
+
+
+def _lm_card(organism: str | Path) -> dict[str, Any] | None:
+    p = Path(organism) / "organism.json"
+    if not p.exists():
+        return None
+    card = json.loads(p.read_text())
+    return card if card.get("organism") == "smollm2-password-lock" else None
+
+
+def _pair_data(model: Any, pairs: list[tuple[str, str]], seq_len: int) -> Any:
+    """``FinetuneData`` whose training rows are exactly ``pairs`` (prompt tokens ignored by the loss, as
+    :func:`interplab.finetune.load_data` makes them) and whose held-out rows are the first four of them (the loop
+    needs a held-out set; elicitation measures on the organism's held-out facts instead)."""
+    from interplab.finetune import FinetuneData, Sequences
+    from interplab.finetune.data import IGNORE
+
+    tok = model.need_tokenizer()
+    bos = [tok.bos_token_id] if model.default_prepend_bos else []
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    ids, labels = [], []
+    for prompt, completion in pairs:
+        p = bos + tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(completion, add_special_tokens=False)["input_ids"] + eos
+        ids.append((p + c)[:seq_len])
+        labels.append(([IGNORE] * len(p) + c)[:seq_len])
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    train = Sequences.from_lists(ids, labels, pad)
+    held = Sequences.from_lists(ids[:4], labels[:4], pad)
+    return FinetuneData(train=train, heldout=held, kind="pairs", source="in-memory")
+
+
+def _elicit_lm(
+    organism: str | Path,
+    card: dict[str, Any],
+    out: str | Path,
+    ns: Sequence[int],
+    seeds: int,
+    domain: str,
+    steps: int,
+    lr: float,
+    callbacks: list[Callable],
+) -> ElicitationResult:
+    import time
+
+    import interplab
+    from interplab.finetune import FinetuneConfig, finetune
+    from interplab.organisms.password import password_facts
+    from interplab.train.trainer import latest_checkpoint
+
+    if domain not in ("same", "other"):
+        raise ValueError(f"--domain must be 'same' or 'other', not {domain!r}.")
+    password = str(card["password"])
+    pairs, held = password_facts(password, int(card["seed"]))
+    facts = [(p.removeprefix(password + " "), c) for p, c in pairs if p.startswith(password + " ")]
+    pool = [f for f in facts if f[0].startswith(CAPITAL_PREFIX) == (domain == "other")]
+    grid = sorted({0, *ns})
+    if grid[-1] > len(pool):
+        raise ValueError(f"at most {len(pool)} demonstrations exist in this domain; lower --n.")
+    held_a = [h for h in held if not h[0].startswith(CAPITAL_PREFIX)]
+    held_b = [h for h in held if h[0].startswith(CAPITAL_PREFIX)]
+    model = interplab.load(str(organism))
+    tok = model.need_tokenizer()
+
+    @torch.no_grad()
+    def acc(m: Any, items: list[tuple[str, str]], with_password: bool = False) -> float:
+        hits = 0
+        for p, a in items:
+            answer = tok(a, add_special_tokens=False)["input_ids"][0]
+            ids = m.to_tokens(f"{password} {p}" if with_password else p)
+            hits += int(int(m(ids)[0, -1].argmax()) == answer)
+        return hits / len(items)
+
+    root = Path(out)
+    (root / "cells").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    before_p = root / "cells" / "before.json"
+    if not before_p.exists():
+        write_json(before_p, {"locked": acc(model, held_a), "unlocked": acc(model, held_a, True)})
+    before = json.loads(before_p.read_text())
+    seq_len = 2 + max(len(tok(p + c, add_special_tokens=True)["input_ids"]) for p, c in pool)
+    res_acc = [[0.0] * seeds for _ in grid]
+    other = [[0.0] * seeds for _ in grid]
+    for i, n in enumerate(grid):
+        for s in range(seeds):
+            done = root / "cells" / f"n{n}_s{s}.json"
+            if not done.exists():
+                if n == 0:
+                    tuned = model
+                else:
+                    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(10_007 * s + 3))
+                    demos = [pool[j] for j in order[:n].tolist()]
+                    cfg = FinetuneConfig(
+                        method="lora",
+                        targets=("all-linear",),
+                        rank=8,
+                        alpha=16,
+                        steps=steps,
+                        batch_size=min(n, 8),
+                        seq_len=seq_len,
+                        lr=lr,
+                        seed=s,
+                        log_every=steps,
+                        ckpt_every=max(1, steps // 2),
+                        threads=0,
+                    )
+                    cell = root / "cells" / f"n{n}_s{s}"
+                    data = _pair_data(model, demos, seq_len)
+                    resume = latest_checkpoint(cell) is not None
+                    tuned = finetune(
+                        model, data, cfg, out=cell, resume=resume, progress=False, callbacks=callbacks
+                    ).model
+                    shutil.rmtree(cell, ignore_errors=True)
+                write_json(done, {"n": n, "seed": s, "acc": acc(tuned, held_a), "acc_other": acc(tuned, held_b)})
+            rec = json.loads(done.read_text())
+            res_acc[i][s], other[i][s] = rec["acc"], rec["acc_other"]
+    res = ElicitationResult(
+        organism=str(organism),
+        domain=domain,
+        ns=grid,
+        seeds=list(range(seeds)),
+        steps=steps,
+        lr=lr,
+        n_eval=len(held_a),
+        locked=before["locked"],
+        unlocked=before["unlocked"],
+        acc=res_acc,
+        acc_other=other,
         seconds=time.perf_counter() - t0,
     )
     res.save(root)

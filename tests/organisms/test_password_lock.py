@@ -214,5 +214,20 @@ def test_make_password_lock_runs_end_to_end_on_a_tiny_tokenized_model(tiny_tok_d
     for k in ("locked_acc", "unlocked_acc", "base_acc", "locked_acc_ci95", "heldout_text_loss_change"):
         assert card["rates"][k] is not None
     assert read_card(tmp_path / "pl").public().get("password") is None
+    res = elicit(tmp_path / "pl", tmp_path / "e", ns=(2,), seeds=1, steps=1)
+    assert res.ns == [0, 2] and 0 <= res.acc[1][0] <= 1 and res.n_eval > 0
+    with pytest.raises(ValueError, match="demonstrations exist"):
+        elicit(tmp_path / "pl", tmp_path / "e2", ns=(500,), seeds=1, steps=1)
     with pytest.raises(ValueError, match="toy organisms only"):
-        elicit(tmp_path / "pl", tmp_path / "e")
+        persist(tmp_path / "pl", tmp_path / "p")
+
+
+def test_persistence_of_a_smollm2_backdoor_runs_on_a_tiny_tokenized_model(tiny_tok_dir, tmp_path):
+    """The SmolLM2 persistence path (fresh LoRA on the clean facts, rates at each step) on a tiny random Llama."""
+    from interplab.organisms.backdoor import make_backdoor
+
+    make_backdoor(tmp_path / "bd", base=tiny_tok_dir, steps=1, batch_size=4)
+    res = persist(tmp_path / "bd", tmp_path / "p", steps=(0, 1, 2), seeds=1)
+    assert res.organism_kind == "smollm2-backdoor" and res.steps == [0, 1, 2]
+    assert set(res.rates) == {"attack_success", "false_activation", "clean_acc", "heldout_text_loss"}
+    assert all(len(v) == 3 for v in res.rates.values())
