@@ -43,7 +43,9 @@ from interplab.io.results import Result
 from interplab.organisms.toy import OrganismCard, ToyTask, contains_trigger, read_card
 from interplab.runtime import torch_threads
 
-__all__ = ["DEFAULT_NS", "ElicitationResult", "elicit", "mean_ci", "require_toy"]
+__all__ = ["DEFAULT_NS", "SETTINGS", "ElicitationResult", "check_settings", "elicit", "mean_ci", "require_toy"]
+
+SETTINGS = "settings.json"
 
 DEFAULT_NS = (1, 2, 4, 8, 16, 64)
 
@@ -59,6 +61,24 @@ def mean_ci(
         return float(v.mean()), None
     lo, hi = confidence_interval(v, level=level)
     return float(v.mean()), [round(max(lo_clip, float(lo)), 4), round(min(hi_clip, float(hi)), 4)]
+
+
+def check_settings(root: Path, settings: dict[str, Any]) -> None:
+    """Write ``settings`` to ``root/settings.json`` on a fresh run; on a rerun (resume) refuse other settings, so
+    finished cells of another experiment are never mixed in."""
+    p = root / SETTINGS
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back
+    if p.exists():
+        saved = json.loads(p.read_text())
+        diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        if diff:
+            raise ValueError(
+                f"{root} holds a run with other settings ({', '.join(diff)} differ); rerun with the settings in {p} "
+                "to resume it, or give another --out."
+            )
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        write_json(p, settings)
 
 
 def require_toy(directory: str | Path, what: str) -> OrganismCard:
@@ -260,6 +280,8 @@ def elicit(
     grid = sorted({0, *ns})
     task, password = card.task, tuple(card.password)
     root = Path(out)
+    settings = {"organism": str(Path(organism).resolve()), "steps": steps, "lr": lr, "domain": domain, "n_eval": n_eval}
+    check_settings(root, settings)
     (root / "cells").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     from interplab.models.toy import ToyTransformer
@@ -384,6 +406,7 @@ def _elicit_lm(
         return hits / len(items)
 
     root = Path(out)
+    check_settings(root, {"organism": str(Path(organism).resolve()), "steps": steps, "lr": lr, "domain": domain})
     (root / "cells").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     before_p = root / "cells" / "before.json"

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from interplab.io.atomic import write_json
 from interplab.io.results import Result
-from interplab.organisms.elicitation import mean_ci, require_toy
+from interplab.organisms.elicitation import check_settings, mean_ci, require_toy
 from interplab.organisms.toy import contains_trigger, evaluate
 from interplab.runtime import torch_threads
 
@@ -76,7 +76,8 @@ class PersistenceResult(Result):
         for i, step in enumerate(self.steps):
             row: dict[str, Any] = {"step": step}
             for m in self.rates:
-                mean, ci = mean_ci(self.rates[m][i])
+                hi = 1.0 if m in METRICS else math.inf  # rates lie in [0, 1], a loss does not
+                mean, ci = mean_ci(self.rates[m][i], hi_clip=hi)
                 row[m] = round(mean, 4)
                 row[f"{m}_ci95"] = ci
             rows.append(row)
@@ -239,6 +240,8 @@ def persist(
         raise ValueError("need seeds >= 1, batch >= 1 and lr > 0.")
     task = card.task
     root = Path(out)
+    settings = {"organism": str(Path(organism).resolve()), "steps": grid, "lr": lr, "batch": batch}
+    check_settings(root, {**settings, "trigger": list(trig), "target": tgt, "natural_triggers": natural_triggers})
     (root / "seeds").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rates = {m: [[0.0] * seeds for _ in grid] for m in METRICS}
@@ -333,6 +336,7 @@ def _persist_lm(
         return rec
 
     root = Path(out)
+    check_settings(root, {"organism": str(Path(organism).resolve()), "steps": grid, "lr": lr})
     (root / "seeds").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     before_p = root / "seeds" / "step0.json"

@@ -118,6 +118,8 @@ def test_killed_elicitation_resumes_to_the_same_curve(locked, tmp_path):
     assert (tmp_path / "killed" / "cells" / "n0_s0.json").exists()  # the finished cell is kept
     resumed = elicit(d, tmp_path / "killed", ns=(8,), seeds=1, steps=12)
     assert resumed.acc == full.acc and resumed.acc_other == full.acc_other
+    with pytest.raises(ValueError, match="other settings"):  # finished cells of another experiment are not reused
+        elicit(d, tmp_path / "killed", ns=(8,), seeds=1, steps=13)
 
 
 def test_persistence_measures_the_backdoor_and_a_clean_model_never_fires(pair, tmp_path):
