@@ -224,6 +224,13 @@ def test_make_password_lock_runs_end_to_end_on_a_tiny_tokenized_model(tiny_tok_d
         elicit(tmp_path / "pl", tmp_path / "e2", ns=(500,), seeds=1, steps=1)
     with pytest.raises(ValueError, match="toy organisms only"):
         persist(tmp_path / "pl", tmp_path / "p")
+    args = ["organism", "make", "password-lock", "--size", "smollm2", "--base", str(tiny_tok_dir), "--steps", "1"]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "cli"), "--json"])
+    assert r.exit_code == 0, r.output
+    head = json.loads(r.stdout)
+    assert head["organism"] == "smollm2-password-lock" and {"locked_acc", "unlocked_acc", "gap"} <= set(head)
+    r = runner.invoke(app, [*args, "--password", "  ", "--out", str(tmp_path / "cli2")])
+    assert r.exit_code == 2 and "tokenizes to nothing" in r.output
 
 
 def test_persistence_of_a_smollm2_backdoor_runs_on_a_tiny_tokenized_model(tiny_tok_dir, tmp_path):
