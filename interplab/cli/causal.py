@@ -161,6 +161,23 @@ def patch(
         False, "--circuit", help="Also discover a circuit of heads and MLPs (ACDC-style node pruning)."
     ),
     threshold: float = typer.Option(0.02, "--threshold", help="--circuit: pruning threshold (fraction of the metric)."),
+    edges: bool = typer.Option(
+        False,
+        "--edges",
+        help="Also score every edge of the head/MLP graph by edge attribution patching (EAP; EAP-IG with "
+        "--ig-steps > 1) and evaluate the top --top-k edge circuits (Syed et al. 2023; Hanna et al. 2024).",
+    ),
+    ig_steps: int = typer.Option(1, "--ig-steps", help="--edges: EAP-IG interpolation steps (1 = EAP; paper: 5)."),
+    top_k: Annotated[
+        list[int] | None,
+        typer.Option("--top-k", help="--edges: circuit sizes in edges to evaluate (repeat; default 100)."),
+    ] = None,
+    edge_reference: str = typer.Option(
+        "corrupt",
+        "--edge-reference",
+        help="--edges: what an edge outside the circuit carries: corrupt (the corrupt prompt's activation) or mean "
+        "(per-template means over the corrupt prompts, the ablation of --circuit).",
+    ),
     seed: int = typer.Option(0, "--seed"),
     backend: SplitBackend = "serial",
     max_parallel: MaxParallel = None,
@@ -168,8 +185,8 @@ def patch(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Activation patching of a task or your own prompt pairs over a grid (normalised: 0 = corrupt, 1 = clean;
-    bootstrap CIs over prompts); optionally attribution patching, path patching and circuit discovery on the same
-    pairs."""
+    bootstrap CIs over prompts); optionally attribution patching, path patching, circuit discovery and edge
+    attribution patching (EAP / EAP-IG, with edge-circuit faithfulness) on the same pairs."""
     from interplab.analyses.causal import activation_patching, attribution_patching, correlation
     from interplab.io.runs import Run
     from interplab.report.sections.patching import patching_report
@@ -197,6 +214,10 @@ def patch(
         "path": path,
         "circuit": circuit,
         "threshold": threshold,
+        "edges": edges,
+        "ig_steps": ig_steps,
+        "top_k": top_k,
+        "edge_reference": edge_reference,
         "model": model,
         "grid": grid,
         "direction": direction,
@@ -207,6 +228,12 @@ def patch(
         "backend": backend,
         "max_parallel": max_parallel,
     }
+    if edge_reference not in ("corrupt", "mean"):
+        raise typer.BadParameter(f"--edge-reference is corrupt or mean, not {edge_reference!r}.")
+    if ig_steps < 1:
+        raise typer.BadParameter(f"--ig-steps must be at least 1 (1 = plain EAP), got {ig_steps}.")
+    if any(k < 1 for k in top_k or []):
+        raise typer.BadParameter(f"--top-k takes positive edge counts, got {top_k}.")
     with guard(), Run("patch", args, out=out, seed=seed) as run:
         neurons: list[tuple[int, int]] = []
         try:
@@ -268,14 +295,35 @@ def patch(
                 circ = discover_circuit(m, pairs, threshold=threshold)
             circ.save(run.dir, "circuit.json")
             h["circuit"] = circ.headline()
-        rep = patching_report(res, m.name, label, len(pairs), att, h.get("attribution_corr"), pp, circ)
+        eres = None
+        if edges:
+            from interplab.analyses.causal.edges import edge_attribution_patching
+
+            what = "EAP" if ig_steps == 1 else f"EAP-IG ({ig_steps} steps)"
+            with err.status(f"{what}: scoring every edge and evaluating the top-k edge circuits …"):
+                eres = edge_attribution_patching(
+                    m, pairs, ig_steps=ig_steps, top_k=top_k or [100], reference=edge_reference
+                )
+            eres.save(run.dir, "edges.json")
+            h["edges"] = eres.headline()
+        rep = patching_report(res, m.name, label, len(pairs), att, h.get("attribution_corr"), pp, circ, eres)
         finish_run(run, h, rep)
 
     def tables():
         t = Table(*res.axis_names, "value", title=f"{label}: top cells ({direction})")
         for coords, v in res.top(10, "abs" if direction == "denoise" else "effect"):
             t.add_row(*coords, f"{v:.3f}")
-        return [t]
+        if eres is None:
+            return [t]
+        te = Table(
+            "edge", "score", title=f"{label}: top edges ({eres.method}, metric change if only that edge is corrupt)"
+        )
+        for u, v, s in eres.ranked(10):
+            te.add_row(f"{u} -> {v}", f"{s:.4f}")
+        tc = Table("top-k", "edges", "nodes", "faithfulness", title="edge circuits (corrupt elsewhere)")
+        for c in eres.circuits:
+            tc.add_row(str(c["top_k"]), str(c["n_edges"]), str(c["n_nodes"]), f"{c['faithfulness']:.3f}")
+        return [t, te, tc]
 
     print_run(run, as_json, tables)
 

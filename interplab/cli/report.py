@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,9 +17,20 @@ def report(
     sections: str | None = typer.Option(
         None,
         "--sections",
-        help="Comma-separated analysis sections: heads, weights, dla, logit-pca (default), ablation (opt-in, "
-        "slower); 'none': only model card, lens, attention.",
+        help="Comma-separated sections after the model card, lens and attention: heads, weights, dla, logit-pca "
+        "(default); ablation, patching, ioi, evals (opt-in, slower); finetune (loss curves; with a compare run its "
+        "verdict), invert (an invert run's curves and guesses), organisms (organism cards, population, detector ROC "
+        "curves): results of other commands, found in the model directory or given with --runs, and added by "
+        "default when there are some; 'none': only model card, lens, attention.",
     ),
+    runs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runs",
+            help="A run directory of another command whose results the report shows (repeat for several): compare, "
+            "invert, finetune, organism make / make toy-population / bench, eval.",
+        ),
+    ] = None,
     prompt: Annotated[
         list[str] | None,
         typer.Option(
@@ -44,22 +56,25 @@ def report(
     as_json: AsJson = False,
 ) -> None:
     """Build the HTML report (model card, logit lens, attention viewer, analyses) into a run directory; on the
-    built-in prompts, or on yours (--prompt, --prompts)."""
+    built-in prompts, or on yours (--prompt, --prompts). With the results of other commands: a fine-tuned model's
+    loss curves (and a compare run's verdict), an invert run's guesses, organism cards and detector ROC curves."""
     from interplab.io.runs import Run
-    from interplab.report.model_report import build_report
+    from interplab.report.model_report import build_report, plan_report
 
     chosen = (
         None
         if sections is None
         else ([] if sections.strip() == "none" else [x.strip() for x in sections.split(",") if x.strip()])
     )
-    args = {"model": model, "sections": sections, "prompt": prompt, "answer": answer, "wrong": wrong}
+    args = {"model": model, "sections": sections, "runs": runs, "prompt": prompt, "answer": answer, "wrong": wrong}
     with guard(), Run("report", {**args, "prompts": prompts_file}, out=out) as run:
         users = _user_prompts(prompt, answer, wrong, prompts_file)
+        model_dir = model if Path(model).is_dir() else None
+        shown, found = plan_report(chosen, runs or [], model_dir, model)  # refused before the model loads
         m = load_model(model)
         run.timings["load_seconds"] = round(m.load_seconds, 2)
         with err.status("building report …"):
-            path = build_report(m, run.dir, prompts=users, sections=chosen)
+            path = build_report(m, run.dir, prompts=users, sections=chosen, runs=runs or [], model_dir=model_dir)
         lens = {
             p.stem.removeprefix("lens_"): json.loads(p.read_text())["headline"]
             for p in sorted(run.dir.glob("lens_*.json"))
@@ -72,6 +87,8 @@ def report(
                 "run_dir": str(run.dir.resolve()),
                 "load_seconds": round(m.load_seconds, 2),
                 "logit_lens": lens,
+                "sections": shown,
+                "runs": [{"kind": r.kind, "dir": str(r.dir.resolve())} for r in found],
             },
         )
     if as_json:
@@ -84,8 +101,6 @@ def _user_prompts(
     prompt: list[str] | None, answer: str | None, wrong: str | None, prompts_file: str | None
 ) -> list[dict[str, Any]] | None:
     """The report's prompts from ``--prompt``/``--answer``/``--wrong`` and ``--prompts FILE``; None: built-in."""
-    from pathlib import Path
-
     rows: list[dict[str, Any]] = [{"prompt": p} for p in prompt or []]
     if (answer is not None or wrong is not None) and not rows:
         raise ValueError("--answer and --wrong go with --prompt (the first prompt's answers).")

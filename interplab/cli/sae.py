@@ -274,11 +274,11 @@ def sae_features(
     decoder direction promotes and suppresses directly."""
     import json
 
-    import torch
-
     from interplab.analyses.sae import SAE
     from interplab.analyses.sae.features import (
+        feature_density,
         feature_logit_effects,
+        hook_activations,
         load_saelens,
         max_activating_examples,
         saelens_hook,
@@ -313,13 +313,8 @@ def sae_features(
             raise ValueError(f"the SAE reads d_in={sae.cfg.d_in}; {m.name} has d_model={m.cfg.d_model}.")
         tokens = token_chunks(m, source=text, n_chunks=n_chunks, chunk_len=chunk_len)
         skip_first = bool(m.default_prepend_bos) if m.tokenizer is not None else False
-        with torch.no_grad():
-            counts = torch.zeros(sae.cfg.n_features)
-            for s in range(0, tokens.shape[0], 8):
-                _, cache = m.run(tokens[s : s + 8], cache=[hook_name])
-                f = sae.encode(cache[hook_name].float().reshape(-1, sae.cfg.d_in))
-                counts += (f > 0).sum(0).float()
-        density = counts / tokens.numel()
+        acts = hook_activations(m, hook_name, tokens)
+        density = feature_density(sae, acts)
         chosen = (
             [int(x) for x in features.split(",") if x.strip()]
             if features
@@ -328,7 +323,9 @@ def sae_features(
         bad = [f for f in chosen if not 0 <= f < sae.cfg.n_features]
         if bad:
             raise ValueError(f"--features {bad}: the SAE has features 0..{sae.cfg.n_features - 1}.")
-        examples = max_activating_examples(m, sae, hook_name, tokens, chosen, n_top=n_top, skip_first=skip_first)
+        examples = max_activating_examples(
+            m, sae, hook_name, tokens, chosen, n_top=n_top, skip_first=skip_first, acts=acts
+        )
         effects = feature_logit_effects(m, sae, chosen)
         dens = {f: float(density[f]) for f in chosen}
         run.save_json("features.json", {"examples": examples, "logit_effects": effects, "density": dens})

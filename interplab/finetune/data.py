@@ -17,7 +17,6 @@ positions ``:-1``, the Hugging Face convention.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,28 +104,25 @@ class FinetuneData:
 # ------------------------------------------------------------------------------------------------ reading files
 def read_jsonl(path: str | Path) -> list[dict[str, str]]:
     """The records of a JSONL file: one JSON object per line, ``{"prompt": ..., "completion": ...}`` or
-    ``{"text": ...}`` (blank lines skipped). A line that is not such an object raises ``ValueError`` naming its
-    line number."""
+    ``{"text": ...}`` (blank lines skipped), read by :func:`interplab.io.records.read_records`. A line that is not
+    such an object raises ``ValueError`` naming its line number."""
+    from interplab.io.records import read_records
+
     p = Path(path)
     out: list[dict[str, str]] = []
-    shape = 'each line must be one JSON object, {"prompt": "...", "completion": "..."} or {"text": "..."}'
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}, line {lineno}: not valid JSON ({e.msg}, column {e.colno}); {shape}.") from None
-            not_object = not isinstance(rec, dict)
-            if not_object:
-                raise ValueError(f"{p}, line {lineno}: a JSON {type(rec).__name__}, not an object; {shape}.")
-            try:
-                out.append(_record(rec))
-            except ValueError as e:
-                raise ValueError(f"{p}, line {lineno}: {e}") from None
-    if not out:
-        raise ValueError(f"{p} holds no records; {shape}.")
+    kinds = '{"prompt": "...", "completion": "..."} or {"text": "..."}'
+    if p.suffix.lower() != ".jsonl":
+        raise ValueError(f"{p}: not a .jsonl file (one JSON object per line: {kinds}).")
+    try:
+        rows = read_records(p, [], what="record")
+    except ValueError as e:
+        raise ValueError(f"{e} A record is {kinds}.") from None
+    for rec in rows:
+        lineno = rec.pop("line")
+        try:
+            out.append(_record(rec))
+        except ValueError as e:
+            raise ValueError(f"{p}, line {lineno}: {e}") from None
     return out
 
 

@@ -48,7 +48,8 @@ def read_records(path: str | Path, required: Sequence[str], what: str = "row") -
     out = []
     for i, row in rows:
         if not isinstance(row, dict):
-            raise RecordError(f"{p}, line {i}: a {what} must be a JSON object with fields {list(required)}.")
+            fields = f" with fields {list(required)}" if required else ""
+            raise RecordError(f"{p}, line {i}: a {what} must be a JSON object{fields}.")
         bad = [f for f in required if row.get(f) in (None, "")]
         if bad:
             raise RecordError(f"{p}, line {i}: the {what} lacks {bad} (every {what} needs {list(required)}).")

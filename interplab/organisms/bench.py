@@ -201,6 +201,18 @@ def _table(scans: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], np.ndarr
     return scores, labels, secs
 
 
+def _check_two_classes(directory: str | Path, what: str = "") -> None:
+    """A ValueError when the population's recipe (``population.json``) has clean or backdoored members only."""
+    pop = read_population(directory)
+    n_clean, n_bd = int(pop.get("n_clean", 0)), int(pop.get("n_backdoored", 0))
+    if n_clean == 0 or n_bd == 0:
+        kind = "clean" if n_bd == 0 else "backdoored"
+        raise ValueError(
+            f"{what}{directory}: every member is {kind} ({n_clean} clean, {n_bd} backdoored); ROC-AUC and CE need "
+            "clean and backdoored models. Make one with --n-clean and --n-backdoored both >= 1."
+        )
+
+
 def bench(
     population: str | Path,
     dev: str | Path | None = None,
@@ -211,6 +223,9 @@ def bench(
     """Scan every member of ``population`` (and of ``dev``, for calibration) and score each detector. Returns
     ``{"n_models", "detectors": {name: {"roc_auc", "roc_auc_ci95", "ce", "seconds_per_model", "roc"}},
     "trigger_recovery_rate", "calibration", ...}``."""
+    for what, d in (("", population), ("the development population ", dev)):
+        if d is not None:
+            _check_two_classes(d, what)  # before any scan: a one-class population would be scanned for nothing
     t = time.perf_counter()
     scans = scan_population(population, seed, backend, max_parallel)
     scores, labels, secs = _table(scans)

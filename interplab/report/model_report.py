@@ -3,6 +3,12 @@
 ``build_report(model, out_dir)`` writes ``out_dir/report.html`` (self-contained, works offline) and
 the logit-lens data as JSON next to it (``out_dir/lens_<name>.json``). The report only assembles
 results; the numbers come from :mod:`interplab.analyses`.
+
+Besides the analyses it runs, the report shows results other commands wrote (the ``finetune``, ``invert``,
+``organisms`` and ``evals`` sections): found in the model directory (a fine-tune's ``finetune_result.json``, an
+organism's ``organism.json``) and in run directories given with ``runs`` (``interplab report --runs DIR``), rendered
+through the registry of run kinds in :mod:`interplab.report.runs`. Every section builder receives a
+:class:`ReportContext` (the focus prompt and those runs).
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ import torch
 
 from interplab.analyses.observational.lens import LogitLensResult, logit_lens
 from interplab.report.html import Html, Report, attention_viewer, heading, table, text
+from interplab.report.runs import SECTION_NEEDS, ReportRun, find_runs, run_parts
 
 if TYPE_CHECKING:
     from interplab.models.model import Model
     from interplab.tasks.pairs import PromptPairs
 
-__all__ = ["DEFAULT_PROMPTS", "ReportPrompt", "build_report"]
+__all__ = ["DEFAULT_PROMPTS", "ReportContext", "ReportPrompt", "build_report", "plan_report"]
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ def _ov_copying(model: Model) -> Any:
     return _OV_COPYING[model]
 
 
-def _heads_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
+def _heads_section(model: Model, out: Path, _ctx: ReportContext) -> list[Html]:
     """Head detectors (interplab.analyses.observational.heads) on a small input set, with their null baselines."""
     from interplab.analyses.observational.heads import head_scores
     from interplab.report.sections.heads import heads_parts
@@ -132,7 +139,7 @@ def _heads_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     return heads_parts(res)
 
 
-def _weights_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
+def _weights_section(model: Model, out: Path, _ctx: ReportContext) -> list[Html]:
     """Composition scores and per-head OV copying scores (interplab.analyses.weights)."""
     from interplab.analyses.weights import composition_scores, head_circuits
     from interplab.report.sections.weights import weights_parts
@@ -144,12 +151,13 @@ def _weights_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html
     return weights_parts(comp, circ)
 
 
-def _dla_section(model: Model, out: Path, focus: ReportPrompt) -> list[Html]:
+def _dla_section(model: Model, out: Path, ctx: ReportContext) -> list[Html]:
     """Direct logit attribution (interplab.analyses.observational.dla) on the focus prompt: of its answer (default:
     the model's top prediction) against its wrong answer when it has one."""
     from interplab.analyses.observational.dla import direct_logit_attribution
     from interplab.report.sections.dla import dla_parts
 
+    focus = ctx.focus
     answer: str | int = focus.answer if focus.answer is not None else _top_prediction(model, focus.prompt)
     res = direct_logit_attribution(model, focus.prompt, answer=answer, distractor=focus.wrong)
     res.save(out)
@@ -162,7 +170,7 @@ def _top_prediction(model: Model, prompt: str) -> int:
         return int(model.run(model.to_tokens(prompt)).logits[0, -1].argmax())
 
 
-def _ablation_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
+def _ablation_section(model: Model, out: Path, _ctx: ReportContext) -> list[Html]:
     """Head-ablation importance on corpus text (interplab.analyses.causal.ablation), small workload."""
     from interplab.analyses.causal.ablation import head_ablation_importance
     from interplab.report.sections.ablation import ablation_parts
@@ -172,7 +180,7 @@ def _ablation_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Htm
     return ablation_parts(res)
 
 
-def _logit_pca_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
+def _logit_pca_section(model: Model, out: Path, _ctx: ReportContext) -> list[Html]:
     """Logit-lens logits on fixed random tokens, every layer projected on common principal components."""
     from interplab.analyses.observational.logit_pca import logit_pca
     from interplab.report.sections.logit_pca import model_report_parts
@@ -193,7 +201,7 @@ def _ioi_pairs(model: Model, n: int) -> PromptPairs | list[Html]:
         return [text(f"IOI prompts cannot be built for this model: {e}")]
 
 
-def _patching_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
+def _patching_section(model: Model, out: Path, _ctx: ReportContext) -> list[Html]:
     """IOI activation patching of every head at END (exact, fast path) and attribution patching beside it."""
     from interplab.analyses.causal import activation_patching, attribution_patching, correlation
     from interplab.report.sections.patching import patching_ioi_parts
@@ -207,7 +215,7 @@ def _patching_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Htm
     return patching_ioi_parts(res, att, len(pairs), correlation(att, res))
 
 
-def _ioi_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
+def _ioi_section(model: Model, out: Path, _ctx: ReportContext) -> list[Html]:
     """The IOI procedure: logit difference, head classes and the circuit with its faithfulness."""
     from interplab.analyses.causal.ioi import ioi_circuit
     from interplab.report.sections.ioi import ioi_parts
@@ -220,9 +228,12 @@ def _ioi_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     return ioi_parts(res)
 
 
-def _evals_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
-    """The framing eval (interplab.evals, log-prob method) on 12 actions x 2 templates, with clustered CIs
-    (``interplab eval`` for the full evals); its Inspect logs go in ``eval_logs/``."""
+def _evals_section(model: Model, out: Path, ctx: ReportContext) -> list[Html]:
+    """The eval runs given (``--runs DIR`` of ``interplab eval``), or else the framing eval (interplab.evals,
+    log-prob method) on 12 actions x 2 templates, with clustered CIs (``interplab eval`` for the full evals); its
+    Inspect logs go in ``eval_logs/``."""
+    if ctx.has("evals"):
+        return run_parts("evals", ctx.runs)
     from interplab.evals.provider import register_model
     from interplab.evals.run import run_eval
     from interplab.io.atomic import write_json
@@ -234,8 +245,18 @@ def _evals_section(model: Model, out: Path, _focus: ReportPrompt) -> list[Html]:
     return evals_parts(res)
 
 
-# Optional sections after the core ones: name -> (title, builder(model, out_dir, focus prompt) -> parts)
-EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, ReportPrompt], list[Html]]]] = {
+def _runs_section(section: str) -> Callable[[Model, Path, ReportContext], list[Html]]:
+    """The builder of a section that shows results of other commands (:mod:`interplab.report.runs`)."""
+
+    def build(_model: Model, _out: Path, ctx: ReportContext) -> list[Html]:
+        return run_parts(section, ctx.runs)
+
+    build.__doc__ = f"The {section} results found in the model directory and the runs given (RUN_KINDS)."
+    return build
+
+
+# Optional sections after the core ones: name -> (title, builder(model, out_dir, context) -> parts)
+EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, ReportContext], list[Html]]]] = {
     "heads": ("Attention heads", _heads_section),
     "weights": ("Composition and copying (weights)", _weights_section),
     "dla": ("Direct logit attribution", _dla_section),
@@ -243,12 +264,63 @@ EXTRA_SECTIONS: dict[str, tuple[str, Callable[[Model, Path, ReportPrompt], list[
     "logit-pca": ("Logit PCA across layers", _logit_pca_section),
     "patching": ("IOI activation and attribution patching", _patching_section),
     "ioi": ("IOI circuit", _ioi_section),
-    "evals": ("Behavioural evals (framing)", _evals_section),
+    "evals": ("Behavioural evals", _evals_section),
+    "finetune": ("Fine-tuning", _runs_section("finetune")),
+    "invert": ("Inversion of the residual stream", _runs_section("invert")),
+    "organisms": ("Model organisms", _runs_section("organisms")),
 }
-# ablation, patching and ioi are opt-in (--sections ...,ablation): on SmolLM2 each takes minutes on 2 cores
+# ablation, patching and ioi are opt-in (--sections ...,ablation): on SmolLM2 each takes minutes on 2 cores; evals
+# runs an eval; finetune, invert and organisms show results of other commands (added when there are some)
 DEFAULT_SECTIONS: tuple[str, ...] = tuple(
-    k for k in EXTRA_SECTIONS if k not in ("ablation", "patching", "ioi", "evals")
+    k for k in EXTRA_SECTIONS if k not in ("ablation", "patching", "ioi", "evals", "finetune", "invert", "organisms")
 )
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What every section builder gets besides the model and the output directory: ``focus``, the prompt of the
+    attention viewer and the direct logit attribution; ``runs``, the results of other commands to show (found in
+    the model directory and given with ``--runs``, :func:`interplab.report.runs.find_runs`)."""
+
+    focus: ReportPrompt
+    runs: tuple[ReportRun, ...] = ()
+
+    def has(self, section: str) -> bool:
+        return any(r.section == section for r in self.runs)
+
+
+def plan_report(
+    sections: Iterable[str] | None = None,
+    runs: Iterable[str | Path | ReportRun] = (),
+    model_dir: str | Path | None = None,
+    model_name: str | None = None,
+) -> tuple[list[str], tuple[ReportRun, ...]]:
+    """The sections to build and the runs they show, checked before anything runs (cheap: reads ``run.json`` and
+    looks for result files). ``sections=None``: ``DEFAULT_SECTIONS`` plus the sections of the runs found. A
+    ValueError says what is wrong and what to do: an unknown section, a ``--runs`` directory that is not a run or
+    of a kind the report does not show, a run whose section is not chosen, a run section with nothing to show."""
+    runs = list(runs)
+    found = tuple(find_runs(runs, model_dir))
+    if sections is None:
+        chosen = list(DEFAULT_SECTIONS)
+        chosen += [s for s in EXTRA_SECTIONS if s not in chosen and any(r.section == s for r in found)]
+    else:
+        chosen = list(dict.fromkeys(sections))
+    unknown = [x for x in chosen if x not in EXTRA_SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown report section(s) {unknown}; choose from {', '.join(EXTRA_SECTIONS)}.")
+    given = {Path(r.dir if isinstance(r, ReportRun) else r).resolve() for r in runs}
+    for r in found:
+        if r.dir.resolve() in given and r.section not in chosen:
+            raise ValueError(
+                f"--runs {r.dir}: a {r.kind} run, shown by the {r.section!r} section, which is not in --sections "
+                f"{','.join(chosen) or 'none'}; add it (--sections {','.join([*chosen, r.section])})."
+            )
+    name = model_name or (str(model_dir) if model_dir is not None else "the model")
+    for s in chosen:
+        if s in SECTION_NEEDS and not any(r.section == s for r in found):
+            raise ValueError(SECTION_NEEDS[s].format(model=name))
+    return chosen, found
 
 
 def build_report(
@@ -258,6 +330,8 @@ def build_report(
     top_k: int = 5,
     attention_prompt: int = 0,
     sections: Iterable[str] | None = None,
+    runs: Iterable[str | Path | ReportRun] = (),
+    model_dir: str | Path | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` for ``model`` and return its path.
 
@@ -273,16 +347,20 @@ def build_report(
     ``prompts``: None for the built-in IOI / factual-recall / induction prompts, or a list of
     strings, ``(prompt, answer)`` pairs, dicts ``{"name", "prompt", "answer", "wrong"}`` or :class:`ReportPrompt`.
     ``sections``: which of the analysis sections in ``EXTRA_SECTIONS`` to add (default ``DEFAULT_SECTIONS``:
-    all but the slower head ablation; ``()``: none).
+    all but the slower ones, plus the sections of the results found; ``()``: none).
+    ``runs``: run directories of other commands whose results the ``finetune``, ``invert``, ``organisms`` and
+    ``evals`` sections show (:mod:`interplab.report.runs`); ``model_dir``: the model's directory, where a fine-tune's
+    ``finetune_result.json`` or an organism's ``organism.json`` is found (default: ``model.source`` when it is one).
     The model needs a tokenizer (the report is about text)."""
-    extra = list(DEFAULT_SECTIONS if sections is None else sections)
-    unknown = [x for x in extra if x not in EXTRA_SECTIONS]
-    if unknown:
-        raise ValueError(f"unknown report section(s) {unknown}; choose from {', '.join(EXTRA_SECTIONS)}.")
-    if model.tokenizer is None:
+    if model_dir is None and model.source and Path(model.source).is_dir():
+        model_dir = model.source
+    extra, found = plan_report(sections, runs, model_dir, model.name)
+    if model.tokenizer is None and not (extra and set(extra) <= set(SECTION_NEEDS)):
         raise ValueError(
             f"build_report needs a model with a tokenizer, and {model.name!r} has none: the report runs text "
-            "prompts. Load a model directory that includes its tokenizer, or attach one (model.tokenizer = ...)."
+            "prompts. Load a model directory that includes its tokenizer, or attach one (model.tokenizer = ...); "
+            f"without one, only the sections that show results of other commands ({', '.join(SECTION_NEEDS)}) "
+            "can be built."
         )
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -299,52 +377,62 @@ def build_report(
     report.section("Model card", *_model_card(model), id="model-card")
 
     timings: dict[str, float] = {}
-    lens_parts: list = [
-        text(
-            "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) passed "
-            "through the model's final norm and unembedding. Cells: the lens's top-1 next-token prediction and its "
-            "probability; right: the tracked answer's probability at the last position. The last layer's lens is the "
-            "model's own output."
+    if model.tokenizer is None:  # a toy organism: its card and results, no text
+        report.section(
+            "Logit lens and attention",
+            text(
+                f"{model.name} has no tokenizer: the logit lens and the attention viewer, which run text, are left out."
+            ),
+            id="no-text",
         )
-    ]
-    taken: set[str] = set()
-    for p in ps:
+    else:
+        lens_parts: list = [
+            text(
+                "Logit lens (nostalgebraist 2020): each layer's residual stream (blocks.L.hook_resid_post) "
+                "passed through the model's final norm and unembedding. Cells: the lens's top-1 next-token "
+                "prediction and its probability; right: the tracked answer's probability at the last position. The "
+                "last layer's lens is the model's own output."
+            )
+        ]
+        taken: set[str] = set()
+        for p in ps:
+            t = time.perf_counter()
+            res = logit_lens(model, p.prompt, answer=p.answer, top_k=top_k)
+            json_name = f"lens_{_file_stem(p.name, taken)}.json"
+            res.save(out, name=json_name)
+            lens_parts += _lens_parts(res, p, json_name)
+            timings[f"lens:{p.name}"] = time.perf_counter() - t
+        report.section("Logit lens", *lens_parts, id="logit-lens")
+
         t = time.perf_counter()
-        res = logit_lens(model, p.prompt, answer=p.answer, top_k=top_k)
-        json_name = f"lens_{_file_stem(p.name, taken)}.json"
-        res.save(out, name=json_name)
-        lens_parts += _lens_parts(res, p, json_name)
-        timings[f"lens:{p.name}"] = time.perf_counter() - t
-    report.section("Logit lens", *lens_parts, id="logit-lens")
+        ap = ps[attention_prompt]
+        tokens = model.to_tokens(ap.prompt)
+        with torch.no_grad():
+            _, cache = model.run(tokens, cache=lambda n: n.endswith("attn.hook_pattern"))
+        patterns = cache.stack("attn.hook_pattern", range(model.cfg.n_layers))[:, 0]  # [L, H, Q, K]
+        str_tokens = model.to_str_tokens(tokens[0])
+        viewer = attention_viewer(
+            str_tokens,
+            patterns.round(decimals=3),
+            layer_names=[f"layer {i}" for i in range(model.cfg.n_layers)],
+            head_names=[f"head {h}" for h in range(model.cfg.n_heads)],
+        )
+        timings["attention"] = time.perf_counter() - t
+        report.section(
+            "Attention patterns",
+            text(
+                f"Prompt: {ap.prompt}\nblocks.L.attn.hook_pattern for every layer and head (rows: query, columns: key; "
+                "click a row to pick the query shown coloured above the grid)."
+            ),
+            viewer,
+            id="attention",
+        )
 
-    t = time.perf_counter()
-    ap = ps[attention_prompt]
-    tokens = model.to_tokens(ap.prompt)
-    with torch.no_grad():
-        _, cache = model.run(tokens, cache=lambda n: n.endswith("attn.hook_pattern"))
-    patterns = cache.stack("attn.hook_pattern", range(model.cfg.n_layers))[:, 0]  # [L, H, Q, K]
-    str_tokens = model.to_str_tokens(tokens[0])
-    viewer = attention_viewer(
-        str_tokens,
-        patterns.round(decimals=3),
-        layer_names=[f"layer {i}" for i in range(model.cfg.n_layers)],
-        head_names=[f"head {h}" for h in range(model.cfg.n_heads)],
-    )
-    timings["attention"] = time.perf_counter() - t
-    report.section(
-        "Attention patterns",
-        text(
-            f"Prompt: {ap.prompt}\nblocks.L.attn.hook_pattern for every layer and head (rows: query, columns: key; "
-            "click a row to pick the query shown coloured above the grid)."
-        ),
-        viewer,
-        id="attention",
-    )
-
+    ctx = ReportContext(ps[attention_prompt], found)
     for name in extra:
         title, builder = EXTRA_SECTIONS[name]
         t = time.perf_counter()
-        parts = builder(model, out, ps[attention_prompt])
+        parts = builder(model, out, ctx)
         timings[name.replace("-", "_")] = time.perf_counter() - t
         report.section(title, *parts, id=name)
 

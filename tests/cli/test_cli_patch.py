@@ -87,3 +87,53 @@ def test_bad_pairs_are_named(tiny_dir, tmp_path):
     f.write_text('{"clean": "a", "corrupt": "b"}\n')
     r = runner.invoke(app, ["patch", "--model", tiny_dir, "--pairs", str(f), "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "line 1" in _said(r) and "lacks ['answer', 'wrong']" in _said(r)
+
+
+def test_patch_edges_json_has_top_edges_faithfulness_and_size(tiny_dir, tmp_path):
+    args = [
+        "patch",
+        "--model",
+        tiny_dir,
+        "--clean",
+        CLEAN,
+        "--corrupt",
+        CORRUPT,
+        "--answer",
+        " Mary",
+        "--wrong",
+        " John",
+    ]
+    r = runner.invoke(
+        app,
+        [
+            *args,
+            "--grid",
+            "heads",
+            "--edges",
+            "--ig-steps",
+            "2",
+            "--top-k",
+            "5",
+            "--top-k",
+            "1000000",
+            "--json",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    e = json.loads(r.stdout)["edges"]
+    assert e["method"] == "eap-ig" and e["ig_steps"] == 2 and len(e["top_edges"]) == 10
+    small, full = e["circuits"]
+    assert small["n_edges"] == 5 and small["n_nodes"] >= 2
+    assert full["n_edges"] == e["n_edges"] and full["faithfulness"] == pytest.approx(1.0, abs=1e-3)
+    assert (tmp_path / "edges.json").exists() and (tmp_path / "edges.safetensors").exists()
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="edges"' in page and "Edge attribution patching" in page and e["top_edges"][0][0].split("->")[0] in page
+    mean = runner.invoke(app, [*args, "--edges", "--edge-reference", "mean", "--json", "--out", str(tmp_path / "m")])
+    assert mean.exit_code == 0, mean.output
+    assert json.loads(mean.stdout)["edges"]["reference"] == "mean"
+    wrong = runner.invoke(app, [*args, "--edges", "--edge-reference", "zero", "--out", str(tmp_path / "z")])
+    assert wrong.exit_code != 0 and "corrupt or mean" in _said(wrong)
+    bad = runner.invoke(app, [*args, "--edges", "--ig-steps", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "--ig-steps must be at least 1" in _said(bad)

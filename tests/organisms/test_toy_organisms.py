@@ -179,6 +179,22 @@ def test_bad_input_gives_clear_errors(tmp_path):
     assert r.exit_code == 2 and "not a directory" in r.output
 
 
+def test_a_one_class_population_is_refused_before_any_member_is_scanned(tiny_population, tmp_path, monkeypatch):
+    import interplab.organisms.bench as bench_module
+
+    def no_scan(*a, **k):
+        raise AssertionError("a member was scanned before the classes were checked")
+
+    one_class = tmp_path / "one"
+    make_population(one_class, 0, 1, recipe=ToyRecipe(steps=2))
+    monkeypatch.setattr(bench_module, "scan_population", no_scan)
+    with pytest.raises(ValueError, match=r"every member is backdoored \(0 clean, 1 backdoored\).*--n-clean"):
+        bench(one_class)
+    root, _ = tiny_population
+    with pytest.raises(ValueError, match="the development population .*every member is backdoored"):
+        bench(root, dev=one_class)
+
+
 def test_make_toy_population_cli_prints_the_contract_keys(tmp_path):
     out = tmp_path / "p"
     args = ["organism", "make", "toy-population", "--n-clean", "1", "--n-backdoored", "1", "--steps", "5"]

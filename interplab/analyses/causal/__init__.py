@@ -10,6 +10,9 @@
   al. 2022).
 - :mod:`~interplab.analyses.causal.tracing`: causal tracing of factual recall (Meng et al. 2022).
 - :mod:`~interplab.analyses.causal.circuits`: ACDC-style circuit discovery (Conmy et al. 2023).
+- :mod:`~interplab.analyses.causal.edges`: edge attribution patching, EAP and EAP-IG (Syed et al. 2023; Hanna et
+  al. 2024), with the graph in :mod:`~interplab.analyses.causal.edge_graph` and exact edge patching and
+  edge-circuit faithfulness in :mod:`~interplab.analyses.causal.edge_patching`.
 - :mod:`~interplab.analyses.causal.ioi`: the IOI procedure (Wang et al. 2022).
 """
 
@@ -22,6 +25,7 @@ from interplab.analyses.causal.ablation import (
 )
 from interplab.analyses.causal.attribution import attribution_patching
 from interplab.analyses.causal.circuits import CircuitResult, discover_circuit
+from interplab.analyses.causal.edges import EdgeAttributionResult, edge_attribution_patching, exact_edge_patching
 from interplab.analyses.causal.engine import Cell, baselines, end_metric, probe_gradients, run_cells
 from interplab.analyses.causal.ioi import IOIResult, ioi_circuit
 from interplab.analyses.causal.patching import PatchingResult, activation_patching, correlation, make_cells
@@ -31,6 +35,7 @@ from interplab.analyses.causal.tracing import FactTrace, TracingResult, causal_t
 __all__ = [
     "Cell",
     "CircuitResult",
+    "EdgeAttributionResult",
     "FactTrace",
     "HeadAblationResult",
     "IOIResult",
@@ -45,7 +50,9 @@ __all__ = [
     "compare_induction_ablation",
     "correlation",
     "discover_circuit",
+    "edge_attribution_patching",
     "end_metric",
+    "exact_edge_patching",
     "head_ablation_importance",
     "induction_scores",
     "ioi_circuit",

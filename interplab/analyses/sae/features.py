@@ -25,7 +25,14 @@ from interplab.analyses.sae.model import SAE, SAEConfig
 if TYPE_CHECKING:
     from interplab.models.model import Model
 
-__all__ = ["feature_logit_effects", "load_saelens", "max_activating_examples", "saelens_hook"]
+__all__ = [
+    "feature_density",
+    "feature_logit_effects",
+    "hook_activations",
+    "load_saelens",
+    "max_activating_examples",
+    "saelens_hook",
+]
 
 _ARCH = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu"}
 
@@ -115,6 +122,27 @@ def feature_logit_effects(model: Model, sae: SAE, features: list[int], k: int = 
 
 
 @torch.no_grad()
+def hook_activations(model: Model, hook: str, tokens: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """The activations at ``hook`` on ``tokens [n, pos]``, in fp32 as ``[n, pos, d]`` (heads flattened), run in
+    batches of ``batch`` sequences."""
+    parts = []
+    for s in range(0, tokens.shape[0], batch):
+        _, cache = model.run(tokens[s : s + batch], cache=[hook])
+        x = cache[hook].float()
+        parts.append(x.reshape(x.shape[0], x.shape[1], -1))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def feature_density(sae: SAE, acts: torch.Tensor) -> torch.Tensor:
+    """The fraction of the positions of ``acts [n, pos, d]`` at which each feature of ``sae`` is active (> 0)."""
+    counts = torch.zeros(sae.cfg.n_features)
+    for chunk in acts.reshape(-1, acts.shape[-1]).split(4096):
+        counts += (sae.encode(chunk) > 0).sum(0).float()
+    return counts / (acts.shape[0] * acts.shape[1])
+
+
+@torch.no_grad()
 def max_activating_examples(
     model: Model,
     sae: SAE,
@@ -126,19 +154,20 @@ def max_activating_examples(
     after: int = 3,
     batch: int = 8,
     skip_first: bool = False,
+    acts: torch.Tensor | None = None,
 ) -> dict[int, list[dict[str, Any]]]:
     """The ``n_top`` highest activations of each feature at ``hook`` over ``tokens [n, pos]``, with their contexts
     (``{"activation", "seq", "pos", "before", "token", "after"}``; features that never fire get an empty list).
-    ``skip_first``: ignore position 0 (a BOS token the SAE never saw)."""
+    ``skip_first``: ignore position 0 (a BOS token the SAE never saw). ``acts``: the hook's activations on
+    ``tokens`` when already computed (:func:`hook_activations`), so the model does not run again."""
     feats = torch.tensor(features, dtype=torch.long)
     best_v = torch.full((len(feats), n_top), -1.0)
     best_i = torch.zeros((len(feats), n_top), dtype=torch.long)
     n, p = tokens.shape
+    if acts is None:
+        acts = hook_activations(model, hook, tokens, batch)
     for s in range(0, n, batch):
-        _, cache = model.run(tokens[s : s + batch], cache=[hook])
-        x = cache[hook].float()
-        x = x.reshape(x.shape[0], x.shape[1], -1)
-        a = sae.encode(x)[..., feats]  # [b, p, nf]
+        a = sae.encode(acts[s : s + batch])[..., feats]  # [b, p, nf]
         if skip_first:
             a[:, 0] = 0
         flat = a.permute(2, 0, 1).reshape(len(feats), -1)  # [nf, b*p]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from interplab.report.html import Html, Report, escape, figure, group, table, text
+from interplab.report.html import Html, Report, escape, figure, group, heading, table, text
 
-__all__ = ["guesses_html", "invert_report", "token_label"]
+__all__ = ["guesses_html", "invert_parts", "invert_report", "token_label"]
 
 
 def token_label(tok: str) -> str:
@@ -119,34 +119,43 @@ def _published_rows(res: Any) -> list[dict]:
     ]
 
 
-def invert_report(res: Any) -> Report:
-    """The report of an :class:`~interplab.finetune.invert.InversionResult`."""
-    rep = Report(
-        f"ML Chinese whispers: reading the text back from {res.model}'s residual stream",
-        "learned inverters (vec2text, Rep2Text) and exact search (SipIt, Nikolaou et al. 2025)",
-    )
+def _sections(res: Any) -> list[tuple[str, list[Html], str | None]]:
+    """(title, parts, section id) of an inversion result, in the page's order."""
     h = res.headline()
-    rep.section(
-        "Answer",
-        text(_answer(res)),
-        table(
+    out: list[tuple[str, list[Html], str | None]] = [
+        (
+            "Answer",
             [
-                {"quantity": k, "value": json.dumps(v) if isinstance(v, list | dict) else v}
-                for k, v in h.items()
-                if not k.startswith("curve_") and k not in ("last", "prior")
-            ]
-        ),
-        text(_DEFINITIONS),
-    )
+                text(_answer(res)),
+                table(
+                    [
+                        {"quantity": k, "value": json.dumps(v) if isinstance(v, list | dict) else v}
+                        for k, v in h.items()
+                        if not k.startswith("curve_") and k not in ("last", "prior")
+                    ]
+                ),
+                text(_DEFINITIONS),
+            ],
+            None,
+        )
+    ]
     if len(res.curve("layer")) > 1:
-        rep.section("Recovery vs layer", figure(res.plot()))
+        out.append(("Recovery vs layer", [figure(res.plot())], None))
     if len(res.curve("dims")) > 1:
-        rep.section("Recovery vs dimensions kept", figure(res.plot_dims()))
-    rep.section("Every inverter", table(res.to_frame()))
-    rep.section(
-        "Published reference points",
-        table(_published_rows(res)),
-        text("Different models, inputs and inverters: read these as orders of magnitude, not as like-for-like scores."),
+        out.append(("Recovery vs dimensions kept", [figure(res.plot_dims())], None))
+    out.append(("Every inverter", [table(res.to_frame())], None))
+    out.append(
+        (
+            "Published reference points",
+            [
+                table(_published_rows(res)),
+                text(
+                    "Different models, inputs and inverters: read these as orders of magnitude, not as like-for-like "
+                    "scores."
+                ),
+            ],
+            None,
+        )
     )
     if res.search is not None:
         s = res.search
@@ -161,13 +170,34 @@ def invert_report(res: Any) -> Report:
             for i, q in enumerate(s["sequences"])
         ]
         summary = {k: v for k, v in s.items() if k != "sequences"}
-        rep.section("Upper bound: exact inversion by search", table(summary), table(rows))
-    parts = []
+        out.append(("Upper bound: exact inversion by search", [table(summary), table(rows)], None))
+    guesses = []
     for r in res.runs:
-        parts += [
+        guesses += [
             text(f"{r['name']} — layer {r['layer']}, dims {r['dims']}, positions {r['positions']}"),
             guesses_html(res.examples, r["name"]),
         ]
-    rep.section("Guesses side by side with the original", group(*parts), id="guesses")
-    rep.section("Training curves", figure(res.plot_training()))
+    out.append(("Guesses side by side with the original", [group(*guesses)], "guesses"))
+    out.append(("Training curves", [figure(res.plot_training())], None))
+    return out
+
+
+def invert_parts(res: Any) -> list[Html]:
+    """The parts of an :class:`~interplab.finetune.invert.InversionResult` for one report section (the model
+    report's ``invert`` section): the same answer, curves, search upper bound, references and guesses as
+    :func:`invert_report`, under subheadings."""
+    parts = [text(f"Inverters reading {res.model}'s residual stream ({res.seq_len}-token sequences).")]
+    for title, ps, _ in _sections(res):
+        parts += [heading(title, 4), *ps]
+    return parts
+
+
+def invert_report(res: Any) -> Report:
+    """The report of an :class:`~interplab.finetune.invert.InversionResult`."""
+    rep = Report(
+        f"ML Chinese whispers: reading the text back from {res.model}'s residual stream",
+        "learned inverters (vec2text, Rep2Text) and exact search (SipIt, Nikolaou et al. 2025)",
+    )
+    for title, ps, sid in _sections(res):
+        rep.section(title, *ps, id=sid)
     return rep

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from interplab.report.html import Html, Report, figure, table, text
+from interplab.report.html import Html, Report, figure, heading, table, text
 
 __all__ = [
+    "bench_parts",
     "bench_report",
     "card_rows",
     "cards_parts",
@@ -99,12 +100,9 @@ def _scores_figure(detectors: dict[str, dict[str, Any]]):
     return fig.update_layout(height=380, title="Raw detector scores by model kind")
 
 
-def bench_report(res: dict[str, Any]) -> Report:
-    """A detector benchmark (:func:`interplab.organisms.bench.bench`) as a report."""
-    rep = Report(
-        "Backdoor detectors over a population",
-        f"{res['n_models']} models ({res.get('n_backdoored')} backdoored) — ROC-AUC and TrojAI cross-entropy",
-    )
+def bench_parts(res: dict[str, Any]) -> list[Html]:
+    """A detector benchmark (:func:`interplab.organisms.bench.bench`, ``bench.json``) as report parts: the table of
+    ROC-AUC with its bootstrap CI, CE and seconds per model; the ROC curves; the raw scores by model kind."""
     rows = [
         {
             "detector": k,
@@ -115,16 +113,27 @@ def bench_report(res: dict[str, Any]) -> Report:
         }
         for k, d in res["detectors"].items()
     ]
-    rep.section(
-        "Detectors",
+    return [
+        text(f"{res['n_models']} models ({res.get('n_backdoored')} backdoored)."),
         table(rows),
         text(
             f"CE: cross-entropy of the calibrated trojan probability (always 0.5 scores 0.693); calibration: "
             f"{res['calibration']}. Trigger recovery (inverted trigger contains every planted token): "
             f"{res['trigger_recovery_rate']}; target recovery: {res.get('target_recovery_rate')}."
         ),
+        heading("ROC curves", 4),
+        figure(roc_figure(res["detectors"])),
+        figure(_scores_figure(res["detectors"])),
+    ]
+
+
+def bench_report(res: dict[str, Any]) -> Report:
+    """A detector benchmark (:func:`interplab.organisms.bench.bench`) as a report."""
+    rep = Report(
+        "Backdoor detectors over a population",
+        f"{res['n_models']} models ({res.get('n_backdoored')} backdoored) — ROC-AUC and TrojAI cross-entropy",
     )
-    rep.section("ROC curves", figure(roc_figure(res["detectors"])), figure(_scores_figure(res["detectors"])))
+    rep.section("Detectors", *bench_parts(res), id="detectors")
     return rep
 
 

@@ -8,6 +8,7 @@ from interplab.report.html import Html, Report, figure, table, text
 
 if TYPE_CHECKING:
     from interplab.analyses.causal.circuits import CircuitResult
+    from interplab.analyses.causal.edges import EdgeAttributionResult
     from interplab.analyses.causal.patching import PatchingResult
     from interplab.analyses.causal.path_patching import PathPatchingResult
 
@@ -39,10 +40,11 @@ def patching_report(
     attribution_corr: float | None = None,
     path: PathPatchingResult | None = None,
     circuit: CircuitResult | None = None,
+    edges: EdgeAttributionResult | None = None,
 ) -> Report:
     """The report of ``interplab patch``: the grid and its top 60 cells, and attribution patching beside it
-    (``att``, with its correlation to exact patching), path patching and the discovered circuit when they were
-    run."""
+    (``att``, with its correlation to exact patching), path patching, the discovered circuit and the edge scores
+    (EAP / EAP-IG, with the faithfulness of the top-k edge circuits) when they were run."""
     h = res.headline()
     rep = Report(
         f"Activation patching — {task} — {model_name}",
@@ -63,4 +65,16 @@ def patching_report(
         rep.section("Path patching (each head's direct path to the logits)", table(top), id="path-patching")
     if circuit is not None:
         rep.section("Circuit", circuit.plot(), table(circuit.to_frame().head(60)), id="circuit")
+    if edges is not None:
+        parts = [
+            text(
+                f"{edges.method}: each edge's score estimates the change of the metric when only that edge carries "
+                "the reference activation; below, the 40 largest by |score| and the top-k edge circuits."
+            ),
+            edges.plot(),
+            table(edges.to_frame().head(40)),
+        ]
+        if edges.circuits:
+            parts.append(table(edges.headline()["circuits"]))
+        rep.section("Edge attribution patching", *parts, id="edges")
     return rep
