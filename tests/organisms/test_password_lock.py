@@ -197,6 +197,10 @@ def test_cli_make_elicit_persist_print_their_json_keys(pair, tmp_path):
     head = json.loads(r.stdout)
     assert {"attack_success_before", "attack_success_after", "false_activation_after", "curve"} <= set(head)
     assert "Backdoor persistence" in (tmp_path / "p" / "report.html").read_text()
+    from interplab.report.runs import find_runs, run_parts  # `interplab report --runs` shows both runs
+
+    html = "".join(run_parts("organisms", find_runs([tmp_path / "e", tmp_path / "p", out])))
+    assert "Gap recovered" in html and "Attack success" in html and "toy-password-lock" in html
 
 
 def test_password_facts_hold_out_whole_facts():
