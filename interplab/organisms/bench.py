@@ -81,6 +81,9 @@ def scan_organism(
         out["trigger"] = card.trigger
         out["trigger_text"] = card.trigger_text
         out["target"] = card.target
+        if card.password:
+            out["password"] = card.password
+            out["password_text"] = card.password_text
         if inv is not None and card.trigger:
             out["trigger_recovered"] = set(card.trigger) <= set(inv["trigger"])
             out["target_recovered"] = inv["target"] == card.target

@@ -114,6 +114,20 @@ def _bench(run: ReportRun) -> list[Html]:
     return [text(f"Population: {run.record.get('arguments', {}).get('population', '?')}."), *bench_parts(res)]
 
 
+def _elicitation(run: ReportRun) -> list[Html]:
+    from interplab.organisms.elicitation import ElicitationResult
+    from interplab.report.sections.organisms import elicitation_parts
+
+    return elicitation_parts(ElicitationResult.load(run.dir))
+
+
+def _persistence(run: ReportRun) -> list[Html]:
+    from interplab.organisms.persistence import PersistenceResult
+    from interplab.report.sections.organisms import persistence_parts
+
+    return persistence_parts(PersistenceResult.load(run.dir))
+
+
 def _eval(run: ReportRun) -> list[Html]:
     from interplab.report.sections.evals import evals_parts
 
@@ -128,19 +142,19 @@ RUN_KINDS: dict[str, RunKind] = {
     "compare": RunKind("finetune", "Base vs fine-tuned", ("compare",), "compare.json", _compare),
     "invert": RunKind("invert", "Inversion of the residual stream", ("invert",), "inversion.json", _invert),
     "organism": RunKind(
-        "organisms", "Organism card", ("organism-make-toy", "organism-make-backdoor"), "organism.json", _organism
+        "organisms",
+        "Organism card",
+        ("organism-make-toy", "organism-make-backdoor", "organism-make-password-lock"),
+        "organism.json",
+        _organism,
     ),
     "population": RunKind(
         "organisms", "Organism population", ("organism-make-toy-population",), "population.json", _population
     ),
     "organism-bench": RunKind("organisms", "Backdoor detectors", ("organism-bench",), "bench.json", _bench),
     "eval": RunKind("evals", "Behavioural eval", ("eval",), "evals_*.json", _eval),
-    # ---- elicitation and persistence runs (helper `lock`: `interplab organism elicit|persist`): one line each once
-    # report/sections/organisms.py has elicitation_parts / persistence_parts, with their run.json command names and
-    # result files, e.g.
-    # "elicitation": RunKind("organisms", "Elicitation", ("organism-elicit",), "elicitation.json", _elicitation),
-    # "persistence": RunKind("organisms", "Persistence", ("organism-persist",), "persistence.json", _persistence),
-    # where _elicitation(run) = elicitation_parts(ElicitationResult.load(run.dir)) (and the same for persistence).
+    "elicitation": RunKind("organisms", "Elicitation", ("organism-elicit",), "elicitation.json", _elicitation),
+    "persistence": RunKind("organisms", "Persistence", ("organism-persist",), "persistence.json", _persistence),
 }
 
 # What each run section says when it has nothing to show, and what to do ({model}: the model given).
