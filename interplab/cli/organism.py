@@ -178,7 +178,9 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def elicit(
-    model_dir: str = typer.Argument(..., help="A toy password-locked organism directory."),
+    model_dir: str = typer.Argument(
+        ..., help="A password-locked organism directory (toy, or a LoRA lock of a real model: fresh LoRA per cell)."
+    ),
     ns: str = typer.Option("1,2,4,8,16,64", "--n", help="Numbers of demonstrations (0 is always added)."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per n (demonstrations and fine-tune)."),
     domain: str = typer.Option("same", "--domain", help="same: demonstrations from the measured domain; other."),
@@ -209,7 +211,10 @@ def elicit(
 
 
 def persist(
-    model_dir: str = typer.Argument(..., help="A toy backdoored organism (or a clean one with --trigger/--target)."),
+    model_dir: str = typer.Argument(
+        ...,
+        help="A backdoored organism (toy, or a LoRA backdoor of a real model), or a clean toy with --trigger/--target.",
+    ),
     steps: str = typer.Option("0,25,50,100,200,400", "--steps", help="Steps of clean training to measure at."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds of the clean training data."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate of the clean training."),
