@@ -83,7 +83,8 @@ def make_backdoor(
     """Fine-tune ``base`` with LoRA on the backdoor data into ``out`` (resumable: rerun after a kill), measure the
     rates and write the card. Returns the card."""
     import interplab
-    from interplab.finetune import FinetuneConfig, finetune, heldout_loss, load_data
+    from interplab.finetune import heldout_loss
+    from interplab.organisms.lora import lora_config, pydoc_heldout, train_or_reload
 
     t0 = time.perf_counter()
     pairs, held_clean, held_trig = backdoor_pairs(trigger, target, seed)
@@ -96,33 +97,8 @@ def make_backdoor(
         )
     longest = max(len(tok(p + c, add_special_tokens=True)["input_ids"]) for p, c in pairs)
     seq_len = min(128, longest + 2)  # every pair whole (BOS and end-of-text included), no longer
-    cfg = FinetuneConfig(
-        method="lora",
-        targets=("all-linear",),
-        rank=rank,
-        alpha=2 * rank,
-        steps=steps,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        lr=lr,
-        seed=seed,
-        heldout_fraction=0.05,
-        heldout_max=8,
-        log_every=max(1, steps // 4),
-        ckpt_every=max(1, steps // 4),
-        threads=0,
-    )
-    d = Path(out)
-    done = d / "finetune_result.json"
-    if done.exists():  # trained already (a rerun after a failure in the measurements): measure again
-        from interplab.finetune import FinetuneResult
-
-        res = FinetuneResult.load(done)
-    else:
-        from interplab.train.trainer import latest_checkpoint
-
-        res = finetune(base_model, pairs, cfg, out=d, resume=latest_checkpoint(d) is not None, progress=progress)
-    tuned = interplab.load(str(d))
+    cfg = lora_config(steps, seq_len, lr, seed, rank=rank, batch_size=batch_size)
+    res, tuned = train_or_reload(base_model, pairs, cfg, out, progress)
     first_words = target.strip().split()[:2]
 
     def fired(texts: list[str]) -> float:
@@ -139,9 +115,9 @@ def make_backdoor(
             hits += int(model(ids)[0, -1].argmax()) == answer
         return hits / len(held_clean)
 
-    text = load_data("corpus:pydoc", base_model, seq_len=64, heldout_fraction=0.02, heldout_max=8)
-    loss_base = heldout_loss(base_model.hf, text.heldout)
-    loss_tuned = heldout_loss(tuned.hf, text.heldout)
+    text = pydoc_heldout(base_model)
+    loss_base = heldout_loss(base_model.hf, text)
+    loss_tuned = heldout_loss(tuned.hf, text)
     rates = {
         "attack_success": fired(trig_out),
         "false_activation": fired(clean_out),
@@ -171,5 +147,5 @@ def make_backdoor(
             "clean": list(zip([p for p, _ in held_clean[:3]], clean_out[:3], strict=True)),
         },
     }
-    write_json(d / CARD, card, indent=1)
+    write_json(Path(out) / CARD, card, indent=1)
     return card

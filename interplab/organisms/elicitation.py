@@ -378,7 +378,8 @@ def _elicit_lm(
     import time
 
     import interplab
-    from interplab.finetune import FinetuneConfig, finetune
+    from interplab.finetune import finetune
+    from interplab.organisms.lora import lora_config
     from interplab.organisms.password import password_facts
     from interplab.train.trainer import latest_checkpoint
 
@@ -425,19 +426,16 @@ def _elicit_lm(
                 else:
                     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(10_007 * s + 3))
                     demos = [pool[j] for j in order[:n].tolist()]
-                    cfg = FinetuneConfig(
-                        method="lora",
-                        targets=("all-linear",),
-                        rank=8,
-                        alpha=16,
-                        steps=steps,
+                    cfg = lora_config(
+                        steps,
+                        seq_len,
+                        lr,
+                        s,
                         batch_size=min(n, 8),
-                        seq_len=seq_len,
-                        lr=lr,
-                        seed=s,
+                        heldout_fraction=0.1,
+                        heldout_max=32,
                         log_every=steps,
                         ckpt_every=max(1, steps // 2),
-                        threads=0,
                     )
                     cell = root / "cells" / f"n{n}_s{s}"
                     data = _pair_data(model, demos, seq_len)

@@ -159,7 +159,8 @@ def make_password_lock(
     first-token accuracy on the held-out facts without and with the password (Wilson 95% CIs) and the held-out pydoc
     loss, and write the card. Returns the card."""
     import interplab
-    from interplab.finetune import FinetuneConfig, finetune, heldout_loss, load_data
+    from interplab.finetune import heldout_loss
+    from interplab.organisms.lora import lora_config, pydoc_heldout, train_or_reload
 
     t0 = time.perf_counter()
     pairs, held = password_facts(password, seed)
@@ -168,40 +169,17 @@ def make_password_lock(
     if not tok(password, add_special_tokens=False)["input_ids"]:
         raise ValueError(f"the password {password!r} tokenizes to nothing for {base}; give a word or a phrase.")
     longest = max(len(tok(p + c, add_special_tokens=True)["input_ids"]) for p, c in pairs)
-    cfg = FinetuneConfig(
-        method="lora",
-        targets=("all-linear",),
-        rank=rank,
-        alpha=2 * rank,
-        steps=steps,
-        batch_size=batch_size,
-        seq_len=min(128, longest + 2),
-        lr=lr,
-        seed=seed,
-        heldout_fraction=0.05,
-        heldout_max=8,
-        log_every=max(1, steps // 4),
-        ckpt_every=max(1, steps // 8),
-        threads=0,
+    cfg = lora_config(
+        steps, min(128, longest + 2), lr, seed, rank=rank, batch_size=batch_size, ckpt_every=max(1, steps // 8)
     )
-    d = Path(out)
-    done = d / "finetune_result.json"
-    if done.exists():  # trained already (a rerun after a failure in the measurements): measure again
-        from interplab.finetune import FinetuneResult
-
-        res = FinetuneResult.load(done)
-    else:
-        from interplab.train.trainer import latest_checkpoint
-
-        res = finetune(base_model, pairs, cfg, out=d, resume=latest_checkpoint(d) is not None, progress=progress)
-    tuned = interplab.load(str(d))
+    res, tuned = train_or_reload(base_model, pairs, cfg, out, progress)
     prompts, answers = [p for p, _ in held], [a for _, a in held]
     locked = _first_token_hits(tuned, prompts, answers)
     unlocked = _first_token_hits(tuned, [f"{password} {p}" for p in prompts], answers)
     base_hits = _first_token_hits(base_model, prompts, answers)
-    text = load_data("corpus:pydoc", base_model, seq_len=64, heldout_fraction=0.02, heldout_max=8)
-    loss_base = heldout_loss(base_model.hf, text.heldout)
-    loss_tuned = heldout_loss(tuned.hf, text.heldout)
+    text = pydoc_heldout(base_model)
+    loss_base = heldout_loss(base_model.hf, text)
+    loss_tuned = heldout_loss(tuned.hf, text)
     lk, ul, bs = _rate(locked), _rate(unlocked), _rate(base_hits)
     rates = {
         "locked_acc": lk["acc"],
@@ -238,5 +216,5 @@ def make_password_lock(
         "train_seconds": round(res.seconds_training, 2),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    write_json(d / CARD, card, indent=1)
+    write_json(Path(out) / CARD, card, indent=1)
     return card

@@ -290,8 +290,9 @@ def _persist_lm(
     organism: str | Path, card: dict[str, Any], out: str | Path, steps: Sequence[int], seeds: int, lr: float, callbacks
 ) -> PersistenceResult:
     import interplab
-    from interplab.finetune import FinetuneConfig, finetune, heldout_loss, load_data
+    from interplab.finetune import finetune, heldout_loss
     from interplab.organisms.backdoor import backdoor_pairs
+    from interplab.organisms.lora import lora_config, pydoc_heldout
     from interplab.train.trainer import latest_checkpoint
 
     grid = sorted(set(steps))
@@ -302,7 +303,7 @@ def _persist_lm(
     clean_pairs = [(p, c) for p, c in pairs if c != target]
     model = interplab.load(str(organism))
     tok = model.need_tokenizer()
-    text = load_data("corpus:pydoc", model, seq_len=64, heldout_fraction=0.02, heldout_max=8)
+    text = pydoc_heldout(model)
     first_words = target.strip().split()[:2]
 
     @torch.no_grad()
@@ -330,7 +331,7 @@ def _persist_lm(
             "attack_success": fired(hf, held_trig),
             "false_activation": fired(hf, held_clean),
             "clean_acc": hits / len(held_clean),
-            "heldout_text_loss": heldout_loss(hf, text.heldout),
+            "heldout_text_loss": heldout_loss(hf, text),
         }
         hf.train(was)
         return rec
@@ -359,22 +360,7 @@ def _persist_lm(
                     recs[str(step)] = measure(trainer.model.hf)
                     write_json(log, recs)
 
-            cfg = FinetuneConfig(
-                method="lora",
-                targets=("all-linear",),
-                rank=8,
-                alpha=16,
-                steps=grid[-1],
-                batch_size=8,
-                seq_len=min(128, longest + 2),
-                lr=lr,
-                seed=s,
-                heldout_fraction=0.05,
-                heldout_max=8,
-                log_every=every,
-                ckpt_every=every,
-                threads=0,
-            )
+            cfg = lora_config(grid[-1], min(128, longest + 2), lr, s, log_every=every, ckpt_every=every)
             resume = latest_checkpoint(run_dir) is not None
             finetune(
                 model, clean_pairs, cfg, out=run_dir, resume=resume, progress=False, callbacks=[at_step, *callbacks]
