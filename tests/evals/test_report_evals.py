@@ -16,7 +16,7 @@ def test_report_sections_evals_shows_the_framing_headline_with_its_ci(tiny, tiny
     r = CliRunner().invoke(app, ["report", "--model", tiny_dir, "--sections", "evals", "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
     html = (out / "report.html").read_text()
-    assert "Behavioural evals (framing)" in html and "95% CI (clustered)" in html
+    assert "Behavioural evals" in html and "framing" in html and "95% CI (clustered)" in html
     res = json.loads((out / "evals_framing.json").read_text())
     assert res["models"] and list((out / "eval_logs").glob("*.eval"))
 
