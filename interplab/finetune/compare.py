@@ -651,10 +651,6 @@ def compare_models(
     t0 = time.perf_counter()
     say("head-ablation importance …")
     kw: dict[str, Any] = {"how": ablation_how, "induction_score": None, "seed": seed, "max_batch_tokens": 2048}
-    if ablation_chunks < 2:
-        raise ValueError(
-            f"ablation_chunks must be at least 2 (a confidence interval over chunks), got {ablation_chunks}."
-        )
     tok_ab = tok_in[:ablation_chunks]
     ab_b = head_ablation_importance(b, tok_ab, **kw)
     ab_t = head_ablation_importance(t, tok_ab, **kw)
