@@ -260,7 +260,7 @@ def top_head_set(values: torch.Tensor, k: int) -> set[tuple[int, int]]:
     """The ``k`` heads with the largest ``|value|`` (ties by position)."""
     flat = values.abs().flatten().nan_to_num(0.0)
     H = values.shape[1]
-    idx = sorted(range(flat.numel()), key=lambda i: (-float(flat[i]), i))[:k]
+    idx = flat.argsort(descending=True, stable=True)[:k].tolist()  # ties by position
     return {(i // H, i % H) for i in idx}
 
 
@@ -329,7 +329,7 @@ class CompareResult(Result):
         flat = values.flatten()
         key = (flat.abs() if signed else flat).nan_to_num(float("-inf"), neginf=float("-inf"))
         H = values.shape[1]
-        idx = sorted(range(flat.numel()), key=lambda i: (-float(key[i]), i))[:k]
+        idx = key.argsort(descending=True, stable=True)[:k].tolist()  # ties by position
         return [[i // H, i % H, _r(float(flat[i]))] for i in idx]
 
     def changed_matrices(self, min_rel: float = 0.0) -> list[str]:

@@ -128,10 +128,10 @@ class CMAPResult:
     def top_heads(self, k: int = 10) -> list[tuple[int, int, float]]:
         """The ``k`` heads with the largest recovered fraction, ``(layer, head, recovered)``, ties by position
         (heads not patched exactly last)."""
-        flat = self.heads.flatten().nan_to_num(float("-inf"))
+        vals = self.heads.flatten()
         H = self.heads.shape[1]
-        order = sorted(range(flat.numel()), key=lambda i: (-float(flat[i]), i))[:k]
-        return [(i // H, i % H, float(self.heads.flatten()[i])) for i in order]
+        order = vals.nan_to_num(float("-inf")).argsort(descending=True, stable=True)[:k].tolist()
+        return [(i // H, i % H, float(vals[i])) for i in order]
 
 
 Cell = tuple[str, int, int | None]  # ("head", layer, head) or ("mlp", layer, None)
@@ -237,12 +237,13 @@ def cross_model_patching(
                     est_m[c[1]] = v
             keep = sorted(head_cells, key=lambda c: -abs(est[c]))[:exact]
             keep += sorted(mlp_cells, key=lambda c: -abs(est[c]))[: max(1, exact // 4)]
-            for c in set(cells) - set(keep):
+            kept = set(keep)
+            for c in set(cells) - kept:
                 if c[0] == "head":
                     heads[c[1], c[2]] = float("nan")
                 else:
                     mlp_vals[c[1]] = float("nan")
-            cells = [c for c in cells if c in set(keep)]
+            cells = [c for c in cells if c in kept]
     if denom != 0.0:
         per_fwd = max(1, max_batch_tokens // max(1, n * p))
         by_layer: dict[int, list[Cell]] = {}
