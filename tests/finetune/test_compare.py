@@ -260,3 +260,23 @@ def test_attribution_screen_keeps_the_planted_head_among_the_exactly_patched(bas
     assert cm.top_heads(1)[0][:2] == (0, 2)
     kept = ~cm.heads.isnan()
     assert torch.allclose(cm.heads[kept], full.heads[kept], atol=1e-5)
+
+
+def test_head_rankings_break_ties_by_position_and_put_nan_last():
+    from interplab.finetune.compare import top_head_set
+    from interplab.finetune.head_diff import CMAPResult
+
+    v = torch.tensor([[0.5, float("nan"), 0.5], [-0.7, 0.5, 0.1]])
+    cm = CMAPResult(
+        heads=v,
+        mlps=torch.zeros(2),
+        metric_base=0.0,
+        metric_tuned=1.0,
+        recovered_all_heads=0.0,
+        recovered_all_mlps=0.0,
+        n_forward=0,
+    )
+    assert [h[:2] for h in cm.top_heads(6)] == [(0, 0), (0, 2), (1, 1), (1, 2), (1, 0), (0, 1)]
+    assert math.isnan(cm.top_heads(6)[-1][2])
+    assert top_head_set(v, 2) == {(1, 0), (0, 0)}
+    assert top_head_set(v, 3) == {(1, 0), (0, 0), (0, 2)}
