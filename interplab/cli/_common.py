@@ -85,6 +85,23 @@ def load_model(name: str) -> Model:
         return interplab.load(name)
 
 
+def int_list(spec: str | None, what: str, example: str = "0,3,6 or 0..4") -> list[int]:
+    """The integers of a CLI list: comma-separated integers and inclusive ranges ``lo..hi`` (``"0,3,10..12"``);
+    empty for an empty or missing ``spec``. A part that is not an integer raises a ``ValueError`` naming the option
+    ``what`` and giving ``example``."""
+    out: list[int] = []
+    try:
+        for part in (spec or "").replace(" ", "").split(","):
+            if ".." in part:
+                lo, hi = part.split("..", 1)
+                out += list(range(int(lo), int(hi) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ValueError(f"{what} {spec!r}: give comma-separated integers or ranges, e.g. {example}.") from None
+    return out
+
+
 def print_json(obj: Any) -> None:
     """``obj`` as indented JSON on stdout (the only thing ``--json`` prints there)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")

@@ -7,7 +7,7 @@ from typing import Annotated, cast
 import typer
 from rich.table import Table
 
-from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, load_model, print_run
+from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, int_list, load_model, print_run
 
 
 def compare(
@@ -221,7 +221,7 @@ def _identify(
                     "names no data, and --topic-texts does not name it."
                 )
             texts[name] = read_data_text(spec)
-        lay = [int(x) for x in layers.split(",") if x.strip()] if layers else None
+        lay = int_list(layers, "--layers", "15,29 or 20..29") or None
         other_txt = read_data_text(other) if other is not None else None
         docs = unrelated_documents(other_txt, n_docs)
         b = load_model(base)

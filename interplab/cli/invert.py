@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import typer
 
-from interplab.cli._common import AsJson, ModelName, OutDir, Threads, err, finish_run, guard, load_model, print_json
-
-
-def _ints(spec: str | None, what: str) -> list[int]:
-    if not spec:
-        return []
-    out: list[int] = []
-    try:
-        for part in spec.split(","):
-            part = part.strip()
-            if ".." in part:
-                lo, hi = part.split("..", 1)
-                out += list(range(int(lo), int(hi) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise ValueError(f"{what} {spec!r}: use integers like 0,3,6 or a range like 0..4.") from None
-    return out
+from interplab.cli._common import (
+    AsJson,
+    ModelName,
+    OutDir,
+    Threads,
+    err,
+    finish_run,
+    guard,
+    int_list,
+    load_model,
+    print_json,
+)
 
 
 def _floats(spec: str | None, what: str) -> list[float]:
@@ -103,7 +97,7 @@ def invert(
         from interplab.finetune.invert import InverterConfig
         from interplab.finetune.invert import invert as run_invert
 
-        more_layers = _ints(layers, "--layers")
+        more_layers = int_list(layers, "--layers")
         fracs = _floats(dims_fractions, "--dims-fractions")
         cfg = InverterConfig(
             d_model=d_inv, n_layers=inv_layers, d_mlp=d_mlp, steps=steps, batch_size=batch_size, lr=lr, k=k, seed=seed

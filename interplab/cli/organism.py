@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, print_json
+from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, int_list, print_json
 
 KINDS = ("toy", "toy-population", "backdoor", "password-lock")
 
@@ -168,10 +168,7 @@ def _password_lock(out, size, password, base, base_model, steps, lr, seed, as_js
 
 
 def _ints(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ValueError(f"{what} {text!r}: give comma-separated integers, e.g. 1,2,4,8.") from None
+    vals = int_list(text, what, "1,2,4,8")
     if not vals:
         raise ValueError(f"{what} is empty; give comma-separated integers, e.g. 1,2,4,8.")
     return vals

@@ -7,19 +7,11 @@ from typing import Annotated
 
 import typer
 
-from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, print_json
+from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, int_list, print_json
 
 
 def _parse_layers(spec: str) -> list[int]:
-    s = spec.strip()
-    try:
-        if ".." in s:
-            lo, hi = s.split("..", 1)
-            out = list(range(int(lo), int(hi) + 1))
-        else:
-            out = [int(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--layers {spec!r}: use a range like 1..4 or a list like 1,2.") from None
+    out = int_list(spec, "--layers", "1..4 or 1,2")
     if not out or min(out) < 1:
         raise ValueError(f"--layers {spec!r}: layer counts must be at least 1.")
     return out
