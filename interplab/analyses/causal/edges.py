@@ -153,16 +153,18 @@ def input_gradients(
         got = torch.autograd.grad(m.sum(), [final] + [probes[h] for h in outs], retain_graph=True)
         d_out = dict(zip(outs, got[1:]))
         put("logits", got[0])
+        heads = torch.arange(cfg.n_heads)
         for layer in range(cfg.n_layers):
             x = seen[f"blocks.{layer}.hook_resid_pre"]
             for t in QKV:
                 name = f"blocks.{layer}.attn.hook_{t}"
                 y, dy = seen[name], d_out[name]
+                # every head's VJP in one batched backward pass: row h keeps only head h's output gradient
+                go_ = torch.zeros((cfg.n_heads, *dy.shape), dtype=dy.dtype, device=dy.device)
+                go_[heads, :, :, heads] = dy.movedim(2, 0)
+                (gx,) = torch.autograd.grad(y, x, grad_outputs=go_, retain_graph=True, is_grads_batched=True)
                 for h in range(cfg.n_heads):
-                    go_ = torch.zeros_like(dy)
-                    go_[:, :, h] = dy[:, :, h]
-                    (gx,) = torch.autograd.grad(y, x, grad_outputs=go_, retain_graph=True)
-                    put(f"{layer}.{h}.{t}", gx)
+                    put(f"{layer}.{h}.{t}", gx[h])
             if mlp:
                 name = f"blocks.{layer}.hook_mlp_out"
                 (gx,) = torch.autograd.grad(
