@@ -72,7 +72,7 @@ from interplab.analyses.causal.edge_graph import (
     upstream_hooks,
 )
 from interplab.analyses.causal.edge_patching import edge_circuit_metric, exact_edge_patching, node_circuit_edges
-from interplab.analyses.causal.engine import end_metric
+from interplab.analyses.causal.engine import baselines, end_metric
 from interplab.hooks import Apply, HookContext
 from interplab.io.results import Result
 from interplab.tasks.pairs import PromptPairs
@@ -290,12 +290,8 @@ def edge_attribution_patching(
         raise ValueError(f"ig_steps must be at least 1 (1 = plain EAP), got {ig_steps}.")
     t0 = time.perf_counter()
     g = edge_graph(model)
-    hooks = upstream_hooks(model)
-    mask = pairs.run_mask()
     with torch.no_grad():
-        lc, cc = model.run(pairs.clean, cache=hooks, attention_mask=mask)
-        lx, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=mask)
-    m_clean, m_corrupt = pairs.metric_from_logits(lc).detach(), pairs.metric_from_logits(lx).detach()
+        m_clean, m_corrupt, cc, cx = baselines(model, pairs, upstream_hooks(model))
     ref = reference_cache(model, pairs, cx, reference)
     r_clean, r_ref = cc["blocks.0.hook_resid_pre"], ref["blocks.0.hook_resid_pre"]
     scores = _edge_scores(model, pairs, upstream_acts(model, ref), upstream_acts(model, cc), r_clean, r_ref, ig_steps)
