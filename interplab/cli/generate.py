@@ -20,8 +20,7 @@ def _prompt_tokens(model: Any, messages: list[dict[str, str]], chat: bool):
 
     tok = model.need_tokenizer()
     if chat and getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        return torch.tensor([tok(model.chat(messages), add_special_tokens=False)["input_ids"]])
     return model.to_tokens(messages[-1]["content"])
 
 

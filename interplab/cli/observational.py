@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interplab.cli._common import err, finish_run, guard, load_model, print_json
+from interplab.cli._common import AsJson, ModelName, OutDir, err, finish_run, guard, load_model, print_json
 
 
 def heads(
@@ -62,7 +62,7 @@ def ig(
         None, "--answer", help="The answer whose logit is explained (default: the model's top prediction)."
     ),
     wrong: str | None = typer.Option(None, "--wrong", help="A competing answer: explain logit(answer) - logit(wrong)."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    model: ModelName = "smollm2-135m",
     steps: int = typer.Option(50, "--steps", help="Quadrature points (more steps: smaller completeness gap)."),
     baseline: str = typer.Option("zero", "--baseline", help="zero | pad: the embedding the path starts from."),
     baseline_token: str | None = typer.Option(
@@ -73,8 +73,8 @@ def ig(
     ),
     method: str = typer.Option("gausslegendre", "--method", help="gausslegendre | trapezoid quadrature."),
     tolerance: float = typer.Option(0.05, "--tolerance", help="Completeness must hold within this fraction."),
-    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-ig)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Integrated gradients (Sundararajan et al. 2017) of an answer's logit over the prompt's tokens, with the
     completeness check: a result whose attributions do not sum to F(input) - F(baseline) is not called IG."""
@@ -128,7 +128,7 @@ def ig(
 
 
 def tuned_lens(
-    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    model: ModelName = "smollm2-135m",
     steps: int = typer.Option(200, "--steps", help="Adam steps over all layers' translators."),
     n_chunks: int = typer.Option(32, "--n-chunks", help="Training chunks of the corpus."),
     heldout_chunks: int = typer.Option(8, "--heldout-chunks", help="Held-out chunks the KL is measured on."),
@@ -138,8 +138,8 @@ def tuned_lens(
     text: str | None = typer.Option(None, "--text", help="UTF-8 text file (default: the pydoc topics)."),
     seed: int = typer.Option(0, "--seed"),
     resume: str | None = typer.Option(None, "--resume", help="Run directory of a killed run: continue its training."),
-    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-tuned-lens)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the headline as JSON."),
+    out: OutDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Tuned lens (Belrose et al. 2023): train per-layer affine translators on the corpus (checkpointed,
     resumable) and compare their held-out KL to the final distribution with the logit lens's, per layer."""

@@ -8,7 +8,7 @@ from typing import cast
 
 import typer
 
-from interplab.cli._common import AsJson, err, finish_run, guard, load_model, print_json, print_metrics
+from interplab.cli._common import AsJson, OutDir, err, finish_run, guard, load_model, print_json, print_metrics
 
 
 def acts(
@@ -267,7 +267,7 @@ def sae_features(
     n_chunks: int = typer.Option(32, "--n-chunks", help="Text chunks searched."),
     chunk_len: int = typer.Option(64, "--chunk-len", help="Tokens per chunk."),
     text: str | None = typer.Option(None, "--text", help="UTF-8 text file (default: the pydoc topics)."),
-    out: str | None = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>-sae-features)."),
+    out: OutDir = None,
     as_json: AsJson = False,
 ) -> None:
     """Any SAE's features (trained here or from SAELens): max-activating examples on text and the tokens each

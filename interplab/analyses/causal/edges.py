@@ -72,7 +72,7 @@ from interplab.analyses.causal.edge_graph import (
     upstream_hooks,
 )
 from interplab.analyses.causal.edge_patching import edge_circuit_metric, exact_edge_patching, node_circuit_edges
-from interplab.analyses.causal.engine import end_metric
+from interplab.analyses.causal.engine import baselines, end_metric
 from interplab.hooks import Apply, HookContext
 from interplab.io.results import Result
 from interplab.tasks.pairs import PromptPairs
@@ -153,16 +153,18 @@ def input_gradients(
         got = torch.autograd.grad(m.sum(), [final] + [probes[h] for h in outs], retain_graph=True)
         d_out = dict(zip(outs, got[1:]))
         put("logits", got[0])
+        heads = torch.arange(cfg.n_heads)
         for layer in range(cfg.n_layers):
             x = seen[f"blocks.{layer}.hook_resid_pre"]
             for t in QKV:
                 name = f"blocks.{layer}.attn.hook_{t}"
                 y, dy = seen[name], d_out[name]
+                # every head's VJP in one batched backward pass: row h keeps only head h's output gradient
+                go_ = torch.zeros((cfg.n_heads, *dy.shape), dtype=dy.dtype, device=dy.device)
+                go_[heads, :, :, heads] = dy.movedim(2, 0)
+                (gx,) = torch.autograd.grad(y, x, grad_outputs=go_, retain_graph=True, is_grads_batched=True)
                 for h in range(cfg.n_heads):
-                    go_ = torch.zeros_like(dy)
-                    go_[:, :, h] = dy[:, :, h]
-                    (gx,) = torch.autograd.grad(y, x, grad_outputs=go_, retain_graph=True)
-                    put(f"{layer}.{h}.{t}", gx)
+                    put(f"{layer}.{h}.{t}", gx[h])
             if mlp:
                 name = f"blocks.{layer}.hook_mlp_out"
                 (gx,) = torch.autograd.grad(
@@ -288,12 +290,8 @@ def edge_attribution_patching(
         raise ValueError(f"ig_steps must be at least 1 (1 = plain EAP), got {ig_steps}.")
     t0 = time.perf_counter()
     g = edge_graph(model)
-    hooks = upstream_hooks(model)
-    mask = pairs.run_mask()
     with torch.no_grad():
-        lc, cc = model.run(pairs.clean, cache=hooks, attention_mask=mask)
-        lx, cx = model.run(pairs.corrupt, cache=hooks, attention_mask=mask)
-    m_clean, m_corrupt = pairs.metric_from_logits(lc).detach(), pairs.metric_from_logits(lx).detach()
+        m_clean, m_corrupt, cc, cx = baselines(model, pairs, upstream_hooks(model))
     ref = reference_cache(model, pairs, cx, reference)
     r_clean, r_ref = cc["blocks.0.hook_resid_pre"], ref["blocks.0.hook_resid_pre"]
     scores = _edge_scores(model, pairs, upstream_acts(model, ref), upstream_acts(model, cc), r_clean, r_ref, ig_steps)

@@ -110,13 +110,11 @@ def feature_logit_effects(model: Model, sae: SAE, features: list[int], k: int = 
         raise ValueError(f"the SAE reads d_in={sae.cfg.d_in}; {model.name} has d_model={W_U.shape[0]}.")
     eff = (sae.W_dec[torch.tensor(features)].float() / sae.scale) @ W_U  # [n, vocab]
     out = {}
+    hi, lo = eff.topk(k, dim=1), (-eff).topk(k, dim=1)
     for j, f in enumerate(features):
-        hi, lo = eff[j].topk(k), (-eff[j]).topk(k)
         out[int(f)] = {
-            "top": [[model.to_str_tokens(torch.tensor([i]))[0], round(float(v), 4)] for v, i in zip(*hi, strict=True)],
-            "bottom": [
-                [model.to_str_tokens(torch.tensor([i]))[0], round(-float(v), 4)] for v, i in zip(*lo, strict=True)
-            ],
+            "top": [[t, round(float(v), 4)] for t, v in zip(model.to_str_tokens(hi.indices[j]), hi.values[j])],
+            "bottom": [[t, round(-float(v), 4)] for t, v in zip(model.to_str_tokens(lo.indices[j]), lo.values[j])],
         }
     return out
 
