@@ -520,12 +520,13 @@ def train_toy_organism(
         )
         tr.fit(resume=latest_checkpoint(d) is not None)
         model.save_pretrained(d)
-        rates = evaluate(model, recipe.task, recipe.trigger, recipe.target)
         if recipe.locked:
             from interplab.organisms.password import password_rates
 
             locked: dict[str, float | None] = dict(password_rates(model, recipe.task, recipe.password))
             rates = {**locked, "clean_acc": locked["unlocked_acc"]}
+        else:
+            rates = evaluate(model, recipe.task, recipe.trigger, recipe.target)
     kind = "toy-password-lock" if recipe.locked else "toy-backdoor" if recipe.backdoored else "toy-clean"
     card = OrganismCard(
         organism=kind,
