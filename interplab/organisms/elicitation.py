@@ -379,7 +379,7 @@ def _elicit_lm(
 
     import interplab
     from interplab.finetune import finetune
-    from interplab.organisms.lora import lora_config
+    from interplab.organisms.lora import first_token_hits, lora_config
     from interplab.organisms.password import password_facts
     from interplab.train.trainer import latest_checkpoint
 
@@ -397,14 +397,9 @@ def _elicit_lm(
     model = interplab.load(str(organism))
     tok = model.need_tokenizer()
 
-    @torch.no_grad()
     def acc(m: Any, items: list[tuple[str, str]], with_password: bool = False) -> float:
-        hits = 0
-        for p, a in items:
-            answer = tok(a, add_special_tokens=False)["input_ids"][0]
-            ids = m.to_tokens(f"{password} {p}" if with_password else p)
-            hits += int(int(m(ids)[0, -1].argmax()) == answer)
-        return hits / len(items)
+        asked = [(f"{password} {p}", a) for p, a in items] if with_password else items
+        return sum(first_token_hits(m, asked)) / len(items)
 
     root = Path(out)
     check_settings(root, {"organism": str(Path(organism).resolve()), "steps": steps, "lr": lr, "domain": domain})

@@ -292,7 +292,7 @@ def _persist_lm(
     import interplab
     from interplab.finetune import finetune, heldout_loss
     from interplab.organisms.backdoor import backdoor_pairs
-    from interplab.organisms.lora import lora_config, pydoc_heldout
+    from interplab.organisms.lora import first_token_hits, lora_config, pydoc_heldout
     from interplab.train.trainer import latest_checkpoint
 
     grid = sorted(set(steps))
@@ -323,14 +323,10 @@ def _persist_lm(
     def measure(hf: Any) -> dict[str, float]:
         was = hf.training
         hf.eval()
-        hits = 0
-        for p, a in held_clean:
-            answer = tok(a, add_special_tokens=False)["input_ids"][0]
-            hits += int(int(hf(input_ids=model.to_tokens(p)).logits[0, -1].argmax()) == answer)
         rec = {
             "attack_success": fired(hf, held_trig),
             "false_activation": fired(hf, held_clean),
-            "clean_acc": hits / len(held_clean),
+            "clean_acc": sum(first_token_hits(model, held_clean, hf)) / len(held_clean),
             "heldout_text_loss": heldout_loss(hf, text),
         }
         hf.train(was)
