@@ -261,9 +261,10 @@ def elicit(
     :class:`ElicitationResult`. Rerunning a killed run resumes it."""
     import time
 
+    from interplab.organisms.lora import lm_card
     from interplab.organisms.password import password_rates
 
-    lm = _lm_card(organism)
+    lm = lm_card(organism, "smollm2-password-lock")
     if lm is not None:
         return _elicit_lm(organism, lm, out, ns, seeds, domain, steps, lr, list(callbacks))
     card = require_toy(organism, "elicit")
@@ -332,14 +333,6 @@ def elicit(
 
 # ------------------------------------------------------------------------------------------------ SmolLM2
 CAPITAL_PREFIX = "The capital of "
-
-
-def _lm_card(organism: str | Path) -> dict[str, Any] | None:
-    p = Path(organism) / "organism.json"
-    if not p.exists():
-        return None
-    card = json.loads(p.read_text())
-    return card if card.get("organism") == "smollm2-password-lock" else None
 
 
 def _pair_data(model: Any, pairs: list[tuple[str, str]], seq_len: int) -> Any:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from interplab.finetune.data import Sequences
     from interplab.models.model import Model
 
-__all__ = ["first_token_hits", "lora_config", "pydoc_heldout", "train_or_reload"]
+__all__ = ["first_token_hits", "lm_card", "lora_config", "pydoc_heldout", "train_or_reload"]
 
 
 def lora_config(steps: int, seq_len: int, lr: float, seed: int, rank: int = 8, **overrides: Any) -> FinetuneConfig:
@@ -68,6 +68,20 @@ def pydoc_heldout(model: Model) -> Sequences:
     from interplab.finetune import load_data
 
     return load_data("corpus:pydoc", model, seq_len=64, heldout_fraction=0.02, heldout_max=8).heldout
+
+
+def lm_card(directory: str | Path, organism: str) -> dict[str, Any] | None:
+    """The card (``organism.json``) of the real-model organism in ``directory`` when it is of kind ``organism``
+    (e.g. ``smollm2-backdoor``); None when there is no card or it is of another kind."""
+    import json
+
+    from interplab.organisms.toy import CARD
+
+    p = Path(directory) / CARD
+    if not p.exists():
+        return None
+    card = json.loads(p.read_text())
+    return card if card.get("organism") == organism else None
 
 
 @torch.no_grad()

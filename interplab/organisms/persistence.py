@@ -216,7 +216,9 @@ def persist(
     control). ``natural_triggers``: keep the clean sequences in which the trigger occurs by chance (labelled with
     their true answer: they train the backdoor away directly); by default they are dropped, so the safety data
     never shows the trigger. Rerunning a killed run resumes it."""
-    lm = _lm_card(organism)
+    from interplab.organisms.lora import lm_card
+
+    lm = lm_card(organism, "smollm2-backdoor")
     if lm is not None:
         if trigger is not None or target is not None or natural_triggers:
             raise ValueError("a SmolLM2 backdoor uses its own trigger and target; drop --trigger/--target/--natural.")
@@ -278,14 +280,6 @@ def persist(
 
 
 # ------------------------------------------------------------------------------------------------ SmolLM2
-def _lm_card(organism: str | Path) -> dict[str, Any] | None:
-    p = Path(organism) / "organism.json"
-    if not p.exists():
-        return None
-    card = json.loads(p.read_text())
-    return card if card.get("organism") == "smollm2-backdoor" else None
-
-
 def _persist_lm(
     organism: str | Path, card: dict[str, Any], out: str | Path, steps: Sequence[int], seeds: int, lr: float, callbacks
 ) -> PersistenceResult:
