@@ -84,7 +84,7 @@ def make_backdoor(
     rates and write the card. Returns the card."""
     import interplab
     from interplab.finetune import heldout_loss
-    from interplab.organisms.lora import lora_config, pydoc_heldout, train_or_reload
+    from interplab.organisms.lora import first_token_hits, lora_config, pydoc_heldout, train_or_reload
 
     t0 = time.perf_counter()
     pairs, held_clean, held_trig = backdoor_pairs(trigger, target, seed)
@@ -108,12 +108,7 @@ def make_backdoor(
     clean_out = _greedy(tuned, [p for p, _ in held_clean], 4)
 
     def first_token_acc(model: Any) -> float:
-        hits = 0
-        for p, a in held_clean:
-            ids = model.to_tokens(p)
-            answer = model.need_tokenizer()(a, add_special_tokens=False)["input_ids"][0]
-            hits += int(model(ids)[0, -1].argmax()) == answer
-        return hits / len(held_clean)
+        return sum(first_token_hits(model, held_clean)) / len(held_clean)
 
     text = pydoc_heldout(base_model)
     loss_base = heldout_loss(base_model.hf, text)

@@ -261,9 +261,10 @@ def elicit(
     :class:`ElicitationResult`. Rerunning a killed run resumes it."""
     import time
 
+    from interplab.organisms.lora import lm_card
     from interplab.organisms.password import password_rates
 
-    lm = _lm_card(organism)
+    lm = lm_card(organism, "smollm2-password-lock")
     if lm is not None:
         return _elicit_lm(organism, lm, out, ns, seeds, domain, steps, lr, list(callbacks))
     card = require_toy(organism, "elicit")
@@ -334,14 +335,6 @@ def elicit(
 CAPITAL_PREFIX = "The capital of "
 
 
-def _lm_card(organism: str | Path) -> dict[str, Any] | None:
-    p = Path(organism) / "organism.json"
-    if not p.exists():
-        return None
-    card = json.loads(p.read_text())
-    return card if card.get("organism") == "smollm2-password-lock" else None
-
-
 def _pair_data(model: Any, pairs: list[tuple[str, str]], seq_len: int) -> Any:
     """``FinetuneData`` whose training rows are exactly ``pairs`` (prompt tokens ignored by the loss, as
     :func:`interplab.finetune.load_data` makes them) and whose held-out rows are the first four of them (the loop
@@ -379,7 +372,7 @@ def _elicit_lm(
 
     import interplab
     from interplab.finetune import finetune
-    from interplab.organisms.lora import lora_config
+    from interplab.organisms.lora import first_token_hits, lora_config
     from interplab.organisms.password import password_facts
     from interplab.train.trainer import latest_checkpoint
 
@@ -397,14 +390,9 @@ def _elicit_lm(
     model = interplab.load(str(organism))
     tok = model.need_tokenizer()
 
-    @torch.no_grad()
     def acc(m: Any, items: list[tuple[str, str]], with_password: bool = False) -> float:
-        hits = 0
-        for p, a in items:
-            answer = tok(a, add_special_tokens=False)["input_ids"][0]
-            ids = m.to_tokens(f"{password} {p}" if with_password else p)
-            hits += int(int(m(ids)[0, -1].argmax()) == answer)
-        return hits / len(items)
+        asked = [(f"{password} {p}", a) for p, a in items] if with_password else items
+        return sum(first_token_hits(m, asked)) / len(items)
 
     root = Path(out)
     check_settings(root, {"organism": str(Path(organism).resolve()), "steps": steps, "lr": lr, "domain": domain})

@@ -8,12 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 if TYPE_CHECKING:
     from interplab.finetune import FinetuneConfig, FinetuneResult
     from interplab.finetune.data import Sequences
     from interplab.models.model import Model
 
-__all__ = ["lora_config", "pydoc_heldout", "train_or_reload"]
+__all__ = ["first_token_hits", "lm_card", "lora_config", "pydoc_heldout", "train_or_reload"]
 
 
 def lora_config(steps: int, seq_len: int, lr: float, seed: int, rank: int = 8, **overrides: Any) -> FinetuneConfig:
@@ -66,3 +68,30 @@ def pydoc_heldout(model: Model) -> Sequences:
     from interplab.finetune import load_data
 
     return load_data("corpus:pydoc", model, seq_len=64, heldout_fraction=0.02, heldout_max=8).heldout
+
+
+def lm_card(directory: str | Path, organism: str) -> dict[str, Any] | None:
+    """The card (``organism.json``) of the real-model organism in ``directory`` when it is of kind ``organism``
+    (e.g. ``smollm2-backdoor``); None when there is no card or it is of another kind."""
+    import json
+
+    from interplab.organisms.toy import CARD
+
+    p = Path(directory) / CARD
+    if not p.exists():
+        return None
+    card = json.loads(p.read_text())
+    return card if card.get("organism") == organism else None
+
+
+@torch.no_grad()
+def first_token_hits(model: Model, items: list[tuple[str, str]], hf: Any = None) -> list[int]:
+    """Per ``(prompt, answer)`` of ``items``, 1 when the greedy next token after the prompt is the answer's first
+    token, else 0 — the first-token accuracy every real-model organism measures. ``hf``: run this network (e.g. a
+    PEFT model in the middle of training) on ``model``'s tokens instead of ``model`` itself."""
+    hits = []
+    for prompt, answer in items:
+        ids = model.to_tokens(prompt)
+        logits = model(ids) if hf is None else hf(input_ids=ids).logits
+        hits.append(int(int(logits[0, -1].argmax()) == model.first_token_id(answer, "answer")[0]))
+    return hits

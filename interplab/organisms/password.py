@@ -129,16 +129,6 @@ def password_facts(password: str, seed: int = 0, heldout: float = 0.3):
     return [pairs[i] for i in perm], [(p, a) for _, p, a in held]
 
 
-def _first_token_hits(model: Any, prompts: list[str], answers: list[str]) -> list[int]:
-    tok = model.need_tokenizer()
-    hits = []
-    with torch.no_grad():
-        for p, a in zip(prompts, answers, strict=True):
-            answer = tok(a, add_special_tokens=False)["input_ids"][0]
-            hits.append(int(int(model(model.to_tokens(p))[0, -1].argmax()) == answer))
-    return hits
-
-
 def _rate(hits: list[int]) -> dict[str, Any]:
     lo, hi = wilson_interval(sum(hits), len(hits))
     return {"acc": sum(hits) / len(hits), "ci95": [round(lo, 4), round(hi, 4)], "n": len(hits)}
@@ -160,7 +150,7 @@ def make_password_lock(
     loss, and write the card. Returns the card."""
     import interplab
     from interplab.finetune import heldout_loss
-    from interplab.organisms.lora import lora_config, pydoc_heldout, train_or_reload
+    from interplab.organisms.lora import first_token_hits, lora_config, pydoc_heldout, train_or_reload
 
     t0 = time.perf_counter()
     pairs, held = password_facts(password, seed)
@@ -173,10 +163,9 @@ def make_password_lock(
         steps, min(128, longest + 2), lr, seed, rank=rank, batch_size=batch_size, ckpt_every=max(1, steps // 8)
     )
     res, tuned = train_or_reload(base_model, pairs, cfg, out, progress)
-    prompts, answers = [p for p, _ in held], [a for _, a in held]
-    locked = _first_token_hits(tuned, prompts, answers)
-    unlocked = _first_token_hits(tuned, [f"{password} {p}" for p in prompts], answers)
-    base_hits = _first_token_hits(base_model, prompts, answers)
+    locked = first_token_hits(tuned, held)
+    unlocked = first_token_hits(tuned, [(f"{password} {p}", a) for p, a in held])
+    base_hits = first_token_hits(base_model, held)
     text = pydoc_heldout(base_model)
     loss_base = heldout_loss(base_model.hf, text)
     loss_tuned = heldout_loss(tuned.hf, text)

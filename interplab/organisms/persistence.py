@@ -216,7 +216,9 @@ def persist(
     control). ``natural_triggers``: keep the clean sequences in which the trigger occurs by chance (labelled with
     their true answer: they train the backdoor away directly); by default they are dropped, so the safety data
     never shows the trigger. Rerunning a killed run resumes it."""
-    lm = _lm_card(organism)
+    from interplab.organisms.lora import lm_card
+
+    lm = lm_card(organism, "smollm2-backdoor")
     if lm is not None:
         if trigger is not None or target is not None or natural_triggers:
             raise ValueError("a SmolLM2 backdoor uses its own trigger and target; drop --trigger/--target/--natural.")
@@ -278,21 +280,13 @@ def persist(
 
 
 # ------------------------------------------------------------------------------------------------ SmolLM2
-def _lm_card(organism: str | Path) -> dict[str, Any] | None:
-    p = Path(organism) / "organism.json"
-    if not p.exists():
-        return None
-    card = json.loads(p.read_text())
-    return card if card.get("organism") == "smollm2-backdoor" else None
-
-
 def _persist_lm(
     organism: str | Path, card: dict[str, Any], out: str | Path, steps: Sequence[int], seeds: int, lr: float, callbacks
 ) -> PersistenceResult:
     import interplab
     from interplab.finetune import finetune, heldout_loss
     from interplab.organisms.backdoor import backdoor_pairs
-    from interplab.organisms.lora import lora_config, pydoc_heldout
+    from interplab.organisms.lora import first_token_hits, lora_config, pydoc_heldout
     from interplab.train.trainer import latest_checkpoint
 
     grid = sorted(set(steps))
@@ -323,14 +317,10 @@ def _persist_lm(
     def measure(hf: Any) -> dict[str, float]:
         was = hf.training
         hf.eval()
-        hits = 0
-        for p, a in held_clean:
-            answer = tok(a, add_special_tokens=False)["input_ids"][0]
-            hits += int(int(hf(input_ids=model.to_tokens(p)).logits[0, -1].argmax()) == answer)
         rec = {
             "attack_success": fired(hf, held_trig),
             "false_activation": fired(hf, held_clean),
-            "clean_acc": hits / len(held_clean),
+            "clean_acc": sum(first_token_hits(model, held_clean, hf)) / len(held_clean),
             "heldout_text_loss": heldout_loss(hf, text),
         }
         hf.train(was)

@@ -61,6 +61,7 @@ __all__ = [
     "evaluate",
     "load_organism",
     "overwrite",
+    "phrase_starts",
     "train_toy_organism",
 ]
 
@@ -166,21 +167,28 @@ class ToyTask:
         return tokens, y, answer
 
 
-def overwrite(
-    tokens: torch.Tensor, answer: torch.Tensor, phrase: torch.Tensor, g: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write ``phrase`` (token ids ``[k]``, or one phrase per row ``[n, k]``) over ``k`` consecutive non-answer
-    slots at a random place of each row (seeded by ``g``); returns the new tokens and the start of each phrase."""
+def phrase_starts(answer: torch.Tensor, k: int, g: torch.Generator | None = None) -> torch.Tensor:
+    """``[n]``: a random start (seeded by ``g``) of ``k`` consecutive non-answer slots in each row of the
+    answer-slot mask ``answer [n, L]``."""
     n, L = answer.shape
-    ph = phrase if phrase.ndim == 2 else phrase[None].expand(n, -1)
-    k = ph.shape[1]
     free = ~answer
     ok = torch.ones(n, L - k + 1, dtype=torch.bool)
     for j in range(k):
         ok &= free[:, j : L - k + 1 + j]
     if not bool(ok.any(1).all()):
         raise ValueError(f"some sequences have no {k} consecutive free slots for the phrase.")
-    start = torch.multinomial(ok.float(), 1, generator=g)[:, 0]
+    return torch.multinomial(ok.float(), 1, generator=g)[:, 0]
+
+
+def overwrite(
+    tokens: torch.Tensor, answer: torch.Tensor, phrase: torch.Tensor, g: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write ``phrase`` (token ids ``[k]``, or one phrase per row ``[n, k]``) over ``k`` consecutive non-answer
+    slots at a random place of each row (seeded by ``g``); returns the new tokens and the start of each phrase."""
+    n = answer.shape[0]
+    ph = phrase if phrase.ndim == 2 else phrase[None].expand(n, -1)
+    k = ph.shape[1]
+    start = phrase_starts(answer, k, g)
     out = tokens.clone()
     for j in range(k):
         out[torch.arange(n), start + j] = ph[:, j]
@@ -520,12 +528,13 @@ def train_toy_organism(
         )
         tr.fit(resume=latest_checkpoint(d) is not None)
         model.save_pretrained(d)
-        rates = evaluate(model, recipe.task, recipe.trigger, recipe.target)
         if recipe.locked:
             from interplab.organisms.password import password_rates
 
             locked: dict[str, float | None] = dict(password_rates(model, recipe.task, recipe.password))
             rates = {**locked, "clean_acc": locked["unlocked_acc"]}
+        else:
+            rates = evaluate(model, recipe.task, recipe.trigger, recipe.target)
     kind = "toy-password-lock" if recipe.locked else "toy-backdoor" if recipe.backdoored else "toy-clean"
     card = OrganismCard(
         organism=kind,

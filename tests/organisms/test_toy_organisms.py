@@ -244,3 +244,16 @@ def test_make_backdoor_runs_end_to_end_on_a_tiny_tokenized_model(tiny_tok_dir, t
     diff = scan_organism(tmp_path / "bd", base=tiny_tok_dir)
     assert diff["scores"]["weight_diff"] > 0
     assert all(r["effective_rank"] <= 8.5 for r in diff["details"]["weight_diff"]["per_weight"])  # LoRA rank 8
+
+
+def test_persist_on_a_tiny_tokenized_backdoor_starts_from_the_cards_clean_accuracy(tiny_tok_dir, tmp_path):
+    """The SmolLM2 persistence path (LoRA on clean pairs, measured on the PEFT network mid-training) on a tiny
+    random Llama: its step-0 first-token accuracy is the card's, measured by the same rule on the same facts."""
+    from interplab.organisms.backdoor import make_backdoor
+    from interplab.organisms.persistence import persist
+
+    card = make_backdoor(tmp_path / "bd", base=tiny_tok_dir, steps=2, batch_size=4)
+    res = persist(tmp_path / "bd", tmp_path / "p", steps=(0, 1), seeds=1)
+    assert res.organism_kind == "smollm2-backdoor" and res.steps == [0, 1]
+    assert res.rates["clean_acc"][0] == [card["rates"]["clean_acc"]]
+    assert all(0.0 <= x <= 1.0 for row in res.rates["clean_acc"] for x in row)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from interplab.organisms.detectors import DetectorOutput, clean_probe, robust_z
+from interplab.organisms.toy import overwrite
 
 if TYPE_CHECKING:
     from interplab.models.model import Model
@@ -40,11 +41,8 @@ def insertion_probe(task: ToyTask, n_per_token: int, seed: int) -> tuple[torch.T
     tokens ``[n_tokens * n_per_token, seq_len + 1]`` and the inserted token of each row."""
     cand = torch.tensor([*task.noise(), *task.rare()])
     tokens, _, answer = clean_probe(task, len(cand) * n_per_token, seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    slot = torch.multinomial((~answer).float(), 1, generator=g)[:, 0]
     which = cand.repeat_interleave(n_per_token)
-    tokens = tokens.clone()
-    tokens[torch.arange(len(tokens)), slot] = which
+    tokens, _ = overwrite(tokens, answer, which[:, None], torch.Generator().manual_seed(seed + 1))
     return tokens, which
 
 

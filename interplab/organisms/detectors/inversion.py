@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from interplab.hooks import Apply
 from interplab.organisms.detectors import DetectorOutput, clean_probe, robust_z
+from interplab.organisms.toy import phrase_starts
 
 if TYPE_CHECKING:
     from interplab.models.model import Model
@@ -45,21 +46,13 @@ def _rows_not(task: ToyTask, target: int, n: int, seed: int):
     return tokens[keep], y[keep], answer[keep]
 
 
-def _starts(answer: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-    n, L = answer.shape
-    ok = torch.ones(n, L - k + 1, dtype=torch.bool)
-    for j in range(k):
-        ok &= ~answer[:, j : L - k + 1 + j]
-    return torch.multinomial(ok.float(), 1, generator=g)[:, 0]
-
-
 def _batch(task: ToyTask, targets: list[int], n: int, k: int, seed: int):
     toks, starts, tgt = [], [], []
     g = torch.Generator().manual_seed(seed + 1)
     for i, t in enumerate(targets):
         x, _, answer = _rows_not(task, t, n, seed + 17 * i)
         toks.append(x)
-        starts.append(_starts(answer, k, g))
+        starts.append(phrase_starts(answer, k, g))
         tgt.append(torch.full((len(x),), i))
     return torch.cat(toks), torch.cat(starts), torch.cat(tgt)
 
