@@ -227,12 +227,10 @@ def template_spread(values: ArrayLike, items: ArrayLike, templates: ArrayLike) -
     observed = float(np.std(list(per.values()), ddof=1)) if len(per) > 1 else 0.0
     if len(names) < 2:
         return TemplateSpread(per, 0.0, observed, 0.0)
-    item_names = sorted(set(it.tolist()))
-    grid = np.full((len(item_names), len(names)), np.nan)
-    ii = {k: i for i, k in enumerate(item_names)}
-    tt = {k: j for j, k in enumerate(names)}
-    for v, a, b in zip(x, it, tp, strict=True):
-        grid[ii[a], tt[b]] = v
+    _, row_of = np.unique(it, return_inverse=True)
+    _, col_of = np.unique(tp, return_inverse=True)
+    grid = np.full((int(row_of.max()) + 1, len(names)), np.nan)
+    grid[row_of, col_of] = x
     grid = grid[~np.isnan(grid).any(1)]
     n_i, n_t = grid.shape
     if n_i < 2:

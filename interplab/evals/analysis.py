@@ -207,10 +207,11 @@ def labelling_agreement(a: Any, b: Any) -> dict[str, Any]:
     if len(decided) >= 2:
         d_same = (decided["judgement"] == decided["judgement_b"]).to_numpy(dtype=np.float64)
         out["agreement_decided"] = clustered_mean(d_same, _clusters(decided["cluster"])).to_dict()
-        pa = decided["judgement"].value_counts(normalize=True)
-        pb = decided["judgement_b"].value_counts(normalize=True)
-        chance = float(sum(pa.get(k, 0.0) * pb.get(k, 0.0) for k in set(pa.index) | set(pb.index)))
-        out["kappa"] = _r((d_same.mean() - chance) / (1 - chance)) if chance < 1 else None
+        from sklearn.metrics import cohen_kappa_score
+
+        ja, jb = decided["judgement"].astype(str).tolist(), decided["judgement_b"].astype(str).tolist()
+        # one label throughout both labellings: chance agreement is 1 and kappa undefined
+        out["kappa"] = _r(cohen_kappa_score(ja, jb)) if len(set(ja) | set(jb)) > 1 else None
     counts = both.groupby(["judgement", "judgement_b"]).size()
     out["confusion"] = {f"{i}|{j}": int(v) for (i, j), v in counts.items()}
     va, vb = both["value"].to_numpy(dtype=np.float64), both["value_b"].to_numpy(dtype=np.float64)

@@ -371,11 +371,17 @@ class InterplabAPI(ModelAPI):
             def logprobs(r: int, pos: torch.Tensor) -> torch.Tensor:
                 return unembed_resid(m, resid[r, pos]).float().log_softmax(-1)
 
+        # a context's one-token choices all read the same row and position: one log-softmax over the vocabulary for
+        # them all (only the last span is kept, so memory stays one span's worth)
+        last: tuple[tuple[int, int, int], torch.Tensor] | None = None
         out: list[list[float]] = []
         for mine in reads:
             vals = []
             for r, start, ce in mine:
-                logp = logprobs(r, torch.arange(start, start + len(ce)))
+                span = (r, start, len(ce))
+                if last is None or last[0] != span:
+                    last = (span, logprobs(r, torch.arange(start, start + len(ce))))
+                logp = last[1]
                 vals.append(float(logp[torch.arange(len(ce)), torch.tensor(ce)].double().sum()))
             out.append(vals)
         return out

@@ -39,10 +39,8 @@ def task_for(
         kw: dict[str, Any] = {"templates": template_set, "dataset": dataset, "limit_items": limit_items}
         if max_tokens is not None:
             kw["max_tokens"] = max_tokens
-        if task != "harmful":
+        if task != "harmful":  # harmful always generates
             kw["method"] = method
-        elif method != "loglik":
-            pass  # harmful always generates
         return getattr(tasks, task)(**kw)
     file = task.split("@", 1)[0]
     if not (file.endswith(".py") and Path(file).is_file()):
@@ -60,14 +58,13 @@ def read_logs(log_dir: str | Path, models: Sequence[str], task_name: str) -> dic
     from inspect_ai.log import list_eval_logs, read_eval_log
 
     out: dict[str, Any] = {}
-    infos = list_eval_logs(str(log_dir), recursive=False)
+    heads = [read_eval_log(info, header_only=True) for info in list_eval_logs(str(log_dir), recursive=False)]
+    heads = [h for h in heads if h.status == "success" and h.eval.task.split("/")[-1] == task_name]
     for m in models:
         ref = model_ref(m)
         best = None
-        for info in infos:
-            head = read_eval_log(info, header_only=True)
-            mine = head.eval.model == ref and head.eval.task.split("/")[-1] == task_name
-            if mine and head.status == "success" and (best is None or head.eval.created > best.eval.created):
+        for head in heads:
+            if head.eval.model == ref and (best is None or head.eval.created > best.eval.created):
                 best = head
         if best is not None:
             out[m] = read_eval_log(best.location)

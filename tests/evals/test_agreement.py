@@ -48,3 +48,10 @@ def test_identical_labellings_agree_fully_and_disjoint_runs_are_an_error():
     other = a.assign(id=[f"x{i}" for i in range(4)])
     with pytest.raises(ValueError, match="same items"):
         labelling_agreement(a, other)
+
+
+def test_kappa_is_none_when_both_labellings_use_one_label_and_zero_when_each_uses_another():
+    a = _frame(["agree"] * 4, [0.9, 0.8, 0.7, 0.6])
+    assert labelling_agreement(a, a)["kappa"] is None  # chance agreement 1: kappa undefined
+    b = a.assign(judgement=["disagree"] * 4)
+    assert labelling_agreement(a, b)["kappa"] == 0.0  # chance agreement 0, observed 0
